@@ -1,0 +1,3 @@
+"""Inference engines. Each engine is a package of methods (one algorithm for one kind of
+declaration); importing a method module registers it (see ``probgen.registry``)."""
+from probgen.inference import em, exact, mcmc, meanfield, svi  # noqa: F401

@@ -1,0 +1,1 @@
+"""The `em` engine: expectation-maximisation, closed-form M-steps."""

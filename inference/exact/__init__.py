@@ -1,0 +1,1 @@
+"""The `exact` engine: sum-product / max-product: marginals, MAP, log-evidence."""

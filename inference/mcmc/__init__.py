@@ -1,0 +1,2 @@
+"""The `mcmc` engine: MCMC posteriors and MCMC-based learning."""
+from probgen.inference.mcmc import nuts  # noqa: F401

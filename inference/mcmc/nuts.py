@@ -1,0 +1,120 @@
+"""NUTS (Hoffman & Gelman 2014) over the continuous latent sites of any Pyro program,
+with discrete latent sites enumerated out.
+
+``pyro.param`` sites have no prior, so they cannot be sampled as they stand: a
+declaration that offers ``priors()`` (name -> distribution) has its parameters
+lifted to those priors (as ``pyro.poutine.lift`` does), and the fit records which
+were lifted in ``fit.state["lifted"]``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.infer import MCMC, NUTS
+
+from probgen.declarations import Program
+from probgen.fit import Fit
+from probgen.registry import Method, register
+
+from .._program import enumerated, inspect_program
+
+
+@register
+class ProgramNUTS(Method):
+    engine = "mcmc"
+    name = "nuts"
+    needs = "a Pyro program whose parameters have priors"
+    log_prob_kind = "estimate"
+
+    def accepts(self, model: Any) -> bool:
+        return isinstance(model, Program)
+
+    def fit(self, model: Program, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
+            progress: bool, warmup: int | None = None, chains: int = 1, target_accept: float = 0.8,
+            max_tree_depth: int = 10, **options: Any) -> Fit:
+        if options:
+            raise ValueError(f"unknown mcmc options {sorted(options)}; known: warmup, chains, "
+                             "target_accept, max_tree_depth")
+        steps = 500 if steps is None else steps
+        warmup = steps if warmup is None else warmup
+        args = model.program_args(data)
+        program, lifted = model.program, []
+        info = inspect_program(program, args)
+        if info.params:
+            priors = model.priors() if hasattr(model, "priors") else {}
+            missing = sorted(set(info.params) - set(priors))
+            if missing:
+                raise ValueError(f"the mcmc engine samples latent variables, but parameters {missing} "
+                                 "have no prior: declare them with pyro.sample and a prior, or use "
+                                 "engine='svi' / 'em'")
+            lifted = sorted(info.params)
+            program = poutine.lift(program, prior={n: priors[n] for n in lifted})
+            info = inspect_program(program, args)
+        kernel = NUTS(enumerated(program, info), max_plate_nesting=info.max_plate_nesting,
+                      target_accept_prob=target_accept, max_tree_depth=max_tree_depth,
+                      jit_compile=False)
+        start = _unconstrained(enumerated(program, info), args, init) if init else None
+        mcmc = MCMC(kernel, num_samples=steps, warmup_steps=warmup, num_chains=chains,
+                    disable_progbar=not progress, initial_params=start)
+        with pyro.get_param_store().scope():
+            mcmc.run(*args)
+        samples = {k: v.detach() for k, v in mcmc.get_samples().items()}
+        params = {k: v.mean(0) for k, v in samples.items()}
+        diag = mcmc.diagnostics()
+        history = [{"step": i} for i in range(steps)]
+        summary = {k: {"r_hat": float(torch.as_tensor(d.get("r_hat", float("nan"))).mean()),
+                       "n_eff": float(torch.as_tensor(d.get("n_eff", float("nan"))).mean())}
+                   for k, d in diag.items() if isinstance(d, dict) and "n_eff" in d}
+        return Fit(model, params, history, engine=self.engine, method=self.name,
+                   state={"samples": samples, "lifted": lifted, "diagnostics": summary},
+                   options={"warmup": warmup, "chains": chains})
+
+    def log_prob(self, fit: Fit, x: Any, max_draws: int = 200, **options: Any) -> torch.Tensor:
+        """Posterior predictive log p(x | data) ≈ log mean_s p(x | θ_s) over up to
+        ``max_draws`` posterior draws (per example for declarations with ``log_prob``;
+        for user programs the log-likelihood of the observed sites given each draw,
+        summed over the data set, as a 0-d tensor)."""
+        model, x = fit.model, fit.model.check_data(x)
+        draws = _thin(fit.state["samples"], max_draws)
+        if hasattr(model, "log_prob"):
+            lps = torch.stack([model.log_prob(dict(fit.params, **d), x) for d in draws])
+        else:
+            args = model.program_args(x)
+            lps = torch.stack([_observed_log_lik(model.program, args, d) for d in draws])
+        return torch.logsumexp(lps, 0) - torch.log(torch.tensor(float(len(draws))))
+
+    def sample(self, fit: Fit, n: int, seed: int | None = None) -> Any:
+        draws = _thin(fit.state["samples"], n)
+        if hasattr(fit.model, "sample"):
+            # one posterior draw per sample: the posterior predictive distribution
+            d = draws[torch.randint(len(draws), ()).item()]
+            return fit.model.sample(dict(fit.params, **d), n, seed=seed)
+        predictive = pyro.infer.Predictive(fit.model.program, posterior_samples=fit.state["samples"],
+                                           num_samples=n)
+        return {k: v.detach() for k, v in predictive().items()}
+
+
+def _thin(samples: dict[str, torch.Tensor], k: int) -> list[dict[str, torch.Tensor]]:
+    n = len(next(iter(samples.values())))
+    idx = torch.linspace(0, n - 1, min(k, n)).long()
+    return [{name: v[i] for name, v in samples.items()} for i in idx]
+
+
+def _observed_log_lik(fn: Any, args: tuple, values: dict) -> torch.Tensor:
+    tr = poutine.trace(poutine.condition(fn, data=values)).get_trace(*args)
+    tr.compute_log_prob()
+    return sum(s["log_prob_sum"] for s in tr.nodes.values() if s["type"] == "sample" and s["is_observed"]
+               and s["name"] not in values)
+
+
+def _unconstrained(program: Any, args: tuple, init: dict) -> dict:
+    """``init`` (constrained values) mapped to NUTS's unconstrained space."""
+    from pyro.infer.mcmc.util import initialize_model
+    _, transforms, _, _ = initialize_model(program, model_args=args)
+    unknown = sorted(set(init) - set(transforms))
+    if unknown:
+        raise ValueError(f"init names {unknown}, which are not latent sites; sites: {sorted(transforms)}")
+    return {k: transforms[k](torch.as_tensor(v)) for k, v in init.items()}

@@ -1,0 +1,1 @@
+"""The `meanfield` engine: fully factorised VI: CAVI / fixed-point updates."""

@@ -1,0 +1,1 @@
+"""Built-in declarations. Models state what they are; they never import engines."""

@@ -1,0 +1,17 @@
+"""probgen: declare a generative model once, fit it with any engine that fits, draw it.
+
+>>> import probgen as pg
+>>> from probgen.models import GaussianMixture
+>>> fit = pg.fit(GaussianMixture(3, 4), pg.load_dataset("iris"), engine="em", seed=0)
+"""
+from probgen.api import compatible, engines, fit, infer, load
+from probgen.data import load_dataset
+from probgen.declarations import Declaration, Program, UserProgram
+from probgen.fit import Fit
+from probgen.graph import d_separated, graph, markov_blanket, moral_graph, render
+from probgen.registry import models
+
+__all__ = ["fit", "infer", "engines", "compatible", "load", "Fit", "graph", "render",
+           "d_separated", "markov_blanket", "moral_graph", "models", "load_dataset",
+           "Declaration", "Program", "UserProgram"]
+__version__ = "0.1.0"

@@ -1,0 +1,233 @@
+"""The ``probgen`` command line: a thin layer over the public API.
+
+  probgen list
+  probgen fit MODEL --engine E [--data NAME|file.csv|file.npy] [--steps N] [--seed S] [--out DIR] [--set k=v ...]
+  probgen sample DIR -n N -o FILE(.npy|.csv|.png)
+  probgen graph MODEL -o FILE [--expand] [--params] [--data ...]
+  probgen demo [--quick]
+
+MODEL is a built-in short name (``gmm``), a class name (``GaussianMixture``) or
+``path/to/file.py:function`` for your own Pyro program. Bad arguments print one line
+and exit with code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import sys
+from typing import Any
+
+import probgen as pg
+from probgen import registry
+
+
+class UsageError(Exception):
+    """A bad argument: printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own errors: one line, exit 2
+        raise UsageError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="probgen", description="Declare generative models, swap engines, draw structure.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub.add_parser("list", help="models, engines and which engines fit which models")
+    f = sub.add_parser("fit", help="fit a model and save it")
+    f.add_argument("model")
+    f.add_argument("--engine", default=None)
+    f.add_argument("--data", default=None, help="bundled dataset name, or a .csv / .npy file")
+    f.add_argument("--steps", type=int, default=None)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--out", default="probgen-fit")
+    f.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="model constructor arguments, e.g. --set k=3 covariance=diag")
+    s = sub.add_parser("sample", help="draw from a saved fit")
+    s.add_argument("fit_dir")
+    s.add_argument("-n", type=int, default=16)
+    s.add_argument("-o", "--output", required=True)
+    s.add_argument("--seed", type=int, default=0)
+    g = sub.add_parser("graph", help="draw a model's structure")
+    g.add_argument("model")
+    g.add_argument("-o", "--output", required=True)
+    g.add_argument("--expand", action="store_true", help="one node per unit / time step")
+    g.add_argument("--params", action="store_true", help="show parameters as nodes")
+    g.add_argument("--data", default=None)
+    g.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    d = sub.add_parser("demo", help="fit the Gaussian mixture on iris with em, svi and mcmc")
+    d.add_argument("--quick", action="store_true", help="few steps (for tests)")
+    d.add_argument("--out", default="probgen-demo")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+        return {"list": cmd_list, "fit": cmd_fit, "sample": cmd_sample, "graph": cmd_graph,
+                "demo": cmd_demo}[args.command](args)
+    except (UsageError, ValueError, RuntimeError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"probgen: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("probgen: interrupted", file=sys.stderr)
+        return 130
+
+
+# ---- helpers -------------------------------------------------------------------------
+
+def parse_settings(items: list[str]) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def load_data(spec: str | None, model_cls: Any = None) -> Any:
+    from probgen.data import DATASETS, load_dataset, read_file
+    if spec is None:
+        name = getattr(model_cls, "default_dataset", None)
+        if name is None:
+            raise UsageError("this model has no bundled default dataset; pass --data")
+        spec = name
+    if spec.endswith((".csv", ".npy")):
+        return read_file(spec)
+    if hasattr(model_cls, "load_named_data"):  # families with their own bundled data
+        data = model_cls.load_named_data(spec)
+        if data is not None:
+            return data
+    if spec in DATASETS:
+        return load_dataset(spec)
+    raise UsageError(f"unknown data {spec!r}: a bundled dataset {list(DATASETS)} or a .csv / .npy file")
+
+
+def build_model(spec: str, data: Any, settings: dict) -> Any:
+    """A declaration for MODEL: a built-in name, or path/to/file.py:function."""
+    if ":" in spec and spec.split(":")[0].endswith(".py"):
+        from probgen.declarations import load_program
+        return load_program(spec)
+    cls = registry.resolve_model_name(spec)
+    try:
+        return cls.for_data(data, **settings)
+    except TypeError as exc:
+        raise UsageError(f"bad --set for {cls.__name__}: {exc}") from None
+
+
+def model_class(spec: str) -> Any:
+    if ":" in spec and spec.split(":")[0].endswith(".py"):
+        return None
+    return registry.resolve_model_name(spec)
+
+
+# ---- commands ------------------------------------------------------------------------
+
+def cmd_list(args: argparse.Namespace) -> int:
+    print(compatibility_table())
+    return 0
+
+
+def compatibility_table() -> str:
+    """The models × engines table (Markdown), as printed by ``probgen list`` and in the README."""
+    engines = pg.engines()
+    rows = ["| model | " + " | ".join(engines) + " |", "|---|" + "---|" * len(engines)]
+    for name, cls in sorted(registry.models().items(), key=lambda kv: kv[1].__name__):
+        model, _ = cls.example(seed=0)
+        ok = set(pg.compatible(model))
+        marks = ["default" if e == cls.default_engine else ("yes" if e in ok else "") for e in engines]
+        rows.append(f"| `{cls.__name__}` ({name}) | " + " | ".join(marks) + " |")
+    return "\n".join(rows)
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    cls = model_class(args.model)
+    data = load_data(args.data, cls) if (args.data or cls is not None) else None
+    model = build_model(args.model, data, parse_settings(args.set))
+    fit = pg.fit(model, data, engine=args.engine, steps=args.steps, seed=args.seed, progress=True)
+    os.makedirs(args.out, exist_ok=True)
+    fit.save(os.path.join(args.out, "fit.pt"))
+    plot_history(fit, os.path.join(args.out, "history.png"))
+    last = fit.history[-1] if fit.history else {}
+    print(f"fitted {model!r} with {fit.engine}/{fit.method}: {len(fit.history)} steps, last {last}")
+    print(f"saved {os.path.join(args.out, 'fit.pt')} and {os.path.join(args.out, 'history.png')}")
+    return 0
+
+
+def plot_history(fit: Any, path: str) -> None:
+    """A PNG of the loss / log-likelihood curve of ``fit.history``."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    keys = [k for k in ("log_likelihood", "log_evidence", "elbo", "loss")
+            if fit.history and k in fit.history[0]]
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    if keys:
+        ax.plot([h.get("step", i) for i, h in enumerate(fit.history)], [h[keys[0]] for h in fit.history])
+        ax.set_ylabel(keys[0].replace("_", " "))
+    else:
+        ax.text(0.5, 0.5, "no per-step curve for this engine", ha="center", va="center")
+    ax.set_xlabel("step")
+    ax.set_title(f"{type(fit.model).__name__} · {fit.engine}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    path = os.path.join(args.fit_dir, "fit.pt") if os.path.isdir(args.fit_dir) else args.fit_dir
+    if args.n <= 0:
+        raise UsageError(f"-n must be positive, got {args.n}")
+    fit = pg.load(path)
+    x = fit.sample(args.n, seed=args.seed)
+    if isinstance(x, dict):
+        raise UsageError("this fit samples several sites; use the Python API (fit.sample)")
+    if args.output.endswith(".png"):
+        from probgen.plots import save_samples_png
+        save_samples_png(x, args.output)
+    else:
+        from probgen.data import write_file
+        write_file(args.output, x)
+    print(f"wrote {args.n} samples to {args.output}")
+    return 0
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    cls = model_class(args.model)
+    data = load_data(args.data, cls) if args.data else None
+    if cls is not None:
+        if data is None:
+            model, _ = cls.example(seed=0)
+            if args.set:
+                model = cls(**{**_ctor_args(model), **parse_settings(args.set)})
+        else:
+            model = build_model(args.model, data, parse_settings(args.set))
+    else:
+        model = build_model(args.model, data, {})
+    options = {"params": args.params}
+    if args.expand:
+        options["expand"] = True
+    g = pg.graph(model, *(() if data is None else (data,)), **options)
+    pg.render(g, args.output)
+    print(f"wrote {args.output} ({g.number_of_nodes()} nodes, {g.number_of_edges()} edges)")
+    return 0
+
+
+def _ctor_args(model: Any) -> dict:
+    return {f: getattr(model, f) for f in getattr(model, "_repr_fields", ())}
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from probgen.demo import run_demo
+    run_demo(args.out, quick=args.quick)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

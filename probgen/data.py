@@ -1,0 +1,138 @@
+"""Data: checking user input (clear errors, never a traceback from inside torch) and
+the small datasets probgen ships, so that nothing is downloaded at run time.
+
+Bundled datasets (``load_dataset(name)``):
+  ``iris`` (150, 4) float — Fisher's iris measurements, with ``target`` labels;
+  ``digits`` (1797, 64) float in [0, 16] — the UCI 8×8 handwritten digits, with labels;
+  ``digits-binary`` — the digits thresholded at 8, as 0/1 floats.
+Train/test splits are fixed: ``split(x, test_fraction=0.2, seed=0)``.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import torch
+
+DATASETS = ("iris", "digits", "digits-binary")
+
+
+def as_tensor(x: Any, *, name: str = "data", dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """``x`` as a tensor of ``dtype``; ``ValueError`` if it is not numeric."""
+    if isinstance(x, torch.Tensor):
+        return x.to(dtype)
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be numeric array-like, got {type(x).__name__} ({exc})") from None
+    return torch.as_tensor(arr).to(dtype)
+
+
+def check_finite(x: torch.Tensor, name: str = "data") -> torch.Tensor:
+    if x.is_floating_point() and not torch.isfinite(x).all():
+        bad = (~torch.isfinite(x)).nonzero()[0].tolist()
+        kind = "NaN" if torch.isnan(x).any() else "inf"
+        raise ValueError(f"{name} contains {kind} values (first at index {tuple(bad)})")
+    return x
+
+
+def check_matrix(x: Any, dim: int | None = None, *, name: str = "data",
+                 dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """An ``(N, D)`` finite tensor with ``N >= 1`` (and ``D == dim`` when given).
+
+    A 1-D input is read as ``N`` points when ``dim == 1`` (or ``dim`` is None)."""
+    t = as_tensor(x, name=name, dtype=dtype)
+    expected = f"(N, {dim if dim is not None else 'D'})"
+    if t.dim() == 1 and (dim is None or dim == 1):
+        t = t.unsqueeze(-1)
+    if t.dim() != 2:
+        raise ValueError(f"{name} must have shape {expected}, got shape {tuple(t.shape)}")
+    if t.shape[0] == 0:
+        raise ValueError(f"{name} is empty: expected shape {expected} with N >= 1")
+    if dim is not None and t.shape[1] != dim:
+        raise ValueError(f"{name} must have shape {expected}, got shape {tuple(t.shape)}")
+    return check_finite(t, name)
+
+
+def check_tensor_tree(data: Any, name: str = "data") -> Any:
+    """Tensors / arrays inside ``data`` (a tensor, tuple, list or dict) checked for NaN/inf
+    and emptiness; other leaves pass through unchanged."""
+    if data is None:
+        return None
+    if isinstance(data, dict):
+        return {k: check_tensor_tree(v, f"{name}[{k!r}]") for k, v in data.items()}
+    if isinstance(data, tuple):
+        return tuple(check_tensor_tree(v, f"{name}[{i}]") for i, v in enumerate(data))
+    if isinstance(data, (torch.Tensor, np.ndarray)):
+        t = torch.as_tensor(data)
+        if t.numel() == 0:
+            raise ValueError(f"{name} is empty")
+        return check_finite(t, name)
+    return data
+
+
+def load_dataset(name: str, *, with_target: bool = False):
+    """A bundled dataset as a float64 tensor (and its integer labels when asked)."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; bundled datasets: {list(DATASETS)}")
+    base = name.replace("-binary", "")
+    with resources.files("probgen").joinpath(f"datasets/{base}.npz").open("rb") as f:
+        z = np.load(f)
+        x, y = z["data"].astype(np.float64), z["target"].astype(np.int64)
+    if name == "digits-binary":
+        x = (x >= 8).astype(np.float64)
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    return (x, y) if with_target else x
+
+
+def split(x: torch.Tensor, *others: torch.Tensor, test_fraction: float = 0.2, seed: int = 0):
+    """A fixed random train/test split: returns ``(x_train, x_test, *others_train_test)``."""
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(x), generator=g)
+    n_test = int(round(len(x) * test_fraction))
+    test, train = perm[:n_test], perm[n_test:]
+    out = [x[train], x[test]]
+    for o in others:
+        out += [o[train], o[test]]
+    return tuple(out)
+
+
+def read_file(path: str) -> torch.Tensor:
+    """A ``.npy`` or ``.csv`` (numbers, optional header row) file as a float64 tensor."""
+    if not os.path.exists(path):
+        raise ValueError(f"no such data file: {path}")
+    if path.endswith(".npy"):
+        return as_tensor(np.load(path), name=path)
+    if path.endswith(".csv"):
+        with open(path, newline="") as f:
+            rows = [r for r in csv.reader(f) if r]
+        if rows and not _is_number(rows[0][0]):
+            rows = rows[1:]
+        if not rows:
+            raise ValueError(f"{path} has no data rows")
+        try:
+            return torch.tensor([[float(v) for v in r] for r in rows], dtype=torch.float64)
+        except ValueError as exc:
+            raise ValueError(f"{path}: non-numeric cell ({exc})") from None
+    raise ValueError(f"data files must be .npy or .csv, got {path}")
+
+
+def write_file(path: str, x: torch.Tensor) -> None:
+    arr = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x)
+    if path.endswith(".npy"):
+        np.save(path, arr)
+    elif path.endswith(".csv"):
+        np.savetxt(path, arr.reshape(len(arr), -1), delimiter=",")
+    else:
+        raise ValueError(f"output must be .npy, .csv or .png, got {path}")
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False

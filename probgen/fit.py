@@ -1,0 +1,98 @@
+"""The result of fitting a declaration: parameters, history, evaluation, sampling, save/load."""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+import torch
+
+from probgen import registry
+
+
+class Fit:
+    """A fitted model.
+
+    Attributes:
+      model – the declaration that was fitted.
+      params – ``dict[str, Tensor]`` named as the declaration names them.
+      history – list of per-step records (``{"step": i, "loss": ...}`` or ``"log_evidence"``).
+      engine, method – the engine name and the method (algorithm) that made the fit.
+      state – engine-specific extras needed to evaluate or sample (posterior samples,
+        a guide, persistent chains), saved with the fit.
+      options – the options the fit was made with.
+    """
+
+    def __init__(self, model: Any, params: dict[str, torch.Tensor], history: list[dict] | None = None,
+                 *, engine: str, method: str, state: dict | None = None, options: dict | None = None,
+                 log_prob_kind: str | None = None):
+        self.model = model
+        self.params = dict(params)
+        self.history = list(history or [])
+        self.engine = engine
+        self.method = method
+        self.state = dict(state or {})
+        self.options = dict(options or {})
+        self._log_prob_kind = log_prob_kind
+
+    # -- the method object that made this fit: evaluation and sampling go through it
+    def _method(self) -> registry.Method:
+        return registry.find_method(self.model, self.engine, self.method)
+
+    @property
+    def log_prob_kind(self) -> str:
+        """``"exact"``, ``"bound"`` or ``"estimate"``: what :meth:`log_prob` returns."""
+        return self._log_prob_kind or self._method().log_prob_kind
+
+    def log_prob(self, x: Any, seed: int = 0, **options: Any) -> torch.Tensor:
+        """Per-example log-likelihood of ``x`` (shape ``(N,)``); see :attr:`log_prob_kind`.
+        Monte Carlo estimates and bounds use ``seed``, so the same call gives the same answer."""
+        from probgen.random import seeded
+        with torch.no_grad(), seeded(seed):
+            return self._method().log_prob(self, x, **options)
+
+    def sample(self, n: int, seed: int | None = None) -> Any:
+        """``n`` draws from the fitted generative model."""
+        if not isinstance(n, int) or n <= 0:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        with torch.no_grad():
+            return self._method().sample(self, n, seed=seed)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the fit to ``path`` atomically (a temporary file, then a rename)."""
+        path = os.fspath(path)
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        payload = {"format": "probgen.fit/1", "model": self.model, "params": self.params,
+                   "history": self.history, "engine": self.engine, "method": self.method,
+                   "state": self.state, "options": self.options, "log_prob_kind": self._log_prob_kind}
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".probgen-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(payload, f)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def __repr__(self) -> str:
+        last = self.history[-1] if self.history else {}
+        return (f"Fit({self.model!r}, engine={self.engine!r}, method={self.method!r}, "
+                f"steps={len(self.history)}, last={last})")
+
+
+def load(path: str | os.PathLike) -> Fit:
+    """Read a fit written by :meth:`Fit.save`."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ValueError(f"no saved fit at {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # a corrupt or foreign file
+        raise ValueError(f"{path} is not a probgen fit ({exc})") from None
+    if not isinstance(payload, dict) or payload.get("format") != "probgen.fit/1":
+        raise ValueError(f"{path} is not a probgen fit")
+    return Fit(payload["model"], payload["params"], payload["history"], engine=payload["engine"],
+               method=payload["method"], state=payload["state"], options=payload["options"],
+               log_prob_kind=payload["log_prob_kind"])

@@ -1,0 +1,173 @@
+"""Registries of declarations (models) and engines.
+
+An *engine* (``"em"``, ``"svi"``, ...) is a named collection of *methods*. A method is
+one algorithm for one kind of declaration: it states what it needs of a declaration
+(:meth:`Method.accepts`, a capability check on protocols, never on a concrete model
+class) and turns a declaration plus data into a :class:`probgen.Fit`. Method modules
+live under ``inference/<engine>/`` and register themselves with :func:`register`.
+
+Declarations register themselves by subclassing :class:`probgen.declarations.Declaration`
+with a ``short_name``. Both registries are filled lazily on first use by importing
+``probgen.models`` and ``probgen.inference`` (the core never imports them at import time,
+so imports keep pointing down).
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from probgen.fit import Fit
+
+#: Every engine probgen knows, in the order the README lists them, with one line each.
+ENGINE_DESCRIPTIONS: dict[str, str] = {
+    "exact": "sum-product / max-product: marginals, MAP, log-evidence",
+    "em": "expectation-maximisation, closed-form M-steps",
+    "meanfield": "fully factorised VI: CAVI / fixed-point updates",
+    "svi": "stochastic VI on the ELBO (autoguides, amortised encoders)",
+    "mcmc": "MCMC: NUTS/HMC, Gibbs, CD/PCD, Langevin",
+    "adversarial": "min-max training of an implicit sampler",
+    "flow": "exact maximum likelihood through invertible transforms",
+    "diffusion": "forward noising chain, learned reverse chain",
+}
+
+_METHODS: dict[str, list["Method"]] = {}
+_MODELS: dict[str, type] = {}
+_loaded = False
+
+
+class Method:
+    """One algorithm of an engine for the declarations that pass :meth:`accepts`.
+
+    Subclasses set ``engine`` (the engine name) and ``name`` and implement
+    :meth:`accepts` and :meth:`fit`. The defaults of :meth:`log_prob`,
+    :meth:`sample` and :meth:`infer` delegate to the declaration's own exact
+    evaluation (``model.log_prob(params, x)``, ``model.sample(params, n, seed)``).
+    """
+
+    engine: str = ""
+    name: str = ""
+    #: what ``Fit.log_prob`` returns for fits made by this method: "exact" | "bound" | "estimate"
+    log_prob_kind: str = "exact"
+    #: the queries :func:`probgen.infer` may ask of this method
+    queries: tuple[str, ...] = ()
+    #: one line for error messages: what this method needs of a declaration
+    needs: str = ""
+
+    def accepts(self, model: Any) -> bool:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None,
+            init: dict | None, progress: bool, **options: Any) -> "Fit":  # pragma: no cover
+        raise NotImplementedError
+
+    def log_prob(self, fit: "Fit", x: Any, **options: Any):
+        return fit.model.log_prob(fit.params, fit.model.check_data(x))
+
+    def sample(self, fit: "Fit", n: int, seed: int | None = None):
+        return fit.model.sample(fit.params, n, seed=seed)
+
+    def infer(self, model: Any, params: dict | None, data: Any, query: str, **options: Any):
+        raise ValueError(f"engine {self.engine!r} answers no queries on {type(model).__name__}")
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator: add a :class:`Method` to its engine's registry."""
+    if cls.engine not in ENGINE_DESCRIPTIONS:
+        raise ValueError(f"unknown engine name {cls.engine!r} for method {cls.__name__}")
+    methods = _METHODS.setdefault(cls.engine, [])
+    if not any(type(m) is cls for m in methods):
+        methods.append(cls())
+    return cls
+
+
+def register_model(cls: type) -> None:
+    """Called by ``Declaration.__init_subclass__`` for classes with a ``short_name``."""
+    _MODELS[cls.short_name] = cls
+
+
+def _load() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        importlib.import_module("probgen.models")
+        importlib.import_module("probgen.inference")
+
+
+def engines() -> list[str]:
+    """Names of all engines that have at least one method, in the README's order."""
+    _load()
+    return [e for e in ENGINE_DESCRIPTIONS if _METHODS.get(e)]
+
+
+def models() -> dict[str, type]:
+    """Built-in declarations by short name (``"gmm"`` -> ``GaussianMixture``)."""
+    _load()
+    return dict(_MODELS)
+
+
+def methods(engine: str) -> list[Method]:
+    _load()
+    return list(_METHODS.get(engine, []))
+
+
+def compatible(model: Any) -> list[str]:
+    """Engine names with a method that accepts ``model``."""
+    _load()
+    model = as_declaration(model)
+    return [e for e in engines() if any(m.accepts(model) for m in _METHODS[e])]
+
+
+def find_method(model: Any, engine: str | None, name: str | None = None) -> Method:
+    """The method of ``engine`` that accepts ``model``; clear ``ValueError`` otherwise."""
+    _load()
+    if engine is None:
+        engine = getattr(model, "default_engine", None)
+        if engine is None:
+            raise ValueError(
+                f"{type(model).__name__} has no default engine; pass engine= one of {compatible(model)}")
+    if not isinstance(engine, str):
+        raise ValueError(f"engine must be a name (one of {engines()}), got {type(engine).__name__}")
+    if engine not in _METHODS:
+        raise ValueError(f"unknown engine {engine!r}; engines that fit {_describe(model)}: {compatible(model)}"
+                         f" (all engines: {engines()})")
+    for m in _METHODS[engine]:
+        if (name is None or m.name == name) and m.accepts(model):
+            return m
+    needs = "; ".join(m.needs for m in _METHODS[engine] if m.needs)
+    raise ValueError(f"engine {engine!r} does not fit {_describe(model)}"
+                     + (f" (it needs: {needs})" if needs else "")
+                     + f"; engines that do: {compatible(model)}")
+
+
+def _describe(model: Any) -> str:
+    return getattr(model, "__name__", None) or type(model).__name__
+
+
+def as_declaration(model: Any) -> Any:
+    """A declaration for ``model``: declarations pass through, plain callables are
+    wrapped as user Pyro programs."""
+    from probgen.declarations import Declaration, UserProgram
+    if isinstance(model, Declaration):
+        return model
+    from probgen.fit import Fit
+    if isinstance(model, Fit):
+        return model.model
+    if callable(model):
+        return UserProgram(model)
+    raise ValueError(f"a model must be a probgen declaration or a Pyro function, got {type(model).__name__}")
+
+
+def resolve_model_name(name: str) -> type:
+    """A built-in declaration class by short name or class name (case-insensitive)."""
+    table = models()
+    if name in table:
+        return table[name]
+    for cls in table.values():
+        if cls.__name__.lower() == name.lower():
+            return cls
+    raise ValueError(f"unknown model {name!r}; built-in models: {sorted(table)}"
+                     " (or path/to/file.py:function for your own Pyro program)")
+
+
+Callback = Callable[[dict], None]
