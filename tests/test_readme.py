@@ -1,0 +1,22 @@
+"""The README stays true: its models × engines table equals the registry, and its two
+commands are the ones CI runs."""
+import pathlib
+import re
+
+from probgen.cli import compatibility_table
+
+README = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def test_models_engines_table_matches_registry():
+    block = re.search(r"<!-- table:start -->\n(.*?)\n<!-- table:end -->", README, re.S)
+    assert block, "README has a models × engines table between table markers"
+    assert block.group(1).strip() == compatibility_table().strip(), \
+        "README table is stale: regenerate it with `probgen list`"
+
+
+def test_readme_commands_are_what_ci_runs():
+    ci = (pathlib.Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
+    assert 'pip install torch==2.13.0 -e ".[dev]" && probgen demo' in README
+    assert 'pip install -q torch==2.13.0 -e ".[dev]"' in ci
+    assert "\npytest\n" in README and "\npytest\n" in ci
