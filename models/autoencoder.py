@@ -377,7 +377,7 @@ class Autoencoder(EncoderDecoder):
 
     def __init__(self, kind: str = "undercomplete", dims: Any = 64, code_dim: int = 8,
                  likelihood: str = "bernoulli", activation: str = "tanh", code_activation: str | None = None,
-                 sparsity: float = 1.0, corruption: str = "mask", noise: float | None = None,
+                 sparsity: float = 2.0, corruption: str = "mask", noise: float | None = None,
                  contraction: float = 0.1):
         _check_choice("kind", kind, KINDS)
         if code_activation is None:
