@@ -372,6 +372,7 @@ class Autoencoder(EncoderDecoder):
     """
 
     short_name = "autoencoder"
+    aliases = ("ae",)
     _repr_fields = ("kind", "dims", "code_dim", "likelihood", "activation", "code_activation",
                     "sparsity", "corruption", "noise", "contraction")
 

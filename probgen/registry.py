@@ -159,12 +159,13 @@ def as_declaration(model: Any) -> Any:
 
 
 def resolve_model_name(name: str) -> type:
-    """A built-in declaration class by short name or class name (case-insensitive)."""
+    """A built-in declaration class by short name, class name (case-insensitive) or one of
+    its ``aliases`` (a class attribute, e.g. ``("ae",)``)."""
     table = models()
     if name in table:
         return table[name]
     for cls in table.values():
-        if cls.__name__.lower() == name.lower():
+        if cls.__name__.lower() == name.lower() or name in getattr(cls, "aliases", ()):
             return cls
     raise ValueError(f"unknown model {name!r}; built-in models: {sorted(table)}"
                      " (or path/to/file.py:function for your own Pyro program)")
