@@ -49,6 +49,7 @@ def main():
     p.add_argument("--out", default="docs/img")
     p.add_argument("--epochs", type=int, default=150)
     args = p.parse_args()
+    torch.set_num_threads(1)
     os.makedirs(args.out, exist_ok=True)
     x, y = pg.load_dataset("digits-binary", with_target=True)
     x = x.float()
@@ -87,10 +88,10 @@ def main():
     fig.savefig(f"{args.out}/vae_latent_map.png", dpi=80)
     plt.close(fig)
     for name, f in (("VAE-8", vae), ("VAE-2", vae2)):
-        print(f"{name}: {len(f.history)} epochs, test -ELBO {-f.log_prob(x_test).mean():.2f}, "
-              f"IWAE-500 NLL {-f.log_prob(x_test, k=500).mean():.2f}")
+        print(f"{name}: {len(f.history)} epochs, test -ELBO {-f.log_prob(x_test).mean().item():.2f}, "
+              f"IWAE-500 NLL {-f.log_prob(x_test, k=500).mean().item():.2f}")
     print(f"denoising AE: test reconstruction log-lik of masked inputs "
-          f"{-torch.nn.functional.binary_cross_entropy(pg.infer(dae, masked, query='reconstruct'), clean, reduction='sum') / len(clean):.2f}")
+          f"{-torch.nn.functional.binary_cross_entropy(pg.infer(dae, masked, query='reconstruct'), clean, reduction='sum').item() / len(clean):.2f}")
     print(f"wrote pictures to {args.out}/")
 
 
