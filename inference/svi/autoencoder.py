@@ -9,7 +9,7 @@ and ``encoder_dist`` (``"delta"`` or a distribution). The loss is Pyro's ``Trace
 * a Gaussian encoder makes it the negative ELBO −E_q[log p(x, h) − log q(h | x)] (VAE).
 
 Training runs over epochs of shuffled minibatches (``steps`` = epochs), scores a held-out
-validation split after each epoch, keeps the parameters of the best validation epoch and
+validation split after each epoch (the same loss, without the denoising corruption), keeps the parameters of the best validation epoch and
 stops early after ``patience`` epochs without improvement. Losses are per example.
 
 ``fit.log_prob(x, k=…)``: for a distributional encoder the importance-weighted bound
