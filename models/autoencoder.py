@@ -321,7 +321,8 @@ class EncoderDecoder(Program):
         """The generative graph h → x inside the data plate; with ``params=True`` the decoder's
         parameters point at x and the encoder's (the guide's) at h."""
         g = nx.DiGraph()
-        prior = type(self.prior()).__name__
+        prior = self.prior()
+        prior = type(getattr(prior, "base_dist", prior)).__name__  # "Normal", not "Independent"
         g.add_node("h", kind="latent", plates=("data",), distribution=prior, size=self.code_dim)
         g.add_node("x", kind="observed", plates=("data",),
                    distribution="Bernoulli" if self.likelihood == "bernoulli" else "Normal", size=self.dims[0])

@@ -155,7 +155,7 @@ def test_denoising_masks_inputs_only_in_training():
 def test_structure_is_latent_to_observed():
     g = pg.graph(Autoencoder("sparse", (64, 32), code_dim=8), params=True)
     assert g.nodes["h"]["kind"] == "latent" and g.nodes["x"]["kind"] == "observed"
-    assert g.has_edge("h", "x") and g.nodes["h"]["distribution"] == "Independent"
+    assert g.has_edge("h", "x") and g.nodes["h"]["distribution"] == "Laplace"
     assert {"W1", "W2", "b0", "b1"} <= set(g.predecessors("x"))
     assert {"enc_W1", "enc_loc_W"} <= set(g.predecessors("h"))
 
