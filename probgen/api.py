@@ -39,21 +39,21 @@ def fit(model: Any, data: Any = None, engine: str | None = None, steps: int | No
         return method.fit(model, data, steps=steps, seed=seed, init=init, progress=progress, **options)
 
 
-def infer(model_or_fit: Any, data: Any = None, query: str = "marginals", engine: str | None = None,
+def infer(model_or_fit: Any, data: Any = None, query: str = "marginals", engine: str = "exact",
           **options: Any) -> Any:
     """Posterior queries: ``query="marginals"`` (posterior marginals) or ``"map"``
     (most probable assignment); families add their own (``"encode"``, ...).
 
     With a :class:`Fit` the fitted parameters are used; with a declaration, its own
-    (declared) parameters. ``engine=None``: the engine that made the fit when its method
-    answers ``query``, ``"exact"`` otherwise."""
+    (declared) parameters. Where the ``exact`` engine does not fit the model (a VAE's
+    ``query="encode"``, say), a fit is asked through the engine that made it."""
     if isinstance(model_or_fit, Fit):
         model, params = model_or_fit.model, model_or_fit.params
-        if engine is None and query in model_or_fit._method().queries:
+        if (engine == "exact" and query in model_or_fit._method().queries
+                and not any(m.accepts(model) for m in registry.methods("exact"))):
             engine = model_or_fit.engine
     else:
         model, params = registry.as_declaration(model_or_fit), None
-    engine = "exact" if engine is None else engine
     method = registry.find_method(model, engine)
     if method.queries and query not in method.queries:
         raise ValueError(f"engine {engine!r} answers queries {list(method.queries)} on "
