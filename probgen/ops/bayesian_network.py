@@ -1,0 +1,271 @@
+"""Exact queries on a discrete Bayesian network by variable elimination
+(:mod:`probgen.ops.contract`), shared by the declaration (``log_prob``), the ``exact``
+engine (marginals, MAP) and the ``em`` engine (expected counts).
+
+What does not depend on the evidence is computed once per network and set of tables
+and cached: float64 tables, factor scopes, a min-fill elimination order of the whole
+network, each variable's ancestors, plans per (query, observed columns), and, for
+tables of evidence rows that observe the same few columns, the joint table of the
+query and those columns (the answer for every row is then a lookup).
+
+The network is duck-typed: anything with ``variables``, ``parents``, ``cards``,
+``index`` and tables named ``probs_<v>``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from probgen.ops.contract import MAX_ENTRIES, Plan, decode, min_fill_order
+
+#: evidence tables whose observed columns and query span at most this many joint
+#: entries are answered from a cached joint table (one lookup per row)
+JOINT_LOOKUP_ENTRIES = 2 ** 16
+_CACHE_SIZE = 4
+
+
+def compiled(bn: Any, params: dict[str, torch.Tensor]) -> "CompiledNetwork":
+    """The compiled form of ``bn`` with tables ``params`` (cached on ``bn``: the last few
+    sets of tables, held so their ids stay valid)."""
+    cache = bn.__dict__.setdefault("_cache", {})
+    key = tuple(id(params[f"probs_{v}"]) for v in bn.variables)
+    entry = cache.get(key)
+    if entry is None:
+        if len(cache) >= _CACHE_SIZE:
+            cache.pop(next(iter(cache)))
+        entry = cache[key] = (CompiledNetwork(bn, params), [params[f"probs_{v}"] for v in bn.variables])
+    return entry[0]
+
+
+class CompiledNetwork:
+    """A network's tables as float64 NumPy factors plus everything a query reuses."""
+
+    def __init__(self, bn: Any, params: dict[str, torch.Tensor]):
+        self.variables = list(bn.variables)
+        self.n = len(self.variables)
+        self.cards = list(bn.cards)
+        idx = bn.index
+        self.parents = [[idx[p] for p in bn.parents[v]] for v in self.variables]
+        self.scopes = [tuple(self.parents[j]) + (j,) for j in range(self.n)]
+        self.tables = [np.ascontiguousarray(params[f"probs_{v}"].detach().cpu().numpy().astype(np.float64))
+                       for v in self.variables]
+        self.order = min_fill_order(self.scopes, self.cards, range(self.n))
+        self.rank = {v: k for k, v in enumerate(self.order)}
+        anc: list[frozenset] = []
+        for j in range(self.n):  # topological order: parents come first
+            s = {j}
+            for p in self.parents[j]:
+                s |= anc[p]
+            anc.append(frozenset(s))
+        self.ancestors = anc
+        self.plans: dict = {}
+        self.joints: dict = {}
+
+    # ---- helpers ---------------------------------------------------------------------
+    def _plan(self, key: Any, build) -> Plan:
+        plan = self.plans.get(key)
+        if plan is None:
+            if len(self.plans) > 512:
+                self.plans.clear()
+            plan = self.plans[key] = build()
+        return plan
+
+    def _relevant(self, vars_: Sequence[int]) -> list[int]:
+        """Ancestors of ``vars_`` (the rest of the network sums to one), topologically."""
+        s = set()
+        for v in vars_:
+            s |= self.ancestors[v]
+        return sorted(s)
+
+    # ---- one assignment --------------------------------------------------------------
+    def query_single(self, targets: Sequence[int], evidence: dict[int, int], mode: str = "marginals"):
+        """Posterior marginals ``{v: (card,)}`` of ``targets`` given one assignment, or
+        (``mode="map"``) the most probable joint state of ``targets`` (summing out the
+        other unobserved variables) and its probability ``p(targets, evidence)``."""
+        out = {}
+        groups = [[t] for t in targets] if mode == "marginals" else [list(targets)]
+        for group in groups:
+            rel = self._relevant(list(group) + list(evidence))
+            scopes, tensors = [], []
+            for j in rel:
+                t = self.tables[j]
+                s = self.scopes[j]
+                if any(u in evidence for u in s):
+                    t = t[tuple(evidence[u] if u in evidence else slice(None) for u in s)]
+                    s = tuple(u for u in s if u not in evidence)
+                scopes.append(s)
+                tensors.append(t)
+            gset = set(group)
+            if mode == "marginals":
+                order = sorted((u for u in rel if u not in evidence and u not in gset), key=self.rank.__getitem__)
+                plan = Plan(scopes, [False] * len(scopes), self.cards, order, keep=tuple(group))
+                res, _, _ = plan.run(tensors)
+                z = res.sum()
+                if not z > 0:
+                    raise ValueError("the evidence has probability zero under this network")
+                out[group[0]] = res / z
+            else:
+                summed = sorted((u for u in rel if u not in evidence and u not in gset), key=self.rank.__getitem__)
+                maxed = sorted((u for u in gset if u not in evidence), key=self.rank.__getitem__)
+                plan = Plan(scopes, [False] * len(scopes), self.cards, summed + maxed, keep=(), max_vars=maxed)
+                res, _, argmax = plan.run(tensors)
+                if not float(res) > 0:
+                    raise ValueError("the evidence has probability zero under this network")
+                vals = decode(argmax, summed + maxed, {}, None)
+                out = {u: (int(vals[u]) if u in vals else evidence[u]) for u in group}
+        return out
+
+    # ---- tables of evidence rows ------------------------------------------------------
+    def _indicator_factors(self, x: np.ndarray, cols: Sequence[int]):
+        """Per observed column, an ``(N, card)`` indicator: one-hot, or ones when missing."""
+        tensors, scopes = [], []
+        n = x.shape[0]
+        for j in cols:
+            ind = np.zeros((n, self.cards[j]))
+            col = x[:, j]
+            obs = col >= 0
+            ind[np.nonzero(obs)[0], col[obs]] = 1.0
+            ind[~obs] = 1.0
+            tensors.append(ind)
+            scopes.append((j,))
+        return tensors, scopes
+
+    def query_batch(self, targets: Sequence[int], x: np.ndarray, mode: str = "marginals"):
+        """Like :meth:`query_single` for a table ``x`` ``(N, V)`` of state indices (-1 =
+        missing), in one batched contraction per target (marginals ``{v: (N, card)}``)
+        or one for all targets (MAP ``{v: (N,)}`` plus ``log p(targets, evidence)``)."""
+        n = x.shape[0]
+        observed = [j for j in range(self.n) if (x[:, j] >= 0).any()]
+        if mode != "marginals":
+            return self._batched_map(list(targets), x, observed)
+        out = {}
+        for t in targets:
+            cols = [j for j in observed if j != t]
+            complete = bool((x[:, cols] >= 0).all()) if cols else True
+            span = math.prod(self.cards[j] for j in cols) * self.cards[t]
+            if complete and t not in observed and span <= JOINT_LOOKUP_ENTRIES:
+                joint = self._joint(t, tuple(cols))
+                rows = joint[tuple(x[:, j] for j in cols)] if cols else np.broadcast_to(joint, (n,) + joint.shape)
+            else:
+                rows = self._batched(t, x, cols + ([t] if t in observed else []))
+            z = rows.sum(1, keepdims=True)
+            if not (z > 0).all():
+                bad = int(np.nonzero(~(z[:, 0] > 0))[0][0])
+                raise ValueError(f"evidence row {bad} has probability zero under this network")
+            out[t] = rows / z
+        return out
+
+    def _joint(self, t: int, cols: tuple[int, ...]) -> np.ndarray:
+        """The joint table ``p(cols..., t)`` (cached: it does not depend on the rows)."""
+        key = (t, cols)
+        joint = self.joints.get(key)
+        if joint is None:
+            rel = self._relevant((t,) + cols)
+            keep = cols + (t,)
+            order = sorted((u for u in rel if u not in keep), key=self.rank.__getitem__)
+            scopes = [self.scopes[j] for j in rel]
+            plan = Plan(scopes, [False] * len(rel), self.cards, order, keep=keep)
+            joint, _, _ = plan.run([self.tables[j] for j in rel])
+            if len(self.joints) > 64:
+                self.joints.clear()
+            self.joints[key] = joint
+        return joint
+
+    def _batched(self, t: int, x: np.ndarray, cols: list[int]) -> np.ndarray:
+        n = x.shape[0]
+        rel = self._relevant([t] + cols)
+        key = ("b", t, tuple(cols), n)
+        scopes = [self.scopes[j] for j in rel]
+        ind, ind_scopes = self._indicator_factors(x, cols)
+        plan = self._plan(key, lambda: Plan(scopes + ind_scopes, [False] * len(rel) + [True] * len(cols),
+                                            self.cards, sorted((u for u in rel if u != t), key=self.rank.__getitem__),
+                                            keep=(t,), batch_size=n))
+        res, _, _ = plan.run([self.tables[j] for j in rel] + ind)
+        return res if res.ndim == 2 else np.broadcast_to(res, (n,) + res.shape)
+
+    def _batched_map(self, targets: list[int], x: np.ndarray, cols: list[int]):
+        n = x.shape[0]
+        tset = set(targets)
+        rel = self._relevant(targets + cols)
+        scopes = [self.scopes[j] for j in rel]
+        summed = sorted((u for u in rel if u not in tset), key=self.rank.__getitem__)
+        maxed = sorted(tset, key=self.rank.__getitem__)
+        ind, ind_scopes = self._indicator_factors(x, cols)
+        key = ("m", tuple(targets), tuple(cols), n)
+        plan = self._plan(key, lambda: Plan(scopes + ind_scopes, [False] * len(rel) + [True] * len(cols),
+                                            self.cards, summed + maxed, keep=(), max_vars=maxed, batch_size=n))
+        res, log_scale, argmax = plan.run([self.tables[j] for j in rel] + ind)
+        res = np.broadcast_to(res, (n,))
+        with np.errstate(divide="ignore"):
+            logp = np.log(res) + log_scale
+        if not np.isfinite(logp).all():
+            bad = int(np.nonzero(~np.isfinite(logp))[0][0])
+            raise ValueError(f"evidence row {bad} has probability zero under this network")
+        vals = decode(argmax, summed + maxed, {}, n)
+        return {u: np.broadcast_to(np.asarray(vals[u]), (n,)) for u in targets}, logp
+
+    def log_prob_rows(self, x: np.ndarray) -> np.ndarray:
+        """``log p(observed cells of each row)``, ``(N,)``: complete rows by a lookup per
+        variable, the others by one batched contraction with the missing cells summed out."""
+        n = x.shape[0]
+        out = np.empty(n)
+        full = (x >= 0).all(1)
+        if full.any():
+            xf = x[full]
+            lp = np.zeros(len(xf))
+            with np.errstate(divide="ignore"):
+                for j in range(self.n):
+                    lp += np.log(self.tables[j][tuple(xf[:, u] for u in self.scopes[j])])
+            out[full] = lp
+        if (~full).any():
+            xm = x[~full]
+            m = xm.shape[0]
+            cols = [j for j in range(self.n) if (xm[:, j] >= 0).any()]
+            ind, ind_scopes = self._indicator_factors(xm, cols)
+            plan = self._plan(("lp", tuple(cols), m), lambda: Plan(
+                list(self.scopes) + ind_scopes, [False] * self.n + [True] * len(cols), self.cards,
+                self.order, keep=(), batch_size=m))
+            res, log_scale, _ = plan.run(self.tables + ind)
+            with np.errstate(divide="ignore"):
+                out[~full] = np.log(np.broadcast_to(res, (m,))) + log_scale
+        return out
+
+    def expected_counts(self, tables: list[torch.Tensor], x: np.ndarray) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """E-step: for every variable, the expected counts ``sum_n p(x_v, x_pa(v) | row n)``
+        (shape of its table) and ``sum_n log p(row n)``, from one batched contraction of
+        the rows with missing cells and its gradient (d log Z / d theta * theta is the
+        family posterior; Darwiche 2003). Complete rows are counted directly."""
+        counts = [torch.zeros_like(t) for t in tables]
+        full = (x >= 0).all(1)
+        ll = torch.zeros((), dtype=torch.float64)
+        if full.any():
+            xf = torch.from_numpy(x[full])
+            for j in range(self.n):
+                flat = torch.zeros(tables[j].numel(), dtype=torch.float64)
+                strides = np.cumprod([1] + [self.cards[u] for u in self.scopes[j]][::-1])[:-1][::-1]
+                lin = sum(xf[:, u] * int(s) for u, s in zip(self.scopes[j], strides))
+                flat.index_add_(0, lin, torch.ones(len(lin), dtype=torch.float64))
+                counts[j] += flat.reshape(tables[j].shape)
+                ll = ll + torch.log(tables[j][tuple(xf[:, u] for u in self.scopes[j])]).sum()
+        if (~full).any():
+            xm = x[~full]
+            m = xm.shape[0]
+            cols = [j for j in range(self.n) if (xm[:, j] >= 0).any()]
+            ind, ind_scopes = self._indicator_factors(xm, cols)
+            plan = self._plan(("lp", tuple(cols), m), lambda: Plan(
+                list(self.scopes) + ind_scopes, [False] * self.n + [True] * len(cols), self.cards,
+                self.order, keep=(), batch_size=m))
+            leaves = [t.detach().clone().requires_grad_(True) for t in tables]
+            res, log_scale, _ = plan.run(leaves + [torch.from_numpy(i) for i in ind])
+            logz = (torch.log(res.expand(m)) + log_scale).sum()
+            grads = torch.autograd.grad(logz, leaves)
+            for j in range(self.n):
+                counts[j] += grads[j] * tables[j]
+            ll = ll + logz.detach()
+        return counts, ll
+
+
+__all__ = ["compiled", "CompiledNetwork", "MAX_ENTRIES"]
