@@ -94,7 +94,7 @@ class CompiledNetwork:
                 t = self.tables[j]
                 s = self.scopes[j]
                 if any(u in evidence for u in s):
-                    t = t[tuple(evidence[u] if u in evidence else slice(None) for u in s)]
+                    t = np.asarray(t[tuple(evidence[u] if u in evidence else slice(None) for u in s)])
                     s = tuple(u for u in s if u not in evidence)
                 scopes.append(s)
                 tensors.append(t)
@@ -259,9 +259,15 @@ class CompiledNetwork:
                 list(self.scopes) + ind_scopes, [False] * self.n + [True] * len(cols), self.cards,
                 self.order, keep=(), batch_size=m))
             leaves = [t.detach().clone().requires_grad_(True) for t in tables]
-            res, log_scale, _ = plan.run(leaves + [torch.from_numpy(i) for i in ind])
-            logz = (torch.log(res.expand(m)) + log_scale).sum()
-            grads = torch.autograd.grad(logz, leaves)
+            threads = torch.get_num_threads()
+            if plan.largest < 2 ** 22:  # small kernels: thread start-up costs more than it saves
+                torch.set_num_threads(1)
+            try:
+                res, log_scale, _ = plan.run(leaves + [torch.from_numpy(i) for i in ind])
+                logz = (torch.log(res.expand(m)) + log_scale).sum()
+                grads = torch.autograd.grad(logz, leaves)
+            finally:
+                torch.set_num_threads(threads)
             for j in range(self.n):
                 counts[j] += grads[j] * tables[j]
             ll = ll + logz.detach()

@@ -148,9 +148,9 @@ class Plan:
         result is batched, else a float); ``argmax[v]`` is, for each maxed-out variable,
         ``(table, scope, batched)`` — the maximising state of ``v`` for every value of its
         remaining scope (see :func:`decode`)."""
-        is_torch = not isinstance(tensors[0], np.ndarray) if tensors else False
+        import torch
+        is_torch = bool(tensors) and isinstance(tensors[0], torch.Tensor)
         if is_torch:
-            import torch
             einsum = torch.einsum
         else:
             einsum = np.einsum
