@@ -347,3 +347,30 @@ def test_em_pseudo_counts_and_options():
         pg.fit(bn, x, engine="em", bogus=1, progress=False)
     again = pg.infer(fit, {"smoke": "yes"}, variables=["lung"])["lung"]
     assert again.shape == (2,)
+
+
+# ---- Gibbs (mcmc) ------------------------------------------------------------------------
+
+def test_gibbs_queries_agree_with_exact():
+    bn = BayesianNetwork.load_bundled("cancer")
+    ev = {"Xray": "positive", "Smoker": "True"}
+    exact = pg.infer(bn, ev, variables=["Cancer", "Pollution"])
+    gibbs = pg.infer(bn, ev, engine="mcmc", variables=["Cancer", "Pollution"], steps=4000, seed=0)
+    for v in exact:
+        # Rao-Blackwellised averages over 4,000 correlated sweeps: a few hundredths at most
+        np.testing.assert_allclose(gibbs[v].numpy(), exact[v].numpy(), atol=0.03)
+    table = {"Xray": ["positive", "negative", None], "Dyspnoea": [None, "True", "False"]}
+    exact = pg.infer(bn, table, variables=["Cancer"])["Cancer"]
+    gibbs = pg.infer(bn, table, engine="mcmc", variables=["Cancer"], steps=4000, seed=1)["Cancer"]
+    assert gibbs.shape == (3, 2)
+    np.testing.assert_allclose(gibbs.numpy(), exact.numpy(), atol=0.03)
+
+
+def test_gibbs_fit_is_the_dirichlet_posterior_mean():
+    bn = BayesianNetwork.load_bundled("cancer")
+    x = bn.sample(None, 400, seed=0)
+    fit = pg.fit(bn, x, engine="mcmc", steps=400, seed=0, progress=False)
+    want = pg.fit(bn, x, engine="exact", pseudo_count=1.0, progress=False)  # (counts + 1) / (n + K)
+    for k in want.params:
+        # 400 posterior draws: the Monte Carlo error of the mean is far below 0.02
+        np.testing.assert_allclose(fit.params[k].numpy(), want.params[k].numpy(), atol=0.02)
