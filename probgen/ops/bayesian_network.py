@@ -73,6 +73,14 @@ class CompiledNetwork:
             plan = self.plans[key] = build()
         return plan
 
+    def _batched_order(self, scopes: list, ind_cols: Sequence[int], n: int, eliminate: Sequence[int]) -> list[int]:
+        """A min-fill order for a batched contraction: the batch axis is a variable that is
+        never eliminated and that every indicator factor mentions, so the order accounts
+        for the intermediates it widens."""
+        b = self.n
+        cards = list(self.cards) + [n]
+        return min_fill_order(list(scopes) + [(j, b) for j in ind_cols], cards, eliminate)
+
     def _relevant(self, vars_: Sequence[int]) -> list[int]:
         """Ancestors of ``vars_`` (the rest of the network sums to one), topologically."""
         s = set()
@@ -146,9 +154,16 @@ class CompiledNetwork:
             cols = [j for j in observed if j != t]
             complete = bool((x[:, cols] >= 0).all()) if cols else True
             span = math.prod(self.cards[j] for j in cols) * self.cards[t]
-            if complete and t not in observed and span <= JOINT_LOOKUP_ENTRIES:
+            if t not in observed and span <= JOINT_LOOKUP_ENTRIES:
                 joint = self._joint(t, tuple(cols))
-                rows = joint[tuple(x[:, j] for j in cols)] if cols else np.broadcast_to(joint, (n,) + joint.shape)
+                if complete:  # a lookup per row
+                    rows = joint[tuple(x[:, j] for j in cols)] if cols else np.broadcast_to(joint, (n,) + joint.shape)
+                else:  # sum the joint against the rows' indicators (all ones where a cell is missing)
+                    ind, ind_scopes = self._indicator_factors(x, cols)
+                    plan = self._plan(("j", t, tuple(cols), n), lambda: Plan(
+                        [tuple(cols) + (t,)] + ind_scopes, [False] + [True] * len(cols), self.cards, cols,
+                        keep=(t,), batch_size=n))
+                    rows, _, _ = plan.run([joint] + ind, rescale=False)
             else:
                 rows = self._batched(t, x, cols + ([t] if t in observed else []))
             z = rows.sum(1, keepdims=True)
@@ -180,9 +195,9 @@ class CompiledNetwork:
         key = ("b", t, tuple(cols), n)
         scopes = [self.scopes[j] for j in rel]
         ind, ind_scopes = self._indicator_factors(x, cols)
-        plan = self._plan(key, lambda: Plan(scopes + ind_scopes, [False] * len(rel) + [True] * len(cols),
-                                            self.cards, sorted((u for u in rel if u != t), key=self.rank.__getitem__),
-                                            keep=(t,), batch_size=n))
+        plan = self._plan(key, lambda: Plan(
+            scopes + ind_scopes, [False] * len(rel) + [True] * len(cols), self.cards,
+            self._batched_order(scopes, cols, n, [u for u in rel if u != t]), keep=(t,), batch_size=n))
         res, _, _ = plan.run([self.tables[j] for j in rel] + ind)
         return res if res.ndim == 2 else np.broadcast_to(res, (n,) + res.shape)
 
@@ -191,12 +206,17 @@ class CompiledNetwork:
         tset = set(targets)
         rel = self._relevant(targets + cols)
         scopes = [self.scopes[j] for j in rel]
-        summed = sorted((u for u in rel if u not in tset), key=self.rank.__getitem__)
-        maxed = sorted(tset, key=self.rank.__getitem__)
         ind, ind_scopes = self._indicator_factors(x, cols)
         key = ("m", tuple(targets), tuple(cols), n)
-        plan = self._plan(key, lambda: Plan(scopes + ind_scopes, [False] * len(rel) + [True] * len(cols),
-                                            self.cards, summed + maxed, keep=(), max_vars=maxed, batch_size=n))
+
+        def build() -> Plan:
+            # sum-product first, then max-product (a valid constrained order for marginal MAP)
+            order = self._batched_order(scopes, cols, n, [u for u in rel if u not in tset])
+            order += self._batched_order(scopes, cols, n, [u for u in rel if u in tset])
+            return Plan(scopes + ind_scopes, [False] * len(rel) + [True] * len(cols), self.cards, order,
+                        keep=(), max_vars=tset, batch_size=n)
+        plan = self._plan(key, build)
+        summed_maxed = plan.order
         res, log_scale, argmax = plan.run([self.tables[j] for j in rel] + ind)
         res = np.broadcast_to(res, (n,))
         with np.errstate(divide="ignore"):
@@ -204,7 +224,7 @@ class CompiledNetwork:
         if not np.isfinite(logp).all():
             bad = int(np.nonzero(~np.isfinite(logp))[0][0])
             raise ValueError(f"evidence row {bad} has probability zero under this network")
-        vals = decode(argmax, summed + maxed, {}, n)
+        vals = decode(argmax, summed_maxed, {}, n)
         return {u: np.broadcast_to(np.asarray(vals[u]), (n,)) for u in targets}, logp
 
     def log_prob_rows(self, x: np.ndarray) -> np.ndarray:
@@ -227,7 +247,7 @@ class CompiledNetwork:
             ind, ind_scopes = self._indicator_factors(xm, cols)
             plan = self._plan(("lp", tuple(cols), m), lambda: Plan(
                 list(self.scopes) + ind_scopes, [False] * self.n + [True] * len(cols), self.cards,
-                self.order, keep=(), batch_size=m))
+                self._batched_order(self.scopes, cols, m, range(self.n)), keep=(), batch_size=m))
             res, log_scale, _ = plan.run(self.tables + ind)
             with np.errstate(divide="ignore"):
                 out[~full] = np.log(np.broadcast_to(res, (m,))) + log_scale
@@ -257,7 +277,7 @@ class CompiledNetwork:
             ind, ind_scopes = self._indicator_factors(xm, cols)
             plan = self._plan(("lp", tuple(cols), m), lambda: Plan(
                 list(self.scopes) + ind_scopes, [False] * self.n + [True] * len(cols), self.cards,
-                self.order, keep=(), batch_size=m))
+                self._batched_order(self.scopes, cols, m, range(self.n)), keep=(), batch_size=m))
             leaves = [t.detach().clone().requires_grad_(True) for t in tables]
             threads = torch.get_num_threads()
             if plan.largest < 2 ** 22:  # small kernels: thread start-up costs more than it saves

@@ -83,6 +83,7 @@ class Plan:
                  order: Sequence[int], keep: Sequence[int] = (), max_vars: Any = (), batch_size: int = 1,
                  max_entries: int = MAX_ENTRIES):
         self.keep = tuple(keep)
+        self.order = list(order)
         self.n_inputs = len(scopes)
         max_vars = set(max_vars)
         live: dict[int, tuple[tuple[int, ...], bool]] = {}
