@@ -192,8 +192,10 @@ class BayesianNetwork(Program):
             unknown = [c for c in data if c not in self.index]
             if unknown:
                 raise ValueError(f"unknown variables {unknown}; variables: {self.variables}")
-            cols = {c: (list(col) if not isinstance(col, (str, int, float)) and col is not None else [col])
-                    for c, col in data.items()}
+            scalar = {c for c, col in data.items() if col is None or isinstance(col, (str, int, float, np.generic))}
+            cols = {c: list(col) for c, col in data.items() if c not in scalar}
+            n_rows = len(next(iter(cols.values()))) if cols else 1
+            cols.update({c: [data[c]] * n_rows for c in scalar})  # one value for every row
             lengths = {len(c) for c in cols.values()}
             if len(lengths) != 1 or 0 in lengths:
                 raise ValueError(f"the columns must be non-empty and of equal length, got lengths "

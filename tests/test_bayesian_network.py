@@ -374,3 +374,26 @@ def test_gibbs_fit_is_the_dirichlet_posterior_mean():
     for k in want.params:
         # 400 posterior draws: the Monte Carlo error of the mean is far below 0.02
         np.testing.assert_allclose(fit.params[k].numpy(), want.params[k].numpy(), atol=0.02)
+
+
+def test_network_too_wide_for_exact_inference_goes_to_gibbs():
+    # 60 binary causes, 200 observed effects with 3 random causes each: conditioning on
+    # the effects couples the causes into a graph whose treewidth is far beyond 27
+    rng = np.random.default_rng(0)
+    spec = {f"r{i}": {"states": 2, "cpt": [0.5, 0.5]} for i in range(60)}
+    for j in range(200):
+        spec[f"c{j}"] = {"states": 2, "parents": [f"r{k}" for k in rng.choice(60, 3, replace=False)],
+                         "cpt": rng.dirichlet([1, 1], size=8).reshape(2, 2, 2, 2)}
+    bn = BayesianNetwork(spec)
+    evidence = {f"c{j}": "1" for j in range(200)}
+    with pytest.raises(ValueError, match=r"intermediate table of [\d,]+ entries .* engine='mcmc'"):
+        pg.infer(bn, evidence, variables=["r0"])
+    approx = pg.infer(bn, evidence, engine="mcmc", variables=["r0"], steps=50, seed=0)["r0"]
+    assert approx.shape == (2,) and approx.sum().item() == pytest.approx(1.0)
+
+
+def test_markov_blanket_and_moral_graph():
+    from probgen.graph import markov_blanket, moral_graph
+    bn = BayesianNetwork.from_bif(ASIA_BIF)
+    assert markov_blanket(bn, "either") == {"lung", "tub", "xray", "dysp", "bronc"}
+    assert moral_graph(bn).has_edge("lung", "tub")  # co-parents of "either" are married
