@@ -32,7 +32,8 @@ class NetworkEM(Method):
         """``steps``: the most EM iterations (default 100); stops when the log-likelihood
         (log-posterior with pseudo-counts) gains less than ``tol`` per row.
         Initial tables: ``init``, else counts of the observed cells of each family
-        (rows where the family is fully observed) with one pseudo-count."""
+        (rows where the family is fully observed) with one pseudo-count, randomly
+        perturbed (``seed``) for families with a latent (never observed) variable."""
         if options:
             raise ValueError(f"unknown em options {sorted(options)}; known: tol, pseudo_count")
         if pseudo_count < 0:
@@ -45,8 +46,11 @@ class NetworkEM(Method):
             return Fit(model, params, [{"step": 0, "log_likelihood": ll}], engine=self.engine, method=self.name,
                        options={"pseudo_count": pseudo_count, "tol": tol})
         steps = 100 if steps is None else steps
-        params = model.check_params(dict(model.check_params(None), **init)) if init else \
-            available_case_tables(model, x, 1.0)
+        if init:
+            params = model.check_params(dict(model.check_params(None), **init))
+        else:
+            params = available_case_tables(model, x, 1.0)
+            params = _break_symmetry(model, params, x, seed)
         history = []
         prev = -float("inf")
         for step in bar(range(steps), desc="em", enabled=progress):
@@ -61,6 +65,23 @@ class NetworkEM(Method):
             prev = ll
         return Fit(model, params, history, engine=self.engine, method=self.name,
                    options={"pseudo_count": pseudo_count, "tol": tol})
+
+
+def _break_symmetry(model: Any, params: dict, x, seed: int | None) -> dict:
+    """Tables of families with a never-observed (latent) variable start uniform from
+    available-case counting, a fixed point of EM where every latent state looks alike;
+    multiply them by Exp(1) noise (a Dirichlet(1) perturbation) so EM can separate them."""
+    import numpy as np
+    latent = {v for v in model.variables if (x[:, model.index[v]] < 0).all()}
+    if not latent:
+        return params
+    rng = np.random.default_rng(seed)
+    out = dict(params)
+    for v in model.variables:
+        if v in latent or latent & set(model.parents[v]):
+            t = out[f"probs_{v}"] * torch.from_numpy(rng.exponential(size=tuple(out[f"probs_{v}"].shape)))
+            out[f"probs_{v}"] = t / t.sum(-1, keepdim=True)
+    return out
 
 
 def _log_prior(tables: list[torch.Tensor], pseudo_count: float) -> float:
