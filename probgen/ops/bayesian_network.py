@@ -95,36 +95,55 @@ class CompiledNetwork:
         other unobserved variables) and its probability ``p(targets, evidence)``."""
         out = {}
         groups = [[t] for t in targets] if mode == "marginals" else [list(targets)]
+        ev_key = tuple(sorted(evidence))
         for group in groups:
-            rel = self._relevant(list(group) + list(evidence))
-            scopes, tensors = [], []
-            for j in rel:
-                t = self.tables[j]
-                s = self.scopes[j]
-                if any(u in evidence for u in s):
-                    t = np.asarray(t[tuple(evidence[u] if u in evidence else slice(None) for u in s)])
-                    s = tuple(u for u in s if u not in evidence)
-                scopes.append(s)
-                tensors.append(t)
-            gset = set(group)
+            if mode == "marginals" and group[0] in evidence:  # an observed target: a point mass
+                res = np.zeros(self.cards[group[0]])
+                res[evidence[group[0]]] = 1.0
+                out[group[0]] = res
+                continue
+            key = ("s", mode, tuple(group), ev_key)
+            entry = self.plans.get(key)
+            if entry is None:  # everything but the evidence values: cached per observed set
+                entry = self.plans[key] = self._single_plan(group, set(evidence), mode)
+            rel, slicing, plan, order = entry
+            tensors = [self.tables[j] if not sl else
+                       np.asarray(self.tables[j][tuple(evidence[u] if u is not None else slice(None) for u in sl)])
+                       for j, sl in zip(rel, slicing)]
+            res, _, argmax = plan.run(tensors)
             if mode == "marginals":
-                order = sorted((u for u in rel if u not in evidence and u not in gset), key=self.rank.__getitem__)
-                plan = Plan(scopes, [False] * len(scopes), self.cards, order, keep=tuple(group))
-                res, _, _ = plan.run(tensors)
                 z = res.sum()
                 if not z > 0:
                     raise ValueError("the evidence has probability zero under this network")
                 out[group[0]] = res / z
             else:
-                summed = sorted((u for u in rel if u not in evidence and u not in gset), key=self.rank.__getitem__)
-                maxed = sorted((u for u in gset if u not in evidence), key=self.rank.__getitem__)
-                plan = Plan(scopes, [False] * len(scopes), self.cards, summed + maxed, keep=(), max_vars=maxed)
-                res, _, argmax = plan.run(tensors)
                 if not float(res) > 0:
                     raise ValueError("the evidence has probability zero under this network")
-                vals = decode(argmax, summed + maxed, {}, None)
+                vals = decode(argmax, order, {}, None)
                 out = {u: (int(vals[u]) if u in vals else evidence[u]) for u in group}
         return out
+
+    def _single_plan(self, group: list[int], evidence: set[int], mode: str):
+        if len(self.plans) > 4096:
+            self.plans.clear()
+        rel = self._relevant(list(group) + list(evidence))
+        scopes, slicing = [], []
+        for j in rel:
+            s = self.scopes[j]
+            if any(u in evidence for u in s):
+                slicing.append(tuple(u if u in evidence else None for u in s))
+                s = tuple(u for u in s if u not in evidence)
+            else:
+                slicing.append(())
+            scopes.append(s)
+        gset = set(group)
+        summed = sorted((u for u in rel if u not in evidence and u not in gset), key=self.rank.__getitem__)
+        if mode == "marginals":
+            plan = Plan(scopes, [False] * len(scopes), self.cards, summed, keep=tuple(group))
+            return rel, slicing, plan, summed
+        maxed = sorted((u for u in gset if u not in evidence), key=self.rank.__getitem__)
+        plan = Plan(scopes, [False] * len(scopes), self.cards, summed + maxed, keep=(), max_vars=maxed)
+        return rel, slicing, plan, summed + maxed
 
     # ---- tables of evidence rows ------------------------------------------------------
     def _indicator_factors(self, x: np.ndarray, cols: Sequence[int]):
