@@ -102,8 +102,10 @@ class Plan:
             union: list[int] = []
             seen = set()
             any_b = False
+            in_scopes = []
             for i in ins:
                 s, b = live.pop(i)
+                in_scopes.append((s, b))
                 any_b |= b
                 for u in s:
                     if u not in seen:
@@ -113,7 +115,13 @@ class Plan:
             size = math.prod(cards[u] for u in union) * (batch_size if any_b else 1)
             largest = max(largest, size)
             is_max = v in max_vars
-            steps.append((tuple(ins), slot, tuple(union), out, v, any_b, is_max))
+            # einsum sublists, fixed here so that running the plan is only the contractions
+            label = {u: k + 1 for k, u in enumerate(union)}
+            head = [0] if any_b else []
+            subs = tuple(([0] if b else []) + [label[u] for u in s] for s, b in in_scopes)
+            out_sub = head + [label[u] for u in (union if is_max else out)]
+            axis = len(head) + union.index(v)
+            steps.append((tuple(ins), subs, out_sub, slot, v, out, any_b, is_max, axis))
             for u in out:
                 s_ = by_var[u]
                 s_.difference_update(ins)
@@ -127,8 +135,10 @@ class Plan:
             raise ValueError(f"variables {sorted(missing)} are neither eliminated nor kept")
         size = math.prod(cards[u] for u in self.keep) * (batch_size if any_b else 1)
         largest = max(largest, size)
-        self.final = (tuple(leftover), tuple(live[i][0] for i in leftover), tuple(live[i][1] for i in leftover),
-                      any_b)
+        label = {u: k + 1 for k, u in enumerate(self.keep)}
+        self.final = (tuple(leftover),
+                      tuple(([0] if live[i][1] else []) + [label[u] for u in live[i][0]] for i in leftover),
+                      ([0] if any_b else []) + [label[u] for u in self.keep])
         self.steps = steps
         self.largest = largest
         self.scopes = [tuple(s) for s in scopes]
@@ -156,41 +166,31 @@ class Plan:
         else:
             einsum = np.einsum
         live = dict(enumerate(tensors))
-        scope_of = {i: (s, b) for i, (s, b) in enumerate(zip(self.scopes, self.batched))}
         log_scale = 0.0
         argmax = {}
-        for ins, slot, union, out, v, any_b, is_max in self.steps:
-            label = {u: k + 1 for k, u in enumerate(union)}
+        for ins, subs, out_sub, slot, v, out, any_b, is_max, axis in self.steps:
             args = []
-            for i in ins:
-                s, b = scope_of.pop(i)
+            for i, sub in zip(ins, subs):
                 args.append(live.pop(i))
-                args.append(([0] if b else []) + [label[u] for u in s])
-            head = [0] if any_b else []
+                args.append(sub)
+            res = einsum(*args, out_sub)
             if is_max:
-                prod = einsum(*args, head + [label[u] for u in union])
-                axis = (1 if any_b else 0) + union.index(v)
                 if is_torch:
-                    val, arg = prod.max(dim=axis)
+                    res, arg = res.max(dim=axis)
                 else:
-                    arg = prod.argmax(axis=axis)
-                    val = np.take_along_axis(prod, np.expand_dims(arg, axis), axis).squeeze(axis)
+                    arg = res.argmax(axis=axis)
+                    res = np.take_along_axis(res, np.expand_dims(arg, axis), axis).squeeze(axis)
                 argmax[v] = (arg, out, any_b)
-                res = val
-            else:
-                res = einsum(*args, head + [label[u] for u in out])
             if any_b and rescale:
                 res, log_scale = _rescale(res, log_scale, is_torch)
             live[slot] = res
-            scope_of[slot] = (out, any_b)
-        leftover, scopes, batched, any_b = self.final
-        label = {u: k + 1 for k, u in enumerate(self.keep)}
+        leftover, subs, out_sub = self.final
         if leftover:
             args = []
-            for i, s, b in zip(leftover, scopes, batched):
+            for i, sub in zip(leftover, subs):
                 args.append(live[i])
-                args.append(([0] if b else []) + [label[u] for u in s])
-            result = einsum(*args, ([0] if any_b else []) + [label[u] for u in self.keep])
+                args.append(sub)
+            result = einsum(*args, out_sub)
         else:
             result = np.ones(()) if not is_torch else tensors[0].new_ones(())
         return result, log_scale, argmax
