@@ -80,9 +80,10 @@ class AODE(Declaration):
         c = int(y.max()) + 1 if n_classes is None else n_classes
         nv = (x.max(0).values + 1) if n_values is None else torch.as_tensor(n_values).long()
         v = int(nv.max())
-        oh = one_hot(x, v)  # (N, D, V)
-        oy = one_hot(y, c)  # (N, C)
-        counts = torch.einsum("nc,nik,njl->cikjl", oy, oh, oh)
+        oh = one_hot(x, v).reshape(len(x), -1)  # (N, D*V)
+        d = x.shape[1]
+        # per class, the co-occurrence counts of every pair of (feature, value): one matmul
+        counts = torch.stack([oh[y == k].T @ oh[y == k] for k in range(c)]).reshape(c, d, v, d, v)
         return {"counts": counts, "n_values": nv, "n": torch.tensor(float(len(y)), dtype=torch.float64)}
 
     def _estimates(self, params: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
