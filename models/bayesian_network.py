@@ -500,7 +500,8 @@ def _parse_bif(text: str, name: str | None) -> BayesianNetwork:
             parts = []
             while tok.peek() not in ("{", None):
                 parts.append(tok.next())
-            net_name = " ".join(parts) or net_name
+            if parts and not (parts == ["unknown"] and name):  # pgmpy's files all say "unknown"
+                net_name = " ".join(parts)
             tok.skip_block()
         elif kw == "variable":
             v = tok.next()
