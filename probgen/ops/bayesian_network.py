@@ -24,6 +24,8 @@ from probgen.ops.contract import MAX_ENTRIES, Plan, decode, min_fill_order
 #: evidence tables whose observed columns and query span at most this many joint
 #: entries are answered from a cached joint table (one lookup per row)
 JOINT_LOOKUP_ENTRIES = 2 ** 16
+#: rows of a table are contracted in chunks whose largest intermediate has about this many entries
+ROW_CHUNK_ENTRIES = 2 ** 21
 _CACHE_SIZE = 4
 
 
@@ -73,12 +75,12 @@ class CompiledNetwork:
             plan = self.plans[key] = build()
         return plan
 
-    def _batched_order(self, scopes: list, ind_cols: Sequence[int], n: int, eliminate: Sequence[int]) -> list[int]:
+    def _batched_order(self, scopes: list, ind_cols: Sequence[int], eliminate: Sequence[int]) -> list[int]:
         """A min-fill order for a batched contraction: the batch axis is a variable that is
         never eliminated and that every indicator factor mentions, so the order accounts
-        for the intermediates it widens."""
+        for the intermediates it widens (its size is taken as 1,000 rows)."""
         b = self.n
-        cards = list(self.cards) + [n]
+        cards = list(self.cards) + [1000]
         return min_fill_order(list(scopes) + [(j, b) for j in ind_cols], cards, eliminate)
 
     def _relevant(self, vars_: Sequence[int]) -> list[int]:
@@ -160,10 +162,30 @@ class CompiledNetwork:
             scopes.append((j,))
         return tensors, scopes
 
+    def _chunks(self, plan: Plan, n: int):
+        """Row ranges whose batched intermediates stay near ``ROW_CHUNK_ENTRIES`` entries
+        (``plan.largest`` is per row: plans for tables of rows are built with batch size 1)."""
+        size = max(1, ROW_CHUNK_ENTRIES // max(plan.largest, 1))
+        return [(a, min(a + size, n)) for a in range(0, n, size)]
+
+    def _rows_plan(self, key: Any, scopes: list, cols: Sequence[int], eliminate: Sequence[int],
+                   keep: tuple = (), max_vars: Any = ()) -> Plan:
+        """A cached plan for CPT factors ``scopes`` plus batched indicators on ``cols``."""
+        def build() -> Plan:
+            if max_vars:  # sum-product first, then max-product (a valid order for marginal MAP)
+                order = self._batched_order(scopes, cols, [u for u in eliminate if u not in max_vars])
+                order += self._batched_order(scopes, cols, [u for u in eliminate if u in max_vars])
+            else:
+                order = self._batched_order(scopes, cols, eliminate)
+            return Plan(list(scopes) + [(j,) for j in cols], [False] * len(scopes) + [True] * len(cols),
+                        self.cards, order, keep=keep, max_vars=max_vars, batch_size=1)
+        return self._plan(key, build)
+
     def query_batch(self, targets: Sequence[int], x: np.ndarray, mode: str = "marginals"):
         """Like :meth:`query_single` for a table ``x`` ``(N, V)`` of state indices (-1 =
         missing), in one batched contraction per target (marginals ``{v: (N, card)}``)
-        or one for all targets (MAP ``{v: (N,)}`` plus ``log p(targets, evidence)``)."""
+        or one for all targets (MAP ``{v: (N,)}`` plus ``log p(targets, evidence)``);
+        rows are processed in chunks that bound the intermediates' memory."""
         n = x.shape[0]
         observed = [j for j in range(self.n) if (x[:, j] >= 0).any()]
         if mode != "marginals":
@@ -178,11 +200,11 @@ class CompiledNetwork:
                 if complete:  # a lookup per row
                     rows = joint[tuple(x[:, j] for j in cols)] if cols else np.broadcast_to(joint, (n,) + joint.shape)
                 else:  # sum the joint against the rows' indicators (all ones where a cell is missing)
-                    ind, ind_scopes = self._indicator_factors(x, cols)
-                    plan = self._plan(("j", t, tuple(cols), n), lambda: Plan(
-                        [tuple(cols) + (t,)] + ind_scopes, [False] + [True] * len(cols), self.cards, cols,
-                        keep=(t,), batch_size=n))
-                    rows, _, _ = plan.run([joint] + ind, rescale=False)
+                    plan = self._plan(("j", t, tuple(cols)), lambda: Plan(
+                        [tuple(cols) + (t,)] + [(j,) for j in cols], [False] + [True] * len(cols), self.cards,
+                        cols, keep=(t,), batch_size=1))
+                    rows = np.concatenate([plan.run([joint] + self._indicator_factors(x[a:b], cols)[0],
+                                                    rescale=False)[0] for a, b in self._chunks(plan, n)])
             else:
                 rows = self._batched(t, x, cols + ([t] if t in observed else []))
             z = rows.sum(1, keepdims=True)
@@ -211,44 +233,43 @@ class CompiledNetwork:
     def _batched(self, t: int, x: np.ndarray, cols: list[int]) -> np.ndarray:
         n = x.shape[0]
         rel = self._relevant([t] + cols)
-        key = ("b", t, tuple(cols), n)
-        scopes = [self.scopes[j] for j in rel]
-        ind, ind_scopes = self._indicator_factors(x, cols)
-        plan = self._plan(key, lambda: Plan(
-            scopes + ind_scopes, [False] * len(rel) + [True] * len(cols), self.cards,
-            self._batched_order(scopes, cols, n, [u for u in rel if u != t]), keep=(t,), batch_size=n))
-        res, _, _ = plan.run([self.tables[j] for j in rel] + ind)
-        return res if res.ndim == 2 else np.broadcast_to(res, (n,) + res.shape)
+        plan = self._rows_plan(("b", t, tuple(cols)), [self.scopes[j] for j in rel], cols,
+                               [u for u in rel if u != t], keep=(t,))
+        tables = [self.tables[j] for j in rel]
+        parts = []
+        for a, b in self._chunks(plan, n):
+            res, _, _ = plan.run(tables + self._indicator_factors(x[a:b], cols)[0])
+            parts.append(res if res.ndim == 2 else np.broadcast_to(res, (b - a,) + res.shape))
+        return np.concatenate(parts)
 
     def _batched_map(self, targets: list[int], x: np.ndarray, cols: list[int]):
         n = x.shape[0]
         tset = set(targets)
         rel = self._relevant(targets + cols)
-        scopes = [self.scopes[j] for j in rel]
-        ind, ind_scopes = self._indicator_factors(x, cols)
-        key = ("m", tuple(targets), tuple(cols), n)
-
-        def build() -> Plan:
-            # sum-product first, then max-product (a valid constrained order for marginal MAP)
-            order = self._batched_order(scopes, cols, n, [u for u in rel if u not in tset])
-            order += self._batched_order(scopes, cols, n, [u for u in rel if u in tset])
-            return Plan(scopes + ind_scopes, [False] * len(rel) + [True] * len(cols), self.cards, order,
-                        keep=(), max_vars=tset, batch_size=n)
-        plan = self._plan(key, build)
-        summed_maxed = plan.order
-        res, log_scale, argmax = plan.run([self.tables[j] for j in rel] + ind)
-        res = np.broadcast_to(res, (n,))
-        with np.errstate(divide="ignore"):
-            logp = np.log(res) + log_scale
+        plan = self._rows_plan(("m", tuple(targets), tuple(cols)), [self.scopes[j] for j in rel], cols,
+                               rel, max_vars=tset)
+        tables = [self.tables[j] for j in rel]
+        logp = np.empty(n)
+        vals = {u: np.empty(n, dtype=np.int64) for u in targets}
+        for a, b in self._chunks(plan, n):
+            res, log_scale, argmax = plan.run(tables + self._indicator_factors(x[a:b], cols)[0])
+            with np.errstate(divide="ignore"):
+                logp[a:b] = np.log(np.broadcast_to(res, (b - a,))) + log_scale
+            dec = decode(argmax, plan.order, {}, b - a)
+            for u in targets:
+                vals[u][a:b] = dec[u]
         if not np.isfinite(logp).all():
             bad = int(np.nonzero(~np.isfinite(logp))[0][0])
             raise ValueError(f"evidence row {bad} has probability zero under this network")
-        vals = decode(argmax, summed_maxed, {}, n)
-        return {u: np.broadcast_to(np.asarray(vals[u]), (n,)) for u in targets}, logp
+        return vals, logp
+
+    def _missing_rows_plan(self, xm: np.ndarray) -> tuple[Plan, list[int]]:
+        cols = [j for j in range(self.n) if (xm[:, j] >= 0).any()]
+        return self._rows_plan(("lp", tuple(cols)), list(self.scopes), cols, range(self.n)), cols
 
     def log_prob_rows(self, x: np.ndarray) -> np.ndarray:
         """``log p(observed cells of each row)``, ``(N,)``: complete rows by a lookup per
-        variable, the others by one batched contraction with the missing cells summed out."""
+        variable, the others by a batched contraction with the missing cells summed out."""
         n = x.shape[0]
         out = np.empty(n)
         full = (x >= 0).all(1)
@@ -261,20 +282,18 @@ class CompiledNetwork:
             out[full] = lp
         if (~full).any():
             xm = x[~full]
-            m = xm.shape[0]
-            cols = [j for j in range(self.n) if (xm[:, j] >= 0).any()]
-            ind, ind_scopes = self._indicator_factors(xm, cols)
-            plan = self._plan(("lp", tuple(cols), m), lambda: Plan(
-                list(self.scopes) + ind_scopes, [False] * self.n + [True] * len(cols), self.cards,
-                self._batched_order(self.scopes, cols, m, range(self.n)), keep=(), batch_size=m))
-            res, log_scale, _ = plan.run(self.tables + ind)
-            with np.errstate(divide="ignore"):
-                out[~full] = np.log(np.broadcast_to(res, (m,))) + log_scale
+            plan, cols = self._missing_rows_plan(xm)
+            parts = []
+            for a, b in self._chunks(plan, len(xm)):
+                res, log_scale, _ = plan.run(self.tables + self._indicator_factors(xm[a:b], cols)[0])
+                with np.errstate(divide="ignore"):
+                    parts.append(np.log(np.broadcast_to(res, (b - a,))) + log_scale)
+            out[~full] = np.concatenate(parts)
         return out
 
     def expected_counts(self, tables: list[torch.Tensor], x: np.ndarray) -> tuple[list[torch.Tensor], torch.Tensor]:
         """E-step: for every variable, the expected counts ``sum_n p(x_v, x_pa(v) | row n)``
-        (shape of its table) and ``sum_n log p(row n)``, from one batched contraction of
+        (shape of its table) and ``sum_n log p(row n)``, from a batched contraction of
         the rows with missing cells and its gradient (d log Z / d theta * theta is the
         family posterior; Darwiche 2003). Complete rows are counted directly."""
         counts = [torch.zeros_like(t) for t in tables]
@@ -291,25 +310,23 @@ class CompiledNetwork:
                 ll = ll + torch.log(tables[j][tuple(xf[:, u] for u in self.scopes[j])]).sum()
         if (~full).any():
             xm = x[~full]
-            m = xm.shape[0]
-            cols = [j for j in range(self.n) if (xm[:, j] >= 0).any()]
-            ind, ind_scopes = self._indicator_factors(xm, cols)
-            plan = self._plan(("lp", tuple(cols), m), lambda: Plan(
-                list(self.scopes) + ind_scopes, [False] * self.n + [True] * len(cols), self.cards,
-                self._batched_order(self.scopes, cols, m, range(self.n)), keep=(), batch_size=m))
+            plan, cols = self._missing_rows_plan(xm)
             leaves = [t.detach().clone().requires_grad_(True) for t in tables]
             threads = torch.get_num_threads()
-            if plan.largest < 2 ** 22:  # small kernels: thread start-up costs more than it saves
-                torch.set_num_threads(1)
+            torch.set_num_threads(1)  # row chunks are small kernels: thread start-up costs more than it saves
             try:
-                res, log_scale, _ = plan.run(leaves + [torch.from_numpy(i) for i in ind])
-                logz = (torch.log(res.expand(m)) + log_scale).sum()
-                grads = torch.autograd.grad(logz, leaves)
+                grads = [torch.zeros_like(t) for t in tables]
+                for a, b in self._chunks(plan, len(xm)):
+                    ind = [torch.from_numpy(i) for i in self._indicator_factors(xm[a:b], cols)[0]]
+                    res, log_scale, _ = plan.run(leaves + ind)
+                    logz = (torch.log(res.expand(b - a)) + log_scale).sum()
+                    for g, d in zip(grads, torch.autograd.grad(logz, leaves)):
+                        g += d
+                    ll = ll + logz.detach()
             finally:
                 torch.set_num_threads(threads)
             for j in range(self.n):
                 counts[j] += grads[j] * tables[j]
-            ll = ll + logz.detach()
         return counts, ll
 
 
