@@ -434,3 +434,31 @@ def test_table_entry_with_parents_is_read_child_state_major():
             "probability ( b | a ) { table 0.1, 0.6, 0.3, 0.3, 0.6, 0.1; }\n")
     bn = BayesianNetwork.from_bif(text)
     np.testing.assert_array_equal(bn.tables["b"].numpy(), [[0.1, 0.3, 0.6], [0.6, 0.3, 0.1]])
+
+
+def test_row_chunks_give_the_same_answers(monkeypatch):
+    import probgen.ops.bayesian_network as ops
+    bn = BayesianNetwork.load_bundled("child")
+    x = bn.sample(None, 300, seed=4)
+    x[torch.from_numpy(np.random.default_rng(4).random(x.shape) < 0.3)] = -1
+    table = {v: [bn.states[v][k] if k >= 0 else None for k in x[:, j]] for j, v in enumerate(bn.variables[:8])}
+    params = bn.check_params(None)
+    tables = [params[f"probs_{v}"] for v in bn.variables]
+
+    def answers():
+        bn._cache.clear()
+        net = ops.compiled(bn, params)
+        counts, ll = net.expected_counts(tables, x.numpy())
+        return (bn.log_prob(None, x), pg.infer(bn, table, variables=["Disease", "Age"]),
+                pg.infer(bn, table, query="map", variables=["Disease"]), counts, ll)
+
+    whole = answers()
+    monkeypatch.setattr(ops, "ROW_CHUNK_ENTRIES", 64)  # a few rows per chunk
+    chunked = answers()
+    assert torch.allclose(whole[0], chunked[0], atol=1e-12, rtol=0)
+    for v in whole[1]:
+        assert torch.allclose(whole[1][v], chunked[1][v], atol=1e-12, rtol=0)
+    assert whole[2] == chunked[2]
+    for a, b in zip(whole[3], chunked[3]):
+        assert torch.allclose(a, b, atol=1e-9, rtol=0)
+    assert whole[4].item() == pytest.approx(chunked[4].item(), abs=1e-9)
