@@ -1,3 +1,7 @@
 """Built-in declarations. Models state what they are; they never import engines."""
 from probgen.models.autoencoder import Autoencoder  # noqa: F401
 from probgen.models.vae import VAE  # noqa: F401
+from probgen.models.bayesian_network import BayesianNetwork  # noqa: F401
+from probgen.models.categorical_mixture import CategoricalMixture  # noqa: F401
+from probgen.models.aode import AODE  # noqa: F401
+from probgen.models.generative_classifier import GenerativeClassifier, NaiveBayes  # noqa: F401

@@ -1,1 +1,3 @@
 """The `exact` engine: sum-product / max-product: marginals, MAP, log-evidence."""
+from probgen.inference.exact import bayesian_network  # noqa: F401
+from probgen.inference.exact import classifier  # noqa: F401
