@@ -53,6 +53,9 @@ class Method:
     queries: tuple[str, ...] = ()
     #: one line for error messages: what this method needs of a declaration
     needs: str = ""
+    #: a generic method (any Pyro program) is tried only after every specific method of its
+    #: engine, whatever the import order
+    generic: bool = False
 
     def accepts(self, model: Any) -> bool:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -78,6 +81,7 @@ def register(cls: type[Method]) -> type[Method]:
     methods = _METHODS.setdefault(cls.engine, [])
     if not any(type(m) is cls for m in methods):
         methods.append(cls())
+        methods.sort(key=lambda m: m.generic)  # stable: specific methods first, in import order
     return cls
 
 

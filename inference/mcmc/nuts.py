@@ -26,6 +26,7 @@ from .._program import enumerated, inspect_program
 class ProgramNUTS(Method):
     engine = "mcmc"
     name = "nuts"
+    generic = True
     needs = "a Pyro program whose parameters have priors"
     log_prob_kind = "estimate"
 

@@ -1,4 +1,4 @@
-"""The `svi` engine: stochastic VI on the ELBO. Methods are tried in import order: the
-specific ones (amortised encoder/decoder programs) come before the generic program method."""
+"""The `svi` engine: stochastic VI on the ELBO. Specific methods (amortised encoder/decoder
+programs) are tried before the generic program method (``Method.generic``)."""
 from probgen.inference.svi import autoencoder  # noqa: F401
 from probgen.inference.svi import program  # noqa: F401

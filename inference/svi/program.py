@@ -34,6 +34,7 @@ def _empty_guide(*args: Any, **kwargs: Any) -> None:
 class ProgramSVI(Method):
     engine = "svi"
     name = "program"
+    generic = True
     needs = "a Pyro program"
 
     def accepts(self, model: Any) -> bool:
