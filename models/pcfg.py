@@ -550,6 +550,7 @@ class PCFG(Declaration):
         return probs.clamp(min=0).log().clamp(min=NEG)
 
     # -- exact evaluation ----------------------------------------------------------------
+    @chart_ops.single_threaded
     def log_prob(self, params: dict | None, data: Any) -> torch.Tensor:
         """``(N,)`` float64: the inside log-probability ``log p(sentence)`` of each
         sentence, or ``log p(tree)`` of each tree of a treebank (``-inf`` if impossible)."""
@@ -581,6 +582,7 @@ class PCFG(Declaration):
             out.append(i)
         return out
 
+    @chart_ops.single_threaded
     def expected_counts(self, params: dict | None, sentences: list, per_sentence: bool = False
                         ) -> tuple[torch.Tensor, torch.Tensor]:
         """The E-step: expected rule counts given each sentence (the gradient of the log
@@ -631,6 +633,7 @@ class PCFG(Declaration):
             counts.index_add_(0, idx, torch.ones(len(idx), dtype=torch.float64))
         return counts
 
+    @chart_ops.single_threaded
     def posteriors(self, params: dict | None, sentences: list) -> dict[str, Any]:
         """Span and rule posteriors of each sentence.
 
@@ -653,29 +656,26 @@ class PCFG(Declaration):
         spans: list = [None] * len(sentences)
         for rows in self._batches(sentences):
             tokens, lengths = self._encode([sentences[i] for i in rows])
-            probes: list = []
-            lz, chart, _ = chart_ops.inside(self.chart_grammar, lex_w.detach(), bin_w.detach(), clo_w.detach(),
-                                            tokens, lengths, probes=probes, return_chart=True)
-            grads = torch.autograd.grad(lz.sum(), probes)
-            n = tokens.shape[1]
-            for w in range(1, n + 1):
-                top = grads[w - 1]                                    # (B, S, N) top-of-chain posteriors
-                beta = chart[w - 1].detach()
-                if len(self._un):  # + nodes that are unary children inside chains
-                    log_a = top.clamp(min=0).log() - beta           # log(outside / Z)
-                    inner = torch.logsumexp(log_a[..., :, None] + log_cu, -2) + beta
-                    top = top + inner.exp().nan_to_num(0.0)
-                for bi, b in enumerate(rows):
-                    nb = len(sentences[b])
-                    if w > nb:
-                        continue
-                    if spans[b] is None:
-                        spans[b] = torch.zeros(nb, nb + 1, K, dtype=torch.float64)
-                    S = nb - w + 1
-                    spans[b][torch.arange(S), torch.arange(S) + w] = top[bi, :S, :K]
+            lz, probe, chart = chart_ops.inside(self.chart_grammar, lex_w.detach(), bin_w.detach(),
+                                                clo_w.detach(), tokens, lengths, probe=True)
+            (top,) = torch.autograd.grad(lz.sum(), probe)     # (B, cells, N) top-of-chain posteriors
+            beta = chart.detach()
+            if len(self._un):  # + nodes that are unary children inside chains
+                log_a = top.clamp(min=0).log() - beta          # log(outside / Z)
+                inner = torch.logsumexp(log_a[..., :, None] + log_cu, -2) + beta
+                top = top + inner.exp().nan_to_num(0.0)
+            offset, _, _ = chart_ops.span_layout(tokens.shape[1])
+            nb = len(sentences[rows[0]])  # a batch holds sentences of one length
+            span = torch.zeros(len(rows), nb, nb + 1, K, dtype=torch.float64)
+            for w in range(1, nb + 1):
+                S = nb - w + 1
+                span[:, torch.arange(S), torch.arange(S) + w] = top[:, offset[w]:offset[w] + S, :K]
+            for bi, b in enumerate(rows):
+                spans[b] = span[bi]
         return {"log_prob": torch.where(ll < NEG / 2, torch.full_like(ll, -math.inf), ll), "rules": counts,
                 "spans": spans, "nonterminals": list(self.nonterminals)}
 
+    @chart_ops.single_threaded
     def viterbi(self, params: dict | None, sentences: list) -> list[Tree | None]:
         """The most probable tree of each sentence (``None`` when it has no parse), each
         with ``.log_prob``; trees are in the original grammar (normal form undone)."""
@@ -690,9 +690,8 @@ class PCFG(Declaration):
         for rows in self._batches(sentences):
             tokens, lengths = self._encode([sentences[i] for i in rows])
             vc = chart_ops.viterbi(cg, lex_w, bin_w, clo_w, tokens, lengths)
-            bottom = [t.tolist() for t in vc.bottom]
-            rule = [t.tolist() for t in vc.rule]
-            split = [t.tolist() for t in vc.split]
+            bottom, rule, split = vc.bottom.tolist(), vc.rule.tolist(), vc.split.tolist()
+            off = vc.offset
             clo_bottom, bl, br = cg.clo_bottom.tolist(), cg.bin_left.tolist(), cg.bin_right.tolist()
             for bi, b in enumerate(rows):
                 score = float(vc.score[bi])
@@ -701,27 +700,24 @@ class PCFG(Declaration):
                 words = sentences[b]
 
                 def build(i: int, w: int, a: int, bi=bi, words=words) -> Any:
-                    x = clo_bottom[bottom[w - 1][bi][i][a]]
+                    cell = off[w] + i
+                    x = clo_bottom[bottom[bi][cell][a]]
                     chain = [a]
                     while chain[-1] != x:
                         chain.append(nxt[chain[-1]][x])
                     if w == 1:
-                        node: Any = words[i]
-                        node = self._nf_node(x, [node])
+                        node: Any = (x, [words[i]])
                     else:
-                        r, k = rule[w - 1][bi][i][x], split[w - 1][bi][i][x]
-                        node = self._nf_node(x, [build(i, k, bl[r]), build(i + k, w - k, br[r])])
+                        r, k = rule[bi][cell][x], split[bi][cell][x]
+                        node = (x, [build(i, k, bl[r]), build(i + k, w - k, br[r])])
                     for sym in reversed(chain[:-1]):
-                        node = self._nf_node(sym, [node])
+                        node = (sym, [node])
                     return node
 
                 tree = self._unbinarise(build(0, len(words), cg.start))
                 tree.log_prob = score
                 out[b] = tree
         return out
-
-    def _nf_node(self, sym: int, children: list) -> Any:
-        return (sym, children)
 
     def _unbinarise(self, node: Any) -> Any:
         """A normal-form tree ``(symbol id, children)`` → a :class:`Tree` of the original

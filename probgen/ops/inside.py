@@ -26,12 +26,38 @@ closure; Eisner (2016).
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 NEG = -1e30
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Run small chart steps on one intra-op thread: the per-width tensors are small, and
+    torch's thread pool costs far more than it saves on them (measured 500× slower
+    reductions on a busy 2-core machine)."""
+    before = torch.get_num_threads()
+    if before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def single_threaded(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with one_thread():
+            return fn(*args, **kwargs)
+    return wrapper
 
 
 @dataclass
@@ -100,9 +126,28 @@ def _batch_w(w: torch.Tensor, extra: int) -> torch.Tensor:
     return w.reshape(w.shape[:1] + (1,) * extra + w.shape[1:])
 
 
+@functools.lru_cache(maxsize=256)
+def span_layout(n: int) -> tuple:
+    """The flat chart layout for sentences of ``n`` words: cells ordered by width, then
+    start; ``offset[w]`` is the id of cell ``(start 0, width w)``; ``left[w]`` and
+    ``right[w]`` ``(S*K,)`` list the children ``(i, k)`` and ``(i+k, w-k)`` of every
+    start ``i < S = n-w+1`` and split ``k = 1..w-1``."""
+    offset = [0, 0]
+    for w in range(1, n + 1):
+        offset.append(offset[-1] + n - w + 1)
+    off = torch.tensor(offset)
+    left, right = [None, None], [None, None]
+    for w in range(2, n + 1):
+        i = torch.arange(n - w + 1)[:, None]
+        k = torch.arange(1, w)[None, :]
+        left.append((off[k] + i).reshape(-1))
+        right.append((off[w - k] + i + k).reshape(-1))
+    return offset, left, right
+
+
+@single_threaded
 def inside(cg: ChartGrammar, lex_w: torch.Tensor, bin_w: torch.Tensor, clo_w: torch.Tensor,
-           tokens: torch.Tensor, lengths: torch.Tensor, probes: list | None = None,
-           return_chart: bool = False) -> Any:
+           tokens: torch.Tensor, lengths: torch.Tensor, probe: bool = False) -> Any:
     """Log inside probabilities of a batch of sentences.
 
     Args:
@@ -112,104 +157,93 @@ def inside(cg: ChartGrammar, lex_w: torch.Tensor, bin_w: torch.Tensor, clo_w: to
         (so that gradients come out per sentence).
       tokens ``(B, n)`` long: word ids, padded with any valid id.
       lengths ``(B,)``: sentence lengths ``1 <= n_b <= n``.
-      probes: optional list, filled with one zero tensor ``(B, n-w+1, N)`` per width
-        (``probes[w-1]``) added to the post-closure cells; their gradients are the
-        posteriors of each nonterminal topping a span.
-      return_chart: also return the chart (a list over widths of post-closure cells
-        ``(B, n-w+1, N)``) and the pre-closure cells.
-    Returns: ``(B,)`` log p(sentence) (values ``< NEG/2`` mean zero), and the charts
-      when asked.
+      probe: also return a zero tensor ``(B, cells, N)`` added to every post-closure cell
+        (cells laid out by :func:`span_layout`) and the chart itself; the probe's gradient
+        is the posterior of each nonterminal topping each span.
+    Returns: ``(B,)`` log p(sentence) (values ``< NEG/2`` mean zero); with ``probe``,
+      ``(log p, probe, chart)``.
     """
     B, n = tokens.shape
+    N = cg.n_nt
     lex = lexical_table(cg, lex_w)                               # (N, V) or (B, N, V)
     if lex.dim() == 2:
         pre = lex[:, tokens].permute(1, 2, 0)                      # (B, n, N)
     else:
-        pre = torch.gather(lex, 2, tokens[:, None, :].expand(B, cg.n_nt, n)).transpose(1, 2)
+        pre = torch.gather(lex, 2, tokens[:, None, :].expand(B, N, n)).transpose(1, 2)
     clo = _batch_w(clo_w, 1)
     binw = _batch_w(bin_w, 1)
-    chart, pres = [], []
+    offset, left_ids, right_ids = span_layout(n)
+    chart = torch.zeros(B, offset[n + 1], N, dtype=pre.dtype)
+    probe_t = torch.zeros_like(chart, requires_grad=True) if probe else None
     for w in range(1, n + 1):
+        S = n - w + 1
         if w > 1 and len(cg.bin_lhs) == 0:
-            pre = chart[0].new_full((B, n - w + 1, cg.n_nt), NEG)
+            pre = chart.new_full((B, S, N), NEG)
         elif w > 1:
-            S = n - w + 1
-            left = torch.stack([chart[k - 1][:, :S] for k in range(1, w)], 2)              # (B,S,K,N)
-            right = torch.stack([chart[w - k - 1][:, k:k + S] for k in range(1, w)], 2)    # (B,S,K,N)
+            left = chart.index_select(1, left_ids[w]).reshape(B, S, w - 1, N)
+            right = chart.index_select(1, right_ids[w]).reshape(B, S, w - 1, N)
             v = left[..., cg.bin_left] + right[..., cg.bin_right]                         # (B,S,K,R)
             v = torch.logsumexp(v, 2) + binw                                              # (B,S,R)
-            pre = torch.logsumexp(_segment(v, cg.bin_seg), -1)                            # (B,S,N)
-            pre = pre.clamp(min=NEG)
+            pre = torch.logsumexp(_segment(v, cg.bin_seg), -1).clamp(min=NEG)             # (B,S,N)
         # unary closure: beta[A] = logsumexp_B logC[A,B] + pre[B]
         cell = torch.logsumexp(_segment(pre[..., cg.clo_bottom] + clo, cg.clo_seg), -1).clamp(min=NEG)
-        if probes is not None:
-            probe = torch.zeros_like(cell, requires_grad=True)
-            probes.append(probe)
-            cell = cell + probe
-        pres.append(pre)
-        chart.append(cell)
-    out = root_values(chart, lengths, cg.start)
-    return (out, chart, pres) if return_chart else out
-
-
-def root_values(chart: list, lengths: torch.Tensor, start: int) -> torch.Tensor:
-    """``chart[n_b - 1][b, 0, start]`` for every sentence (one gather per distinct length)."""
-    out = chart[0].new_empty(len(lengths))
-    pieces, idx = [], []
-    for n_b in torch.unique(lengths).tolist():
-        rows = (lengths == n_b).nonzero().squeeze(1)
-        pieces.append(chart[n_b - 1][rows, 0, start])
-        idx.append(rows)
-    return out.index_put((torch.cat(idx),), torch.cat(pieces)) if pieces else out
+        if probe:
+            cell = cell + probe_t[:, offset[w]:offset[w] + S]
+        # cells of width w are written once, after every read of narrower cells they depend
+        # on (index_select saves only indices for backward, so the in-place write is safe)
+        chart[:, offset[w]:offset[w] + S] = cell
+    out = chart[torch.arange(B), torch.tensor(offset)[lengths], cg.start]
+    return (out, probe_t, chart) if probe else out
 
 
 @dataclass
 class ViterbiChart:
-    """Backpointers of :func:`viterbi`, per width ``w`` (index ``w-1``), each ``(B, n-w+1, N)``:
-    ``bottom`` – the chain bottom ``B`` of the best ``A =>* B`` (a closure-pair id),
-    ``rule`` – the best binary rule of the bottom cell, ``split`` – its split width ``k``."""
-    bottom: list
-    rule: list
-    split: list
+    """Backpointers of :func:`viterbi` over the cells of :func:`span_layout`, each ``(B, cells, N)``:
+    ``bottom`` – the best unary-closure pair ``A =>* B`` of the cell (a pair id),
+    ``rule`` – the best binary rule of the chain's bottom ``B``, ``split`` – its split width ``k``;
+    ``score (B,)`` – the log probability of each sentence's best tree; ``offset`` – cell ids."""
+    bottom: torch.Tensor
+    rule: torch.Tensor
+    split: torch.Tensor
     score: torch.Tensor
+    offset: list
 
 
+@single_threaded
 def viterbi(cg: ChartGrammar, lex_w: torch.Tensor, bin_w: torch.Tensor, clo_w: torch.Tensor,
             tokens: torch.Tensor, lengths: torch.Tensor) -> ViterbiChart:
     """Max-product chart with backpointers (same shapes and conventions as :func:`inside`;
-    ``clo_w`` are the log weights of the *best* unary chains). ``score (B,)`` is the log
-    probability of each sentence's best tree."""
+    ``clo_w`` are the log weights of the *best* unary chains)."""
     B, n = tokens.shape
+    N = cg.n_nt
     with torch.no_grad():
-        lex = lexical_table(cg, lex_w)
-        pre = lex[:, tokens].permute(1, 2, 0)
-        chart, bottoms, rules, splits = [], [], [], []
+        pre = lexical_table(cg, lex_w)[:, tokens].permute(1, 2, 0)
+        offset, left_ids, right_ids = span_layout(n)
+        chart = torch.zeros(B, offset[n + 1], N, dtype=pre.dtype)
+        bottom = torch.zeros(chart.shape, dtype=torch.long)
+        rule = torch.zeros(chart.shape, dtype=torch.long)
+        split = torch.zeros(chart.shape, dtype=torch.long)
+        nts = torch.arange(N)
         for w in range(1, n + 1):
+            S = n - w + 1
+            cells = slice(offset[w], offset[w] + S)
             if w > 1 and len(cg.bin_lhs) == 0:
-                pre = chart[0].new_full((B, n - w + 1, cg.n_nt), NEG)
-                rule = split = torch.zeros(B, n - w + 1, cg.n_nt, dtype=torch.long)
+                pre = chart.new_full((B, S, N), NEG)
             elif w > 1:
-                S = n - w + 1
-                left = torch.stack([chart[k - 1][:, :S] for k in range(1, w)], 2)
-                right = torch.stack([chart[w - k - 1][:, k:k + S] for k in range(1, w)], 2)
+                left = chart.index_select(1, left_ids[w]).reshape(B, S, w - 1, N)
+                right = chart.index_select(1, right_ids[w]).reshape(B, S, w - 1, N)
                 v = left[..., cg.bin_left] + right[..., cg.bin_right]            # (B,S,K,R)
                 v, k_best = v.max(2)                                              # (B,S,R)
-                v = v + bin_w
-                pre, slot = _segment(v, cg.bin_seg).max(-1)                       # (B,S,N)
-                rule = cg.bin_seg[torch.arange(cg.n_nt), slot]                    # (B,S,N)
-                rule_c = rule.clamp(max=len(cg.bin_lhs) - 1)
-                split = torch.gather(k_best, 2, rule_c) + 1
+                pre, slot = _segment(v + bin_w, cg.bin_seg).max(-1)               # (B,S,N)
+                r = cg.bin_seg[nts, slot]                                         # (B,S,N)
+                rule[:, cells] = r
+                split[:, cells] = torch.gather(k_best, 2, r.clamp(max=len(cg.bin_lhs) - 1)) + 1
                 pre = pre.clamp(min=NEG)
-            else:
-                rule = split = torch.zeros(B, n, cg.n_nt, dtype=torch.long)
             cell, slot = _segment(pre[..., cg.clo_bottom] + clo_w, cg.clo_seg).max(-1)
-            pair = cg.clo_seg[torch.arange(cg.n_nt), slot]
-            chart.append(cell.clamp(min=NEG))
-            bottoms.append(pair)
-            rules.append(rule)
-            splits.append(split)
-        score = root_values(chart, lengths, cg.start)
-    return ViterbiChart(bottoms, rules, splits, score)
+            bottom[:, cells] = cg.clo_seg[nts, slot]
+            chart[:, cells] = cell.clamp(min=NEG)
+        score = chart[torch.arange(B), torch.tensor(offset)[lengths], cg.start]
+    return ViterbiChart(bottom, rule, split, score, offset)
 
 
 def length_batches(lengths: list[int], budget: int = 2_000_000, n_rules: int = 1) -> list[list[int]]:
