@@ -525,6 +525,12 @@ class PCFG(Declaration):
                              "(build the grammar with unknown='<unk>' and a rule producing '<unk>' to map them)")
         return [t if t in self.word_index else self.unknown for t in toks]
 
+    def _sentences(self, data: Any) -> list:
+        data = self.check_data(data)
+        if isinstance(data[0], Tree):
+            raise ValueError("this takes sentences (token lists or strings), not trees")
+        return data
+
     def _encode(self, sentences: Sequence[Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor]:
         n = max(len(s) for s in sentences)
         tokens = torch.zeros(len(sentences), n, dtype=torch.long)
@@ -556,7 +562,8 @@ class PCFG(Declaration):
         sentence, or ``log p(tree)`` of each tree of a treebank (``-inf`` if impossible)."""
         probs = self._params(params)
         logp = self._logp(probs)
-        if data and isinstance(data[0], Tree):
+        data = self.check_data(data)
+        if isinstance(data[0], Tree):
             return torch.stack([self.tree_log_prob(t, probs) for t in data])
         lex_w, bin_w, clo_w = self.nf_weights(logp)
         out = torch.empty(len(data), dtype=torch.float64)
@@ -592,6 +599,7 @@ class PCFG(Declaration):
         Returns ``(counts, log_lik)``: counts ``(R,)`` summed over sentences (or ``(N, R)``
         with ``per_sentence=True``), log_lik ``(N,)``."""
         probs = self._params(params)
+        sentences = self._sentences(sentences)
         R = len(self.rules)
         counts = torch.zeros((len(sentences), R) if per_sentence else (R,), dtype=torch.float64)
         ll = torch.empty(len(sentences), dtype=torch.float64)
@@ -642,6 +650,7 @@ class PCFG(Declaration):
         ``spans[b][i, j, a]`` the expected number of nodes labelled ``nonterminals[a]``
         covering words ``i..j-1`` (``j > i``); ``nonterminals`` the labels ``K``."""
         probs = self._params(params)
+        sentences = self._sentences(sentences)
         counts, ll = self.expected_counts({"probs": probs}, sentences, per_sentence=True)
         K = len(self.nonterminals)
         logp = self._logp(probs)
@@ -680,6 +689,7 @@ class PCFG(Declaration):
         """The most probable tree of each sentence (``None`` when it has no parse), each
         with ``.log_prob``; trees are in the original grammar (normal form undone)."""
         probs = self._params(params)
+        sentences = self._sentences(sentences)
         logp = self._logp(probs)
         lex_w, bin_w, clo_w = self.nf_weights(logp, semiring="max")
         _, nxt = self._best_chains(logp)
@@ -762,27 +772,32 @@ class PCFG(Declaration):
                              "lower the probabilities of recursive rules")
         return rho
 
-    def program(self, probs: torch.Tensor | None = None, max_depth: int = 100) -> Tree:
+    def program(self, probs: torch.Tensor | None = None, max_depth: int = 100, choices: dict | None = None) -> Tree:
         """The generative story as a recursive Pyro program: expanding a nonterminal
         draws one of its rules (``pyro.sample`` site ``"rule@<path>"``, a categorical
-        over the rules of that left-hand side) and expands its nonterminal children.
-        Returns the tree; ``ValueError`` beyond ``max_depth``."""
+        over the rules of that left-hand side, ``<path>`` the node's address in the tree)
+        and expands its nonterminal children. Returns the tree; ``ValueError`` beyond
+        ``max_depth``."""
         import pyro
-        import pyro.distributions as dist
         probs = self.probs if probs is None else probs
-        table = self._rule_table()
+        choose = choices or self._choices(probs)
+        rhs = [r.rhs for r in self.rules]
 
         def expand(sym: str, path: str, depth: int) -> Tree:
             if depth > max_depth:
                 raise ValueError(f"a sampled tree grew deeper than max_depth={max_depth}; "
                                  "raise max_depth or lower the probabilities of recursive rules")
-            ids = table[sym]
-            k = int(pyro.sample(f"rule@{path}", dist.Categorical(probs[ids], validate_args=False)))
-            rule = self.rules[ids[k]]
-            kids = [s if t else expand(s, f"{path}.{j}", depth + 1) for j, (s, t) in enumerate(rule.rhs)]
-            return Tree(sym, kids)
+            ids, d = choose[sym]
+            k = int(pyro.sample(f"rule@{path}", d))
+            return Tree(sym, [s if t else expand(s, f"{path}.{j}", depth + 1) for j, (s, t) in enumerate(rhs[ids[k]])])
 
         return expand(self.start, "0", 0)
+
+    def _choices(self, probs: torch.Tensor) -> dict:
+        """One categorical distribution per left-hand side (rule ids, distribution)."""
+        import pyro.distributions as dist
+        return {a: (ids.tolist(), dist.Categorical(probs[ids], validate_args=False))
+                for a, ids in self._rule_table().items()}
 
     def _rule_table(self) -> dict[str, torch.Tensor]:
         table: dict[str, list[int]] = {}
@@ -802,9 +817,11 @@ class PCFG(Declaration):
         logp = probs.log()
         out = []
         tries = 0
+        # the Pyro program, run with its site bookkeeping but no handlers around it
+        program, choices = self.program, self._choices(probs)
         with seeded(seed), pyro.validation_enabled(False):
             while len(out) < n:
-                tree = self.program(probs, max_depth=max_depth)
+                tree = program(probs, max_depth=max_depth, choices=choices)
                 tries += 1
                 if max_length is not None and len(tree.leaves()) > max_length:
                     if tries > 1000 * n:
