@@ -533,9 +533,8 @@ class PCFG(Declaration):
 
     def _encode(self, sentences: Sequence[Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor]:
         n = max(len(s) for s in sentences)
-        tokens = torch.zeros(len(sentences), n, dtype=torch.long)
-        for b, s in enumerate(sentences):
-            tokens[b, :len(s)] = torch.tensor([self.word_index[w] for w in s])
+        index = self.word_index
+        tokens = torch.tensor([[index[w] for w in s] + [0] * (n - len(s)) for s in sentences], dtype=torch.long)
         return tokens, torch.tensor([len(s) for s in sentences])
 
     def _batches(self, sentences: list) -> list[list[int]]:
@@ -674,13 +673,13 @@ class PCFG(Declaration):
                 inner = torch.logsumexp(log_a[..., :, None] + log_cu, -2) + beta
                 top = top + inner.exp().nan_to_num(0.0)
             offset, _, _ = chart_ops.span_layout(tokens.shape[1])
-            nb = len(sentences[rows[0]])  # a batch holds sentences of one length
-            span = torch.zeros(len(rows), nb, nb + 1, K, dtype=torch.float64)
-            for w in range(1, nb + 1):
-                S = nb - w + 1
-                span[:, torch.arange(S), torch.arange(S) + w] = top[:, offset[w]:offset[w] + S, :K]
             for bi, b in enumerate(rows):
-                spans[b] = span[bi]
+                nb = len(sentences[b])
+                span = torch.zeros(nb, nb + 1, K, dtype=torch.float64)
+                for w in range(1, nb + 1):
+                    S = nb - w + 1
+                    span[torch.arange(S), torch.arange(S) + w] = top[bi, offset[w]:offset[w] + S, :K]
+                spans[b] = span
         return {"log_prob": torch.where(ll < NEG / 2, torch.full_like(ll, -math.inf), ll), "rules": counts,
                 "spans": spans, "nonterminals": list(self.nonterminals)}
 
@@ -700,7 +699,9 @@ class PCFG(Declaration):
         for rows in self._batches(sentences):
             tokens, lengths = self._encode([sentences[i] for i in rows])
             vc = chart_ops.viterbi(cg, lex_w, bin_w, clo_w, tokens, lengths)
-            bottom, rule, split = vc.bottom.tolist(), vc.rule.tolist(), vc.split.tolist()
+            # one conversion to Python lists: (bottom pair, rule, split) packed in one integer
+            R1, n1 = len(cg.bin_lhs) + 1, tokens.shape[1] + 1
+            packed = ((vc.bottom * R1 + vc.rule) * n1 + vc.split).tolist()
             off = vc.offset
             clo_bottom, bl, br = cg.clo_bottom.tolist(), cg.bin_left.tolist(), cg.bin_right.tolist()
             for bi, b in enumerate(rows):
@@ -711,14 +712,16 @@ class PCFG(Declaration):
 
                 def build(i: int, w: int, a: int, bi=bi, words=words) -> Any:
                     cell = off[w] + i
-                    x = clo_bottom[bottom[bi][cell][a]]
+                    code = packed[bi][cell][a]
+                    x = clo_bottom[code // (R1 * n1)]
                     chain = [a]
                     while chain[-1] != x:
                         chain.append(nxt[chain[-1]][x])
                     if w == 1:
                         node: Any = (x, [words[i]])
                     else:
-                        r, k = rule[bi][cell][x], split[bi][cell][x]
+                        code = packed[bi][cell][x]
+                        r, k = code // n1 % R1, code % n1
                         node = (x, [build(i, k, bl[r]), build(i + k, w - k, br[r])])
                     for sym in reversed(chain[:-1]):
                         node = (sym, [node])
@@ -857,7 +860,7 @@ class PCFG(Declaration):
     # -- bundled grammar and data --------------------------------------------------------
     @classmethod
     def default(cls) -> "PCFG":
-        """The bundled grammar: a toy English fragment (17 nonterminals, 60 words)."""
+        """The bundled grammar: a toy English fragment (20 nonterminals, 60 words, 80 rules)."""
         return cls.from_string(DEFAULT_GRAMMAR)
 
     @classmethod
@@ -903,8 +906,8 @@ VP -> V NP [0.45] | V [0.2] | VP PP [0.15] | VP Adv [0.1] | V NP NP [0.05] | Vs 
 SBar -> Comp S [1.0]
 PP -> P NP [1.0]
 Det -> 'the' [0.5] | 'a' [0.3] | 'every' [0.1] | 'some' [0.1]
-Adj -> 'old' [0.25] | 'small' [0.25] | 'green' [0.25] | 'happy' [0.25]
-N -> 'dog' [0.1] | 'cat' [0.1] | 'man' [0.1] | 'woman' [0.1] | 'park' [0.1] | 'telescope' [0.05] | 'book' [0.1] | 'child' [0.1] | 'garden' [0.05] | 'city' [0.05] | 'river' [0.05] | 'table' [0.05] | 'teacher' [0.05]
+Adj -> 'old' [0.2] | 'small' [0.2] | 'green' [0.15] | 'happy' [0.15] | 'big' [0.15] | 'red' [0.15]
+N -> 'dog' [0.05] | 'cat' [0.05] | 'man' [0.05] | 'woman' [0.05] | 'bird' [0.05] | 'house' [0.05] | 'car' [0.05] | 'letter' [0.05] | 'park' [0.1] | 'telescope' [0.05] | 'book' [0.1] | 'child' [0.1] | 'garden' [0.05] | 'city' [0.05] | 'river' [0.05] | 'table' [0.05] | 'teacher' [0.05]
 PropN -> 'Alice' [0.3] | 'Bob' [0.3] | 'Paris' [0.2] | 'London' [0.2]
 Pro -> 'she' [0.3] | 'he' [0.3] | 'they' [0.2] | 'it' [0.2]
 V -> 'saw' [0.15] | 'ate' [0.1] | 'walked' [0.1] | 'liked' [0.15] | 'gave' [0.1] | 'found' [0.1] | 'read' [0.1] | 'slept' [0.1] | 'chased' [0.1]

@@ -103,10 +103,12 @@ def segment_index(keys: torch.Tensor, n: int) -> torch.Tensor:
     return table
 
 
-def _segment(values: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
-    """``values (..., M)`` → ``(..., n, width)`` gathered through a segment table."""
-    pad = values.new_full(values.shape[:-1] + (1,), NEG)
-    return torch.cat([values, pad], -1)[..., seg]
+def _with_pad(left: torch.Tensor, right: torch.Tensor, w: torch.Tensor) -> tuple:
+    """Index vectors and weights ``(..., M)`` extended by one pad entry of weight ``NEG``,
+    the entry a segment table's padding points at."""
+    zero = torch.zeros(1, dtype=torch.long)
+    pad = w.new_full(w.shape[:-1] + (1,), NEG)
+    return torch.cat([left, zero]), torch.cat([right, zero]), torch.cat([w, pad], -1)
 
 
 def lexical_table(cg: ChartGrammar, lex_w: torch.Tensor) -> torch.Tensor:
@@ -150,6 +152,12 @@ def inside(cg: ChartGrammar, lex_w: torch.Tensor, bin_w: torch.Tensor, clo_w: to
            tokens: torch.Tensor, lengths: torch.Tensor, probe: bool = False) -> Any:
     """Log inside probabilities of a batch of sentences.
 
+    The chart is kept *scaled*: each cell stores probabilities ``p (N,)`` divided by
+    their maximum and the log of that scale ``m`` (a constant for autograd), so that
+    ``beta = m + log p`` never underflows while each width needs only products, one
+    batched sum over split points and two small matrix products (rules → left-hand
+    sides, unary closure) – no exp/log over the large ``(B, S, K, R)`` tensor.
+
     Args:
       cg: the grammar's index structure.
       lex_w ``(L,)`` / bin_w ``(R,)`` / clo_w ``(P,)``: log weights of lexical rules,
@@ -157,43 +165,63 @@ def inside(cg: ChartGrammar, lex_w: torch.Tensor, bin_w: torch.Tensor, clo_w: to
         (so that gradients come out per sentence).
       tokens ``(B, n)`` long: word ids, padded with any valid id.
       lengths ``(B,)``: sentence lengths ``1 <= n_b <= n``.
-      probe: also return a zero tensor ``(B, cells, N)`` added to every post-closure cell
-        (cells laid out by :func:`span_layout`) and the chart itself; the probe's gradient
-        is the posterior of each nonterminal topping each span.
-    Returns: ``(B,)`` log p(sentence) (values ``< NEG/2`` mean zero); with ``probe``,
-      ``(log p, probe, chart)``.
+      probe: also return a tensor of ones ``(B, cells, N)`` multiplying every
+        post-closure cell (cells laid out by :func:`span_layout`) and the log chart
+        ``(B, cells, N)`` (``NEG`` for zero); the probe's gradient is the posterior of
+        each nonterminal topping each span.
+    Returns: ``(B,)`` log p(sentence) (``-inf`` or below ``NEG/2`` for zero); with
+      ``probe``, ``(log p, probe, log chart)``.
     """
     B, n = tokens.shape
-    N = cg.n_nt
-    lex = lexical_table(cg, lex_w)                               # (N, V) or (B, N, V)
+    N, R = cg.n_nt, len(cg.bin_lhs)
+    lex = lexical_table(cg, lex_w).exp()                          # (N, V) or (B, N, V)
     if lex.dim() == 2:
-        pre = lex[:, tokens].permute(1, 2, 0)                      # (B, n, N)
+        first = lex[:, tokens].permute(1, 2, 0)                     # (B, n, N)
     else:
-        pre = torch.gather(lex, 2, tokens[:, None, :].expand(B, N, n)).transpose(1, 2)
-    clo = _batch_w(clo_w, 1)
-    binw = _batch_w(bin_w, 1)
+        first = torch.gather(lex, 2, tokens[:, None, :].expand(B, N, n)).transpose(1, 2)
+    dtype = first.dtype
+    lhs = torch.zeros(R, N, dtype=dtype).index_put_((torch.arange(R), cg.bin_lhs), torch.tensor(1.0, dtype=dtype))
+    rules = bin_w.exp()[..., :, None] * lhs                          # (R, N): p(r) in column lhs(r)
+    top_1h = torch.zeros(len(cg.clo_top), N, dtype=dtype).index_put_(
+        (torch.arange(len(cg.clo_top)), cg.clo_top), torch.tensor(1.0, dtype=dtype))
+    bot_1h = torch.zeros(len(cg.clo_top), N, dtype=dtype).index_put_(
+        (torch.arange(len(cg.clo_top)), cg.clo_bottom), torch.tensor(1.0, dtype=dtype))
+    closure_t = (clo_w.exp()[..., :, None] * bot_1h).transpose(-1, -2) @ top_1h   # (N, N): C[A, B] at [B, A]
     offset, left_ids, right_ids = span_layout(n)
-    chart = torch.zeros(B, offset[n + 1], N, dtype=pre.dtype)
-    probe_t = torch.zeros_like(chart, requires_grad=True) if probe else None
+    chart = torch.zeros(B, offset[n + 1], N, dtype=dtype)
+    scale = torch.zeros(B, offset[n + 1], dtype=dtype)              # log scales (constants)
+    probe_t = torch.ones_like(chart, requires_grad=True) if probe else None
     for w in range(1, n + 1):
         S = n - w + 1
-        if w > 1 and len(cg.bin_lhs) == 0:
-            pre = chart.new_full((B, S, N), NEG)
-        elif w > 1:
-            left = chart.index_select(1, left_ids[w]).reshape(B, S, w - 1, N)
-            right = chart.index_select(1, right_ids[w]).reshape(B, S, w - 1, N)
-            v = left[..., cg.bin_left] + right[..., cg.bin_right]                         # (B,S,K,R)
-            v = torch.logsumexp(v, 2) + binw                                              # (B,S,R)
-            pre = torch.logsumexp(_segment(v, cg.bin_seg), -1).clamp(min=NEG)             # (B,S,N)
-        # unary closure: beta[A] = logsumexp_B logC[A,B] + pre[B]
-        cell = torch.logsumexp(_segment(pre[..., cg.clo_bottom] + clo, cg.clo_seg), -1).clamp(min=NEG)
+        cells = slice(offset[w], offset[w] + S)
+        if w == 1:
+            pre, base = first, scale.new_zeros(B, S)
+        elif R == 0:
+            pre, base = chart.new_zeros(B, S, N), scale.new_zeros(B, S)
+        else:
+            pl = chart.index_select(1, left_ids[w]).reshape(B, S, w - 1, N)
+            pr = chart.index_select(1, right_ids[w]).reshape(B, S, w - 1, N)
+            ms = (scale.index_select(1, left_ids[w]) + scale.index_select(1, right_ids[w])).reshape(B, S, w - 1)
+            base = ms.amax(2)                                        # (B, S)
+            a = (ms - base[..., None]).exp()                         # (B, S, K) split weights
+            v = pl[..., cg.bin_left] * pr[..., cg.bin_right]         # (B, S, K, R)
+            u = torch.einsum("bsk,bskr->bsr", a, v)                  # (B, S, R)
+            pre = u @ rules                                          # (B, S, N)
+        post = pre @ closure_t                                       # unary closure
+        top = post.detach().amax(-1).clamp(min=1e-300)               # (B, S)
+        p = post / top[..., None]
         if probe:
-            cell = cell + probe_t[:, offset[w]:offset[w] + S]
+            p = p * probe_t[:, cells]
         # cells of width w are written once, after every read of narrower cells they depend
         # on (index_select saves only indices for backward, so the in-place write is safe)
-        chart[:, offset[w]:offset[w] + S] = cell
-    out = chart[torch.arange(B), torch.tensor(offset)[lengths], cg.start]
-    return (out, probe_t, chart) if probe else out
+        chart[:, cells] = p
+        scale[:, cells] = base + top.log()
+    ends = torch.tensor(offset)[lengths]
+    out = scale[torch.arange(B), ends] + chart[torch.arange(B), ends, cg.start].log()
+    if not probe:
+        return out
+    log_chart = (scale[..., None] + chart.detach().log()).clamp(min=NEG)
+    return out, probe_t, log_chart
 
 
 @dataclass
@@ -224,6 +252,8 @@ def viterbi(cg: ChartGrammar, lex_w: torch.Tensor, bin_w: torch.Tensor, clo_w: t
         rule = torch.zeros(chart.shape, dtype=torch.long)
         split = torch.zeros(chart.shape, dtype=torch.long)
         nts = torch.arange(N)
+        bl, br, binw = _with_pad(cg.bin_left, cg.bin_right, bin_w)
+        cb, _, clo = _with_pad(cg.clo_bottom, cg.clo_bottom, clo_w)
         for w in range(1, n + 1):
             S = n - w + 1
             cells = slice(offset[w], offset[w] + S)
@@ -232,30 +262,31 @@ def viterbi(cg: ChartGrammar, lex_w: torch.Tensor, bin_w: torch.Tensor, clo_w: t
             elif w > 1:
                 left = chart.index_select(1, left_ids[w]).reshape(B, S, w - 1, N)
                 right = chart.index_select(1, right_ids[w]).reshape(B, S, w - 1, N)
-                v = left[..., cg.bin_left] + right[..., cg.bin_right]            # (B,S,K,R)
-                v, k_best = v.max(2)                                              # (B,S,R)
-                pre, slot = _segment(v + bin_w, cg.bin_seg).max(-1)               # (B,S,N)
+                v = left[..., bl] + right[..., br]                                # (B,S,K,R+1)
+                v, k_best = v.max(2)                                              # (B,S,R+1)
+                pre, slot = (v + binw)[..., cg.bin_seg].max(-1)                   # (B,S,N)
                 r = cg.bin_seg[nts, slot]                                         # (B,S,N)
                 rule[:, cells] = r
-                split[:, cells] = torch.gather(k_best, 2, r.clamp(max=len(cg.bin_lhs) - 1)) + 1
-                pre = pre.clamp(min=NEG)
-            cell, slot = _segment(pre[..., cg.clo_bottom] + clo_w, cg.clo_seg).max(-1)
+                split[:, cells] = torch.gather(k_best, 2, r) + 1
+            cell, slot = (pre[..., cb] + clo)[..., cg.clo_seg].max(-1)
             bottom[:, cells] = cg.clo_seg[nts, slot]
-            chart[:, cells] = cell.clamp(min=NEG)
+            chart[:, cells] = cell
         score = chart[torch.arange(B), torch.tensor(offset)[lengths], cg.start]
     return ViterbiChart(bottom, rule, split, score, offset)
 
 
-def length_batches(lengths: list[int], budget: int = 2_000_000, n_rules: int = 1) -> list[list[int]]:
-    """Sentence ids grouped by similar length (sorted), each group small enough that the
-    largest per-width tensor ``(B, S, K, R)`` stays under ``budget`` elements."""
+def length_batches(lengths: list[int], budget: int = 4_000_000, n_rules: int = 1) -> list[list[int]]:
+    """Sentence ids sorted by length and cut into batches (padded to their longest
+    sentence): a batch spans lengths ``n0 .. max(n0 + 2, 1.2 n0)`` (the work grows as
+    ``n^3``, so wider batches waste it on padding) and its largest per-width tensor
+    ``(B, S, K, R)`` – at most ``B * (n^2/4 + 1) * R`` elements – stays under ``budget``."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     groups, cur = [], []
     for i in order:
-        n = lengths[i]
-        per = max(1, (n * n // 4 + 1) * max(n_rules, 1))
-        # a group holds sentences of one length (no wasted padding) up to the budget
-        if cur and (lengths[cur[0]] != n or (len(cur) + 1) * per > budget):
+        n = lengths[i]  # the longest so far, as ids come sorted
+        per = (n * n // 4 + 1) * max(n_rules, 1)
+        n0 = lengths[cur[0]] if cur else n
+        if cur and (n > max(n0 + 2, 1.2 * n0) or (len(cur) + 1) * per > budget):
             groups.append(cur)
             cur = []
         cur.append(i)
