@@ -704,13 +704,17 @@ class PCFG(Declaration):
             packed = ((vc.bottom * R1 + vc.rule) * n1 + vc.split).tolist()
             off = vc.offset
             clo_bottom, bl, br = cg.clo_bottom.tolist(), cg.bin_left.tolist(), cg.bin_right.tolist()
+            kinds, names = self.nf_kinds, self.nf_symbols
             for bi, b in enumerate(rows):
                 score = float(vc.score[bi])
                 if score < NEG / 2:
                     continue
                 words = sentences[b]
 
-                def build(i: int, w: int, a: int, bi=bi, words=words) -> Any:
+                def build(i: int, w: int, a: int, bi=bi, words=words) -> list:
+                    """What the normal-form node ``a`` over words i..i+w-1 contributes to its
+                    parent in the original grammar: a tree, a word (preterminals), or the
+                    children of an intermediate symbol (spliced)."""
                     cell = off[w] + i
                     code = packed[bi][cell][a]
                     x = clo_bottom[code // (R1 * n1)]
@@ -718,39 +722,21 @@ class PCFG(Declaration):
                     while chain[-1] != x:
                         chain.append(nxt[chain[-1]][x])
                     if w == 1:
-                        node: Any = (x, [words[i]])
+                        kids = [words[i]]
                     else:
                         code = packed[bi][cell][x]
                         r, k = code // n1 % R1, code % n1
-                        node = (x, [build(i, k, bl[r]), build(i + k, w - k, br[r])])
+                        kids = build(i, k, bl[r]) + build(i + k, w - k, br[r])
+                    kind = kinds[x]
+                    items = kids if kind != "orig" else [Tree(names[x], kids)]
                     for sym in reversed(chain[:-1]):
-                        node = (sym, [node])
-                    return node
+                        items = [Tree(names[sym], items)]
+                    return items
 
-                tree = self._unbinarise(build(0, len(words), cg.start))
+                tree = build(0, len(words), cg.start)[0]
                 tree.log_prob = score
                 out[b] = tree
         return out
-
-    def _unbinarise(self, node: Any) -> Any:
-        """A normal-form tree ``(symbol id, children)`` → a :class:`Tree` of the original
-        grammar: preterminals of words become the words, intermediate symbols are spliced
-        into their parents."""
-        sym, children = node
-        kids: list = []
-        for c in children:
-            if isinstance(c, str):
-                kids.append(c)
-                continue
-            kind = self.nf_kinds[c[0]]
-            if kind == "pre":
-                kids.append(c[1][0])
-            elif kind == "inter":
-                sub = self._unbinarise(c)
-                kids.extend(sub.children)
-            else:
-                kids.append(self._unbinarise(c))
-        return Tree(self.nf_symbols[sym], kids)
 
     # -- sampling ------------------------------------------------------------------------
     def expected_children(self, probs: torch.Tensor | None = None) -> torch.Tensor:
