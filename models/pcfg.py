@@ -701,7 +701,7 @@ class PCFG(Declaration):
             vc = chart_ops.viterbi(cg, lex_w, bin_w, clo_w, tokens, lengths)
             # one conversion to Python lists: (bottom pair, rule, split) packed in one integer
             R1, n1 = len(cg.bin_lhs) + 1, tokens.shape[1] + 1
-            packed = ((vc.bottom * R1 + vc.rule) * n1 + vc.split).tolist()
+            packed = ((vc.bottom * R1 + vc.rule) * n1 + vc.split).numpy()  # read lazily, ~4n cells
             off = vc.offset
             clo_bottom, bl, br = cg.clo_bottom.tolist(), cg.bin_left.tolist(), cg.bin_right.tolist()
             kinds, names = self.nf_kinds, self.nf_symbols
@@ -716,7 +716,7 @@ class PCFG(Declaration):
                     parent in the original grammar: a tree, a word (preterminals), or the
                     children of an intermediate symbol (spliced)."""
                     cell = off[w] + i
-                    code = packed[bi][cell][a]
+                    code = int(packed[bi, cell, a])
                     x = clo_bottom[code // (R1 * n1)]
                     chain = [a]
                     while chain[-1] != x:
@@ -724,7 +724,7 @@ class PCFG(Declaration):
                     if w == 1:
                         kids = [words[i]]
                     else:
-                        code = packed[bi][cell][x]
+                        code = int(packed[bi, cell, x])
                         r, k = code // n1 % R1, code % n1
                         kids = build(i, k, bl[r]) + build(i + k, w - k, br[r])
                     kind = kinds[x]
