@@ -176,11 +176,24 @@ _TOKEN = re.compile(r"\s*(?:(->)|(\|)|\[([^\]]*)\]|'([^']*)'|\"([^\"]*)\"|([^\s'
 _NAME = re.compile(r"^[^\s'\"|\[\]()]+$")
 
 
+def _strip_comment(line: str) -> str:
+    """``line`` up to a ``#`` that is not inside a quoted terminal."""
+    quote = None
+    for i, ch in enumerate(line):
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#":
+            return line[:i]
+    return line
+
+
 def _parse_rules(text: str, normalize: bool) -> tuple[list[Rule], list[float], list[int]]:
     rules, probs, lines = [], [], []
     lhs = None
     for ln, raw in enumerate(text.splitlines(), 1):
-        line = raw.split("#", 1)[0].strip() if not re.search(r"['\"][^'\"]*#", raw) else raw.strip()
+        line = _strip_comment(raw).strip()
         if not line:
             continue
         toks, pos = [], 0
@@ -437,7 +450,7 @@ class PCFG(Declaration):
             clo_top=pairs[:, 0], clo_bottom=pairs[:, 1],
             clo_seg=chart_ops.segment_index(pairs[:, 0], N))
 
-    def nf_weights(self, logp: torch.Tensor, semiring: str = "sum") -> tuple:
+    def nf_weights(self, logp: torch.Tensor, semiring: str = "sum", chains: torch.Tensor | None = None) -> tuple:
         """Normal-form log weights ``(lex_w (L,), bin_w (R',), clo_w (P,))`` from the log
         rule probabilities ``logp`` ``(R,)`` or ``(B, R)`` (differentiable for ``"sum"``).
 
@@ -461,7 +474,8 @@ class PCFG(Declaration):
                 C = torch.eye(N, dtype=logp.dtype).expand(U.shape)
             clo = C[..., cg.clo_top, cg.clo_bottom].clamp(min=1e-300).log().clamp(min=NEG)
         else:
-            clo = self._best_chains(logp)[0][cg.clo_top, cg.clo_bottom]
+            D = self._best_chains(logp)[0] if chains is None else chains
+            clo = D[cg.clo_top, cg.clo_bottom]
         return lex_w.clamp(min=NEG), bin_w.clamp(min=NEG), clo
 
     def _best_chains(self, logp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -690,8 +704,8 @@ class PCFG(Declaration):
         probs = self._params(params)
         sentences = self._sentences(sentences)
         logp = self._logp(probs)
-        lex_w, bin_w, clo_w = self.nf_weights(logp, semiring="max")
-        _, nxt = self._best_chains(logp)
+        D, nxt = self._best_chains(logp)
+        lex_w, bin_w, clo_w = self.nf_weights(logp, semiring="max", chains=D)
         nxt = nxt.tolist()
         cg = self.chart_grammar
         un_rule = {(a, b): i for a, b, i in self._un.tolist()}
@@ -705,8 +719,9 @@ class PCFG(Declaration):
             off = vc.offset
             clo_bottom, bl, br = cg.clo_bottom.tolist(), cg.bin_left.tolist(), cg.bin_right.tolist()
             kinds, names = self.nf_kinds, self.nf_symbols
+            scores = vc.score.tolist()
             for bi, b in enumerate(rows):
-                score = float(vc.score[bi])
+                score = scores[bi]
                 if score < NEG / 2:
                     continue
                 words = sentences[b]

@@ -376,3 +376,15 @@ def test_cli_data_and_default_grammar():
     g = PCFG.for_data(data)
     assert len(g.nonterminals) >= 15 and len(g.words) >= 50
     assert torch.isfinite(g.log_prob(None, g.check_data(data[:20]))).all()
+
+
+def test_comments_continuation_lines_and_start():
+    g = PCFG.from_string("""# a grammar
+    S -> A 'x' [0.5]   # a comment after a quoted word
+       | '#' [0.5]
+    A -> 'a' [1.0]
+    """)
+    assert [str(r) for r in g.rules] == ["S -> A 'x'", "S -> '#'", "A -> 'a'"]
+    assert g.words == ["x", "#", "a"]
+    assert g.log_prob(None, ["a x", "#"]).exp().tolist() == pytest.approx([0.5, 0.5])
+    assert PCFG.from_string("A -> 'a' [1.0]\nS -> A A [1.0]", start="S").start == "S"
