@@ -31,5 +31,6 @@ def start_params(model: Any, init: dict | None) -> dict[str, torch.Tensor]:
             if v.shape != params[k].shape:
                 raise ValueError(f"init[{k!r}] must have shape {tuple(params[k].shape)}, got {tuple(v.shape)}")
             params[k] = v
-        model.with_probs(params["probs"]) if hasattr(model, "with_probs") else None  # validates sums
+        if hasattr(model, "with_probs"):
+            model.with_probs(params["probs"])  # raises a clear error unless each left-hand side sums to 1
     return params

@@ -27,7 +27,7 @@ import math
 import re
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import torch
 

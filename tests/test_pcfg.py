@@ -7,7 +7,6 @@ import torch
 
 import probgen as pg
 from probgen.models import PCFG, Tree
-from probgen.ops.inside import NEG
 
 # NLTK's demo grammars, copied verbatim from nltk/grammar.py (toy_pcfg1, toy_pcfg2)
 TOY_PCFG1 = """
