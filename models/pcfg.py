@@ -715,41 +715,43 @@ class PCFG(Declaration):
             vc = chart_ops.viterbi(cg, lex_w, bin_w, clo_w, tokens, lengths)
             # one conversion to Python lists: (bottom pair, rule, split) packed in one integer
             R1, n1 = len(cg.bin_lhs) + 1, tokens.shape[1] + 1
-            packed = ((vc.bottom * R1 + vc.rule) * n1 + vc.split).numpy()  # read lazily, ~4n cells
+            packed = (vc.bottom * R1 + vc.rule) * n1 + vc.split
             off = vc.offset
             clo_bottom, bl, br = cg.clo_bottom.tolist(), cg.bin_left.tolist(), cg.bin_right.tolist()
             kinds, names = self.nf_kinds, self.nf_symbols
             scores = vc.score.tolist()
-            for bi, b in enumerate(rows):
-                score = scores[bi]
-                if score < NEG / 2:
-                    continue
-                words = sentences[b]
+            packed_rows = packed.tolist()
+            div = R1 * n1
+            is_orig = [k == "orig" for k in kinds]
 
-                def build(i: int, w: int, a: int, bi=bi, words=words) -> list:
-                    """What the normal-form node ``a`` over words i..i+w-1 contributes to its
-                    parent in the original grammar: a tree, a word (preterminals), or the
-                    children of an intermediate symbol (spliced)."""
-                    cell = off[w] + i
-                    code = int(packed[bi, cell, a])
-                    x = clo_bottom[code // (R1 * n1)]
+            def build(i: int, w: int, a: int, row: list, words: Sequence[str]) -> list:
+                """What the normal-form node ``a`` over words i..i+w-1 contributes to its
+                parent in the original grammar: a tree, a word (preterminals), or the
+                children of an intermediate symbol (spliced)."""
+                cell = row[off[w] + i]
+                x = clo_bottom[cell[a] // div]
+                if w == 1:
+                    kids = [words[i]]
+                else:
+                    code = cell[x]
+                    r, k = code // n1 % R1, code % n1
+                    kids = build(i, k, bl[r], row, words)
+                    kids += build(i + k, w - k, br[r], row, words)
+                items = [Tree(names[x], kids)] if is_orig[x] else kids
+                if x != a:  # the unary chain a => ... => x, best path by next hops
                     chain = [a]
                     while chain[-1] != x:
                         chain.append(nxt[chain[-1]][x])
-                    if w == 1:
-                        kids = [words[i]]
-                    else:
-                        code = int(packed[bi, cell, x])
-                        r, k = code // n1 % R1, code % n1
-                        kids = build(i, k, bl[r]) + build(i + k, w - k, br[r])
-                    kind = kinds[x]
-                    items = kids if kind != "orig" else [Tree(names[x], kids)]
                     for sym in reversed(chain[:-1]):
                         items = [Tree(names[sym], items)]
-                    return items
+                return items
 
-                tree = build(0, len(words), cg.start)[0]
-                tree.log_prob = score
+            for bi, b in enumerate(rows):
+                if scores[bi] < NEG / 2:
+                    continue
+                words = sentences[b]
+                tree = build(0, len(words), cg.start, packed_rows[bi], words)[0]
+                tree.log_prob = scores[bi]
                 out[b] = tree
         return out
 
