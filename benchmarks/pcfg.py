@@ -39,11 +39,17 @@ def timed(fn, repeat=1):
     time: the benchmark machine is shared, and both sides run on one thread (NLTK is pure
     Python; probgen's chart kernels pin torch to one intra-op thread), so process CPU time
     measures each library's own work without the other tenants' load."""
+    import gc
     best = math.inf
     for _ in range(repeat):
-        t = time.process_time()
-        out = fn()
-        best = min(best, time.process_time() - t)
+        gc.collect()
+        gc.disable()  # as timeit does: no collector pauses inside either library's timing
+        try:
+            t = time.process_time()
+            out = fn()
+            best = min(best, time.process_time() - t)
+        finally:
+            gc.enable()
     return out, best
 
 

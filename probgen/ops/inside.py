@@ -275,20 +275,25 @@ def viterbi(cg: ChartGrammar, lex_w: torch.Tensor, bin_w: torch.Tensor, clo_w: t
     return ViterbiChart(bottom, rule, split, score, offset)
 
 
-def length_batches(lengths: list[int], budget: int = 4_000_000, n_rules: int = 1) -> list[list[int]]:
-    """Sentence ids sorted by length and cut into batches (padded to their longest
-    sentence): a batch spans lengths ``n0 .. max(n0 + 2, 1.2 n0)`` (the work grows as
-    ``n^3``, so wider batches waste it on padding) and its largest per-width tensor
-    ``(B, S, K, R)`` – at most ``B * (n^2/4 + 1) * R`` elements – stays under ``budget``."""
+def length_batches(lengths: list[int], budget: int = 4_000_000, n_rules: int = 1,
+                   small: int = 100_000) -> list[list[int]]:
+    """Sentence ids sorted by length and cut into batches, each padded to its longest
+    sentence. Each width costs a fixed number of tensor operations, so padding pays while
+    the padded work is small: a batch may span any lengths while ``B * n^3 * R`` stays
+    under ``small``; beyond that it spans lengths ``n0 .. max(n0 + 2, 1.2 n0)`` (the work
+    grows as ``n^3``). Always, the largest per-width tensor ``(B, S, K, R)`` – at most
+    ``B * (n^2/4 + 1) * R`` elements – stays under ``budget``."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     groups, cur = [], []
+    R = max(n_rules, 1)
     for i in order:
         n = lengths[i]  # the longest so far, as ids come sorted
-        per = (n * n // 4 + 1) * max(n_rules, 1)
-        n0 = lengths[cur[0]] if cur else n
-        if cur and (n > max(n0 + 2, 1.2 * n0) or (len(cur) + 1) * per > budget):
-            groups.append(cur)
-            cur = []
+        if cur:
+            n0, B = lengths[cur[0]], len(cur) + 1
+            too_wide = n > max(n0 + 2, 1.2 * n0) and B * n ** 3 * R > small
+            if too_wide or B * (n * n // 4 + 1) * R > budget:
+                groups.append(cur)
+                cur = []
         cur.append(i)
     if cur:
         groups.append(cur)
