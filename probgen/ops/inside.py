@@ -147,6 +147,15 @@ def span_layout(n: int) -> tuple:
     return offset, left, right
 
 
+def active_from(lengths: torch.Tensor, n: int) -> list[int]:
+    """``first[w]``: rows ``first[w]:`` of a batch sorted by length are the sentences with at
+    least ``w`` words – the only ones whose width-``w`` cells matter. (All rows when the
+    lengths are not sorted.)"""
+    if len(lengths) > 1 and bool((lengths[1:] < lengths[:-1]).any()):
+        return [0] * (n + 1)
+    return torch.searchsorted(lengths.contiguous(), torch.arange(n + 1), right=False).tolist()
+
+
 @single_threaded
 def inside(cg: ChartGrammar, lex_w: torch.Tensor, bin_w: torch.Tensor, clo_w: torch.Tensor,
            tokens: torch.Tensor, lengths: torch.Tensor, probe: bool = False) -> Any:
@@ -191,31 +200,37 @@ def inside(cg: ChartGrammar, lex_w: torch.Tensor, bin_w: torch.Tensor, clo_w: to
     chart = torch.zeros(B, offset[n + 1], N, dtype=dtype)
     scale = torch.zeros(B, offset[n + 1], dtype=dtype)              # log scales (constants)
     probe_t = torch.ones_like(chart, requires_grad=True) if probe else None
+    start = active_from(lengths, n)
     for w in range(1, n + 1):
         S = n - w + 1
         cells = slice(offset[w], offset[w] + S)
+        f = start[w]                                                 # rows f: have >= w words
+        Bw = B - f
+        rules_w = rules if rules.dim() == 2 else rules[f:]
+        closure_w = closure_t if closure_t.dim() == 2 else closure_t[f:]
         if w == 1:
             pre, base = first, scale.new_zeros(B, S)
         elif R == 0:
-            pre, base = chart.new_zeros(B, S, N), scale.new_zeros(B, S)
+            pre, base = chart.new_zeros(Bw, S, N), scale.new_zeros(Bw, S)
         else:
-            pl = chart.index_select(1, left_ids[w]).reshape(B, S, w - 1, N)
-            pr = chart.index_select(1, right_ids[w]).reshape(B, S, w - 1, N)
-            ms = (scale.index_select(1, left_ids[w]) + scale.index_select(1, right_ids[w])).reshape(B, S, w - 1)
+            pl = chart[f:].index_select(1, left_ids[w]).reshape(Bw, S, w - 1, N)
+            pr = chart[f:].index_select(1, right_ids[w]).reshape(Bw, S, w - 1, N)
+            ms = (scale[f:].index_select(1, left_ids[w]) + scale[f:].index_select(1, right_ids[w])
+                  ).reshape(Bw, S, w - 1)
             base = ms.amax(2)                                        # (B, S)
             a = (ms - base[..., None]).exp()                         # (B, S, K) split weights
             v = pl[..., cg.bin_left] * pr[..., cg.bin_right]         # (B, S, K, R)
-            u = torch.einsum("bsk,bskr->bsr", a, v)                  # (B, S, R)
-            pre = u @ rules                                          # (B, S, N)
-        post = pre @ closure_t                                       # unary closure
+            u = (a[..., None] * v).sum(2)                            # (B, S, R)
+            pre = u @ rules_w                                        # (B, S, N)
+        post = pre @ closure_w                                       # unary closure
         top = post.detach().amax(-1).clamp(min=1e-300)               # (B, S)
         p = post / top[..., None]
         if probe:
-            p = p * probe_t[:, cells]
+            p = p * probe_t[f:, cells]
         # cells of width w are written once, after every read of narrower cells they depend
         # on (index_select saves only indices for backward, so the in-place write is safe)
-        chart[:, cells] = p
-        scale[:, cells] = base + top.log()
+        chart[f:, cells] = p
+        scale[f:, cells] = base + top.log()
     ends = torch.tensor(offset)[lengths]
     out = scale[torch.arange(B), ends] + chart[torch.arange(B), ends, cg.start].log()
     if not probe:
@@ -254,23 +269,26 @@ def viterbi(cg: ChartGrammar, lex_w: torch.Tensor, bin_w: torch.Tensor, clo_w: t
         nts = torch.arange(N)
         bl, br, binw = _with_pad(cg.bin_left, cg.bin_right, bin_w)
         cb, _, clo = _with_pad(cg.clo_bottom, cg.clo_bottom, clo_w)
+        start = active_from(lengths, n)
         for w in range(1, n + 1):
             S = n - w + 1
             cells = slice(offset[w], offset[w] + S)
+            f = start[w]                                                          # rows with >= w words
+            Bw = B - f
             if w > 1 and len(cg.bin_lhs) == 0:
-                pre = chart.new_full((B, S, N), NEG)
+                pre = chart.new_full((Bw, S, N), NEG)
             elif w > 1:
-                left = chart.index_select(1, left_ids[w]).reshape(B, S, w - 1, N)
-                right = chart.index_select(1, right_ids[w]).reshape(B, S, w - 1, N)
+                left = chart[f:].index_select(1, left_ids[w]).reshape(Bw, S, w - 1, N)
+                right = chart[f:].index_select(1, right_ids[w]).reshape(Bw, S, w - 1, N)
                 v = left[..., bl] + right[..., br]                                # (B,S,K,R+1)
                 v, k_best = v.max(2)                                              # (B,S,R+1)
                 pre, slot = (v + binw)[..., cg.bin_seg].max(-1)                   # (B,S,N)
                 r = cg.bin_seg[nts, slot]                                         # (B,S,N)
-                rule[:, cells] = r
-                split[:, cells] = torch.gather(k_best, 2, r) + 1
+                rule[f:, cells] = r
+                split[f:, cells] = torch.gather(k_best, 2, r) + 1
             cell, slot = (pre[..., cb] + clo)[..., cg.clo_seg].max(-1)
-            bottom[:, cells] = cg.clo_seg[nts, slot]
-            chart[:, cells] = cell
+            bottom[f:, cells] = cg.clo_seg[nts, slot]
+            chart[f:, cells] = cell
         score = chart[torch.arange(B), torch.tensor(offset)[lengths], cg.start]
     return ViterbiChart(bottom, rule, split, score, offset)
 
