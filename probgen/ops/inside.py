@@ -164,8 +164,8 @@ def inside(cg: ChartGrammar, lex_w: torch.Tensor, bin_w: torch.Tensor, clo_w: to
     The chart is kept *scaled*: each cell stores probabilities ``p (N,)`` divided by
     their maximum and the log of that scale ``m`` (a constant for autograd), so that
     ``beta = m + log p`` never underflows while each width needs only products, one
-    batched sum over split points and two small matrix products (rules → left-hand
-    sides, unary closure) – no exp/log over the large ``(B, S, K, R)`` tensor.
+    batched sum over split points and one small matrix product (rules → left-hand sides
+    → unary closure, premultiplied) – no exp/log over the large ``(B, S, K, R)`` tensor.
 
     Args:
       cg: the grammar's index structure.
@@ -196,6 +196,7 @@ def inside(cg: ChartGrammar, lex_w: torch.Tensor, bin_w: torch.Tensor, clo_w: to
     bot_1h = torch.zeros(len(cg.clo_top), N, dtype=dtype).index_put_(
         (torch.arange(len(cg.clo_top)), cg.clo_bottom), torch.tensor(1.0, dtype=dtype))
     closure_t = (clo_w.exp()[..., :, None] * bot_1h).transpose(-1, -2) @ top_1h   # (N, N): C[A, B] at [B, A]
+    closed = rules @ closure_t                                       # (R, N): rule r, then chains up to A
     offset, left_ids, right_ids = span_layout(n)
     chart = torch.zeros(B, offset[n + 1], N, dtype=dtype)
     scale = torch.zeros(B, offset[n + 1], dtype=dtype)              # log scales (constants)
@@ -206,12 +207,10 @@ def inside(cg: ChartGrammar, lex_w: torch.Tensor, bin_w: torch.Tensor, clo_w: to
         cells = slice(offset[w], offset[w] + S)
         f = start[w]                                                 # rows f: have >= w words
         Bw = B - f
-        rules_w = rules if rules.dim() == 2 else rules[f:]
-        closure_w = closure_t if closure_t.dim() == 2 else closure_t[f:]
         if w == 1:
-            pre, base = first, scale.new_zeros(B, S)
+            post, base = first @ closure_t, scale.new_zeros(B, S)           # unary closure
         elif R == 0:
-            pre, base = chart.new_zeros(Bw, S, N), scale.new_zeros(Bw, S)
+            post, base = chart.new_zeros(Bw, S, N), scale.new_zeros(Bw, S)
         else:
             pl = chart[f:].index_select(1, left_ids[w]).reshape(Bw, S, w - 1, N)
             pr = chart[f:].index_select(1, right_ids[w]).reshape(Bw, S, w - 1, N)
@@ -221,8 +220,7 @@ def inside(cg: ChartGrammar, lex_w: torch.Tensor, bin_w: torch.Tensor, clo_w: to
             a = (ms - base[..., None]).exp()                         # (B, S, K) split weights
             v = pl[..., cg.bin_left] * pr[..., cg.bin_right]         # (B, S, K, R)
             u = (a[..., None] * v).sum(2)                            # (B, S, R)
-            pre = u @ rules_w                                        # (B, S, N)
-        post = pre @ closure_w                                       # unary closure
+            post = u @ (closed if closed.dim() == 2 else closed[f:])  # rules -> lhs, then closure
         top = post.detach().amax(-1).clamp(min=1e-300)               # (B, S)
         p = post / top[..., None]
         if probe:
