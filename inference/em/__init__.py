@@ -1,3 +1,4 @@
 """The `em` engine: expectation-maximisation, closed-form M-steps."""
 from probgen.inference.em import bayesian_network  # noqa: F401
 from probgen.inference.em import categorical_mixture  # noqa: F401
+from probgen.inference.em import grammar  # noqa: F401
