@@ -63,7 +63,7 @@ class ProgramNUTS(Method):
             mcmc.run(*args)
         samples = {k: v.detach() for k, v in mcmc.get_samples().items()}
         params = {k: v.mean(0) for k, v in samples.items()}
-        diag = mcmc.diagnostics()
+        diag = mcmc.diagnostics() if steps >= 4 else {}  # pyro's split R-hat needs >= 4 draws
         history = [{"step": i} for i in range(steps)]
         summary = {k: {"r_hat": float(torch.as_tensor(d.get("r_hat", float("nan"))).mean()),
                        "n_eff": float(torch.as_tensor(d.get("n_eff", float("nan"))).mean())}
