@@ -444,7 +444,8 @@ class ProgramEM(Method):
             loss.backward()
             return loss
 
-        before = float(-closure())
+        with torch.no_grad():
+            before = float(_q(runner.trace(params), weights))
         opt.step(closure)
         with torch.no_grad():
             out = dict(fixed, **{n: transforms[n](free[n]).detach() for n in names})
