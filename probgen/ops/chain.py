@@ -151,33 +151,34 @@ def forward_backward(init: torch.Tensor, trans: torch.Tensor, log_emit: torch.Te
     mask = pad_mask(lengths, T)
     log_emit = log_emit.masked_fill(~mask[..., None], 0.0)
     shift = log_emit.amax(-1, keepdim=True)                             # (B, T, 1)
-    e = torch.exp(log_emit - shift)                                     # (B, T, K), max 1
+    # time-major buffers, so that every step reads and writes contiguous (B, K) blocks in place
+    e = torch.exp(log_emit - shift).transpose(0, 1).contiguous()        # (T, B, K), max 1
     alpha = torch.empty_like(e)
-    c = torch.empty(B, T, 1, dtype=e.dtype, device=e.device)
-    a = init * e[:, 0]
-    c[:, 0] = a.sum(-1, keepdim=True)
-    alpha[:, 0] = a / c[:, 0]
-    for t in range(1, T):
-        a = torch.mm(alpha[:, t - 1], trans).mul_(e[:, t])
-        ct = a.sum(-1, keepdim=True)
-        c[:, t] = ct
-        alpha[:, t] = a.div_(ct)
-    # backward: β̂_{T-1} = 1, β̂_t = A (e_{t+1} β̂_{t+1} / c_{t+1}); u_t = e_t β̂_t / c_t
-    beta = torch.empty_like(e)
-    beta[:, T - 1] = 1.0
-    u = e / c                                                           # times β̂_t, below
+    c = torch.empty(T, B, 1, dtype=e.dtype, device=e.device)
+    torch.mul(init, e[0], out=alpha[0])
+    for t in range(T):
+        if t:
+            torch.mm(alpha[t - 1], trans, out=alpha[t])
+            alpha[t].mul_(e[t])
+        torch.sum(alpha[t], -1, keepdim=True, out=c[t])
+        alpha[t].div_(c[t])
+    # backward: β̂_{T-1} = 1, β̂_{t-1} = (u_t ⊙ β̂_t) Aᵀ with u_t = e_t / c_t; u is overwritten
+    # by u_t ⊙ β̂_t, the factor the pairwise marginals need
+    u = e.div_(c)
+    beta = torch.empty_like(u)
+    beta[T - 1] = 1.0
     trans_T = trans.t()
     for t in range(T - 1, 0, -1):
-        ut = u[:, t].mul_(beta[:, t])
-        beta[:, t - 1] = torch.mm(ut, trans_T)
-    u[:, 0].mul_(beta[:, 0])
-    gamma = (alpha * beta).masked_fill_(~mask[..., None], 0.0)
-    log_lik = ((torch.log(c) + shift)[..., 0] * mask).sum(-1)
+        u[t].mul_(beta[t])
+        torch.mm(u[t], trans_T, out=beta[t - 1])
+    tmask = mask.t()[..., None]                                         # (T, B, 1)
+    gamma = (alpha * beta).masked_fill_(~tmask, 0.0).transpose(0, 1)   # (B, T, K)
+    log_lik = ((torch.log(c[..., 0]).t() + shift[..., 0]) * mask).sum(-1)
     xi = None
     if pairwise and T > 1:
         # Σ_t α̂_{t-1}[i] A[i, j] e_t[j] β̂_t[j] / c_t over valid transitions (t < length)
-        ut = (u[:, 1:] * mask[:, 1:, None]).reshape(-1, K)
-        xi = trans * torch.mm(alpha[:, :-1].reshape(-1, K).t(), ut)
+        ut = u[1:].masked_fill_(~tmask[1:], 0.0).reshape(-1, K)
+        xi = trans * torch.mm(alpha[:-1].reshape(-1, K).t(), ut)
     elif pairwise:
         xi = torch.zeros(K, K, dtype=e.dtype, device=e.device)
     return log_lik, gamma, xi
@@ -195,24 +196,26 @@ def viterbi(init: torch.Tensor, trans: torch.Tensor, log_emit: torch.Tensor,
     B, T, K = log_emit.shape
     mask = pad_mask(lengths, T)
     log_A = torch.log(trans)
-    d = torch.log(init) + log_emit[:, 0]
-    deltas = [d]
+    le = log_emit.transpose(0, 1).contiguous()                         # (T, B, K)
+    delta = torch.empty_like(le)
+    back = torch.empty(T, B, K, dtype=torch.long, device=le.device)    # back[t, b, j]: best z_{t-1}
+    torch.add(torch.log(init), le[0], out=delta[0])
+    buf = torch.empty(B, K, K, dtype=le.dtype, device=le.device)
+    log_A_T = log_A.t().contiguous()                                   # [j, i] = log A[i, j]
     for t in range(1, T):
-        d = (d.unsqueeze(-1) + log_A).amax(1) + log_emit[:, t]       # max over the previous state
-        deltas.append(d)
-    delta = torch.stack(deltas, 1)                                   # (B, T, K)
+        torch.add(delta[t - 1].unsqueeze(1), log_A_T, out=buf)         # buf[b, j, i]
+        torch.max(buf, -1, out=(delta[t], back[t]))                    # over the previous state i
+        delta[t].add_(le[t])
     last = (lengths - 1).clamp(min=0)
     idx = torch.arange(B, device=log_emit.device)
-    log_joint, end = delta[idx, last].max(-1)
-    # backtracking recomputes each backpointer argmax_i δ_t(i) + log A[i, z_{t+1}] for the one
-    # state on the path (cheaper than storing all (B, T, K) backpointers)
-    paths = torch.empty(B, T, dtype=torch.long, device=log_emit.device)
-    state = end
-    paths[:, T - 1] = state
-    log_A_cols = log_A.t().contiguous()                               # row j = log A[:, j]
-    for t in range(T - 2, -1, -1):
-        prev = (delta[:, t] + log_A_cols[state]).argmax(-1)
-        # a sequence's path starts (backwards) from its own best end state at t = length - 1
-        state = torch.where(last == t, end, prev)
-        paths[:, t] = state
+    log_joint, end = delta[last, idx].max(-1)
+    # after a sequence's end its backpointers are the identity, so backtracking from t = T-1
+    # carries the sequence's own best end state back to t = length - 1 and then follows it
+    keep = mask.t()[..., None].expand(T, B, K)
+    back = torch.where(keep, back, torch.arange(K, device=le.device))   # (t = 0 is never read)
+    paths = torch.empty(T, B, 1, dtype=torch.long, device=le.device)
+    paths[T - 1, :, 0] = end
+    for t in range(T - 1, 0, -1):
+        torch.gather(back[t], 1, paths[t], out=paths[t - 1])
+    paths = paths[..., 0].t()
     return paths.masked_fill_(~mask, -1), log_joint
