@@ -22,7 +22,7 @@ import probgen as pg
 from probgen.models import HMM
 
 
-def case(name, model, B, T, iters, hl):
+def case(name, model, B, T, iters, hl, implementation):
     g = torch.Generator().manual_seed(0)
     truth = model.init_params(None, seed=7)
     if "loc" in truth:
@@ -34,12 +34,12 @@ def case(name, model, B, T, iters, hl):
     lengths = [T] * B
     if model.emission == "categorical":
         h = hl.CategoricalHMM(model.k, n_iter=iters, tol=-np.inf, init_params="", params="ste",
-                              n_features=model.n_symbols, implementation="scaling")
+                              n_features=model.n_symbols, implementation=implementation)
         h.emissionprob_ = init["probs"].numpy()
     else:
         h = hl.GaussianHMM(model.k, covariance_type=model.covariance, n_iter=iters, tol=-np.inf,
                            init_params="", params="stmc", covars_prior=0.0, min_covar=0.0,
-                           implementation="scaling")
+                           implementation=implementation)
         h.means_ = init["loc"].numpy()
         h.covars_ = ((init["scale"] ** 2).numpy() if model.covariance == "diag"
                      else (init["scale_tril"] @ init["scale_tril"].mT).numpy())
@@ -76,7 +76,9 @@ def main(quick: bool = False) -> None:
         for name, model in [("GaussianHMM diag K=8 D=4", HMM(8, "gaussian", dim=4, covariance="diag")),
                             ("GaussianHMM full K=8 D=4", HMM(8, "gaussian", dim=4, covariance="full")),
                             ("CategoricalHMM K=8 V=32", HMM(8, "categorical", n_symbols=32))]:
-            rows.append(case(name, model, B, T, iters, hl))
+            # hmmlearn's default implementation ("log") and its faster "scaling" one
+            for implementation in ("log", "scaling"):
+                rows.append(case(f"{name} (hmmlearn {implementation})", model, B, T, iters, hl, implementation))
     print(f"{B} sequences x {T} steps, {iters} Baum-Welch iterations, 1 thread each\n")
     print("| case | probgen s/iter | hmmlearn s/iter | speed-up | probgen Viterbi s | hmmlearn Viterbi s "
           "| speed-up | log-lik rel. diff | same Viterbi states |")

@@ -109,63 +109,75 @@ class HMM(Program):
         ``0..n_symbols-1`` or negative / non-integer Poisson counts."""
         if data is None:
             raise ValueError(f"HMM needs data: a list of sequences of shape {self._expected}")
+        ev = f", {self.dim}" if self.emission == "gaussian" else ""
         if isinstance(data, Sequences):
             x, lengths = as_tensor(data.x, name="sequences"), torch.as_tensor(data.lengths)
             if lengths.dim() != 1 or len(lengths) != x.shape[0] or len(lengths) == 0:
                 raise ValueError(f"lengths must have shape (B,) matching the padded data's first "
                                  f"dimension {x.shape[0]}, got {tuple(lengths.shape)}")
-            if (lengths < 1).any():
-                raise ValueError(f"zero-length sequence at index {int((lengths < 1).nonzero()[0])}")
             if x.dim() != 2 + self.event_ndim or (lengths > x.shape[1]).any():
-                raise ValueError(f"padded sequences must have shape (B, T{', %d' % self.dim if self.dim else ''})"
-                                 f" with lengths <= T, got {tuple(x.shape)}")
-            seqs = [x[b, :n] for b, n in enumerate(lengths.tolist())]
-        elif isinstance(data, (list, tuple)):
+                raise ValueError(f"padded sequences must have shape (B, T{ev}) with lengths <= T, "
+                                 f"got {tuple(x.shape)}")
+            return self._check_padded(x, lengths.long())
+        if isinstance(data, (list, tuple)):
             if len(data) == 0:
                 raise ValueError(f"no sequences: expected a list of arrays of shape {self._expected}")
-            seqs = [as_tensor(s, name=f"sequence {i}") for i, s in enumerate(data)]
-        else:
-            t = as_tensor(data, name="sequences")
-            if self.emission == "gaussian" and self.dim == 1 and t.dim() == 1:
-                t = t[:, None]
-            seqs = [t] if t.dim() == 1 + self.event_ndim else list(t) if t.dim() == 2 + self.event_ndim else None
-            if seqs is None:
-                raise ValueError(f"sequences must have shape {self._expected} (one), (B, T_i{', D' if self.dim else ''})"
-                                 f" (several) or be a list of such arrays; got shape {tuple(t.shape)}")
-        for i, s in enumerate(seqs):
-            seqs[i] = self._check_one(s, i)
-        lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
-        T = int(lengths.max())
-        if self.emission == "gaussian":
-            x = torch.zeros(len(seqs), T, self.dim, dtype=torch.float64)
-        else:
-            x = torch.zeros(len(seqs), T, dtype=torch.long if self.emission == "categorical" else torch.float64)
-        for i, s in enumerate(seqs):
-            x[i, :len(s)] = s
-        return Sequences(x, lengths)
+            seqs = [self._shape_one(as_tensor(s, name=f"sequence {i}"), i) for i, s in enumerate(data)]
+            lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+            if (lengths == 0).all():
+                raise ValueError("every sequence has length zero")
+            x = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True)
+            return self._check_padded(x, lengths)
+        t = as_tensor(data, name="sequences")
+        if self.emission == "gaussian" and self.dim == 1 and t.dim() == 1:
+            t = t[:, None]
+        if t.dim() == 1 + self.event_ndim:
+            t = t[None]
+        if t.dim() != 2 + self.event_ndim:
+            raise ValueError(f"sequences must have shape {self._expected} (one), (B, T{ev}) (several of "
+                             f"equal length) or be a list of arrays; got shape {tuple(t.shape)}")
+        if self.emission == "gaussian" and t.shape[-1] != self.dim:
+            raise ValueError(f"sequences must have shape (T_i, {self.dim}) or (B, T, {self.dim}), "
+                             f"got shape {tuple(t.shape)}")
+        return self._check_padded(t, torch.full((t.shape[0],), t.shape[1], dtype=torch.long))
 
-    def _check_one(self, s: torch.Tensor, i: int) -> torch.Tensor:
-        name = f"sequence {i}"
+    def _shape_one(self, s: torch.Tensor, i: int) -> torch.Tensor:
         if self.emission == "gaussian" and self.dim == 1 and s.dim() == 1:
             s = s[:, None]
         if s.dim() != 1 + self.event_ndim or (self.emission == "gaussian" and s.shape[-1] != self.dim):
-            raise ValueError(f"{name} must have shape {self._expected}, got shape {tuple(s.shape)}")
-        if len(s) == 0:
-            raise ValueError(f"{name} has length zero; every sequence needs at least one step")
-        if not torch.isfinite(s).all():
-            bad = "NaN" if torch.isnan(s).any() else "inf"
-            raise ValueError(f"{name} contains {bad} values")
+            raise ValueError(f"sequence {i} must have shape {self._expected}, got shape {tuple(s.shape)}")
+        return s
+
+    def _check_padded(self, x: torch.Tensor, lengths: torch.Tensor) -> Sequences:
+        """Vectorised checks of the valid steps of a padded batch; padding is set to 0."""
+        if (lengths < 1).any():
+            i = int((lengths < 1).nonzero()[0])
+            raise ValueError(f"sequence {i} has length zero (zero-length sequence); every sequence needs "
+                             "at least one step")
+        mask = chain.pad_mask(lengths, x.shape[1])
+        m = mask if x.dim() == 2 else mask[..., None]
+        x = torch.where(m, x, torch.zeros((), dtype=x.dtype))
+
+        def first(bad: torch.Tensor) -> int:
+            return int(bad.reshape(len(bad), -1).any(-1).nonzero()[0])
+
+        finite = torch.isfinite(x)
+        if not finite.all():
+            kind = "NaN" if torch.isnan(x).any() else "inf"
+            raise ValueError(f"sequence {first(~finite)} contains {kind} values")
         if self.emission == "gaussian":
-            return s.to(torch.float64)
-        if (s != torch.round(s)).any() or (s < 0).any():
+            return Sequences(x.to(torch.float64), lengths)
+        bad = (x != torch.round(x)) | (x < 0)
+        if bad.any():
             what = "symbols" if self.emission == "categorical" else "Poisson counts"
-            raise ValueError(f"{name}: {what} must be non-negative integers")
+            raise ValueError(f"sequence {first(bad)}: {what} must be non-negative integers")
         if self.emission == "categorical":
-            if (s >= self.n_symbols).any():
-                raise ValueError(f"{name} has symbol {int(s.max())} outside 0..{self.n_symbols - 1} "
-                                 f"(n_symbols={self.n_symbols})")
-            return s.to(torch.long)
-        return s.to(torch.float64)
+            out = x >= self.n_symbols
+            if out.any():
+                raise ValueError(f"sequence {first(out)} has symbol {int(x.max())} outside "
+                                 f"0..{self.n_symbols - 1} (n_symbols={self.n_symbols})")
+            return Sequences(x.to(torch.long), lengths)
+        return Sequences(x.to(torch.float64), lengths)
 
     # ---- exact evaluation --------------------------------------------------------------
     def log_emission(self, params: dict[str, torch.Tensor], data: Sequences) -> torch.Tensor:
