@@ -191,10 +191,14 @@ class HMM(Program):
         loc = params["loc"]
         D = loc.shape[-1]
         if self.covariance == "full":
+            # z = L_k^{-1} (x - μ_k) for all k at once: one (N, D) @ (D, K·D) product
             L = params["scale_tril"]
-            diff = (x.reshape(1, -1, D) - loc[:, None, :]).transpose(1, 2)       # (K, D, B*T)
-            z = torch.linalg.solve_triangular(L, diff, upper=False)
-            maha = (z * z).sum(1).t().reshape(*x.shape[:-1], -1)                  # (B, T, K)
+            eye = torch.eye(D, dtype=L.dtype, device=L.device).expand_as(L)
+            Linv = torch.linalg.solve_triangular(L, eye, upper=False)            # (K, D, D)
+            W = Linv.permute(2, 0, 1).reshape(D, -1)                             # [e, (k, d)] = Linv[k, d, e]
+            shift = (Linv @ loc[..., None])[..., 0].reshape(-1)                  # (K·D,)
+            z = (x.reshape(-1, D) @ W - shift).reshape(-1, len(L), D)            # (N, K, D)
+            maha = (z * z).sum(-1).reshape(*x.shape[:-1], -1)                    # (B, T, K)
             log_det = torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
         else:
             prec = params["scale"] ** -2                                         # (K, D)

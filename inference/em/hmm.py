@@ -63,7 +63,7 @@ def m_step(model: Any, data: Any, gamma: torch.Tensor, xi: torch.Tensor, min_cov
         new["loc"] = loc
         if model.covariance == "full":
             D = x.shape[1]
-            second = torch.einsum("nk,nd,ne->kde", g, x, x) / safe[:, None, None]
+            second = (g.t() @ (x[:, :, None] * x[:, None, :]).reshape(-1, D * D)).reshape(K, D, D) / safe[:, None, None]
             cov = second - loc[:, :, None] * loc[:, None, :]
             cov = 0.5 * (cov + cov.transpose(-1, -2)) + min_covar * torch.eye(D, dtype=g.dtype)
             new["scale_tril"] = torch.linalg.cholesky(cov)
