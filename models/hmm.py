@@ -191,14 +191,17 @@ class HMM(Program):
         loc = params["loc"]
         D = loc.shape[-1]
         if self.covariance == "full":
-            # z = L_k^{-1} (x - μ_k) for all k at once: one (N, D) @ (D, K·D) product
+            # (x - μ_k)ᵀ P_k (x - μ_k) with P_k = Σ_k^{-1}, expanded into matrix products over the
+            # flattened steps (as for diag): xxᵀ·P_k − 2 xᵀ P_k μ_k + μ_kᵀ P_k μ_k
             L = params["scale_tril"]
             eye = torch.eye(D, dtype=L.dtype, device=L.device).expand_as(L)
             Linv = torch.linalg.solve_triangular(L, eye, upper=False)            # (K, D, D)
-            W = Linv.permute(2, 0, 1).reshape(D, -1)                             # [e, (k, d)] = Linv[k, d, e]
-            shift = (Linv @ loc[..., None])[..., 0].reshape(-1)                  # (K·D,)
-            z = (x.reshape(-1, D) @ W - shift).reshape(-1, len(L), D)            # (N, K, D)
-            maha = (z * z).sum(-1).reshape(*x.shape[:-1], -1)                    # (B, T, K)
+            P = Linv.transpose(1, 2) @ Linv                                      # (K, D, D)
+            Pmu = (P @ loc[..., None])[..., 0]                                   # (K, D)
+            xf = x.reshape(-1, D)
+            xx = (xf[:, :, None] * xf[:, None, :]).reshape(-1, D * D)
+            maha = xx @ P.reshape(-1, D * D).t() - 2 * xf @ Pmu.t() + (loc * Pmu).sum(-1)
+            maha = maha.reshape(*x.shape[:-1], -1)                               # (B, T, K)
             log_det = torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
         else:
             prec = params["scale"] ** -2                                         # (K, D)
