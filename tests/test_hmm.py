@@ -121,7 +121,10 @@ def test_no_underflow_at_100000_steps():
 
 
 def _hmmlearn_setup(model, init, hl):
-    if model.emission == "categorical":
+    if model.emission == "poisson":
+        h = hl.PoissonHMM(model.k, n_iter=10, tol=-np.inf, init_params="", params="stl")
+        h.lambdas_ = init["rate"][:, None].numpy()
+    elif model.emission == "categorical":
         h = hl.CategoricalHMM(model.k, n_iter=10, tol=-np.inf, init_params="", params="ste",
                               n_features=model.n_symbols)
         h.emissionprob_ = init["probs"].numpy()
@@ -136,12 +139,15 @@ def _hmmlearn_setup(model, init, hl):
     return h
 
 
-@pytest.mark.parametrize("emission,cov", [("gaussian", "diag"), ("gaussian", "full"), ("categorical", None)])
+@pytest.mark.parametrize("emission,cov", [("gaussian", "diag"), ("gaussian", "full"), ("categorical", None),
+                                          ("poisson", None)])
 def test_baum_welch_equals_hmmlearn(emission, cov):
     hl = pytest.importorskip("hmmlearn.hmm")
     model = HMM(3, emission, dim=2 if emission == "gaussian" else None, covariance=cov or "diag",
                 n_symbols=5 if emission == "categorical" else None)
     truth = _params(model, 3)
+    if emission == "poisson":
+        truth["rate"] = torch.tensor([1.0, 4.0, 10.0], dtype=f64)
     x = model.sample(truth, 12, seed=0, T=40)
     seqs = [x[i, : 20 + i] for i in range(12)]                   # different lengths
     init = model.init_params(seqs, seed=1)
