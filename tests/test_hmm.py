@@ -219,6 +219,37 @@ def test_generic_em_equals_builtin_hmm():
                        [h["log_likelihood"] for h in f2.history], rtol=1e-10)
 
 
+def _user_hmm(y):
+    """A user's own one-sequence HMM: a Python loop under pyro.markov, scalar Normal emissions."""
+    initial = pyro.param("initial", lambda: torch.ones(2, dtype=f64) / 2, constraint=constraints.simplex)
+    A = pyro.param("transition", lambda: torch.tensor([[0.8, 0.2], [0.3, 0.7]], dtype=f64),
+                   constraint=constraints.simplex)
+    mu = pyro.param("mu", lambda: torch.tensor([0.0, 1.0], dtype=f64))
+    sd = pyro.param("sd", lambda: torch.ones(2, dtype=f64), constraint=constraints.positive)
+    z = None
+    for t in pyro.markov(range(len(y))):
+        z = pyro.sample(f"z{t}", dist.Categorical(initial if z is None else A[z]))
+        pyro.sample(f"y{t}", dist.Normal(mu[z], sd[z]), obs=y[t])
+
+
+def test_generic_em_on_user_hmm_program_equals_baum_welch():
+    model = HMM(2, "gaussian", dim=1)
+    truth = model.init_params(None, seed=0)
+    truth["loc"] = torch.tensor([[-1.0], [2.0]], dtype=f64)
+    x = model.sample(truth, 1, seed=0, T=15)[0, :, 0]
+    init = model.init_params(x, seed=1)
+    user_init = {"initial": init["initial"], "transition": init["transition"],
+                 "mu": init["loc"][:, 0], "sd": init["scale"][:, 0]}
+    f1 = pg.fit(_user_hmm, x, engine="em", steps=10, init=user_init, tol=None, progress=False)
+    f2 = pg.fit(model, x, engine="em", steps=10, init=init, tol=None, min_covar=0.0, progress=False)
+    # the same EM iterates (closed-form table and Normal steps): equal to float64 rounding
+    assert torch.allclose(f1.params["mu"], f2.params["loc"][:, 0], atol=1e-8, rtol=0)
+    assert torch.allclose(f1.params["sd"], f2.params["scale"][:, 0], atol=1e-8, rtol=0)
+    assert torch.allclose(f1.params["transition"], f2.params["transition"], atol=1e-8, rtol=0)
+    # exact log-evidence of the user program (TraceEnum_ELBO) = the forward algorithm
+    assert abs(float(f1.log_prob(x)) - float(f2.log_prob(x).sum())) < 1e-9
+
+
 def _gmm(x):
     K, D = 3, x.shape[1]
     w = pyro.param("weights", lambda: torch.full((K,), 1.0 / K, dtype=f64), constraint=constraints.simplex)

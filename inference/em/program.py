@@ -472,8 +472,10 @@ def _log_evidence(fit: Fit, x: Any) -> torch.Tensor:
     model = fit.model
     args = model.program_args(x)
     info = inspect_program(model.program, args)
-    with torch.no_grad():
-        return _Runner(model, args, info.max_plate_nesting).evidence(dict(fit.params))[0].detach()
+    program = config_enumerate(poutine.substitute(model.program, data=dict(fit.params)), default="parallel")
+    elbo = TraceEnum_ELBO(max_plate_nesting=info.max_plate_nesting)
+    with pyro.get_param_store().scope():
+        return torch.tensor(-elbo.loss(program, _empty_guide, *args), dtype=torch.float64)
 
 
 def _log_prob(self: ProgramEM, fit: Fit, x: Any, **options: Any) -> torch.Tensor:
