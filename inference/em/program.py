@@ -464,8 +464,9 @@ def _initial(model: Program, args: tuple, info: Any, init: dict | None) -> dict[
         tr = poutine.trace(model.program).get_trace(*args)
     values = {n: tr.nodes[n]["value"].detach().clone() for n in info.params}
     for n, v in (init or {}).items():
-        values[n] = torch.as_tensor(v, dtype=values[n].dtype).clone()
-    return values
+        values[n] = torch.as_tensor(v).clone()
+    # EM runs in float64 (and one dtype, whatever mix the program's initial values had)
+    return {n: v.to(torch.float64) if v.is_floating_point() else v for n, v in values.items()}
 
 
 def _log_evidence(fit: Fit, x: Any) -> torch.Tensor:
@@ -495,7 +496,12 @@ def _sample(self: ProgramEM, fit: Fit, n: int, seed: int | None = None) -> Any:
         return fit.model.sample(fit.params, n, seed=seed)
     with seeded(seed):
         predictive = pyro.infer.Predictive(poutine.substitute(fit.model.program, data=fit.params), num_samples=n)
-        return {k: v.detach() for k, v in predictive().items()}
+        try:
+            return {k: v.detach() for k, v in predictive().items()}
+        except TypeError as exc:  # the program needs its data arguments
+            raise ValueError(f"cannot sample this program without arguments ({exc}); run "
+                             "pyro.infer.Predictive(pyro.poutine.substitute(fn, data=fit.params), "
+                             "num_samples=n)(*args) with arguments that leave the sites to sample unobserved") from None
 
 
 ProgramEM.log_prob = _log_prob
