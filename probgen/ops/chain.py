@@ -198,24 +198,27 @@ def viterbi(init: torch.Tensor, trans: torch.Tensor, log_emit: torch.Tensor,
     log_A = torch.log(trans)
     le = log_emit.transpose(0, 1).contiguous()                         # (T, B, K)
     delta = torch.empty_like(le)
-    back = torch.empty(T, B, K, dtype=torch.long, device=le.device)    # back[t, b, j]: best z_{t-1}
     torch.add(torch.log(init), le[0], out=delta[0])
     buf = torch.empty(B, K, K, dtype=le.dtype, device=le.device)
     log_A_T = log_A.t().contiguous()                                   # [j, i] = log A[i, j]
     for t in range(1, T):
         torch.add(delta[t - 1].unsqueeze(1), log_A_T, out=buf)         # buf[b, j, i]
-        torch.max(buf, -1, out=(delta[t], back[t]))                    # over the previous state i
+        torch.amax(buf, -1, out=delta[t])                              # max over the previous state i
         delta[t].add_(le[t])
     last = (lengths - 1).clamp(min=0)
-    idx = torch.arange(B, device=log_emit.device)
+    idx = torch.arange(B, device=le.device)
     log_joint, end = delta[last, idx].max(-1)
-    # after a sequence's end its backpointers are the identity, so backtracking from t = T-1
-    # carries the sequence's own best end state back to t = length - 1 and then follows it
-    keep = mask.t()[..., None].expand(T, B, K)
-    back = torch.where(keep, back, torch.arange(K, device=le.device))   # (t = 0 is never read)
-    paths = torch.empty(T, B, 1, dtype=torch.long, device=le.device)
-    paths[T - 1, :, 0] = end
-    for t in range(T - 1, 0, -1):
-        torch.gather(back[t], 1, paths[t], out=paths[t - 1])
-    paths = paths[..., 0].t()
+    # backtracking recomputes the one backpointer on the path, argmax_i δ_t(i) + log A[i, z_{t+1}]
+    # (cheaper than a max-with-indices over all (B, K, K) per forward step); a sequence's path
+    # starts from its own best end state at t = length - 1
+    ragged = bool((lengths != T).any())
+    paths = torch.empty(T, B, dtype=torch.long, device=le.device)
+    state = end
+    paths[T - 1] = state
+    for t in range(T - 2, -1, -1):
+        state = (delta[t] + log_A_T[state]).argmax(-1)
+        if ragged:
+            state = torch.where(last == t, end, state)
+        paths[t] = state
+    paths = paths.t()
     return paths.masked_fill_(~mask, -1), log_joint
