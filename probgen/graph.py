@@ -51,7 +51,7 @@ def graph(model: Any, *args: Any, params: bool = False, deterministic: bool = Fa
             args = model.trace_args()
         elif len(args) == 1:
             args = model.program_args(args[0])
-        return program_graph(model.program, *args, params=params, deterministic=deterministic)
+        return program_graph(model, *args, params=params, deterministic=deterministic)
     raise ValueError(f"{type(model).__name__} declares no structure")
 
 
@@ -66,7 +66,7 @@ def program_graph(fn: Any, *args: Any, params: bool = False, deterministic: bool
     import torch
     from pyro import poutine
     from pyro.infer.inspect import get_model_relations
-    name = getattr(fn, "__name__", repr(fn))
+    name = getattr(fn, "__name__", type(fn).__name__)
     # tracing samples random values: keep the caller's random state and param store untouched
     with torch.random.fork_rng(devices=[]), poutine.block(), pyro.get_param_store().scope():
         try:
@@ -85,6 +85,8 @@ def program_graph(fn: Any, *args: Any, params: bool = False, deterministic: bool
         for f in frames:
             sizes[f.name] = f.size
         if site["infer"].get("_deterministic"):
+            if not deterministic:  # its parents already link to its children
+                continue
             kind = "deterministic"
         elif site["is_observed"]:
             kind = "observed"
@@ -201,3 +203,14 @@ def render(model: Any, path: str, *args: Any, **options: Any) -> str:
     from probgen.render import render_graph
     g = model if isinstance(model, nx.Graph) else graph(model, *args, **options)
     return render_graph(g, path)
+
+
+def _attach_renderer() -> None:
+    # ``probgen.render`` is this function once the package is imported (the module of the
+    # same name is shadowed), so its helpers stay reachable as ``pg.render.to_dot`` etc.
+    import importlib
+    module = importlib.import_module("probgen.render")
+    if module is not render:
+        render.to_dot = module.to_dot
+        render.render_graph = module.render_graph
+        render.plate_regions = module.plate_regions

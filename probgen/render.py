@@ -1,83 +1,213 @@
 """Drawing a probgen graph with Graphviz.
 
-Latent nodes white, observed shaded, parameters as small points, plates as labelled
-clusters (``name (size)``), undirected edges without arrow heads, factors as small
-squares, layers as boxes labelled with their size.
+Latent nodes white, observed shaded, deterministic dashed, parameters as small points,
+plates as labelled boxes (``name (size)``), undirected edges without arrow heads
+(``dir=none``), factors as small black squares, layers as boxes labelled with their size
+and unit type, units grouped by layer.
+
+Plates. Graphviz clusters must nest, so plates that overlap without nesting (a site in
+plates ``p`` and ``q``, other sites in only one of them: pyro issue 2980) cannot each be one
+cluster. When plates nest (the usual case) each plate is one Graphviz cluster. When they do
+not, drawing takes two passes: (1) ``dot`` lays the graph out with one cluster per *region*
+(the nodes sharing a chain of plates, nested under the larger plates), so each plate's
+nodes sit together; (2) each plate becomes exactly one box, the bounding box of its
+nodes and of the plates inside it, and ``neato -n2`` draws the nodes and edges at the
+positions of pass 1 with those boxes underneath. Every node is drawn once; the two
+overlapping boxes share the nodes that are in both plates (a Venn diagram). The ``.dot``
+file of such a graph is the pass-1 source (regions as clusters), since the box geometry
+only exists after a layout.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import warnings
+from typing import Any
 
 import networkx as nx
 
 FORMATS = (".svg", ".png", ".pdf", ".dot")
 _NO_DOT = ("Graphviz's `dot` program is not installed, so only .dot files can be written; "
-           "install it (Debian/Ubuntu: apt-get install graphviz; macOS: brew install graphviz) "
-           "or save to a .dot file")
+           "install Graphviz (Debian/Ubuntu: sudo apt-get install graphviz; macOS: brew install "
+           "graphviz; conda: conda install -c conda-forge graphviz) or save to a .dot file")
+
+STYLES: dict[str, dict[str, str]] = {
+    "latent": dict(shape="ellipse", style="filled", fillcolor="white"),
+    "observed": dict(shape="ellipse", style="filled", fillcolor="gray80"),
+    "deterministic": dict(shape="ellipse", style="dashed"),
+    "param": dict(shape="point", width="0.08"),
+    "factor": dict(shape="square", style="filled", fillcolor="black", width="0.15", height="0.15",
+                   fixedsize="true", label=""),
+    "layer": dict(shape="box", style="filled", fillcolor="white"),
+    "unit": dict(shape="circle", style="filled", fillcolor="white"),
+    "nonterminal": dict(shape="ellipse", style="filled", fillcolor="white"),
+    "terminal": dict(shape="plaintext"),
+}
+_PLATE_MARGIN = 8.0   # points between a plate box and what it holds (Graphviz's cluster margin)
+_PLATE_LABEL = 16.0   # points reserved under a plate box's contents for its label
+
+
+# ---- pass 1: plates as nested clusters ---------------------------------------------
+
+def plate_regions(g: nx.Graph) -> tuple[dict[tuple, list], bool]:
+    """Group nodes by their chain of plates, larger plates outside (ties: the node's own
+    order, outermost first). Returns ``{chain: nodes}`` and whether the plates nest, i.e.
+    each plate ends exactly one chain prefix (so one Graphviz cluster per plate works)."""
+    members: dict[str, set] = {}
+    for n, ps in g.nodes(data="plates"):
+        for p in ps or ():
+            members.setdefault(p, set()).add(n)
+    regions: dict[tuple, list] = {}
+    for n, ps in g.nodes(data="plates"):
+        ps = tuple(ps or ())
+        chain = tuple(sorted(ps, key=lambda p: (-len(members[p]), ps.index(p))))
+        regions.setdefault(chain, []).append(n)
+    prefixes = {chain[:i + 1] for chain in regions for i in range(len(chain))}
+    ends: dict[str, set] = {}
+    for pre in prefixes:
+        ends.setdefault(pre[-1], set()).add(pre)
+    return regions, all(len(v) == 1 for v in ends.values())
+
+
+def _node_attrs(n: Any, d: dict) -> dict[str, str]:
+    kind = d.get("kind")
+    attrs = dict(STYLES.get(kind, {}))
+    label = str(d.get("label", n))
+    if kind == "layer":
+        size = d.get("size")
+        unit = d.get("unit", d.get("units", d.get("unit_type", "")))
+        extra = " ".join(str(x) for x in (size, unit) if x not in (None, ""))
+        label = f"{label}\n{extra}" if extra else label
+    if kind == "param":
+        attrs["xlabel"] = label
+        attrs["label"] = ""
+    attrs.setdefault("label", label)
+    return attrs
+
+
+def _plate_label(g: nx.Graph, plate: str) -> str:
+    size = g.graph.get("plates", {}).get(plate)
+    return f"{plate} ({size})" if size is not None else str(plate)
 
 
 def to_dot(g: nx.Graph):
-    """A ``graphviz.Digraph`` for ``g``."""
+    """A ``graphviz.Digraph`` for ``g`` (pass 1 when plates overlap without nesting: one
+    cluster per region, see the module docstring)."""
     import graphviz
-    dot = graphviz.Digraph()
+    dot = graphviz.Digraph(name=g.graph.get("name", "model"))
     dot.attr(rankdir="TB" if g.is_directed() else "LR")
-    styles = {
-        "latent": dict(shape="ellipse", style="filled", fillcolor="white"),
-        "observed": dict(shape="ellipse", style="filled", fillcolor="gray80"),
-        "deterministic": dict(shape="ellipse", style="dashed"),
-        "param": dict(shape="point", width="0.08"),
-        "factor": dict(shape="square", style="filled", fillcolor="black", width="0.15", label=""),
-        "layer": dict(shape="box"),
-        "unit": dict(shape="circle"),
-        "nonterminal": dict(shape="ellipse"),
-        "terminal": dict(shape="plaintext"),
-    }
-    plates = g.graph.get("plates", {})
-    # Plates that overlap without nesting cannot be nested clusters; group nodes by
-    # their full plate set and draw each group as its own cluster labelled with all plates.
-    groups: dict[tuple, list] = {}
-    for n, d in g.nodes(data=True):
-        groups.setdefault(tuple(d.get("plates", ())), []).append(n)
-    for key, nodes in groups.items():
-        target = dot
-        if key:
-            label = " × ".join(f"{p} ({plates.get(p)})" if plates.get(p) else p for p in key)
-            target = graphviz.Digraph(name="cluster_" + "__".join(map(str, key)))
-            target.attr(label=label, labeljust="r", labelloc="b", style="rounded")
-        for n in nodes:
+    regions, nested = plate_regions(g)
+    clusters: dict[tuple, Any] = {(): dot}
+
+    def cluster(chain: tuple):
+        if chain not in clusters:
+            name = "cluster_" + (chain[-1] if nested else "/".join(chain))
+            c = graphviz.Digraph(name=name)
+            c.attr(label=_plate_label(g, chain[-1]), labeljust="r", labelloc="b", style="rounded")
+            clusters[chain] = c
+        return clusters[chain]
+
+    layered = {}
+    for chain in sorted(regions, key=len):
+        for i in range(len(chain)):
+            cluster(chain[:i + 1])
+        for n in regions[chain]:
             d = g.nodes[n]
-            attrs = dict(styles.get(d.get("kind"), {}))
-            label = d.get("label", str(n))
-            if d.get("kind") == "layer" and "size" in d:
-                label = f"{label}\n{d['size']} {d.get('units', '')}".rstrip()
-            attrs.setdefault("label", label)
-            if d.get("kind") == "param":
-                attrs["xlabel"] = str(n)
-            target.node(str(n), **attrs)
-        if key:
-            dot.subgraph(target)
+            if not chain and d.get("kind") == "unit" and d.get("layer") is not None:
+                layered.setdefault(d["layer"], []).append(n)
+                continue
+            cluster(chain).node(str(n), **_node_attrs(n, d))
+    for layer, nodes in layered.items():
+        c = graphviz.Digraph(name=f"cluster_layer_{layer}")
+        c.attr(label=str(layer), style="dashed", labeljust="l")
+        for n in nodes:
+            c.node(str(n), **_node_attrs(n, g.nodes[n]))
+        dot.subgraph(c)
+    for chain in sorted(clusters, key=len, reverse=True):  # attach children before parents
+        if chain:
+            clusters[chain[:-1]].subgraph(clusters[chain])
     for u, v, e in g.edges(data=True):
-        directed = e.get("directed", g.is_directed())
-        dot.edge(str(u), str(v), **({} if directed else {"dir": "none"}))
+        attrs = {} if e.get("directed", g.is_directed()) else {"dir": "none"}
+        if e.get("label") is not None:
+            attrs["label"] = str(e["label"])
+        dot.edge(str(u), str(v), **attrs)
     return dot
 
 
-def render_graph(g: nx.Graph, path: str) -> str:
+# ---- pass 2: one box per plate at the positions of pass 1 --------------------------
+
+def _overlapping_plates_source(g: nx.Graph) -> str:
+    """Graphviz source (for ``neato -n2``) with every node and edge at its pass-1 position
+    and one box node per plate, drawn first so it lies underneath."""
+    import graphviz
+    layout = json.loads(subprocess.run(["dot", "-Tjson"], input=to_dot(g).source, text=True,
+                                       capture_output=True, check=True).stdout)
+    objects = {o["_gvid"]: o for o in layout.get("objects", []) if "pos" in o}
+    box: dict[str, tuple[float, float, float, float]] = {}
+    for o in objects.values():
+        x, y = map(float, o["pos"].split(","))
+        w, h = float(o["width"]) * 36, float(o["height"]) * 36
+        box[o["name"]] = (x - w, y - h, x + w, y + h)
+    members: dict[str, set] = {}
+    for n, ps in g.nodes(data="plates"):
+        for p in ps or ():
+            members.setdefault(p, set()).add(str(n))
+    plate_box: dict[str, tuple] = {}
+    for i, p in enumerate(sorted(members, key=lambda p: len(members[p]))):  # inner plates first
+        parts = [box[n] for n in members[p]]
+        parts += [plate_box[q] for q in plate_box if members[q] < members[p]]
+        # widen each successive box a little more, so overlapping boxes never share a border
+        mx = _PLATE_MARGIN * (1 + i)
+        x0, y0 = min(b[0] for b in parts) - mx, min(b[1] for b in parts) - _PLATE_MARGIN - _PLATE_LABEL
+        x1, y1 = max(b[2] for b in parts) + mx, max(b[3] for b in parts) + _PLATE_MARGIN
+        plate_box[p] = (x0, y0, x1, y1)
+        inside = [n for n, (a, b, c, d) in box.items() if n not in members[p]
+                  and x0 < (a + c) / 2 < x1 and y0 < (b + d) / 2 < y1]
+        if inside:
+            warnings.warn(f"the layout puts {inside} inside plate {p!r}'s box although they are not in it")
+    out = graphviz.Digraph(name=g.graph.get("name", "model"))
+    out.attr(splines="true")
+    for p, (x0, y0, x1, y1) in sorted(plate_box.items(), key=lambda kv: -len(members[kv[0]])):
+        out.node(f"cluster_{p}", label=_plate_label(g, p) + "\\r", shape="box", style="rounded",
+                 labelloc="b", fixedsize="true", width=f"{(x1 - x0) / 72:.4f}", height=f"{(y1 - y0) / 72:.4f}",
+                 pos=f"{(x0 + x1) / 2:.2f},{(y0 + y1) / 2:.2f}!", id=f"cluster_{p}", **{"class": "cluster"})
+    for n, d in g.nodes(data=True):
+        x0, y0, x1, y1 = box[str(n)]
+        out.node(str(n), pos=f"{(x0 + x1) / 2:.2f},{(y0 + y1) / 2:.2f}!", **_node_attrs(n, d))
+    edge_pos = {(objects[e["tail"]]["name"], objects[e["head"]]["name"]): e.get("pos")
+                for e in layout.get("edges", [])}
+    for u, v, e in g.edges(data=True):
+        attrs = {} if e.get("directed", g.is_directed()) else {"dir": "none"}
+        if edge_pos.get((str(u), str(v))):
+            attrs["pos"] = edge_pos[(str(u), str(v))]
+        out.edge(str(u), str(v), **attrs)
+    return out.source
+
+
+def render_graph(g: nx.Graph, path: str | os.PathLike) -> str:
+    """Write ``g`` to ``path``; the format comes from the suffix (.svg, .png, .pdf, .dot).
+    Without Graphviz's ``dot`` program only ``.dot`` works (a ``RuntimeError`` says how to
+    install it otherwise)."""
     path = os.fspath(path)
     suffix = os.path.splitext(path)[1].lower()
     if suffix not in FORMATS:
         raise ValueError(f"cannot draw to {path!r}: the suffix must be one of {list(FORMATS)}")
-    dot = to_dot(g)
+    if suffix != ".dot" and shutil.which("dot") is None:
+        raise RuntimeError(_NO_DOT)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     if suffix == ".dot":
         with open(path, "w") as f:
-            f.write(dot.source)
+            f.write(to_dot(g).source)
         return path
-    if shutil.which("dot") is None:
-        raise RuntimeError(_NO_DOT)
-    data = dot.pipe(format=suffix[1:])
+    _, nested = plate_regions(g)
+    if nested:
+        data = to_dot(g).pipe(format=suffix[1:])
+    else:
+        data = subprocess.run(["neato", "-n2", "-T" + suffix[1:]], input=_overlapping_plates_source(g).encode(),
+                              capture_output=True, check=True).stdout
     with open(path, "wb") as f:
         f.write(data)
     return path
