@@ -138,11 +138,50 @@ def to_dot(g: nx.Graph):
 
 # ---- pass 2: one box per plate at the positions of pass 1 --------------------------
 
+def _layout_source(g: nx.Graph, members: dict[str, set]) -> str:
+    """Pass 1 for overlapping plates: Graphviz source whose layout keeps each plate's
+    nodes together without favouring one of two overlapping plates. Plates that nest
+    with every other plate are clusters; inside them each *region* (the nodes sharing one
+    exact set of plates) is its own invisible cluster, so an intersection region sits
+    between the regions of its two plates rather than inside one of them."""
+    import graphviz
+    def laminar(p: str) -> bool:
+        return all(members[p] <= members[q] or members[q] <= members[p] or not members[p] & members[q]
+                   for q in members)
+    clean = {p for p in members if laminar(p)}
+    dot = graphviz.Digraph(name="layout")
+    dot.attr(rankdir="TB" if g.is_directed() else "LR", nodesep="1.3")
+    clusters: dict[tuple, Any] = {(): dot}
+    by_set: dict[frozenset, list] = {}
+    for n, ps in g.nodes(data="plates"):
+        by_set.setdefault(frozenset(ps or ()), []).append(n)
+    for i, (plate_set, nodes) in enumerate(sorted(by_set.items(), key=lambda kv: sorted(kv[0]))):
+        chain = tuple(sorted((p for p in plate_set if p in clean), key=lambda p: (-len(members[p]), p)))
+        key = chain + ((f"region{i}",) if plate_set - clean else ())
+        for j in range(1, len(key) + 1):
+            if key[:j] not in clusters:
+                c = graphviz.Digraph(name=f"cluster_{'/'.join(key[:j])}")
+                c.attr(style="invis", margin="16")
+                clusters[key[:j]] = c
+        for n in nodes:
+            clusters[key].node(str(n), **_node_attrs(n, g.nodes[n]))
+    for key in sorted(clusters, key=len, reverse=True):
+        if key:
+            clusters[key[:-1]].subgraph(clusters[key])
+    for u, v, e in g.edges(data=True):
+        dot.edge(str(u), str(v), **({} if e.get("directed", g.is_directed()) else {"dir": "none"}))
+    return dot.source
+
+
 def _overlapping_plates_source(g: nx.Graph) -> str:
     """Graphviz source (for ``neato -n2``) with every node and edge at its pass-1 position
     and one box node per plate, drawn first so it lies underneath."""
     import graphviz
-    layout = json.loads(subprocess.run(["dot", "-Tjson"], input=to_dot(g).source, text=True,
+    members: dict[str, set] = {}
+    for n, ps in g.nodes(data="plates"):
+        for p in ps or ():
+            members.setdefault(p, set()).add(str(n))
+    layout = json.loads(subprocess.run(["dot", "-Tjson"], input=_layout_source(g, members), text=True,
                                        capture_output=True, check=True).stdout)
     objects = {o["_gvid"]: o for o in layout.get("objects", []) if "pos" in o}
     box: dict[str, tuple[float, float, float, float]] = {}
@@ -150,18 +189,14 @@ def _overlapping_plates_source(g: nx.Graph) -> str:
         x, y = map(float, o["pos"].split(","))
         w, h = float(o["width"]) * 36, float(o["height"]) * 36
         box[o["name"]] = (x - w, y - h, x + w, y + h)
-    members: dict[str, set] = {}
-    for n, ps in g.nodes(data="plates"):
-        for p in ps or ():
-            members.setdefault(p, set()).add(str(n))
     plate_box: dict[str, tuple] = {}
     for i, p in enumerate(sorted(members, key=lambda p: len(members[p]))):  # inner plates first
         parts = [box[n] for n in members[p]]
         parts += [plate_box[q] for q in plate_box if members[q] < members[p]]
-        # widen each successive box a little more, so overlapping boxes never share a border
-        mx = _PLATE_MARGIN * (1 + i)
-        x0, y0 = min(b[0] for b in parts) - mx, min(b[1] for b in parts) - _PLATE_MARGIN - _PLATE_LABEL
-        x1, y1 = max(b[2] for b in parts) + mx, max(b[3] for b in parts) + _PLATE_MARGIN
+        # each successive box gets a slightly larger margin, so overlapping boxes never share a border
+        m = _PLATE_MARGIN + 6.0 * i
+        x0, y0 = min(b[0] for b in parts) - m, min(b[1] for b in parts) - m - _PLATE_LABEL
+        x1, y1 = max(b[2] for b in parts) + m, max(b[3] for b in parts) + m
         plate_box[p] = (x0, y0, x1, y1)
         inside = [n for n, (a, b, c, d) in box.items() if n not in members[p]
                   and x0 < (a + c) / 2 < x1 and y0 < (b + d) / 2 < y1]

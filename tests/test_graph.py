@@ -55,6 +55,19 @@ def overlapping():
         pyro.sample("z", dist.Normal(y.sum(-2, True), 1.0), obs=torch.zeros(3))
 
 
+def crossed(y):
+    """Crossed random effects: r in plate rows, c in plate cols, each cell y in both."""
+    rows = pyro.plate("rows", y.shape[0], dim=-2)
+    cols = pyro.plate("cols", y.shape[1], dim=-1)
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    with rows:
+        r = pyro.sample("r", dist.Normal(mu, 1.0))
+    with cols:
+        c = pyro.sample("c", dist.Normal(0.0, 1.0))
+    with rows, cols:
+        pyro.sample("y", dist.Normal(r + c, 1.0), obs=y)
+
+
 def hmm(y):
     """A two-state HMM with Gaussian emissions, unrolled by pyro.markov."""
     initial = pyro.param("initial", torch.ones(2) / 2)
@@ -426,25 +439,41 @@ def test_render_nested_plates_as_nested_clusters(tmp_path):
     assert "G (3)" in texts and "M (4)" in texts
 
 
+def overlaps(a, b):
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
 @needs_dot
-def test_render_overlapping_plates_one_box_each(tmp_path):
-    path = pg.render(overlapping, tmp_path / "o.svg")
+@pytest.mark.parametrize("prog,args,plates", [
+    (overlapping, (), {"plate1 (2)": {"x", "y"}, "plate2 (3)": {"y", "z"}}),
+    (crossed, (torch.zeros(5, 4),), {"rows (5)": {"r", "y"}, "cols (4)": {"c", "y"}}),
+])
+def test_render_overlapping_plates_one_box_each(tmp_path, prog, args, plates):
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the renderer warns when a box would hold a stranger
+        path = pg.render(prog, tmp_path / "o.svg", *args)
     clusters, node_titles, texts, edge_groups, cluster_list = svg_parts(path)
-    # one cluster per plate, and every node drawn exactly once
-    assert sorted(cluster_list) == ["cluster_plate1", "cluster_plate2"]
-    assert sorted(node_titles) == ["x", "y", "z"]
-    assert texts.count("plate1 (2)") == 1 and texts.count("plate2 (3)") == 1
+    g = pg.graph(prog, *args)
+    # one cluster per plate, every node drawn exactly once, each plate label once
+    assert sorted(cluster_list) == sorted(f"cluster_{p}" for p in g.graph["plates"])
+    assert sorted(node_titles) == sorted(g.nodes)
+    for label in plates:
+        assert texts.count(label) == 1
     root = ET.parse(path).getroot()
-    node = {g.find(SVG + "title").text: g for g in root.iter(SVG + "g") if g.get("class") == "node"}
-    p1, p2 = bbox(clusters["cluster_plate1"]), bbox(clusters["cluster_plate2"])
-    # a Venn diagram: y in the intersection, x only in plate1, z only in plate2
-    assert inside(centre(node["y"]), p1) and inside(centre(node["y"]), p2)
-    assert inside(centre(node["x"]), p1) and not inside(centre(node["x"]), p2)
-    assert inside(centre(node["z"]), p2) and not inside(centre(node["z"]), p1)
-    assert set(edge_groups) == {"x->y", "y->z"}
+    node = {e.find(SVG + "title").text: e for e in root.iter(SVG + "g") if e.get("class") == "node"}
+    # a Venn diagram: each plate's box holds exactly its own nodes and touches no other node
+    for label, own in plates.items():
+        box = bbox(clusters["cluster_" + label.split(" ")[0]])
+        for n in g.nodes:
+            if n in own:
+                assert inside(centre(node[n]), box) and bbox(node[n])[0] > box[0], (label, n)
+            else:
+                assert not overlaps(bbox(node[n]), box), (label, n)
+    assert set(edge_groups) == {f"{u}->{v}" for u, v in g.edges}
     # the other formats take the same path
     for suffix in (".png", ".pdf"):
-        out = pg.render(overlapping, tmp_path / f"o{suffix}")
+        out = pg.render(prog, tmp_path / f"o{suffix}", *args)
         assert open(out, "rb").read(4) in (b"\x89PNG", b"%PDF")
 
 
