@@ -197,11 +197,18 @@ def _as_set(s: Any) -> set:
     return set(s)
 
 
-def render(model: Any, path: str, *args: Any, **options: Any) -> str:
+def render(model: Any, path: str, *args: Any, rankdir: str | None = None, **options: Any) -> str:
     """Draw ``model``'s structure to ``path`` (.svg, .png, .pdf or .dot by suffix); returns
-    ``path``. ``args`` and ``options`` are as for :func:`graph`."""
+    ``path``. ``args`` and ``options`` are as for :func:`graph`; ``rankdir`` ("TB", "LR",
+    ...) overrides the layout direction (top to bottom for directed models, left to right
+    for undirected ones)."""
     from probgen.render import render_graph
     g = model if isinstance(model, nx.Graph) else graph(model, *args, **options)
+    if rankdir is not None:
+        if rankdir not in ("TB", "LR", "BT", "RL"):
+            raise ValueError(f"rankdir must be one of TB, LR, BT, RL, got {rankdir!r}")
+        g = g.copy()
+        g.graph["rankdir"] = rankdir
     return render_graph(g, path)
 
 
@@ -214,3 +221,4 @@ def _attach_renderer() -> None:
         render.to_dot = module.to_dot
         render.render_graph = module.render_graph
         render.plate_regions = module.plate_regions
+        render.unrolled_chains = module.unrolled_chains

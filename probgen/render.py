@@ -92,12 +92,18 @@ def _plate_label(g: nx.Graph, plate: str) -> str:
     return f"{plate} ({size})" if size is not None else str(plate)
 
 
+def _rankdir(g: nx.Graph) -> str:
+    return g.graph.get("rankdir") or ("TB" if g.is_directed() else "LR")
+
+
 def to_dot(g: nx.Graph):
-    """A ``graphviz.Digraph`` for ``g`` (pass 1 when plates overlap without nesting: one
-    cluster per region, see the module docstring)."""
+    """A ``graphviz.Digraph`` for ``g`` (when plates overlap without nesting, the nested
+    approximation with one cluster per region: see the module docstring). The layout runs
+    top to bottom for directed graphs and left to right for undirected ones unless
+    ``g.graph["rankdir"]`` says otherwise."""
     import graphviz
     dot = graphviz.Digraph(name=g.graph.get("name", "model"))
-    dot.attr(rankdir="TB" if g.is_directed() else "LR")
+    dot.attr(rankdir=_rankdir(g))
     regions, nested = plate_regions(g)
     clusters: dict[tuple, Any] = {(): dot}
 
@@ -128,12 +134,38 @@ def to_dot(g: nx.Graph):
     for chain in sorted(clusters, key=len, reverse=True):  # attach children before parents
         if chain:
             clusters[chain[:-1]].subgraph(clusters[chain])
+    for row in unrolled_chains(g):
+        same = graphviz.Digraph()
+        same.attr(rank="same")
+        for n in row:
+            same.node(str(n))
+        dot.subgraph(same)
     for u, v, e in g.edges(data=True):
         attrs = {} if e.get("directed", g.is_directed()) else {"dir": "none"}
         if e.get("label") is not None:
             attrs["label"] = str(e["label"])
         dot.edge(str(u), str(v), **attrs)
     return dot
+
+
+def unrolled_chains(g: nx.Graph) -> list[list]:
+    """Chains unrolled from a loop (``pyro.markov``): nodes named ``<prefix>_<t>`` or
+    ``<prefix>[t]`` outside any plate, with an edge from each step to the next, at least 3
+    long. Drawn in one row, so an HMM looks like the textbook picture."""
+    import re
+    if not g.is_directed():
+        return []
+    groups: dict[str, dict[int, Any]] = {}
+    for n, d in g.nodes(data=True):
+        m = re.fullmatch(r"(.+?)(?:_(\d+)|\[(\d+)\])", str(n))
+        if m and not d.get("plates") and d.get("kind") != "param":
+            groups.setdefault(m.group(1), {})[int(m.group(2) or m.group(3))] = n
+    rows = []
+    for steps in groups.values():
+        ts = sorted(steps)
+        if len(ts) >= 3 and all(g.has_edge(steps[a], steps[b]) for a, b in zip(ts, ts[1:])):
+            rows.append([steps[t] for t in ts])
+    return rows
 
 
 # ---- pass 2: one box per plate at the positions of pass 1 --------------------------
@@ -150,7 +182,7 @@ def _layout_source(g: nx.Graph, members: dict[str, set]) -> str:
                    for q in members)
     clean = {p for p in members if laminar(p)}
     dot = graphviz.Digraph(name="layout")
-    dot.attr(rankdir="TB" if g.is_directed() else "LR", nodesep="1.3")
+    dot.attr(rankdir=_rankdir(g), nodesep="1.3")
     clusters: dict[tuple, Any] = {(): dot}
     by_set: dict[frozenset, list] = {}
     for n, ps in g.nodes(data="plates"):

@@ -518,6 +518,10 @@ def test_render_params_as_points(tmp_path):
     path = pg.render(hmm, tmp_path / "h.svg", torch.zeros(4), params=True)
     _, node_titles, texts, *_ = svg_parts(path)
     assert len(node_titles) == 11 and {"initial", "transition", "loc", "z_3", "y_3"} <= set(texts)
+    # the unrolled chain is drawn in one row; the emissions are no chain (no y_t -> y_t+1 edges)
+    assert pg.render.unrolled_chains(pg.graph(hmm, torch.zeros(4))) == [["z_0", "z_1", "z_2", "z_3"]]
+    source = open(pg.render(hmm, tmp_path / "h.dot", torch.zeros(4), rankdir="LR")).read()
+    assert "rank=same" in source and "rankdir=LR" in source
 
 
 def test_without_graphviz_only_dot_works(tmp_path, monkeypatch):
