@@ -169,11 +169,14 @@ class FactorGraph(Declaration):
         from probgen.random import generator
         return fops.sample(self.variables, *self._tables(params), n, generator=generator(seed))
 
-    def structure(self, *args: Any, params: bool = False, factors: bool = False, **options: Any) -> nx.Graph:
+    def structure(self, *args: Any, params: bool = False, factors: bool = False, expand: bool = False,
+                  **options: Any) -> nx.Graph:
         """The Markov network (``factors=False``: variables joined when they share a factor)
-        or the bipartite factor graph (``factors=True``: variable and factor nodes)."""
+        or the bipartite factor graph (``factors=True``, or ``expand=True`` as the CLI's
+        ``--expand`` says: variable and factor nodes)."""
         if args or options:
             raise ValueError(f"FactorGraph.structure takes only factors=True/False, got {args or sorted(options)}")
+        factors = factors or expand
         g = nx.Graph(plates={})
         for v, k in self.variables.items():
             g.add_node(v, kind="latent", cardinality=k)
