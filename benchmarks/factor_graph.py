@@ -2,7 +2,7 @@
 pgmpy (variable elimination / belief propagation on a junction tree), same model, same
 process.
 
-    python benchmarks/factor_graph.py [--repeat 3]
+    python benchmarks/factor_graph.py [--repeat 5]
 
 Models: n×n grid Markov random fields with random log-potentials (cardinality k) and
 random unary terms. Tasks: log Z (pgmpy: variable elimination); every variable's marginal given evidence on one corner;
@@ -107,5 +107,5 @@ def main(repeat: int) -> None:
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--repeat", type=int, default=5)
     main(p.parse_args().repeat)

@@ -214,11 +214,10 @@ def render(model: Any, path: str, *args: Any, rankdir: str | None = None, **opti
 
 def _attach_renderer() -> None:
     # ``probgen.render`` is this function once the package is imported (the module of the
-    # same name is shadowed), so its helpers stay reachable as ``pg.render.to_dot`` etc.
+    # same name is shadowed, and ``import probgen.render as r`` returns the function), so the
+    # module's public names stay reachable as ``pg.render.to_dot`` etc.
     import importlib
     module = importlib.import_module("probgen.render")
     if module is not render:
-        render.to_dot = module.to_dot
-        render.render_graph = module.render_graph
-        render.plate_regions = module.plate_regions
-        render.unrolled_chains = module.unrolled_chains
+        for name in module.__all__:
+            setattr(render, name, getattr(module, name))

@@ -28,6 +28,8 @@ from typing import Any
 
 import networkx as nx
 
+__all__ = ["FORMATS", "STYLES", "to_dot", "render_graph", "plate_regions", "unrolled_chains"]
+
 FORMATS = (".svg", ".png", ".pdf", ".dot")
 _NO_DOT = ("Graphviz's `dot` program is not installed, so only .dot files can be written; "
            "install Graphviz (Debian/Ubuntu: sudo apt-get install graphviz; macOS: brew install "

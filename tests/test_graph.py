@@ -332,6 +332,7 @@ def test_fit_is_maximum_likelihood_moment_matching():
     data = fg.sample(None, 400, seed=1)
     start = {k: torch.zeros_like(v) for k, v in fg.log_potentials.items()}
     fit = pg.fit(fg, data, engine="exact", steps=100, init=start, seed=0, progress=False)
+    assert set(pg.graph(fit, factors=True).edges) == set(pg.graph(fg, factors=True).edges)
     ll = [h["log_likelihood"] for h in fit.history]
     # L-BFGS with a strong-Wolfe line search only accepts steps that increase the objective
     assert all(b >= a - 1e-12 for a, b in zip(ll, ll[1:]))
