@@ -73,6 +73,12 @@ def plate_regions(g: nx.Graph) -> tuple[dict[tuple, list], bool]:
     return regions, all(len(v) == 1 for v in ends.values())
 
 
+def _id(n: Any) -> str:
+    """A node's Graphviz id: its name, with ``:`` (Graphviz's node:port separator in edge
+    statements) replaced by a look-alike; the label keeps the real name."""
+    return str(n).replace(":", "\u2236")
+
+
 def _node_attrs(n: Any, d: dict) -> dict[str, str]:
     kind = d.get("kind")
     attrs = dict(STYLES.get(kind, {}))
@@ -126,12 +132,12 @@ def to_dot(g: nx.Graph):
             if not chain and d.get("kind") == "unit" and d.get("layer") is not None:
                 layered.setdefault(d["layer"], []).append(n)
                 continue
-            cluster(chain).node(str(n), **_node_attrs(n, d))
+            cluster(chain).node(_id(n), **_node_attrs(n, d))
     for layer, nodes in layered.items():
         c = graphviz.Digraph(name=f"cluster_layer_{layer}")
         c.attr(label=str(layer), style="dashed", labeljust="l")
         for n in nodes:
-            c.node(str(n), **_node_attrs(n, g.nodes[n]))
+            c.node(_id(n), **_node_attrs(n, g.nodes[n]))
         dot.subgraph(c)
     for chain in sorted(clusters, key=len, reverse=True):  # attach children before parents
         if chain:
@@ -140,13 +146,13 @@ def to_dot(g: nx.Graph):
         same = graphviz.Digraph()
         same.attr(rank="same")
         for n in row:
-            same.node(str(n))
+            same.node(_id(n))
         dot.subgraph(same)
     for u, v, e in g.edges(data=True):
         attrs = {} if e.get("directed", g.is_directed()) else {"dir": "none"}
         if e.get("label") is not None:
             attrs["label"] = str(e["label"])
-        dot.edge(str(u), str(v), **attrs)
+        dot.edge(_id(u), _id(v), **attrs)
     return dot
 
 
@@ -198,12 +204,12 @@ def _layout_source(g: nx.Graph, members: dict[str, set]) -> str:
                 c.attr(style="invis", margin="16")
                 clusters[key[:j]] = c
         for n in nodes:
-            clusters[key].node(str(n), **_node_attrs(n, g.nodes[n]))
+            clusters[key].node(_id(n), **_node_attrs(n, g.nodes[n]))
     for key in sorted(clusters, key=len, reverse=True):
         if key:
             clusters[key[:-1]].subgraph(clusters[key])
     for u, v, e in g.edges(data=True):
-        dot.edge(str(u), str(v), **({} if e.get("directed", g.is_directed()) else {"dir": "none"}))
+        dot.edge(_id(u), _id(v), **({} if e.get("directed", g.is_directed()) else {"dir": "none"}))
     return dot.source
 
 
@@ -214,9 +220,8 @@ def _overlapping_plates_source(g: nx.Graph) -> str:
     members: dict[str, set] = {}
     for n, ps in g.nodes(data="plates"):
         for p in ps or ():
-            members.setdefault(p, set()).add(str(n))
-    layout = json.loads(subprocess.run(["dot", "-Tjson"], input=_layout_source(g, members), text=True,
-                                       capture_output=True, check=True).stdout)
+            members.setdefault(p, set()).add(_id(n))
+    layout = json.loads(_graphviz(["dot", "-Tjson"], _layout_source(g, members).encode()))
     objects = {o["_gvid"]: o for o in layout.get("objects", []) if "pos" in o}
     box: dict[str, tuple[float, float, float, float]] = {}
     for o in objects.values():
@@ -243,15 +248,15 @@ def _overlapping_plates_source(g: nx.Graph) -> str:
                  labelloc="b", fixedsize="true", width=f"{(x1 - x0) / 72:.4f}", height=f"{(y1 - y0) / 72:.4f}",
                  pos=f"{(x0 + x1) / 2:.2f},{(y0 + y1) / 2:.2f}!", id=f"cluster_{p}", **{"class": "cluster"})
     for n, d in g.nodes(data=True):
-        x0, y0, x1, y1 = box[str(n)]
-        out.node(str(n), pos=f"{(x0 + x1) / 2:.2f},{(y0 + y1) / 2:.2f}!", **_node_attrs(n, d))
+        x0, y0, x1, y1 = box[_id(n)]
+        out.node(_id(n), pos=f"{(x0 + x1) / 2:.2f},{(y0 + y1) / 2:.2f}!", **_node_attrs(n, d))
     edge_pos = {(objects[e["tail"]]["name"], objects[e["head"]]["name"]): e.get("pos")
                 for e in layout.get("edges", [])}
     for u, v, e in g.edges(data=True):
         attrs = {} if e.get("directed", g.is_directed()) else {"dir": "none"}
-        if edge_pos.get((str(u), str(v))):
-            attrs["pos"] = edge_pos[(str(u), str(v))]
-        out.edge(str(u), str(v), **attrs)
+        if edge_pos.get((_id(u), _id(v))):
+            attrs["pos"] = edge_pos[(_id(u), _id(v))]
+        out.edge(_id(u), _id(v), **attrs)
     return out.source
 
 
@@ -275,8 +280,15 @@ def render_graph(g: nx.Graph, path: str | os.PathLike) -> str:
     if nested:
         data = to_dot(g).pipe(format=suffix[1:])
     else:
-        data = subprocess.run(["neato", "-n2", "-T" + suffix[1:]], input=_overlapping_plates_source(g).encode(),
-                              capture_output=True, check=True).stdout
+        data = _graphviz(["neato", "-n2", "-T" + suffix[1:]], _overlapping_plates_source(g).encode())
     with open(path, "wb") as f:
         f.write(data)
     return path
+
+
+def _graphviz(command: list[str], source: bytes) -> bytes:
+    """Run a Graphviz program on ``source``; its own message on failure."""
+    done = subprocess.run(command, input=source, capture_output=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"Graphviz's {command[0]} failed: {done.stderr.decode(errors='replace').strip()}")
+    return done.stdout
