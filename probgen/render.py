@@ -13,12 +13,17 @@ not, drawing takes two passes: (1) ``dot`` lays the graph out with one cluster p
 nodes sit together; (2) each plate becomes exactly one box, the bounding box of its
 nodes and of the plates inside it, and ``neato -n2`` draws the nodes and edges at the
 positions of pass 1 with those boxes underneath. Every node is drawn once; the two
-overlapping boxes share the nodes that are in both plates (a Venn diagram). The ``.dot``
-file of such a graph is the pass-1 source (regions as clusters), since the box geometry
-only exists after a layout.
+overlapping boxes share the nodes that are in both plates (a Venn diagram). A few
+pass-1 variants are tried (region orders, one plate kept as a cluster) until every box
+holds only its own nodes; rectangles cannot always do that for the layout Graphviz
+chooses (three plates overlapping pairwise, say), and then the best variant is drawn with
+a warning naming the nodes that fall inside a box not theirs. The ``.dot`` file of such
+a graph is the nested approximation (regions as clusters), since the box geometry only
+exists after a layout.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -178,24 +183,29 @@ def unrolled_chains(g: nx.Graph) -> list[list]:
 
 # ---- pass 2: one box per plate at the positions of pass 1 --------------------------
 
-def _layout_source(g: nx.Graph, members: dict[str, set]) -> str:
+def _layout_source(g: nx.Graph, members: dict[str, set], order: tuple = (), wrap: str | None = None) -> str:
     """Pass 1 for overlapping plates: Graphviz source whose layout keeps each plate's
     nodes together without favouring one of two overlapping plates. Plates that nest
     with every other plate are clusters; inside them each *region* (the nodes sharing one
     exact set of plates) is its own invisible cluster, so an intersection region sits
-    between the regions of its two plates rather than inside one of them."""
+    between the regions of its two plates rather than inside one of them. ``order`` (a
+    sequence of the overlapping plates) sets the order in which the regions are declared,
+    which is where Graphviz starts its crossing minimisation; ``wrap`` names one
+    overlapping plate to keep as a cluster around its regions (another candidate layout)."""
     import graphviz
     def laminar(p: str) -> bool:
         return all(members[p] <= members[q] or members[q] <= members[p] or not members[p] & members[q]
                    for q in members)
-    clean = {p for p in members if laminar(p)}
+    clean = {p for p in members if laminar(p)} | ({wrap} if wrap else set())
     dot = graphviz.Digraph(name="layout")
     dot.attr(rankdir=_rankdir(g), nodesep="1.3")
     clusters: dict[tuple, Any] = {(): dot}
     by_set: dict[frozenset, list] = {}
     for n, ps in g.nodes(data="plates"):
         by_set.setdefault(frozenset(ps or ()), []).append(n)
-    for i, (plate_set, nodes) in enumerate(sorted(by_set.items(), key=lambda kv: sorted(kv[0]))):
+    def region_key(kv):
+        return tuple(p not in kv[0] for p in order) + (sorted(kv[0]),)
+    for i, (plate_set, nodes) in enumerate(sorted(by_set.items(), key=region_key)):
         chain = tuple(sorted((p for p in plate_set if p in clean), key=lambda p: (-len(members[p]), p)))
         key = chain + ((f"region{i}",) if plate_set - clean else ())
         for j in range(1, len(key) + 1):
@@ -213,23 +223,19 @@ def _layout_source(g: nx.Graph, members: dict[str, set]) -> str:
     return dot.source
 
 
-def _overlapping_plates_source(g: nx.Graph) -> str:
-    """Graphviz source (for ``neato -n2``) with every node and edge at its pass-1 position
-    and one box node per plate, drawn first so it lies underneath."""
-    import graphviz
-    members: dict[str, set] = {}
-    for n, ps in g.nodes(data="plates"):
-        for p in ps or ():
-            members.setdefault(p, set()).add(_id(n))
-    layout = json.loads(_graphviz(["dot", "-Tjson"], _layout_source(g, members).encode()))
-    objects = {o["_gvid"]: o for o in layout.get("objects", []) if "pos" in o}
+def _plate_boxes(layout: dict, members: dict[str, set]) -> tuple[dict, dict, dict]:
+    """Node boxes from a ``dot -Tjson`` layout, one box per plate (the bounding box of its
+    nodes and of the plates inside it, plus margins), and the nodes that fall inside a
+    plate's box without being in the plate."""
     box: dict[str, tuple[float, float, float, float]] = {}
-    for o in objects.values():
-        x, y = map(float, o["pos"].split(","))
-        w, h = float(o["width"]) * 36, float(o["height"]) * 36
-        box[o["name"]] = (x - w, y - h, x + w, y + h)
+    for o in layout.get("objects", []):
+        if "pos" in o:
+            x, y = map(float, o["pos"].split(","))
+            w, h = float(o["width"]) * 36, float(o["height"]) * 36
+            box[o["name"]] = (x - w, y - h, x + w, y + h)
     plate_box: dict[str, tuple] = {}
-    for i, p in enumerate(sorted(members, key=lambda p: len(members[p]))):  # inner plates first
+    strangers: dict[str, list] = {}
+    for i, p in enumerate(sorted(members, key=lambda p: (len(members[p]), p))):  # inner plates first
         parts = [box[n] for n in members[p]]
         parts += [plate_box[q] for q in plate_box if members[q] < members[p]]
         # each successive box gets a slightly larger margin, so overlapping boxes never share a border
@@ -238,9 +244,39 @@ def _overlapping_plates_source(g: nx.Graph) -> str:
         x1, y1 = max(b[2] for b in parts) + m, max(b[3] for b in parts) + m
         plate_box[p] = (x0, y0, x1, y1)
         inside = [n for n, (a, b, c, d) in box.items() if n not in members[p]
-                  and x0 < (a + c) / 2 < x1 and y0 < (b + d) / 2 < y1]
+                  and a < x1 and x0 < c and b < y1 and y0 < d]
         if inside:
-            warnings.warn(f"the layout puts {inside} inside plate {p!r}'s box although they are not in it")
+            strangers[p] = inside
+    return box, plate_box, strangers
+
+
+def _overlapping_plates_source(g: nx.Graph) -> str:
+    """Graphviz source (for ``neato -n2``) with every node and edge at its pass-1 position
+    and one box node per plate, drawn first so it lies underneath."""
+    import graphviz
+    members: dict[str, set] = {}
+    for n, ps in g.nodes(data="plates"):
+        for p in ps or ():
+            members.setdefault(p, set()).add(_id(n))
+    # Graphviz's layout of the regions decides whether each plate's box holds only its own
+    # nodes; try the region orders a few ways and keep the first that does
+    overlapping = sorted(p for p in members if any(
+        members[p] & members[q] and not (members[p] <= members[q] or members[q] <= members[p]) for q in members))
+    best = None
+    orders = list(itertools.islice(itertools.permutations(overlapping), 6))
+    candidates = [(o, None) for o in orders] + [(o, w) for w in overlapping for o in orders[:2]]
+    for order, wrap in candidates:
+        layout = json.loads(_graphviz(["dot", "-Tjson"], _layout_source(g, members, order, wrap).encode()))
+        boxes = _plate_boxes(layout, members)
+        if best is None or len(boxes[2]) < len(best[1][2]):
+            best = (layout, boxes)
+        if not boxes[2]:
+            break
+    layout, (box, plate_box, strangers) = best
+    if strangers:
+        warnings.warn("no layout found that keeps every plate's box to its own nodes: "
+                      + "; ".join(f"{sorted(ns)} inside {p!r}" for p, ns in strangers.items()))
+    objects = {o["_gvid"]: o for o in layout.get("objects", []) if "pos" in o}
     out = graphviz.Digraph(name=g.graph.get("name", "model"))
     out.attr(splines="true")
     for p, (x0, y0, x1, y1) in sorted(plate_box.items(), key=lambda kv: -len(members[kv[0]])):
