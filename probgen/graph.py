@@ -88,6 +88,8 @@ def program_graph(fn: Any, *args: Any, params: bool = False, deterministic: bool
             if not deterministic:  # its parents already link to its children
                 continue
             kind = "deterministic"
+        elif rel["sample_dist"][site_name] == "Unit":  # pyro.factor: a log-potential on its parents
+            kind = "factor"
         elif site["is_observed"]:
             kind = "observed"
         else:
@@ -123,10 +125,17 @@ def _as_graph(model: Any, *args: Any) -> nx.Graph:
     return model if isinstance(model, nx.Graph) else graph(model, *args)
 
 
-def _probabilistic(g: nx.Graph) -> nx.Graph:
-    """Only random-variable nodes (drop parameters and factor nodes)."""
-    keep = [n for n, d in g.nodes(data=True) if d.get("kind") not in ("param", "factor")]
-    return g.subgraph(keep)
+def _probabilistic(g: nx.Graph, factors: bool = False) -> nx.Graph:
+    """Only random-variable nodes: parameters dropped, and factor nodes too unless
+    ``factors`` (a ``pyro.factor`` in a directed model acts as an observed child of its
+    arguments, which is how the queries below treat it)."""
+    drop = ("param",) if factors else ("param", "factor")
+    return g.subgraph([n for n, d in g.nodes(data=True) if d.get("kind") not in drop])
+
+
+def _factor_children(g: nx.Graph) -> set:
+    """Factor nodes of a directed model (``pyro.factor`` sites)."""
+    return {n for n, k in g.nodes(data="kind") if k == "factor"} if g.is_directed() else set()
 
 
 def _directed_part(g: nx.DiGraph) -> nx.DiGraph:
@@ -153,11 +162,12 @@ def moral_graph(model: Any, *args: Any) -> nx.Graph:
             scope = list(g.neighbors(f))
             m.add_edges_from((a, b) for i, a in enumerate(scope) for b in scope[i + 1:])
         return m
-    g = _probabilistic(g)
+    g = _probabilistic(g, factors=True)
     if not g.is_directed():
         return nx.Graph(g)
-    m = nx.moral_graph(_directed_part(g))
+    m = nx.moral_graph(_directed_part(g))  # a factor's arguments are married like co-parents
     m.add_edges_from(_undirected_edges(g))
+    m.remove_nodes_from(_factor_children(g))
     return m
 
 
@@ -174,8 +184,9 @@ def markov_blanket(model: Any, node: Any, *args: Any) -> set:
 def d_separated(model: Any, xs: Iterable | Any, ys: Iterable | Any, given: Iterable | Any = (),
                 *args: Any) -> bool:
     """Whether the node sets ``xs`` and ``ys`` are d-separated by ``given`` in a directed
-    model (Pearl 1988; Koller & Friedman 2009, §3.3.1). Single node names are accepted."""
-    g = _probabilistic(_as_graph(model, *args))
+    model (Pearl 1988; Koller & Friedman 2009, §3.3.1). Single node names are accepted.
+    A ``pyro.factor`` site counts as an observed child of its arguments."""
+    g = _probabilistic(_as_graph(model, *args), factors=True)
     if not g.is_directed() or _undirected_edges(g):
         raise ValueError("d-separation is defined for directed graphs; this model has undirected "
                          "edges (use separation in pg.moral_graph(model) instead)")
@@ -188,7 +199,7 @@ def d_separated(model: Any, xs: Iterable | Any, ys: Iterable | Any, given: Itera
         raise ValueError("xs, ys and given must be disjoint node sets")
     d = _directed_part(g)
     test = getattr(nx, "is_d_separator", None) or nx.d_separated
-    return bool(test(d, *sets))
+    return bool(test(d, sets[0], sets[1], sets[2] | _factor_children(g)))
 
 
 def _as_set(s: Any) -> set:

@@ -84,6 +84,11 @@ def _id(n: Any) -> str:
     return str(n).replace(":", "\u2236")
 
 
+def _arrow(g: nx.Graph, u: Any, v: Any, e: dict) -> bool:
+    """Arrow heads on directed edges, except into a factor (a potential, not a child)."""
+    return bool(e.get("directed", g.is_directed())) and g.nodes[v].get("kind") != "factor"
+
+
 def _node_attrs(n: Any, d: dict) -> dict[str, str]:
     kind = d.get("kind")
     attrs = dict(STYLES.get(kind, {}))
@@ -154,7 +159,7 @@ def to_dot(g: nx.Graph):
             same.node(_id(n))
         dot.subgraph(same)
     for u, v, e in g.edges(data=True):
-        attrs = {} if e.get("directed", g.is_directed()) else {"dir": "none"}
+        attrs = {} if _arrow(g, u, v, e) else {"dir": "none"}
         if e.get("label") is not None:
             attrs["label"] = str(e["label"])
         dot.edge(_id(u), _id(v), **attrs)
@@ -219,7 +224,7 @@ def _layout_source(g: nx.Graph, members: dict[str, set], order: tuple = (), wrap
         if key:
             clusters[key[:-1]].subgraph(clusters[key])
     for u, v, e in g.edges(data=True):
-        dot.edge(_id(u), _id(v), **({} if e.get("directed", g.is_directed()) else {"dir": "none"}))
+        dot.edge(_id(u), _id(v), **({} if _arrow(g, u, v, e) else {"dir": "none"}))
     return dot.source
 
 
@@ -289,7 +294,7 @@ def _overlapping_plates_source(g: nx.Graph) -> str:
     edge_pos = {(objects[e["tail"]]["name"], objects[e["head"]]["name"]): e.get("pos")
                 for e in layout.get("edges", [])}
     for u, v, e in g.edges(data=True):
-        attrs = {} if e.get("directed", g.is_directed()) else {"dir": "none"}
+        attrs = {} if _arrow(g, u, v, e) else {"dir": "none"}
         if edge_pos.get((_id(u), _id(v))):
             attrs["pos"] = edge_pos[(_id(u), _id(v))]
         out.edge(_id(u), _id(v), **attrs)

@@ -401,6 +401,23 @@ def test_d_separation_textbook_triples():
         assert pg.d_separated(prog, ["a"], {"c"}, ["b"])
 
 
+def test_pyro_factor_is_a_factor_node_and_an_observed_child():
+    def prog():
+        a = pyro.sample("a", dist.Normal(0.0, 1.0))
+        b = pyro.sample("b", dist.Normal(0.0, 1.0))
+        pyro.factor("ab", -((a - b) ** 2))
+    g = pg.graph(prog)
+    assert nodes(g) == {"a": ("latent", ()), "b": ("latent", ()), "ab": ("factor", ())}
+    assert edges(g) == {("a", "ab"): True, ("b", "ab"): True}
+    # the potential couples a and b: like conditioning on a common child
+    assert not pg.d_separated(prog, "a", "b")
+    assert set(map(frozenset, pg.moral_graph(prog).edges)) == {frozenset("ab")}
+    assert pg.markov_blanket(prog, "a") == {"b"}
+    if shutil.which("dot"):  # drawn as a small square, edges into it without arrow heads
+        source = pg.render.to_dot(g).source
+        assert "shape=square" in source and source.count("dir=none") == 2
+
+
 def test_moral_graph_and_markov_blanket():
     assert set(map(frozenset, pg.moral_graph(collider).edges)) == {frozenset("ab"), frozenset("ac"), frozenset("bc")}
     assert pg.markov_blanket(collider, "a") == {"b", "c"}
