@@ -15,9 +15,10 @@ nodes and of the plates inside it, and ``neato -n2`` draws the nodes and edges a
 positions of pass 1 with those boxes underneath. Every node is drawn once; the two
 overlapping boxes share the nodes that are in both plates (a Venn diagram). A few
 pass-1 variants are tried (region orders, one plate kept as a cluster) until every box
-holds only its own nodes; rectangles cannot always do that for the layout Graphviz
-chooses (three plates overlapping pairwise, say), and then the best variant is drawn with
-a warning naming the nodes that fall inside a box not theirs. The ``.dot`` file of such
+holds only its own nodes; when none does (three plates overlapping pairwise, say), the
+intruding nodes are moved sideways out of the boxes one at a time (their edges are then
+drawn straight), and if that fails too the drawing comes with a warning naming the nodes
+that fall inside a box not theirs. The ``.dot`` file of such
 a graph is the nested approximation (regions as clusters), since the box geometry only
 exists after a layout.
 """
@@ -228,16 +229,24 @@ def _layout_source(g: nx.Graph, members: dict[str, set], order: tuple = (), wrap
     return dot.source
 
 
-def _plate_boxes(layout: dict, members: dict[str, set]) -> tuple[dict, dict, dict]:
-    """Node boxes from a ``dot -Tjson`` layout, one box per plate (the bounding box of its
-    nodes and of the plates inside it, plus margins), and the nodes that fall inside a
-    plate's box without being in the plate."""
-    box: dict[str, tuple[float, float, float, float]] = {}
+def _node_boxes(layout: dict) -> dict[str, tuple[float, float, float, float]]:
+    """Each node's bounding box (points) in a ``dot -Tjson`` layout."""
+    box = {}
     for o in layout.get("objects", []):
         if "pos" in o:
             x, y = map(float, o["pos"].split(","))
             w, h = float(o["width"]) * 36, float(o["height"]) * 36
             box[o["name"]] = (x - w, y - h, x + w, y + h)
+    return box
+
+
+def _overlap(a: tuple, b: tuple) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _plate_boxes(box: dict, members: dict[str, set]) -> tuple[dict, dict]:
+    """One box per plate (the bounding box of its nodes and of the plates inside it, plus
+    margins) and, per plate, the nodes whose shapes touch its box without being in it."""
     plate_box: dict[str, tuple] = {}
     strangers: dict[str, list] = {}
     for i, p in enumerate(sorted(members, key=lambda p: (len(members[p]), p))):  # inner plates first
@@ -248,11 +257,43 @@ def _plate_boxes(layout: dict, members: dict[str, set]) -> tuple[dict, dict, dic
         x0, y0 = min(b[0] for b in parts) - m, min(b[1] for b in parts) - m - _PLATE_LABEL
         x1, y1 = max(b[2] for b in parts) + m, max(b[3] for b in parts) + m
         plate_box[p] = (x0, y0, x1, y1)
-        inside = [n for n, (a, b, c, d) in box.items() if n not in members[p]
-                  and a < x1 and x0 < c and b < y1 and y0 < d]
+        inside = [n for n, b in box.items() if n not in members[p] and _overlap(b, plate_box[p])]
         if inside:
             strangers[p] = inside
-    return box, plate_box, strangers
+    return plate_box, strangers
+
+
+def _repair(box: dict, members: dict[str, set], moves: int = 12) -> tuple[dict, dict, dict, set]:
+    """Greedy repair of a layout whose plate boxes hold strangers: move one stranger at a
+    time just left or right of the box it intrudes on, keeping the move that leaves the
+    fewest strangers (and no node on top of another); stop when none is left or no move
+    helps. Returns the node boxes, plate boxes, remaining strangers and moved nodes."""
+    def cost(b: dict) -> tuple[dict, dict, int]:
+        pb, st = _plate_boxes(b, members)
+        clash = sum(_overlap(b[u], b[v]) for u, v in itertools.combinations(b, 2))
+        return pb, st, sum(map(len, st.values())) + len(b) * clash
+    plate_box, strangers, current = cost(box)
+    moved: set = set()
+    gap = _PLATE_MARGIN + 6.0 * len(members)
+    for _ in range(moves):
+        if not strangers:
+            break
+        best = None
+        for p, ns in strangers.items():
+            x0, _, x1, _ = plate_box[p]
+            for n in ns:
+                a, b, c, d = box[n]
+                for left in (x0 - gap - (c - a), x1 + gap):
+                    trial = dict(box)
+                    trial[n] = (left, b, left + c - a, d)
+                    pb, st, k = cost(trial)
+                    if best is None or k < best[0]:
+                        best = (k, trial, n, pb, st)
+        if best is None or best[0] >= current:
+            break
+        current, box, plate_box, strangers = best[0], best[1], best[3], best[4]
+        moved.add(best[2])
+    return box, plate_box, strangers, moved
 
 
 def _overlapping_plates_source(g: nx.Graph) -> str:
@@ -272,12 +313,16 @@ def _overlapping_plates_source(g: nx.Graph) -> str:
     candidates = [(o, None) for o in orders] + [(o, w) for w in overlapping for o in orders[:2]]
     for order, wrap in candidates:
         layout = json.loads(_graphviz(["dot", "-Tjson"], _layout_source(g, members, order, wrap).encode()))
-        boxes = _plate_boxes(layout, members)
-        if best is None or len(boxes[2]) < len(best[1][2]):
-            best = (layout, boxes)
-        if not boxes[2]:
+        box = _node_boxes(layout)
+        plate_box, strangers = _plate_boxes(box, members)
+        if best is None or sum(map(len, strangers.values())) < sum(map(len, best[3].values())):
+            best = (layout, box, plate_box, strangers)
+        if not strangers:
             break
-    layout, (box, plate_box, strangers) = best
+    layout, box, plate_box, strangers = best
+    moved: set = set()
+    if strangers:  # no layout fits: move the intruding nodes aside (their edges become straight)
+        box, plate_box, strangers, moved = _repair(box, members)
     if strangers:
         warnings.warn("no layout found that keeps every plate's box to its own nodes: "
                       + "; ".join(f"{sorted(ns)} inside {p!r}" for p, ns in strangers.items()))
@@ -295,7 +340,7 @@ def _overlapping_plates_source(g: nx.Graph) -> str:
                 for e in layout.get("edges", [])}
     for u, v, e in g.edges(data=True):
         attrs = {} if _arrow(g, u, v, e) else {"dir": "none"}
-        if edge_pos.get((_id(u), _id(v))):
+        if edge_pos.get((_id(u), _id(v))) and not {_id(u), _id(v)} & moved:
             attrs["pos"] = edge_pos[(_id(u), _id(v))]
         out.edge(_id(u), _id(v), **attrs)
     return out.source
