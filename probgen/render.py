@@ -57,7 +57,7 @@ _PLATE_MARGIN = 8.0   # points between a plate box and what it holds (Graphviz's
 _PLATE_LABEL = 16.0   # points reserved under a plate box's contents for its label
 
 
-# ---- pass 1: plates as nested clusters ---------------------------------------------
+# ---- plates as nested clusters ------------------------------------------------------
 
 def plate_regions(g: nx.Graph) -> tuple[dict[tuple, list], bool]:
     """Group nodes by their chain of plates, larger plates outside (ties: the node's own
@@ -187,7 +187,7 @@ def unrolled_chains(g: nx.Graph) -> list[list]:
     return rows
 
 
-# ---- pass 2: one box per plate at the positions of pass 1 --------------------------
+# ---- overlapping plates: pass 1 lays out by region, pass 2 draws one box per plate ----
 
 def _layout_source(g: nx.Graph, members: dict[str, set], order: tuple = (), wrap: str | None = None) -> str:
     """Pass 1 for overlapping plates: Graphviz source whose layout keeps each plate's
