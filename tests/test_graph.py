@@ -1,7 +1,6 @@
 """Graphs of programs and factor graphs, graph queries, drawing, and the exact engine for
 discrete factor graphs (checked against brute-force enumeration)."""
 import itertools
-import math
 import re
 import shutil
 import subprocess
