@@ -7,3 +7,4 @@ from probgen.models.aode import AODE  # noqa: F401
 from probgen.models.generative_classifier import GenerativeClassifier, NaiveBayes  # noqa: F401
 from probgen.models.pcfg import PCFG, Tree  # noqa: F401
 from probgen.models.hmm import HMM  # noqa: F401
+from probgen.models.factor_graph import FactorGraph  # noqa: F401

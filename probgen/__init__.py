@@ -8,8 +8,11 @@ from probgen.api import compatible, engines, fit, infer, load
 from probgen.data import load_dataset
 from probgen.declarations import Declaration, Program, UserProgram
 from probgen.fit import Fit
-from probgen.graph import d_separated, graph, markov_blanket, moral_graph, render
 from probgen.registry import models
+import probgen.render as _render_module  # noqa: F401,I001  (loaded before the function shadows its name)
+from probgen.graph import _attach_renderer, d_separated, graph, markov_blanket, moral_graph, render
+
+_attach_renderer()
 
 __all__ = ["fit", "infer", "engines", "compatible", "load", "Fit", "graph", "render",
            "d_separated", "markov_blanket", "moral_graph", "models", "load_dataset",
