@@ -148,7 +148,7 @@ class Tree:
 
     def render(self, path: str) -> str:
         """Draw the tree to ``path`` (.svg, .png, .pdf or .dot) with Graphviz."""
-        from probgen.render import render_graph
+        from probgen.drawing import render_graph
         return render_graph(self.to_graph(), path)
 
 

@@ -9,10 +9,7 @@ from probgen.data import load_dataset
 from probgen.declarations import Declaration, Program, UserProgram
 from probgen.fit import Fit
 from probgen.registry import models
-import probgen.render as _render_module  # noqa: F401,I001  (loaded before the function shadows its name)
-from probgen.graph import _attach_renderer, d_separated, graph, markov_blanket, moral_graph, render
-
-_attach_renderer()
+from probgen.graph import d_separated, graph, markov_blanket, moral_graph, render
 
 __all__ = ["fit", "infer", "engines", "compatible", "load", "Fit", "graph", "render",
            "d_separated", "markov_blanket", "moral_graph", "models", "load_dataset",

@@ -213,7 +213,7 @@ def render(model: Any, path: str, *args: Any, rankdir: str | None = None, **opti
     ``path``. ``args`` and ``options`` are as for :func:`graph`; ``rankdir`` ("TB", "LR",
     ...) overrides the layout direction (top to bottom for directed models, left to right
     for undirected ones)."""
-    from probgen.render import render_graph
+    from probgen.drawing import render_graph
     g = model if isinstance(model, nx.Graph) else graph(model, *args, **options)
     if rankdir is not None:
         if rankdir not in ("TB", "LR", "BT", "RL"):
@@ -221,14 +221,3 @@ def render(model: Any, path: str, *args: Any, rankdir: str | None = None, **opti
         g = g.copy()
         g.graph["rankdir"] = rankdir
     return render_graph(g, path)
-
-
-def _attach_renderer() -> None:
-    # ``probgen.render`` is this function once the package is imported (the module of the
-    # same name is shadowed, and ``import probgen.render as r`` returns the function), so the
-    # module's public names stay reachable as ``pg.render.to_dot`` etc.
-    import importlib
-    module = importlib.import_module("probgen.render")
-    if module is not render:
-        for name in module.__all__:
-            setattr(render, name, getattr(module, name))

@@ -15,19 +15,10 @@ import pytest
 import torch
 
 import probgen as pg
+from probgen import drawing
 from probgen.models import FactorGraph
 
 SVG = "{http://www.w3.org/2000/svg}"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tests run many tiny-tensor ops, which torch's intra-op thread pool only slows
-    down (by orders of magnitude on a loaded machine); restore the setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz is not installed")
 
 
@@ -413,7 +404,7 @@ def test_pyro_factor_is_a_factor_node_and_an_observed_child():
     assert set(map(frozenset, pg.moral_graph(prog).edges)) == {frozenset("ab")}
     assert pg.markov_blanket(prog, "a") == {"b"}
     if shutil.which("dot"):  # drawn as a small square, edges into it without arrow heads
-        source = pg.render.to_dot(g).source
+        source = drawing.to_dot(g).source
         assert "shape=square" in source and source.count("dir=none") == 2
 
 
@@ -602,7 +593,7 @@ def test_render_params_as_points(tmp_path):
     _, node_titles, texts, *_ = svg_parts(path)
     assert len(node_titles) == 11 and {"initial", "transition", "loc", "z_3", "y_3"} <= set(texts)
     # the unrolled chain is drawn in one row; the emissions are no chain (no y_t -> y_t+1 edges)
-    assert pg.render.unrolled_chains(pg.graph(hmm, torch.zeros(4))) == [["z_0", "z_1", "z_2", "z_3"]]
+    assert drawing.unrolled_chains(pg.graph(hmm, torch.zeros(4))) == [["z_0", "z_1", "z_2", "z_3"]]
     source = open(pg.render(hmm, tmp_path / "h.dot", torch.zeros(4), rankdir="LR")).read()
     assert "rank=same" in source and "rankdir=LR" in source
 
@@ -617,8 +608,12 @@ def test_without_graphviz_only_dot_works(tmp_path, monkeypatch):
         pg.render(nested, tmp_path / "n.jpg", torch.zeros(3, 4))
 
 
-def test_render_module_helpers_stay_reachable():
-    assert callable(pg.render) and callable(pg.render.to_dot) and callable(pg.render.render_graph)
+def test_render_stays_callable_after_drawing(tmp_path):
+    """pg.render is the function even after the drawing module has been imported."""
+    g = pg.graph(FactorGraph.pairwise({"a": 2, "b": 2}, {("a", "b"): torch.zeros(2, 2)}))
+    pg.render(g, tmp_path / "one.dot")
+    pg.render(g, tmp_path / "two.dot")
+    assert (tmp_path / "two.dot").exists()
 
 
 @needs_dot

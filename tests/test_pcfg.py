@@ -364,7 +364,7 @@ def test_trees_text_graph_and_drawing(tmp_path):
     if shutil.which("dot"):
         t.render(str(tmp_path / "tree.svg"))
         assert (tmp_path / "tree.svg").read_text().lstrip().startswith(("<?xml", "<svg"))
-        from probgen.graph import render  # (pg.render is shadowed once probgen.render is imported)
+        from probgen.graph import render
         render(g, str(tmp_path / "grammar.png"))
         assert (tmp_path / "grammar.png").stat().st_size > 0
 
