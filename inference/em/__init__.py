@@ -1,1 +1,2 @@
 """The `em` engine: expectation-maximisation, closed-form M-steps."""
+from probgen.inference.em import mixture  # noqa: F401

@@ -44,7 +44,7 @@ class ProgramNUTS(Method):
         program, lifted = model.program, []
         info = inspect_program(program, args)
         if info.params:
-            priors = model.priors() if hasattr(model, "priors") else {}
+            priors = _priors(model, args)
             missing = sorted(set(info.params) - set(priors))
             if missing:
                 raise ValueError(f"the mcmc engine samples latent variables, but parameters {missing} "
@@ -56,14 +56,17 @@ class ProgramNUTS(Method):
         kernel = NUTS(enumerated(program, info), max_plate_nesting=info.max_plate_nesting,
                       target_accept_prob=target_accept, max_tree_depth=max_tree_depth,
                       jit_compile=False)
-        start = _unconstrained(enumerated(program, info), args, init) if init else None
+        if init is None and hasattr(model, "init_params"):
+            # start the chain at the declaration's own (seeded) starting point, not a prior draw
+            init = _default_start(model, data, seed, info)
+        start = _unconstrained(enumerated(program, info), args, init, info.max_plate_nesting) if init else None
         mcmc = MCMC(kernel, num_samples=steps, warmup_steps=warmup, num_chains=chains,
                     disable_progbar=not progress, initial_params=start)
         with pyro.get_param_store().scope():
             mcmc.run(*args)
         samples = {k: v.detach() for k, v in mcmc.get_samples().items()}
         params = {k: v.mean(0) for k, v in samples.items()}
-        diag = mcmc.diagnostics()
+        diag = mcmc.diagnostics() if steps >= 4 else {}  # split R-hat needs >= 4 draws
         history = [{"step": i} for i in range(steps)]
         summary = {k: {"r_hat": float(torch.as_tensor(d.get("r_hat", float("nan"))).mean()),
                        "n_eff": float(torch.as_tensor(d.get("n_eff", float("nan"))).mean())}
@@ -97,6 +100,32 @@ class ProgramNUTS(Method):
         return {k: v.detach() for k, v in predictive().items()}
 
 
+def _priors(model: Any, args: tuple) -> dict:
+    """``model.priors(*args)`` when the hook takes the data (data-dependent default
+    hyperparameters), ``model.priors()`` otherwise; ``{}`` without the hook."""
+    import inspect
+    hook = getattr(model, "priors", None)
+    if hook is None:
+        return {}
+    try:
+        takes_data = len(inspect.signature(hook).parameters) > 0
+    except (TypeError, ValueError):
+        takes_data = False
+    return hook(*args) if takes_data else hook()
+
+
+def _default_start(model: Any, data: Any, seed: int | None, info: Any) -> dict | None:
+    """The declaration's ``init_params(data, seed)`` restricted to the sampled sites, or None
+    when it has none for these data."""
+    try:
+        start = model.init_params(data, seed=seed)
+    except (NotImplementedError, ValueError, TypeError):
+        return None
+    sites = set(info.continuous)
+    start = {k: v for k, v in start.items() if k in sites}
+    return start or None
+
+
 def _thin(samples: dict[str, torch.Tensor], k: int) -> list[dict[str, torch.Tensor]]:
     n = len(next(iter(samples.values())))
     idx = torch.linspace(0, n - 1, min(k, n)).long()
@@ -110,10 +139,10 @@ def _observed_log_lik(fn: Any, args: tuple, values: dict) -> torch.Tensor:
                and s["name"] not in values)
 
 
-def _unconstrained(program: Any, args: tuple, init: dict) -> dict:
+def _unconstrained(program: Any, args: tuple, init: dict, max_plate_nesting: int) -> dict:
     """``init`` (constrained values) mapped to NUTS's unconstrained space."""
     from pyro.infer.mcmc.util import initialize_model
-    _, transforms, _, _ = initialize_model(program, model_args=args)
+    _, _, transforms, _ = initialize_model(program, model_args=args, max_plate_nesting=max_plate_nesting)
     unknown = sorted(set(init) - set(transforms))
     if unknown:
         raise ValueError(f"init names {unknown}, which are not latent sites; sites: {sorted(transforms)}")
