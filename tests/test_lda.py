@@ -9,6 +9,7 @@ import torch
 
 import probgen as pg
 from probgen.corpus import Corpus
+from probgen.declarations import Declaration
 from probgen.models import LDA
 from probgen.models.lda import load_lee, synthetic_corpus
 from probgen.ops import lda as lda_ops
@@ -141,12 +142,11 @@ def test_amortized_encoder_svi_learns_topics(synthetic):
     docs, true = synthetic
     model = LDA(3, 30)
     fit = pg.fit(model, docs, engine="svi", inference="amortized", steps=600, seed=0, progress=False,
-                 batch_size=50, lr=0.05)
+                 batch_size=50)
     losses = [h["loss"] for h in fit.history]
     assert np.mean(losses[-50:]) < np.mean(losses[:50])
-    # amortisation costs accuracy (the encoder's gap); ask for a clear match, not CAVI's
     cos = _match_cosines(fit.params["topics"], true)
-    assert (cos > 0.8).all(), cos
+    assert (cos > 0.9).all(), cos
 
 
 # ---- mcmc: the collapsed Gibbs kernel against exact enumeration -------------------------
@@ -282,3 +282,72 @@ def test_sampled_documents_follow_the_topics():
     # E[word frequency] = E[θ] β = (0.5, 0.5) β; 40000 tokens, but θ is shared within a
     # document, so the s.e. is ~ sqrt(0.25 / 4000) * 0.9 ≈ 0.007 per topic share
     torch.testing.assert_close(freq, 0.5 * topics.sum(0), atol=0.03, rtol=0)
+
+
+# ---- meanfield on a Bayesian Gaussian mixture: parity with scikit-learn ------------------
+
+class _StandIn(Declaration):
+    """The protocol the meanfield mixture method reads — not the GaussianMixture class."""
+    k, dim, covariance, bayesian = 4, 3, "full", True
+    weight_concentration_prior = mean_prior = mean_precision_prior = None
+    degrees_of_freedom_prior = covariance_prior = None
+
+    def check_data(self, x):
+        return torch.as_tensor(x, dtype=torch.float64)
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal([0, 0, 0], 1, (100, 3)), rng.normal([4, 4, 0], 0.7, (80, 3)),
+                        rng.normal([-3, 4, 2], 1.3, (70, 3))])
+    return x, rng.dirichlet(np.ones(4), len(x))
+
+
+def _sklearn_bgm(x, resp, iters, **priors):
+    import warnings
+    from sklearn.mixture import BayesianGaussianMixture
+
+    class FromResp(BayesianGaussianMixture):  # scikit-learn started from our responsibilities
+        def _initialize_parameters(self, X, random_state, **kw):
+            self._initialize(X, resp)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning: tol=0 runs every iteration
+        return FromResp(n_components=resp.shape[1], weight_concentration_prior_type="dirichlet_distribution",
+                        max_iter=iters, tol=0, n_init=1, **priors).fit(x)
+
+
+@pytest.mark.parametrize("use_class,priors", [
+    (True, {}),
+    (True, {"weight_concentration_prior": 0.5, "mean_prior": [1.0, 0.0, -1.0], "mean_precision_prior": 0.1,
+            "degrees_of_freedom_prior": 5.0, "covariance_prior": np.diag([2.0, 1.0, 0.5])}),
+    (False, {}),
+])
+def test_bayesian_mixture_cavi_matches_sklearn(blobs, use_class, priors):
+    x, resp = blobs
+    if use_class:
+        from probgen.models import GaussianMixture
+        model = GaussianMixture(4, 3, bayesian=True, **priors)
+    else:
+        model = _StandIn()
+    fit = pg.fit(model, x, engine="meanfield", steps=40, tol=0, init_resp=resp, progress=False)
+    sk = _sklearn_bgm(x, resp, 40, **priors)
+    # the same float64 algebra from the same start: agreement to rounding, amplified mildly
+    # by 40 iterations of a contracting fixed-point map
+    assert fit.history[-1]["elbo"] == pytest.approx(sk.lower_bound_, rel=1e-9)
+    np.testing.assert_allclose(fit.params["loc"].numpy(), sk.means_, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(fit.params["weights"].numpy(), sk.weights_, rtol=1e-7, atol=1e-12)
+    cov = fit.params["scale_tril"] @ fit.params["scale_tril"].transpose(-1, -2)
+    np.testing.assert_allclose(cov.numpy(), sk.covariances_, rtol=1e-7, atol=1e-9)
+    elbo = np.array([h["elbo"] for h in fit.history])
+    assert np.all(np.diff(elbo) >= -1e-9 * np.abs(elbo[1:]))
+    lp = fit.log_prob(x)
+    assert lp.shape == (250,) and torch.isfinite(lp).all()
+
+
+def test_meanfield_refuses_a_plain_mixture():
+    from probgen.models import GaussianMixture
+    model, x = GaussianMixture.example(0)
+    with pytest.raises(ValueError, match="meanfield.*bayesian=True"):
+        pg.fit(model, x, engine="meanfield", progress=False)
