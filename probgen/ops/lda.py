@@ -45,39 +45,53 @@ def e_step(corpus: Corpus, elog_beta: torch.Tensor, alpha: torch.Tensor, gamma: 
         fixed topics).
       alpha: (K,) document–topic prior.
       gamma: (D, K) starting γ (warm start); default α + N_d / K.
-      max_iter, tol: stop when the mean absolute change of every document's γ is below
-        ``tol`` (scikit-learn's ``mean_change_tol``) or after ``max_iter`` sweeps.
+      max_iter, tol: a document stops once the mean absolute change of its γ falls below
+        ``tol`` (scikit-learn's ``mean_change_tol``), or after ``max_iter`` sweeps.
+        Converged documents leave the batch (its non-zero cells are compacted whenever
+        a quarter of the active documents have converged), so slow documents do not
+        hold the work of the others.
     Returns:
-      ``(gamma, sstats, n_iter)``: the (D, K) γ, and the (K, V) expected topic–word
-      counts Σ_d c_dw φ_dwk for φ optimal given the returned γ (``None`` if not asked).
+      ``(gamma, sstats, n_iter)``: the (D, K) γ, the (K, V) expected topic–word counts
+      Σ_d c_dw φ_dwk for φ optimal given the returned γ (``None`` if not asked), and the
+      number of sweeps of the slowest document.
 
     Each φ update (given γ) and γ update (given φ) maximises the ELBO in its own
-    coordinates, so the ELBO never decreases. Reference: Blei, Ng & Jordan (2003), §5.2;
-    the ``phinorm`` trick of Hoffman et al. (2010), Algorithm 2.
+    coordinates, for every document independently, so the ELBO never decreases.
+    Reference: Blei, Ng & Jordan (2003), §5.2; the ``phinorm`` trick of Hoffman et al.
+    (2010), Algorithm 2.
     """
     D, K = corpus.n_docs, elog_beta.shape[0]
-    exp_elog_beta_w = torch.exp(elog_beta).T[corpus.word]            # (nnz, K), fixed in this step
-    if gamma is None:
-        gamma = (alpha + (corpus.lengths / K)[:, None]).expand(D, K).clone()
+    exp_elog_beta = torch.exp(elog_beta)
+    exp_elog_beta_w = exp_elog_beta.T[corpus.word]                     # (nnz, K), fixed in this step
+    gamma = (alpha + (corpus.lengths / K)[:, None]).expand(D, K).clone() if gamma is None else gamma.clone()
+    # the active set: documents still moving, with their non-zero cells (local doc ids)
+    act, doc, count, ebw = torch.arange(D), corpus.doc, corpus.count, exp_elog_beta_w
+    g = gamma
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
-        exp_elog_theta = torch.exp(dirichlet_expectation(gamma))      # (D, K)
-        phinorm = (exp_elog_theta[corpus.doc] * exp_elog_beta_w).sum(1) + TINY  # (nnz,)
-        weighted = exp_elog_beta_w * (corpus.count / phinorm)[:, None]
-        new = alpha + exp_elog_theta * torch.zeros(D, K, dtype=gamma.dtype).index_add_(0, corpus.doc, weighted)
-        change = (new - gamma).abs().mean(1).max()
-        gamma = new
-        if change < tol:
+        # exp(ψ(γ_dk)) only: the factor exp(−ψ(Σ_k γ_dk)) of exp(E[log θ_dk]) cancels in φ's normaliser
+        exp_elog_theta = torch.exp(torch.digamma(g))                       # (A, K), up to a per-row factor
+        phinorm = (exp_elog_theta[doc] * ebw).sum(1) + TINY                # (nnz_A,)
+        new = alpha + exp_elog_theta * torch.zeros_like(g).index_add_(0, doc, ebw * (count / phinorm)[:, None])
+        moving = (new - g).abs().mean(1) >= tol
+        g = new
+        if not moving.any():
             break
+        if moving.sum() <= 0.75 * len(act):                                 # compact the active set
+            gamma[act] = g
+            keep = moving[doc]
+            local = torch.cumsum(moving, 0) - 1
+            act, g = act[moving], g[moving]
+            doc, count, ebw = local[doc[keep]], count[keep], ebw[keep]
+    gamma[act] = g
     if not sstats:
         return gamma, None, n_iter
     # φ given the final γ (one more φ-coordinate step), summed into (K, V) counts
-    exp_elog_theta = torch.exp(dirichlet_expectation(gamma))
-    theta_w = exp_elog_theta[corpus.doc]
+    theta_w = torch.exp(dirichlet_expectation(gamma))[corpus.doc]
     phinorm = (theta_w * exp_elog_beta_w).sum(1) + TINY
     V = elog_beta.shape[1]
     per_word = torch.zeros(V, K, dtype=gamma.dtype).index_add_(0, corpus.word, theta_w * (corpus.count / phinorm)[:, None])
-    return gamma, per_word.T * torch.exp(elog_beta), n_iter
+    return gamma, per_word.T * exp_elog_beta, n_iter
 
 
 def doc_bound(corpus: Corpus, gamma: torch.Tensor, elog_beta: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
