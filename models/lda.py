@@ -7,7 +7,8 @@ Generative story, for K topics over a V-word vocabulary::
     z_dn ~ Categorical(θ_d),  w_dn ~ Categorical(β_{z_dn})    n = 1..N_d
 
 The program sums z out (w_dn ~ Categorical(θ_d β)) and treats ``topics`` as a parameter
-with the Dirichlet(η) prior as a factor (MAP for β, Bayesian for θ). Engines:
+(a point estimate for β, whose MAP under the program's Dirichlet(η + 1) factor is the
+posterior mean under Dirichlet(η); Bayesian for θ). Engines:
 ``meanfield`` (CAVI, the default), ``svi`` (online VB; ``inference="amortized"`` for an
 encoder network), ``mcmc`` (collapsed Gibbs).
 
@@ -100,7 +101,11 @@ class LDA(Program):
         dtype = counts.dtype
         topics = pyro.param("topics", lambda: self.init_params(None, 0)["topics"].to(dtype),
                             constraint=constraints.simplex)
-        pyro.factor("topics_prior", dist.Dirichlet(self.eta_tensor.to(dtype).expand(self.vocab_size))
+        # a point estimate of β: with the factor Dirichlet(η + 1) its MAP estimate is the
+        # posterior mean (n_kw + η) / (n_k + V η) under LDA's Dirichlet(η) prior (Asuncion et
+        # al. 2009, §3), and it stays proper for η < 1, where MAP under Dirichlet(η) runs off
+        # to the simplex's corners
+        pyro.factor("topics_prior", dist.Dirichlet((self.eta_tensor + 1).to(dtype).expand(self.vocab_size))
                     .log_prob(topics).sum())
         n_max = int(counts.sum(1).max())
         with pyro.plate("documents", counts.shape[0], subsample_size=batch_size) as idx:

@@ -55,10 +55,10 @@ class LDAOnlineVB(TopicModelMethod):
     name = "lda-online"
 
     def fit(self, model: Any, data: Corpus, *, steps: int | None, seed: int | None, init: dict | None,
-            progress: bool, inference: str = "online", batch_size: int = 64, tau0: float = 10.0,
+            progress: bool, inference: str = "online", batch_size: int = 32, tau0: float = 10.0,
             kappa: float = 0.7, e_step_tol: float = 1e-3, max_e_step: int = 100, lr: float = 0.01,
             hidden: int = 100, **options: Any) -> Fit:
-        """``steps``: minibatch updates (default: 10 passes over the documents for
+        """``steps``: minibatch updates (default: 4 passes over the documents for
         ``"online"``, 1000 for ``"amortized"``). ``batch_size``: documents per minibatch.
         ``tau0``, ``kappa``: the step-size schedule ρ_t = (τ0 + t)^(−κ), κ ∈ (0.5, 1]
         for convergence. ``lr``, ``hidden``: Adam step and encoder width (amortized)."""
@@ -72,7 +72,7 @@ class LDAOnlineVB(TopicModelMethod):
         batch_size = min(batch_size, data.n_docs)
         if inference == "amortized":
             return self._amortized(model, data, steps, seed, init, progress, batch_size, lr, hidden)
-        steps = 10 * math.ceil(data.n_docs / batch_size) if steps is None else steps
+        steps = 4 * math.ceil(data.n_docs / batch_size) if steps is None else steps
         alpha, eta = hyperparameters(model, init)
         lam = initial_lambda(model, data, eta, init, seed)
         D, g = data.n_docs, generator(seed)
