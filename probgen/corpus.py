@@ -190,9 +190,11 @@ class Corpus:
         new[idx] = torch.arange(len(idx))
         keep = new[self.doc] >= 0
         doc, word, count = new[self.doc[keep]], self.word[keep], self.count[keep]
-        order = torch.argsort(doc * self.vocab_size + word)
+        if len(idx) > 1 and not bool((idx[1:] > idx[:-1]).all()):  # sorted idx keep the cells sorted
+            order = torch.argsort(doc * self.vocab_size + word)
+            doc, word, count = doc[order], word[order], count[order]
         tokens = [self.tokens[i] for i in idx.tolist()] if self.tokens is not None else None
-        return Corpus(doc[order], word[order], count[order], len(idx), self.vocab_size, self.vocab, tokens)
+        return Corpus(doc, word, count, len(idx), self.vocab_size, self.vocab, tokens)
 
     def halves(self, seed: int = 0) -> tuple["Corpus", "Corpus"]:
         """Split every document's tokens into a first and a second half (document completion).

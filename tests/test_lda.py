@@ -351,3 +351,13 @@ def test_meanfield_refuses_a_plain_mixture():
     model, x = GaussianMixture.example(0)
     with pytest.raises(ValueError, match="meanfield.*bayesian=True"):
         pg.fit(model, x, engine="meanfield", progress=False)
+
+
+def test_corpus_subset_and_halves():
+    dense = torch.tensor([[1, 0, 2, 1], [0, 2, 0, 0], [1, 0, 0, 1]], dtype=torch.float64)
+    c = Corpus.build(dense)
+    for idx in ([2, 0], [0, 2], [1]):
+        torch.testing.assert_close(c.subset(idx).dense(), dense[idx])
+    first, second = Corpus.build([[0, 1, 2, 3, 3], [2]], 4).halves()
+    assert first.token_lists()[0].tolist() == [0, 1] and second.token_lists()[0].tolist() == [2, 3, 3]
+    assert len(first.token_lists()[1]) == 0 and second.token_lists()[1].tolist() == [2]

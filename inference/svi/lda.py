@@ -81,7 +81,7 @@ class LDAOnlineVB(TopicModelMethod):
         history = []
         for t in bar(range(steps), desc="lda online vb", enabled=progress):
             if not batches:  # a new pass over the documents in a new random order
-                batches = list(torch.split(torch.randperm(D, generator=g), batch_size))
+                batches = [b.sort().values for b in torch.split(torch.randperm(D, generator=g), batch_size)]
             idx = batches.pop(0)
             sub = data.subset(idx)
             elog_beta = lda_ops.dirichlet_expectation(lam)
@@ -89,7 +89,7 @@ class LDAOnlineVB(TopicModelMethod):
             gamma[idx] = gamma_b
             scale = D / len(idx)
             # noisy ELBO estimate at the current λ: the minibatch's documents scaled up to D
-            elbo = scale * lda_ops.doc_bound(sub, gamma_b, elog_beta, alpha).sum() + lda_ops.topic_bound(lam, eta)
+            elbo = scale * lda_ops.doc_bound(sub, gamma_b, elog_beta, alpha).sum() + lda_ops.topic_bound(lam, eta, elog_beta)
             rho = (tau0 + t + 1) ** (-kappa)
             lam = (1 - rho) * lam + rho * (eta + scale * sstats)
             history.append({"step": t, "elbo": float(elbo), "rho": rho})

@@ -108,9 +108,11 @@ def doc_bound(corpus: Corpus, gamma: torch.Tensor, elog_beta: torch.Tensor, alph
     return words + dirichlet_kl_terms(gamma, alpha, elog_theta)
 
 
-def topic_bound(lam: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
-    """E[log p(β | η)] − E[log q(β | λ)] summed over topics (smoothed LDA's global term)."""
-    return dirichlet_kl_terms(lam, eta.expand(lam.shape[1]), dirichlet_expectation(lam)).sum()
+def topic_bound(lam: torch.Tensor, eta: torch.Tensor, elog_beta: torch.Tensor | None = None) -> torch.Tensor:
+    """E[log p(β | η)] − E[log q(β | λ)] summed over topics (smoothed LDA's global term);
+    ``elog_beta`` = ``dirichlet_expectation(lam)`` when the caller has it."""
+    elog_beta = dirichlet_expectation(lam) if elog_beta is None else elog_beta
+    return dirichlet_kl_terms(lam, eta.expand(lam.shape[1]), elog_beta).sum()
 
 
 def inv_digamma(y: torch.Tensor, iters: int = 6) -> torch.Tensor:
