@@ -38,7 +38,9 @@ OPTIONS = ("inference", "batch_size", "tau0", "kappa", "e_step_tol", "max_e_step
 
 
 class DirichletEncoder(nn.Module):
-    """Counts (B, V) → Dirichlet concentration (B, K): an MLP on log(1 + counts)."""
+    """Counts (B, V) → Dirichlet concentration (B, K): an MLP on log(1 + counts). A fit
+    keeps its weights in ``fit.state["encoder"]`` (``load_state_dict`` them into
+    ``DirichletEncoder(V, K, fit.state["encoder_hidden"])`` to encode new documents)."""
 
     def __init__(self, vocab_size: int, k: int, hidden: int = 100):
         super().__init__()
@@ -116,7 +118,10 @@ class LDAOnlineVB(TopicModelMethod):
                 raise ValueError(f"the ELBO became non-finite at step {t}; try a smaller lr")
             history.append({"step": t, "loss": float(loss)})
         topics = pyro.param("topics").detach().double()
-        return make_fit(self, model, topics, alpha, eta, data, history, {"encoder": encoder},
+        # the encoder as weights (a module that went through pyro.module holds weak references)
+        state = {"encoder": {k: v.detach().clone() for k, v in encoder.state_dict().items()},
+                 "encoder_hidden": hidden}
+        return make_fit(self, model, topics, alpha, eta, data, history, state,
                         {"inference": "amortized", "batch_size": batch_size, "lr": lr, "hidden": hidden})
 
 
