@@ -105,8 +105,8 @@ class LDA(Program):
         # posterior mean (n_kw + η) / (n_k + V η) under LDA's Dirichlet(η) prior (Asuncion et
         # al. 2009, §3), and it stays proper for η < 1, where MAP under Dirichlet(η) runs off
         # to the simplex's corners
-        pyro.factor("topics_prior", dist.Dirichlet((self.eta_tensor + 1).to(dtype).expand(self.vocab_size))
-                    .log_prob(topics).sum())
+        pyro.factor("topics_prior", dist.Dirichlet((self.eta_tensor + 1).to(dtype).expand(self.vocab_size),
+                                                   validate_args=False).log_prob(topics).sum())
         n_max = int(counts.sum(1).max())
         with pyro.plate("documents", counts.shape[0], subsample_size=batch_size) as idx:
             theta = pyro.sample("theta", dist.Dirichlet(self.alpha_vector.to(dtype)))
