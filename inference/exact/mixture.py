@@ -39,14 +39,14 @@ class MixturePosterior(Method):
     def infer(self, model: Any, params: dict | None, data: Any, query: str, **options: Any) -> torch.Tensor:
         """``query="marginals"``: responsibilities ``(N, K)``; ``"map"``: the most probable
         component of each example ``(N,)``; ``"log_prob"``: log p(x_n) ``(N,)``.
-        Options: ``params=`` (a dict) when ``model`` is a declaration, not a fit."""
-        given = options.pop("params", None)
+        A declaration holds no parameters: ask a fit (for given parameters,
+        ``pg.fit(model, x, engine="exact", init=params)`` makes one)."""
         if options:
-            raise ValueError(f"unknown infer options {sorted(options)}; known: params")
-        params = given if given is not None else params
+            raise ValueError(f"unknown infer options {sorted(options)}; known: none")
         if params is None:
-            raise ValueError(f"{type(model).__name__} holds no parameters of its own: pass a fit "
-                             "(pg.infer(fit, x)) or params={...}")
+            raise ValueError(f"{type(model).__name__} holds no parameters of its own: pass a fit, "
+                             "pg.infer(fit, x); for given parameters, "
+                             "fit = pg.fit(model, x, engine='exact', init=params)")
         params = model.check_params(params)
         x = model.check_data(data)
         if query == "log_prob":

@@ -34,10 +34,10 @@ class ProgramNUTS(Method):
 
     def fit(self, model: Program, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, warmup: int | None = None, chains: int = 1, target_accept: float = 0.8,
-            max_tree_depth: int = 10, **options: Any) -> Fit:
+            max_tree_depth: int = 10, jit_compile: bool = False, **options: Any) -> Fit:
         if options:
             raise ValueError(f"unknown mcmc options {sorted(options)}; known: warmup, chains, "
-                             "target_accept, max_tree_depth")
+                             "target_accept, max_tree_depth, jit_compile")
         steps = 500 if steps is None else steps
         warmup = steps if warmup is None else warmup
         args = model.program_args(data)
@@ -55,7 +55,7 @@ class ProgramNUTS(Method):
             info = inspect_program(program, args)
         kernel = NUTS(enumerated(program, info), max_plate_nesting=info.max_plate_nesting,
                       target_accept_prob=target_accept, max_tree_depth=max_tree_depth,
-                      jit_compile=False)
+                      jit_compile=jit_compile, ignore_jit_warnings=True)
         if init is None and hasattr(model, "init_params"):
             # start the chain at the declaration's own (seeded) starting point, not a prior draw
             init = _default_start(model, data, seed, info)
