@@ -399,3 +399,14 @@ def test_mixture_predictive_matches_monte_carlo_over_q(blobs):
     # 40000 draws: Monte Carlo error of the log density ~0.1% (measured 0.0009); 0.01 still
     # catches a missing (1 + β)/β scale factor (~0.02 here) or a wrong degrees of freedom
     torch.testing.assert_close(fit.log_prob(pts), torch.log(dens), atol=0.01, rtol=0)
+
+
+def test_engines_agree_exactly_with_one_topic():
+    """With K = 1 there is nothing latent but β: CAVI's λ = η + counts and the collapsed
+    sampler's (n_w + η)/(N + Vη) are the same exact posterior mean."""
+    docs = [[0], [1, 1, 1], [2, 3], [3, 3, 0]]
+    counts = torch.tensor([2.0, 3.0, 1.0, 3.0, 0.0, 0.0], dtype=torch.float64)
+    exact = (counts + 0.5) / (counts.sum() + 6 * 0.5)
+    for engine in ("meanfield", "mcmc"):
+        fit = pg.fit(LDA(1, 6, eta=0.5), docs, engine=engine, steps=5, seed=0, progress=False)
+        torch.testing.assert_close(fit.params["topics"][0], exact, rtol=1e-12, atol=0)
