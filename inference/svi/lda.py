@@ -4,7 +4,7 @@
 Algorithm 2): for each minibatch B, the batched document E-step
 (:func:`probgen.ops.lda.e_step`) gives expected topic–word counts, and the topic factor
 takes a natural-gradient step  λ ← (1 − ρ_t) λ + ρ_t (η + D/|B| Σ_{d∈B} c_d φ_d),
-ρ_t = (τ0 + t)^(−κ). Each document's γ is warm-started from its last visit.
+ρ_t = (τ0 + t)^(−κ), t = 1, 2, … Each document's γ is warm-started from its last visit.
 
 ``inference="amortized"`` — an encoder network maps a document's counts to the
 concentration of q(θ_d) = Dirichlet(enc(c_d)) (amortised VI, as in AVITM / ProdLDA of
