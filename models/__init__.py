@@ -8,3 +8,5 @@ from probgen.models.generative_classifier import GenerativeClassifier, NaiveBaye
 from probgen.models.pcfg import PCFG, Tree  # noqa: F401
 from probgen.models.hmm import HMM  # noqa: F401
 from probgen.models.factor_graph import FactorGraph  # noqa: F401
+from probgen.models.lda import LDA  # noqa: F401
+from probgen.models.mixture import GaussianMixture  # noqa: F401
