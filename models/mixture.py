@@ -183,6 +183,16 @@ class GaussianMixture(Program):
         w, loc, f = gaussian.m_step(x, resp, self.covariance, reg_covar)
         return {"weights": w, "loc": loc, self.factor_name: f}
 
+    def em_step(self, params: dict, x: torch.Tensor, reg_covar: float = 1e-6
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One EM iteration: ``(log p(x_n) (N,)`` at ``params``, the updated params)``.
+        Full covariances use the fused single-pass kernel; the others E-step then M-step."""
+        if self.covariance == "full":
+            ln, w, loc, f = gaussian.em_step_full(x, *self._unpack(params), reg_covar)
+            return ln, {"weights": w, "loc": loc, "scale_tril": f}
+        log_norm, resp = self.e_step(params, x)
+        return log_norm, self.m_step(x, resp, reg_covar=reg_covar)
+
     def responsibilities(self, params: dict, x: torch.Tensor) -> torch.Tensor:
         """p(z_n = k | x_n), shape ``(N, K)``."""
         return self.e_step(params, x)[1]

@@ -5,7 +5,9 @@ Protocol (checked by ``accepts``, never by class):
   ``model.init_params(x, seed)``      -> params (a fresh start for each restart);
   ``model.e_step(params, x)``         -> ``(log p(x_n) (N,), posterior (N, K))``;
   ``model.m_step(x, posterior, reg_covar=...)`` -> params maximising the expected
-                                         complete-data log-likelihood.
+                                         complete-data log-likelihood;
+  optionally ``model.em_step(params, x, reg_covar=...)`` -> ``(log p(x_n), new params)``,
+                                         both steps fused (used when present).
 Declarations whose parameters are latent (``model.bayesian``) are left to meanfield /
 svi / mcmc.
 
@@ -78,9 +80,13 @@ class MixtureEM(Method):
     def _run(model: Any, x: torch.Tensor, params: dict, steps: int, tol: float, reg_covar: float,
              show: bool, restart: int) -> tuple[dict, list, bool]:
         history, prev, converged = [], -math.inf, False
+        fused = getattr(model, "em_step", None)  # optional: both steps in one pass over the data
         for it in bar(range(steps), desc=f"em (init {restart})", enabled=show):
-            log_norm, resp = model.e_step(params, x)
-            params = model.m_step(x, resp, reg_covar=reg_covar)
+            if fused is not None:
+                log_norm, params = fused(params, x, reg_covar=reg_covar)
+            else:
+                log_norm, resp = model.e_step(params, x)
+                params = model.m_step(x, resp, reg_covar=reg_covar)
             ll = float(log_norm.mean())
             history.append({"step": it, "log_likelihood": ll})
             if abs(ll - prev) < tol:
