@@ -257,8 +257,8 @@ class ProgramEM(Method):
     def accepts(self, model: Any) -> bool:
         if isinstance(model, UserProgram):
             return True  # checked on the data in fit (a clear error if a latent is continuous)
-        if not isinstance(model, Program):
-            return False
+        if not isinstance(model, Program) or getattr(model, "bayesian", False):
+            return False  # a declared prior on the parameters makes them continuous latents
         cls = type(model)
         if cls not in self._cache:  # a built-in program: look at its example once
             try:

@@ -117,14 +117,15 @@ def _priors(model: Any, args: tuple) -> dict:
 
 def _default_start(model: Any, data: Any, seed: int | None, info: Any) -> dict | None:
     """The declaration's ``init_params(data, seed)`` restricted to the sampled sites, or None
-    when it has none for these data."""
+    when it does not give a value for every one of them."""
     try:
         start = model.init_params(data, seed=seed)
     except (NotImplementedError, ValueError, TypeError):
         return None
     sites = set(info.continuous)
-    start = {k: v for k, v in start.items() if k in sites}
-    return start or None
+    if not sites <= set(start):  # NUTS needs a starting value for every sampled site
+        return None
+    return {k: v for k, v in start.items() if k in sites}
 
 
 def _thin(samples: dict[str, torch.Tensor], k: int) -> list[dict[str, torch.Tensor]]:
