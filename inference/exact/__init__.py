@@ -1,1 +1,2 @@
 """The `exact` engine: sum-product / max-product: marginals, MAP, log-evidence."""
+from probgen.inference.exact import energy  # noqa: F401
