@@ -39,7 +39,7 @@ TRAIN_OPTIONS = ("batch_size", "lr", "k", "persistent", "momentum", "weight_deca
 def training_options(engine: str, options: dict, extra: dict | None = None, **defaults: Any) -> dict:
     """The shared training options with defaults; ValueError naming unknown ones."""
     known = dict(batch_size=20, lr=0.05, k=1, persistent=False, momentum=0.0, weight_decay=0.0,
-                 n_chains=None, pretrain=False, pretrain_steps=None, dtype="float64")
+                 n_chains=None, pretrain=False, pretrain_steps=None, dtype="float32")
     known.update(defaults)
     known.update(extra or {})
     unknown = sorted(set(options) - set(known))
@@ -82,18 +82,26 @@ def is_bipartite_pair(model: LayeredEnergy) -> bool:
 # ---------------------------------------------------------------------------------------
 # CD / PCD for a bipartite pair (RBM), with tied copies for DBM pretraining
 # ---------------------------------------------------------------------------------------
-def _sum_of_draws(mean: torch.Tensor, copies: int, units: str, T: float, g) -> torch.Tensor:
-    """Σ over ``copies`` independent draws with the given means (Binomial / Gaussian sum)."""
+def _sum_of_draws(mean: torch.Tensor, copies: int, units: str, T: float, g, u: torch.Tensor | None = None
+                  ) -> torch.Tensor:
+    """Σ over ``copies`` independent draws with the given means (Binomial / Gaussian sum).
+    ``u``: pre-drawn uniforms (Bernoulli) or standard normals (Gaussian) of shape
+    ``(copies, *mean.shape)`` (drawn here when None)."""
+    if u is None:
+        u = (torch.randn if units == "gaussian" else torch.rand)((copies,) + tuple(mean.shape), generator=g,
+                                                                  dtype=mean.dtype)
+    u = u[:, :mean.shape[0]]
     if units == "gaussian":
-        return copies * mean + math.sqrt(copies * T) * torch.randn(mean.shape, generator=g, dtype=mean.dtype)
-    out = (torch.rand(mean.shape, generator=g, dtype=mean.dtype) < mean).to(mean.dtype)
-    for _ in range(copies - 1):
-        out += (torch.rand(mean.shape, generator=g, dtype=mean.dtype) < mean).to(mean.dtype)
-    return out
+        return copies * mean + math.sqrt(T) * u.sum(0)
+    if copies == 1:
+        return (u[0] < mean).to(mean.dtype)
+    return (u < mean).to(mean.dtype).sum(0)
 
 
 def _v_mean(f: torch.Tensor, units: str, T: float) -> torch.Tensor:
-    return torch.sigmoid(f / T) if units == "bernoulli" else f
+    if units == "gaussian":
+        return f
+    return torch.sigmoid_(f if T == 1 else f.div_(T))
 
 
 def train_bipartite(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.Tensor, *,
@@ -102,7 +110,9 @@ def train_bipartite(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.
                     weight_decay: float, n_chains: int | None, g: torch.Generator, progress: bool,
                     desc: str = "rbm") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[dict]]:
     """CD-k (Hinton 2002) or PCD-k (Tieleman 2008) for an RBM E = −bᵀv − cᵀh − vᵀWh,
-    minibatch gradient ascent with momentum and L2 weight decay on W.
+    minibatch gradient ascent on (E_data − E_model)[stat]/T with momentum and L2 weight
+    decay on W. The negative statistics use the sampled visible states and the hidden
+    conditional means given them (Rao-Blackwellised, as scikit-learn's BernoulliRBM).
 
     ``up`` / ``down`` copies implement the tied-copies RBMs of DBM pretraining
     (Salakhutdinov & Hinton 2009, §3.1; the seed's correction): ``up`` copies of the
@@ -114,6 +124,7 @@ def train_bipartite(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.
     Shapes: x (N, D), W (D, H), b (D,), c (H,). Returns updated (W, b, c) and the
     per-epoch history (reconstruction error, pseudo-log-likelihood for binary data)."""
     N, D = x.shape
+    H = W.shape[1]
     W, b, c = W.clone(), b.clone(), c.clone()
     vW, vb, vc = torch.zeros_like(W), torch.zeros_like(b), torch.zeros_like(c)
     n_chains = n_chains or batch_size
@@ -123,39 +134,47 @@ def train_bipartite(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.
         chain_h = _sum_of_draws(torch.sigmoid((c + up * v_init @ W) / T), down, "bernoulli", T, g)
     history = []
     eval_rows = x[torch.randperm(N, generator=g)[:500]]
+    n_batches = -(-N // batch_size)
+    rows = max(batch_size, n_chains) if persistent else batch_size
+    draw_v = torch.randn if visible == "gaussian" else torch.rand
+    s = lr / T
     for epoch in progress_bar(range(steps), total=steps, desc=desc, enabled=progress):
-        perm = torch.randperm(N, generator=g)
-        for start in range(0, N, batch_size):
-            v0 = x[perm[start:start + batch_size]]
+        xp = x[torch.randperm(N, generator=g)]
+        # all of the epoch's random numbers at once (one call instead of one per block)
+        uv = draw_v((n_batches, k, up, rows, D), generator=g, dtype=x.dtype)
+        uh = torch.rand((n_batches, k + (0 if persistent else 1), down, rows, H), generator=g, dtype=x.dtype)
+        for bi in range(n_batches):
+            v0 = xp[bi * batch_size:(bi + 1) * batch_size]
             B = v0.shape[0]
             # positive phase: the hidden copies' means given the (copied) data
-            ph0 = torch.sigmoid((c + up * (v0 @ W)) / T)
+            ph0 = torch.addmm(c, v0, W, alpha=up)
+            ph0 = torch.sigmoid_(ph0 if T == 1 else ph0.div_(T))
             # negative phase: k block-Gibbs steps from the data (CD) or the persistent chains (PCD)
-            h = chain_h if persistent else _sum_of_draws(ph0, down, "bernoulli", T, g)
-            for _ in range(k):
-                sv = _sum_of_draws(_v_mean(b + h @ W.T, visible, T), up, visible, T, g)
-                ph = torch.sigmoid((c + sv @ W) / T)
-                h = _sum_of_draws(ph, down, "bernoulli", T, g)
+            h = chain_h if persistent else _sum_of_draws(ph0, down, "bernoulli", T, g, uh[bi, k])
+            for step in range(k):
+                sv = _sum_of_draws(_v_mean(torch.addmm(b, h, W.T), visible, T), up, visible, T, g, uv[bi, step])
+                ph = torch.addmm(c, sv, W)
+                ph = torch.sigmoid_(ph if T == 1 else ph.div_(T))
+                h = _sum_of_draws(ph, down, "bernoulli", T, g, uh[bi, step])
             if persistent:
                 chain_h = h
             Bn = sv.shape[0]
-            gW = (up * down / B) * (v0.T @ ph0) - (down / Bn) * (sv.T @ ph)
-            gb = (up / B) * v0.sum(0) - sv.sum(0) / Bn
-            gc = (down / B) * ph0.sum(0) - (down / Bn) * ph.sum(0)
-            if weight_decay:
-                gW = gW - weight_decay * T * W
-            s = lr / T
             if momentum:
-                vW.mul_(momentum).add_(gW, alpha=s)
-                vb.mul_(momentum).add_(gb, alpha=s)
-                vc.mul_(momentum).add_(gc, alpha=s)
+                vW.mul_(momentum)
+                vb.mul_(momentum)
+                vc.mul_(momentum)
+                dW, db, dc = vW, vb, vc
+            else:
+                dW, db, dc = W, b, c
+            dW.addmm_(v0.T, ph0, alpha=s * up * down / B).addmm_(sv.T, ph, alpha=-s * down / Bn)
+            if weight_decay:
+                dW.add_(W, alpha=-s * weight_decay * T)
+            db.add_(v0.sum(0), alpha=s * up / B).add_(sv.sum(0), alpha=-s / Bn)
+            dc.add_(ph0.sum(0), alpha=s * down / B).add_(ph.sum(0), alpha=-s * down / Bn)
+            if momentum:
                 W += vW
                 b += vb
                 c += vc
-            else:
-                W.add_(gW, alpha=s)
-                b.add_(gb, alpha=s)
-                c.add_(gc, alpha=s)
         history.append(_bipartite_record(epoch, eval_rows, W, b, c, T, visible, up, down, g))
     return W, b, c, history
 
