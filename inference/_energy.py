@@ -26,8 +26,10 @@ from probgen.progress import progress as progress_bar
 from probgen.random import generator
 from probgen.registry import Method
 
-#: enumerate at most 2^MAX_BITS states for "exact" evaluation
-MAX_BITS = 20
+#: enumerate at most 2^MAX_BITS states for automatic "exact" evaluation (about a second);
+#: an explicit ``log_partition(method="exact")`` goes up to 2^EXPLICIT_MAX_BITS
+MAX_BITS = 16
+EXPLICIT_MAX_BITS = 24
 
 TRAIN_OPTIONS = ("batch_size", "lr", "k", "persistent", "momentum", "weight_decay", "n_chains",
                  "pretrain", "pretrain_steps", "dtype")
@@ -104,6 +106,24 @@ def _v_mean(f: torch.Tensor, units: str, T: float) -> torch.Tensor:
     return torch.sigmoid_(f if T == 1 else f.div_(T))
 
 
+def tied_gibbs_step(h: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.Tensor, T: float, visible: str,
+                    up: int, down: int, g, uv: torch.Tensor | None = None, uh: torch.Tensor | None = None):
+    """One block-Gibbs step of an RBM with ``up`` tied copies of its visible layer and
+    ``down`` tied copies of its hidden layer, on the copy sums: given h = Σ h-copies,
+    every visible copy ~ P(v | b + W h), then every hidden copy ~ P(h | c + Wᵀ Σ v-copies).
+    Returns (Σ v-copies, hidden conditional mean, Σ h-copies); shapes (B, D), (B, H), (B, H)."""
+    sv = _sum_of_draws(_v_mean(torch.addmm(b, h, W.T), visible, T), up, visible, T, g, uv)
+    ph = torch.addmm(c, sv, W)
+    ph = torch.sigmoid_(ph if T == 1 else ph.div_(T))
+    return sv, ph, _sum_of_draws(ph, down, "bernoulli", T, g, uh)
+
+
+def stage_up(x: torch.Tensor, stage: dict, T: float = 1.0) -> torch.Tensor:
+    """A stacked RBM's hidden means given its input, σ((c + up·Wᵀx)/T) — what the next
+    RBM of a greedy stack is trained on (up = 2 for a DBM's bottom RBM: doubled weights)."""
+    return torch.sigmoid((stage["c"] + stage["up"] * (x @ stage["W"])) / T)
+
+
 def train_bipartite(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.Tensor, *,
                     T: float = 1.0, visible: str = "bernoulli", up: int = 1, down: int = 1, steps: int,
                     batch_size: int, lr: float, k: int, persistent: bool, momentum: float,
@@ -152,10 +172,7 @@ def train_bipartite(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.
             # negative phase: k block-Gibbs steps from the data (CD) or the persistent chains (PCD)
             h = chain_h if persistent else _sum_of_draws(ph0, down, "bernoulli", T, g, uh[bi, k])
             for step in range(k):
-                sv = _sum_of_draws(_v_mean(torch.addmm(b, h, W.T), visible, T), up, visible, T, g, uv[bi, step])
-                ph = torch.addmm(c, sv, W)
-                ph = torch.sigmoid_(ph if T == 1 else ph.div_(T))
-                h = _sum_of_draws(ph, down, "bernoulli", T, g, uh[bi, step])
+                sv, ph, h = tied_gibbs_step(h, W, b, c, T, visible, up, down, g, uv[bi, step], uh[bi, step])
             if persistent:
                 chain_h = h
             Bn = sv.shape[0]
@@ -325,7 +342,7 @@ def greedy_pretrain(model: LayeredEnergy, x: torch.Tensor, params: dict, kind: s
                                         weight_decay=opts["weight_decay"], n_chains=opts["n_chains"], g=g,
                                         progress=progress, desc=f"pretrain {w}")
         stages.append({"link": (i, j), "weight": w, **fac, "W": W, "b": b, "c": c, "history": hist})
-        inp = torch.sigmoid((c + fac["up"] * (inp @ W)) / model.T)
+        inp = stage_up(inp, stages[-1], model.T)
     for st in stages:
         params[st["weight"]] = st["scale"] * st["W"]
     L = len(stages)
@@ -540,6 +557,7 @@ def log_partition(model: LayeredEnergy, params: dict, method: str = "auto", *, c
         method = "exact" if partition_bits(model) <= max_bits else "ais"
     if method == "exact":
         bits = partition_bits(model)
+        max_bits = max(max_bits, EXPLICIT_MAX_BITS)
         if bits > max_bits:
             raise ValueError(f"exact log Z needs 2^{bits} states (limit 2^{max_bits}); use "
                              "fit.log_partition(method='ais', chains=..., temperatures=...)")
@@ -595,11 +613,11 @@ class EnergyMethod(Method):
         return fit.model.sample(fit.params, n, seed=seed, burn_in=burn_in)
 
     def infer(self, model: LayeredEnergy, params: dict | None, data: Any, query: str, iters: int = 50,
-              **options: Any):
+              tol: float = 1e-6, **options: Any):
         """``query="marginals"``: mean-field posterior means of every hidden layer given the
         visible rows, a list ``[v, μ_1, …, μ_L]`` (a DBN: its bottom-up recognition pass)."""
         if options:
-            raise ValueError(f"unknown infer options {sorted(options)}; known: iters")
+            raise ValueError(f"unknown infer options {sorted(options)}; known: iters, tol")
         if params is None:
             raise ValueError("infer on an energy model needs fitted parameters: pass a Fit")
         x = model.check_data(data).double()
@@ -609,5 +627,5 @@ class EnergyMethod(Method):
                 out.append(model.recognition_mean(params, out[-1], l))
             return out
         hidden = [l for l in model.undirected_layers if l != 0]
-        mu, _ = model.mean_field(params, [x] + [None] * (model.n_layers - 1), hidden, iters=iters)
+        mu, _ = model.mean_field(params, [x] + [None] * (model.n_layers - 1), hidden, iters=iters, tol=tol)
         return mu
