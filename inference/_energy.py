@@ -84,26 +84,44 @@ def is_bipartite_pair(model: LayeredEnergy) -> bool:
 # ---------------------------------------------------------------------------------------
 # CD / PCD for a bipartite pair (RBM), with tied copies for DBM pretraining
 # ---------------------------------------------------------------------------------------
-def _sum_of_draws(mean: torch.Tensor, copies: int, units: str, T: float, g, u: torch.Tensor | None = None
-                  ) -> torch.Tensor:
-    """Σ over ``copies`` independent draws with the given means (Binomial / Gaussian sum).
-    ``u``: pre-drawn uniforms (Bernoulli) or standard normals (Gaussian) of shape
-    ``(copies, *mean.shape)`` (drawn here when None)."""
-    if u is None:
-        u = (torch.randn if units == "gaussian" else torch.rand)((copies,) + tuple(mean.shape), generator=g,
-                                                                  dtype=mean.dtype)
-    u = u[:, :mean.shape[0]]
-    if units == "gaussian":
-        return copies * mean + math.sqrt(T) * u.sum(0)
-    if copies == 1:
-        return (u[0] < mean).to(mean.dtype)
-    return (u < mean).to(mean.dtype).sum(0)
-
-
 def _v_mean(f: torch.Tensor, units: str, T: float) -> torch.Tensor:
     if units == "gaussian":
         return f
     return torch.sigmoid_(f if T == 1 else f.div_(T))
+
+
+def _draw_sum_into(out: torch.Tensor, mean: torch.Tensor, copies: int, units: str, T: float,
+                   u: torch.Tensor) -> None:
+    """Write Σ over ``copies`` independent draws with means ``mean`` into ``out`` (a view),
+    from pre-drawn uniforms (Bernoulli) or standard normals (Gaussian) ``u`` of shape
+    ``(copies, *mean.shape)`` (or larger along rows)."""
+    u = u[:, :mean.shape[0]]
+    if units == "gaussian":
+        torch.add(copies * mean, u.sum(0), alpha=math.sqrt(T), out=out)
+    elif copies == 1:
+        out.copy_(u[0] < mean)
+    else:
+        out.copy_((u < mean).sum(0))
+
+
+def _gibbs_step_aug(hs: torch.Tensor, sv: torch.Tensor, Wa: torch.Tensor, T: float, visible: str, up: int,
+                    down: int, uv: torch.Tensor, uh: torch.Tensor) -> torch.Tensor:
+    """One block-Gibbs step on augmented buffers (a trailing column of ones carries the
+    biases): ``Wa = [[W, b], [cᵀ, 0]]`` of shape (D+1, H+1); ``hs`` (B, H+1) holds Σ h-copies,
+    ``sv`` (B, D+1) receives Σ v-copies. Returns the hidden conditional means (B, H)."""
+    D, H = Wa.shape[0] - 1, Wa.shape[1] - 1
+    mv = hs @ Wa[:D].T                      # b + W Σh
+    if visible == "bernoulli":
+        mv = torch.sigmoid_(mv if T == 1 else mv.div_(T))
+    _draw_sum_into(sv[:, :D], mv, up, visible, T, uv)
+    ph = sv @ Wa[:, :H]                     # c + Wᵀ Σv
+    ph = torch.sigmoid_(ph if T == 1 else ph.div_(T))
+    _draw_sum_into(hs[:, :H], ph, down, "bernoulli", T, uh)
+    return ph
+
+
+def _augment(t: torch.Tensor) -> torch.Tensor:
+    return torch.cat([t, torch.ones(t.shape[0], 1, dtype=t.dtype)], 1)
 
 
 def tied_gibbs_step(h: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.Tensor, T: float, visible: str,
@@ -111,11 +129,18 @@ def tied_gibbs_step(h: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.
     """One block-Gibbs step of an RBM with ``up`` tied copies of its visible layer and
     ``down`` tied copies of its hidden layer, on the copy sums: given h = Σ h-copies,
     every visible copy ~ P(v | b + W h), then every hidden copy ~ P(h | c + Wᵀ Σ v-copies).
-    Returns (Σ v-copies, hidden conditional mean, Σ h-copies); shapes (B, D), (B, H), (B, H)."""
-    sv = _sum_of_draws(_v_mean(torch.addmm(b, h, W.T), visible, T), up, visible, T, g, uv)
-    ph = torch.addmm(c, sv, W)
-    ph = torch.sigmoid_(ph if T == 1 else ph.div_(T))
-    return sv, ph, _sum_of_draws(ph, down, "bernoulli", T, g, uh)
+    (The training loop runs the same step on augmented buffers.) Returns
+    (Σ v-copies, hidden conditional mean, Σ h-copies); shapes (B, D), (B, H), (B, H)."""
+    D, H = W.shape
+    B = h.shape[0]
+    Wa = torch.zeros(D + 1, H + 1, dtype=W.dtype)
+    Wa[:D, :H], Wa[:D, H], Wa[D, :H] = W, b, c
+    draw_v = torch.randn if visible == "gaussian" else torch.rand
+    uv = draw_v((up, B, D), generator=g, dtype=W.dtype) if uv is None else uv
+    uh = torch.rand((down, B, H), generator=g, dtype=W.dtype) if uh is None else uh
+    hs, sv = _augment(h), _augment(torch.zeros(B, D, dtype=W.dtype))
+    ph = _gibbs_step_aug(hs, sv, Wa, T, visible, up, down, uv, uh)
+    return sv[:, :D], ph, hs[:, :H]
 
 
 def stage_up(x: torch.Tensor, stage: dict, T: float = 1.0) -> torch.Tensor:
@@ -141,59 +166,70 @@ def train_bipartite(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.
     doubled top-down weights for the top RBM). Copies are sampled independently; their
     sums are Binomial(copies, p).
 
+    Implementation: the parameters live in one augmented matrix Wa = [[W, b], [cᵀ, 0]] and
+    the states carry a column of ones, so each field is one matrix product and the whole
+    update (W, b and c) is two ``addmm_`` calls: Wa += lr/T·(ṽᵀh̃_data/B − ṽᵀh̃_model/B').
+    All of an epoch's random numbers are drawn at once.
+
     Shapes: x (N, D), W (D, H), b (D,), c (H,). Returns updated (W, b, c) and the
     per-epoch history (reconstruction error, pseudo-log-likelihood for binary data)."""
     N, D = x.shape
     H = W.shape[1]
-    W, b, c = W.clone(), b.clone(), c.clone()
-    vW, vb, vc = torch.zeros_like(W), torch.zeros_like(b), torch.zeros_like(c)
+    dtype = x.dtype
+    Wa = torch.zeros(D + 1, H + 1, dtype=dtype)
+    Wa[:D, :H], Wa[:D, H], Wa[D, :H] = W, b, c
+    vel = torch.zeros_like(Wa) if momentum else None
+    xa = _augment(up * x) if up != 1 else _augment(x)       # [Σ v-copies, 1] for the data
     n_chains = n_chains or batch_size
-    chain_h = None
+    rows = n_chains if persistent else batch_size
+    hs = _augment(torch.zeros(rows, H, dtype=dtype))         # Σ h-copies (sampled), + ones
+    sv = _augment(torch.zeros(rows, D, dtype=dtype))         # Σ v-copies (sampled), + ones
+    hpos = _augment(torch.zeros(batch_size, H, dtype=dtype))  # down·P(h|v) for the data, + ones
+    hneg = _augment(torch.zeros(rows, H, dtype=dtype))       # down·P(h|v) for the samples, + ones
     if persistent:
-        v_init = x[torch.randint(N, (n_chains,), generator=g)]
-        chain_h = _sum_of_draws(torch.sigmoid((c + up * v_init @ W) / T), down, "bernoulli", T, g)
+        v_init = xa[torch.randint(N, (n_chains,), generator=g)]
+        p0 = torch.sigmoid(v_init @ Wa[:, :H] / T)
+        _draw_sum_into(hs[:, :H], p0, down, "bernoulli", T,
+                       torch.rand((down, n_chains, H), generator=g, dtype=dtype))
     history = []
     eval_rows = x[torch.randperm(N, generator=g)[:500]]
     n_batches = -(-N // batch_size)
-    rows = max(batch_size, n_chains) if persistent else batch_size
     draw_v = torch.randn if visible == "gaussian" else torch.rand
     s = lr / T
     for epoch in progress_bar(range(steps), total=steps, desc=desc, enabled=progress):
-        xp = x[torch.randperm(N, generator=g)]
+        xp = xa[torch.randperm(N, generator=g)]
         # all of the epoch's random numbers at once (one call instead of one per block)
-        uv = draw_v((n_batches, k, up, rows, D), generator=g, dtype=x.dtype)
-        uh = torch.rand((n_batches, k + (0 if persistent else 1), down, rows, H), generator=g, dtype=x.dtype)
+        uv = draw_v((n_batches, k, up, rows, D), generator=g, dtype=dtype)
+        uh = torch.rand((n_batches, k + (0 if persistent else 1), down, rows, H), generator=g, dtype=dtype)
         for bi in range(n_batches):
             v0 = xp[bi * batch_size:(bi + 1) * batch_size]
             B = v0.shape[0]
             # positive phase: the hidden copies' means given the (copied) data
-            ph0 = torch.addmm(c, v0, W, alpha=up)
+            ph0 = v0 @ Wa[:, :H]
             ph0 = torch.sigmoid_(ph0 if T == 1 else ph0.div_(T))
+            hp = hpos[:B]
+            hp[:, :H].copy_(ph0) if down == 1 else torch.mul(ph0, down, out=hp[:, :H])
             # negative phase: k block-Gibbs steps from the data (CD) or the persistent chains (PCD)
-            h = chain_h if persistent else _sum_of_draws(ph0, down, "bernoulli", T, g, uh[bi, k])
+            h, v = (hs, sv) if persistent else (hs[:B], sv[:B])
+            if not persistent:
+                _draw_sum_into(h[:, :H], ph0, down, "bernoulli", T, uh[bi, k])
             for step in range(k):
-                sv, ph, h = tied_gibbs_step(h, W, b, c, T, visible, up, down, g, uv[bi, step], uh[bi, step])
-            if persistent:
-                chain_h = h
-            Bn = sv.shape[0]
+                ph = _gibbs_step_aug(h, v, Wa, T, visible, up, down, uv[bi, step], uh[bi, step])
+            hn = hneg[:v.shape[0]]
+            hn[:, :H].copy_(ph) if down == 1 else torch.mul(ph, down, out=hn[:, :H])
+            Bn = v.shape[0]
             if momentum:
-                vW.mul_(momentum)
-                vb.mul_(momentum)
-                vc.mul_(momentum)
-                dW, db, dc = vW, vb, vc
+                vel.mul_(momentum).addmm_(v0.T, hp, alpha=s / B).addmm_(v.T, hn, alpha=-s / Bn)
+                if weight_decay:
+                    vel[:D, :H].add_(Wa[:D, :H], alpha=-s * weight_decay * T)
+                Wa += vel
             else:
-                dW, db, dc = W, b, c
-            dW.addmm_(v0.T, ph0, alpha=s * up * down / B).addmm_(sv.T, ph, alpha=-s * down / Bn)
-            if weight_decay:
-                dW.add_(W, alpha=-s * weight_decay * T)
-            db.add_(v0.sum(0), alpha=s * up / B).add_(sv.sum(0), alpha=-s / Bn)
-            dc.add_(ph0.sum(0), alpha=s * down / B).add_(ph.sum(0), alpha=-s * down / Bn)
-            if momentum:
-                W += vW
-                b += vb
-                c += vc
+                if weight_decay:
+                    Wa[:D, :H].mul_(1 - s * weight_decay * T)
+                Wa.addmm_(v0.T, hp, alpha=s / B).addmm_(v.T, hn, alpha=-s / Bn)
+        W, b, c = Wa[:D, :H], Wa[:D, H], Wa[D, :H]  # (the ones×ones corner is not a parameter)
         history.append(_bipartite_record(epoch, eval_rows, W, b, c, T, visible, up, down, g))
-    return W, b, c, history
+    return Wa[:D, :H].clone(), Wa[:D, H].clone(), Wa[D, :H].clone(), history
 
 
 def _bipartite_record(epoch, v, W, b, c, T, visible, up, down, g) -> dict:

@@ -359,7 +359,6 @@ class LayeredEnergy(Declaration):
                 mu[l] = init[l]
             else:
                 mu[l] = torch.full((n, self.layers[l].size), 0.5, dtype=dtype)
-        # bottom-up first pass would double count; plain fixed point from 0.5 is fine
         schedule = self.gibbs_schedule(free)
         delta, it = float("inf"), 0
         for it in range(1, iters + 1):
@@ -398,7 +397,7 @@ class LayeredEnergy(Declaration):
                init: list | None = None) -> torch.Tensor:
         """``n`` visible vectors ``(n, size_0)``: ``burn_in`` Gibbs sweeps of the undirected
         part from uniform random states, then (for a DBN) one ancestral pass down the
-        directed links; the last visible draw is returned as conditional means' samples."""
+        directed links. Each row is its own chain, so the rows are independent draws."""
         from probgen.random import generator
         g = generator(seed)
         dtype = next(iter(params.values())).dtype
