@@ -38,11 +38,13 @@ def main():
     x_train, x_test = split(pg.load_dataset("digits-binary"))
     common = dict(batch_size=20, lr=0.05, momentum=0.5, seed=0, progress=not args.quick)
     runs = {
-        "RBM 64-100 (PCD-1)": (RBM(64, 100), dict(engine="mcmc", steps=epochs, persistent=True, **common)),
-        "DBN 64-100-50 (stacked RBMs, CD-1)": (DBN(64, 100, 50), dict(engine="mcmc", steps=epochs, **common)),
-        "DBM 64-100-50 (pretrained, mean-field + PCD)": (
+        "RBM 64-100, CD-1": (RBM(64, 100), dict(engine="mcmc", steps=epochs, **common)),
+        "RBM 64-100, PCD-1 (lr 0.01, 100 chains)": (
+            RBM(64, 100), dict(engine="mcmc", steps=epochs, persistent=True, n_chains=100, **dict(common, lr=0.01))),
+        "DBN 64-100-50, stacked RBMs (CD-1)": (DBN(64, 100, 50), dict(engine="mcmc", steps=epochs, **common)),
+        "DBM 64-100-50, pretrained (CD-1) + mean-field/PCD (lr 0.005, 100 chains)": (
             DBM(64, 100, 50), dict(engine="meanfield", steps=epochs, pretrain=True, pretrain_steps=epochs,
-                                   **dict(common, lr=0.02))),
+                                   n_chains=100, **dict(common, lr=0.005))),
     }
     rows = []
     for name, (model, opts) in runs.items():
@@ -53,9 +55,9 @@ def main():
         ll_test = float(fit.log_prob(x_test, temperatures=temps).mean())
         ll_train = float(fit.log_prob(x_train[:500], temperatures=temps).mean())
         rows.append((name, ll_train, ll_test, z.value, z.stderr, fit.log_prob_kind, train_s))
-        tag = type(model).__name__.lower()
+        tag = type(model).__name__.lower() + ("_pcd" if "PCD-1" in name else "")
         save_samples_png(fit.sample(30, seed=1), os.path.join(args.out, f"boltzmann_{tag}_samples.png"))
-        if tag == "rbm":
+        if tag == "rbm_pcd":
             W = fit.params["W"].T[:30]  # one 8×8 filter per hidden unit
             save_samples_png((W - W.min()) / (W.max() - W.min()),
                              os.path.join(args.out, "boltzmann_rbm_filters.png"))

@@ -356,8 +356,9 @@ def pretraining_factors(n_links: int, kind: str) -> list[dict]:
 
 def greedy_pretrain(model: LayeredEnergy, x: torch.Tensor, params: dict, kind: str, opts: dict,
                     steps: int, g: torch.Generator, progress: bool) -> tuple[dict, list[dict]]:
-    """Train one RBM per link, bottom-up, each on the previous RBM's hidden probabilities,
-    and compose them (Hinton, Osindero & Teh 2006; Salakhutdinov & Hinton 2009).
+    """Train one RBM per link by CD-k, bottom-up, each on the previous RBM's hidden
+    probabilities, and compose them (Hinton, Osindero & Teh 2006; Salakhutdinov & Hinton
+    2009 pretrain with CD as well; ``persistent`` applies to the joint training only).
 
     Biases: the visible bias from the bottom RBM; a DBN's layer l < L takes the bias of
     the RBM above it (its visible side, which generates layer l top-down) and the top
@@ -374,7 +375,7 @@ def greedy_pretrain(model: LayeredEnergy, x: torch.Tensor, params: dict, kind: s
         W, b, c, hist = train_bipartite(inp, params[w], params[model.bias_names[i]], params[model.bias_names[j]],
                                         T=model.T, visible=visible, up=fac["up"], down=fac["down"], steps=steps,
                                         batch_size=opts["batch_size"], lr=opts["lr"], k=opts["k"],
-                                        persistent=opts["persistent"], momentum=opts["momentum"],
+                                        persistent=False, momentum=opts["momentum"],
                                         weight_decay=opts["weight_decay"], n_chains=opts["n_chains"], g=g,
                                         progress=progress, desc=f"pretrain {w}")
         stages.append({"link": (i, j), "weight": w, **fac, "W": W, "b": b, "c": c, "history": hist})
