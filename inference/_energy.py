@@ -54,6 +54,10 @@ def training_options(engine: str, options: dict, extra: dict | None = None, **de
     for name in ("lr", "momentum", "weight_decay"):
         if not isinstance(out[name], (int, float)) or out[name] < 0 or not math.isfinite(out[name]):
             raise ValueError(f"{name} must be a non-negative number, got {out[name]!r}")
+    if out["n_chains"] is not None and (not isinstance(out["n_chains"], int) or out["n_chains"] < 1):
+        raise ValueError(f"n_chains must be a positive integer, got {out['n_chains']!r}")
+    if out["pretrain_steps"] is not None and (not isinstance(out["pretrain_steps"], int) or out["pretrain_steps"] < 0):
+        raise ValueError(f"pretrain_steps must be a non-negative integer, got {out['pretrain_steps']!r}")
     if out["momentum"] >= 1:
         raise ValueError(f"momentum must be in [0, 1), got {out['momentum']}")
     if out["dtype"] not in ("float64", "float32"):
@@ -94,29 +98,32 @@ def _draw_sum_into(out: torch.Tensor, mean: torch.Tensor, copies: int, units: st
                    u: torch.Tensor) -> None:
     """Write Σ over ``copies`` independent draws with means ``mean`` into ``out`` (a view),
     from pre-drawn uniforms (Bernoulli) or standard normals (Gaussian) ``u`` of shape
-    ``(copies, *mean.shape)`` (or larger along rows)."""
-    u = u[:, :mean.shape[0]]
+    ``(copies, *mean.shape)``."""
     if units == "gaussian":
         torch.add(copies * mean, u.sum(0), alpha=math.sqrt(T), out=out)
     elif copies == 1:
-        out.copy_(u[0] < mean)
+        torch.lt(u[0], mean, out=out)  # a Bernoulli(mean) draw, written as 0./1.
     else:
         out.copy_((u < mean).sum(0))
 
 
 def _gibbs_step_aug(hs: torch.Tensor, sv: torch.Tensor, Wa: torch.Tensor, T: float, visible: str, up: int,
-                    down: int, uv: torch.Tensor, uh: torch.Tensor) -> torch.Tensor:
+                    down: int, uv: torch.Tensor, uh: torch.Tensor, ph_out: torch.Tensor | None = None,
+                    views: tuple | None = None) -> torch.Tensor:
     """One block-Gibbs step on augmented buffers (a trailing column of ones carries the
     biases): ``Wa = [[W, b], [cᵀ, 0]]`` of shape (D+1, H+1); ``hs`` (B, H+1) holds Σ h-copies,
-    ``sv`` (B, D+1) receives Σ v-copies. Returns the hidden conditional means (B, H)."""
+    ``sv`` (B, D+1) receives Σ v-copies. Returns the hidden conditional means (B, H),
+    written into ``ph_out`` when given. ``views`` = (hs[:, :H], sv[:, :D], Wa[:, :H],
+    Wa[:D].T), precomputed by the training loop."""
     D, H = Wa.shape[0] - 1, Wa.shape[1] - 1
-    mv = hs @ Wa[:D].T                      # b + W Σh
+    hsH, svD, WaH, WaDT = views if views is not None else (hs[:, :H], sv[:, :D], Wa[:, :H], Wa[:D].T)
+    mv = torch.mm(hs, WaDT)                      # b + W Σh
     if visible == "bernoulli":
         mv = torch.sigmoid_(mv if T == 1 else mv.div_(T))
-    _draw_sum_into(sv[:, :D], mv, up, visible, T, uv)
-    ph = sv @ Wa[:, :H]                     # c + Wᵀ Σv
+    _draw_sum_into(svD, mv, up, visible, T, uv)
+    ph = torch.mm(sv, WaH) if ph_out is None else torch.mm(sv, WaH, out=ph_out)   # c + Wᵀ Σv
     ph = torch.sigmoid_(ph if T == 1 else ph.div_(T))
-    _draw_sum_into(hs[:, :H], ph, down, "bernoulli", T, uh)
+    _draw_sum_into(hsH, ph, down, "bernoulli", T, uh)
     return ph
 
 
@@ -196,6 +203,8 @@ def train_bipartite(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.
     n_batches = -(-N // batch_size)
     draw_v = torch.randn if visible == "gaussian" else torch.rand
     s = lr / T
+    WaH, WaDT = Wa[:, :H], Wa[:D].T  # views: stay valid while Wa is updated in place
+    full = (hs, sv, hpos, hneg, hpos[:, :H], hneg[:, :H], (hs[:, :H], sv[:, :D], WaH, WaDT))
     for epoch in progress_bar(range(steps), total=steps, desc=desc, enabled=progress):
         xp = xa[torch.randperm(N, generator=g)]
         # all of the epoch's random numbers at once (one call instead of one per block)
@@ -204,19 +213,28 @@ def train_bipartite(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.
         for bi in range(n_batches):
             v0 = xp[bi * batch_size:(bi + 1) * batch_size]
             B = v0.shape[0]
-            # positive phase: the hidden copies' means given the (copied) data
-            ph0 = v0 @ Wa[:, :H]
+            if B == batch_size:
+                h, v, hp, hn, hpH, hnH, views = full
+                ub, ubh = uv[bi], uh[bi]
+            else:  # the last, smaller minibatch
+                hp, hpH = hpos[:B], hpos[:B, :H]
+                h, v, hn, hnH, views = full[0], full[1], hneg, hneg[:, :H], full[6]
+                if not persistent:
+                    h, v, hn = hs[:B], sv[:B], hneg[:B]
+                    hnH, views = hn[:, :H], (h[:, :H], v[:, :D], WaH, WaDT)
+                ub, ubh = uv[bi, :, :, :v.shape[0]], uh[bi, :, :, :v.shape[0]]
+            # positive phase: the hidden copies' means given the (copied) data, P(h | v)
+            ph0 = torch.mm(v0, WaH, out=hpH)
             ph0 = torch.sigmoid_(ph0 if T == 1 else ph0.div_(T))
-            hp = hpos[:B]
-            hp[:, :H].copy_(ph0) if down == 1 else torch.mul(ph0, down, out=hp[:, :H])
             # negative phase: k block-Gibbs steps from the data (CD) or the persistent chains (PCD)
-            h, v = (hs, sv) if persistent else (hs[:B], sv[:B])
             if not persistent:
-                _draw_sum_into(h[:, :H], ph0, down, "bernoulli", T, uh[bi, k])
+                _draw_sum_into(views[0], ph0[:h.shape[0]], down, "bernoulli", T, ubh[k])
+            if down != 1:
+                hpH.mul_(down)
             for step in range(k):
-                ph = _gibbs_step_aug(h, v, Wa, T, visible, up, down, uv[bi, step], uh[bi, step])
-            hn = hneg[:v.shape[0]]
-            hn[:, :H].copy_(ph) if down == 1 else torch.mul(ph, down, out=hn[:, :H])
+                ph = _gibbs_step_aug(h, v, Wa, T, visible, up, down, ub[step], ubh[step], ph_out=hnH, views=views)
+            if down != 1:
+                hnH.mul_(down)
             Bn = v.shape[0]
             if momentum:
                 vel.mul_(momentum).addmm_(v0.T, hp, alpha=s / B).addmm_(v.T, hn, alpha=-s / Bn)
