@@ -169,19 +169,7 @@ class LayeredEnergy(Declaration):
     # ---- energies and conditionals -----------------------------------------------------
     def energy(self, params: dict, states: list[torch.Tensor]) -> torch.Tensor:
         """E(s) per row, shape ``(N,)``, over the undirected part (all layers for BM/RBM/DBM)."""
-        layers = self.undirected_layers
-        e = 0.0
-        for l in layers:
-            s = states[l]
-            e = e - s @ params[self.bias_names[l]]
-            if self.layers[l].units == "gaussian":
-                e = e + 0.5 * (s * s).sum(-1)
-            if l in self.lateral_names:
-                e = e - ((s @ params[self.lateral_names[l]]) * s).sum(-1)
-        for (i, j), w in self.coupling_names.items():
-            if i in layers and j in layers:
-                e = e - ((states[i] @ params[w]) * states[j]).sum(-1)
-        return e
+        return self._energy_subset(params, states, self.undirected_layers)
 
     def field(self, params: dict, states: list[torch.Tensor | None], l: int,
               unit: int | None = None, scale: dict | None = None) -> torch.Tensor:
@@ -255,6 +243,8 @@ class LayeredEnergy(Declaration):
         return out
 
     def _energy_subset(self, params: dict, states: list, layers: list[int]) -> torch.Tensor:
+        """The energy terms that involve only ``layers`` (biases, Gaussian self-terms,
+        laterals, couplings among them), per row."""
         n = next(s.shape[0] for s in states if s is not None)
         dtype = next(s.dtype for s in states if s is not None)
         e = torch.zeros(n, dtype=dtype)
@@ -295,9 +285,10 @@ class LayeredEnergy(Declaration):
         return sum(self.layers[l].size for l in self.split_for_enumeration(free)[0])
 
     def log_sum_enumerated(self, params: dict, states: list, free: list[int], *,
-                           max_bits: int = 22, chunk: int = 1 << 20) -> torch.Tensor:
+                           max_bits: int = 22, chunk: int = 1 << 16) -> torch.Tensor:
         """log Σ over the ``free`` layers of exp(−E/T), the other layers clamped to
-        ``states`` (rows ``N``; with nothing clamped pass ``N = 1`` via ``states=[None]*L``).
+        ``states`` (rows ``N``; with nothing clamped pass ``states=[None]*L``, giving one row).
+        Works in chunks of about ``chunk`` (configuration × row) pairs to bound memory.
         Enumerates the cheaper side and sums the rest out analytically."""
         E, U = self.split_for_enumeration(free)
         bits = sum(self.layers[l].size for l in E)
