@@ -10,3 +10,4 @@ from probgen.models.hmm import HMM  # noqa: F401
 from probgen.models.factor_graph import FactorGraph  # noqa: F401
 from probgen.models.lda import LDA  # noqa: F401
 from probgen.models.mixture import GaussianMixture  # noqa: F401
+from probgen.models.boltzmann import RBM, DBM, DBN, BoltzmannMachine  # noqa: F401
