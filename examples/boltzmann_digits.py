@@ -19,7 +19,7 @@ import torch
 
 import probgen as pg
 from probgen.data import split
-from probgen.graph import render  # (pg.render is shadowed by the probgen.render module once imported)
+from probgen.graph import render
 from probgen.models import DBM, DBN, RBM
 from probgen.plots import save_samples_png
 

@@ -18,14 +18,6 @@ from probgen.models import DBM, DBN, RBM, BoltzmannMachine
 D64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tests multiply tiny matrices many times; on a shared machine torch's
-    intra-op threads make that tens of times slower, so run them on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def random_params(model, scale=0.5, seed=0):

@@ -21,16 +21,6 @@ from probgen.ops import chain
 f64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tests run many tiny tensor ops; on a busy machine a second intra-op thread
-    makes each op wait for a core (measured ~10x slower), so use one and restore it."""
-    from threadpoolctl import threadpool_limits
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):  # the same for NumPy's BLAS (hmmlearn, scikit-learn)
-        yield
-    torch.set_num_threads(n)
 
 
 def _params(model, seed):

@@ -22,13 +22,6 @@ TRUTH = {"weights": torch.tensor([0.3, 0.5, 0.2], dtype=torch.float64),
                                      [[0.6, 0.0], [0.0, 0.6]]], dtype=torch.float64)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small problems: one thread avoids OpenMP spin-waits on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def simulate(n, seed=0):
