@@ -211,6 +211,8 @@ def test_mcmc_lifts_a_plain_mixture_and_recovers_parameters():
     assert fit.state["lifted"] == ["loc", "scale", "weights"]
     assert fit.log_prob_kind == "estimate"
     assert fit.state["samples"]["loc"].shape == (60, 3, 2)
+    draws = fit.sample(40, seed=1)  # posterior predictive: one posterior draw per example, seeded
+    assert draws.shape == (40, 2) and torch.equal(draws, fit.sample(40, seed=1))
     p = list(aligned(fit.params["loc"], TRUTH["loc"]))
     # posterior sd of a mean with N_k >= 30 points of sd <= 1 is <= 0.2; 0.5 is 2.5 sd
     torch.testing.assert_close(fit.params["loc"][p], TRUTH["loc"], atol=0.5, rtol=0)
