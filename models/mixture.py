@@ -65,7 +65,7 @@ class GaussianMixture(Program):
     plain mixture (``loc_k ~ Normal(mean_prior, covariance_prior / mean_precision_prior)``
     independent of Σ_k); the ``mcmc`` engine lifts a plain mixture's parameters to them.
 
-    Hooks for the engines: :meth:`e_step` / :meth:`m_step` (EM), :meth:`responsibilities`
+    Hooks for the engines: :meth:`e_step` / :meth:`m_step` / :meth:`em_step` (EM), :meth:`responsibilities`
     (exact queries), :meth:`log_prob` (exact per-example log-likelihood), :meth:`sample`.
     """
 

@@ -46,7 +46,7 @@ def _run(out: str, quick: bool, seed: int) -> list[dict]:
         ("svi", dict(steps=20 if quick else 500, lr=0.05)),
         # quick: shallow trees, so a chain that has had no time to adapt stays cheap
         ("mcmc", dict(steps=5, warmup=5, max_tree_depth=3) if quick
-         else dict(steps=80, warmup=80, max_tree_depth=6, jit_compile=True)),
+         else dict(steps=100, warmup=120, max_tree_depth=6, jit_compile=True)),
     ]
     rows, fits = [], {}
     print(f"GaussianMixture(3, 4, full) on iris ({len(x)} examples, 4 features)")

@@ -204,6 +204,8 @@ def test_mcmc_lifts_a_plain_mixture_and_recovers_parameters():
     assert fit.state["lifted"] == ["loc", "scale", "weights"]
     assert fit.log_prob_kind == "estimate"
     assert fit.state["samples"]["loc"].shape == (60, 3, 2)
+    draws = fit.sample(40, seed=1)  # posterior predictive: one posterior draw per example, seeded
+    assert draws.shape == (40, 2) and torch.equal(draws, fit.sample(40, seed=1))
     p = list(aligned(fit.params["loc"], TRUTH["loc"]))
     # posterior sd of a mean with N_k >= 30 points of sd <= 1 is <= 0.2; 0.5 is 2.5 sd
     torch.testing.assert_close(fit.params["loc"][p], TRUTH["loc"], atol=0.5, rtol=0)
@@ -287,3 +289,20 @@ def test_bad_engines_options_and_arguments():
         GaussianMixture(0, 2)
     with pytest.raises(ValueError, match="degrees_of_freedom_prior"):
         GaussianMixture(2, 3, bayesian=True, degrees_of_freedom_prior=1.0)
+
+
+def test_fused_threaded_em_step_equals_e_then_m_step():
+    x = simulate(500, seed=13)
+    model = GaussianMixture(3, 2)
+    p = model.init_params(x, seed=0, method="random")
+    log_norm, resp = model.e_step(p, x)
+    want = model.m_step(x, resp)
+    torch.set_num_threads(2)  # two row blocks on two Python threads (chunk=64 → 7 chunks)
+    try:
+        got_ln, w, loc, f = gaussian.em_step_full(x, p["weights"], p["loc"], p["scale_tril"], chunk=64)
+    finally:
+        torch.set_num_threads(1)
+    # the fused step expands ‖L⁻¹(x − μ)‖² about the data mean: rounding-level differences only
+    torch.testing.assert_close(got_ln, log_norm, rtol=1e-10, atol=1e-10)
+    for got, key in ((w, "weights"), (loc, "loc"), (f, "scale_tril")):
+        torch.testing.assert_close(got, want[key], rtol=1e-10, atol=1e-10)

@@ -91,11 +91,26 @@ class ProgramNUTS(Method):
         return torch.logsumexp(lps, 0) - torch.log(torch.tensor(float(len(draws))))
 
     def sample(self, fit: Fit, n: int, seed: int | None = None) -> Any:
-        draws = _thin(fit.state["samples"], n)
+        """Posterior predictive draws: each of the ``n`` examples comes from its own
+        (uniformly chosen, seeded) posterior draw of the parameters."""
         if hasattr(fit.model, "sample"):
-            # one posterior draw per sample: the posterior predictive distribution
-            d = draws[torch.randint(len(draws), ()).item()]
-            return fit.model.sample(dict(fit.params, **d), n, seed=seed)
+            from probgen.random import generator
+            g = generator(seed)
+            samples = fit.state["samples"]
+            total = len(next(iter(samples.values())))
+            which = torch.randint(total, (n,), generator=g)
+            out = None
+            for i in which.unique().tolist():
+                rows = (which == i).nonzero().squeeze(1)
+                draw = {k: v[i] for k, v in samples.items()}
+                xs = fit.model.sample(dict(fit.params, **draw), len(rows),
+                                      seed=int(torch.randint(2**31 - 1, (), generator=g)))
+                if not isinstance(xs, torch.Tensor):  # a family with structured samples: one draw
+                    return fit.model.sample(dict(fit.params, **draw), n, seed=seed)
+                if out is None:
+                    out = xs.new_empty((n,) + tuple(xs.shape[1:]))
+                out[rows] = xs
+            return out
         predictive = pyro.infer.Predictive(fit.model.program, posterior_samples=fit.state["samples"],
                                            num_samples=n)
         return {k: v.detach() for k, v in predictive().items()}

@@ -20,6 +20,8 @@ masses follow scikit-learn so that results agree with it to rounding.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import torch
 
@@ -181,23 +183,55 @@ def em_step_full(x: torch.Tensor, weights: torch.Tensor, loc: torch.Tensor, scal
     const = (torch.log(weights) - 0.5 * d * math.log(2 * math.pi) - log_det
              - 0.5 * (pm * m).sum(-1))                                          # (K,)
     log_norm = x.new_empty(n)
-    nk = x.new_zeros(k)
-    first = x.new_zeros(k, d)
-    second = x.new_zeros(k, d * d)
-    for s in range(0, n, chunk):
-        xc = x[s:s + chunk] - center
-        outer = (xc.unsqueeze(2) * xc.unsqueeze(1)).reshape(len(xc), d * d)    # (c, D²)
-        lp = torch.addmm(xc @ lin, outer, quad, alpha=-0.5, beta=-0.5).add_(const)
-        log_norm[s:s + chunk], resp = normalize_log(lp)                          # resp (c, K)
-        nk += resp.sum(0)
-        first.addmm_(resp.T, xc)
-        second.addmm_(resp.T, outer)
+
+    def block(lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sufficient statistics of rows [lo, hi): N_k, Σ r x̃, Σ r x̃x̃ᵀ."""
+        nk, first, second = x.new_zeros(k), x.new_zeros(k, d), x.new_zeros(k, d * d)
+        for s in range(lo, hi, chunk):
+            e = min(s + chunk, hi)
+            xc = x[s:e] - center
+            outer = (xc.unsqueeze(2) * xc.unsqueeze(1)).reshape(len(xc), d * d)    # (c, D²)
+            lp = torch.addmm(xc @ lin, outer, quad, alpha=-0.5, beta=-0.5).add_(const)
+            log_norm[s:e], resp = normalize_log(lp)                                  # resp (c, K)
+            nk += resp.sum(0)
+            first.addmm_(resp.T, xc)
+            second.addmm_(resp.T, outer)
+        return nk, first, second
+
+    parts = map_blocks(block, n, chunk)
+    nk, first, second = (sum(p[i] for p in parts) for i in range(3))
     nk += 10 * torch.finfo(x.dtype).eps                                          # as scikit-learn
     mean_c = first / nk.unsqueeze(1)
     new_weights = nk / n
     new_weights = new_weights / new_weights.sum()
     cov = second.view(k, d, d) / nk.view(k, 1, 1) - mean_c.unsqueeze(2) * mean_c.unsqueeze(1)
     return log_norm, new_weights, mean_c + center, _cholesky(cov, reg_covar)
+
+
+def map_blocks(fn: Any, n: int, chunk: int) -> list:
+    """``fn(lo, hi)`` over ``torch.get_num_threads()`` contiguous blocks of ``range(n)``, one
+    Python thread each with single-threaded torch ops inside, joined once.
+
+    Coarse blocks synchronise once per call instead of once per operation: on a machine
+    shared with other jobs, OpenMP's per-operation barriers (spin-waiting for descheduled
+    threads) cost more than the work on these small chunks. torch releases the GIL inside
+    its kernels, so the blocks run in parallel.
+    """
+    threads = torch.get_num_threads()
+    parts = min(threads, max(1, n // chunk))
+    if parts <= 1:
+        return [fn(0, n)]
+    bounds = [round(i * n / parts) for i in range(parts + 1)]
+
+    def run(i: int):
+        torch.set_num_threads(1)  # this thread's ops: no nested OpenMP team
+        return fn(bounds[i], bounds[i + 1])
+
+    try:
+        with ThreadPoolExecutor(parts) as pool:
+            return list(pool.map(run, range(parts)))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _cholesky(cov: torch.Tensor, reg_covar: float) -> torch.Tensor:
