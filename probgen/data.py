@@ -120,14 +120,27 @@ def read_file(path: str) -> torch.Tensor:
     raise ValueError(f"data files must be .npy or .csv, got {path}")
 
 
-def write_file(path: str, x: torch.Tensor) -> None:
+def write_file(path: str, x: Any) -> None:
+    """Samples to ``.npy`` / ``.csv`` (one row per example), or ``.txt`` (one example per
+    line, space-separated: also for ragged samples such as documents, sentences or trees)."""
+    if path.endswith(".txt"):
+        with open(path, "w") as f:
+            for item in x:
+                if isinstance(item, (torch.Tensor, np.ndarray)):
+                    item = " ".join(str(v) for v in np.asarray(item).reshape(-1).tolist())
+                elif isinstance(item, (list, tuple)):
+                    item = " ".join(map(str, item))
+                f.write(f"{item}\n")
+        return
+    if isinstance(x, (list, tuple)) and len({tuple(np.shape(i)) for i in x}) > 1:
+        raise ValueError(f"these samples have different lengths; write them to a .txt file, not {path}")
     arr = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x)
     if path.endswith(".npy"):
         np.save(path, arr)
     elif path.endswith(".csv"):
         np.savetxt(path, arr.reshape(len(arr), -1), delimiter=",")
     else:
-        raise ValueError(f"output must be .npy, .csv or .png, got {path}")
+        raise ValueError(f"output must be .npy, .csv, .txt or .png, got {path}")
 
 
 def _is_number(s: str) -> bool:

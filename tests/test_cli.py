@@ -87,3 +87,15 @@ def test_sample_bad_n_and_suffix(tmp_path, capsys):
     assert main(["sample", str(tmp_path / "f"), "-n", "3", "-o", str(tmp_path / "s.txt")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(e.startswith("probgen: error:") for e in err)
+
+
+def test_ragged_samples_go_to_txt_and_not_to_npy(tmp_path):
+    import pytest
+    import torch
+
+    from probgen.data import write_file
+    docs = [torch.tensor([3, 1, 4]), torch.tensor([1, 5])]
+    write_file(str(tmp_path / "docs.txt"), docs)
+    assert (tmp_path / "docs.txt").read_text() == "3 1 4\n1 5\n"
+    with pytest.raises(ValueError, match="different lengths"):
+        write_file(str(tmp_path / "docs.npy"), docs)
