@@ -84,7 +84,7 @@ def test_bad_arguments_one_line_exit_2(argv, match, capsys, tmp_path, monkeypatc
 def test_sample_bad_n_and_suffix(tmp_path, capsys):
     assert main(["fit", "gmm", "--steps", "3", "--out", str(tmp_path / "f")]) == 0
     assert main(["sample", str(tmp_path / "f"), "-n", "0", "-o", str(tmp_path / "s.npy")]) == 2
-    assert main(["sample", str(tmp_path / "f"), "-n", "3", "-o", str(tmp_path / "s.txt")]) == 2
+    assert main(["sample", str(tmp_path / "f"), "-n", "3", "-o", str(tmp_path / "s.xyz")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(e.startswith("probgen: error:") for e in err)
 
