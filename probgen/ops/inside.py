@@ -156,26 +156,36 @@ class Layout:
 
     @classmethod
     def make(cls, lengths: list[int]) -> "Layout":
+        # all (cell, split) pairs of all widths at once; the pairs of a cell (b, i, w) are
+        # its k = 1..w-1, its children c + first[k-1, b] - first[w-1, b] (left) and
+        # c + k + first[w-k-1, b] - first[w-1, b] (right), c its own id
         n = np.asarray(lengths, dtype=np.int64)
-        nmax = int(n.max())
+        B, nmax = len(n), int(n.max())
         S = np.clip(n[None, :] - np.arange(nmax)[:, None], 0, None)     # (nmax, B): cells of width w+1
         counts = S.sum(1)
         base = np.concatenate([[0, 0], np.cumsum(counts)])              # base[w], w = 1..nmax+1
         first = base[1:-1, None] + np.cumsum(S, 1) - S                   # (nmax, B)
-        left, right, sentence = [None, None], [None, None], [None]
-        B = len(lengths)
+        cell_b = np.repeat(np.tile(np.arange(B), nmax), S.reshape(-1))  # sentence of each cell
+        m = int(base[2])                                                 # width-1 cells have no pairs
+        K = np.repeat(np.arange(1, nmax), counts[1:])                    # w - 1 splits per cell
+        cell_i = np.arange(m, int(base[-1])) - np.repeat(first[1:].reshape(-1), S[1:].reshape(-1))  # start
+        pb = np.repeat(cell_b[m:] + B * K, K)                            # b + B (w-1) of each pair
+        pi = np.repeat(cell_i, K)
+        pk = np.arange(len(pb)) - np.repeat(np.cumsum(K) - K, K) + 1     # split k = 1..w-1
+        ff = first.reshape(-1)
+        left = ff[pb - B * (pb // B) + B * (pk - 1)] + pi                 # cell (b, i, k)
+        right = ff[pb - B * pk] + pi + pk                                # cell (b, i+k, w-k)
+        left_t, right_t, sent_t = torch.from_numpy(left), torch.from_numpy(right), torch.from_numpy(cell_b)
+        pbase = np.concatenate([[0], np.cumsum(counts[1:] * np.arange(1, nmax))]).tolist()
+        bl = base.tolist()
+        L, Rr, sentence = [None, None], [None, None], [None]
         for w in range(1, nmax + 1):
-            Sw = S[w - 1]
-            bs = np.repeat(np.arange(B), Sw)                              # (C_w,) sentence of each cell
-            sentence.append(torch.from_numpy(bs))
-            if w == 1:
-                continue
-            i = np.arange(len(bs)) - np.repeat(np.cumsum(Sw) - Sw, Sw)    # start of each cell
-            k = np.arange(1, w)
-            left.append(torch.from_numpy((first[k - 1][:, bs].T + i[:, None]).reshape(-1)))
-            right.append(torch.from_numpy((first[w - k - 1][:, bs].T + (i[:, None] + k[None, :])).reshape(-1)))
+            sentence.append(sent_t[bl[w]:bl[w + 1]])
+            if w > 1:
+                L.append(left_t[pbase[w - 2]:pbase[w - 1]])
+                Rr.append(right_t[pbase[w - 2]:pbase[w - 1]])
         roots = torch.from_numpy(first[n - 1, np.arange(B)])
-        return cls(list(lengths), base.tolist(), first.tolist(), left, right, sentence, roots)
+        return cls(list(lengths), bl, first.tolist(), L, Rr, sentence, roots)
 
     def cells(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(sentence, start, width)`` of every cell, each ``(cells,)``."""
