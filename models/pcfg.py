@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from probgen.declarations import Declaration
@@ -260,6 +261,11 @@ def _parse_rules(text: str, normalize: bool) -> tuple[list[Rule], list[float], l
 
 
 # ---- the declaration -----------------------------------------------------------------
+
+def _ints(t: torch.Tensor):
+    """A flat read-only view of an int64 tensor whose items are Python ints (no copy)."""
+    return memoryview(t.contiguous().numpy()).cast("B").cast("q") if t.numel() else []
+
 
 class PCFG(Declaration):
     """A probabilistic context-free grammar.
@@ -579,8 +585,10 @@ class PCFG(Declaration):
 
     def _encode(self, sentences: Sequence[Sequence[str]]) -> tuple[torch.Tensor, chart_ops.Layout]:
         """The word ids of the (checked) sentences, concatenated ``(W,)``, and their chart layout."""
-        ids = list(map(self.word_index.__getitem__, itertools.chain.from_iterable(sentences)))
-        return torch.tensor(ids, dtype=torch.long), chart_ops.Layout.make([len(s) for s in sentences])
+        lengths = [len(s) for s in sentences]
+        ids = np.fromiter(map(self.word_index.__getitem__, itertools.chain.from_iterable(sentences)),
+                          dtype=np.int64, count=sum(lengths))
+        return torch.from_numpy(ids), chart_ops.Layout.make(lengths)
 
     def _batches(self, sentences: list) -> list[list[int]]:
         return chart_ops.length_batches([len(s) for s in sentences], n_rules=max(len(self._bin), 1))
@@ -774,8 +782,8 @@ class PCFG(Declaration):
             tokens, layout = self._encode(batch)
             vc = chart_ops.viterbi(cg, lex_w, bin_w, clo_w, tokens, layout)
             # backpointers read one by one from flat memoryviews (Python ints, no copy of the chart)
-            slot, split = memoryview(vc.slot.numpy()).cast("B").cast("q"), memoryview(vc.split.numpy()).cast("B").cast("q")
-            first = layout.first
+            slot, split = _ints(vc.slot), _ints(vc.split)
+            first, W = layout.first, len(tokens)
 
             def build(c: int, i: int, w: int, a: int, fb: list, words: Sequence[str]) -> list:
                 """What the normal-form node ``a`` over cell ``c`` (words i..i+w-1) contributes
@@ -786,7 +794,7 @@ class PCFG(Declaration):
                     kids = [words[i]]
                 else:
                     x, r = ent_slots[a][slot[c * N + a]]
-                    k = split[c * R + r] + 1
+                    k = split[(c - W) * R + r] + 1
                     kids = build(fb[k - 1] + i, i, k, bl[r], fb, words)
                     kids += build(fb[w - k - 1] + i + k, i + k, w - k, br[r], fb, words)
                 items = [Tree(names[x], kids)] if is_orig[x] else kids

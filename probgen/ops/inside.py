@@ -218,8 +218,9 @@ def inside(cg: ChartGrammar, lex_w: torch.Tensor, bin_w: torch.Tensor, clo_w: to
     ``beta = m + log p`` never underflows while each width needs only products, one
     batched sum over split points and one small matrix product (rules → left-hand sides
     → unary closure, premultiplied) – no exp/log over the large ``(C, K, R)`` tensor.
-    The children's probabilities are read from ``X (cells, 2R + 1)``: each cell's
-    probabilities already gathered at every rule's left and right child, and its log scale.
+    The children's probabilities are read from ``X (cells, 2R + 2)``: each cell's
+    probabilities already gathered at every rule's left and right child, at the start
+    symbol, and its log scale.
 
     Args:
       cg: the grammar's index structure.
@@ -249,10 +250,11 @@ def inside(cg: ChartGrammar, lex_w: torch.Tensor, bin_w: torch.Tensor, clo_w: to
     bot_1h = torch.zeros(P, N, dtype=dtype).index_put_((torch.arange(P), cg.clo_bottom), torch.tensor(1.0, dtype=dtype))
     closure_t = (clo_w.exp()[..., :, None] * bot_1h).transpose(-1, -2) @ top_1h   # (N, N): C[A, B] at [B, A]
     closed = rules @ closure_t                                       # (R, N): rule r, then chains up to A
-    lr = torch.cat([cg.bin_left, cg.bin_right])
+    lr = torch.cat([cg.bin_left, cg.bin_right, torch.tensor([cg.start])])
     base, n = layout.base, len(layout.first)
-    chart = torch.zeros(base[-1], N, dtype=dtype)
-    X = torch.zeros(base[-1], 2 * R + 1, dtype=dtype)                # [p(left child of r), p(right child), log scale]
+    # per cell: [p(left child of each rule), p(right child of each rule), p(start), log scale]
+    X = torch.zeros(base[-1], 2 * R + 2, dtype=dtype)
+    chart = torch.zeros(base[-1], N, dtype=dtype) if probe else None   # all of it, for posteriors
     probe_t = torch.ones_like(chart, requires_grad=True) if probe else None
     for w in range(1, n + 1):
         cells = slice(base[w], base[w + 1])
@@ -264,7 +266,7 @@ def inside(cg: ChartGrammar, lex_w: torch.Tensor, bin_w: torch.Tensor, clo_w: to
         else:
             L = X.index_select(0, layout.left[w])                      # (C*K, 2R+1)
             Rt = X.index_select(0, layout.right[w])
-            ms = (L[:, 2 * R] + Rt[:, 2 * R]).view(C, w - 1)
+            ms = (L[:, -1] + Rt[:, -1]).view(C, w - 1)
             scale = ms.amax(1)                                         # (C,)
             a = (ms - scale[:, None]).exp()                            # (C, K) split weights
             v = (L[:, :R] * Rt[:, R:2 * R]).view(C, w - 1, R)          # (C, K, R)
@@ -274,15 +276,15 @@ def inside(cg: ChartGrammar, lex_w: torch.Tensor, bin_w: torch.Tensor, clo_w: to
         p = post / top[:, None]
         if probe:
             p = p * probe_t[cells]
+            chart[cells] = p
         # cells of width w are written once, after every read of narrower cells they depend
         # on (index_select saves only indices for backward, so the in-place write is safe)
-        chart[cells] = p
         X[cells] = torch.cat([p[:, lr], (scale + top.log())[:, None]], 1)
-    roots = layout.roots
-    out = X[roots, 2 * R] + chart[roots, cg.start].log()
+    root = X[layout.roots]
+    out = root[:, -1] + root[:, -2].log()
     if not probe:
         return out
-    log_chart = (X[:, 2 * R:].detach() + chart.detach().log()).clamp(min=NEG)
+    log_chart = (X[:, -1:].detach() + chart.detach().log()).clamp(min=NEG)
     return out, probe_t, log_chart
 
 
@@ -292,7 +294,8 @@ class ViterbiChart:
     ``slot (cells, N)`` – the best entry of each cell and symbol ``A``: at width 1 a
     position in ``clo_seg[A]`` (the unary chain ``A =>* B`` over the word), above it a
     position in ``ent_seg[A]`` (a chain ``A =>* B`` and a binary rule of ``B``);
-    ``split (cells, R)`` – the best split ``k - 1`` of each binary rule in each cell;
+    ``split (cells - W, R)`` – the best split ``k - 1`` of each binary rule in each cell
+    wider than one word (row ``c - W`` for cell ``c``, ``W`` the number of words);
     ``score (B,)`` – the log probability of each sentence's best tree."""
     slot: torch.Tensor
     split: torch.Tensor
@@ -318,11 +321,9 @@ def viterbi(cg: ChartGrammar, lex_w: torch.Tensor, bin_w: torch.Tensor, clo_w: t
         ent_rule = torch.cat([cg.ent_rule, cg.ent_rule.new_zeros(1)])[cg.ent_seg].reshape(-1)
         Pm, Em = cg.clo_seg.shape[1], cg.ent_seg.shape[1]
         base, n = layout.base, len(layout.first)
-        chart = torch.full((base[-1], N), NEG, dtype=clo_w.dtype)
-        X = torch.full((base[-1], 2 * R), NEG, dtype=clo_w.dtype)      # chart at each rule's left / right child
-        slot = torch.zeros(base[-1], N, dtype=torch.long)
-        split = torch.zeros(base[-1], max(R, 1), dtype=torch.long)
-        lr = torch.cat([cg.bin_left, cg.bin_right])
+        X = torch.full((base[-1], 2 * R + 1), NEG, dtype=clo_w.dtype)  # chart at each rule's left / right child, start
+        slots, splits = [], [torch.zeros(0, max(R, 1), dtype=torch.long)]   # per width, concatenated once
+        lr = torch.cat([cg.bin_left, cg.bin_right, torch.tensor([cg.start])])
         pre = lexical_table(cg, lex_w).t().index_select(0, tokens)     # (W, N)
         for w in range(1, n + 1):
             cells = slice(base[w], base[w + 1])
@@ -330,18 +331,18 @@ def viterbi(cg: ChartGrammar, lex_w: torch.Tensor, bin_w: torch.Tensor, clo_w: t
             if w == 1:
                 cell, s = (pre.index_select(1, clo_bot).view(C, N, Pm) + clo_seg_w).max(-1)
             elif R == 0:
+                slots.append(torch.zeros(base[-1] - base[w], N, dtype=torch.long))
                 break
             else:
-                v = (X.index_select(0, layout.left[w])[:, :R] + X.index_select(0, layout.right[w])[:, R:]
+                v = (X.index_select(0, layout.left[w])[:, :R] + X.index_select(0, layout.right[w])[:, R:2 * R]
                      ).view(C, w - 1, R)
                 v, k = v.max(1)                                        # (C, R) best split per rule
-                split[cells] = k
+                splits.append(k)
                 cell, s = (v.index_select(1, ent_rule).view(C, N, Em) + ent_w).max(-1)
-            slot[cells] = s
-            chart[cells] = cell
+            slots.append(s)
             X[cells] = cell[:, lr]
-        score = chart[layout.roots, cg.start]
-    return ViterbiChart(slot, split, score)
+        score = X[layout.roots, 2 * R]
+    return ViterbiChart(torch.cat(slots), torch.cat(splits), score)
 
 
 def length_batches(lengths: list[int], budget: int = 4_000_000, n_rules: int = 1) -> list[list[int]]:
