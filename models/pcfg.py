@@ -774,7 +774,7 @@ class PCFG(Declaration):
         cg = self.chart_grammar
         clo_slots, ent_slots, bl, br = self._bt
         names = self.nf_symbols
-        is_orig = [k == "orig" for k in self.nf_kinds]
+        labels = [x if k == "orig" else None for x, k in zip(names, self.nf_kinds)]  # None: spliced
         N, R = cg.n_nt, max(len(cg.bin_lhs), 1)
         out: list = [None] * len(sentences)
         for rows in self._batches(sentences):
@@ -797,13 +797,14 @@ class PCFG(Declaration):
                     k = split[(c - W) * R + r] + 1
                     kids = build(fb[k - 1] + i, i, k, bl[r], fb, words)
                     kids += build(fb[w - k - 1] + i + k, i + k, w - k, br[r], fb, words)
-                items = [Tree(names[x], kids)] if is_orig[x] else kids
+                label = labels[x]
+                items = [Tree(label, kids)] if label is not None else kids
                 if x != a:  # the unary chain a => ... => x (best path)
                     for sym in reversed(chains[a][x]):
                         items = [Tree(names[sym], items)]
                 return items
 
-            fbs = [list(col) for col in zip(*first)]  # fbs[b][w-1]: cell (b, 0, w)
+            fbs = list(zip(*first))  # fbs[b][w-1]: cell (b, 0, w)
             for bi, (words, score) in enumerate(zip(batch, vc.score.tolist())):
                 if score < NEG / 2:
                     continue
