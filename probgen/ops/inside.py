@@ -262,7 +262,7 @@ def inside(cg: ChartGrammar, lex_w: torch.Tensor, bin_w: torch.Tensor, clo_w: to
         if w == 1:
             post, scale = _times(first, _per_cell(closure_t, layout.sentence[1])), X.new_zeros(C)
         elif R == 0:
-            post, scale = chart.new_zeros(C, N), X.new_zeros(C)
+            post, scale = X.new_zeros(C, N), X.new_zeros(C)
         else:
             L = X.index_select(0, layout.left[w])                      # (C*K, 2R+1)
             Rt = X.index_select(0, layout.right[w])
