@@ -23,12 +23,14 @@ Reference: Manning & Schütze (1999), ch. 11; Lari & Young (1990).
 """
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from probgen.declarations import Declaration
@@ -260,6 +262,11 @@ def _parse_rules(text: str, normalize: bool) -> tuple[list[Rule], list[float], l
 
 # ---- the declaration -----------------------------------------------------------------
 
+def _ints(t: torch.Tensor):
+    """A flat read-only view of an int64 tensor whose items are Python ints (no copy)."""
+    return memoryview(t.contiguous().numpy()).cast("B").cast("q") if t.numel() else []
+
+
 class PCFG(Declaration):
     """A probabilistic context-free grammar.
 
@@ -442,13 +449,34 @@ class PCFG(Declaration):
                 reach = nxt
         pairs = reach.nonzero()
         self._lex, self._bin, self._un = lex_t, bin_t, un_t
-        self.chart_grammar = ChartGrammar(
+        cg = self.chart_grammar = ChartGrammar.make(
             n_nt=N, n_words=len(self.words), start=self.nt_index[self.start],
             lex_lhs=lex_t[:, 0], lex_word=lex_t[:, 1],
             bin_lhs=bin_t[:, 0], bin_left=bin_t[:, 1], bin_right=bin_t[:, 2],
-            bin_seg=chart_ops.segment_index(bin_t[:, 0], N),
-            clo_top=pairs[:, 0], clo_bottom=pairs[:, 1],
-            clo_seg=chart_ops.segment_index(pairs[:, 0], N))
+            clo_top=pairs[:, 0], clo_bottom=pairs[:, 1])
+        # Python tables for the Viterbi backtrace: bottom symbol of each closure slot,
+        # (bottom symbol, rule) of each closed-rule slot
+        clo_bottom = cg.clo_bottom.tolist() + [0]
+        ent_pair, ent_rule = cg.ent_pair.tolist() + [0], cg.ent_rule.tolist() + [0]
+        self._bt = ([[clo_bottom[p] for p in row] for row in cg.clo_seg.tolist()],
+                    [[(clo_bottom[ent_pair[e]], ent_rule[e]) for e in row] for row in cg.ent_seg.tolist()],
+                    cg.bin_left.tolist(), cg.bin_right.tolist())
+        self._cache: dict = {}
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_cache"] = {}  # derived from probs; rebuilt on use
+        return state
+
+    def _cached(self, key: str, probs: torch.Tensor, make):
+        """``make()`` for these ``probs``, remembered until called with other values
+        (normal-form weights and best unary chains cost a few dozen small tensor ops)."""
+        hit = self._cache.get(key)
+        if hit is not None and hit[0].shape == probs.shape and torch.equal(hit[0], probs):
+            return hit[1]
+        value = make()
+        self._cache[key] = (probs.detach().clone(), value)
+        return value
 
     def nf_weights(self, logp: torch.Tensor, semiring: str = "sum", chains: torch.Tensor | None = None) -> tuple:
         """Normal-form log weights ``(lex_w (L,), bin_w (R',), clo_w (P,))`` from the log
@@ -517,17 +545,27 @@ class PCFG(Declaration):
                 self._check_words(t.leaves(), i)
             return trees
         out = []
+        known = self.word_index.__contains__
         for i, s in enumerate(data):
             if isinstance(s, str):
-                toks = s.split()
-            elif isinstance(s, (list, tuple)) and all(isinstance(t, str) for t in s):
-                toks = list(s)
+                toks = tuple(s.split())
+            elif isinstance(s, (list, tuple)):
+                toks = tuple(s)
             else:
                 raise ValueError(f"sentence {i} must be a list of word strings or a string, got {type(s).__name__}"
                                  " (a treebank must contain only trees)")
             if not toks:
                 raise ValueError(f"sentence {i} is empty")
-            out.append(tuple(self._check_words(toks, i)))
+            try:
+                ok = all(map(known, toks))  # the common case, at C speed
+            except TypeError:  # an unhashable token
+                ok = False
+            if not ok:
+                if not all(isinstance(t, str) for t in toks):
+                    raise ValueError(f"sentence {i} must be a list of word strings or a string, got a "
+                                     f"{type(s).__name__} containing {type(next(t for t in toks if not isinstance(t, str))).__name__}")
+                toks = tuple(self._check_words(list(toks), i))
+            out.append(toks)
         return out
 
     def _check_words(self, toks: list[str], i: int) -> list[str]:
@@ -545,14 +583,39 @@ class PCFG(Declaration):
             raise ValueError("this takes sentences (token lists or strings), not trees")
         return data
 
-    def _encode(self, sentences: Sequence[Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor]:
-        n = max(len(s) for s in sentences)
-        index = self.word_index
-        tokens = torch.tensor([[index[w] for w in s] + [0] * (n - len(s)) for s in sentences], dtype=torch.long)
-        return tokens, torch.tensor([len(s) for s in sentences])
+    def _encode(self, sentences: Sequence[Sequence[str]]) -> tuple[torch.Tensor, chart_ops.Layout]:
+        """The word ids of the (checked) sentences, concatenated ``(W,)``, and their chart layout."""
+        lengths = [len(s) for s in sentences]
+        ids = np.fromiter(map(self.word_index.__getitem__, itertools.chain.from_iterable(sentences)),
+                          dtype=np.int64, count=sum(lengths))
+        return torch.from_numpy(ids), chart_ops.Layout.make(lengths)
 
     def _batches(self, sentences: list) -> list[list[int]]:
         return chart_ops.length_batches([len(s) for s in sentences], n_rules=max(len(self._bin), 1))
+
+    def _sum_weights(self, probs: torch.Tensor) -> tuple:
+        """Normal-form log weights for inside probabilities (no gradient), cached."""
+        return self._cached("sum", probs, lambda: tuple(w.detach() for w in self.nf_weights(self._logp(probs))))
+
+    def _max_weights(self, probs: torch.Tensor) -> tuple:
+        """``(lex_w, bin_w, clo_w, chains)`` for Viterbi: normal-form log weights with the best
+        unary chains, and ``chains[a][b]`` the symbols of the best chain ``a => ... => b``
+        (excluding ``b``), cached."""
+        def make():
+            logp = self._logp(probs)
+            D, nxt = self._best_chains(logp)
+            nxt = nxt.tolist()
+            chains = []
+            for a in range(len(nxt)):
+                row = []
+                for b in range(len(nxt)):
+                    chain = [a]
+                    while chain[-1] != b and len(chain) <= len(nxt):
+                        chain.append(nxt[chain[-1]][b])
+                    row.append(chain[:-1])
+                chains.append(row)
+            return self.nf_weights(logp, semiring="max", chains=D) + (chains,)
+        return self._cached("max", probs, make)
 
     def init_params(self, data: Any = None, seed: int | None = None) -> dict[str, torch.Tensor]:
         return {"probs": self.probs.clone()}
@@ -578,13 +641,17 @@ class PCFG(Declaration):
         data = self.check_data(data)
         if isinstance(data[0], Tree):
             return torch.stack([self.tree_log_prob(t, probs) for t in data])
-        lex_w, bin_w, clo_w = self.nf_weights(logp)
-        out = torch.empty(len(data), dtype=torch.float64)
+        weights = self._sum_weights(probs)
+        batches = self._batches(data)
         with torch.no_grad():
-            for rows in self._batches(data):
-                tokens, lengths = self._encode([data[i] for i in rows])
-                out[rows] = chart_ops.inside(self.chart_grammar, lex_w, bin_w, clo_w, tokens, lengths)
-        return torch.where(out < NEG / 2, torch.full_like(out, -math.inf), out)
+            if len(batches) == 1:
+                out = chart_ops.inside(self.chart_grammar, *weights, *self._encode(data))
+            else:
+                out = torch.empty(len(data), dtype=torch.float64)
+                for rows in batches:
+                    out[rows] = chart_ops.inside(self.chart_grammar, *weights,
+                                                 *self._encode([data[i] for i in rows]))
+        return out.masked_fill(out < NEG / 2, -math.inf)
 
     def tree_log_prob(self, tree: Tree, probs: torch.Tensor | None = None) -> torch.Tensor:
         """``log p(tree)``: the sum of the log probabilities of its rules."""
@@ -618,9 +685,9 @@ class PCFG(Declaration):
         ll = torch.empty(len(sentences), dtype=torch.float64)
         base = self._logp(probs)
         for rows in self._batches(sentences):
-            tokens, lengths = self._encode([sentences[i] for i in rows])
+            tokens, layout = self._encode([sentences[i] for i in rows])
             logp = (base.expand(len(rows), R) if per_sentence else base).clone().requires_grad_(True)
-            lz = chart_ops.inside(self.chart_grammar, *self.nf_weights(logp), tokens, lengths)
+            lz = chart_ops.inside(self.chart_grammar, *self.nf_weights(logp), tokens, layout)
             self._check_possible(lz, rows)
             (g,) = torch.autograd.grad(lz.sum(), logp)
             if per_sentence:
@@ -677,23 +744,23 @@ class PCFG(Declaration):
         log_cu = CU.clamp(min=0).log()
         spans: list = [None] * len(sentences)
         for rows in self._batches(sentences):
-            tokens, lengths = self._encode([sentences[i] for i in rows])
+            tokens, layout = self._encode([sentences[i] for i in rows])
             lz, probe, chart = chart_ops.inside(self.chart_grammar, lex_w.detach(), bin_w.detach(),
-                                                clo_w.detach(), tokens, lengths, probe=True)
+                                                clo_w.detach(), tokens, layout, probe=True)
             (top,) = torch.autograd.grad(lz.sum(), probe)     # (B, cells, N) top-of-chain posteriors
             beta = chart.detach()
             if len(self._un):  # + nodes that are unary children inside chains
                 log_a = top.clamp(min=0).log() - beta          # log(outside / Z)
                 inner = torch.logsumexp(log_a[..., :, None] + log_cu, -2) + beta
                 top = top + inner.exp().nan_to_num(0.0)
-            offset, _, _ = chart_ops.span_layout(tokens.shape[1])
-            for bi, b in enumerate(rows):
-                nb = len(sentences[b])
+            sent, start, width = layout.cells()
+            order = torch.argsort(sent, stable=True)  # cells grouped by sentence
+            per = torch.bincount(sent, minlength=len(rows)).tolist()
+            for bi, idx in enumerate(torch.split(order, per)):
+                nb = len(sentences[rows[bi]])
                 span = torch.zeros(nb, nb + 1, K, dtype=torch.float64)
-                for w in range(1, nb + 1):
-                    S = nb - w + 1
-                    span[torch.arange(S), torch.arange(S) + w] = top[bi, offset[w]:offset[w] + S, :K]
-                spans[b] = span
+                span[start[idx], start[idx] + width[idx]] = top[idx, :K]
+                spans[rows[bi]] = span
         return {"log_prob": torch.where(ll < NEG / 2, torch.full_like(ll, -math.inf), ll), "rules": counts,
                 "spans": spans, "nonterminals": list(self.nonterminals)}
 
@@ -703,56 +770,48 @@ class PCFG(Declaration):
         with ``.log_prob``; trees are in the original grammar (normal form undone)."""
         probs = self._params(params)
         sentences = self._sentences(sentences)
-        logp = self._logp(probs)
-        D, nxt = self._best_chains(logp)
-        lex_w, bin_w, clo_w = self.nf_weights(logp, semiring="max", chains=D)
-        nxt = nxt.tolist()
+        lex_w, bin_w, clo_w, chains = self._max_weights(probs)
         cg = self.chart_grammar
-        un_rule = {(a, b): i for a, b, i in self._un.tolist()}
+        clo_slots, ent_slots, bl, br = self._bt
+        names = self.nf_symbols
+        labels = [x if k == "orig" else None for x, k in zip(names, self.nf_kinds)]  # None: spliced
+        N, R = cg.n_nt, max(len(cg.bin_lhs), 1)
         out: list = [None] * len(sentences)
         for rows in self._batches(sentences):
-            tokens, lengths = self._encode([sentences[i] for i in rows])
-            vc = chart_ops.viterbi(cg, lex_w, bin_w, clo_w, tokens, lengths)
-            # one conversion to Python lists: (bottom pair, rule, split) packed in one integer
-            R1, n1 = len(cg.bin_lhs) + 1, tokens.shape[1] + 1
-            packed = (vc.bottom * R1 + vc.rule) * n1 + vc.split
-            off = vc.offset
-            clo_bottom, bl, br = cg.clo_bottom.tolist(), cg.bin_left.tolist(), cg.bin_right.tolist()
-            kinds, names = self.nf_kinds, self.nf_symbols
-            scores = vc.score.tolist()
-            packed_rows = packed.tolist()
-            div = R1 * n1
-            is_orig = [k == "orig" for k in kinds]
+            batch = [sentences[i] for i in rows]
+            tokens, layout = self._encode(batch)
+            vc = chart_ops.viterbi(cg, lex_w, bin_w, clo_w, tokens, layout)
+            # backpointers read one by one from flat memoryviews (Python ints, no copy of the chart)
+            slot, split = _ints(vc.slot), _ints(vc.split)
+            first, W = layout.first, len(tokens)
 
-            def build(i: int, w: int, a: int, row: list, words: Sequence[str]) -> list:
-                """What the normal-form node ``a`` over words i..i+w-1 contributes to its
-                parent in the original grammar: a tree, a word (preterminals), or the
+            def build(c: int, i: int, w: int, a: int, fb: list, words: Sequence[str]) -> list:
+                """What the normal-form node ``a`` over cell ``c`` (words i..i+w-1) contributes
+                to its parent in the original grammar: a tree, a word (preterminals), or the
                 children of an intermediate symbol (spliced)."""
-                cell = row[off[w] + i]
-                x = clo_bottom[cell[a] // div]
                 if w == 1:
+                    x = clo_slots[a][slot[c * N + a]]
                     kids = [words[i]]
                 else:
-                    code = cell[x]
-                    r, k = code // n1 % R1, code % n1
-                    kids = build(i, k, bl[r], row, words)
-                    kids += build(i + k, w - k, br[r], row, words)
-                items = [Tree(names[x], kids)] if is_orig[x] else kids
-                if x != a:  # the unary chain a => ... => x, best path by next hops
-                    chain = [a]
-                    while chain[-1] != x:
-                        chain.append(nxt[chain[-1]][x])
-                    for sym in reversed(chain[:-1]):
+                    x, r = ent_slots[a][slot[c * N + a]]
+                    k = split[(c - W) * R + r] + 1
+                    kids = build(fb[k - 1] + i, i, k, bl[r], fb, words)
+                    kids += build(fb[w - k - 1] + i + k, i + k, w - k, br[r], fb, words)
+                label = labels[x]
+                items = [Tree(label, kids)] if label is not None else kids
+                if x != a:  # the unary chain a => ... => x (best path)
+                    for sym in reversed(chains[a][x]):
                         items = [Tree(names[sym], items)]
                 return items
 
-            for bi, b in enumerate(rows):
-                if scores[bi] < NEG / 2:
+            fbs = list(zip(*first))  # fbs[b][w-1]: cell (b, 0, w)
+            for bi, (words, score) in enumerate(zip(batch, vc.score.tolist())):
+                if score < NEG / 2:
                     continue
-                words = sentences[b]
-                tree = build(0, len(words), cg.start, packed_rows[bi], words)[0]
-                tree.log_prob = scores[bi]
-                out[b] = tree
+                fb = fbs[bi]
+                tree = build(fb[len(words) - 1], 0, len(words), cg.start, fb, words)[0]
+                tree.log_prob = score
+                out[rows[bi]] = tree
         return out
 
     # -- sampling ------------------------------------------------------------------------

@@ -161,6 +161,19 @@ def test_impossible_sentence_has_log_prob_minus_inf_and_no_tree():
         pg.fit(g, [["the"]], engine="em", steps=2, progress=False)
 
 
+def test_grammar_without_binary_rules():
+    # only lexical and unary rules: every sentence longer than one word is impossible, and
+    # the chart steps above width one have no rules to combine
+    g = PCFG.from_string("S -> 'a' [0.5] | T [0.5]\nT -> 'b' [1.0]")
+    sents = [["a"], ["b"], ["a", "b"]]
+    lp = g.log_prob(None, sents)
+    assert lp[:2].tolist() == pytest.approx([math.log(0.5)] * 2, rel=1e-15) and lp[2] == -math.inf
+    best = pg.infer(g, sents, query="map")
+    assert [str(t) for t in best[:2]] == ["(S a)", "(S (T b))"] and best[2] is None
+    spans = pg.infer(g, sents[1:2], query="marginals")["spans"][0]
+    assert spans[0, 1].tolist() == [1.0, 1.0]  # S and T both span 'b'
+
+
 # ---- NLTK parity -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("text", [TOY_PCFG1, TOY_PCFG2], ids=["toy_pcfg1", "toy_pcfg2"])
