@@ -47,9 +47,10 @@ def m_step(model: Any, data: Any, gamma: torch.Tensor, xi: torch.Tensor, min_cov
     g0 = gamma[:, 0].sum(0)
     new["initial"] = g0 / g0.sum()
     new["transition"] = xi / xi.sum(-1, keepdim=True).clamp(min=torch.finfo(xi.dtype).tiny)
-    mask = data.mask
-    g = gamma[mask]                                          # (N, K) over the valid steps
-    x = data.x[mask]                                         # (N,) or (N, D)
+    # all steps, padded ones included: γ is zero there (and x zero), so they add nothing, and
+    # flattening time-major needs no gather (γ from forward_backward is a time-major buffer)
+    g = gamma.transpose(0, 1).reshape(-1, K)                 # (N, K), N = T B
+    x = data.x.transpose(0, 1).reshape(g.shape[0], *data.x.shape[2:])   # (N,) or (N, D)
     nk = g.sum(0)                                            # (K,)
     safe = nk.clamp(min=torch.finfo(g.dtype).tiny)
     emission = model.emission

@@ -157,9 +157,9 @@ def forward_backward(init: torch.Tensor, trans: torch.Tensor, log_emit: torch.Te
     than every step: every quantity below is normalised per step afterwards, so the scales
     cancel. Then, for all t at once: β_t = b_{t+1} Aᵀ (β_{n-1} = 1), γ_t = α_t ⊙ β_t / Z_t with
     Z_t = Σ_k α_t β_t, and ξ = A ⊙ Σ_{b, t < n-1} (α_t / Z_t)ᵀ b_{t+1}.
-    If any mass on a sequence's steps falls below 1e-250 (where float64 would start to lose
-    digits), it reruns with a renormalisation every step; if that is still too small it uses
-    the classic scaled pass (:func:`_forward_backward_sequential`), exact in every case.
+    If a normaliser or Z_t on a sequence's steps falls below 1e-200 / 1e-250 (where float64
+    could start to lose digits between renormalisations), it uses the classic scaled pass
+    (:func:`_forward_backward_sequential`, renormalised every step) instead.
 
     Args: init (K,), trans (K, K), log_emit (B, T, K), lengths (B,).
     Returns ``(log_lik, gamma, xi)``:
@@ -174,60 +174,66 @@ def forward_backward(init: torch.Tensor, trans: torch.Tensor, log_emit: torch.Te
     if ragged:
         log_emit = log_emit.masked_fill(~mask[..., None], 0.0)
     shift = log_emit.amax(-1, keepdim=True)                             # (B, T, 1)
-    # time-major stacked emissions E (T, 2, B, K): E[t, 0] = e_t, E[s, 1] = e_{n-1-s} (each
-    # sequence reversed; padding, e = 1, stays at the end); every step reads contiguous blocks
-    E = torch.empty(T, 2, B, K, dtype=log_emit.dtype, device=log_emit.device)
-    torch.sub(log_emit.transpose(0, 1), shift.transpose(0, 1), out=E[:, 0])
-    E[:, 0].exp_()
+    # time-major emissions E (2, T, B, K): E[0, t] = e_t, E[1, s] = e_{n-1-s} (each sequence
+    # reversed; padding, e = 1, stays at the end). Few big buffers, reused below: fresh
+    # multi-MB tensors cost page faults that measured as much as the arithmetic.
+    E = torch.empty(2, T, B, K, dtype=log_emit.dtype, device=log_emit.device)
+    torch.sub(log_emit.transpose(0, 1), shift.transpose(0, 1), out=E[0])
+    E[0].exp_()
     tmask = mask.t()                                                    # (T, B)
     if ragged:
         rev = _reverse_index(lengths, T).t()[..., None].expand(T, B, K)
-        torch.gather(E[:, 0], 0, rev, out=E[:, 1])
+        torch.gather(E[0], 0, rev, out=E[1])
     else:
-        E[:, 1].copy_(E[:, 0].flip(0))
+        desc = torch.arange(T - 1, -1, -1, device=E.device)
+        torch.index_select(E[0], 0, desc, out=E[1])
     M = torch.stack((trans, trans.t()))                                 # (2, K, K)
     r = max(1, int(rescale_every))
-    while True:
-        # S[t + 1] = (α_t, r_t) with r_s = b_{n-1-s}; S[0, 1] = 1 stands for b_n (β_{n-1} = 1 Aᵀ = 1)
-        S = torch.empty(T + 1, 2, B, K, dtype=E.dtype, device=E.device)
-        S[0] = 1.0
-        c = torch.ones(T // r + 1, 2, B, 1, dtype=E.dtype, device=E.device)
-        torch.mul(E[0], torch.stack((init, torch.ones_like(init)))[:, None], out=S[1])
-        for t in range(T):
-            if t:
-                torch.bmm(S[t], M, out=S[t + 1])
-                S[t + 1].mul_(E[t])
-            if (t + 1) % r == 0 or t == T - 1:
-                torch.sum(S[t + 1], -1, keepdim=True, out=c[t // r])
-                S[t + 1].div_(c[t // r])
-        alpha, R = S[1:, 0], S[:, 1]                                    # (T, B, K), (T + 1, B, K)
-        # b_{t+1} = R[n - 1 - t] on a sequence's steps (R[0] = b_n = 1)
-        bnext = R.gather(0, rev) if ragged else R[:T].flip(0)
-        beta = torch.mm(bnext.reshape(-1, K), trans.t()).reshape(T, B, K)
-        Z = torch.linalg.vecdot(alpha, beta)                            # (T, B)
-        # the smallest mass that any later quantity divides by: within a block the forward mass
-        # only shrinks and the reversed one by at most the largest column sum of A per step, so
-        # normalisers above 1e-200 keep every stored mass far above float64's 1e-308
-        zmin = (torch.where(tmask, Z, 1.0) if ragged else Z).amin()
-        cmin = c[..., 0].transpose(0, 1)[:, torch.arange(T // r + 1, device=c.device)[:, None] * r < lengths].amin()
-        if bool(zmin > 1e-250) and bool(cmin > 1e-200):
-            break
-        if r == 1:
-            return _forward_backward_sequential(init, trans, log_emit, lengths, pairwise)
-        r = 1
-    w = alpha.div(Z[..., None])                                         # α_t / Z_t
-    gamma = w.mul(beta)
+    # S[t + 1] = (α_t, r_t) with r_s = b_{n-1-s}; S[0, 1] = 1 stands for b_n (β_{n-1} = 1 Aᵀ = 1)
+    S = torch.empty(T + 1, 2, B, K, dtype=E.dtype, device=E.device)
+    S[0] = 1.0
+    c = torch.ones(T // r + 1, 2, B, 1, dtype=E.dtype, device=E.device)
+    torch.mul(E[:, 0], torch.stack((init, torch.ones_like(init)))[:, None], out=S[1])
+    Sv, Ev = S.unbind(0), E.unbind(1)                                   # views made once, not per step
+    for t in range(1, T + 1):
+        if t > 1:
+            torch.bmm(Sv[t - 1], M, out=Sv[t])
+            Sv[t].mul_(Ev[t - 1])
+        if t % r == 0 or t == T:
+            ct = c[(t - 1) // r]
+            torch.sum(Sv[t], -1, keepdim=True, out=ct)
+            Sv[t].div_(ct)
+    alpha, R = S[1:, 0], S[:, 1]                                        # (T, B, K), (T + 1, B, K)
+    # b_{t+1} = R[n - 1 - t] on a sequence's steps (R[0] = b_n = 1), into E[0]; β into E[1]
+    bnext, beta = E[0], E[1]
+    if ragged:
+        torch.gather(R, 0, rev, out=bnext)
+    else:
+        torch.index_select(R, 0, desc, out=bnext)
+    torch.mm(bnext.view(-1, K), trans.t(), out=beta.view(-1, K))
+    Z = torch.linalg.vecdot(alpha, beta)                                # (T, B)
+    # the masses later steps divide by: within a block the forward mass only shrinks, and the
+    # reversed one by at most the largest column sum of A (<= K) per step, so normalisers above
+    # 1e-200 keep every stored mass far above float64's smallest normal number (1e-308)
+    zmin = (torch.where(tmask, Z, 1.0) if ragged else Z).amin()
+    starts = torch.arange(T // r + 1, device=c.device)[:, None] * r < lengths   # blocks with data
+    cmin = c[..., 0].transpose(0, 1)[:, starts].amin()
+    if not (bool(zmin > 1e-250) and bool(cmin > 1e-200)):
+        return _forward_backward_sequential(init, trans, log_emit, lengths, pairwise)
+    w = alpha.div_(Z[..., None])                                        # α_t / Z_t, in place
+    gamma = beta.mul_(w)                                                # γ_t = α_t β_t / Z_t
     if ragged:
         gamma.masked_fill_(~tmask[..., None], 0.0)
     log_lik = torch.log(c[:, 0, :, 0]).sum(0) + shift[..., 0].sum(-1)
     xi = None
     if pairwise:
-        # transitions t -> t + 1 with t + 1 < n
+        # ξ = A ⊙ Σ over transitions t -> t + 1 with t + 1 < n of (α_t / Z_t)ᵀ b_{t+1}
+        # (per-step (K, B) @ (B, K) products: w is a strided view, a reshape would copy it)
         if ragged:
             w.masked_fill_(~pad_mask(lengths - 1, T).t()[..., None], 0.0)
-            xi = trans * torch.mm(w.reshape(-1, K).t(), bnext.reshape(-1, K))
+            xi = trans * torch.bmm(w.transpose(1, 2), bnext).sum(0)
         else:
-            xi = trans * torch.mm(w[:-1].reshape(-1, K).t(), bnext[:-1].reshape(-1, K))
+            xi = trans * torch.bmm(w[:-1].transpose(1, 2), bnext[:-1]).sum(0)
     return log_lik, gamma.transpose(0, 1), xi
 
 
