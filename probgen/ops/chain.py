@@ -12,12 +12,16 @@ models", sections III.A–C):
   are ignored (their ``log_emit`` entries may hold anything finite).
 
 Padding is handled without a Python loop over sequences: a padded step gets emission
-likelihood 1 (log 0), so the forward variable just propagates through it and the scaled
-backward variable stays 1 there; the statistics are then masked.
+likelihood 1 (log 0), so the forward variable just propagates through it; the backward
+recursion runs on each sequence reversed in time, so its padding also comes last; the
+statistics are then masked.
 
-No loop over sequences anywhere; the loops over time are the hand-written scaled passes
-(a few batched matrix products per step) and ``log_evidence`` is a log-depth tree
-reduction in the (logsumexp, +) semiring, exact at any length.
+No loop over sequences anywhere. ``log_evidence`` is a log-depth tree reduction in the
+(logsumexp, +) semiring, exact at any length. ``forward_backward`` and ``viterbi`` keep a
+Python loop over time with two or three batched ops per step: at the sizes measured
+(K = 8, B = 200, T = 500, one CPU thread) a log-depth scan does K times the work in K×K
+matrix products and measured slower, and what costs per step is torch's fixed per-op
+overhead (a few µs), so the loops are built to issue as few ops as possible.
 """
 from __future__ import annotations
 
@@ -307,7 +311,7 @@ def viterbi(init: torch.Tensor, trans: torch.Tensor, log_emit: torch.Tensor,
     Args: init (K,), trans (K, K), log_emit (B, T, K), lengths (B,).
     Returns ``(paths, log_joint)``: paths (B, T) long (−1 on padded steps), and the
     log-probability log p(x, z*) of each path (B,). Ties go to the lowest state index
-    (as hmmlearn's).
+    (hmmlearn breaks exact ties differently; its paths have the same score).
     """
     B, T, K = log_emit.shape
     log_A = torch.log(trans)
