@@ -320,10 +320,11 @@ def viterbi(init: torch.Tensor, trans: torch.Tensor, log_emit: torch.Tensor,
     torch.add(torch.log(init)[:, None], le[0], out=delta[0])
     W = log_A[..., None]                                               # (K_prev, K_next, 1)
     buf = torch.empty(K, K, B, dtype=le.dtype, device=le.device)
+    dv, du, lv = delta.unbind(0), delta.unsqueeze(2).unbind(0), le.unbind(0)   # views made once
     for t in range(1, T):
-        torch.add(delta[t - 1].unsqueeze(1), W, out=buf)               # δ_{t-1}(i) + log A(i, j)
-        torch.amax(buf, 0, out=delta[t])
-        delta[t].add_(le[t])
+        torch.add(du[t - 1], W, out=buf)                               # δ_{t-1}(i) + log A(i, j)
+        torch.amax(buf, 0, out=dv[t])
+        dv[t].add_(lv[t])
     d = delta.transpose(1, 2).contiguous().cpu().numpy()              # (T, B, K)
     log_A_T = log_A.t().contiguous().cpu().numpy()                     # [j, i] = log A[i, j]
     last = (lengths - 1).clamp(min=0).cpu().numpy()
