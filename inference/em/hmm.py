@@ -101,6 +101,7 @@ class BaumWelch(Method):
                 ll = float(log_lik.sum())
                 history.append({"step": step, "log_likelihood": ll})
                 params = {**params, **m_step(model, data, gamma, xi, min_covar)}
+                del gamma  # frees the E-step buffers before the next E-step allocates its own
                 if tol is not None and prev is not None and ll - prev < tol:
                     break
                 prev = ll
