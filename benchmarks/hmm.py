@@ -3,7 +3,9 @@
 GaussianHMM K=8, D=4 (diag and full) and CategoricalHMM K=8 with 32 symbols, on 200
 sequences × 500 steps simulated from a random HMM; 10 Baum–Welch iterations from
 identical initial parameters (hmmlearn: init_params="", covars_prior=0, min_covar=0 so
-that both run the plain maximum-likelihood M-step); Viterbi on all sequences. Both use
+that both run the plain maximum-likelihood M-step), against both of hmmlearn's
+implementations (its default "log" and its faster "scaling"); Viterbi on all sequences
+(best of 3 calls each, the same decode call hmmlearn users make). Both use
 one thread (torch.set_num_threads(1); threadpoolctl limits NumPy's BLAS to one).
 
 Run: python benchmarks/hmm.py [--quick]
@@ -56,12 +58,15 @@ def case(name, model, B, T, iters, hl, implementation):
 
     ll_ours = float(fit.log_prob(data).sum())
     ll_theirs = h.score(X, lengths)
-    t0 = time.perf_counter()
-    paths = pg.infer(fit, data, query="map").reshape(-1).numpy()
-    ours_vit = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    their_paths = h.decode(X, lengths, algorithm="viterbi")[1]
-    their_vit = time.perf_counter() - t0
+    # Viterbi: best of 3 calls each (one call is ~10-80 ms, where a busy machine's noise shows)
+    ours_vit, their_vit = float("inf"), float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        paths = pg.infer(fit, data, query="map").reshape(-1).numpy()
+        ours_vit = min(ours_vit, time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        their_paths = h.decode(X, lengths, algorithm="viterbi")[1]
+        their_vit = min(their_vit, time.perf_counter() - t0)
     return {"case": name, "ours_iter": ours_fit, "their_iter": their_fit, "ours_vit": ours_vit,
             "their_vit": their_vit, "rel_ll": abs(ll_ours - ll_theirs) / abs(ll_theirs),
             "same_paths": float((paths == their_paths).mean())}

@@ -181,34 +181,41 @@ class HMM(Program):
 
     # ---- exact evaluation --------------------------------------------------------------
     def log_emission(self, params: dict[str, torch.Tensor], data: Sequences) -> torch.Tensor:
-        """log p(x_t | z_t = k) for every step: (B, T, K) (padded steps hold finite junk)."""
-        x = data.x
+        """log p(x_t | z_t = k) for every step: (B, T, K) (padded steps hold finite junk).
+
+        The result is a (B, T, K) view of a time-major (T, B, K) buffer: the chain kernels
+        run over time and read it contiguously. Gaussian log-densities are one matrix product
+        of per-step features with per-state coefficients (the quadratic form expanded:
+        (x − μ_k)ᵀ P_k (x − μ_k) = xxᵀ·P_k − 2 xᵀ P_k μ_k + μ_kᵀ P_k μ_k, P_k = Σ_k⁻¹), so
+        the (N, K) output is written once."""
+        x = data.x.transpose(0, 1)                                              # time-major
         if self.emission == "categorical":
-            return torch.log(params["probs"]).t()[x]
+            return torch.log(params["probs"]).t()[x].transpose(0, 1)
         if self.emission == "poisson":
             rate = params["rate"]
-            return x[..., None] * torch.log(rate) - rate - torch.lgamma(x[..., None] + 1)
+            return (x[..., None] * torch.log(rate) - rate - torch.lgamma(x[..., None] + 1)).transpose(0, 1)
         loc = params["loc"]
-        D = loc.shape[-1]
+        K, D = loc.shape
+        xf = x.reshape(-1, D)
         if self.covariance == "full":
-            # (x - μ_k)ᵀ P_k (x - μ_k) with P_k = Σ_k^{-1}, expanded into matrix products over the
-            # flattened steps (as for diag): xxᵀ·P_k − 2 xᵀ P_k μ_k + μ_kᵀ P_k μ_k
             L = params["scale_tril"]
             eye = torch.eye(D, dtype=L.dtype, device=L.device).expand_as(L)
             Linv = torch.linalg.solve_triangular(L, eye, upper=False)            # (K, D, D)
             P = Linv.transpose(1, 2) @ Linv                                      # (K, D, D)
             Pmu = (P @ loc[..., None])[..., 0]                                   # (K, D)
-            xf = x.reshape(-1, D)
-            xx = (xf[:, :, None] * xf[:, None, :]).reshape(-1, D * D)
-            maha = xx @ P.reshape(-1, D * D).t() - 2 * xf @ Pmu.t() + (loc * Pmu).sum(-1)
-            maha = maha.reshape(*x.shape[:-1], -1)                               # (B, T, K)
+            quad = (xf[:, :, None] * xf[:, None, :]).reshape(-1, D * D)          # (N, D²)
+            coef_quad = P.reshape(K, D * D)
             log_det = torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
         else:
             prec = params["scale"] ** -2                                         # (K, D)
-            # Σ_d (x_d - μ_kd)^2 / σ_kd^2 as matrix products over the flattened steps
-            maha = (x * x) @ prec.t() - 2 * x @ (loc * prec).t() + (loc * loc * prec).sum(-1)
+            Pmu = loc * prec
+            quad, coef_quad = xf * xf, prec
             log_det = torch.log(params["scale"]).sum(-1)
-        return -0.5 * maha - log_det - 0.5 * D * math.log(2 * math.pi)
+        const = -0.5 * (loc * Pmu).sum(-1) - log_det - 0.5 * D * math.log(2 * math.pi)   # (K,)
+        feats = torch.cat((quad, xf), 1)                                         # (N, F)
+        coef = torch.cat((-0.5 * coef_quad, Pmu), 1)                             # (K, F)
+        out = torch.addmm(const, feats, coef.t())                                # (N, K)
+        return out.reshape(*x.shape[:2], K).transpose(0, 1)
 
     def log_prob(self, params: dict[str, torch.Tensor], data: Any) -> torch.Tensor:
         """Exact log p(x) per sequence (B,): the log-space forward algorithm."""

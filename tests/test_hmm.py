@@ -398,3 +398,116 @@ def test_sunspots_default_data_and_for_data():
     assert model.emission == "gaussian" and model.dim == 1
     fit = pg.fit(model, x, seed=0, steps=20, progress=False)
     assert fit.engine == "em" and len(pg.infer(fit, x, query="map")[0]) == 309
+
+
+# ---- the fast kernels against the plain step-by-step ones ------------------------------------
+
+def _viterbi_loop_reference(init, trans, log_emit, lengths):
+    """The plain Viterbi recursion, one sequence and one step at a time in Python floats, with
+    stored backpointers and first-index ties (as hmmlearn's C loop): the oracle for
+    ``chain.viterbi``'s batched layout and its backtrack."""
+    la, li = torch.log(trans).tolist(), torch.log(init).tolist()
+    K = len(li)
+    paths, scores = [], []
+    for b, n in enumerate(lengths.tolist()):
+        le = log_emit[b].tolist()
+        d = [li[k] + le[0][k] for k in range(K)]
+        back = []
+        for t in range(1, n):
+            prev = [max(range(K), key=lambda i: (d[i] + la[i][j], -i)) for j in range(K)]
+            d = [d[prev[j]] + la[prev[j]][j] + le[t][j] for j in range(K)]
+            back.append(prev)
+        s = max(range(K), key=lambda k: (d[k], -k))
+        scores.append(d[s])
+        path = [s]
+        for prev in reversed(back):
+            s = prev[s]
+            path.append(s)
+        paths.append(path[::-1])
+    return paths, scores
+
+
+def _random_chain(K, lengths, seed, scale=3.0):
+    g = torch.Generator().manual_seed(seed)
+    T = max(lengths)
+    log_emit = scale * torch.randn(len(lengths), T, K, generator=g, dtype=f64)
+    A = torch.softmax(torch.randn(K, K, generator=g, dtype=f64), -1)
+    pi = torch.softmax(torch.randn(K, generator=g, dtype=f64), -1)
+    return pi, A, log_emit, torch.tensor(lengths)
+
+
+@pytest.mark.parametrize("lengths", [[1], [7, 7, 7], [9, 1, 4, 9, 2], [40, 13, 27]])
+def test_stacked_forward_backward_equals_sequential(lengths):
+    pi, A, log_emit, L = _random_chain(4, lengths, seed=len(lengths))
+    ll, gamma, xi = chain.forward_backward(pi, A, log_emit, L)
+    ll0, gamma0, xi0 = chain._forward_backward_sequential(pi, A, log_emit, L)
+    # the same sums in a different order (block rescaling, backward run on reversed
+    # sequences): agreement to float64 rounding, far below 1e-10
+    assert torch.allclose(ll, ll0, rtol=1e-12, atol=0)
+    assert torch.allclose(gamma, gamma0, rtol=0, atol=1e-12)
+    assert torch.allclose(xi, xi0, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(ll, chain._log_forward(pi, A, log_emit, L), rtol=1e-12, atol=0)
+    for r in (1, 3):   # any rescaling period gives the same answer
+        ll_r, gamma_r, _ = chain.forward_backward(pi, A, log_emit, L, rescale_every=r)
+        assert torch.allclose(ll_r, ll0, rtol=1e-12, atol=0) and torch.allclose(gamma_r, gamma0, atol=1e-12)
+
+
+def test_forward_backward_falls_back_when_block_rescaling_would_underflow():
+    # transitions into the state with the best emission are ~1e-40: over an 8-step block the
+    # forward mass shrinks below 1e-200, so the kernel must use the per-step scaled pass
+    K, T = 3, 30
+    A = torch.tensor([[1.0, 1e-40, 1.0], [1.0, 1e-40, 1.0], [1.0, 1e-40, 1.0]], dtype=f64)
+    A = A / A.sum(-1, keepdim=True)
+    pi = torch.tensor([0.2, 0.6, 0.2], dtype=f64)
+    log_emit = torch.tensor([-400.0, 0.0, -400.0], dtype=f64).expand(2, T, K).clone()
+    L = torch.tensor([T, 17])
+    ll, gamma, xi = chain.forward_backward(pi, A, log_emit, L)
+    ref = chain._log_forward(pi, A, log_emit, L)             # log space: no scaling at all
+    assert torch.isfinite(ll).all() and torch.allclose(ll, ref, rtol=1e-12, atol=0)
+    ll0, gamma0, xi0 = chain._forward_backward_sequential(pi, A, log_emit, L)
+    assert torch.equal(gamma, gamma0) and torch.equal(xi, xi0)
+
+
+@pytest.mark.parametrize("lengths", [[1], [6, 6], [12, 1, 5, 12, 3], [60, 23, 41]])
+def test_viterbi_equals_step_by_step_reference(lengths):
+    pi, A, log_emit, L = _random_chain(5, lengths, seed=10 + len(lengths))
+    paths, scores = chain.viterbi(pi, A, log_emit, L)
+    ref_paths, ref_scores = _viterbi_loop_reference(pi, A, log_emit, L)
+    for b, n in enumerate(lengths):
+        assert paths[b, :n].tolist() == ref_paths[b] and (paths[b, n:] == -1).all()
+    # the same additions in the same order: equal up to the last bit or so
+    assert torch.allclose(scores, torch.tensor(ref_scores, dtype=f64), rtol=1e-14, atol=0)
+
+
+def test_viterbi_ties_go_to_the_lowest_state():
+    # states 0 and 1 are exact copies (same emissions, symmetric transitions): every path
+    # through one has a twin through the other with the same score, so every step is a tie
+    A = torch.tensor([[0.4, 0.4, 0.2], [0.4, 0.4, 0.2], [0.3, 0.3, 0.4]], dtype=f64)
+    pi = torch.tensor([0.4, 0.4, 0.2], dtype=f64)
+    probs = torch.tensor([[0.5, 0.3, 0.2], [0.5, 0.3, 0.2], [0.1, 0.1, 0.8]], dtype=f64)
+    model = HMM(3, "categorical", n_symbols=3)
+    seqs = [torch.tensor([0, 0, 2, 1, 0, 2, 2, 0]), torch.tensor([1, 0, 2]), torch.tensor([2])]
+    data = model.check_data(seqs)
+    p = {"initial": pi, "transition": A, "probs": probs}
+    log_emit = model.log_emission(p, data)
+    paths, scores = chain.viterbi(pi, A, log_emit, data.lengths)
+    ref_paths, _ = _viterbi_loop_reference(pi, A, log_emit, data.lengths)
+    ours = [paths[b, :len(s)].tolist() for b, s in enumerate(seqs)]
+    assert ours == ref_paths
+    assert 1 not in sum(ours, [])          # state 1 only ever ties with state 0
+
+    def score(b, z):
+        return (math.log(pi[z[0]]) + sum(float(log_emit[b, t, k]) for t, k in enumerate(z))
+                + sum(math.log(A[i, j]) for i, j in zip(z, z[1:])))
+    for b, s in enumerate(seqs):           # and it is a most probable path (brute force)
+        best = _brute(p, log_emit[b], len(s))[1]
+        assert abs(score(b, ours[b]) - score(b, best)) < 1e-12 * (1 + abs(score(b, best)))
+        assert abs(float(scores[b]) - score(b, best)) < 1e-12 * (1 + abs(score(b, best)))
+    hl = pytest.importorskip("hmmlearn.hmm")
+    # hmmlearn breaks these ties differently (observed: towards state 1 inside the path), so
+    # only its optimal score is comparable here
+    h = hl.CategoricalHMM(3, n_features=3, init_params="", params="")
+    h.startprob_, h.transmat_, h.emissionprob_ = pi.numpy(), A.numpy(), probs.numpy()
+    X = torch.cat(seqs).reshape(-1, 1).numpy()
+    their_score = h.decode(X, [len(s) for s in seqs], algorithm="viterbi")[0]
+    assert abs(their_score - float(scores.sum())) < 1e-12 * abs(their_score)

@@ -1,6 +1,7 @@
 """Baum–Welch: EM for hidden Markov chains with closed-form M-steps.
 
-E-step: the scaled forward–backward pass (``probgen.ops.chain.forward_backward``) gives
+E-step: the scaled forward–backward pass (``probgen.ops.chain.forward_backward``, the
+forward and backward recursions stacked into one loop over time) gives
 the posterior state marginals γ (B, T, K) and the expected transition counts ξ (K, K).
 M-step (float64, all closed form; Rabiner 1989 eqs. 40a–c, 52–53):
 
@@ -18,7 +19,9 @@ the E-step used (``"log_likelihood"``), which EM never decreases. Iteration stop
 
 Why not autograd of the log-evidence here: the gradient of the forward pass *is* this
 E-step (DESIGN.md), but backpropagating through a 500-step Python loop measured ~6×
-slower than this hand-written pass; the generic EM (``inference/em/program.py``) uses it.
+slower than this hand-written pass, and a log-depth scan in the sum-product semiring
+does K times the work (K×K matrix products per step) and measured slower at K = 8 too;
+the generic EM (``inference/em/program.py``) uses autograd.
 """
 from __future__ import annotations
 
@@ -47,9 +50,10 @@ def m_step(model: Any, data: Any, gamma: torch.Tensor, xi: torch.Tensor, min_cov
     g0 = gamma[:, 0].sum(0)
     new["initial"] = g0 / g0.sum()
     new["transition"] = xi / xi.sum(-1, keepdim=True).clamp(min=torch.finfo(xi.dtype).tiny)
-    mask = data.mask
-    g = gamma[mask]                                          # (N, K) over the valid steps
-    x = data.x[mask]                                         # (N,) or (N, D)
+    # all steps, padded ones included: γ is zero there (and x zero), so they add nothing, and
+    # flattening time-major needs no gather (γ from forward_backward is a time-major buffer)
+    g = gamma.transpose(0, 1).reshape(-1, K)                 # (N, K), N = T B
+    x = data.x.transpose(0, 1).reshape(g.shape[0], *data.x.shape[2:])   # (N,) or (N, D)
     nk = g.sum(0)                                            # (K,)
     safe = nk.clamp(min=torch.finfo(g.dtype).tiny)
     emission = model.emission
@@ -97,6 +101,7 @@ class BaumWelch(Method):
                 ll = float(log_lik.sum())
                 history.append({"step": step, "log_likelihood": ll})
                 params = {**params, **m_step(model, data, gamma, xi, min_covar)}
+                del gamma  # frees the E-step buffers before the next E-step allocates its own
                 if tol is not None and prev is not None and ll - prev < tol:
                     break
                 prev = ll
