@@ -37,7 +37,7 @@ class ProgramSVI(Method):
     needs = "a Pyro program"
 
     def accepts(self, model: Any) -> bool:
-        return isinstance(model, Program)
+        return isinstance(model, Program) and getattr(model, "generic_inference", True)
 
     def fit(self, model: Program, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, guide: Any = "normal", lr: float = 0.01, lr_decay: float = 0.1,
