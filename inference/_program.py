@@ -10,6 +10,7 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.infer import config_enumerate
+from pyro.poutine.util import site_is_subsample
 
 
 @dataclass
@@ -33,7 +34,7 @@ def inspect_program(fn: Callable, args: tuple) -> ProgramInfo:
     for name, site in tr.nodes.items():
         if site["type"] == "param":
             info.params[name] = site["kwargs"].get("constraint", torch.distributions.constraints.real)
-        elif site["type"] == "sample":
+        elif site["type"] == "sample" and not site_is_subsample(site):  # plates record a sample site
             depth = sum(1 for f in site["cond_indep_stack"] if f.vectorized)
             info.max_plate_nesting = max(info.max_plate_nesting, depth)
             if site["is_observed"]:

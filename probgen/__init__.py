@@ -9,9 +9,8 @@ from probgen.data import load_dataset
 from probgen.declarations import Declaration, Program, UserProgram
 from probgen.fit import Fit
 from probgen.graph import d_separated, graph, markov_blanket, moral_graph, render
-from probgen.registry import models
 
 __all__ = ["fit", "infer", "engines", "compatible", "load", "Fit", "graph", "render",
-           "d_separated", "markov_blanket", "moral_graph", "models", "load_dataset",
+           "d_separated", "markov_blanket", "moral_graph", "load_dataset",
            "Declaration", "Program", "UserProgram"]
 __version__ = "0.1.0"

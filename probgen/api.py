@@ -45,9 +45,13 @@ def infer(model_or_fit: Any, data: Any = None, query: str = "marginals", engine:
     (most probable assignment); families add their own (``"encode"``, ...).
 
     With a :class:`Fit` the fitted parameters are used; with a declaration, its own
-    (declared) parameters."""
+    (declared) parameters. Where the ``exact`` engine does not fit the model (a VAE's
+    ``query="encode"``, say), a fit is asked through the engine that made it."""
     if isinstance(model_or_fit, Fit):
         model, params = model_or_fit.model, model_or_fit.params
+        if (engine == "exact" and query in model_or_fit._method().queries
+                and not any(m.accepts(model) for m in registry.methods("exact"))):
+            engine = model_or_fit.engine
     else:
         model, params = registry.as_declaration(model_or_fit), None
     method = registry.find_method(model, engine)

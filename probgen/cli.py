@@ -199,13 +199,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
+    from probgen.declarations import Program
     cls = model_class(args.model)
     data = load_data(args.data, cls) if args.data else None
     if cls is not None:
-        if data is None:
-            model, _ = cls.example(seed=0)
+        if data is None:  # a built-in model without --data: draw its small example instance
+            model, data = cls.example(seed=0)
             if args.set:
                 model = cls(**{**_ctor_args(model), **parse_settings(args.set)})
+            if hasattr(model, "structure") or not isinstance(model, Program):
+                data = None  # a declared structure needs no data
         else:
             model = build_model(args.model, data, parse_settings(args.set))
     else:

@@ -51,6 +51,17 @@ class Fit:
         with torch.no_grad(), seeded(seed):
             return self._method().log_prob(self, x, **options)
 
+    def log_partition(self, method: str = "auto", **options: Any) -> Any:
+        """log Z of an undirected model through the method that made the fit (``method``:
+        e.g. ``"exact"`` or ``"ais"``); an object with ``.value`` and ``.stderr``.
+        Methods without partition functions raise ``ValueError``."""
+        m = self._method()
+        if not hasattr(m, "log_partition"):
+            raise ValueError(f"the {self.engine!r} method {self.method!r} computes no partition function "
+                             f"for {type(self.model).__name__}")
+        with torch.no_grad():
+            return m.log_partition(self, method, **options)
+
     def sample(self, n: int, seed: int | None = None) -> Any:
         """``n`` draws from the fitted generative model."""
         if not isinstance(n, int) or n <= 0:

@@ -1,14 +1,19 @@
 """Model structure as networkx graphs, graph queries, and drawing.
 
 ``graph(model, *args)`` returns a ``networkx.DiGraph`` for directed models (edges
-parents → children) and a ``networkx.Graph`` for undirected ones. Nodes carry
+parents → children) and a ``networkx.Graph`` for undirected ones; mixed models (a DBN)
+give a ``DiGraph`` whose undirected edges carry ``directed=False``. Nodes carry
 ``kind`` (``latent``, ``observed``, ``param``, ``factor``, ``layer``, ``unit``,
-``nonterminal``, ``terminal``) and directed-model nodes carry ``plates`` (a tuple of
-plate names); edges carry ``directed``. The graph's ``plates`` attribute maps plate
-name → size.
+``nonterminal``, ``terminal``; ``deterministic`` for ``pyro.deterministic`` sites when
+asked) and directed-model nodes carry ``plates`` (a tuple of plate names, outermost
+first); edges carry ``directed``. The graph's ``plates`` attribute maps plate name → size.
 
-Declarations that are not Pyro programs provide ``structure(**options)`` returning
-such a graph. Pyro programs are traced (Pyro's ``get_model_relations``).
+Declarations that are not Pyro programs provide ``structure(*args, params=, **options)``
+returning such a graph. Pyro programs are traced, in Pyro's three stages (trace → plain
+relations → drawing): ``pyro.infer.inspect.get_model_relations`` gives the sample→sample
+dependencies (by provenance tracking, so a ``pyro.markov`` loop unrolls into a chain),
+and one ``poutine.trace`` gives each site's plates, their sizes and whether it is
+observed or deterministic.
 """
 from __future__ import annotations
 
@@ -16,71 +21,102 @@ from typing import Any, Iterable
 
 import networkx as nx
 
+#: the node kinds a probgen graph uses
+KINDS = ("latent", "observed", "param", "factor", "layer", "unit", "nonterminal", "terminal",
+         "deterministic")
+
 
 def graph(model: Any, *args: Any, params: bool = False, deterministic: bool = False,
           **options: Any) -> nx.Graph:
-    """The structure of ``model`` (a declaration, a Pyro function or a Fit)."""
+    """The structure of ``model``: a declaration, a Pyro function, or a :class:`probgen.Fit`.
+
+    Args:
+      args: what a program needs to be traced (usually its data); declarations with a
+        ``structure`` method receive them too.
+      params: add ``pyro.param`` sites as ``kind="param"`` nodes (edges param → site).
+      deterministic: keep ``pyro.deterministic`` sites as ``kind="deterministic"`` nodes.
+      options: declaration-specific (``expand=True`` for one node per unit, ``factors=True``
+        for a factor graph's bipartite form, ...).
+    """
     from probgen import registry
     from probgen.declarations import Program
     model = registry.as_declaration(model)
     if hasattr(model, "structure"):
         return model.structure(*args, params=params, **options)
+    if options:
+        raise ValueError(f"unknown graph options {sorted(options)} for a Pyro program; "
+                         "known: params, deterministic")
     if isinstance(model, Program):
         if not args and hasattr(model, "trace_args"):
-            args = model.trace_args(**options)
+            args = model.trace_args()
         elif len(args) == 1:
             args = model.program_args(args[0])
-        return program_graph(model.program, *args, params=params, deterministic=deterministic)
+        return program_graph(model, *args, params=params, deterministic=deterministic)
     raise ValueError(f"{type(model).__name__} declares no structure")
 
 
 def program_graph(fn: Any, *args: Any, params: bool = False, deterministic: bool = False,
                   **kwargs: Any) -> nx.DiGraph:
-    """Trace a Pyro program and return its sample→sample dependency graph."""
+    """Trace the Pyro program ``fn(*args, **kwargs)``; its sample→sample dependency graph.
+
+    Sites inside a ``pyro.markov`` loop appear once per step (``z_0 → z_1 → ...``): the
+    graph is the unrolled trace, with the dependencies that provenance tracking finds.
+    """
     import pyro
+    import torch
+    from pyro import poutine
     from pyro.infer.inspect import get_model_relations
-    with pyro.poutine.block(), pyro.get_param_store().scope():
+    name = getattr(fn, "__name__", type(fn).__name__)
+    # tracing samples random values: keep the caller's random state and param store untouched
+    with torch.random.fork_rng(devices=[]), poutine.block(), pyro.get_param_store().scope():
         try:
             rel = get_model_relations(fn, model_args=args, model_kwargs=kwargs,
                                       include_deterministic=deterministic)
+            tr = poutine.trace(fn).get_trace(*args, **kwargs)
         except Exception as exc:
-            raise ValueError(f"could not trace the program {getattr(fn, '__name__', fn)!r} with the given "
-                             f"arguments: {type(exc).__name__}: {exc}") from None
+            raise ValueError(f"could not trace the program {name!r} with the given arguments "
+                             f"(pass what it needs: pg.graph(fn, data)): {type(exc).__name__}: {exc}") from None
     g = nx.DiGraph()
-    plate_of = {site: () for site in rel["sample_sample"]}
-    plate_sizes = {}
-    for plate, sites in rel["plate_sample"].items():
-        for s in sites:
-            plate_of[s] = plate_of.get(s, ()) + (plate,)
-    observed = set(rel["observed"])
-    for site, dist in rel["sample_dist"].items():
-        kind = "observed" if site in observed else ("deterministic" if dist == "Deterministic" else "latent")
-        g.add_node(site, kind=kind, distribution=dist, plates=tuple(sorted(plate_of.get(site, ()))))
+    sizes: dict[str, int] = {}
+    for site_name, site in tr.nodes.items():
+        if site["type"] != "sample" or site_name not in rel["sample_dist"]:
+            continue
+        frames = _outermost_first(site["cond_indep_stack"])
+        for f in frames:
+            sizes[f.name] = f.size
+        if site["infer"].get("_deterministic"):
+            if not deterministic:  # its parents already link to its children
+                continue
+            kind = "deterministic"
+        elif rel["sample_dist"][site_name] == "Unit":  # pyro.factor: a log-potential on its parents
+            kind = "factor"
+        elif site["is_observed"]:
+            kind = "observed"
+        else:
+            kind = "latent"
+        g.add_node(site_name, kind=kind, distribution=rel["sample_dist"][site_name],
+                   plates=tuple(f.name for f in frames))
     for child, parents in rel["sample_sample"].items():
         for p in parents:
-            g.add_edge(p, child, directed=True)
+            if p in g and child in g:
+                g.add_edge(p, child, directed=True)
     if params:
-        for site, ps in rel["sample_param"].items():
+        for site_name, ps in rel["sample_param"].items():
             for p in ps:
                 if p not in g:
                     g.add_node(p, kind="param", plates=())
-                g.add_edge(p, site, directed=True)
-    for plate in rel["plate_sample"]:
-        plate_sizes[plate] = _plate_size(fn, args, kwargs, plate)
-    g.graph["plates"] = plate_sizes
+                g.add_edge(p, site_name, directed=True)
+    g.graph["plates"] = sizes
     return g
 
 
-def _plate_size(fn: Any, args: tuple, kwargs: dict, plate: str) -> int | None:
-    import pyro
-    from pyro import poutine
-    with pyro.poutine.block(), pyro.get_param_store().scope():
-        tr = poutine.trace(fn).get_trace(*args, **kwargs)
-    for site in tr.nodes.values():
-        for f in site.get("cond_indep_stack", ()):
-            if f.name == plate:
-                return f.size
-    return None
+def _outermost_first(stack: Iterable) -> tuple:
+    """Plate frames ordered outermost first: vectorised plates by ``dim`` (−2 outside −1),
+    then sequential plates (``for i in pyro.plate(...)``), which have no ``dim``."""
+    frames = [f for f in stack if f.name is not None]
+    vec = sorted((f for f in frames if f.dim is not None), key=lambda f: f.dim)
+    seq = [f for f in frames if f.dim is None]
+    return tuple(vec + seq)
 
 
 # ---- queries ----------------------------------------------------------------------
@@ -89,18 +125,17 @@ def _as_graph(model: Any, *args: Any) -> nx.Graph:
     return model if isinstance(model, nx.Graph) else graph(model, *args)
 
 
-def _probabilistic(g: nx.Graph) -> nx.Graph:
-    """Only random-variable nodes (drop parameters and factor nodes)."""
-    keep = [n for n, d in g.nodes(data=True) if d.get("kind") not in ("param", "factor")]
-    return g.subgraph(keep)
+def _probabilistic(g: nx.Graph, factors: bool = False) -> nx.Graph:
+    """Only random-variable nodes: parameters dropped, and factor nodes too unless
+    ``factors`` (a ``pyro.factor`` in a directed model acts as an observed child of its
+    arguments, which is how the queries below treat it)."""
+    drop = ("param",) if factors else ("param", "factor")
+    return g.subgraph([n for n, d in g.nodes(data=True) if d.get("kind") not in drop])
 
 
-def moral_graph(model: Any, *args: Any) -> nx.Graph:
-    """The moral graph: parents married, directions dropped (undirected graphs pass through)."""
-    g = _probabilistic(_as_graph(model, *args))
-    if not g.is_directed():
-        return nx.Graph(g)
-    return nx.moral_graph(_directed_part(g))
+def _factor_children(g: nx.Graph) -> set:
+    """Factor nodes of a directed model (``pyro.factor`` sites)."""
+    return {n for n, k in g.nodes(data="kind") if k == "factor"} if g.is_directed() else set()
 
 
 def _directed_part(g: nx.DiGraph) -> nx.DiGraph:
@@ -110,31 +145,61 @@ def _directed_part(g: nx.DiGraph) -> nx.DiGraph:
     return d
 
 
-def markov_blanket(model: Any, node: Any, *args: Any) -> set:
-    """Parents, children and the children's other parents (neighbours when undirected)."""
-    g = _probabilistic(_as_graph(model, *args))
-    if node not in g:
-        raise ValueError(f"no node {node!r} in the graph; nodes: {sorted(map(str, g.nodes))}")
+def _undirected_edges(g: nx.Graph) -> list:
+    return [(u, v) for u, v, e in g.edges(data=True) if not e.get("directed", g.is_directed())]
+
+
+def moral_graph(model: Any, *args: Any) -> nx.Graph:
+    """The moral graph: each node's parents married, directions dropped; an undirected
+    model's Markov network passes through; a factor graph's factors connect their scopes;
+    a mixed graph keeps its undirected edges. Reference: Koller & Friedman (2009), §4.5.3."""
+    g = _as_graph(model, *args)
+    factors = [n for n, k in g.nodes(data="kind") if k == "factor"]
+    if factors and not g.is_directed():  # bipartite factor graph → Markov network
+        m = nx.Graph()
+        m.add_nodes_from(_probabilistic(g).nodes(data=True))
+        for f in factors:
+            scope = list(g.neighbors(f))
+            m.add_edges_from((a, b) for i, a in enumerate(scope) for b in scope[i + 1:])
+        return m
+    g = _probabilistic(g, factors=True)
     if not g.is_directed():
-        return set(g.neighbors(node))
-    return set(moral_graph(g).neighbors(node))
+        return nx.Graph(g)
+    m = nx.moral_graph(_directed_part(g))  # a factor's arguments are married like co-parents
+    m.add_edges_from(_undirected_edges(g))
+    m.remove_nodes_from(_factor_children(g))
+    return m
+
+
+def markov_blanket(model: Any, node: Any, *args: Any) -> set:
+    """The Markov blanket of ``node``: parents, children and the children's other parents
+    (the neighbours in the moral graph; the neighbours in an undirected model)."""
+    g = _as_graph(model, *args)
+    m = moral_graph(g)
+    if node not in m:
+        raise ValueError(f"no variable {node!r} in the graph; variables: {sorted(map(str, m.nodes))}")
+    return set(m.neighbors(node))
 
 
 def d_separated(model: Any, xs: Iterable | Any, ys: Iterable | Any, given: Iterable | Any = (),
                 *args: Any) -> bool:
-    """Whether ``xs`` and ``ys`` are d-separated by ``given`` in a directed model."""
-    g = _probabilistic(_as_graph(model, *args))
-    if not g.is_directed():
-        raise ValueError("d-separation is defined for directed graphs; this model is undirected "
-                         "(use graph separation on pg.graph(model))")
+    """Whether the node sets ``xs`` and ``ys`` are d-separated by ``given`` in a directed
+    model (Pearl 1988; Koller & Friedman 2009, §3.3.1). Single node names are accepted.
+    A ``pyro.factor`` site counts as an observed child of its arguments."""
+    g = _probabilistic(_as_graph(model, *args), factors=True)
+    if not g.is_directed() or _undirected_edges(g):
+        raise ValueError("d-separation is defined for directed graphs; this model has undirected "
+                         "edges (use separation in pg.moral_graph(model) instead)")
     sets = [_as_set(s) for s in (xs, ys, given)]
     for s in sets:
         missing = s - set(g.nodes)
         if missing:
             raise ValueError(f"unknown nodes {sorted(map(str, missing))}; nodes: {sorted(map(str, g.nodes))}")
+    if sets[0] & sets[1] or (sets[0] | sets[1]) & sets[2]:
+        raise ValueError("xs, ys and given must be disjoint node sets")
     d = _directed_part(g)
     test = getattr(nx, "is_d_separator", None) or nx.d_separated
-    return bool(test(d, *sets))
+    return bool(test(d, sets[0], sets[1], sets[2] | _factor_children(g)))
 
 
 def _as_set(s: Any) -> set:
@@ -143,8 +208,16 @@ def _as_set(s: Any) -> set:
     return set(s)
 
 
-def render(model: Any, path: str, *args: Any, **options: Any) -> str:
-    """Draw ``model``'s structure to ``path`` (.svg, .png, .pdf or .dot by suffix)."""
-    from probgen.render import render_graph
+def render(model: Any, path: str, *args: Any, rankdir: str | None = None, **options: Any) -> str:
+    """Draw ``model``'s structure to ``path`` (.svg, .png, .pdf or .dot by suffix); returns
+    ``path``. ``args`` and ``options`` are as for :func:`graph`; ``rankdir`` ("TB", "LR",
+    ...) overrides the layout direction (top to bottom for directed models, left to right
+    for undirected ones)."""
+    from probgen.drawing import render_graph
     g = model if isinstance(model, nx.Graph) else graph(model, *args, **options)
+    if rankdir is not None:
+        if rankdir not in ("TB", "LR", "BT", "RL"):
+            raise ValueError(f"rankdir must be one of TB, LR, BT, RL, got {rankdir!r}")
+        g = g.copy()
+        g.graph["rankdir"] = rankdir
     return render_graph(g, path)

@@ -53,6 +53,9 @@ class Method:
     queries: tuple[str, ...] = ()
     #: one line for error messages: what this method needs of a declaration
     needs: str = ""
+    #: a generic method (any Pyro program) is tried only after every specific method of its
+    #: engine, whatever the import order
+    generic: bool = False
 
     def accepts(self, model: Any) -> bool:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -78,6 +81,7 @@ def register(cls: type[Method]) -> type[Method]:
     methods = _METHODS.setdefault(cls.engine, [])
     if not any(type(m) is cls for m in methods):
         methods.append(cls())
+        methods.sort(key=lambda m: m.generic)  # stable: specific methods first, in import order
     return cls
 
 
@@ -159,12 +163,13 @@ def as_declaration(model: Any) -> Any:
 
 
 def resolve_model_name(name: str) -> type:
-    """A built-in declaration class by short name or class name (case-insensitive)."""
+    """A built-in declaration class by short name, class name (case-insensitive) or one of
+    its ``aliases`` (a class attribute, e.g. ``("ae",)``)."""
     table = models()
     if name in table:
         return table[name]
     for cls in table.values():
-        if cls.__name__.lower() == name.lower():
+        if cls.__name__.lower() == name.lower() or name in getattr(cls, "aliases", ()):
             return cls
     raise ValueError(f"unknown model {name!r}; built-in models: {sorted(table)}"
                      " (or path/to/file.py:function for your own Pyro program)")

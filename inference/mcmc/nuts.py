@@ -26,6 +26,7 @@ from .._program import enumerated, inspect_program
 class ProgramNUTS(Method):
     engine = "mcmc"
     name = "nuts"
+    generic = True
     needs = "a Pyro program whose parameters have priors"
     log_prob_kind = "estimate"
 
@@ -34,17 +35,17 @@ class ProgramNUTS(Method):
 
     def fit(self, model: Program, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, warmup: int | None = None, chains: int = 1, target_accept: float = 0.8,
-            max_tree_depth: int = 10, **options: Any) -> Fit:
+            max_tree_depth: int = 10, jit_compile: bool = False, **options: Any) -> Fit:
         if options:
             raise ValueError(f"unknown mcmc options {sorted(options)}; known: warmup, chains, "
-                             "target_accept, max_tree_depth")
+                             "target_accept, max_tree_depth, jit_compile")
         steps = 500 if steps is None else steps
         warmup = steps if warmup is None else warmup
         args = model.program_args(data)
         program, lifted = model.program, []
         info = inspect_program(program, args)
         if info.params:
-            priors = model.priors() if hasattr(model, "priors") else {}
+            priors = _priors(model, args)
             missing = sorted(set(info.params) - set(priors))
             if missing:
                 raise ValueError(f"the mcmc engine samples latent variables, but parameters {missing} "
@@ -55,15 +56,18 @@ class ProgramNUTS(Method):
             info = inspect_program(program, args)
         kernel = NUTS(enumerated(program, info), max_plate_nesting=info.max_plate_nesting,
                       target_accept_prob=target_accept, max_tree_depth=max_tree_depth,
-                      jit_compile=False)
-        start = _unconstrained(enumerated(program, info), args, init) if init else None
+                      jit_compile=jit_compile, ignore_jit_warnings=True)
+        if init is None and hasattr(model, "init_params"):
+            # start the chain at the declaration's own (seeded) starting point, not a prior draw
+            init = _default_start(model, data, seed, info)
+        start = _unconstrained(enumerated(program, info), args, init, info.max_plate_nesting) if init else None
         mcmc = MCMC(kernel, num_samples=steps, warmup_steps=warmup, num_chains=chains,
                     disable_progbar=not progress, initial_params=start)
         with pyro.get_param_store().scope():
             mcmc.run(*args)
         samples = {k: v.detach() for k, v in mcmc.get_samples().items()}
         params = {k: v.mean(0) for k, v in samples.items()}
-        diag = mcmc.diagnostics()
+        diag = mcmc.diagnostics() if steps >= 4 else {}  # split R-hat needs >= 4 draws per chain
         history = [{"step": i} for i in range(steps)]
         summary = {k: {"r_hat": float(torch.as_tensor(d.get("r_hat", float("nan"))).mean()),
                        "n_eff": float(torch.as_tensor(d.get("n_eff", float("nan"))).mean())}
@@ -87,14 +91,56 @@ class ProgramNUTS(Method):
         return torch.logsumexp(lps, 0) - torch.log(torch.tensor(float(len(draws))))
 
     def sample(self, fit: Fit, n: int, seed: int | None = None) -> Any:
-        draws = _thin(fit.state["samples"], n)
+        """Posterior predictive draws: each of the ``n`` examples comes from its own
+        (uniformly chosen, seeded) posterior draw of the parameters."""
         if hasattr(fit.model, "sample"):
-            # one posterior draw per sample: the posterior predictive distribution
-            d = draws[torch.randint(len(draws), ()).item()]
-            return fit.model.sample(dict(fit.params, **d), n, seed=seed)
+            from probgen.random import generator
+            g = generator(seed)
+            samples = fit.state["samples"]
+            total = len(next(iter(samples.values())))
+            which = torch.randint(total, (n,), generator=g)
+            out = None
+            for i in which.unique().tolist():
+                rows = (which == i).nonzero().squeeze(1)
+                draw = {k: v[i] for k, v in samples.items()}
+                xs = fit.model.sample(dict(fit.params, **draw), len(rows),
+                                      seed=int(torch.randint(2**31 - 1, (), generator=g)))
+                if not isinstance(xs, torch.Tensor):  # a family with structured samples: one draw
+                    return fit.model.sample(dict(fit.params, **draw), n, seed=seed)
+                if out is None:
+                    out = xs.new_empty((n,) + tuple(xs.shape[1:]))
+                out[rows] = xs
+            return out
         predictive = pyro.infer.Predictive(fit.model.program, posterior_samples=fit.state["samples"],
                                            num_samples=n)
         return {k: v.detach() for k, v in predictive().items()}
+
+
+def _priors(model: Any, args: tuple) -> dict:
+    """``model.priors(*args)`` when the hook takes the data (data-dependent default
+    hyperparameters), ``model.priors()`` otherwise; ``{}`` without the hook."""
+    import inspect
+    hook = getattr(model, "priors", None)
+    if hook is None:
+        return {}
+    try:
+        takes_data = len(inspect.signature(hook).parameters) > 0
+    except (TypeError, ValueError):
+        takes_data = False
+    return hook(*args) if takes_data else hook()
+
+
+def _default_start(model: Any, data: Any, seed: int | None, info: Any) -> dict | None:
+    """The declaration's ``init_params(data, seed)`` restricted to the sampled sites, or None
+    when it does not give a value for every one of them."""
+    try:
+        start = model.init_params(data, seed=seed)
+    except (NotImplementedError, ValueError, TypeError):
+        return None
+    sites = set(info.continuous)
+    if not sites <= set(start):  # NUTS needs a starting value for every sampled site
+        return None
+    return {k: v for k, v in start.items() if k in sites}
 
 
 def _thin(samples: dict[str, torch.Tensor], k: int) -> list[dict[str, torch.Tensor]]:
@@ -110,10 +156,10 @@ def _observed_log_lik(fn: Any, args: tuple, values: dict) -> torch.Tensor:
                and s["name"] not in values)
 
 
-def _unconstrained(program: Any, args: tuple, init: dict) -> dict:
+def _unconstrained(program: Any, args: tuple, init: dict, max_plate_nesting: int) -> dict:
     """``init`` (constrained values) mapped to NUTS's unconstrained space."""
     from pyro.infer.mcmc.util import initialize_model
-    _, transforms, _, _ = initialize_model(program, model_args=args)
+    _, _, transforms, _ = initialize_model(program, model_args=args, max_plate_nesting=max_plate_nesting)
     unknown = sorted(set(init) - set(transforms))
     if unknown:
         raise ValueError(f"init names {unknown}, which are not latent sites; sites: {sorted(transforms)}")

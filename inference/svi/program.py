@@ -15,6 +15,7 @@ import torch
 from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO
 from pyro.infer.autoguide import AutoDelta, AutoMultivariateNormal, AutoNormal
+from pyro.infer.autoguide.initialization import init_to_feasible, init_to_value
 
 from probgen.declarations import Program
 from probgen.fit import Fit
@@ -34,6 +35,7 @@ def _empty_guide(*args: Any, **kwargs: Any) -> None:
 class ProgramSVI(Method):
     engine = "svi"
     name = "program"
+    generic = True
     needs = "a Pyro program"
 
     def accepts(self, model: Any) -> bool:
@@ -49,8 +51,11 @@ class ProgramSVI(Method):
         args = model.program_args(data)
         info = inspect_program(model.program, args)
         program = enumerated(model.program, info)
-        seed_param_store(info, init)
-        guide_fn = self._guide(guide, program, info)
+        latent_init = {k: v for k, v in (init or {}).items() if k in info.continuous}
+        seed_param_store(info, {k: v for k, v in (init or {}).items() if k not in latent_init})
+        if info.continuous and not latent_init and hasattr(model, "init_params"):
+            latent_init = _default_start(model, data, seed, info.continuous)
+        guide_fn = self._guide(guide, program, info, latent_init)
         elbo = _elbo(info.discrete, info.max_plate_nesting, num_particles)
         # the learning rate decays geometrically to lr * lr_decay, so the last iterate settles
         optim = pyro.optim.ClippedAdam({"lr": lr, "lrd": lr_decay ** (1 / max(steps, 1))})
@@ -62,6 +67,11 @@ class ProgramSVI(Method):
                 raise ValueError(f"the ELBO became non-finite at step {step}; try a smaller lr")
             history.append({"step": step, "loss": float(loss)})
         params = param_values(info.params)
+        if info.continuous and hasattr(guide_fn, "median"):
+            # point summaries of the latent globals (e.g. a Bayesian mixture's weights / loc)
+            with torch.no_grad():
+                median = guide_fn.median(*args)
+            params.update({k: v.detach().clone() for k, v in median.items() if k in info.continuous})
         state = {"guide": guide_fn if guide_fn is not _empty_guide else None,
                  "guide_params": param_values(n for n in pyro.get_param_store() if n not in info.params),
                  "latent_sites": list(info.continuous), "discrete": list(info.discrete), "max_plate_nesting": info.max_plate_nesting}
@@ -70,7 +80,7 @@ class ProgramSVI(Method):
                    log_prob_kind=self._kind(model, info))
 
     @staticmethod
-    def _guide(guide: Any, program: Any, info: Any) -> Any:
+    def _guide(guide: Any, program: Any, info: Any, start: dict | None = None) -> Any:
         if not info.continuous:
             return _empty_guide
         if callable(guide):
@@ -78,7 +88,10 @@ class ProgramSVI(Method):
         if guide not in GUIDES:
             raise ValueError(f"guide must be one of {sorted(GUIDES)} or a callable, got {guide!r}")
         hidden = poutine.block(program, hide=info.discrete) if info.discrete else program
-        return GUIDES[guide](hidden)
+        # the autoguide starts at ``start`` (init= values, or the declaration's own seeded
+        # init_params) where given: a symmetric start cannot separate a mixture's components
+        init_loc = init_to_value(values=start) if start else init_to_feasible
+        return GUIDES[guide](hidden, init_loc_fn=init_loc)
 
     @staticmethod
     def _kind(model: Any, info: Any) -> str:
@@ -110,6 +123,15 @@ class ProgramSVI(Method):
             predictive = pyro.infer.Predictive(poutine.substitute(fit.model.program, data=fit.params),
                                                guide=fit.state.get("guide"), num_samples=n)
             return {k: v.detach() for k, v in predictive().items()}
+
+
+def _default_start(model: Any, data: Any, seed: int | None, sites: list[str]) -> dict:
+    """The declaration's ``init_params(data, seed)`` restricted to the latent ``sites``."""
+    try:
+        start = model.init_params(data, seed=seed)
+    except (NotImplementedError, ValueError, TypeError):
+        return {}
+    return {k: v for k, v in start.items() if k in sites}
 
 
 def _draw(guide: Any, args: tuple, sites: list[str]) -> dict[str, torch.Tensor]:

@@ -1,0 +1,35 @@
+"""What the chain methods (exact, em) share: the capability check for declarations that
+are hidden Markov chains, and their parameters as float64 tensors."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def is_chain(model: Any) -> bool:
+    """A declaration with a Markov chain of discrete states: it names ``initial`` and
+    ``transition`` parameters and gives per-step emission log-likelihoods
+    ``log_emission(params, data) -> (B, T, K)`` on data with ``.x`` and ``.lengths``."""
+    names = getattr(model, "param_names", ())
+    return (hasattr(model, "log_emission") and hasattr(model, "init_params")
+            and "initial" in names and "transition" in names)
+
+
+def start_params(model: Any, data: Any, init: dict | None, seed: int | None) -> dict[str, torch.Tensor]:
+    """``init`` completed from ``model.init_params``; float64; unknown names refused."""
+    params = {k: v.to(torch.float64) for k, v in model.init_params(data, seed=seed).items()}
+    for name, value in (init or {}).items():
+        if name not in params:
+            raise ValueError(f"init names {name!r}, which is not a parameter; parameters: {sorted(params)}")
+        value = torch.as_tensor(value, dtype=torch.float64)
+        if value.shape != params[name].shape:
+            raise ValueError(f"init[{name!r}] must have shape {tuple(params[name].shape)}, "
+                             f"got {tuple(value.shape)}")
+        params[name] = value.clone()
+    for name in ("initial", "transition", "probs"):
+        if name in params:
+            p = params[name]
+            if (p < 0).any() or not torch.allclose(p.sum(-1), torch.ones((), dtype=torch.float64), atol=1e-6):
+                raise ValueError(f"{name} must hold probabilities whose last axis sums to 1")
+    return params

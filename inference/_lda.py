@@ -1,0 +1,94 @@
+"""What the LDA methods of every engine share: the capability check, the starting topic
+factor, per-document evaluation (a bound on log p(w_d | topics, α) by fold-in),
+sampling, and the ``doc_topics`` query. The maths lives in :mod:`probgen.ops.lda`."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from probgen.corpus import Corpus
+from probgen.declarations import Program
+from probgen.fit import Fit
+from probgen.ops import lda as lda_ops
+from probgen.random import generator
+from probgen.registry import Method
+
+NEEDS = "a topic model (a Program with k, vocab_size, alpha_vector, eta_tensor, over a Corpus)"
+
+
+def is_topic_model(model: Any) -> bool:
+    """The protocol: a Pyro program declaring K topics over a V-word vocabulary with
+    Dirichlet hyperparameters (``k``, ``vocab_size``, ``alpha_vector``, ``eta_tensor``)."""
+    return isinstance(model, Program) and all(
+        hasattr(model, a) for a in ("k", "vocab_size", "alpha_vector", "eta_tensor"))
+
+
+def hyperparameters(model: Any, init: dict | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(α (K,), η scalar) as float64, from ``init`` where given, else the declaration."""
+    init = init or {}
+    alpha = torch.as_tensor(init.get("alpha", model.alpha_vector), dtype=torch.float64).expand(model.k).clone()
+    eta = torch.as_tensor(init.get("eta", model.eta_tensor), dtype=torch.float64).reshape(())
+    if not ((alpha > 0).all() and eta > 0):
+        raise ValueError("init alpha and eta must be positive")
+    return alpha, eta
+
+
+def initial_lambda(model: Any, corpus: Corpus, eta: torch.Tensor, init: dict | None, seed: int | None) -> torch.Tensor:
+    """The (K, V) starting topic factor λ: from ``init["topics"]`` (as if each topic had
+    seen N/K tokens), else Gamma(100, 1/100) noise around 1 (Hoffman et al. 2010; the
+    random symmetry breaking scikit-learn uses)."""
+    K, V = model.k, model.vocab_size
+    if init and "topics" in init:
+        topics = torch.as_tensor(init["topics"], dtype=torch.float64)
+        if topics.shape != (K, V) or (topics < 0).any():
+            raise ValueError(f"init['topics'] must be a non-negative ({K}, {V}) matrix, got shape {tuple(topics.shape)}")
+        topics = topics / topics.sum(1, keepdim=True)
+        return eta + topics * (corpus.n_tokens / K)
+    g = generator(seed)
+    return torch._standard_gamma(torch.full((K, V), 100.0, dtype=torch.float64), generator=g) / 100.0
+
+
+def check_options(engine: str, options: dict, known: tuple[str, ...]) -> None:
+    if options:
+        raise ValueError(f"unknown {engine} options for LDA {sorted(options)}; known: {', '.join(known)}")
+
+
+class TopicModelMethod(Method):
+    """Evaluation, sampling and queries shared by the LDA methods."""
+
+    log_prob_kind = "bound"
+    queries = ("doc_topics",)
+    needs = NEEDS
+
+    def accepts(self, model: Any) -> bool:
+        return is_topic_model(model)
+
+    def log_prob(self, fit: Fit, x: Any, **options: Any) -> torch.Tensor:
+        """Per-document lower bound on log p(w_d | topics, α) (the token sequence's
+        probability with θ_d integrated out), by fold-in with the fitted topics fixed."""
+        corpus = fit.model.check_data(x)
+        topics, alpha = fit.params["topics"].double(), fit.params["alpha"].double()
+        gamma = lda_ops.fold_in(corpus, topics, alpha)
+        return lda_ops.doc_bound(corpus, gamma, torch.log(topics.clamp_min(lda_ops.TINY)), alpha)
+
+    def sample(self, fit: Fit, n: int, seed: int | None = None) -> list[torch.Tensor]:
+        """``n`` new documents (token-id tensors) of about the training documents' mean length."""
+        return fit.model.sample(fit.params, n, seed=seed, length=fit.state.get("mean_length", 50.0))
+
+    def infer(self, model: Any, params: dict | None, data: Any, query: str, **options: Any) -> torch.Tensor:
+        """``query="doc_topics"``: E[θ_d] (D, K) for each document, by fold-in with the
+        fitted topics fixed."""
+        if params is None:
+            raise ValueError("the doc_topics query needs fitted topics: pass a Fit, not a declaration")
+        corpus = model.check_data(data)
+        gamma = lda_ops.fold_in(corpus, params["topics"], params["alpha"])
+        return gamma / gamma.sum(1, keepdim=True)
+
+
+def make_fit(method: Method, model: Any, lam_or_topics: torch.Tensor, alpha: torch.Tensor, eta: torch.Tensor,
+             corpus: Corpus, history: list, state: dict, options: dict) -> Fit:
+    topics = lam_or_topics / lam_or_topics.sum(1, keepdim=True)
+    state = dict(state, mean_length=float(corpus.lengths.mean()))
+    return Fit(model, {"topics": topics, "alpha": alpha.clone(), "eta": eta.clone()}, history,
+               engine=method.engine, method=method.name, state=state, options=options)

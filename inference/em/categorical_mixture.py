@@ -1,0 +1,49 @@
+"""EM for mixtures of products of categoricals (the latent class model; Dempster, Laird
+& Rubin 1977): E-step responsibilities ``r_nk ∝ weights_k prod_d probs[k, d, x_nd]`` in
+log space, M-step normalised expected counts plus a Dirichlet pseudo-count."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from probgen.fit import Fit
+from probgen.progress import progress as bar
+from probgen.registry import Method, register
+
+
+@register
+class CategoricalMixtureEM(Method):
+    engine = "em"
+    name = "categorical_mixture"
+    needs = "a mixture of categoricals (component_log_prob, weights / probs)"
+
+    def accepts(self, model: Any) -> bool:
+        return hasattr(model, "component_log_prob") and hasattr(model, "pseudo_count") \
+            and hasattr(model, "n_components")
+
+    def fit(self, model: Any, data: torch.Tensor, *, steps: int | None, seed: int | None, init: dict | None,
+            progress: bool, tol: float = 1e-6, **options: Any) -> Fit:
+        if options:
+            raise ValueError(f"unknown em options {sorted(options)}; known: tol")
+        steps = 200 if steps is None else steps
+        params = model.init_params(data, seed)
+        if init:
+            params.update({k: torch.as_tensor(v, dtype=torch.float64) for k, v in init.items()})
+        n_values = params["probs"].shape[-1]
+        onehot = torch.nn.functional.one_hot(data, n_values).double()  # (N, D, V)
+        a = model.pseudo_count
+        history, prev = [], -float("inf")
+        for step in bar(range(max(steps, 1)), desc="em", enabled=progress):
+            lp = model.component_log_prob(params, data)  # E-step
+            ll = torch.logsumexp(lp, -1)
+            r = torch.exp(lp - ll[:, None])  # (N, K)
+            total = float(ll.sum())
+            history.append({"step": step, "log_likelihood": total})
+            counts = torch.einsum("nk,ndv->kdv", r, onehot) + a  # M-step
+            params = {"weights": (r.sum(0) + 1e-12) / (r.sum() + 1e-12 * r.shape[1]),
+                      "probs": counts / counts.sum(-1, keepdim=True)}
+            if model.n_components == 1 or abs(total - prev) < tol * len(data):
+                break
+            prev = total
+        return Fit(model, params, history, engine=self.engine, method=self.name, options={"tol": tol})

@@ -1,0 +1,49 @@
+"""Exact inference for probabilistic grammars: inside log-probabilities, Viterbi best
+trees, and span / rule posteriors (the outside pass by backprop, Eisner 2016).
+
+``pg.fit(grammar, sentences, engine="exact")`` learns nothing: it returns a Fit at the
+grammar's own rule probabilities (or ``init``) whose ``log_prob`` is the inside
+log-probability of each sentence. ``pg.infer(grammar_or_fit, sentences, query=...)``:
+``"map"`` – one best :class:`~probgen.models.pcfg.Tree` per sentence (``None`` if it has no
+parse); ``"marginals"`` – span and rule posteriors (see ``PCFG.posteriors``).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from probgen.fit import Fit
+from probgen.registry import Method, register
+
+from .._grammar import is_grammar, is_treebank, start_params
+
+
+@register
+class GrammarExact(Method):
+    engine = "exact"
+    name = "grammar"
+    needs = "a grammar declaration (inside / Viterbi charts)"
+    log_prob_kind = "exact"
+    queries = ("map", "marginals")
+
+    def accepts(self, model: Any) -> bool:
+        return is_grammar(model)
+
+    def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
+            progress: bool, **options: Any) -> Fit:
+        if options:
+            raise ValueError(f"unknown exact options {sorted(options)} for a grammar; it takes none")
+        params = start_params(model, init)
+        ll = float(model.log_prob(params, data).sum())
+        return Fit(model, params, [{"step": 0, "log_likelihood": ll}], engine=self.engine, method=self.name)
+
+    def infer(self, model: Any, params: dict | None, data: Any, query: str, **options: Any) -> Any:
+        if options:
+            raise ValueError(f"unknown options {sorted(options)} for grammar queries; they take none")
+        data = model.check_data(data)
+        if is_treebank(data):
+            raise ValueError("queries take sentences (token lists or strings), not trees")
+        if query == "map":
+            return model.viterbi(params, data)
+        if query == "marginals":
+            return model.posteriors(params, data)
+        raise ValueError(f"grammar queries are 'map' and 'marginals', not {query!r}")

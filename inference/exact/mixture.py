@@ -1,0 +1,55 @@
+"""Exact posterior queries for mixtures: responsibilities p(z_n = k | x_n) and the most
+probable assignment, from the declaration's own ``responsibilities(params, x)`` (log-space,
+normalised by logsumexp)."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from probgen.fit import Fit
+from probgen.registry import Method, register
+
+
+@register
+class MixturePosterior(Method):
+    engine = "exact"
+    name = "mixture"
+    needs = "responsibilities(params, x) (a mixture)"
+    log_prob_kind = "exact"
+    queries = ("marginals", "map", "log_prob")
+
+    def accepts(self, model: Any) -> bool:
+        return all(callable(getattr(model, h, None)) for h in ("responsibilities", "init_params", "check_params"))
+
+    def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
+            progress: bool, **options: Any) -> Fit:
+        """Exact inference learns nothing: the fit holds ``init`` (completed by the model's
+        own seeded ``init_params``) and records the exact mean log-likelihood there, so that
+        queries and ``log_prob`` can be asked of given parameters. ``steps`` is ignored."""
+        if options:
+            raise ValueError(f"unknown exact options {sorted(options)}; known: none")
+        params = {} if init is not None and set(init) >= set(model.param_shapes()) \
+            else model.init_params(data, seed=seed)
+        params = model.check_params({**params, **(init or {})})
+        ll = float(model.log_prob(params, data).mean())
+        return Fit(model, params, [{"step": 0, "log_likelihood": ll}], engine=self.engine,
+                   method=self.name, log_prob_kind="exact")
+
+    def infer(self, model: Any, params: dict | None, data: Any, query: str, **options: Any) -> torch.Tensor:
+        """``query="marginals"``: responsibilities ``(N, K)``; ``"map"``: the most probable
+        component of each example ``(N,)``; ``"log_prob"``: log p(x_n) ``(N,)``.
+        A declaration holds no parameters: ask a fit (for given parameters,
+        ``pg.fit(model, x, engine="exact", init=params)`` makes one)."""
+        if options:
+            raise ValueError(f"unknown infer options {sorted(options)}; known: none")
+        if params is None:
+            raise ValueError(f"{type(model).__name__} holds no parameters of its own: pass a fit, "
+                             "pg.infer(fit, x); for given parameters, "
+                             "fit = pg.fit(model, x, engine='exact', init=params)")
+        params = model.check_params(params)
+        x = model.check_data(data)
+        if query == "log_prob":
+            return model.log_prob(params, x)
+        resp = model.responsibilities(params, x)
+        return resp if query == "marginals" else resp.argmax(1)

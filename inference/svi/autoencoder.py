@@ -1,0 +1,258 @@
+"""Amortised SVI for encoder/decoder declarations: autoencoders and variational autoencoders.
+
+A declaration qualifies by protocol: a Pyro ``program(x, train)`` (the decoder p(h)p(x|h)),
+a ``guide(x, train)`` (the encoder q(h|x)), ``encode(params, x)``, ``reconstruct(params, x)``
+and ``encoder_dist`` (``"delta"`` or a distribution). The loss is Pyro's ``Trace_ELBO``:
+
+* a point-mass encoder δ(h − f(x)) makes it −log p(x, h = f(x)) (log δ = 0): MAP in the
+  joint model with an amortised code (autoencoders);
+* a Gaussian encoder makes it the negative ELBO −E_q[log p(x, h) − log q(h | x)] (VAE).
+
+Training runs over epochs of shuffled minibatches (``steps`` = epochs), scores a held-out
+validation split after each epoch (the same loss, without the denoising corruption), keeps the parameters of the best validation epoch and
+stops early after ``patience`` epochs without improvement. Losses are per example.
+
+``fit.log_prob(x, k=…)``: for a distributional encoder the importance-weighted bound
+IWAE-k = log (1/k) Σ_s p(x, h_s) / q(h_s | x), h_s ~ q(h | x) (Burda, Grosse & Salakhutdinov
+2016); k = 1 gives the ELBO (``log_prob_kind="bound"``, its expectation is a lower bound on
+log p(x)). For a point-mass encoder there is no bound: it is the decoder's log-likelihood at
+the code, log p(x | h = f(x)) — the negative reconstruction error in nats, a plug-in score
+that is neither exact nor a bound (``log_prob_kind="estimate"``).
+"""
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from typing import Any, Callable
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.infer import SVI, Trace_ELBO
+
+from probgen.declarations import Program
+from probgen.fit import Fit
+from probgen.progress import progress as bar
+from probgen.random import generator
+from probgen.registry import Method, register
+
+OPTIONS = ("batch_size", "lr", "lr_decay", "validation", "patience", "num_particles")
+
+
+class PerExample:
+    """``fn(x, *rest)`` with every log-density scaled by 1 / len(x), so losses are per
+    example and a minibatch's gradient estimates the per-example mean's (a class, not a
+    closure, so that it pickles)."""
+
+    def __init__(self, fn: Callable):
+        self.fn = fn
+
+    def __call__(self, x: torch.Tensor, *rest: Any) -> Any:
+        with poutine.scale(scale=1.0 / len(x)):
+            return self.fn(x, *rest)
+
+
+class Substituted:
+    """``fn`` run with its ``pyro.param`` sites read from ``params`` (``params`` may hold
+    more names than ``fn`` uses: the model and the guide each take their own)."""
+
+    def __init__(self, fn: Callable, params: dict):
+        self.fn, self.params = fn, params
+
+    def __call__(self, *args: Any) -> Any:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*did not find params.*")
+            with poutine.substitute(data=self.params):
+                return self.fn(*args)
+
+
+@register
+class AmortisedSVI(Method):
+    engine = "svi"
+    name = "amortised"
+    needs = "an encoder/decoder program (program(x), guide(x), encode, reconstruct)"
+    log_prob_kind = "bound"
+    queries = ("encode", "reconstruct")
+
+    def accepts(self, model: Any) -> bool:
+        return (isinstance(model, Program) and callable(getattr(model, "guide", None))
+                and all(callable(getattr(model, m, None)) for m in ("encode", "reconstruct", "init_params"))
+                and hasattr(model, "encoder_dist"))
+
+    def fit(self, model: Any, data: torch.Tensor, *, steps: int | None, seed: int | None, init: dict | None,
+            progress: bool, batch_size: int = 128, lr: float = 1e-3, lr_decay: float = 1.0,
+            validation: float = 0.1, patience: int | None = None, num_particles: int = 1,
+            **options: Any) -> Fit:
+        """Args (besides the common ones; ``steps`` = epochs, default 100):
+          batch_size: minibatch size; lr: Adam's learning rate, decayed geometrically to
+          ``lr * lr_decay`` by the last step; validation: the fraction of the data held out
+          for early stopping (0: none); patience: epochs without a better validation loss
+          before stopping (None: never stop early); num_particles: ELBO samples per step.
+        """
+        if options:
+            raise ValueError(f"unknown svi options {sorted(options)} for {type(model).__name__}; "
+                             f"known: {', '.join(OPTIONS)}")
+        steps = 100 if steps is None else steps
+        _check_options(batch_size, lr, lr_decay, validation, patience, num_particles)
+        x = data
+        x_train, x_val = _validation_split(x, validation, seed)
+        names = self._seed_params(model, x_train, seed, init)
+
+        n_batches = math.ceil(len(x_train) / batch_size)
+        optim = pyro.optim.ClippedAdam({"lr": lr, "lrd": lr_decay ** (1 / max(steps * n_batches, 1))})
+        elbo = Trace_ELBO(num_particles=num_particles, vectorize_particles=num_particles > 1,
+                          max_plate_nesting=1)
+        program, guide = PerExample(model.program), PerExample(model.guide)
+        svi = SVI(program, guide, optim, elbo)
+        history: list[dict] = []
+        best, best_params, stale = math.inf, None, 0
+        epochs = bar(range(steps), desc=f"svi {type(model).__name__}", enabled=progress)
+        for epoch in epochs:
+            start = time.perf_counter()
+            perm = torch.randperm(len(x_train))
+            total = 0.0
+            for i in range(0, len(x_train), batch_size):
+                xb = x_train[perm[i:i + batch_size]]
+                total += svi.step(xb, True) * len(xb)
+            record = {"step": epoch, "loss": total / len(x_train)}
+            if not math.isfinite(record["loss"]):
+                raise ValueError(f"the loss became non-finite in epoch {epoch}; try a smaller lr")
+            if x_val is not None:
+                record["val_loss"] = float(elbo.loss(program, guide, x_val, False))
+            record["seconds"] = time.perf_counter() - start
+            history.append(record)
+            if hasattr(epochs, "set_postfix"):
+                epochs.set_postfix({k: round(v, 3) for k, v in record.items() if k != "step"})
+            if x_val is not None:
+                if record["val_loss"] < best:
+                    best, best_params, stale = record["val_loss"], _snapshot(names), 0
+                else:
+                    stale += 1
+                    if patience is not None and stale >= patience:
+                        break
+        if best_params is not None:  # early stopping keeps the best validation epoch
+            store = pyro.get_param_store()
+            for n, v in best_params.items():
+                store[n] = v
+        params = _snapshot(names)
+        state = {}
+        if model.encoder_dist == "delta":  # the aggregate code distribution, for sampling
+            with torch.no_grad():
+                codes = model.encode(params, x_train)
+            state = {"code_loc": codes.mean(0), "code_scale": codes.std(0) if len(codes) > 1
+                     else torch.ones(codes.shape[1])}
+        if x_val is not None:
+            state["best_val_loss"] = best
+        return Fit(model, params, history, engine=self.engine, method=self.name, state=state,
+                   options={"batch_size": batch_size, "lr": lr, "lr_decay": lr_decay, "validation": validation,
+                            "patience": patience, "num_particles": num_particles},
+                   log_prob_kind="estimate" if model.encoder_dist == "delta" else "bound")
+
+    @staticmethod
+    def _seed_params(model: Any, x: torch.Tensor, seed: int | None, init: dict | None) -> list[str]:
+        start = model.init_params(x, seed)
+        unknown = sorted(set(init or {}) - set(start))
+        if unknown:
+            raise ValueError(f"init names {unknown}, which are not parameters of {type(model).__name__}; "
+                             f"parameters: {sorted(start)}")
+        pyro.clear_param_store()
+        for name, value in {**start, **(init or {})}.items():
+            value = torch.as_tensor(value, dtype=torch.float32)
+            if value.shape != start[name].shape:
+                raise ValueError(f"init[{name!r}] has shape {tuple(value.shape)}, expected {tuple(start[name].shape)}")
+            pyro.param(name, value.clone(), constraint=model.constraint(name))
+        return list(start)
+
+    # ---- evaluation, sampling, queries ---------------------------------------------------
+    def log_prob(self, fit: Fit, x: Any, k: int = 1, **options: Any) -> torch.Tensor:
+        """Per-example (N,): IWAE-k for a distributional encoder (k = 1: the ELBO); the
+        decoder's log-likelihood at the code, log p(x | f(x)), for a point-mass encoder."""
+        if options:
+            raise ValueError(f"unknown log_prob options {sorted(options)}; known: k")
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"k (importance samples) must be a positive integer, got {k!r}")
+        model, x = fit.model, fit.model.check_data(x)
+        if model.encoder_dist == "delta":
+            return model.recon_log_prob(fit.params, x)
+        return iwae_bound(Substituted(model.program, fit.params), Substituted(model.guide, fit.params), (x,), k)
+
+    def sample(self, fit: Fit, n: int, seed: int | None = None) -> torch.Tensor:
+        return fit.model.sample(fit.params, n, seed=seed, code_loc=fit.state.get("code_loc"),
+                                code_scale=fit.state.get("code_scale"))
+
+    def infer(self, model: Any, params: dict | None, data: Any, query: str, **options: Any) -> torch.Tensor:
+        """``"encode"``: the codes f(x) (N, C) — the posterior mean for a Gaussian encoder;
+        ``"reconstruct"``: the decoder's mean at the code (N, D)."""
+        if options:
+            raise ValueError(f"unknown options {sorted(options)} for query {query!r}")
+        if params is None:
+            raise ValueError(f"query {query!r} needs fitted parameters: pass a Fit (pg.infer(fit, x, ...))")
+        x = model.check_data(data)
+        with torch.no_grad():
+            if query == "encode":
+                return model.encode(params, x)
+            return model.reconstruct(params, x)
+
+
+def log_importance_weights(model: Callable, guide: Callable, args: tuple, k: int,
+                           max_elements: int = 2 ** 22) -> torch.Tensor:
+    """log w_s = log p(x, h_s) − log q(h_s | x) for k draws h_s ~ q per example: shape (k, N).
+
+    Works for any model/guide pair whose sites sit in a data plate at dim −1 (continuous or
+    discrete latents; nothing is reparametrised, nothing is differentiated). The k draws are
+    vectorised in a ``particles`` plate at dim −2, in chunks of at most ``max_elements``
+    observed numbers so that memory stays bounded."""
+    per_particle = max(1, sum(a.numel() for a in args if isinstance(a, torch.Tensor)))
+    chunk = max(1, min(k, max_elements // per_particle))
+    out = []
+    for start in range(0, k, chunk):
+        kc = min(chunk, k - start)
+        with torch.no_grad(), pyro.plate("particles", kc, dim=-2):
+            g = poutine.trace(guide).get_trace(*args)
+            m = poutine.trace(poutine.replay(model, trace=g)).get_trace(*args)
+        out.append(_sum_log_prob(m, kc) - _sum_log_prob(g, kc))
+    return torch.cat(out, 0)
+
+
+def _sum_log_prob(trace: Any, k: int) -> torch.Tensor:
+    total = torch.zeros(())
+    for site in trace.nodes.values():
+        if site["type"] == "sample":
+            total = total + site["fn"].log_prob(site["value"])
+    return total.expand(k, -1) if total.dim() == 2 else total.reshape(k, -1)
+
+
+def iwae_bound(model: Callable, guide: Callable, args: tuple, k: int) -> torch.Tensor:
+    """IWAE-k per example (N,): log (1/k) Σ_s w_s (Burda et al. 2016, eq. 8); k = 1 is the ELBO."""
+    lw = log_importance_weights(model, guide, args, k)
+    return torch.logsumexp(lw, 0) - math.log(k)
+
+
+def _snapshot(names: list[str]) -> dict[str, torch.Tensor]:
+    store = pyro.get_param_store()
+    return {n: store[n].detach().clone() for n in names}
+
+
+def _validation_split(x: torch.Tensor, fraction: float, seed: int | None):
+    n_val = int(math.floor(len(x) * fraction))
+    if n_val < 1 or n_val >= len(x):
+        return x, None
+    perm = torch.randperm(len(x), generator=generator(seed))
+    return x[perm[n_val:]], x[perm[:n_val]]
+
+
+def _check_options(batch_size: Any, lr: Any, lr_decay: Any, validation: Any, patience: Any,
+                   num_particles: Any) -> None:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if not isinstance(lr, (int, float)) or not lr > 0:
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    if not isinstance(lr_decay, (int, float)) or not 0 < lr_decay <= 1:
+        raise ValueError(f"lr_decay must be in (0, 1], got {lr_decay!r}")
+    if not isinstance(validation, (int, float)) or not 0 <= validation < 1:
+        raise ValueError(f"validation must be a fraction in [0, 1), got {validation!r}")
+    if patience is not None and (not isinstance(patience, int) or patience < 1):
+        raise ValueError(f"patience must be a positive integer or None, got {patience!r}")
+    if not isinstance(num_particles, int) or num_particles < 1:
+        raise ValueError(f"num_particles must be a positive integer, got {num_particles!r}")

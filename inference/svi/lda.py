@@ -1,0 +1,137 @@
+"""Stochastic variational inference for LDA: minibatches of documents.
+
+``inference="online"`` (default) — online variational Bayes (Hoffman, Blei & Bach 2010,
+Algorithm 2): for each minibatch B, the batched document E-step
+(:func:`probgen.ops.lda.e_step`) gives expected topic–word counts, and the topic factor
+takes a natural-gradient step  λ ← (1 − ρ_t) λ + ρ_t (η + D/|B| Σ_{d∈B} c_d φ_d),
+ρ_t = (τ0 + t)^(−κ), t = 1, 2, … Each document's γ is warm-started from its last visit.
+
+``inference="amortized"`` — an encoder network maps a document's counts to the
+concentration of q(θ_d) = Dirichlet(enc(c_d)) (amortised VI, as in AVITM / ProdLDA of
+Srivastava & Sutton 2017), trained with Pyro's SVI on the declaration's own program
+(topics a MAP parameter under their Dirichlet(η) prior; θ reparameterised through
+torch's Dirichlet ``rsample``, so no Laplace approximation of the prior is needed).
+The decoder stays LDA's mixture θ_d β (the paper's NVLDA variant), not ProdLDA's
+product of experts, so the fitted model is the same declaration.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+from torch.distributions import constraints
+
+from probgen.corpus import Corpus
+from probgen.fit import Fit
+from probgen.ops import lda as lda_ops
+from probgen.progress import progress as bar
+from probgen.random import generator
+from probgen.registry import register
+
+from .._lda import TopicModelMethod, check_options, hyperparameters, initial_lambda, make_fit
+
+OPTIONS = ("inference", "batch_size", "tau0", "kappa", "e_step_tol", "max_e_step", "lr", "hidden")
+
+
+class DirichletEncoder(nn.Module):
+    """Counts (B, V) → Dirichlet concentration (B, K): an MLP on log(1 + counts). A fit
+    keeps its weights in ``fit.state["encoder"]`` (``load_state_dict`` them into
+    ``DirichletEncoder(V, K, fit.state["encoder_hidden"])`` to encode new documents)."""
+
+    def __init__(self, vocab_size: int, k: int, hidden: int = 100):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(vocab_size, hidden), nn.Softplus(),
+                                 nn.Linear(hidden, hidden), nn.Softplus(), nn.Linear(hidden, k))
+
+    def forward(self, counts: torch.Tensor) -> torch.Tensor:
+        return nn.functional.softplus(self.net(torch.log1p(counts))) + 1e-3
+
+
+@register
+class LDAOnlineVB(TopicModelMethod):
+    engine = "svi"
+    name = "lda-online"
+
+    def fit(self, model: Any, data: Corpus, *, steps: int | None, seed: int | None, init: dict | None,
+            progress: bool, inference: str = "online", batch_size: int = 32, tau0: float = 10.0,
+            kappa: float = 0.7, e_step_tol: float = 1e-3, max_e_step: int = 100, lr: float = 0.01,
+            hidden: int = 100, **options: Any) -> Fit:
+        """``steps``: minibatch updates (default: 4 passes over the documents for
+        ``"online"``, 1000 for ``"amortized"``). ``batch_size``: documents per minibatch.
+        ``tau0``, ``kappa``: the step-size schedule ρ_t = (τ0 + t)^(−κ), κ ∈ (0.5, 1]
+        for convergence. ``lr``, ``hidden``: Adam step and encoder width (amortized)."""
+        check_options("svi", options, OPTIONS)
+        if inference not in ("online", "amortized"):
+            raise ValueError(f"inference must be 'online' or 'amortized', got {inference!r}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if not 0.5 < kappa <= 1 or tau0 < 0:
+            raise ValueError(f"need kappa in (0.5, 1] and tau0 >= 0, got kappa={kappa}, tau0={tau0}")
+        batch_size = min(batch_size, data.n_docs)
+        if inference == "amortized":
+            return self._amortized(model, data, steps, seed, init, progress, batch_size, lr, hidden)
+        steps = 4 * math.ceil(data.n_docs / batch_size) if steps is None else steps
+        alpha, eta = hyperparameters(model, init)
+        lam = initial_lambda(model, data, eta, init, seed)
+        D, g = data.n_docs, generator(seed)
+        gamma = (alpha + (data.lengths / model.k)[:, None]).clone()   # (D, K) warm starts
+        batches: list[torch.Tensor] = []
+        history = []
+        for t in bar(range(steps), desc="lda online vb", enabled=progress):
+            if not batches:  # a new pass over the documents in a new random order
+                batches = [b.sort().values for b in torch.split(torch.randperm(D, generator=g), batch_size)]
+            idx = batches.pop(0)
+            sub = data.subset(idx)
+            elog_beta = lda_ops.dirichlet_expectation(lam)
+            gamma_b, sstats, _ = lda_ops.e_step(sub, elog_beta, alpha, gamma[idx], max_iter=max_e_step, tol=e_step_tol)
+            gamma[idx] = gamma_b
+            scale = D / len(idx)
+            # noisy ELBO estimate at the current λ: the minibatch's documents scaled up to D
+            elbo = scale * lda_ops.doc_bound(sub, gamma_b, elog_beta, alpha).sum() + lda_ops.topic_bound(lam, eta, elog_beta)
+            rho = (tau0 + t + 1) ** (-kappa)
+            lam = (1 - rho) * lam + rho * (eta + scale * sstats)
+            history.append({"step": t, "elbo": float(elbo), "rho": rho})
+        return make_fit(self, model, lam, alpha, eta, data, history, {"lambda": lam},
+                        {"inference": "online", "batch_size": batch_size, "tau0": tau0, "kappa": kappa})
+
+    def _amortized(self, model: Any, data: Corpus, steps: int | None, seed: int | None, init: dict | None,
+                   progress: bool, batch_size: int, lr: float, hidden: int) -> Fit:
+        steps = 1000 if steps is None else steps
+        alpha, eta = hyperparameters(model, init)
+        counts = data.dense(torch.float32)
+        pyro.clear_param_store()
+        topics0 = model.init_params(data, seed)["topics"] if not (init and "topics" in init) else \
+            torch.as_tensor(init["topics"], dtype=torch.float64)
+        pyro.param("topics", topics0.float(), constraint=constraints.simplex)
+        encoder = DirichletEncoder(model.vocab_size, model.k, hidden)
+        guide = _EncoderGuide(encoder, batch_size)
+        svi = pyro.infer.SVI(lambda c: model.program(c, batch_size=batch_size), guide,
+                             pyro.optim.Adam({"lr": lr}), pyro.infer.Trace_ELBO())
+        history = []
+        for t in bar(range(steps), desc="lda amortized", enabled=progress):
+            loss = svi.step(counts)
+            if not math.isfinite(loss):
+                raise ValueError(f"the ELBO became non-finite at step {t}; try a smaller lr")
+            history.append({"step": t, "loss": float(loss)})
+        topics = pyro.param("topics").detach().double()
+        # the encoder as weights (a module that went through pyro.module holds weak references)
+        state = {"encoder": {k: v.detach().clone() for k, v in encoder.state_dict().items()},
+                 "encoder_hidden": hidden}
+        return make_fit(self, model, topics, alpha, eta, data, history, state,
+                        {"inference": "amortized", "batch_size": batch_size, "lr": lr, "hidden": hidden})
+
+
+class _EncoderGuide:
+    """q(θ_d) = Dirichlet(encoder(c_d)) in the same subsampled ``documents`` plate as the program."""
+
+    def __init__(self, encoder: DirichletEncoder, batch_size: int):
+        self.encoder, self.batch_size = encoder, batch_size
+
+    def __call__(self, counts: torch.Tensor) -> None:
+        pyro.module("encoder", self.encoder)
+        with pyro.plate("documents", counts.shape[0], subsample_size=self.batch_size) as idx:
+            pyro.sample("theta", dist.Dirichlet(self.encoder(counts[idx])))

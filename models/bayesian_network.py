@@ -1,0 +1,649 @@
+"""Discrete Bayesian networks: a DAG of categorical variables with named states and
+conditional probability tables (CPTs), declared as a Pyro program.
+
+Each variable ``v`` with parents ``pa(v)`` has a table ``probs_<v>`` of shape
+``(*cards of pa(v), card(v))`` whose last axis sums to one; the program samples
+``v ~ Categorical(probs_v[values of pa(v)])`` in topological order inside a ``data``
+plate. The joint is ``p(x) = prod_v p(x_v | x_pa(v))`` (Pearl 1988; Koller & Friedman
+2009, ch. 3).
+
+Data are tables of states, one row per case: a dict ``{variable: [state, ...]}`` (``None``
+or NaN for a missing cell; absent columns are missing), a pandas DataFrame, or an
+``(N, V)`` integer array of state indices in :attr:`BayesianNetwork.variables` order with
+``-1`` for missing. :meth:`BayesianNetwork.check_data` turns each into an ``(N, V)``
+int64 tensor with ``-1`` for missing cells.
+
+Networks are read from and written to the BIF interchange format (Cozman 1998) with a
+parser of our own (:meth:`BayesianNetwork.from_bif`, :meth:`BayesianNetwork.to_bif`).
+"""
+from __future__ import annotations
+
+import gzip
+import itertools
+import math
+import os
+import re
+from typing import Any
+
+import networkx as nx
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+from torch.distributions import constraints
+
+from probgen.declarations import Program
+
+#: networks bundled with pgmpy, readable offline by :meth:`BayesianNetwork.load_bundled`
+BUNDLED = ("asia", "cancer", "earthquake", "survey", "sachs", "child", "alarm", "insurance",
+           "hepar2", "win95pts", "water", "hailfinder")
+
+#: how far a distribution may be from summing to one before it is an error (within it,
+#: the distribution is renormalised: the bundled files are rounded to ~1e-7)
+SUM_TOL = 1e-6
+
+
+def _prefix(v: str) -> str:
+    return f"probs_{v}"
+
+
+class BayesianNetwork(Program):
+    """A discrete Bayesian network.
+
+    Args:
+      spec: ``{variable: {"states": [...], "parents": [...], "cpt": table}}``; ``table``
+        has shape ``(*parent cards, n_states)`` (or ``(prod parent cards, n_states)``, parent
+        configurations in row-major order), rows summing to one. ``cpt`` may be left out
+        for a structure to be learned (uniform tables). ``states`` may be an int (``k``
+        states named ``"0".."k-1"``).
+      name: the network's name (written to BIF).
+
+    Attributes: ``variables`` (topological order), ``states``, ``parents``, ``tables``
+    (dict variable -> float64 tensor), ``cards``.
+    """
+
+    short_name = "bn"
+    default_engine = "em"
+    default_dataset = "asia"
+    _repr_fields = ("name",)
+
+    def __init__(self, spec: dict, name: str = "network"):
+        if not isinstance(spec, dict) or not spec:
+            raise ValueError("a Bayesian network spec is a non-empty dict {variable: {'states': [...], "
+                             "'parents': [...], 'cpt': table}}")
+        self.name = name
+        states, parents = {}, {}
+        for v, entry in spec.items():
+            if not isinstance(v, str):
+                raise ValueError(f"variable names must be strings, got {v!r}")
+            if not isinstance(entry, dict) or "states" not in entry:
+                raise ValueError(f"variable {v!r}: the spec entry must be a dict with 'states'")
+            unknown = set(entry) - {"states", "parents", "cpt"}
+            if unknown:
+                raise ValueError(f"variable {v!r}: unknown spec keys {sorted(unknown)}; known: states, parents, cpt")
+            st = entry["states"]
+            if isinstance(st, int):
+                st = [str(i) for i in range(st)]
+            st = [str(s) for s in st]
+            if len(st) < 1 or len(set(st)) != len(st):
+                raise ValueError(f"variable {v!r}: states must be a non-empty list of distinct names, got {st}")
+            states[v] = st
+            pa = list(entry.get("parents") or [])
+            if len(set(pa)) != len(pa) or v in pa:
+                raise ValueError(f"variable {v!r}: parents must be distinct and not the variable itself, got {pa}")
+            parents[v] = pa
+        for v, pa in parents.items():
+            for p in pa:
+                if p not in states:
+                    raise ValueError(f"variable {v!r}: unknown parent {p!r}; variables: {sorted(states)}")
+        g = nx.DiGraph()
+        g.add_nodes_from(spec)
+        g.add_edges_from((p, v) for v, pa in parents.items() for p in pa)
+        if not nx.is_directed_acyclic_graph(g):
+            cycle = nx.find_cycle(g)
+            raise ValueError(f"the network has a cycle through variable {cycle[0][0]!r}: "
+                             + " -> ".join(str(e[0]) for e in cycle) + f" -> {cycle[0][0]}")
+        position = {v: i for i, v in enumerate(spec)}
+        self.variables: list[str] = list(nx.lexicographical_topological_sort(g, key=position.get))
+        self.index = {v: i for i, v in enumerate(self.variables)}
+        self.states = {v: states[v] for v in self.variables}
+        self.parents = {v: parents[v] for v in self.variables}
+        self.cards = [len(self.states[v]) for v in self.variables]
+        self.state_index = {v: {s: i for i, s in enumerate(self.states[v])} for v in self.variables}
+        self.tables = {v: self._check_table(v, spec[v].get("cpt")) for v in self.variables}
+        self._cache: dict = {}
+
+    # ---- validation -----------------------------------------------------------------
+    def table_shape(self, v: str) -> tuple[int, ...]:
+        return tuple(len(self.states[p]) for p in self.parents[v]) + (len(self.states[v]),)
+
+    def _check_table(self, v: str, cpt: Any, name: str | None = None) -> torch.Tensor:
+        shape = self.table_shape(v)
+        if cpt is None:
+            return torch.full(shape, 1.0 / shape[-1], dtype=torch.float64)
+        try:
+            t = torch.as_tensor(np.asarray(cpt, dtype=np.float64) if not isinstance(cpt, torch.Tensor) else cpt,
+                                dtype=torch.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"variable {v!r}: the table must be numeric ({exc})") from None
+        if tuple(t.shape) != shape:
+            flat = (math.prod(shape[:-1]), shape[-1])
+            if tuple(t.shape) == flat or (len(shape) == 1 and tuple(t.shape) == (1, shape[-1])):
+                t = t.reshape(shape)
+            else:
+                raise ValueError(f"variable {v!r}: the table has shape {tuple(t.shape)}, expected {shape} "
+                                 f"(parents {self.parents[v]} then the variable's {shape[-1]} states)")
+        if not torch.isfinite(t).all() or (t < 0).any():
+            raise ValueError(f"variable {v!r}: the table must hold finite non-negative probabilities")
+        sums = t.sum(-1)
+        err = (sums - 1).abs().max().item()
+        if err > SUM_TOL:
+            raise ValueError(f"variable {v!r}: distributions in the table sum to {sums.flatten().tolist()[:6]} "
+                             f"(off by up to {err:.2g} > {SUM_TOL}); each row over the states must sum to 1")
+        if err > 1e-12:  # rounding in the source file; exact rows are left bit-for-bit alone
+            t = t / sums.unsqueeze(-1)
+        return t.clone()
+
+    def check_params(self, params: dict | None) -> dict[str, torch.Tensor]:
+        """``params`` (or the declared tables when ``None``) as a validated dict
+        ``probs_<v> -> table``."""
+        if params is None:
+            return {_prefix(v): self.tables[v] for v in self.variables}
+        out = {}
+        for v in self.variables:
+            key = _prefix(v)
+            if key not in params:
+                raise ValueError(f"params lack {key!r} (the table of variable {v!r})")
+            t = torch.as_tensor(params[key], dtype=torch.float64)
+            if tuple(t.shape) != self.table_shape(v):
+                raise ValueError(f"params[{key!r}] has shape {tuple(t.shape)}, expected {self.table_shape(v)}")
+            out[key] = t
+        return out
+
+    # ---- data -----------------------------------------------------------------------
+    def encode(self, v: str, value: Any) -> int:
+        """State index of ``value`` (a state name, or an int index) for variable ``v``;
+        -1 for a missing value (``None`` / NaN)."""
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return -1
+        idx = self.state_index[v].get(str(value) if not isinstance(value, str) else value)
+        if idx is not None and (isinstance(value, str) or not self._numeric_names(v)):
+            return idx
+        if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and 0 <= value < self.cards[self.index[v]]:
+            return int(value)
+        if isinstance(value, (float, np.floating)) and float(value).is_integer() and 0 <= value < self.cards[self.index[v]]:
+            return int(value)
+        if idx is not None:
+            return idx
+        raise ValueError(f"variable {v!r} has no state {value!r}; states: {self.states[v]}")
+
+    def _numeric_names(self, v: str) -> bool:
+        return all(s.lstrip("-").isdigit() for s in self.states[v])
+
+    def check_data(self, data: Any) -> torch.Tensor:
+        """An ``(N, V)`` int64 tensor of state indices (columns in :attr:`variables` order,
+        -1 for missing cells)."""
+        if data is None:
+            raise ValueError("a Bayesian network needs data: a dict {variable: [states]}, a DataFrame or an "
+                             f"(N, {len(self.variables)}) array of state indices (-1 for missing)")
+        if hasattr(data, "to_dict") and hasattr(data, "columns"):  # a pandas DataFrame
+            data = {str(c): list(data[c]) for c in data.columns}
+        if isinstance(data, dict):
+            unknown = [c for c in data if c not in self.index]
+            if unknown:
+                raise ValueError(f"unknown variables {unknown}; variables: {self.variables}")
+            scalar = {c for c, col in data.items() if col is None or isinstance(col, (str, int, float, np.generic))}
+            cols = {c: list(col) for c, col in data.items() if c not in scalar}
+            n_rows = len(next(iter(cols.values()))) if cols else 1
+            cols.update({c: [data[c]] * n_rows for c in scalar})  # one value for every row
+            lengths = {len(c) for c in cols.values()}
+            if len(lengths) != 1 or 0 in lengths:
+                raise ValueError(f"the columns must be non-empty and of equal length, got lengths "
+                                 f"{ {c: len(col) for c, col in cols.items()} }")
+            n = lengths.pop()
+            out = np.full((n, len(self.variables)), -1, dtype=np.int64)
+            for c, col in cols.items():
+                enc = self.state_index[c]
+                j = self.index[c]
+                try:  # fast path: every cell a known state name
+                    out[:, j] = [enc[x] for x in col]
+                except (KeyError, TypeError):
+                    out[:, j] = [self.encode(c, x) for x in col]
+            return torch.from_numpy(out)
+        arr = torch.as_tensor(np.asarray(data.detach().cpu() if isinstance(data, torch.Tensor) else data,
+                                         dtype=np.float64))
+        if arr.dim() == 1 and arr.shape[0] == len(self.variables):
+            arr = arr.unsqueeze(0)
+        if arr.dim() != 2 or arr.shape[1] != len(self.variables) or arr.shape[0] == 0:
+            raise ValueError(f"data must be an (N, {len(self.variables)}) array of state indices (columns "
+                             f"{self.variables[:5]}...), got shape {tuple(arr.shape)}")
+        arr = torch.where(torch.isnan(arr), torch.full_like(arr, -1.0), arr)
+        if (arr != arr.round()).any():
+            raise ValueError("data must hold integer state indices (-1 or NaN for missing)")
+        cards = torch.tensor(self.cards, dtype=torch.float64)
+        bad = (arr < -1) | (arr >= cards)
+        if bad.any():
+            i, j = bad.nonzero()[0].tolist()
+            raise ValueError(f"data[{i}, {j}] = {arr[i, j].item():g} is not a state index of variable "
+                             f"{self.variables[j]!r} (0..{self.cards[j] - 1}, or -1 for missing)")
+        return arr.long()
+
+    def decode(self, x: Any) -> dict[str, list]:
+        """An ``(N, V)`` array of state indices as a dict ``{variable: [state names]}``."""
+        x = np.asarray(x)
+        return {v: [self.states[v][k] if k >= 0 else None for k in x[:, j]] for j, v in enumerate(self.variables)}
+
+    # ---- the model --------------------------------------------------------------------
+    def init_params(self, data: Any = None, seed: int | None = None) -> dict[str, torch.Tensor]:
+        return {k: v.clone() for k, v in self.check_params(None).items()}
+
+    def program(self, data: torch.Tensor | None = None) -> torch.Tensor:
+        """Ancestral sampling of every variable in a ``data`` plate of ``N`` rows (one row
+        when ``data`` is None); observed when data is given (complete rows only: missing
+        cells are handled by the ``em`` and ``exact`` engines)."""
+        if data is not None and (data < 0).any():
+            raise ValueError("the Pyro program of a Bayesian network takes complete rows; for missing "
+                             "cells use engine='em' (or the exact engine's log_prob)")
+        n = 1 if data is None else data.shape[0]
+        values = {}
+        with pyro.plate("data", n):
+            for j, v in enumerate(self.variables):
+                probs = pyro.param(_prefix(v), self.tables[v].clone(), constraint=constraints.simplex)
+                idx = tuple(values[p] for p in self.parents[v])
+                p = probs[idx] if idx else probs
+                values[v] = pyro.sample(v, dist.Categorical(probs=p),
+                                        obs=None if data is None else data[:, j])
+        return torch.stack([values[v].expand(n) for v in self.variables], -1)
+
+    def log_prob(self, params: dict | None, x: Any) -> torch.Tensor:
+        """Exact ``log p(row)`` per row, ``(N,)``; missing cells are summed out
+        (variable elimination over the unobserved variables, one batched contraction)."""
+        params = self.check_params(params)
+        x = x if isinstance(x, torch.Tensor) and x.dtype == torch.long and x.dim() == 2 else self.check_data(x)
+        from probgen.ops.bayesian_network import compiled
+        return torch.from_numpy(compiled(self, params).log_prob_rows(x.numpy()))
+
+    def sample(self, params: dict | None, n: int, seed: int | None = None) -> torch.Tensor:
+        """``n`` rows by ancestral sampling, ``(n, V)`` int64 state indices."""
+        params = self.check_params(params)
+        from probgen.random import generator
+        g = generator(seed)
+        out = torch.empty(n, len(self.variables), dtype=torch.long)
+        for j, v in enumerate(self.variables):
+            t = params[_prefix(v)]
+            idx = tuple(out[:, self.index[p]] for p in self.parents[v])
+            p = t[idx] if idx else t.expand(n, -1)
+            u = torch.rand(n, 1, generator=g, dtype=torch.float64)
+            c = p.cumsum(-1)
+            out[:, j] = (u > c[:, :-1]).sum(-1) if c.shape[-1] > 1 else 0
+        return out
+
+    # ---- structure -------------------------------------------------------------------
+    def structure(self, data: Any = None, *, params: bool = False, plate: bool = False, **options: Any) -> nx.DiGraph:
+        """The DAG. With ``data`` (or ``plate=True``) the variables sit in a ``data`` plate
+        and are marked observed (latent when a column is entirely missing); with
+        ``params=True`` each table is a ``param`` node pointing at its variable."""
+        if options:
+            raise ValueError(f"unknown structure options {sorted(options)}; known: params, plate")
+        g = nx.DiGraph()
+        shown = plate or data is not None
+        observed = None
+        n = None
+        if data is not None:
+            x = self.check_data(data)
+            n = x.shape[0]
+            observed = (x >= 0).any(0).tolist()
+        for j, v in enumerate(self.variables):
+            kind = "observed" if (observed is None and shown) or (observed is not None and observed[j]) else "latent"
+            g.add_node(v, kind=kind, states=list(self.states[v]), plates=("data",) if shown else ())
+        for v in self.variables:
+            for p in self.parents[v]:
+                g.add_edge(p, v, directed=True)
+        if params:
+            for v in self.variables:
+                g.add_node(_prefix(v), kind="param", plates=())
+                g.add_edge(_prefix(v), v, directed=True)
+        g.graph["plates"] = {"data": n} if shown else {}
+        return g
+
+    # ---- constructors ----------------------------------------------------------------
+    def spec(self) -> dict:
+        return {v: {"states": list(self.states[v]), "parents": list(self.parents[v]),
+                    "cpt": self.tables[v].clone()} for v in self.variables}
+
+    def with_tables(self, params: dict) -> "BayesianNetwork":
+        """The same structure with the tables in ``params`` (``probs_<v>``), e.g. a fit's."""
+        params = self.check_params(params)
+        spec = self.spec()
+        for v in self.variables:
+            spec[v]["cpt"] = params[_prefix(v)]
+        return BayesianNetwork(spec, name=self.name)
+
+    @classmethod
+    def from_bif(cls, source: str | os.PathLike) -> "BayesianNetwork":
+        """Read a network from BIF text, or a ``.bif`` / ``.bif.gz`` file path.
+
+        ``table`` entries list the child's states outermost (pgmpy's reading); rows
+        ``(parent states) p1, p2, ...;`` may come in any order. Malformed text raises
+        ``ValueError`` with the line number."""
+        text, name = _read_text(source)
+        return _parse_bif(text, name)
+
+    @classmethod
+    def load_bundled(cls, name: str) -> "BayesianNetwork":
+        """One of the BIF networks bundled with pgmpy (read offline with our own parser)."""
+        path = bundled_path(name)
+        return cls.from_bif(path)
+
+    def to_bif(self) -> str:
+        """The network as BIF text (floats written with ``repr``, so reading it back gives
+        the same tables bit for bit)."""
+        lines = [f"network {self.name} {{", "}"]
+        for v in self.variables:
+            lines += [f"variable {v} {{",
+                      f"  type discrete [ {len(self.states[v])} ] {{ {', '.join(self.states[v])} }};", "}"]
+        for v in self.variables:
+            pa = self.parents[v]
+            t = self.tables[v].numpy()
+            head = f"probability ( {v}" + (f" | {', '.join(pa)}" if pa else "") + " ) {"
+            lines.append(head)
+            if not pa:
+                lines.append("  table " + ", ".join(repr(float(p)) for p in t) + ";")
+            else:
+                for combo in itertools.product(*(range(len(self.states[p])) for p in pa)):
+                    names = ", ".join(self.states[p][k] for p, k in zip(pa, combo))
+                    lines.append(f"  ({names}) " + ", ".join(repr(float(p)) for p in t[combo]) + ";")
+            lines.append("}")
+        return "\n".join(lines) + "\n"
+
+    @classmethod
+    def example(cls, seed: int = 0) -> tuple["BayesianNetwork", torch.Tensor]:
+        """The asia network (Lauritzen & Spiegelhalter 1988), 200 rows sampled from it."""
+        bn = cls.from_bif(ASIA_BIF)
+        return bn, bn.sample(None, 200, seed=seed)
+
+    @classmethod
+    def load_named_data(cls, name: str) -> Any:
+        """``"<network>"`` or ``"<network>:<n>"`` (a bundled network): ``n`` rows (default
+        1000) sampled from it as a dict of state columns; ``None`` for other names."""
+        base, _, n = name.partition(":")
+        if base not in BUNDLED:
+            return None
+        bn = cls.load_bundled(base)
+        return bn.decode(bn.sample(None, int(n) if n else 1000, seed=0).numpy())
+
+    @classmethod
+    def for_data(cls, data: Any, network: str | None = None, **options: Any) -> "BayesianNetwork":
+        """The bundled network whose variables are the data's columns (uniform tables, to
+        be learned), or the one named by ``network``."""
+        if options:
+            raise TypeError(f"unknown options {sorted(options)}; known: network")
+        if network is None:
+            cols = set(data) if isinstance(data, dict) else None
+            for name in BUNDLED:
+                try:
+                    bn = cls.load_bundled(name)
+                except ValueError:
+                    continue
+                if cols is not None and set(bn.variables) == cols:
+                    network = name
+                    break
+            if network is None:
+                raise TypeError("pass --set network=<name> (one of " + ", ".join(BUNDLED) + ")")
+        bn = cls.load_bundled(network)
+        spec = bn.spec()
+        for v in spec:
+            spec[v]["cpt"] = None
+        return cls(spec, name=bn.name)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_cache"] = {}
+        return state
+
+
+def bundled_path(name: str) -> str:
+    if name not in BUNDLED:
+        raise ValueError(f"unknown bundled network {name!r}; bundled: {list(BUNDLED)}")
+    try:
+        from importlib import resources
+        path = resources.files("pgmpy") / "utils" / "example_models" / f"{name}.bif.gz"
+    except ModuleNotFoundError:
+        raise ValueError(f"the bundled network {name!r} ships with pgmpy, which is not installed "
+                         "(pip install pgmpy, or pass your own .bif file)") from None
+    if not path.is_file():
+        raise ValueError(f"pgmpy has no bundled network {name!r}")
+    return str(path)
+
+
+# ---- BIF --------------------------------------------------------------------------------
+_TOKEN = re.compile(r"//[^\n]*|/\*.*?\*/|\s+|([{}()\[\]|,;])|([^\s{}()\[\]|,;]+)", re.S)
+
+
+def _read_text(source: Any) -> tuple[str, str | None]:
+    if isinstance(source, os.PathLike) or (isinstance(source, str) and "{" not in source):
+        path = os.fspath(source)
+        if not os.path.exists(path):
+            raise ValueError(f"no such BIF file: {path} (pass a path or the BIF text itself)")
+        opener = gzip.open if path.endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+            return f.read(), os.path.basename(path).split(".")[0]
+    if not isinstance(source, str):
+        raise ValueError(f"from_bif takes BIF text or a file path, got {type(source).__name__}")
+    return source, None
+
+
+class _Tokens:
+    def __init__(self, text: str):
+        self.toks: list[tuple[str, int]] = []
+        line = 1
+        pos = 0
+        for m in _TOKEN.finditer(text):
+            if m.start() != pos:  # unreachable: the pattern matches any character class
+                raise ValueError(f"BIF line {line}: cannot read {text[pos:m.start()]!r}")
+            tok = m.group(1) or m.group(2)
+            if tok:
+                self.toks.append((tok, line))
+            line += m.group(0).count("\n")
+            pos = m.end()
+        self.i = 0
+        self.last_line = line
+
+    def peek(self) -> str | None:
+        return self.toks[self.i][0] if self.i < len(self.toks) else None
+
+    def line(self) -> int:
+        return self.toks[self.i][1] if self.i < len(self.toks) else self.last_line
+
+    def next(self, expect: str | None = None) -> str:
+        if self.i >= len(self.toks):
+            raise ValueError(f"BIF line {self.last_line}: unexpected end of text"
+                             + (f", expected {expect!r}" if expect else ""))
+        tok, line = self.toks[self.i]
+        if expect is not None and tok != expect:
+            raise ValueError(f"BIF line {line}: expected {expect!r}, found {tok!r}")
+        self.i += 1
+        return tok
+
+    def error(self, msg: str) -> ValueError:
+        return ValueError(f"BIF line {self.line()}: {msg}")
+
+    def skip_block(self) -> None:
+        """Skip a ``{ ... }`` block (network / property bodies)."""
+        self.next("{")
+        depth = 1
+        while depth:
+            t = self.next()
+            depth += (t == "{") - (t == "}")
+
+    def skip_statement(self) -> None:
+        while self.next() != ";":
+            pass
+
+
+def _number(tok: _Tokens) -> float:
+    line, t = tok.line(), tok.next()
+    try:
+        return float(t)
+    except ValueError:
+        raise ValueError(f"BIF line {line}: expected a probability, found {t!r}") from None
+
+
+def _parse_bif(text: str, name: str | None) -> BayesianNetwork:
+    tok = _Tokens(text)
+    states: dict[str, list[str]] = {}
+    probs: dict[str, tuple[list[str], Any, int]] = {}
+    net_name = name or "network"
+    while tok.peek() is not None:
+        line, kw = tok.line(), tok.next()
+        if kw == "network":
+            parts = []
+            while tok.peek() not in ("{", None):
+                parts.append(tok.next())
+            if parts and not (parts == ["unknown"] and name):  # pgmpy's files all say "unknown"
+                net_name = " ".join(parts)
+            tok.skip_block()
+        elif kw == "variable":
+            v = tok.next()
+            tok.next("{")
+            while tok.peek() != "}":
+                if tok.peek() == "type":
+                    tok.next()
+                    kind = tok.next()
+                    if kind != "discrete":
+                        raise tok.error(f"variable {v!r}: only discrete variables are supported, got {kind!r}")
+                    tok.next("[")
+                    n_line, n_tok = tok.line(), tok.next()
+                    if not n_tok.isdigit():
+                        raise ValueError(f"BIF line {n_line}: variable {v!r}: expected a number of states, found {n_tok!r}")
+                    tok.next("]")
+                    tok.next("{")
+                    st = [tok.next()]
+                    while tok.peek() == ",":
+                        tok.next()
+                        st.append(tok.next())
+                    tok.next("}")
+                    tok.next(";")
+                    if len(st) != int(n_tok):
+                        raise ValueError(f"BIF line {n_line}: variable {v!r} declares {n_tok} states but lists {len(st)}")
+                    states[v] = st
+                elif tok.peek() == "property":
+                    tok.skip_statement()
+                elif tok.peek() is None:
+                    raise tok.error(f"variable {v!r}: unexpected end of text, expected '}}'")
+                else:
+                    raise tok.error(f"variable {v!r}: expected 'type' or 'property', found {tok.peek()!r}")
+            tok.next("}")
+            if v not in states:
+                raise ValueError(f"BIF line {line}: variable {v!r} has no 'type discrete' declaration")
+        elif kw == "probability":
+            tok.next("(")
+            v = tok.next()
+            if v not in states:
+                raise ValueError(f"BIF line {line}: probability for undeclared variable {v!r}")
+            pa = []
+            if tok.peek() == "|":
+                tok.next()
+                pa.append(tok.next())
+                while tok.peek() == ",":
+                    tok.next()
+                    pa.append(tok.next())
+            tok.next(")")
+            for p in pa:
+                if p not in states:
+                    raise ValueError(f"BIF line {line}: variable {v!r} has undeclared parent {p!r}")
+            card = len(states[v])
+            shape = tuple(len(states[p]) for p in pa) + (card,)
+            table = np.full(shape, np.nan)
+            tok.next("{")
+            while tok.peek() != "}":
+                row_line = tok.line()
+                head = tok.peek()
+                if head in ("table", "default"):
+                    tok.next()
+                    vals = [_number(tok)]
+                    while tok.peek() == ",":
+                        tok.next()
+                        vals.append(_number(tok))
+                    tok.next(";")
+                    if len(vals) != math.prod(shape):
+                        raise ValueError(f"BIF line {row_line}: variable {v!r}: {head} has {len(vals)} entries, "
+                                         f"expected {math.prod(shape)}")
+                    arr = np.array(vals).reshape(card, -1).T.reshape(shape)
+                    if head == "table":
+                        table = arr
+                    else:
+                        table = np.where(np.isnan(table), arr, table)
+                elif head == "(":
+                    tok.next()
+                    combo = [tok.next()]
+                    while tok.peek() == ",":
+                        tok.next()
+                        combo.append(tok.next())
+                    tok.next(")")
+                    if len(combo) != len(pa):
+                        raise ValueError(f"BIF line {row_line}: variable {v!r}: a row names {len(combo)} parent "
+                                         f"states, expected {len(pa)} ({', '.join(pa)})")
+                    idx = []
+                    for p, s in zip(pa, combo):
+                        if s not in states[p]:
+                            raise ValueError(f"BIF line {row_line}: variable {v!r}: parent {p!r} has no state "
+                                             f"{s!r}; states: {states[p]}")
+                        idx.append(states[p].index(s))
+                    vals = [_number(tok)]
+                    while tok.peek() == ",":
+                        tok.next()
+                        vals.append(_number(tok))
+                    tok.next(";")
+                    if len(vals) != card:
+                        raise ValueError(f"BIF line {row_line}: variable {v!r}: a row has {len(vals)} "
+                                         f"probabilities, expected {card}")
+                    table[tuple(idx)] = vals
+                elif head is None:
+                    raise tok.error(f"variable {v!r}: unexpected end of text in its probability block")
+                elif head == "property":
+                    tok.skip_statement()
+                else:
+                    raise tok.error(f"variable {v!r}: expected 'table', 'default' or '(parent states)', "
+                                    f"found {head!r}")
+            tok.next("}")
+            if np.isnan(table).any():
+                raise ValueError(f"BIF line {line}: variable {v!r}: the probability block leaves parent "
+                                 "configurations without a distribution")
+            if v in probs:
+                raise ValueError(f"BIF line {line}: a second probability block for variable {v!r}")
+            probs[v] = (pa, table, line)
+        else:
+            raise ValueError(f"BIF line {line}: expected 'network', 'variable' or 'probability', found {kw!r}")
+    missing = [v for v in states if v not in probs]
+    if missing:
+        raise ValueError(f"BIF: variables {missing} have no probability block")
+    spec = {v: {"states": states[v], "parents": probs[v][0], "cpt": probs[v][1]} for v in states}
+    try:
+        return BayesianNetwork(spec, name=net_name)
+    except ValueError as exc:
+        m = re.match(r"variable '([^']*)'", str(exc))
+        if m and m.group(1) in probs:
+            raise ValueError(f"BIF line {probs[m.group(1)][2]}: {exc}") from None
+        raise
+
+
+ASIA_BIF = """network asia {
+}
+variable asia { type discrete [ 2 ] { yes, no }; }
+variable tub { type discrete [ 2 ] { yes, no }; }
+variable smoke { type discrete [ 2 ] { yes, no }; }
+variable lung { type discrete [ 2 ] { yes, no }; }
+variable bronc { type discrete [ 2 ] { yes, no }; }
+variable either { type discrete [ 2 ] { yes, no }; }
+variable xray { type discrete [ 2 ] { yes, no }; }
+variable dysp { type discrete [ 2 ] { yes, no }; }
+probability ( asia ) { table 0.01, 0.99; }
+probability ( tub | asia ) { (yes) 0.05, 0.95; (no) 0.01, 0.99; }
+probability ( smoke ) { table 0.5, 0.5; }
+probability ( lung | smoke ) { (yes) 0.1, 0.9; (no) 0.01, 0.99; }
+probability ( bronc | smoke ) { (yes) 0.6, 0.4; (no) 0.3, 0.7; }
+probability ( either | lung, tub ) { (yes, yes) 1.0, 0.0; (no, yes) 1.0, 0.0; (yes, no) 1.0, 0.0; (no, no) 0.0, 1.0; }
+probability ( xray | either ) { (yes) 0.98, 0.02; (no) 0.05, 0.95; }
+probability ( dysp | bronc, either ) { (yes, yes) 0.9, 0.1; (no, yes) 0.7, 0.3; (yes, no) 0.8, 0.2; (no, no) 0.1, 0.9; }
+"""

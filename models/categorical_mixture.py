@@ -1,0 +1,120 @@
+"""A finite mixture of products of categoricals (the latent class model; Lazarsfeld
+1950): ``p(x) = sum_k weights_k prod_d probs[k, d, x_d]`` over ``D`` discrete features
+with values ``0..V-1``. With one component it is the independence model that naive
+Bayes uses per class.
+
+Data: an ``(N, D)`` array of non-negative integer codes. Parameters: ``weights`` ``(K,)``
+and ``probs`` ``(K, D, V)`` (rows over values sum to one; ``V`` the largest number of
+values of any feature).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from probgen.declarations import Declaration
+
+
+def check_codes(x: Any, name: str = "X", n_features: int | None = None, n_values: Any = None) -> torch.Tensor:
+    """An ``(N, D)`` int64 tensor of non-negative integer codes (``ValueError`` otherwise);
+    with ``n_values`` (an int or per-feature sizes) codes must lie below it."""
+    try:
+        arr = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be an (N, D) array of integer codes ({exc})") from None
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2 or arr.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty (N, D) array of integer codes, got shape {arr.shape}")
+    if n_features is not None and arr.shape[1] != n_features:
+        raise ValueError(f"{name} must have {n_features} features (shape (N, {n_features})), got {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or inf; features must be integer codes 0, 1, ...")
+    if (arr < 0).any() or (arr != np.round(arr)).any():
+        i, j = np.argwhere((arr < 0) | (arr != np.round(arr)))[0]
+        raise ValueError(f"{name}[{i}, {j}] = {arr[i, j]:g} is not a non-negative integer code")
+    if n_values is not None:
+        lim = np.broadcast_to(np.asarray(n_values), (arr.shape[1],))
+        bad = arr >= lim
+        if bad.any():
+            i, j = np.argwhere(bad)[0]
+            raise ValueError(f"{name}[{i}, {j}] = {int(arr[i, j])}: feature {j} has values 0..{int(lim[j]) - 1} "
+                             "in the fitted model")
+    return torch.from_numpy(arr.astype(np.int64))
+
+
+def one_hot(x: torch.Tensor, n_values: int) -> torch.Tensor:
+    """``(N, D)`` codes -> ``(N, D, V)`` float64 indicators."""
+    return torch.nn.functional.one_hot(x, n_values).double()
+
+
+class CategoricalMixture(Declaration):
+    """Mixture of ``n_components`` products of categoricals over discrete features.
+
+    ``pseudo_count``: a symmetric Dirichlet pseudo-count added to the expected counts in
+    every M-step (``1`` = Laplace smoothing, so unseen values keep some probability)."""
+
+    short_name = "catmix"
+    default_engine = "em"
+    _repr_fields = ("n_components", "pseudo_count", "n_values")
+
+    def __init__(self, n_components: int = 2, pseudo_count: float = 1.0, n_values: int | None = None):
+        if not isinstance(n_components, int) or n_components < 1:
+            raise ValueError(f"n_components must be a positive integer, got {n_components!r}")
+        if pseudo_count < 0:
+            raise ValueError(f"pseudo_count must be >= 0, got {pseudo_count}")
+        self.n_components = n_components
+        self.pseudo_count = float(pseudo_count)
+        self.n_values = n_values
+
+    def sized_for(self, data: Any) -> "CategoricalMixture":
+        """A copy whose ``n_values`` covers every code in ``data`` (a classifier fits one
+        copy per class, and all classes' tables must have the same shape)."""
+        x = self.check_data(data)
+        return CategoricalMixture(self.n_components, self.pseudo_count, max(int(x.max()) + 1, self.n_values or 0))
+
+    def check_data(self, data: Any) -> torch.Tensor:
+        return check_codes(data)
+
+    def init_params(self, data: torch.Tensor, seed: int | None = None) -> dict[str, torch.Tensor]:
+        """Uniform weights; ``probs`` from the data's value frequencies, perturbed per
+        component by a Dirichlet draw (breaks the symmetry between components)."""
+        from probgen.random import generator
+        k, v = self.n_components, max(int(data.max()) + 1, self.n_values or 0)
+        freq = one_hot(data, v).mean(0) + 1e-3
+        g = generator(seed)
+        noise = torch.ones(1, *freq.shape, dtype=torch.float64)
+        if k > 1:  # Exp(1) = Gamma(1) draws: a Dirichlet(1) perturbation after normalising
+            noise = -torch.log(torch.rand(k, *freq.shape, generator=g, dtype=torch.float64))
+        probs = freq * noise
+        probs = probs / probs.sum(-1, keepdim=True)
+        return {"weights": torch.full((k,), 1.0 / k, dtype=torch.float64), "probs": probs}
+
+    def component_log_prob(self, params: dict, x: torch.Tensor) -> torch.Tensor:
+        """``log weights_k + log p(x_n | component k)``, ``(N, K)``."""
+        probs = params["probs"]
+        x = check_codes(x, n_features=probs.shape[1], n_values=probs.shape[2])
+        logp = torch.log(probs)  # (K, D, V)
+        d = torch.arange(probs.shape[1])
+        lp = logp[:, d, x].sum(-1)  # (K, N, D) -> (K, N)
+        return lp.T + torch.log(params["weights"])
+
+    def log_prob(self, params: dict, x: Any) -> torch.Tensor:
+        """Exact ``log p(x_n)``, ``(N,)``."""
+        return torch.logsumexp(self.component_log_prob(params, x), -1)
+
+    def sample(self, params: dict, n: int, seed: int | None = None) -> torch.Tensor:
+        from probgen.random import generator
+        g = generator(seed)
+        z = torch.multinomial(params["weights"], n, replacement=True, generator=g)
+        p = params["probs"][z]  # (n, D, V)
+        return torch.multinomial(p.reshape(-1, p.shape[-1]), 1, generator=g).reshape(n, -1)
+
+    @classmethod
+    def example(cls, seed: int = 0) -> tuple["CategoricalMixture", torch.Tensor]:
+        g = torch.Generator().manual_seed(seed)
+        z = torch.randint(2, (60,), generator=g)
+        x = torch.where(torch.rand(60, 4, generator=g) < 0.8, z[:, None] * 2, torch.randint(3, (60, 4), generator=g))
+        return cls(2), x

@@ -1,0 +1,399 @@
+"""Hidden Markov models: a chain of K discrete states, each emitting one observation.
+
+    z_0 ~ Categorical(initial),  z_t | z_{t-1} ~ Categorical(transition[z_{t-1}]),
+    x_t | z_t ~ Categorical(probs[z_t])                      (emission="categorical")
+              | Normal(loc[z_t], diag(scale[z_t]^2))          (emission="gaussian", covariance="diag")
+              | MultivariateNormal(loc[z_t], scale_tril[z_t]) (emission="gaussian", covariance="full")
+              | Poisson(rate[z_t])                            (emission="poisson")
+
+Reference: Rabiner (1989), "A tutorial on hidden Markov models and selected applications
+in speech recognition", Proc. IEEE 77(2).
+
+Data: a list of sequences ((T_i,) symbols / counts, or (T_i, D) observations), one
+tensor ((T,) / (T, D): one sequence; (B, T) / (B, T, D): B sequences of equal length), or a
+:class:`Sequences` (a padded tensor plus ``lengths``): ``Sequences(x_padded, lengths)``.
+``check_data`` turns all of these into a ``Sequences``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import networkx as nx
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.distributions import constraints
+
+from probgen.data import as_tensor
+from probgen.declarations import Program
+from probgen.ops import chain
+from probgen.ops.chain import Sequences
+from probgen.random import generator
+
+__all__ = ["HMM", "Sequences"]
+
+EMISSIONS = ("categorical", "gaussian", "poisson")
+_CONSTRAINTS = {"initial": constraints.simplex, "transition": constraints.simplex,
+                "probs": constraints.simplex, "loc": constraints.real,
+                "scale": constraints.positive, "scale_tril": constraints.lower_cholesky,
+                "rate": constraints.positive}
+
+
+class HMM(Program):
+    """A hidden Markov model with ``k`` states, as a vectorised Pyro program.
+
+    Args:
+      k: number of hidden states K.
+      emission: ``"categorical"`` (needs ``n_symbols`` V), ``"gaussian"`` (needs ``dim`` D)
+        or ``"poisson"``.
+      dim: observation dimension D for Gaussian emissions.
+      covariance: ``"diag"`` (parameter ``scale`` (K, D)) or ``"full"`` (``scale_tril``
+        (K, D, D), the lower Cholesky factor of each state's covariance).
+      n_symbols: alphabet size V for categorical emissions (symbols 0..V-1).
+
+    Parameters (``Fit.params``): ``initial`` (K,), ``transition`` (K, K) (rows sum to 1),
+    and ``probs`` (K, V) | ``loc`` (K, D) with ``scale`` (K, D) or ``scale_tril`` (K, D, D)
+    | ``rate`` (K,).
+    """
+
+    short_name = "hmm"
+    default_engine = "em"
+    default_dataset = "sunspots"
+    _repr_fields = ("k", "emission", "dim", "covariance", "n_symbols")
+
+    def __init__(self, k: int, emission: str = "categorical", dim: int | None = None,
+                 covariance: str = "diag", n_symbols: int | None = None):
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"k (number of states) must be a positive integer, got {k!r}")
+        if emission not in EMISSIONS:
+            raise ValueError(f"emission must be one of {list(EMISSIONS)}, got {emission!r}")
+        if covariance not in ("diag", "full"):
+            raise ValueError(f"covariance must be 'diag' or 'full', got {covariance!r}")
+        if emission == "categorical" and (not isinstance(n_symbols, int) or n_symbols < 1):
+            raise ValueError(f"categorical emissions need n_symbols (a positive integer), got {n_symbols!r}")
+        if emission == "gaussian":
+            dim = 1 if dim is None else dim
+            if not isinstance(dim, int) or dim < 1:
+                raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        self.k, self.emission, self.dim = k, emission, dim if emission == "gaussian" else None
+        self.covariance = covariance if emission == "gaussian" else None
+        self.n_symbols = n_symbols if emission == "categorical" else None
+
+    # ---- facts -------------------------------------------------------------------------
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        """The parameter names, in order."""
+        if self.emission == "categorical":
+            em = ("probs",)
+        elif self.emission == "poisson":
+            em = ("rate",)
+        else:
+            em = ("loc", "scale_tril" if self.covariance == "full" else "scale")
+        return ("initial", "transition") + em
+
+    @property
+    def event_ndim(self) -> int:
+        return 1 if self.emission == "gaussian" else 0
+
+    @property
+    def _expected(self) -> str:
+        return "(T_i, %d)" % self.dim if self.emission == "gaussian" else "(T_i,)"
+
+    # ---- data --------------------------------------------------------------------------
+    def check_data(self, data: Any) -> Sequences:
+        """A :class:`Sequences` (padded batch + lengths) for ``data``; ``ValueError`` on a
+        wrong dimension, NaN / inf, zero-length sequences, symbols outside
+        ``0..n_symbols-1`` or negative / non-integer Poisson counts."""
+        if data is None:
+            raise ValueError(f"HMM needs data: a list of sequences of shape {self._expected}")
+        ev = f", {self.dim}" if self.emission == "gaussian" else ""
+        if isinstance(data, Sequences):
+            x, lengths = as_tensor(data.x, name="sequences"), torch.as_tensor(data.lengths)
+            if lengths.dim() != 1 or len(lengths) != x.shape[0] or len(lengths) == 0:
+                raise ValueError(f"lengths must have shape (B,) matching the padded data's first "
+                                 f"dimension {x.shape[0]}, got {tuple(lengths.shape)}")
+            if x.dim() != 2 + self.event_ndim or (lengths > x.shape[1]).any():
+                raise ValueError(f"padded sequences must have shape (B, T{ev}) with lengths <= T, "
+                                 f"got {tuple(x.shape)}")
+            return self._check_padded(x, lengths.long())
+        if isinstance(data, (list, tuple)):
+            if len(data) == 0:
+                raise ValueError(f"no sequences: expected a list of arrays of shape {self._expected}")
+            seqs = [self._shape_one(as_tensor(s, name=f"sequence {i}"), i) for i, s in enumerate(data)]
+            lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+            if (lengths == 0).all():
+                raise ValueError("every sequence has length zero")
+            x = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True)
+            return self._check_padded(x, lengths)
+        t = as_tensor(data, name="sequences")
+        if self.emission == "gaussian" and self.dim == 1 and t.dim() == 1:
+            t = t[:, None]
+        if t.dim() == 1 + self.event_ndim:
+            t = t[None]
+        if t.dim() != 2 + self.event_ndim:
+            raise ValueError(f"sequences must have shape {self._expected} (one), (B, T{ev}) (several of "
+                             f"equal length) or be a list of arrays; got shape {tuple(t.shape)}")
+        if self.emission == "gaussian" and t.shape[-1] != self.dim:
+            raise ValueError(f"sequences must have shape (T_i, {self.dim}) or (B, T, {self.dim}), "
+                             f"got shape {tuple(t.shape)}")
+        return self._check_padded(t, torch.full((t.shape[0],), t.shape[1], dtype=torch.long))
+
+    def _shape_one(self, s: torch.Tensor, i: int) -> torch.Tensor:
+        if self.emission == "gaussian" and self.dim == 1 and s.dim() == 1:
+            s = s[:, None]
+        if s.dim() != 1 + self.event_ndim or (self.emission == "gaussian" and s.shape[-1] != self.dim):
+            raise ValueError(f"sequence {i} must have shape {self._expected}, got shape {tuple(s.shape)}")
+        return s
+
+    def _check_padded(self, x: torch.Tensor, lengths: torch.Tensor) -> Sequences:
+        """Vectorised checks of the valid steps of a padded batch; padding is set to 0."""
+        if (lengths < 1).any():
+            i = int((lengths < 1).nonzero()[0])
+            raise ValueError(f"sequence {i} has length zero (zero-length sequence); every sequence needs "
+                             "at least one step")
+        mask = chain.pad_mask(lengths, x.shape[1])
+        m = mask if x.dim() == 2 else mask[..., None]
+        x = torch.where(m, x, torch.zeros((), dtype=x.dtype))
+
+        def first(bad: torch.Tensor) -> int:
+            return int(bad.reshape(len(bad), -1).any(-1).nonzero()[0])
+
+        finite = torch.isfinite(x)
+        if not finite.all():
+            kind = "NaN" if torch.isnan(x).any() else "inf"
+            raise ValueError(f"sequence {first(~finite)} contains {kind} values")
+        if self.emission == "gaussian":
+            return Sequences(x.to(torch.float64), lengths)
+        bad = (x != torch.round(x)) | (x < 0)
+        if bad.any():
+            what = "symbols" if self.emission == "categorical" else "Poisson counts"
+            raise ValueError(f"sequence {first(bad)}: {what} must be non-negative integers")
+        if self.emission == "categorical":
+            out = x >= self.n_symbols
+            if out.any():
+                raise ValueError(f"sequence {first(out)} has symbol {int(x.max())} outside "
+                                 f"0..{self.n_symbols - 1} (n_symbols={self.n_symbols})")
+            return Sequences(x.to(torch.long), lengths)
+        return Sequences(x.to(torch.float64), lengths)
+
+    # ---- exact evaluation --------------------------------------------------------------
+    def log_emission(self, params: dict[str, torch.Tensor], data: Sequences) -> torch.Tensor:
+        """log p(x_t | z_t = k) for every step: (B, T, K) (padded steps hold finite junk)."""
+        x = data.x
+        if self.emission == "categorical":
+            return torch.log(params["probs"]).t()[x]
+        if self.emission == "poisson":
+            rate = params["rate"]
+            return x[..., None] * torch.log(rate) - rate - torch.lgamma(x[..., None] + 1)
+        loc = params["loc"]
+        D = loc.shape[-1]
+        if self.covariance == "full":
+            # (x - μ_k)ᵀ P_k (x - μ_k) with P_k = Σ_k^{-1}, expanded into matrix products over the
+            # flattened steps (as for diag): xxᵀ·P_k − 2 xᵀ P_k μ_k + μ_kᵀ P_k μ_k
+            L = params["scale_tril"]
+            eye = torch.eye(D, dtype=L.dtype, device=L.device).expand_as(L)
+            Linv = torch.linalg.solve_triangular(L, eye, upper=False)            # (K, D, D)
+            P = Linv.transpose(1, 2) @ Linv                                      # (K, D, D)
+            Pmu = (P @ loc[..., None])[..., 0]                                   # (K, D)
+            xf = x.reshape(-1, D)
+            xx = (xf[:, :, None] * xf[:, None, :]).reshape(-1, D * D)
+            maha = xx @ P.reshape(-1, D * D).t() - 2 * xf @ Pmu.t() + (loc * Pmu).sum(-1)
+            maha = maha.reshape(*x.shape[:-1], -1)                               # (B, T, K)
+            log_det = torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
+        else:
+            prec = params["scale"] ** -2                                         # (K, D)
+            # Σ_d (x_d - μ_kd)^2 / σ_kd^2 as matrix products over the flattened steps
+            maha = (x * x) @ prec.t() - 2 * x @ (loc * prec).t() + (loc * loc * prec).sum(-1)
+            log_det = torch.log(params["scale"]).sum(-1)
+        return -0.5 * maha - log_det - 0.5 * D * math.log(2 * math.pi)
+
+    def log_prob(self, params: dict[str, torch.Tensor], data: Any) -> torch.Tensor:
+        """Exact log p(x) per sequence (B,): the log-space forward algorithm."""
+        data = self.check_data(data)
+        params = _as64(params)
+        return chain.log_evidence(params["initial"], params["transition"],
+                                  self.log_emission(params, data), data.lengths)
+
+    def sample(self, params: dict[str, torch.Tensor], n: int, seed: int | None = None,
+               T: int = 50, return_states: bool = False) -> Any:
+        """``n`` sequences of length ``T`` by ancestral sampling: (n, T) or (n, T, D)
+        (and the hidden states (n, T) when ``return_states``)."""
+        g = generator(seed)
+        p = _as64(params)
+        z = torch.empty(n, T, dtype=torch.long)
+        z[:, 0] = torch.multinomial(p["initial"], n, replacement=True, generator=g)
+        for t in range(1, T):
+            z[:, t] = torch.multinomial(p["transition"][z[:, t - 1]], 1, generator=g)[:, 0]
+        flat = z.reshape(-1)
+        if self.emission == "categorical":
+            x = torch.multinomial(p["probs"][flat], 1, generator=g)[:, 0]
+        elif self.emission == "poisson":
+            x = torch.poisson(p["rate"][flat], generator=g)
+        else:
+            eps = torch.randn(len(flat), self.dim, generator=g, dtype=torch.float64)
+            if self.covariance == "full":
+                x = p["loc"][flat] + (p["scale_tril"][flat] @ eps[..., None])[..., 0]
+            else:
+                x = p["loc"][flat] + p["scale"][flat] * eps
+        x = x.reshape(n, T, self.dim) if self.emission == "gaussian" else x.reshape(n, T)
+        return (x, z) if return_states else x
+
+    # ---- initialisation ---------------------------------------------------------------
+    def init_params(self, data: Any = None, seed: int | None = None) -> dict[str, torch.Tensor]:
+        """Random starting parameters: uniform ``initial``, a sticky random ``transition``;
+        for Gaussians K distinct data points as means and the data's spread as scales."""
+        g = generator(seed)
+        K = self.k
+        p = {"initial": torch.full((K,), 1.0 / K, dtype=torch.float64)}
+        tr = torch.rand(K, K, generator=g, dtype=torch.float64) + K * torch.eye(K, dtype=torch.float64)
+        p["transition"] = tr / tr.sum(-1, keepdim=True)
+        flat = self.check_data(data).flat() if data is not None else None
+        if self.emission == "categorical":
+            pr = 0.5 + torch.rand(K, self.n_symbols, generator=g, dtype=torch.float64)
+            p["probs"] = pr / pr.sum(-1, keepdim=True)
+        elif self.emission == "poisson":
+            mean = float(flat.mean()) if flat is not None else 1.0
+            p["rate"] = max(mean, 1e-3) * (0.5 + torch.rand(K, generator=g, dtype=torch.float64))
+        else:
+            D = self.dim
+            if flat is not None and len(flat) >= 1:
+                idx = torch.randperm(len(flat), generator=g)[:K]
+                loc = flat[idx]
+                if len(loc) < K:  # fewer steps than states: jitter repeats
+                    loc = loc[torch.arange(K) % len(loc)]
+                var = flat.var(0) if len(flat) > 1 else torch.ones(D, dtype=torch.float64)
+                var = torch.where(var > 0, var, torch.ones_like(var))
+                loc = loc + 1e-3 * var.sqrt() * torch.randn(K, D, generator=g, dtype=torch.float64)
+                cov = torch.cov(flat.t()).reshape(D, D) if len(flat) > 1 else torch.eye(D, dtype=torch.float64)
+            else:
+                loc = torch.randn(K, D, generator=g, dtype=torch.float64)
+                var, cov = torch.ones(D, dtype=torch.float64), torch.eye(D, dtype=torch.float64)
+            p["loc"] = loc
+            if self.covariance == "full":
+                cov = cov + 1e-6 * cov.diagonal().mean().clamp(min=1e-12) * torch.eye(D, dtype=torch.float64)
+                p["scale_tril"] = torch.linalg.cholesky(cov).expand(K, D, D).clone()
+            else:
+                p["scale"] = var.sqrt().expand(K, D).clone()
+        return p
+
+    # ---- the Pyro program ---------------------------------------------------------------
+    def program(self, data: Any = None) -> None:
+        """The HMM as a Pyro program over a padded batch: a ``pyro.plate`` over sequences,
+        ``pyro.markov`` over time, padded steps masked out. States are enumerable."""
+        if data is None:
+            raise ValueError("the HMM program needs data (a Sequences batch)")
+        data = data if isinstance(data, Sequences) else self.check_data(data)
+        defaults: dict = {}
+
+        def default(name: str):
+            if not defaults:
+                defaults.update(self.init_params(data, seed=0))
+            return defaults[name]
+
+        p = {n: pyro.param(n, lambda n=n: default(n), constraint=_CONSTRAINTS[n]) for n in self.param_names}
+        x, mask = data.x, data.mask
+        with pyro.plate("sequences", len(data.lengths), dim=-1):
+            z = None
+            for t in pyro.markov(range(x.shape[1])):
+                probs = p["initial"] if z is None else p["transition"][z]
+                with poutine.mask(mask=mask[:, t]):
+                    z = pyro.sample(f"z_{t}", dist.Categorical(probs), infer={"enumerate": "parallel"})
+                    pyro.sample(f"x_{t}", self._emission_dist(p, z), obs=x[:, t])
+
+    def _emission_dist(self, p: dict, z: torch.Tensor):
+        if self.emission == "categorical":
+            return dist.Categorical(p["probs"][z])
+        if self.emission == "poisson":
+            return dist.Poisson(p["rate"][z])
+        if self.covariance == "full":
+            return dist.MultivariateNormal(p["loc"][z], scale_tril=p["scale_tril"][z])
+        return dist.Normal(p["loc"][z], p["scale"][z]).to_event(1)
+
+    def priors(self) -> dict[str, Any]:
+        """Priors for a Bayesian HMM (used when NUTS lifts the parameters): flat Dirichlet
+        rows for ``initial``, ``transition`` and ``probs``; Normal(0, 10) means, LogNormal(0, 2)
+        scales, Gamma(1, 0.1) rates. Full covariances have no prior here (use diag)."""
+        K = self.k
+        one = lambda *s: torch.ones(*s, dtype=torch.float64)  # noqa: E731
+        pr = {"initial": dist.Dirichlet(one(K)), "transition": dist.Dirichlet(one(K, K)).to_event(1)}
+        if self.emission == "categorical":
+            pr["probs"] = dist.Dirichlet(one(K, self.n_symbols)).to_event(1)
+        elif self.emission == "poisson":
+            pr["rate"] = dist.Gamma(one(K), 0.1 * one(K)).to_event(1)
+        else:
+            pr["loc"] = dist.Normal(0 * one(K, self.dim), 10.0).to_event(2)
+            if self.covariance == "diag":
+                pr["scale"] = dist.LogNormal(0 * one(K, self.dim), 2.0).to_event(2)
+        return pr
+
+    # ---- structure ---------------------------------------------------------------------
+    def structure(self, *args: Any, params: bool = False, T: int = 4, **options: Any) -> nx.DiGraph:
+        """The chain unrolled over ``T`` steps: latent ``z_t`` → ``z_{t+1}``, ``z_t`` → observed
+        ``x_t``, all inside the ``sequences`` plate (with ``params=True``, parameter nodes)."""
+        if options:
+            raise ValueError(f"unknown structure options {sorted(options)}; known: T, params")
+        if not isinstance(T, int) or T < 1:
+            raise ValueError(f"T must be a positive integer, got {T!r}")
+        g = nx.DiGraph()
+        em = {"categorical": "Categorical", "poisson": "Poisson"}.get(
+            self.emission, "MultivariateNormal" if self.covariance == "full" else "Normal")
+        for t in range(T):
+            g.add_node(f"z_{t}", kind="latent", distribution="Categorical", plates=("sequences",))
+            g.add_node(f"x_{t}", kind="observed", distribution=em, plates=("sequences",))
+            g.add_edge(f"z_{t}", f"x_{t}", directed=True)
+            if t:
+                g.add_edge(f"z_{t - 1}", f"z_{t}", directed=True)
+        if params:
+            for name in self.param_names:
+                g.add_node(name, kind="param", plates=())
+            g.add_edge("initial", "z_0", directed=True)
+            for t in range(1, T):
+                g.add_edge("transition", f"z_{t}", directed=True)
+            for name in self.param_names[2:]:
+                for t in range(T):
+                    g.add_edge(name, f"x_{t}", directed=True)
+        n = len(args[0]) if args and hasattr(args[0], "__len__") else None
+        g.graph["plates"] = {"sequences": n}
+        return g
+
+    # ---- CLI / contract hooks ----------------------------------------------------------
+    @classmethod
+    def for_data(cls, data: Any, k: int = 3, **options: Any) -> "HMM":
+        """Gaussian emissions for real-valued data (D from the data), categorical for
+        integer symbols, unless ``emission=`` says otherwise."""
+        if "emission" not in options:
+            seqs = data.unpad() if isinstance(data, Sequences) else data if isinstance(data, list) else [data]
+            t = torch.cat([as_tensor(s).reshape(len(as_tensor(s)), -1) for s in seqs])
+            if bool((t == torch.round(t)).all()) and t.shape[1] == 1 and (t >= 0).all():
+                options.update(emission="categorical", n_symbols=options.get("n_symbols", int(t.max()) + 1))
+            else:
+                options.update(emission="gaussian", dim=options.get("dim", t.shape[1]))
+        return cls(k, **options)
+
+    @classmethod
+    def example(cls, seed: int = 0) -> tuple["HMM", list[torch.Tensor]]:
+        """A 2-state, 3-symbol HMM and three short sequences of different lengths."""
+        model = cls(2, "categorical", n_symbols=3)
+        params = {"initial": torch.tensor([0.6, 0.4], dtype=torch.float64),
+                  "transition": torch.tensor([[0.8, 0.2], [0.3, 0.7]], dtype=torch.float64),
+                  "probs": torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]], dtype=torch.float64)}
+        x = model.sample(params, 3, seed=seed, T=6)
+        return model, [x[0], x[1, :4], x[2, :5]]
+
+    @classmethod
+    def load_named_data(cls, name: str) -> torch.Tensor | None:
+        """``"sunspots"``: yearly sunspot numbers 1700–2008 (309,) (public domain, NOAA; the
+        same series statsmodels bundles), shipped with probgen."""
+        if name != "sunspots":
+            return None
+        from importlib import resources
+        with resources.files("probgen").joinpath("datasets/sunspots.txt").open("r") as f:
+            values = np.loadtxt(f, comments="#", delimiter=",")
+        return torch.as_tensor(values[:, 1], dtype=torch.float64)
+
+
+def _as64(params: dict) -> dict[str, torch.Tensor]:
+    return {k: torch.as_tensor(v).to(torch.float64) for k, v in params.items()}

@@ -1,0 +1,924 @@
+"""Probabilistic context-free grammars (the *grammar* declaration kind).
+
+A :class:`PCFG` is a list of weighted rules written like NLTK's::
+
+    S  -> NP VP [1.0]
+    NP -> Det N [0.6] | 'John' [0.4]
+    N  -> 'dog' [0.3] | 'cat' [0.7]
+
+Nonterminals are bare names, terminals are quoted, each alternative carries its
+probability in brackets, and the first left-hand side is the start symbol.
+Its parameters (``fit.params``) are ``probs``: a 1-D tensor aligned with
+``grammar.rules`` (``probs[i]`` is the probability of ``grammar.rules[i]``; they sum to
+one per left-hand side).
+
+For the chart algorithms (:mod:`probgen.ops.inside`) the grammar is compiled to a
+normal form that preserves the distribution over trees: terminals inside longer rules
+get a preterminal of probability one, n-ary rules are binarised right-branching with
+intermediate symbols of probability one, and unary chains are closed – the sum over all
+chains ``A =>* B`` is ``(I - U)^{-1}`` (Stolcke 1995), the best chain a shortest path.
+Parses in the normal form are mapped back to trees of the original grammar.
+
+Reference: Manning & Schütze (1999), ch. 11; Lari & Young (1990).
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Sequence
+
+import torch
+
+from probgen.declarations import Declaration
+from probgen.ops import inside as chart_ops
+from probgen.ops.inside import NEG, ChartGrammar
+
+__all__ = ["PCFG", "Rule", "Tree"]
+
+
+# ---- trees ---------------------------------------------------------------------------
+
+class Tree:
+    """A parse tree: ``label`` (a nonterminal) and ``children`` (trees or word strings).
+
+    ``str(tree)`` is NLTK's bracketed form on one line, ``(S (NP John) (VP (V ran)))``;
+    :meth:`fromstring` reads it back. ``log_prob`` is the tree's log probability
+    under the grammar that produced it (``None`` for a tree read from text).
+    """
+
+    __slots__ = ("label", "children", "log_prob")
+
+    def __init__(self, label: str, children: Sequence["Tree | str"], log_prob: float | None = None):
+        self.label = label
+        self.children = list(children)
+        self.log_prob = log_prob
+
+    def leaves(self) -> list[str]:
+        out = []
+        for c in self.children:
+            out.extend(c.leaves() if isinstance(c, Tree) else [c])
+        return out
+
+    def productions(self) -> list[tuple[str, tuple[tuple[str, bool], ...]]]:
+        """The rules the tree uses, as ``(lhs, ((symbol, is_terminal), ...))``, pre-order."""
+        out = [(self.label, tuple((c.label, False) if isinstance(c, Tree) else (c, True)
+                                  for c in self.children))]
+        for c in self.children:
+            if isinstance(c, Tree):
+                out.extend(c.productions())
+        return out
+
+    def height(self) -> int:
+        return 1 + max((c.height() if isinstance(c, Tree) else 1) for c in self.children)
+
+    def __str__(self) -> str:
+        return "(" + " ".join([self.label] + [str(c) for c in self.children]) + ")"
+
+    def __repr__(self) -> str:
+        lp = "" if self.log_prob is None else f", log_prob={self.log_prob:.6g}"
+        return f"Tree({str(self)!r}{lp})"
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, Tree) and self.label == other.label and self.children == other.children
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+    def __getstate__(self):
+        return (self.label, self.children, self.log_prob)
+
+    def __setstate__(self, state):
+        self.label, self.children, self.log_prob = state
+
+    @classmethod
+    def fromstring(cls, text: str) -> "Tree":
+        """Read NLTK's bracketed form ``(S (NP John) (VP ran))``; ``ValueError`` if malformed."""
+        tokens = re.findall(r"\(|\)|[^\s()]+", text)
+        if not tokens or tokens[0] != "(":
+            raise ValueError(f"a bracketed tree starts with '(', got {text[:40]!r}")
+        pos = 0
+
+        def node() -> Tree:
+            nonlocal pos
+            pos += 1  # '('
+            if pos >= len(tokens) or tokens[pos] in "()":
+                raise ValueError(f"a label must follow '(' in {text[:60]!r}")
+            label, children = tokens[pos], []
+            pos += 1
+            while pos < len(tokens) and tokens[pos] != ")":
+                if tokens[pos] == "(":
+                    children.append(node())
+                else:
+                    children.append(tokens[pos])
+                    pos += 1
+            if pos >= len(tokens):
+                raise ValueError(f"unbalanced brackets in {text[:60]!r}")
+            pos += 1  # ')'
+            if not children:
+                raise ValueError(f"node {label!r} has no children in {text[:60]!r}")
+            return Tree(label, children)
+
+        tree = node()
+        if pos != len(tokens):
+            raise ValueError(f"text after the end of the tree in {text[:60]!r}")
+        return tree
+
+    def to_graph(self):
+        """A networkx ``DiGraph`` of the tree (nonterminal / terminal nodes, ordered edges)."""
+        import networkx as nx
+        g = nx.DiGraph()
+        g.graph["plates"] = {}
+        counter = [0]
+
+        def add(t: Any) -> str:
+            name = f"n{counter[0]}"
+            counter[0] += 1
+            if isinstance(t, Tree):
+                g.add_node(name, kind="nonterminal", label=t.label, plates=())
+                for c in t.children:
+                    g.add_edge(name, add(c), directed=True)
+            else:
+                g.add_node(name, kind="terminal", label=t, plates=())
+            return name
+
+        add(self)
+        return g
+
+    def render(self, path: str) -> str:
+        """Draw the tree to ``path`` (.svg, .png, .pdf or .dot) with Graphviz."""
+        from probgen.drawing import render_graph
+        return render_graph(self.to_graph(), path)
+
+
+# ---- rules and the text format -------------------------------------------------------
+
+@dataclass(frozen=True)
+class Rule:
+    """``lhs -> rhs``; ``rhs`` is a tuple of ``(symbol, is_terminal)``."""
+    lhs: str
+    rhs: tuple
+
+    def __str__(self) -> str:
+        return f"{self.lhs} -> " + " ".join(_quote(s) if t else s for s, t in self.rhs)
+
+
+def _quote(word: str) -> str:
+    if "'" not in word:
+        return f"'{word}'"
+    if '"' not in word:
+        return f'"{word}"'
+    raise ValueError(f"terminal {word!r} contains both quote characters; it cannot be written")
+
+
+_TOKEN = re.compile(r"\s*(?:(->)|(\|)|\[([^\]]*)\]|'([^']*)'|\"([^\"]*)\"|([^\s'\"|\[\]]+))")
+_NAME = re.compile(r"^[^\s'\"|\[\]()]+$")
+
+
+def _strip_comment(line: str) -> str:
+    """``line`` up to a ``#`` that is not inside a quoted terminal."""
+    quote = None
+    for i, ch in enumerate(line):
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#":
+            return line[:i]
+    return line
+
+
+def _parse_rules(text: str, normalize: bool) -> tuple[list[Rule], list[float], list[int]]:
+    rules, probs, lines = [], [], []
+    lhs = None
+    for ln, raw in enumerate(text.splitlines(), 1):
+        line = _strip_comment(raw).strip()
+        if not line:
+            continue
+        toks, pos = [], 0
+        while pos < len(line):
+            m = _TOKEN.match(line, pos)
+            if not m or m.end() == pos:
+                raise ValueError(f"line {ln}: cannot read {line[pos:pos + 20]!r} in {raw.strip()!r}")
+            pos = m.end()
+            if m.group(1):
+                toks.append(("arrow", None))
+            elif m.group(2):
+                toks.append(("bar", None))
+            elif m.group(3) is not None:
+                toks.append(("prob", m.group(3)))
+            elif m.group(4) is not None or m.group(5) is not None:
+                word = m.group(4) if m.group(4) is not None else m.group(5)
+                if not word:
+                    raise ValueError(f"line {ln}: empty terminal '' (ε-rules are not supported)")
+                toks.append(("term", word))
+            else:
+                toks.append(("nt", m.group(6)))
+        if len(toks) >= 2 and toks[0][0] == "nt" and toks[1][0] == "arrow":
+            lhs, toks = toks[0][1], toks[2:]
+        elif toks[0][0] == "bar" and lhs is not None:
+            toks = toks[1:]  # a continuation line: "| NP VP [0.2]" under the previous rule
+        else:
+            raise ValueError(f"line {ln}: expected 'LHS -> right-hand side [probability]', got {raw.strip()!r}")
+        if "arrow" in (k for k, _ in toks):
+            raise ValueError(f"line {ln}: more than one '->' in {raw.strip()!r}")
+        alts, cur = [], []
+        for tok in toks + [("bar", None)]:
+            if tok[0] == "bar":
+                alts.append(cur)
+                cur = []
+            else:
+                cur.append(tok)
+        for alt in alts:
+            prob = None
+            if alt and alt[-1][0] == "prob":
+                try:
+                    prob = float(alt[-1][1])
+                except ValueError:
+                    raise ValueError(f"line {ln}: probability [{alt[-1][1]}] is not a number") from None
+                alt = alt[:-1]
+            if any(k == "prob" for k, _ in alt):
+                raise ValueError(f"line {ln}: a probability [p] must end its alternative in {raw.strip()!r}")
+            if not alt:
+                raise ValueError(f"line {ln}: empty right-hand side for {lhs!r} (ε-rules are not supported)")
+            if prob is None:
+                if not normalize:
+                    raise ValueError(f"line {ln}: rule {lhs} -> ... has no probability [p] "
+                                     "(write one, or pass normalize=True to weight it 1 before normalising)")
+                prob = 1.0
+            if not math.isfinite(prob) or prob < 0 or (prob > 1 and not normalize):
+                raise ValueError(f"line {ln}: probability {prob} of a {lhs} rule is not in [0, 1]")
+            rule = Rule(lhs, tuple((v, k == "term") for k, v in alt))
+            rules.append(rule)
+            probs.append(prob)
+            lines.append(ln)
+    if not rules:
+        raise ValueError("the grammar has no rules (expected lines like: S -> NP VP [1.0])")
+    return rules, probs, lines
+
+
+# ---- the declaration -----------------------------------------------------------------
+
+class PCFG(Declaration):
+    """A probabilistic context-free grammar.
+
+    Build with :meth:`from_string`. Attributes: ``rules`` (list of :class:`Rule`),
+    ``probs`` (``(R,)`` float64, aligned with ``rules``), ``start``, ``nonterminals``,
+    ``words`` (the terminal vocabulary), ``unknown`` (``"error"`` or a terminal that
+    unknown words are mapped to, e.g. ``"<unk>"``).
+
+    Data are a list of sentences (token lists, or strings split on whitespace) or a
+    treebank (a list of :class:`Tree` or bracketed strings).
+    """
+
+    short_name = "pcfg"
+    default_engine = "exact"
+    default_dataset = "sentences"
+    _repr_fields = ("start", "n_rules")
+
+    def __init__(self, rules: Sequence[Rule], probs: Any, start: str | None = None,
+                 unknown: str = "error", lines: Sequence[int] | None = None, normalize: bool = False):
+        self.rules = list(rules)
+        self.lines = list(lines) if lines is not None else list(range(1, len(self.rules) + 1))
+        probs = torch.as_tensor(probs, dtype=torch.float64).clone()
+        if probs.shape != (len(self.rules),):
+            raise ValueError(f"probs must have shape ({len(self.rules)},), one per rule; got {tuple(probs.shape)}")
+        self.start = start if start is not None else self.rules[0].lhs
+        self._index()
+        if normalize:
+            sums = torch.zeros(len(self.nonterminals), dtype=torch.float64).index_add(0, self.rule_lhs, probs)
+            if (sums[self.rule_lhs] <= 0).any():
+                bad = self.nonterminals[int(self.rule_lhs[(sums[self.rule_lhs] <= 0).nonzero()[0, 0]])]
+                raise ValueError(f"cannot normalise: the rules of {bad!r} have total weight 0")
+            probs = probs / sums[self.rule_lhs]
+        self.probs = probs
+        self._validate()
+        if unknown != "error" and unknown not in self.word_index:
+            raise ValueError(f"unknown={unknown!r}: unknown words are mapped to a terminal of the grammar, "
+                             f"and {unknown!r} is not one (add a rule like  N -> {_quote(unknown)} [p])")
+        self.unknown = unknown
+        self._compile()
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def from_string(cls, text: str, normalize: bool = False, start: str | None = None,
+                    unknown: str = "error") -> "PCFG":
+        """Read NLTK-style rules (see the module docstring). With ``normalize=True`` the
+        weights of each left-hand side are rescaled to sum to one (missing ``[p]`` = 1)."""
+        if not isinstance(text, str):
+            raise ValueError(f"from_string expects the grammar's text, got {type(text).__name__}")
+        rules, probs, lines = _parse_rules(text, normalize)
+        return cls(rules, probs, start=start, unknown=unknown, lines=lines, normalize=normalize)
+
+    def __str__(self) -> str:
+        return "\n".join(f"{r} [{float(p)!r}]" for r, p in zip(self.rules, self.probs.tolist()))
+
+    def __eq__(self, other: Any) -> bool:
+        return (isinstance(other, PCFG) and self.rules == other.rules and self.start == other.start
+                and torch.equal(self.probs, other.probs))
+
+    __hash__ = None  # mutable-ish (probs tensor)
+
+    @property
+    def n_rules(self) -> int:
+        return len(self.rules)
+
+    def with_probs(self, probs: Any) -> "PCFG":
+        """The same rules with other probabilities (validated)."""
+        return PCFG(self.rules, probs, start=self.start, unknown=self.unknown, lines=self.lines)
+
+    def _index(self) -> None:
+        seen: dict[Rule, int] = {}
+        for i, r in enumerate(self.rules):
+            if r in seen:
+                raise ValueError(f"line {self.lines[i]}: duplicate rule {r} (first on line {self.lines[seen[r]]})")
+            seen[r] = i
+            if not _NAME.match(r.lhs):
+                raise ValueError(f"line {self.lines[i]}: bad nonterminal name {r.lhs!r}")
+        lhs_order = list(dict.fromkeys(r.lhs for r in self.rules))
+        if self.start not in lhs_order:
+            raise ValueError(f"start symbol {self.start!r} has no rules")
+        self.nonterminals = [self.start] + [a for a in lhs_order if a != self.start]
+        self.nt_index = {a: i for i, a in enumerate(self.nonterminals)}
+        words = []
+        for i, r in enumerate(self.rules):
+            for s, t in r.rhs:
+                if t:
+                    words.append(s)
+                elif s not in self.nt_index:
+                    raise ValueError(f"line {self.lines[i]}: undefined symbol {s!r} in rule {r} "
+                                     f"({s!r} has no rules; quote it if it is a word: {_quote(s)})")
+        self.words = list(dict.fromkeys(words))
+        self.word_index = {w: i for i, w in enumerate(self.words)}
+        self.rule_lhs = torch.tensor([self.nt_index[r.lhs] for r in self.rules])
+        self.rule_index = {r: i for i, r in enumerate(self.rules)}
+
+    def _validate(self) -> None:
+        first_line = {}
+        for r, ln in zip(self.rules, self.lines):
+            first_line.setdefault(r.lhs, ln)
+        sums = torch.zeros(len(self.nonterminals), dtype=torch.float64).index_add(0, self.rule_lhs, self.probs)
+        for a, s in zip(self.nonterminals, sums.tolist()):
+            if abs(s - 1.0) > 1e-6:
+                raise ValueError(f"line {first_line[a]}: the probabilities of the rules of {a!r} sum to {s:.9g}, "
+                                 "not 1 (fix them or pass normalize=True)")
+        # reachable from the start symbol
+        reach, stack = {self.start}, [self.start]
+        children = {a: set() for a in self.nonterminals}
+        for r in self.rules:
+            children[r.lhs].update(s for s, t in r.rhs if not t)
+        while stack:
+            for b in children[stack.pop()]:
+                if b not in reach:
+                    reach.add(b)
+                    stack.append(b)
+        unreachable = [a for a in self.nonterminals if a not in reach]
+        if unreachable:
+            raise ValueError("unreachable nonterminals (no derivation from the start symbol "
+                             f"{self.start!r} uses them): " + ", ".join(f"{a!r} (line {first_line[a]})"
+                                                                         for a in unreachable))
+        # productive: derives some word string through rules of positive probability
+        productive, changed = set(), True
+        live = [r for r, p in zip(self.rules, self.probs.tolist()) if p > 0]
+        while changed:
+            changed = False
+            for r in live:
+                if r.lhs not in productive and all(t or s in productive for s, t in r.rhs):
+                    productive.add(r.lhs)
+                    changed = True
+        unproductive = [a for a in self.nonterminals if a not in productive]
+        if unproductive:
+            raise ValueError("unproductive nonterminals (they derive no finite string of words): "
+                             + ", ".join(f"{a!r} (line {first_line[a]})" for a in unproductive))
+
+    # -- normal form ---------------------------------------------------------------------
+    def _compile(self) -> None:
+        """Build the chart normal form (see the module docstring)."""
+        nts = list(self.nonterminals)
+        kinds = ["orig"] * len(nts)
+        pre_of: dict[str, int] = {}
+
+        def preterminal(word: str) -> int:
+            if word not in pre_of:
+                pre_of[word] = len(nts)
+                nts.append(f"<{_quote(word)}>")
+                kinds.append("pre")
+            return pre_of[word]
+
+        lex, binary, unary = [], [], []
+        R = len(self.rules)
+        for i, r in enumerate(self.rules):
+            a = self.nt_index[r.lhs]
+            if len(r.rhs) == 1:
+                s, t = r.rhs[0]
+                (lex if t else unary).append((a, self.word_index[s] if t else self.nt_index[s], i))
+                continue
+            syms = [preterminal(s) if t else self.nt_index[s] for s, t in r.rhs]
+            top, orig = a, i
+            for j in range(len(syms) - 2):  # right-branching binarisation: A -> X1 <A:X2..Xk>
+                nts.append(f"{r.lhs}|<{' '.join(s for s, _ in r.rhs[j + 1:])}>#{i}")
+                kinds.append("inter")
+                binary.append((top, syms[j], len(nts) - 1, orig))
+                top, orig = len(nts) - 1, R  # intermediate rules have probability one
+            binary.append((top, syms[-2], syms[-1], orig))
+        for word, p in pre_of.items():
+            lex.append((p, self.word_index[word], R))
+        N = len(nts)
+        self.nf_symbols, self.nf_kinds = nts, kinds
+        self._pre_word = {p: w for w, p in pre_of.items()}
+        lex_t = torch.tensor(lex, dtype=torch.long).reshape(-1, 3)
+        bin_t = torch.tensor(binary, dtype=torch.long).reshape(-1, 3 + 1)
+        un_t = torch.tensor(unary, dtype=torch.long).reshape(-1, 3)
+        # unary closure pairs: every (A, B) with a chain A =>* B (reflexive)
+        reach = torch.eye(N, dtype=torch.bool)
+        if len(un_t):
+            step = torch.zeros(N, N, dtype=torch.bool)
+            step[un_t[:, 0], un_t[:, 1]] = True
+            for _ in range(N):
+                nxt = reach | (reach.double() @ step.double() > 0)
+                if torch.equal(nxt, reach):
+                    break
+                reach = nxt
+        pairs = reach.nonzero()
+        self._lex, self._bin, self._un = lex_t, bin_t, un_t
+        self.chart_grammar = ChartGrammar(
+            n_nt=N, n_words=len(self.words), start=self.nt_index[self.start],
+            lex_lhs=lex_t[:, 0], lex_word=lex_t[:, 1],
+            bin_lhs=bin_t[:, 0], bin_left=bin_t[:, 1], bin_right=bin_t[:, 2],
+            bin_seg=chart_ops.segment_index(bin_t[:, 0], N),
+            clo_top=pairs[:, 0], clo_bottom=pairs[:, 1],
+            clo_seg=chart_ops.segment_index(pairs[:, 0], N))
+
+    def nf_weights(self, logp: torch.Tensor, semiring: str = "sum", chains: torch.Tensor | None = None) -> tuple:
+        """Normal-form log weights ``(lex_w (L,), bin_w (R',), clo_w (P,))`` from the log
+        rule probabilities ``logp`` ``(R,)`` or ``(B, R)`` (differentiable for ``"sum"``).
+
+        The closure is ``log (I - U)^{-1}`` for ``semiring="sum"`` and the best chain
+        (a shortest path on ``-log p``) for ``"max"``."""
+        cg = self.chart_grammar
+        ext = torch.cat([logp, logp.new_zeros(logp.shape[:-1] + (1,))], -1)
+        lex_w, bin_w = ext[..., self._lex[:, 2]], ext[..., self._bin[:, 3]]
+        N = cg.n_nt
+        if semiring == "sum":
+            U = logp.new_zeros(logp.shape[:-1] + (N, N))
+            if len(self._un):
+                flat = U.reshape(logp.shape[:-1] + (N * N,))
+                flat = flat.index_add(-1, self._un[:, 0] * N + self._un[:, 1], logp[..., self._un[:, 2]].exp())
+                U = flat.reshape(U.shape)
+                C = torch.linalg.inv(torch.eye(N, dtype=logp.dtype) - U)
+                if not torch.isfinite(C).all() or (C.detach() < -1e-9).any():
+                    raise ValueError("the unary rules form cycles of total probability 1; "
+                                     "the sum over unary chains diverges")
+            else:
+                C = torch.eye(N, dtype=logp.dtype).expand(U.shape)
+            clo = C[..., cg.clo_top, cg.clo_bottom].clamp(min=1e-300).log().clamp(min=NEG)
+        else:
+            D = self._best_chains(logp)[0] if chains is None else chains
+            clo = D[cg.clo_top, cg.clo_bottom]
+        return lex_w.clamp(min=NEG), bin_w.clamp(min=NEG), clo
+
+    def _best_chains(self, logp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Floyd–Warshall in the (max, +) semiring: ``D[A, B]`` the log weight of the best
+        unary chain ``A =>* B`` and ``nxt[A, B]`` its first step."""
+        N = self.chart_grammar.n_nt
+        D = torch.full((N, N), NEG, dtype=torch.float64)
+        D.fill_diagonal_(0.0)
+        nxt = torch.arange(N).repeat(N, 1)
+        for a, b, i in self._un.tolist():
+            if a != b and float(logp[i]) > D[a, b]:
+                D[a, b] = float(logp[i])
+        for k in range(N):
+            via = D[:, k:k + 1] + D[k:k + 1, :]
+            better = via > D + 1e-15 * via.abs()
+            D = torch.where(better, via, D)
+            nxt = torch.where(better, nxt[:, k:k + 1].expand(N, N), nxt)
+        return D.clamp(min=NEG), nxt
+
+    # -- data ----------------------------------------------------------------------------
+    def check_data(self, data: Any) -> Any:
+        """A list of token tuples, or a list of :class:`Tree` for a treebank.
+
+        Accepts a list of sentences (token lists or whitespace-separated strings) or of
+        trees (:class:`Tree` or bracketed strings). Unknown words raise ``ValueError``
+        unless the grammar was built with ``unknown="<unk>"`` (a terminal of the grammar)."""
+        if isinstance(data, (str, Tree)):
+            data = [data]  # one sentence or one tree
+        if isinstance(data, tuple):
+            data = list(data)
+        if not isinstance(data, list):
+            raise ValueError("data must be a list of sentences (token lists or strings) or of trees, "
+                             f"got {type(data).__name__}")
+        if not data:
+            raise ValueError("data is empty: expected a list of sentences (token lists or strings)")
+        if all(isinstance(d, Tree) or (isinstance(d, str) and d.lstrip().startswith("(")) for d in data):
+            trees = [d if isinstance(d, Tree) else Tree.fromstring(d) for d in data]
+            for i, t in enumerate(trees):
+                self._check_words(t.leaves(), i)
+            return trees
+        out = []
+        for i, s in enumerate(data):
+            if isinstance(s, str):
+                toks = s.split()
+            elif isinstance(s, (list, tuple)) and all(isinstance(t, str) for t in s):
+                toks = list(s)
+            else:
+                raise ValueError(f"sentence {i} must be a list of word strings or a string, got {type(s).__name__}"
+                                 " (a treebank must contain only trees)")
+            if not toks:
+                raise ValueError(f"sentence {i} is empty")
+            out.append(tuple(self._check_words(toks, i)))
+        return out
+
+    def _check_words(self, toks: list[str], i: int) -> list[str]:
+        bad = [t for t in toks if t not in self.word_index]
+        if not bad:
+            return toks
+        if self.unknown == "error":
+            raise ValueError(f"sentence {i} has words the grammar does not know: {sorted(set(bad))[:10]} "
+                             "(build the grammar with unknown='<unk>' and a rule producing '<unk>' to map them)")
+        return [t if t in self.word_index else self.unknown for t in toks]
+
+    def _sentences(self, data: Any) -> list:
+        data = self.check_data(data)
+        if isinstance(data[0], Tree):
+            raise ValueError("this takes sentences (token lists or strings), not trees")
+        return data
+
+    def _encode(self, sentences: Sequence[Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor]:
+        n = max(len(s) for s in sentences)
+        index = self.word_index
+        tokens = torch.tensor([[index[w] for w in s] + [0] * (n - len(s)) for s in sentences], dtype=torch.long)
+        return tokens, torch.tensor([len(s) for s in sentences])
+
+    def _batches(self, sentences: list) -> list[list[int]]:
+        return chart_ops.length_batches([len(s) for s in sentences], n_rules=max(len(self._bin), 1))
+
+    def init_params(self, data: Any = None, seed: int | None = None) -> dict[str, torch.Tensor]:
+        return {"probs": self.probs.clone()}
+
+    def _params(self, params: dict | None) -> torch.Tensor:
+        probs = self.probs if params is None else torch.as_tensor(params["probs"], dtype=torch.float64)
+        if probs.shape != self.probs.shape:
+            raise ValueError(f"probs must have shape {tuple(self.probs.shape)} (one per rule), "
+                             f"got {tuple(probs.shape)}")
+        return probs
+
+    @staticmethod
+    def _logp(probs: torch.Tensor) -> torch.Tensor:
+        return probs.clamp(min=0).log().clamp(min=NEG)
+
+    # -- exact evaluation ----------------------------------------------------------------
+    @chart_ops.single_threaded
+    def log_prob(self, params: dict | None, data: Any) -> torch.Tensor:
+        """``(N,)`` float64: the inside log-probability ``log p(sentence)`` of each
+        sentence, or ``log p(tree)`` of each tree of a treebank (``-inf`` if impossible)."""
+        probs = self._params(params)
+        logp = self._logp(probs)
+        data = self.check_data(data)
+        if isinstance(data[0], Tree):
+            return torch.stack([self.tree_log_prob(t, probs) for t in data])
+        lex_w, bin_w, clo_w = self.nf_weights(logp)
+        out = torch.empty(len(data), dtype=torch.float64)
+        with torch.no_grad():
+            for rows in self._batches(data):
+                tokens, lengths = self._encode([data[i] for i in rows])
+                out[rows] = chart_ops.inside(self.chart_grammar, lex_w, bin_w, clo_w, tokens, lengths)
+        return torch.where(out < NEG / 2, torch.full_like(out, -math.inf), out)
+
+    def tree_log_prob(self, tree: Tree, probs: torch.Tensor | None = None) -> torch.Tensor:
+        """``log p(tree)``: the sum of the log probabilities of its rules."""
+        probs = self.probs if probs is None else probs
+        idx = self._tree_rules(tree)
+        return probs[idx].log().sum()
+
+    def _tree_rules(self, tree: Tree) -> list[int]:
+        out = []
+        for lhs, rhs in tree.productions():
+            r = Rule(lhs, tuple((self.unknown if t and s not in self.word_index else s, t) for s, t in rhs))
+            i = self.rule_index.get(r)
+            if i is None:
+                raise ValueError(f"the tree {str(tree)[:60]} uses {r}, which is not a rule of the grammar")
+            out.append(i)
+        return out
+
+    @chart_ops.single_threaded
+    def expected_counts(self, params: dict | None, sentences: list, per_sentence: bool = False
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The E-step: expected rule counts given each sentence (the gradient of the log
+        inside probability with respect to the log rule probabilities – the outside pass
+        by backprop) and the log-likelihoods.
+
+        Returns ``(counts, log_lik)``: counts ``(R,)`` summed over sentences (or ``(N, R)``
+        with ``per_sentence=True``), log_lik ``(N,)``."""
+        probs = self._params(params)
+        sentences = self._sentences(sentences)
+        R = len(self.rules)
+        counts = torch.zeros((len(sentences), R) if per_sentence else (R,), dtype=torch.float64)
+        ll = torch.empty(len(sentences), dtype=torch.float64)
+        base = self._logp(probs)
+        for rows in self._batches(sentences):
+            tokens, lengths = self._encode([sentences[i] for i in rows])
+            logp = (base.expand(len(rows), R) if per_sentence else base).clone().requires_grad_(True)
+            lz = chart_ops.inside(self.chart_grammar, *self.nf_weights(logp), tokens, lengths)
+            self._check_possible(lz, rows)
+            (g,) = torch.autograd.grad(lz.sum(), logp)
+            if per_sentence:
+                counts[rows] = g
+            else:
+                counts += g
+            ll[rows] = lz.detach()
+        return counts, ll
+
+    @staticmethod
+    def _check_possible(lz: torch.Tensor, rows: list[int]) -> None:
+        bad = (lz.detach() < NEG / 2).nonzero()
+        if len(bad):
+            raise ValueError(f"sentence {rows[int(bad[0, 0])]} has probability zero under the grammar "
+                             "(no parse); remove it or add rules")
+
+    def m_step(self, counts: torch.Tensor, previous: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Relative frequencies per left-hand side; a left-hand side with no counts keeps
+        its ``previous`` probabilities."""
+        previous = self.probs if previous is None else previous
+        totals = torch.zeros(len(self.nonterminals), dtype=torch.float64).index_add(0, self.rule_lhs, counts)
+        tot = totals[self.rule_lhs]
+        probs = torch.where(tot > 0, counts / tot.clamp(min=1e-300), previous)
+        return {"probs": probs}
+
+    def treebank_counts(self, trees: list[Tree]) -> torch.Tensor:
+        """``(R,)`` rule counts over a treebank (supervised sufficient statistics)."""
+        counts = torch.zeros(len(self.rules), dtype=torch.float64)
+        for t in trees:
+            idx = torch.tensor(self._tree_rules(t))
+            counts.index_add_(0, idx, torch.ones(len(idx), dtype=torch.float64))
+        return counts
+
+    @chart_ops.single_threaded
+    def posteriors(self, params: dict | None, sentences: list) -> dict[str, Any]:
+        """Span and rule posteriors of each sentence.
+
+        Returns a dict: ``log_prob`` ``(N,)``; ``rules`` ``(N, R)`` expected count of each
+        rule in the sentence's tree; ``spans`` a list of ``(n_b, n_b + 1, K)`` tensors,
+        ``spans[b][i, j, a]`` the expected number of nodes labelled ``nonterminals[a]``
+        covering words ``i..j-1`` (``j > i``); ``nonterminals`` the labels ``K``."""
+        probs = self._params(params)
+        sentences = self._sentences(sentences)
+        counts, ll = self.expected_counts({"probs": probs}, sentences, per_sentence=True)
+        K = len(self.nonterminals)
+        logp = self._logp(probs)
+        lex_w, bin_w, clo_w = self.nf_weights(logp)
+        # chains through A: (C U)[T, A] = expected A-children of unary chains from T
+        N = self.chart_grammar.n_nt
+        U = torch.zeros(N, N, dtype=torch.float64)
+        if len(self._un):
+            U.index_put_((self._un[:, 0], self._un[:, 1]), probs[self._un[:, 2]], accumulate=True)
+        CU = torch.linalg.inv(torch.eye(N, dtype=torch.float64) - U) @ U
+        log_cu = CU.clamp(min=0).log()
+        spans: list = [None] * len(sentences)
+        for rows in self._batches(sentences):
+            tokens, lengths = self._encode([sentences[i] for i in rows])
+            lz, probe, chart = chart_ops.inside(self.chart_grammar, lex_w.detach(), bin_w.detach(),
+                                                clo_w.detach(), tokens, lengths, probe=True)
+            (top,) = torch.autograd.grad(lz.sum(), probe)     # (B, cells, N) top-of-chain posteriors
+            beta = chart.detach()
+            if len(self._un):  # + nodes that are unary children inside chains
+                log_a = top.clamp(min=0).log() - beta          # log(outside / Z)
+                inner = torch.logsumexp(log_a[..., :, None] + log_cu, -2) + beta
+                top = top + inner.exp().nan_to_num(0.0)
+            offset, _, _ = chart_ops.span_layout(tokens.shape[1])
+            for bi, b in enumerate(rows):
+                nb = len(sentences[b])
+                span = torch.zeros(nb, nb + 1, K, dtype=torch.float64)
+                for w in range(1, nb + 1):
+                    S = nb - w + 1
+                    span[torch.arange(S), torch.arange(S) + w] = top[bi, offset[w]:offset[w] + S, :K]
+                spans[b] = span
+        return {"log_prob": torch.where(ll < NEG / 2, torch.full_like(ll, -math.inf), ll), "rules": counts,
+                "spans": spans, "nonterminals": list(self.nonterminals)}
+
+    @chart_ops.single_threaded
+    def viterbi(self, params: dict | None, sentences: list) -> list[Tree | None]:
+        """The most probable tree of each sentence (``None`` when it has no parse), each
+        with ``.log_prob``; trees are in the original grammar (normal form undone)."""
+        probs = self._params(params)
+        sentences = self._sentences(sentences)
+        logp = self._logp(probs)
+        D, nxt = self._best_chains(logp)
+        lex_w, bin_w, clo_w = self.nf_weights(logp, semiring="max", chains=D)
+        nxt = nxt.tolist()
+        cg = self.chart_grammar
+        un_rule = {(a, b): i for a, b, i in self._un.tolist()}
+        out: list = [None] * len(sentences)
+        for rows in self._batches(sentences):
+            tokens, lengths = self._encode([sentences[i] for i in rows])
+            vc = chart_ops.viterbi(cg, lex_w, bin_w, clo_w, tokens, lengths)
+            # one conversion to Python lists: (bottom pair, rule, split) packed in one integer
+            R1, n1 = len(cg.bin_lhs) + 1, tokens.shape[1] + 1
+            packed = (vc.bottom * R1 + vc.rule) * n1 + vc.split
+            off = vc.offset
+            clo_bottom, bl, br = cg.clo_bottom.tolist(), cg.bin_left.tolist(), cg.bin_right.tolist()
+            kinds, names = self.nf_kinds, self.nf_symbols
+            scores = vc.score.tolist()
+            packed_rows = packed.tolist()
+            div = R1 * n1
+            is_orig = [k == "orig" for k in kinds]
+
+            def build(i: int, w: int, a: int, row: list, words: Sequence[str]) -> list:
+                """What the normal-form node ``a`` over words i..i+w-1 contributes to its
+                parent in the original grammar: a tree, a word (preterminals), or the
+                children of an intermediate symbol (spliced)."""
+                cell = row[off[w] + i]
+                x = clo_bottom[cell[a] // div]
+                if w == 1:
+                    kids = [words[i]]
+                else:
+                    code = cell[x]
+                    r, k = code // n1 % R1, code % n1
+                    kids = build(i, k, bl[r], row, words)
+                    kids += build(i + k, w - k, br[r], row, words)
+                items = [Tree(names[x], kids)] if is_orig[x] else kids
+                if x != a:  # the unary chain a => ... => x, best path by next hops
+                    chain = [a]
+                    while chain[-1] != x:
+                        chain.append(nxt[chain[-1]][x])
+                    for sym in reversed(chain[:-1]):
+                        items = [Tree(names[sym], items)]
+                return items
+
+            for bi, b in enumerate(rows):
+                if scores[bi] < NEG / 2:
+                    continue
+                words = sentences[b]
+                tree = build(0, len(words), cg.start, packed_rows[bi], words)[0]
+                tree.log_prob = scores[bi]
+                out[b] = tree
+        return out
+
+    # -- sampling ------------------------------------------------------------------------
+    def expected_children(self, probs: torch.Tensor | None = None) -> torch.Tensor:
+        """``M[A, B]`` = expected number of ``B`` children when ``A`` is expanded; the
+        expected tree size is finite iff its spectral radius is below one."""
+        probs = self.probs if probs is None else probs
+        K = len(self.nonterminals)
+        M = torch.zeros(K, K, dtype=torch.float64)
+        for i, r in enumerate(self.rules):
+            for s, t in r.rhs:
+                if not t:
+                    M[self.nt_index[r.lhs], self.nt_index[s]] += probs[i]
+        return M
+
+    def check_consistent(self, probs: torch.Tensor | None = None) -> float:
+        """The spectral radius of :meth:`expected_children`; ``ValueError`` if it is ≥ 1
+        (the expected size of a tree is infinite, so sampling may not terminate)."""
+        rho = float(torch.linalg.eigvals(self.expected_children(probs)).abs().max())
+        if rho >= 1 - 1e-9:
+            raise ValueError(f"the grammar's expected tree size is infinite: the spectral radius of its "
+                             f"expected-children matrix is {rho:.6g} >= 1, so sampling may never terminate; "
+                             "lower the probabilities of recursive rules")
+        return rho
+
+    def program(self, probs: torch.Tensor | None = None, max_depth: int = 100, choices: dict | None = None) -> Tree:
+        """The generative story as a recursive Pyro program: expanding a nonterminal
+        draws one of its rules (``pyro.sample`` site ``"rule@<path>"``, a categorical
+        over the rules of that left-hand side, ``<path>`` the node's address in the tree)
+        and expands its nonterminal children. Returns the tree; ``ValueError`` beyond
+        ``max_depth``."""
+        import pyro
+        probs = self.probs if probs is None else probs
+        choose = choices or self._choices(probs)
+        rhs = [r.rhs for r in self.rules]
+
+        def expand(sym: str, path: str, depth: int) -> Tree:
+            if depth > max_depth:
+                raise ValueError(f"a sampled tree grew deeper than max_depth={max_depth}; "
+                                 "raise max_depth or lower the probabilities of recursive rules")
+            ids, d = choose[sym]
+            k = int(pyro.sample(f"rule@{path}", d))
+            return Tree(sym, [s if t else expand(s, f"{path}.{j}", depth + 1) for j, (s, t) in enumerate(rhs[ids[k]])])
+
+        return expand(self.start, "0", 0)
+
+    def _choices(self, probs: torch.Tensor) -> dict:
+        """One categorical distribution per left-hand side (rule ids, distribution)."""
+        import pyro.distributions as dist
+        return {a: (ids.tolist(), dist.Categorical(probs[ids], validate_args=False))
+                for a, ids in self._rule_table().items()}
+
+    def _rule_table(self) -> dict[str, torch.Tensor]:
+        table: dict[str, list[int]] = {}
+        for i, r in enumerate(self.rules):
+            table.setdefault(r.lhs, []).append(i)
+        return {a: torch.tensor(v) for a, v in table.items()}
+
+    def sample(self, params: dict | None, n: int, seed: int | None = None, max_depth: int = 100,
+               max_length: int | None = None) -> list[Tree]:
+        """``n`` trees drawn by running :meth:`program` (``tree.leaves()`` is the sentence;
+        ``tree.log_prob`` is set). ``max_length`` keeps only sentences of at most that many
+        words (rejection: a draw from the grammar conditioned on the length)."""
+        import pyro
+        from probgen.random import seeded
+        probs = self._params(params)
+        self.check_consistent(probs)
+        logp = probs.log()
+        out = []
+        tries = 0
+        # the Pyro program, run with its site bookkeeping but no handlers around it
+        program, choices = self.program, self._choices(probs)
+        with seeded(seed), pyro.validation_enabled(False):
+            while len(out) < n:
+                tree = program(probs, max_depth=max_depth, choices=choices)
+                tries += 1
+                if max_length is not None and len(tree.leaves()) > max_length:
+                    if tries > 1000 * n:
+                        raise ValueError(f"max_length={max_length} accepts almost no sampled sentences")
+                    continue
+                tree.log_prob = float(logp[self._tree_rules(tree)].sum())
+                out.append(tree)
+        return out
+
+    # -- structure -----------------------------------------------------------------------
+    def structure(self, *args: Any, params: bool = False, **options: Any):
+        """The grammar as a directed graph: nonterminal → rule node → right-hand-side
+        symbols (in order; edge attribute ``position``). Rule nodes have ``kind="factor"``
+        and ``prob``; words have ``kind="terminal"``."""
+        import networkx as nx
+        if options:
+            raise ValueError(f"unknown graph options {sorted(options)} for a PCFG; known: params")
+        g = nx.DiGraph()
+        g.graph["plates"] = {}
+        for a in self.nonterminals:
+            g.add_node(a, kind="nonterminal", plates=())
+        for i, (r, p) in enumerate(zip(self.rules, self.probs.tolist())):
+            node = f"rule{i}"
+            g.add_node(node, kind="factor", prob=p, rule=str(r), label=f"{p:.3g}", plates=())
+            g.add_edge(r.lhs, node, directed=True)
+            for j, (s, t) in enumerate(r.rhs):
+                name = _quote(s) if t else s
+                if t and name not in g:
+                    g.add_node(name, kind="terminal", label=s, plates=())
+                g.add_edge(node, name, directed=True, position=j)
+        return g
+
+    # -- bundled grammar and data --------------------------------------------------------
+    @classmethod
+    def default(cls) -> "PCFG":
+        """The bundled grammar: a toy English fragment (20 nonterminals, 60 words, 80 rules)."""
+        return cls.from_string(DEFAULT_GRAMMAR)
+
+    @classmethod
+    def example(cls, seed: int = 0) -> tuple["PCFG", list]:
+        g = cls.from_string(EXAMPLE_GRAMMAR)
+        trees = g.sample(None, 8, seed=seed, max_length=8)
+        return g, [t.leaves() for t in trees]
+
+    @classmethod
+    def for_data(cls, data: Any, **options: Any) -> "PCFG":
+        """The bundled grammar (``grammar=`` text to use another), checked against ``data``."""
+        text = options.pop("grammar", None)
+        g = cls.from_string(text, **options) if text else cls(**{"rules": cls.default().rules,
+                                                                  "probs": cls.default().probs, **options})
+        if data is not None:
+            g.check_data(data)
+        return g
+
+    @classmethod
+    def load_named_data(cls, name: str) -> list | None:
+        """``"sentences"``: 200 sentences sampled (seed 0) from the bundled grammar."""
+        if name != "sentences":
+            return None
+        text = resources.files("probgen").joinpath("datasets/pcfg_sentences.txt").read_text()
+        return [line.split() for line in text.splitlines() if line.strip()]
+
+
+EXAMPLE_GRAMMAR = """
+S -> NP VP [1.0]
+NP -> Det N [0.7] | 'she' [0.3]
+VP -> V NP [0.6] | V [0.4]
+Det -> 'the' [0.6] | 'a' [0.4]
+N -> 'cat' [0.5] | 'dog' [0.5]
+V -> 'sees' [0.7] | 'sleeps' [0.3]
+"""
+
+DEFAULT_GRAMMAR = """
+S -> NP VP [0.8] | S Conj S [0.1] | Aux NP VP [0.1]
+NP -> Det Nom [0.5] | PropN [0.2] | Pro [0.15] | NP PP [0.1] | Det Adj Nom [0.05]
+Nom -> N [0.8] | N Nom [0.1] | Nom RelC [0.1]
+RelC -> RelPro VP [1.0]
+VP -> V NP [0.45] | V [0.2] | VP PP [0.15] | VP Adv [0.1] | V NP NP [0.05] | Vs SBar [0.05]
+SBar -> Comp S [1.0]
+PP -> P NP [1.0]
+Det -> 'the' [0.5] | 'a' [0.3] | 'every' [0.1] | 'some' [0.1]
+Adj -> 'old' [0.2] | 'small' [0.2] | 'green' [0.15] | 'happy' [0.15] | 'big' [0.15] | 'red' [0.15]
+N -> 'dog' [0.05] | 'cat' [0.05] | 'man' [0.05] | 'woman' [0.05] | 'bird' [0.05] | 'house' [0.05] | 'car' [0.05] | 'letter' [0.05] | 'park' [0.1] | 'telescope' [0.05] | 'book' [0.1] | 'child' [0.1] | 'garden' [0.05] | 'city' [0.05] | 'river' [0.05] | 'table' [0.05] | 'teacher' [0.05]
+PropN -> 'Alice' [0.3] | 'Bob' [0.3] | 'Paris' [0.2] | 'London' [0.2]
+Pro -> 'she' [0.3] | 'he' [0.3] | 'they' [0.2] | 'it' [0.2]
+V -> 'saw' [0.15] | 'ate' [0.1] | 'walked' [0.1] | 'liked' [0.15] | 'gave' [0.1] | 'found' [0.1] | 'read' [0.1] | 'slept' [0.1] | 'chased' [0.1]
+Vs -> 'thinks' [0.4] | 'said' [0.3] | 'knows' [0.3]
+P -> 'in' [0.3] | 'with' [0.3] | 'near' [0.2] | 'under' [0.2]
+Adv -> 'quickly' [0.4] | 'today' [0.3] | 'often' [0.3]
+Conj -> 'and' [0.6] | 'but' [0.4]
+Aux -> 'does' [0.5] | 'did' [0.5]
+RelPro -> 'that' [0.6] | 'who' [0.4]
+Comp -> 'that' [1.0]
+"""

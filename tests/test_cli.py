@@ -1,0 +1,89 @@
+"""The command line, through subprocesses (as a user runs it) for the main paths, and
+in-process for the matrix of bad arguments (same code path: ``probgen.cli.main``)."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from probgen.cli import main
+
+ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+
+
+def probgen(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "probgen.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, env=ENV, timeout=300)
+
+
+def test_list_fit_sample_graph(tmp_path):
+    out = probgen("list")
+    assert out.returncode == 0 and "`GaussianMixture` (gmm)" in out.stdout
+    fit_dir = tmp_path / "fit"
+    out = probgen("fit", "gmm", "--engine", "em", "--steps", "30", "--seed", "1", "--out", str(fit_dir))
+    assert out.returncode == 0, out.stderr
+    assert (fit_dir / "fit.pt").exists() and (fit_dir / "history.png").stat().st_size > 1000
+    out = probgen("sample", str(fit_dir), "-n", "25", "-o", str(tmp_path / "s.npy"))
+    assert out.returncode == 0, out.stderr
+    assert np.load(tmp_path / "s.npy").shape == (25, 4)  # iris has 4 features
+    assert probgen("sample", str(fit_dir), "-n", "7", "-o", str(tmp_path / "s.csv")).returncode == 0
+    assert np.loadtxt(tmp_path / "s.csv", delimiter=",").shape == (7, 4)
+    assert probgen("sample", str(fit_dir), "-n", "100", "-o", str(tmp_path / "s.png")).returncode == 0
+    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+    out = probgen("graph", "gmm", "-o", str(tmp_path / "g.dot"))
+    assert out.returncode == 0, out.stderr
+    dot = (tmp_path / "g.dot").read_text()
+    assert "z" in dot and "x" in dot
+
+
+def test_fit_own_data_file_and_bad_args_exit_2(tmp_path):
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(-3, 1, (40, 2)), rng.normal(3, 1, (60, 2))])
+    np.savetxt(tmp_path / "d.csv", x, delimiter=",", header="a,b", comments="")
+    out = probgen("fit", "GaussianMixture", "--data", str(tmp_path / "d.csv"), "--set", "k=2",
+                  "covariance='diag'", "--out", str(tmp_path / "f"))
+    assert out.returncode == 0, out.stderr
+    out = probgen("fit", "gmm", "--engine", "nope", "--out", str(tmp_path / "g"))
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unknown engine 'nope'" in lines[0] and "em" in lines[0]
+
+
+def test_demo_quick(tmp_path):
+    out = probgen("demo", "--quick", "--out", "demo", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    for engine in ("em", "svi", "mcmc"):
+        assert f"| {engine} " in out.stdout
+    files = set(os.listdir(tmp_path / "demo"))
+    assert {"history.png", "clusters.png", "samples.png", "em.pt"} <= files
+    assert "gmm.svg" in files or "gmm.dot" in files
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["fit", "nomodel"], "unknown model"),
+    (["fit", "gmm", "--engine", "adversarial"], "does not fit|unknown engine"),
+    (["fit", "gmm", "--data", "missing.csv"], "no such data file"),
+    (["fit", "gmm", "--data", "iris", "--set", "k=0"], "positive integer"),
+    (["fit", "gmm", "--data", "iris", "--set", "covariance=tied"], "covariance"),
+    (["fit", "gmm", "--steps", "-1"], "steps"),
+    (["fit", "gmm", "--set", "nonsense"], "KEY=VALUE"),
+    (["fit", "gmm", "--set", "colour=3"], "bad --set"),
+    (["sample", "no/such/dir", "-o", "x.npy"], "no saved fit"),
+    (["graph", "gmm"], "required"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_arguments_one_line_exit_2(argv, match, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("probgen: error:")
+    assert __import__("re").search(match, err[0]), err[0]
+
+
+def test_sample_bad_n_and_suffix(tmp_path, capsys):
+    assert main(["fit", "gmm", "--steps", "3", "--out", str(tmp_path / "f")]) == 0
+    assert main(["sample", str(tmp_path / "f"), "-n", "0", "-o", str(tmp_path / "s.npy")]) == 2
+    assert main(["sample", str(tmp_path / "f"), "-n", "3", "-o", str(tmp_path / "s.txt")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(e.startswith("probgen: error:") for e in err)
