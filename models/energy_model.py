@@ -32,7 +32,7 @@ class EnergyModel(Declaration):
     _repr_fields = ("dim", "temperature")
 
     def __init__(self, dim: int, hidden: Sequence[int] = (64, 64), energy_net: nn.Module | None = None,
-                 temperature: float = 1.0, sample_steps: int = 200, step_size: float = 0.05,
+                 temperature: float = 1.0, sample_steps: int = 200, step_size: float = 0.1,
                  metropolis: bool = False):
         if not isinstance(dim, int) or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")

@@ -202,7 +202,7 @@ def test_langevin_samples_a_quadratic_energy(metropolis):
 
 def test_ebm_learns_two_moons_better_than_noise():
     x = pg.load_dataset("two-moons").float()
-    fit = pg.fit(EnergyModel(2, hidden=(64, 64), sample_steps=60), x[:1500], steps=300, k=10, seed=0,
+    fit = pg.fit(EnergyModel(2, hidden=(64, 64), sample_steps=100), x[:1500], steps=600, seed=0,
                  progress=False)
     s = fit.sample(500, seed=0)
     noise = torch.randn(500, 2) * x.std(0) + x.mean(0)
@@ -227,9 +227,12 @@ def ring(n, g, modes=8, radius=2.0, sd=0.05):
 def test_gan_non_saturating_covers_the_8_modes_of_a_ring():
     g = torch.Generator().manual_seed(0)
     x, centres = ring(8000, g)
-    fit = pg.fit(GAN(2, latent_dim=2, hidden=(64, 64)), x, steps=3000, seed=0, lr=1e-3, progress=False)
+    fit = pg.fit(GAN(2, latent_dim=2, hidden=(64, 64)), x, steps=3000, seed=0, lr=1e-3,
+                 gradient_penalty=0.1, progress=False)
     s = fit.sample(4000, seed=0)
     nearest = torch.cdist(s, centres).min(1)
     counts = torch.bincount(nearest.indices[nearest.values < 0.5], minlength=8)
-    # every mode holds at least 2% of the samples (uniform coverage would give 12.5%)
-    assert (counts >= 0.02 * len(s)).all(), counts
+    # every mode holds at least 5% of the samples (uniform coverage gives 12.5%; a dropped
+    # mode gives 0, a starved one the ~1-2% seen without the penalty), most samples on a mode
+    assert (counts >= 0.05 * len(s)).all(), counts
+    assert counts.sum() >= 0.7 * len(s), counts

@@ -31,8 +31,8 @@ class LangevinCD(Method):
         return getattr(model, "continuous_energy", False) and hasattr(model, "langevin")
 
     def fit(self, model: Any, data: torch.Tensor, *, steps: int | None, seed: int | None, init: dict | None,
-            progress: bool, batch_size: int = 128, lr: float = 1e-3, k: int = 20, step_size: float | None = None,
-            buffer_size: int = 10000, reinit: float = 0.05, alpha: float = 0.1, metropolis: bool = False,
+            progress: bool, batch_size: int = 128, lr: float = 1e-3, k: int = 40, step_size: float | None = None,
+            buffer_size: int = 10000, reinit: float = 0.05, alpha: float = 1e-3, metropolis: bool = False,
             **options: Any) -> Fit:
         check_options("mcmc", options, ("batch_size", "lr", "k", "step_size", "buffer_size", "reinit",
                                         "alpha", "metropolis"))
