@@ -16,6 +16,7 @@ import matplotlib
 import torch
 
 import probgen as pg
+from probgen import registry
 from probgen.data import load_dataset, split
 from probgen.evaluate import evaluate, median_bandwidth
 
@@ -25,7 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def candidates(dim: int, binary: bool, quick: bool) -> list[tuple[str, object, dict]]:
     """(label, declaration, fit options) for every family that can model this data."""
-    m = pg.models()
+    m = registry.models()
     s = 0.2 if quick else 1.0
     out = [
         ("GAN", m["gan"](dim, latent_dim=min(dim, 8), hidden=(128, 128)), dict(steps=int(4000 * s), lr=5e-4)),
@@ -42,10 +43,10 @@ def candidates(dim: int, binary: bool, quick: bool) -> list[tuple[str, object, d
         except TypeError:
             pass
     if binary and "rbm" in m:
-        out.append(("RBM", m["rbm"](dim, 64), dict(steps=int(50 * s))))
+        out.append(("RBM", m["rbm"](dim, 100), dict(steps=int(50 * s))))
     if binary and "dbm" in m:
         try:
-            out.append(("DBM", m["dbm"]([dim, 64, 32]), dict(steps=int(50 * s))))
+            out.append(("DBM", m["dbm"](dim, 100, 50), dict(steps=int(50 * s), pretrain=True)))
         except TypeError:
             pass
     return out

@@ -6,7 +6,8 @@ dependency. Kinds:
   ``realnvp`` – affine coupling layers with alternating halves (Dinh et al. 2017);
   ``maf``     – masked autoregressive flow (Papamakarios et al. 2017): density in one
                 parallel pass, sampling sequential over dimensions;
-  ``spline``  – rational-quadratic spline coupling layers (NSF, Durkan et al. 2019).
+  ``spline``  – autoregressive rational-quadratic splines (NSF, Durkan et al. 2019),
+                used like MAF: density in one parallel pass, sampling sequential.
 A fixed affine standardisation (the data's mean and scale, set by the flow engine) is
 the last transform, so the networks see unit-scale inputs.
 """
@@ -33,22 +34,21 @@ def build_transforms(dim: int, kind: str = "realnvp", transforms: int = 4, hidde
     """The learnable transforms of a flow, base → data order. Shapes: (B, dim) -> (B, dim)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
-    if kind in ("realnvp", "spline") and dim < 2:
-        raise ValueError(f"a coupling flow ({kind!r}) needs dim >= 2; use kind='maf' for 1-D data")
+    if kind == "realnvp" and dim < 2:
+        raise ValueError("a coupling flow ('realnvp') needs dim >= 2; use kind='maf' or 'spline' for 1-D data")
     hidden = list(hidden)
     split = dim // 2
     out: list[nn.Module] = []
     for i in range(transforms):
+        perm = torch.arange(dim) if i % 2 == 0 else torch.arange(dim - 1, -1, -1)
         if kind == "realnvp":
             out.append(T.AffineCoupling(split, DenseNN(split, hidden, [dim - split, dim - split])))
-        elif kind == "spline":
-            out.append(T.SplineCoupling(dim, split, DenseNN(split, hidden, [(dim - split) * bins,
-                                        (dim - split) * bins, (dim - split) * (bins - 1), (dim - split) * bins]),
-                                        count_bins=bins, bound=bound))
+        elif kind == "spline":  # autoregressive rational-quadratic splines, density direction parallel
+            arn = AutoRegressiveNN(dim, hidden, param_dims=[bins, bins, bins - 1], permutation=perm)
+            out.append(_Inverse(T.SplineAutoregressive(dim, arn, count_bins=bins, bound=bound, order="quadratic")))
         else:  # MAF: the density direction is the parallel one, so the layer is used inverted
-            perm = torch.arange(dim) if i % 2 == 0 else torch.arange(dim - 1, -1, -1)
             out.append(_Inverse(T.AffineAutoregressive(AutoRegressiveNN(dim, hidden, permutation=perm))))
-        if kind != "maf" and i < transforms - 1:
+        if kind == "realnvp" and i < transforms - 1:
             out.append(_Reverse())
     return nn.ModuleList(out)
 
@@ -100,8 +100,9 @@ class FlowNet(nn.Module):
 
     def distribution(self) -> dist.TransformedDistribution:
         dim = self.data_loc.shape[0]
-        base = dist.Normal(torch.zeros(dim), torch.ones(dim)).to_event(1)
-        return dist.TransformedDistribution(base, self.transforms())
+        # no argument validation: the flow engine checked the data once, not every step
+        base = dist.Normal(torch.zeros(dim), torch.ones(dim), validate_args=False).to_event(1)
+        return dist.TransformedDistribution(base, self.transforms(), validate_args=False)
 
 
 class Flow(Declaration):
@@ -165,9 +166,12 @@ class Flow(Declaration):
 
 
 def _guide_transform(dim: int, *, kind: str, transforms: int, hidden: tuple, bins: int) -> Any:
-    if kind == "maf" or dim < 2:
-        # As a guide an autoregressive layer is used as an IAF (Kingma et al. 2016):
-        # sampling is one parallel pass and log q of its own samples is cached.
-        return T.ComposeTransformModule([T.AffineAutoregressive(AutoRegressiveNN(dim, list(hidden)))
+    if kind == "realnvp" and dim >= 2:
+        return T.ComposeTransformModule(list(build_transforms(dim, kind, transforms, hidden, bins)))
+    # As a guide an autoregressive layer is used as an IAF (Kingma et al. 2016): sampling is
+    # one parallel pass and log q of its own samples is cached.
+    if kind == "spline":
+        return T.ComposeTransformModule([T.spline_autoregressive(dim, list(hidden), count_bins=bins)
                                          for _ in range(transforms)])
-    return T.ComposeTransformModule(list(build_transforms(dim, kind, transforms, hidden, bins)))
+    return T.ComposeTransformModule([T.AffineAutoregressive(AutoRegressiveNN(dim, list(hidden)))
+                                     for _ in range(transforms)])

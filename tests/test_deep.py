@@ -128,7 +128,7 @@ def test_flow_bad_input():
     x[0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         pg.fit(Flow(2), x, steps=1)
-    with pytest.raises(ValueError, match="dim >= 2"):
+    with pytest.raises(ValueError, match=r"dim >= 2"):
         Flow(1, kind="realnvp")
 
 
