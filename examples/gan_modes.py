@@ -37,7 +37,7 @@ def main() -> None:
         near = torch.cdist(s, centres).min(1)
         counts = torch.bincount(near.indices[near.values < 0.5], minlength=8)
         ax.scatter(s[:, 0], s[:, 1], s=2, alpha=0.4, color="C1")
-        ax.set_title(f"{loss}: {int((counts >= 0.05 * len(s)).sum())}/8 modes", fontsize=10)
+        ax.set_title(f"{loss}: {int((counts >= 0.025 * len(s)).sum())}/8 modes", fontsize=10)
         print(loss, "samples per mode:", counts.tolist())
     for ax in axes:
         ax.set_xlim(-2.8, 2.8)

@@ -62,7 +62,7 @@ class Diffusion(Declaration):
     _repr_fields = ("dim", "steps", "schedule")
 
     def __init__(self, dim: int, steps: int = 100, schedule: str = "linear", hidden: Sequence[int] = (128, 128),
-                 denoiser: nn.Module | None = None):
+                 denoiser: nn.Module | None = None, seed: int = 0):
         if not isinstance(dim, int) or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
         if not isinstance(steps, int) or steps < 2:
@@ -70,7 +70,8 @@ class Diffusion(Declaration):
         self.dim, self.steps, self.schedule = dim, steps, schedule
         self.betas = beta_schedule(steps, schedule)
         self.alphas_cumprod = torch.cumprod(1 - self.betas, 0)
-        denoiser = denoiser if denoiser is not None else TimeMLP(dim, hidden)
+        with seeded(seed):  # the default network's initial weights
+            denoiser = denoiser if denoiser is not None else TimeMLP(dim, hidden)
         _check_denoiser(denoiser, dim)
         self.net = DiffusionNet(dim, denoiser)
 
@@ -181,8 +182,7 @@ class Diffusion(Declaration):
     @classmethod
     def example(cls, seed: int = 0) -> tuple["Diffusion", torch.Tensor]:
         from probgen.data import two_moons
-        with seeded(seed):
-            return cls(2, steps=10, hidden=(16,)), two_moons(64, seed=seed)[0].float()
+        return cls(2, steps=10, hidden=(16,), seed=seed), two_moons(64, seed=seed)[0].float()
 
 
 def _check_denoiser(denoiser: nn.Module, dim: int) -> None:

@@ -13,7 +13,7 @@ from torch import nn
 from probgen.data import check_matrix
 from probgen.declarations import Declaration
 from probgen.nn import mlp
-from probgen.random import generator
+from probgen.random import generator, seeded
 
 
 class EnergyModel(Declaration):
@@ -33,14 +33,15 @@ class EnergyModel(Declaration):
 
     def __init__(self, dim: int, hidden: Sequence[int] = (64, 64), energy_net: nn.Module | None = None,
                  temperature: float = 1.0, sample_steps: int = 200, step_size: float = 0.1,
-                 metropolis: bool = False):
+                 metropolis: bool = False, seed: int = 0):
         if not isinstance(dim, int) or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
         self.dim, self.temperature = dim, float(temperature)
         self.sample_steps, self.step_size, self.metropolis = sample_steps, step_size, metropolis
-        self.net = energy_net if energy_net is not None else mlp([dim, *hidden, 1])
+        with seeded(seed):  # the default network's initial weights
+            self.net = energy_net if energy_net is not None else mlp([dim, *hidden, 1])
         with torch.no_grad():
             try:
                 out = self.net(torch.zeros(2, dim))
@@ -120,5 +121,4 @@ class EnergyModel(Declaration):
     @classmethod
     def example(cls, seed: int = 0) -> tuple["EnergyModel", torch.Tensor]:
         from probgen.data import two_moons
-        torch.manual_seed(seed)
-        return cls(2, hidden=(16,), sample_steps=5), two_moons(64, seed=seed)[0].float()
+        return cls(2, hidden=(16,), sample_steps=5, seed=seed), two_moons(64, seed=seed)[0].float()

@@ -121,11 +121,12 @@ class Flow(Declaration):
     _repr_fields = ("dim", "kind", "transforms", "hidden")
 
     def __init__(self, dim: int, kind: str = "realnvp", transforms: int = 4, hidden: Sequence[int] = (64, 64),
-                 bins: int = 8, net: nn.ModuleList | None = None):
+                 bins: int = 8, net: nn.ModuleList | None = None, seed: int = 0):
         if not isinstance(dim, int) or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
         self.dim, self.kind, self.transforms, self.hidden, self.bins = dim, kind, transforms, list(hidden), bins
-        layers = net if net is not None else build_transforms(dim, kind, transforms, hidden, bins)
+        with seeded(seed):  # the default networks' initial weights
+            layers = net if net is not None else build_transforms(dim, kind, transforms, hidden, bins)
         self.net = FlowNet(dim, layers)
 
     def check_data(self, data: Any) -> torch.Tensor:
@@ -161,8 +162,7 @@ class Flow(Declaration):
     @classmethod
     def example(cls, seed: int = 0) -> tuple["Flow", torch.Tensor]:
         from probgen.data import two_moons
-        with seeded(seed):
-            return cls(2, transforms=2, hidden=(16,)), two_moons(64, seed=seed)[0].float()
+        return cls(2, transforms=2, hidden=(16,), seed=seed), two_moons(64, seed=seed)[0].float()
 
 
 def _guide_transform(dim: int, *, kind: str, transforms: int, hidden: tuple, bins: int) -> Any:

@@ -29,7 +29,8 @@ class GAN(Program):
     """``GAN(dim, latent_dim=2, hidden=[64, 64])`` with default MLPs, or
     ``GAN(dim, latent_dim, generator=g, discriminator=d)`` with your modules:
     ``g(z (B, latent_dim)) -> (B, dim)`` and ``d(x (B, dim)) -> (B, 1)`` logits.
-    Parameters are the state dict of both networks (``generator.*``, ``discriminator.*``).
+    Parameters are the state dict of both networks (``generator.*``, ``discriminator.*``);
+    ``seed`` sets the default networks' initial weights.
     """
 
     short_name = "gan"
@@ -39,12 +40,13 @@ class GAN(Program):
     _repr_fields = ("dim", "latent_dim")
 
     def __init__(self, dim: int, latent_dim: int = 2, hidden: Sequence[int] = (64, 64),
-                 generator: nn.Module | None = None, discriminator: nn.Module | None = None):
+                 generator: nn.Module | None = None, discriminator: nn.Module | None = None, seed: int = 0):
         if not isinstance(dim, int) or dim < 1 or not isinstance(latent_dim, int) or latent_dim < 1:
             raise ValueError(f"dim and latent_dim must be positive integers, got {dim!r}, {latent_dim!r}")
         self.dim, self.latent_dim = dim, latent_dim
-        g = generator if generator is not None else mlp([latent_dim, *hidden, dim])
-        d = discriminator if discriminator is not None else mlp([dim, *hidden, 1], activation=nn.LeakyReLU)
+        with seeded(seed):  # the default networks' initial weights
+            g = generator if generator is not None else mlp([latent_dim, *hidden, dim])
+            d = discriminator if discriminator is not None else mlp([dim, *hidden, 1], activation=nn.LeakyReLU)
         _check_shapes(g, d, dim, latent_dim)
         self.net = GANNet(g, d)
 
@@ -75,8 +77,7 @@ class GAN(Program):
     @classmethod
     def example(cls, seed: int = 0) -> tuple["GAN", torch.Tensor]:
         from probgen.data import two_moons
-        with seeded(seed):
-            return cls(2, hidden=(16,)), two_moons(64, seed=seed)[0].float()
+        return cls(2, hidden=(16,), seed=seed), two_moons(64, seed=seed)[0].float()
 
 
 def _check_shapes(g: nn.Module, d: nn.Module, dim: int, latent_dim: int) -> None:
