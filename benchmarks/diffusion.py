@@ -5,7 +5,7 @@ floor a perfect model reaches) and a full-covariance Gaussian fitted to the trai
 Where diffusers is installed, its DDPMScheduler runs the same reverse chain with our
 denoiser for a sampling-time comparison.
 
-    python benchmarks/diffusion.py [--steps 3000] [--T 200]
+    python benchmarks/diffusion.py [--steps 10000] [--T 200]
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from probgen.models import Diffusion
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--steps", type=int, default=10000)
     ap.add_argument("--T", type=int, default=200)
     ap.add_argument("--n", type=int, default=500, help="samples drawn for the MMD")
     args = ap.parse_args()
@@ -51,6 +51,8 @@ def main() -> None:
     print(f"{'Gaussian baseline':22} {'':8} {mmd2(gauss, test, h):13.5f}")
     print(f"{'training set (floor)':22} {'':8} {mmd2(train[:args.n], test, h):13.5f}")
     print(f"variational bound on test: {bound:.1f} nats per image")
+    from probgen.plots import save_samples_png
+    save_samples_png(ddim[:40], "docs/img/diffusion_digits.png", title="diffusion (DDIM, 50 steps)")
     try:
         import diffusers
     except ImportError:

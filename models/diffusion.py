@@ -45,6 +45,8 @@ class DiffusionNet(nn.Module):
         self.denoiser = denoiser
         self.register_buffer("data_loc", torch.zeros(dim))
         self.register_buffer("data_scale", torch.ones(dim))
+        # range the predicted x_0 is clipped to (standardised units; set by the engine)
+        self.register_buffer("x0_range", torch.tensor([-float("inf"), float("inf")]))
 
 
 class Diffusion(Declaration):
@@ -52,7 +54,7 @@ class Diffusion(Declaration):
     ``Diffusion(dim, steps, denoiser=my_module)`` where ``my_module(x_t (B, D), t (B,) long)``
     returns ε̂ of shape (B, D). Parameters are the denoiser's state dict.
 
-    Data are standardised (per-dimension mean and scale, set by the engine); densities
+    Data are standardised (per-dimension mean, one pooled scale; set by the engine); densities
     are reported for the original data (the log-Jacobian of the standardisation is added).
     """
 
@@ -94,8 +96,11 @@ class Diffusion(Declaration):
 
     # ---- the reverse chain -------------------------------------------------------
     def predict_x0(self, xt: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """x̂_0 = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t, clipped to the data's range: near t = T, ᾱ_t → 0
+        amplifies any error in ε̂ (as diffusers' ``clip_sample``)."""
         ab = self.alphas_cumprod.to(xt.dtype)[t][:, None]
-        return (xt - (1 - ab).sqrt() * eps) / ab.sqrt()
+        lo, hi = self.net.x0_range.to(xt.dtype)
+        return ((xt - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(lo, hi)
 
     def p_mean_variance(self, xt: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """p_θ(x_{t-1} | x_t) = N(μ̃_t(x̂_0, x_t), β̃_t): the posterior at the predicted x_0.

@@ -59,7 +59,7 @@ def test_posterior_matches_diffusers():
 def test_diffusion_learns_and_bound_is_a_bound():
     torch.manual_seed(0)
     x = torch.randn(2000, 2) * torch.tensor([0.5, 2.0]) + torch.tensor([1.0, -1.0])
-    fit = pg.fit(Diffusion(2, steps=50, hidden=(64, 64)), x, steps=1500, seed=0, progress=False)
+    fit = pg.fit(Diffusion(2, steps=50, hidden=(64, 64)), x, steps=3000, seed=0, progress=False)
     s = fit.sample(2000, seed=1)
     assert fit.history[-1]["loss"] < fit.history[0]["loss"]
     # sample moments of 2000 draws: the mean's standard error is ≤ 2/√2000 ≈ 0.045

@@ -32,9 +32,15 @@ class DDPM(Method):
         if init:
             net.load_state_dict({**net.state_dict(), **init})
         else:
+            # centre each dimension but scale all by one pooled standard deviation: a per-dimension
+            # scale would blow up nearly-constant dimensions (the digits' border pixels) into outliers
             net.data_loc.copy_(data.mean(0))
-            net.data_scale.copy_(data.std(0).clamp_min(1e-6) if len(data) > 1 else torch.ones(data.shape[1]))
+            pooled = (data - data.mean(0)).std() if len(data) > 1 else torch.tensor(1.0)
+            net.data_scale.fill_(float(pooled.clamp_min(1e-6)))
         x = (data - net.data_loc) / net.data_scale
+        if not init:
+            span = float(x.max() - x.min())
+            net.x0_range.copy_(torch.tensor([float(x.min()) - 0.1 * span, float(x.max()) + 0.1 * span]))
         opt = torch.optim.Adam(net.denoiser.parameters(), lr=lr)
         g = generator(None if seed is None else seed + 1)
         history = []
