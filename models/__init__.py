@@ -1,4 +1,8 @@
 """Built-in declarations. Models state what they are; they never import engines."""
+from probgen.models.flow import Flow  # noqa: F401
+from probgen.models.diffusion import Diffusion  # noqa: F401
+from probgen.models.gan import GAN  # noqa: F401
+from probgen.models.energy_model import EnergyModel  # noqa: F401
 from probgen.models.autoencoder import Autoencoder  # noqa: F401
 from probgen.models.vae import VAE  # noqa: F401
 from probgen.models.bayesian_network import BayesianNetwork  # noqa: F401

@@ -4,12 +4,14 @@ the small datasets probgen ships, so that nothing is downloaded at run time.
 Bundled datasets (``load_dataset(name)``):
   ``iris`` (150, 4) float — Fisher's iris measurements, with ``target`` labels;
   ``digits`` (1797, 64) float in [0, 16] — the UCI 8×8 handwritten digits, with labels;
-  ``digits-binary`` — the digits thresholded at 8, as 0/1 floats.
+  ``digits-binary`` — the digits thresholded at 8, as 0/1 floats;
+  ``two-moons`` (2000, 2) — two interleaved half circles with noise 0.1 (generated, seed 0).
 Train/test splits are fixed: ``split(x, test_fraction=0.2, seed=0)``.
 """
 from __future__ import annotations
 
 import csv
+import math
 import os
 from importlib import resources
 from typing import Any
@@ -17,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-DATASETS = ("iris", "digits", "digits-binary")
+DATASETS = ("iris", "digits", "digits-binary", "two-moons")
 
 
 def as_tensor(x: Any, *, name: str = "data", dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -78,6 +80,9 @@ def load_dataset(name: str, *, with_target: bool = False):
     """A bundled dataset as a float64 tensor (and its integer labels when asked)."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; bundled datasets: {list(DATASETS)}")
+    if name == "two-moons":
+        x, y = two_moons(2000, seed=0)
+        return (x, y) if with_target else x
     base = name.replace("-binary", "")
     with resources.files("probgen").joinpath(f"datasets/{base}.npz").open("rb") as f:
         z = np.load(f)
@@ -86,6 +91,16 @@ def load_dataset(name: str, *, with_target: bool = False):
         x = (x >= 8).astype(np.float64)
     x, y = torch.from_numpy(x), torch.from_numpy(y)
     return (x, y) if with_target else x
+
+
+def two_moons(n: int, noise: float = 0.1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` points on two interleaved half circles plus Gaussian noise: ``(x (n, 2), y (n,))``."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 2
+    angle = torch.rand(n, generator=g, dtype=torch.float64) * math.pi
+    x = torch.stack([torch.cos(angle), torch.sin(angle)], -1)
+    x[y == 1] = torch.stack([1 - torch.cos(angle[y == 1]), 0.5 - torch.sin(angle[y == 1])], -1)
+    return x + noise * torch.randn(n, 2, generator=g, dtype=torch.float64), y
 
 
 def split(x: torch.Tensor, *others: torch.Tensor, test_fraction: float = 0.2, seed: int = 0):

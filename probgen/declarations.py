@@ -73,6 +73,8 @@ class Program(Declaration):
     """
 
     observed: tuple[str, ...] = ()
+    #: False for programs the generic SVI / NUTS methods cannot fit (e.g. an implicit sampler)
+    generic_inference: bool = True
 
     def program(self, data: Any = None) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError

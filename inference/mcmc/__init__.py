@@ -4,3 +4,4 @@ from probgen.inference.mcmc import bayesian_network  # noqa: F401
 from probgen.inference.mcmc import energy  # noqa: F401
 from probgen.inference.mcmc import lda  # noqa: F401
 from probgen.inference.mcmc import nuts  # noqa: F401
+from probgen.inference.mcmc import langevin  # noqa: F401

@@ -31,7 +31,7 @@ class ProgramNUTS(Method):
     log_prob_kind = "estimate"
 
     def accepts(self, model: Any) -> bool:
-        return isinstance(model, Program)
+        return isinstance(model, Program) and getattr(model, "generic_inference", True)
 
     def fit(self, model: Program, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, warmup: int | None = None, chains: int = 1, target_accept: float = 0.8,

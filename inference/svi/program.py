@@ -39,7 +39,7 @@ class ProgramSVI(Method):
     needs = "a Pyro program"
 
     def accepts(self, model: Any) -> bool:
-        return isinstance(model, Program)
+        return isinstance(model, Program) and getattr(model, "generic_inference", True)
 
     def fit(self, model: Program, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, guide: Any = "normal", lr: float = 0.01, lr_decay: float = 0.1,
@@ -67,11 +67,16 @@ class ProgramSVI(Method):
                 raise ValueError(f"the ELBO became non-finite at step {step}; try a smaller lr")
             history.append({"step": step, "loss": float(loss)})
         params = param_values(info.params)
-        if info.continuous and hasattr(guide_fn, "median"):
-            # point summaries of the latent globals (e.g. a Bayesian mixture's weights / loc)
+        if info.continuous and guide_fn is not _empty_guide:
+            # point summaries of the latent globals (e.g. a Bayesian mixture's weights / loc):
+            # the guide's median, or the mean of 100 guide draws where it has no median (flows)
             with torch.no_grad():
-                median = guide_fn.median(*args)
-            params.update({k: v.detach().clone() for k, v in median.items() if k in info.continuous})
+                try:
+                    summary = guide_fn.median(*args)
+                except (AttributeError, NotImplementedError):
+                    draws = [_draw(guide_fn, args, info.continuous) for _ in range(100)]
+                    summary = {k: torch.stack([d[k] for d in draws]).mean(0) for k in draws[0]}
+            params.update({k: v.detach().clone() for k, v in summary.items() if k in info.continuous})
         state = {"guide": guide_fn if guide_fn is not _empty_guide else None,
                  "guide_params": param_values(n for n in pyro.get_param_store() if n not in info.params),
                  "latent_sites": list(info.continuous), "discrete": list(info.discrete), "max_plate_nesting": info.max_plate_nesting}

@@ -1,0 +1,98 @@
+"""Adversarial training (Goodfellow et al. 2014).
+
+Discriminator: maximise E log D(x) + E log(1 − D(G(z))). Generator, by ``loss``:
+  ``"minimax"``        minimise E log(1 − D(G(z))) — the value function itself;
+  ``"non-saturating"`` maximise E log D(G(z)) — strong gradients early in training.
+``gradient_penalty=γ`` adds the R1 penalty γ/2 E‖∇_x D(x)‖² on real data (Mescheder et al. 2018).
+``fit.log_prob`` is a Parzen-window estimate from generated samples (a GAN has no
+density; such estimates are known to be poor, Theis et al. 2016 — compare GANs by MMD).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from probgen.fit import Fit
+from probgen.progress import progress as bar
+from probgen.random import generator
+from probgen.registry import Method, register
+
+from .._train import check_options, minibatches, state_dict
+
+LOSSES = ("non-saturating", "minimax")
+
+
+@register
+class Adversarial(Method):
+    engine = "adversarial"
+    name = "gan"
+    needs = "a generator and a discriminator network (net.generator, net.discriminator)"
+    log_prob_kind = "estimate"
+
+    def accepts(self, model: Any) -> bool:
+        net = getattr(model, "net", None)
+        return hasattr(net, "generator") and hasattr(net, "discriminator")
+
+    def fit(self, model: Any, data: torch.Tensor, *, steps: int | None, seed: int | None, init: dict | None,
+            progress: bool, loss: str = "non-saturating", batch_size: int = 256, lr: float = 2e-4,
+            gradient_penalty: float = 0.0, d_steps: int = 1, **options: Any) -> Fit:
+        check_options("adversarial", options, ("loss", "batch_size", "lr", "gradient_penalty", "d_steps"))
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {list(LOSSES)}, got {loss!r}")
+        steps = 2000 if steps is None else steps
+        net = model.net
+        if init:
+            net.load_state_dict({**net.state_dict(), **init})
+        opt_g = torch.optim.Adam(net.generator.parameters(), lr=lr, betas=(0.5, 0.999))
+        opt_d = torch.optim.Adam(net.discriminator.parameters(), lr=lr, betas=(0.5, 0.999))
+        g = generator(None if seed is None else seed + 1)
+        history = []
+        batches = minibatches(data, batch_size, steps * d_steps, seed)
+        for step in bar(range(steps), desc="adversarial", enabled=progress):
+            for _ in range(d_steps):
+                real = next(batches)
+                z = torch.randn(len(real), model.latent_dim, generator=g)
+                fake = net.generator(z).detach()
+                real = real.requires_grad_(gradient_penalty > 0)
+                d_real, d_fake = net.discriminator(real).reshape(-1), net.discriminator(fake).reshape(-1)
+                # −[log D(x) + log(1 − D(G(z)))] with D = σ(logit)
+                loss_d = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+                if gradient_penalty > 0:
+                    grad, = torch.autograd.grad(d_real.sum(), real, create_graph=True)
+                    loss_d = loss_d + 0.5 * gradient_penalty * grad.pow(2).sum(-1).mean()
+                opt_d.zero_grad()
+                loss_d.backward()
+                opt_d.step()
+            z = torch.randn(batch_size, model.latent_dim, generator=g)
+            logits = net.discriminator(net.generator(z)).reshape(-1)
+            # minimax: minimise log(1 − D) = −softplus(logit); non-saturating: minimise −log D = softplus(−logit)
+            loss_g = -F.softplus(logits).mean() if loss == "minimax" else F.softplus(-logits).mean()
+            opt_g.zero_grad()
+            loss_g.backward()
+            opt_g.step()
+            history.append({"step": step, "loss_d": float(loss_d.detach()), "loss_g": float(loss_g.detach()),
+                            "d_real": float(torch.sigmoid(d_real.detach()).mean()),
+                            "d_fake": float(torch.sigmoid(d_fake.detach()).mean())})
+        return Fit(model, state_dict(net), history, engine=self.engine, method=self.name,
+                   options={"loss": loss, "lr": lr, "batch_size": batch_size, "gradient_penalty": gradient_penalty})
+
+    def log_prob(self, fit: Fit, x: Any, n_samples: int = 10000, **options: Any) -> torch.Tensor:
+        """Parzen-window estimate of log p(x): a Gaussian kernel density on ``n_samples``
+        generated points with Scott's bandwidth."""
+        x = fit.model.check_data(x)
+        s = fit.model.sample(fit.params, n_samples, seed=0)
+        return parzen_log_prob(s, x)
+
+
+def parzen_log_prob(samples: torch.Tensor, x: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """log of a Gaussian KDE on ``samples`` (S, D) at ``x`` (N, D), bandwidth by Scott's rule."""
+    s, d = samples.double(), samples.shape[1]
+    h = (s.std(0).mean() * len(s) ** (-1.0 / (d + 4))).clamp_min(1e-6)
+    out = []
+    for xc in x.double().split(chunk):
+        sq = torch.cdist(xc, s) ** 2
+        out.append(torch.logsumexp(-0.5 * sq / h ** 2, 1) - math.log(len(s)) - d * (torch.log(h) + 0.5 * math.log(2 * math.pi)))
+    return torch.cat(out).float()

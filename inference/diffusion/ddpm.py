@@ -1,0 +1,58 @@
+"""Training a diffusion declaration by ε-prediction (Ho et al. 2020, Algorithm 1):
+minimise E_{t, x_0, ε} ‖ε − ε_θ(√ᾱ_t x_0 + √(1−ᾱ_t) ε, t)‖² with t uniform."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from probgen.fit import Fit
+from probgen.progress import progress as bar
+from probgen.random import generator
+from probgen.registry import Method, register
+
+from .._train import check_options, minibatches, state_dict
+
+
+@register
+class DDPM(Method):
+    engine = "diffusion"
+    name = "ddpm"
+    needs = "a diffusion declaration (q_sample, p_sample and a denoiser network)"
+    log_prob_kind = "bound"
+
+    def accepts(self, model: Any) -> bool:
+        return all(hasattr(model, a) for a in ("q_sample", "p_sample", "net"))
+
+    def fit(self, model: Any, data: torch.Tensor, *, steps: int | None, seed: int | None, init: dict | None,
+            progress: bool, batch_size: int = 256, lr: float = 1e-3, clip: float = 1.0, **options: Any) -> Fit:
+        check_options("diffusion", options, ("batch_size", "lr", "clip"))
+        steps = 2000 if steps is None else steps
+        net = model.net
+        if init:
+            net.load_state_dict({**net.state_dict(), **init})
+        else:
+            # centre each dimension but scale all by one pooled standard deviation: a per-dimension
+            # scale would blow up nearly-constant dimensions (the digits' border pixels) into outliers
+            net.data_loc.copy_(data.mean(0))
+            pooled = (data - data.mean(0)).std() if len(data) > 1 else torch.tensor(1.0)
+            net.data_scale.fill_(float(pooled.clamp_min(1e-6)))
+        x = (data - net.data_loc) / net.data_scale
+        if not init:
+            span = float(x.max() - x.min())
+            net.x0_range.copy_(torch.tensor([float(x.min()) - 0.1 * span, float(x.max()) + 0.1 * span]))
+        opt = torch.optim.Adam(net.denoiser.parameters(), lr=lr)
+        g = generator(None if seed is None else seed + 1)
+        history = []
+        for step, x0 in enumerate(bar(minibatches(x, batch_size, steps, seed), total=steps,
+                                      desc="diffusion", enabled=progress)):
+            t = torch.randint(model.steps, (len(x0),), generator=g)
+            noise = torch.randn(x0.shape, generator=g)
+            loss = ((net.denoiser(model.q_sample(x0, t, noise), t) - noise) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.denoiser.parameters(), clip)
+            opt.step()
+            history.append({"step": step, "loss": float(loss.detach())})
+        return Fit(model, state_dict(net), history, engine=self.engine, method=self.name,
+                   options={"batch_size": batch_size, "lr": lr})

@@ -1,0 +1,124 @@
+"""Neural energy-based models: p(x) ∝ exp(−E_θ(x)/T) for continuous x (LeCun et al. 2006;
+Du & Mordatch 2019). Sampling is by Langevin dynamics, optionally Metropolis-adjusted
+(MALA, Roberts & Tweedie 1996); learning is by contrastive divergence (the ``mcmc`` engine).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from probgen.data import check_matrix
+from probgen.declarations import Declaration
+from probgen.nn import mlp
+from probgen.random import generator, seeded
+
+
+class EnergyModel(Declaration):
+    """``EnergyModel(dim, hidden=[64, 64], temperature=1.0)`` with a default MLP energy, or
+    ``EnergyModel(dim, energy_net=my_module)`` with ``my_module(x (B, D)) -> (B,) or (B, 1)``.
+
+    ``sample_steps``, ``step_size`` and ``metropolis`` set how ``sample`` runs Langevin
+    dynamics: x ← x − (ε²/2) ∇E(x)/T + ε ξ, with a Metropolis–Hastings accept step when
+    ``metropolis=True`` (then the chain leaves p exactly invariant).
+    """
+
+    short_name = "ebm"
+    default_engine = "mcmc"
+    default_dataset = "two-moons"
+    continuous_energy = True  # the protocol the Langevin method checks
+    _repr_fields = ("dim", "temperature")
+
+    def __init__(self, dim: int, hidden: Sequence[int] = (64, 64), energy_net: nn.Module | None = None,
+                 temperature: float = 1.0, sample_steps: int = 200, step_size: float = 0.1,
+                 metropolis: bool = False, seed: int = 0):
+        if not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.dim, self.temperature = dim, float(temperature)
+        self.sample_steps, self.step_size, self.metropolis = sample_steps, step_size, metropolis
+        with seeded(seed):  # the default network's initial weights
+            self.net = energy_net if energy_net is not None else mlp([dim, *hidden, 1])
+        with torch.no_grad():
+            try:
+                out = self.net(torch.zeros(2, dim))
+            except Exception as exc:
+                raise ValueError(f"the energy network must map (B, {dim}) -> (B,); it failed: {exc}") from None
+        if not isinstance(out, torch.Tensor) or out.reshape(-1).shape != (2,):
+            raise ValueError(f"the energy network must return one energy per row, shape (B,) or (B, 1); "
+                             f"it returned {getattr(out, 'shape', out)}")
+
+    def energy(self, x: torch.Tensor) -> torch.Tensor:
+        """E(x)/T, shape (B,)."""
+        return self.net(x).reshape(len(x)) / self.temperature
+
+    def langevin(self, x: torch.Tensor, steps: int, step_size: float, g: torch.Generator,
+                 metropolis: bool = False) -> tuple[torch.Tensor, float]:
+        """Run ``steps`` Langevin (or MALA) steps from ``x`` (B, D); returns (x, acceptance rate)."""
+        eps, accepted = step_size, 0.0
+        x = x.detach()
+        e, grad = self._energy_grad(x)
+        for _ in range(steps):
+            noise = torch.randn(x.shape, generator=g, dtype=x.dtype)
+            prop = x - 0.5 * eps ** 2 * grad + eps * noise
+            e_p, grad_p = self._energy_grad(prop)
+            if metropolis:
+                # log q(x | x') − log q(x' | x) for the Gaussian Langevin proposal
+                fwd = ((prop - x + 0.5 * eps ** 2 * grad) ** 2).sum(-1)
+                bwd = ((x - prop + 0.5 * eps ** 2 * grad_p) ** 2).sum(-1)
+                log_a = -e_p + e - (bwd - fwd) / (2 * eps ** 2)
+                acc = torch.log(torch.rand(len(x), generator=g, dtype=x.dtype)) < log_a
+                accepted += float(acc.double().mean())
+                x = torch.where(acc[:, None], prop, x)
+                e = torch.where(acc, e_p, e)
+                grad = torch.where(acc[:, None], grad_p, grad)
+            else:
+                x, e, grad = prop, e_p, grad_p
+        return x.detach(), (accepted / steps if metropolis and steps else 1.0)
+
+    def _energy_grad(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            e = self.energy(x)
+            grad, = torch.autograd.grad(e.sum(), x)
+        return e.detach(), grad.detach()
+
+    # ---- declaration hooks -------------------------------------------------------
+    def check_data(self, data: Any) -> torch.Tensor:
+        return check_matrix(data, self.dim, dtype=torch.float32)
+
+    def init_params(self, data: Any = None, seed: int | None = None) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+
+    def sample(self, params: dict, n: int, seed: int | None = None, start: torch.Tensor | None = None) -> torch.Tensor:
+        """``n`` draws by Langevin dynamics from N(0, I) (or from ``start``)."""
+        self.net.load_state_dict(params)
+        g = generator(seed)
+        x = start.clone() if start is not None else torch.randn(n, self.dim, generator=g)
+        return self.langevin(x, self.sample_steps, self.step_size, g, self.metropolis)[0]
+
+    def log_prob_with(self, params: dict, x: torch.Tensor, proposal: tuple[torch.Tensor, torch.Tensor],
+                      n_samples: int = 20000, seed: int = 0) -> torch.Tensor:
+        """log p(x) = −E(x)/T − log Z with log Z estimated by importance sampling from the
+        Gaussian ``proposal = (mean (D,), scale_tril (D, D))``: an estimate, exact as
+        ``n_samples`` → ∞."""
+        self.net.load_state_dict(params)
+        q = torch.distributions.MultivariateNormal(proposal[0].double(), scale_tril=proposal[1].double())
+        g = generator(seed)
+        z = q.loc + (torch.randn(n_samples, self.dim, generator=g, dtype=torch.float64) @ q.scale_tril.T)
+        with torch.no_grad():
+            log_w = -self.energy(z.float()).double() - q.log_prob(z)
+            log_z = torch.logsumexp(log_w, 0) - math.log(n_samples)
+            return (-self.energy(x).double() - log_z).float()
+
+    @classmethod
+    def for_data(cls, data: Any, **options: Any) -> "EnergyModel":
+        return cls(int(torch.as_tensor(data).shape[-1]), **options)
+
+    @classmethod
+    def example(cls, seed: int = 0) -> tuple["EnergyModel", torch.Tensor]:
+        from probgen.data import two_moons
+        return cls(2, hidden=(16,), sample_steps=5, seed=seed), two_moons(64, seed=seed)[0].float()
