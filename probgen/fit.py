@@ -48,8 +48,12 @@ class Fit:
         """Per-example log-likelihood of ``x`` (shape ``(N,)``); see :attr:`log_prob_kind`.
         Monte Carlo estimates and bounds use ``seed``, so the same call gives the same answer."""
         from probgen.random import seeded
+        method = self._method()
+        if (self._log_prob_kind or method.log_prob_kind) == "exact":  # no randomness to seed
+            with torch.no_grad():
+                return method.log_prob(self, x, **options)
         with torch.no_grad(), seeded(seed):
-            return self._method().log_prob(self, x, **options)
+            return method.log_prob(self, x, **options)
 
     def log_partition(self, method: str = "auto", **options: Any) -> Any:
         """log Z of an undirected model through the method that made the fit (``method``:
