@@ -86,6 +86,7 @@ def main() -> None:
         ("probgen meanfield (CAVI)", probgen_fit("meanfield"), SEEDS, False),
         ("probgen meanfield, learn_eta", probgen_fit("meanfield", learn_eta=True), SEEDS, False),
         ("probgen svi (online VB)", probgen_fit("svi"), SEEDS, False),
+        ("probgen svi (online VB), 1 pass", probgen_fit("svi", steps=8), SEEDS, False),
         ("probgen svi (online VB), 2 passes", probgen_fit("svi", steps=16), SEEDS, False),
         ("probgen svi (amortized encoder, 300 steps)", probgen_fit("svi", inference="amortized", batch_size=64, steps=300),
          SEEDS, False),
