@@ -135,7 +135,12 @@ def test_alpha_and_eta_updates_are_stationary_points():
 
 def test_empirical_bayes_alpha_finds_the_generating_value():
     docs, true = synthetic_corpus(k=3, vocab_size=30, n_docs=300, length=50, alpha=0.2, seed=1)
-    fit = pg.fit(LDA(3, 30, alpha=1.0), docs, steps=300, seed=0, progress=False, learn_alpha=True, tol=1e-8)
+    # seed_docs=0: the Gamma-noise start. From the default seeded start (2 documents per
+    # topic) this run recovers the topics too and ends at a slightly higher ELBO (-47006
+    # vs -47160), but with α ≈ 1 (measured; not investigated further): the variational EB
+    # estimate of α depends on the local optimum, so this test pins the start it checks.
+    fit = pg.fit(LDA(3, 30, alpha=1.0), docs, steps=300, seed=0, progress=False, learn_alpha=True, tol=1e-8,
+                 seed_docs=0)
     assert (_match_cosines(fit.params["topics"], true) > 0.95).all()
     # the variational EB estimate from 300 documents: within a factor 2 of the true 0.2
     # (CAVI started at small α can stall in poorer local optima; this one starts at 1)
@@ -275,6 +280,8 @@ def test_bad_input_is_a_clear_error(data, match):
 
 
 def test_bad_declarations_and_options():
+    with pytest.raises(ValueError, match="seed_docs"):
+        pg.fit(LDA(2, 5), [[0, 1, 2]], engine="meanfield", seed_docs=-1, progress=False)
     with pytest.raises(ValueError, match="k"):
         LDA(0, 10)
     with pytest.raises(ValueError, match="alpha"):

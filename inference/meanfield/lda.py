@@ -23,9 +23,9 @@ from probgen.ops import lda as lda_ops
 from probgen.progress import progress as bar
 from probgen.registry import register
 
-from .._lda import TopicModelMethod, check_options, hyperparameters, initial_lambda, make_fit
+from .._lda import TopicModelMethod, check_options, hyperparameters, initial_lambda, make_fit, seeded_lambda
 
-OPTIONS = ("tol", "learn_alpha", "learn_eta", "e_step_tol", "max_e_step")
+OPTIONS = ("tol", "learn_alpha", "learn_eta", "e_step_tol", "max_e_step", "seed_docs")
 
 
 def elbo(corpus: Corpus, gamma: torch.Tensor, lam: torch.Tensor, alpha: torch.Tensor, eta: torch.Tensor) -> float:
@@ -41,15 +41,22 @@ class LDACAVI(TopicModelMethod):
 
     def fit(self, model: Any, data: Corpus, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, tol: float = 1e-5, learn_alpha: bool = False, learn_eta: bool = False,
-            e_step_tol: float = 1e-3, max_e_step: int = 100, **options: Any) -> Fit:
+            e_step_tol: float = 1e-3, max_e_step: int = 100, seed_docs: int = 2, **options: Any) -> Fit:
         """``steps`` (default 200) outer iterations; stops early when the ELBO's relative
         change falls below ``tol``. ``learn_alpha`` / ``learn_eta``: empirical-Bayes
         updates of the hyperparameters. ``e_step_tol`` / ``max_e_step``: the per-document
-        γ convergence rule inside each E-step."""
+        γ convergence rule inside each E-step. ``seed_docs``: without ``init["topics"]``,
+        each topic starts from the counts of this many random documents (lda-c's "seeded"
+        start, :func:`seeded_lambda`); 0 gives the Gamma-noise start of the online engine."""
         check_options("meanfield", options, OPTIONS)
         steps = 200 if steps is None else steps
         alpha, eta = hyperparameters(model, init)
-        lam = initial_lambda(model, data, eta, init, seed)
+        if not isinstance(seed_docs, int) or seed_docs < 0:
+            raise ValueError(f"seed_docs must be a non-negative integer, got {seed_docs!r}")
+        if seed_docs and not (init and "topics" in init):
+            lam = seeded_lambda(data, model.k, eta, seed_docs, seed)
+        else:
+            lam = initial_lambda(model, data, eta, init, seed)
         gamma, history, prev = None, [], None
         for it in bar(range(steps), desc="lda cavi", enabled=progress):
             gamma, sstats, inner = lda_ops.e_step(data, lda_ops.dirichlet_expectation(lam), alpha, gamma,
