@@ -84,6 +84,7 @@ def main() -> None:
         ("gensim LdaModel, 1 pass", gensim_fit(1), SEEDS, True),
         ("gensim LdaModel, 10 passes", gensim_fit(10), SEEDS, True),
         ("probgen meanfield (CAVI)", probgen_fit("meanfield"), SEEDS, False),
+        ("probgen meanfield, Gamma-noise start (seed_docs=0)", probgen_fit("meanfield", seed_docs=0), SEEDS, False),
         ("probgen meanfield, learn_eta", probgen_fit("meanfield", learn_eta=True), SEEDS, False),
         ("probgen svi (online VB)", probgen_fit("svi"), SEEDS, False),
         ("probgen svi (online VB), 1 pass", probgen_fit("svi", steps=8), SEEDS, False),

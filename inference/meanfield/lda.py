@@ -28,10 +28,12 @@ from .._lda import TopicModelMethod, check_options, hyperparameters, initial_lam
 OPTIONS = ("tol", "learn_alpha", "learn_eta", "e_step_tol", "max_e_step", "seed_docs")
 
 
-def elbo(corpus: Corpus, gamma: torch.Tensor, lam: torch.Tensor, alpha: torch.Tensor, eta: torch.Tensor) -> float:
-    """The full ELBO of smoothed LDA with φ maximised out."""
-    return float(lda_ops.doc_bound(corpus, gamma, lda_ops.dirichlet_expectation(lam), alpha).sum()
-                 + lda_ops.topic_bound(lam, eta))
+def elbo(corpus: Corpus, gamma: torch.Tensor, lam: torch.Tensor, alpha: torch.Tensor, eta: torch.Tensor,
+         elog_beta: torch.Tensor | None = None) -> float:
+    """The full ELBO of smoothed LDA with φ maximised out (``elog_beta`` =
+    ``dirichlet_expectation(lam)`` when the caller has it)."""
+    elog_beta = lda_ops.dirichlet_expectation(lam) if elog_beta is None else elog_beta
+    return float(lda_ops.doc_bound(corpus, gamma, elog_beta, alpha).sum() + lda_ops.topic_bound(lam, eta, elog_beta))
 
 
 @register
@@ -58,16 +60,17 @@ class LDACAVI(TopicModelMethod):
         else:
             lam = initial_lambda(model, data, eta, init, seed)
         gamma, history, prev = None, [], None
+        elog_beta = lda_ops.dirichlet_expectation(lam)   # (K, V) digammas: computed once per λ
         for it in bar(range(steps), desc="lda cavi", enabled=progress):
-            gamma, sstats, inner = lda_ops.e_step(data, lda_ops.dirichlet_expectation(lam), alpha, gamma,
-                                                  max_iter=max_e_step, tol=e_step_tol)
+            gamma, sstats, inner = lda_ops.e_step(data, elog_beta, alpha, gamma, max_iter=max_e_step, tol=e_step_tol)
             lam = eta + sstats
             if learn_alpha:
                 alpha = lda_ops.update_alpha(alpha, lda_ops.dirichlet_expectation(gamma).mean(0))
             if learn_eta:
                 eta = lda_ops.update_eta(eta, lda_ops.dirichlet_expectation(lam).mean(), model.vocab_size)
                 lam = eta + sstats  # λ's optimum moves with η (still a coordinate maximisation)
-            value = elbo(data, gamma, lam, alpha, eta)
+            elog_beta = lda_ops.dirichlet_expectation(lam)
+            value = elbo(data, gamma, lam, alpha, eta, elog_beta)
             history.append({"step": it, "elbo": value, "e_step_iterations": inner})
             if prev is not None and abs(value - prev) <= tol * abs(value):
                 break
