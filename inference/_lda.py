@@ -49,6 +49,27 @@ def initial_lambda(model: Any, corpus: Corpus, eta: torch.Tensor, init: dict | N
     return torch._standard_gamma(torch.full((K, V), 100.0, dtype=torch.float64), generator=g) / 100.0
 
 
+def seeded_lambda(corpus: Corpus, k: int, eta: torch.Tensor, n_docs: int, seed: int | None) -> torch.Tensor:
+    """The (K, V) starting λ of the "seeded" initialisation of Blei's lda-c: topic k starts
+    from the word counts of ``n_docs`` distinct random documents (plus Gamma(100, 1/100)
+    noise around 1 on every word), normalised and given N/K pseudo-tokens like an
+    ``init["topics"]`` start. It breaks the topics' symmetry with real co-occurrences
+    instead of noise alone, which leads batch CAVI to better local optima (measured in
+    benchmarks/lda.py: higher final ELBO and lower held-out perplexity on the Lee corpus)."""
+    g = generator(seed)
+    noise = torch._standard_gamma(torch.full((k, corpus.vocab_size), 100.0, dtype=torch.float64), generator=g) / 100.0
+    n_docs = min(n_docs, corpus.n_docs // k) if corpus.n_docs >= k else 1
+    picks = torch.randperm(corpus.n_docs, generator=g)[:k * n_docs] if corpus.n_docs >= k else \
+        torch.randint(0, corpus.n_docs, (k,), generator=g)
+    owner = torch.full((corpus.n_docs,), -1, dtype=torch.int64)
+    owner[picks] = torch.arange(len(picks)) // n_docs                      # topic seeded by each picked doc
+    sel = owner[corpus.doc] >= 0
+    counts = torch.zeros(k, corpus.vocab_size, dtype=torch.float64)
+    counts.index_put_((owner[corpus.doc[sel]], corpus.word[sel]), corpus.count[sel], accumulate=True)
+    topics = noise + counts
+    return eta + topics / topics.sum(1, keepdim=True) * (corpus.n_tokens / k)
+
+
 def check_options(engine: str, options: dict, known: tuple[str, ...]) -> None:
     if options:
         raise ValueError(f"unknown {engine} options for LDA {sorted(options)}; known: {', '.join(known)}")

@@ -68,6 +68,23 @@ def test_batched_e_step_matches_per_document_reference():
     torch.testing.assert_close(sstats, ref_sstats, rtol=1e-10, atol=1e-10)
 
 
+def test_e_step_bound_and_topic_bound_match_their_definitions():
+    """The bound the E-step reads off its last normaliser is doc_bound at the returned γ,
+    and topic_bound's closed-form symmetric prior equals the generic Dirichlet terms with
+    the prior expanded to (K, V). Same float64 sums in another order: 1e-12 relative."""
+    g = torch.Generator().manual_seed(4)
+    docs = [torch.randint(0, 9, (n,), generator=g) for n in (6, 11, 3)]
+    corpus = Corpus.build(docs, 9)
+    lam = torch.rand(3, 9, generator=g, dtype=torch.float64) * 3 + 0.2
+    elog_beta = lda_ops.dirichlet_expectation(lam)
+    alpha = torch.tensor([0.3, 0.5, 0.2], dtype=torch.float64)
+    gamma, _, _, bound = lda_ops.e_step(corpus, elog_beta, alpha, max_iter=7, tol=0.0, with_bound=True)
+    torch.testing.assert_close(bound, lda_ops.doc_bound(corpus, gamma, elog_beta, alpha), rtol=1e-12, atol=1e-10)
+    eta = torch.tensor(0.3, dtype=torch.float64)
+    generic = lda_ops.dirichlet_kl_terms(lam, eta.expand(9), elog_beta).sum()
+    torch.testing.assert_close(lda_ops.topic_bound(lam, eta), generic, rtol=1e-12, atol=1e-10)
+
+
 def test_doc_bound_equals_explicit_elbo():
     """The φ-maximised bound equals the ELBO written out with φ explicit (BNJ 2003 eq. 15)."""
     g = torch.Generator().manual_seed(1)
@@ -118,7 +135,12 @@ def test_alpha_and_eta_updates_are_stationary_points():
 
 def test_empirical_bayes_alpha_finds_the_generating_value():
     docs, true = synthetic_corpus(k=3, vocab_size=30, n_docs=300, length=50, alpha=0.2, seed=1)
-    fit = pg.fit(LDA(3, 30, alpha=1.0), docs, steps=300, seed=0, progress=False, learn_alpha=True, tol=1e-8)
+    # seed_docs=0: the Gamma-noise start. From the default seeded start (2 documents per
+    # topic) this run recovers the topics too and ends at a slightly higher ELBO (-47006
+    # vs -47160), but with α ≈ 1 (measured; not investigated further): the variational EB
+    # estimate of α depends on the local optimum, so this test pins the start it checks.
+    fit = pg.fit(LDA(3, 30, alpha=1.0), docs, steps=300, seed=0, progress=False, learn_alpha=True, tol=1e-8,
+                 seed_docs=0)
     assert (_match_cosines(fit.params["topics"], true) > 0.95).all()
     # the variational EB estimate from 300 documents: within a factor 2 of the true 0.2
     # (CAVI started at small α can stall in poorer local optima; this one starts at 1)
@@ -258,6 +280,8 @@ def test_bad_input_is_a_clear_error(data, match):
 
 
 def test_bad_declarations_and_options():
+    with pytest.raises(ValueError, match="seed_docs"):
+        pg.fit(LDA(2, 5), [[0, 1, 2]], engine="meanfield", seed_docs=-1, progress=False)
     with pytest.raises(ValueError, match="k"):
         LDA(0, 10)
     with pytest.raises(ValueError, match="alpha"):

@@ -87,11 +87,12 @@ class LDAOnlineVB(TopicModelMethod):
             idx = batches.pop(0)
             sub = data.subset(idx)
             elog_beta = lda_ops.dirichlet_expectation(lam)
-            gamma_b, sstats, _ = lda_ops.e_step(sub, elog_beta, alpha, gamma[idx], max_iter=max_e_step, tol=e_step_tol)
+            gamma_b, sstats, _, bound = lda_ops.e_step(sub, elog_beta, alpha, gamma[idx], max_iter=max_e_step,
+                                                       tol=e_step_tol, with_bound=True)
             gamma[idx] = gamma_b
             scale = D / len(idx)
             # noisy ELBO estimate at the current λ: the minibatch's documents scaled up to D
-            elbo = scale * lda_ops.doc_bound(sub, gamma_b, elog_beta, alpha).sum() + lda_ops.topic_bound(lam, eta, elog_beta)
+            elbo = scale * bound.sum() + lda_ops.topic_bound(lam, eta, elog_beta)
             rho = (tau0 + t + 1) ** (-kappa)
             lam = (1 - rho) * lam + rho * (eta + scale * sstats)
             history.append({"step": t, "elbo": float(elbo), "rho": rho})

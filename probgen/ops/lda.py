@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
+from scipy.special import psi
 
 from probgen.corpus import Corpus
 
@@ -36,7 +38,7 @@ def dirichlet_kl_terms(q: torch.Tensor, prior: torch.Tensor, elog: torch.Tensor)
 
 
 def e_step(corpus: Corpus, elog_beta: torch.Tensor, alpha: torch.Tensor, gamma: torch.Tensor | None = None,
-           max_iter: int = 100, tol: float = 1e-3, sstats: bool = True):
+           max_iter: int = 100, tol: float = 1e-3, sstats: bool = True, with_bound: bool = False):
     """Batched document-level CAVI: alternate φ and γ updates for all documents at once.
 
     Args:
@@ -53,7 +55,9 @@ def e_step(corpus: Corpus, elog_beta: torch.Tensor, alpha: torch.Tensor, gamma: 
     Returns:
       ``(gamma, sstats, n_iter)``: the (D, K) γ, the (K, V) expected topic–word counts
       Σ_d c_dw φ_dwk for φ optimal given the returned γ (``None`` if not asked), and the
-      number of sweeps of the slowest document.
+      number of sweeps of the slowest document. With ``with_bound=True`` a fourth item:
+      the (D,) per-document ELBO terms of :func:`doc_bound` at the returned γ, read off the
+      final φ step's normaliser at no extra cost.
 
     Each φ update (given γ) and γ update (given φ) maximises the ELBO in its own
     coordinates, for every document independently, so the ELBO never decreases.
@@ -64,34 +68,46 @@ def e_step(corpus: Corpus, elog_beta: torch.Tensor, alpha: torch.Tensor, gamma: 
     exp_elog_beta = torch.exp(elog_beta)
     exp_elog_beta_w = exp_elog_beta.T[corpus.word]                     # (nnz, K), fixed in this step
     gamma = (alpha + (corpus.lengths / K)[:, None]).expand(D, K).clone() if gamma is None else gamma.clone()
-    # the active set: documents still moving, with their non-zero cells (local doc ids)
-    act, doc, count, ebw = torch.arange(D), corpus.doc, corpus.count, exp_elog_beta_w
-    g = gamma
+    # The sweeps run in NumPy: at a minibatch's size (~10^3 non-zeros) a sweep is ~10 small
+    # array ops and torch's per-op dispatch cost (~5-8 µs) dominated; NumPy's is ~1 µs.
+    # The cells are sorted by document, so the per-document sums are one add.reduceat.
+    a = alpha.detach().numpy()
+    gam = gamma.numpy()                                                   # shares memory with gamma
+    doc, count, ebw = corpus.doc.numpy(), corpus.count.numpy(), exp_elog_beta_w.numpy()
+    act = np.arange(D)                                                    # the active documents
+    starts = np.flatnonzero(np.r_[True, doc[1:] != doc[:-1]])             # first cell of each
+    g = gam.copy()
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
         # exp(ψ(γ_dk)) only: the factor exp(−ψ(Σ_k γ_dk)) of exp(E[log θ_dk]) cancels in φ's normaliser
-        exp_elog_theta = torch.exp(torch.digamma(g))                       # (A, K), up to a per-row factor
-        phinorm = (exp_elog_theta[doc] * ebw).sum(1) + TINY                # (nnz_A,)
-        new = alpha + exp_elog_theta * torch.zeros_like(g).index_add_(0, doc, ebw * (count / phinorm)[:, None])
-        moving = (new - g).abs().mean(1) >= tol
+        exp_elog_theta = np.exp(psi(g))                                   # (A, K), up to a per-row factor
+        phinorm = np.einsum("nk,nk->n", exp_elog_theta[doc], ebw) + TINY   # (nnz_A,)
+        new = a + exp_elog_theta * np.add.reduceat(ebw * (count / phinorm)[:, None], starts, axis=0)
+        moving = np.abs(new - g).mean(1) >= tol
         g = new
         if not moving.any():
             break
         if moving.sum() <= 0.75 * len(act):                                 # compact the active set
-            gamma[act] = g
+            gam[act] = g
             keep = moving[doc]
-            local = torch.cumsum(moving, 0) - 1
+            local = np.cumsum(moving) - 1
             act, g = act[moving], g[moving]
             doc, count, ebw = local[doc[keep]], count[keep], ebw[keep]
-    gamma[act] = g
+            starts = np.flatnonzero(np.r_[True, doc[1:] != doc[:-1]])
+    gam[act] = g
     if not sstats:
         return gamma, None, n_iter
     # φ given the final γ (one more φ-coordinate step), summed into (K, V) counts
-    theta_w = torch.exp(dirichlet_expectation(gamma))[corpus.doc]
+    elog_theta = dirichlet_expectation(gamma)
+    theta_w = torch.exp(elog_theta)[corpus.doc]
     phinorm = (theta_w * exp_elog_beta_w).sum(1) + TINY
     V = elog_beta.shape[1]
     per_word = torch.zeros(V, K, dtype=gamma.dtype).index_add_(0, corpus.word, theta_w * (corpus.count / phinorm)[:, None])
-    return gamma, per_word.T * exp_elog_beta, n_iter
+    if not with_bound:
+        return gamma, per_word.T * exp_elog_beta, n_iter
+    # Σ_w c_dw log Σ_k exp(E[log θ_dk] + E[log β_kw]) = Σ_w c_dw log phinorm_dw (doc_bound's word term)
+    words = torch.zeros(D, dtype=gamma.dtype).index_add_(0, corpus.doc, corpus.count * torch.log(phinorm))
+    return gamma, per_word.T * exp_elog_beta, n_iter, words + dirichlet_kl_terms(gamma, alpha, elog_theta)
 
 
 def doc_bound(corpus: Corpus, gamma: torch.Tensor, elog_beta: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
@@ -112,7 +128,11 @@ def topic_bound(lam: torch.Tensor, eta: torch.Tensor, elog_beta: torch.Tensor | 
     """E[log p(β | η)] − E[log q(β | λ)] summed over topics (smoothed LDA's global term);
     ``elog_beta`` = ``dirichlet_expectation(lam)`` when the caller has it."""
     elog_beta = dirichlet_expectation(lam) if elog_beta is None else elog_beta
-    return dirichlet_kl_terms(lam, eta.expand(lam.shape[1]), elog_beta).sum()
+    K, V = lam.shape
+    # dirichlet_kl_terms with the symmetric prior's log-normaliser written in closed form
+    # (one lgamma of a scalar instead of K·V)
+    return (K * (torch.lgamma(V * eta) - V * torch.lgamma(eta)) - torch.lgamma(lam.sum(1)).sum()
+            + torch.lgamma(lam).sum() + ((eta - lam) * elog_beta).sum())
 
 
 def inv_digamma(y: torch.Tensor, iters: int = 6) -> torch.Tensor:
