@@ -70,9 +70,6 @@ def seeded_lambda(corpus: Corpus, k: int, eta: torch.Tensor, n_docs: int, seed: 
     return eta + topics / topics.sum(1, keepdim=True) * (corpus.n_tokens / k)
 
 
-def check_options(engine: str, options: dict, known: tuple[str, ...]) -> None:
-    if options:
-        raise ValueError(f"unknown {engine} options for LDA {sorted(options)}; known: {', '.join(known)}")
 
 
 class TopicModelMethod(Method):

@@ -32,7 +32,8 @@ from probgen.fit import Fit
 from probgen.progress import progress as bar
 from probgen.registry import register
 
-from .._lda import TopicModelMethod, check_options, hyperparameters, make_fit
+from .._lda import TopicModelMethod, hyperparameters, make_fit
+from .._train import check_options
 
 OPTIONS = ("warmup", "thin")
 

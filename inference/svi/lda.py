@@ -32,7 +32,8 @@ from probgen.progress import progress as bar
 from probgen.random import generator
 from probgen.registry import register
 
-from .._lda import TopicModelMethod, check_options, hyperparameters, initial_lambda, make_fit
+from .._lda import TopicModelMethod, hyperparameters, initial_lambda, make_fit
+from .._train import check_options
 
 OPTIONS = ("inference", "batch_size", "tau0", "kappa", "e_step_tol", "max_e_step", "lr", "hidden")
 
