@@ -26,7 +26,3 @@ def minibatches(x: torch.Tensor, batch_size: int, steps: int, seed: int | None) 
 def check_options(engine: str, options: dict, known: tuple[str, ...]) -> None:
     if options:
         raise ValueError(f"unknown {engine} options {sorted(options)}; known: {', '.join(known)}")
-
-
-def state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}

@@ -18,7 +18,7 @@ from torch import nn
 
 from probgen.data import check_matrix
 from probgen.declarations import Declaration
-from probgen.nn import TimeMLP
+from probgen.nn import TimeMLP, copy_params
 from probgen.random import seeded
 
 SCHEDULES = ("linear", "cosine")
@@ -136,7 +136,7 @@ class Diffusion(Declaration):
         return check_matrix(data, self.dim, dtype=torch.float32)
 
     def init_params(self, data: Any = None, seed: int | None = None) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+        return copy_params(self.net)
 
     def sample(self, params: dict, n: int, seed: int | None = None, method: str = "ancestral",
                ddim_steps: int = 50, eta: float = 0.0) -> torch.Tensor:

@@ -12,7 +12,7 @@ from torch import nn
 
 from probgen.data import check_matrix
 from probgen.declarations import Declaration
-from probgen.nn import mlp
+from probgen.nn import copy_params, mlp
 from probgen.random import generator, seeded
 
 
@@ -91,7 +91,7 @@ class EnergyModel(Declaration):
         return check_matrix(data, self.dim, dtype=torch.float32)
 
     def init_params(self, data: Any = None, seed: int | None = None) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+        return copy_params(self.net)
 
     def sample(self, params: dict, n: int, seed: int | None = None, start: torch.Tensor | None = None) -> torch.Tensor:
         """``n`` draws by Langevin dynamics from N(0, I) (or from ``start``)."""

@@ -24,6 +24,7 @@ from torch import nn
 
 from probgen.data import check_matrix
 from probgen.declarations import Declaration
+from probgen.nn import copy_params
 from probgen.random import seeded
 
 KINDS = ("realnvp", "maf", "spline")
@@ -133,7 +134,7 @@ class Flow(Declaration):
         return check_matrix(data, self.dim, dtype=torch.float32)
 
     def init_params(self, data: Any = None, seed: int | None = None) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+        return copy_params(self.net)
 
     def distribution(self, params: dict | None = None) -> dist.TransformedDistribution:
         if params is not None:

@@ -14,7 +14,7 @@ from torch import nn
 
 from probgen.data import check_matrix
 from probgen.declarations import Program
-from probgen.nn import mlp
+from probgen.nn import copy_params, mlp
 from probgen.random import seeded
 
 
@@ -63,7 +63,7 @@ class GAN(Program):
         return check_matrix(data, self.dim, dtype=torch.float32)
 
     def init_params(self, data: Any = None, seed: int | None = None) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+        return copy_params(self.net)
 
     def sample(self, params: dict, n: int, seed: int | None = None) -> torch.Tensor:
         self.net.load_state_dict(params)

@@ -20,6 +20,16 @@ def mlp(sizes: Sequence[int], activation: type[nn.Module] = nn.SiLU, out_activat
     return nn.Sequential(*layers)
 
 
+def copy_params(module: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of ``module``'s state dict: the ``params`` of a neural declaration."""
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def load_params(module: nn.Module, params: dict[str, torch.Tensor]) -> None:
+    """Load ``params`` (possibly a subset, e.g. a user's ``init=``) into ``module``."""
+    module.load_state_dict({**module.state_dict(), **params})
+
+
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     """Sinusoidal embedding of integer steps ``t`` (B,) -> (B, dim) (Vaswani et al. 2017)."""
     half = dim // 2

@@ -16,11 +16,12 @@ import torch
 import torch.nn.functional as F
 
 from probgen.fit import Fit
+from probgen.nn import load_params
 from probgen.progress import progress as bar
 from probgen.random import generator
 from probgen.registry import Method, register
 
-from .._train import check_options, minibatches, state_dict
+from .._train import check_options, minibatches
 
 LOSSES = ("non-saturating", "minimax")
 
@@ -45,7 +46,7 @@ class Adversarial(Method):
         steps = 2000 if steps is None else steps
         net = model.net
         if init:
-            net.load_state_dict({**net.state_dict(), **init})
+            load_params(net, init)
         opt_g = torch.optim.Adam(net.generator.parameters(), lr=lr, betas=(0.5, 0.999))
         opt_d = torch.optim.Adam(net.discriminator.parameters(), lr=lr, betas=(0.5, 0.999))
         g = generator(None if seed is None else seed + 1)
@@ -76,7 +77,7 @@ class Adversarial(Method):
             history.append({"step": step, "loss_d": float(loss_d.detach()), "loss_g": float(loss_g.detach()),
                             "d_real": float(torch.sigmoid(d_real.detach()).mean()),
                             "d_fake": float(torch.sigmoid(d_fake.detach()).mean())})
-        return Fit(model, state_dict(net), history, engine=self.engine, method=self.name,
+        return Fit(model, model.init_params(), history, engine=self.engine, method=self.name,
                    options={"loss": loss, "lr": lr, "batch_size": batch_size, "gradient_penalty": gradient_penalty})
 
     def log_prob(self, fit: Fit, x: Any, n_samples: int = 10000, **options: Any) -> torch.Tensor:

@@ -7,11 +7,12 @@ from typing import Any
 import torch
 
 from probgen.fit import Fit
+from probgen.nn import load_params
 from probgen.progress import progress as bar
 from probgen.random import generator
 from probgen.registry import Method, register
 
-from .._train import check_options, minibatches, state_dict
+from .._train import check_options, minibatches
 
 
 @register
@@ -30,7 +31,7 @@ class DDPM(Method):
         steps = 2000 if steps is None else steps
         net = model.net
         if init:
-            net.load_state_dict({**net.state_dict(), **init})
+            load_params(net, init)
         else:
             # centre each dimension but scale all by one pooled standard deviation: a per-dimension
             # scale would blow up nearly-constant dimensions (the digits' border pixels) into outliers
@@ -54,5 +55,5 @@ class DDPM(Method):
             torch.nn.utils.clip_grad_norm_(net.denoiser.parameters(), clip)
             opt.step()
             history.append({"step": step, "loss": float(loss.detach())})
-        return Fit(model, state_dict(net), history, engine=self.engine, method=self.name,
+        return Fit(model, model.init_params(), history, engine=self.engine, method=self.name,
                    options={"batch_size": batch_size, "lr": lr})

@@ -7,10 +7,11 @@ from typing import Any
 import torch
 
 from probgen.fit import Fit
+from probgen.nn import load_params
 from probgen.progress import progress as bar
 from probgen.registry import Method, register
 
-from .._train import check_options, minibatches, state_dict
+from .._train import check_options, minibatches
 
 
 @register
@@ -29,7 +30,7 @@ class FlowLikelihood(Method):
         steps = 1000 if steps is None else steps
         net = model.net
         if init:
-            net.load_state_dict({**net.state_dict(), **init})
+            load_params(net, init)
         else:  # standardise: the last transform maps unit-scale outputs onto the data's scale
             net.data_loc.copy_(data.mean(0))
             net.data_scale.copy_(data.std(0).clamp_min(1e-6) if len(data) > 1 else torch.ones(data.shape[1]))
@@ -46,5 +47,5 @@ class FlowLikelihood(Method):
                 torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
             opt.step()
             history.append({"step": step, "loss": float(loss.detach())})
-        return Fit(model, state_dict(net), history, engine=self.engine, method=self.name,
+        return Fit(model, model.init_params(), history, engine=self.engine, method=self.name,
                    options={"batch_size": batch_size, "lr": lr})

@@ -13,11 +13,12 @@ from typing import Any
 import torch
 
 from probgen.fit import Fit
+from probgen.nn import load_params
 from probgen.progress import progress as bar
 from probgen.random import generator
 from probgen.registry import Method, register
 
-from .._train import check_options, minibatches, state_dict
+from .._train import check_options, minibatches
 
 
 @register
@@ -40,7 +41,7 @@ class LangevinCD(Method):
         step_size = model.step_size if step_size is None else step_size
         net = model.net
         if init:
-            net.load_state_dict({**net.state_dict(), **init})
+            load_params(net, init)
         g = generator(None if seed is None else seed + 1)
         lo, hi = data.min(0).values, data.max(0).values
         span = (hi - lo).clamp_min(1e-3)
@@ -71,7 +72,7 @@ class LangevinCD(Method):
         cov = torch.cov(d.T).reshape(data.shape[1], data.shape[1]) + 1e-6 * torch.eye(data.shape[1], dtype=d.dtype)
         # the importance proposal for log Z: the data's Gaussian, widened to cover the model's tails
         proposal = (d.mean(0), 1.5 * torch.linalg.cholesky(cov))
-        return Fit(model, state_dict(net), history, engine=self.engine, method=self.name,
+        return Fit(model, model.init_params(), history, engine=self.engine, method=self.name,
                    state={"buffer": buffer, "proposal": proposal},
                    options={"k": k, "step_size": step_size, "lr": lr, "metropolis": metropolis})
 
