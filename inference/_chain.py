@@ -10,10 +10,19 @@ import torch
 def is_chain(model: Any) -> bool:
     """A declaration with a Markov chain of discrete states: it names ``initial`` and
     ``transition`` parameters and gives per-step emission log-likelihoods
-    ``log_emission(params, data) -> (B, T, K)`` on data with ``.x`` and ``.lengths``."""
+    ``log_emission(params, data) -> (B, T, K)`` on data with ``.x`` and ``.lengths``
+    (and optionally ``emission_table(params, data)``, the same as a
+    ``probgen.ops.chain.EmissionTable``, which the chain kernels read faster)."""
     names = getattr(model, "param_names", ())
     return (hasattr(model, "log_emission") and hasattr(model, "init_params")
             and "initial" in names and "transition" in names)
+
+
+def emissions(model: Any, params: dict, data: Any) -> Any:
+    """The model's emission log-likelihoods in the form the chain kernels read fastest."""
+    if hasattr(model, "emission_table"):
+        return model.emission_table(params, data)
+    return model.log_emission(params, data)
 
 
 def start_params(model: Any, data: Any, init: dict | None, seed: int | None) -> dict[str, torch.Tensor]:

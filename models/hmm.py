@@ -30,7 +30,7 @@ from pyro.distributions import constraints
 from probgen.data import as_tensor
 from probgen.declarations import Program
 from probgen.ops import chain
-from probgen.ops.chain import Sequences
+from probgen.ops.chain import EmissionTable, Sequences
 from probgen.random import generator
 
 __all__ = ["HMM", "Sequences"]
@@ -111,7 +111,7 @@ class HMM(Program):
             raise ValueError(f"HMM needs data: a list of sequences of shape {self._expected}")
         ev = f", {self.dim}" if self.emission == "gaussian" else ""
         if isinstance(data, Sequences):
-            x, lengths = as_tensor(data.x, name="sequences"), torch.as_tensor(data.lengths)
+            x, lengths = _as_numbers(data.x, self.emission), torch.as_tensor(data.lengths)
             if lengths.dim() != 1 or len(lengths) != x.shape[0] or len(lengths) == 0:
                 raise ValueError(f"lengths must have shape (B,) matching the padded data's first "
                                  f"dimension {x.shape[0]}, got {tuple(lengths.shape)}")
@@ -128,7 +128,7 @@ class HMM(Program):
                 raise ValueError("every sequence has length zero")
             x = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True)
             return self._check_padded(x, lengths)
-        t = as_tensor(data, name="sequences")
+        t = _as_numbers(data, self.emission)
         if self.emission == "gaussian" and self.dim == 1 and t.dim() == 1:
             t = t[:, None]
         if t.dim() == 1 + self.event_ndim:
@@ -154,56 +154,61 @@ class HMM(Program):
             i = int((lengths < 1).nonzero()[0])
             raise ValueError(f"sequence {i} has length zero (zero-length sequence); every sequence needs "
                              "at least one step")
-        mask = chain.pad_mask(lengths, x.shape[1])
-        m = mask if x.dim() == 2 else mask[..., None]
-        x = torch.where(m, x, torch.zeros((), dtype=x.dtype))
+        if bool((lengths != x.shape[1]).any()):
+            mask = chain.pad_mask(lengths, x.shape[1])
+            x = torch.where(mask if x.dim() == 2 else mask[..., None], x, torch.zeros((), dtype=x.dtype))
 
         def first(bad: torch.Tensor) -> int:
             return int(bad.reshape(len(bad), -1).any(-1).nonzero()[0])
 
-        finite = torch.isfinite(x)
-        if not finite.all():
-            kind = "NaN" if torch.isnan(x).any() else "inf"
-            raise ValueError(f"sequence {first(~finite)} contains {kind} values")
+        if x.is_floating_point() and not torch.isfinite(x.sum()):    # (a finite sum: all finite)
+            finite = torch.isfinite(x)
+            if not finite.all():
+                kind = "NaN" if torch.isnan(x).any() else "inf"
+                raise ValueError(f"sequence {first(~finite)} contains {kind} values")
         if self.emission == "gaussian":
             return Sequences(x.to(torch.float64), lengths)
-        bad = (x != torch.round(x)) | (x < 0)
+        # (integer tensors, the usual input for symbols and counts, skip the float checks)
+        bad = ((x != torch.round(x)) | (x < 0)) if x.is_floating_point() else (x < 0)
         if bad.any():
             what = "symbols" if self.emission == "categorical" else "Poisson counts"
             raise ValueError(f"sequence {first(bad)}: {what} must be non-negative integers")
         if self.emission == "categorical":
-            out = x >= self.n_symbols
-            if out.any():
-                raise ValueError(f"sequence {first(out)} has symbol {int(x.max())} outside "
+            if int(x.max()) >= self.n_symbols:
+                raise ValueError(f"sequence {first(x >= self.n_symbols)} has symbol {int(x.max())} outside "
                                  f"0..{self.n_symbols - 1} (n_symbols={self.n_symbols})")
             return Sequences(x.to(torch.long), lengths)
         return Sequences(x.to(torch.float64), lengths)
 
     # ---- exact evaluation --------------------------------------------------------------
     def log_emission(self, params: dict[str, torch.Tensor], data: Sequences) -> torch.Tensor:
-        """log p(x_t | z_t = k) for every step: (B, T, K) (padded steps hold finite junk).
+        """log p(x_t | z_t = k) for every step: (B, T, K) (padded steps hold finite junk),
+        the view of a state-major (K, T, B) buffer (:meth:`emission_table`, dense)."""
+        return self.emission_table(params, data).dense()
 
-        The result is a (B, T, K) view of a time-major (T, B, K) buffer: the chain kernels
-        run over time and read it contiguously. Gaussian log-densities are one matrix product
-        of per-step features with per-state coefficients (the quadratic form expanded:
-        (x − μ_k)ᵀ P_k (x − μ_k) = xxᵀ·P_k − 2 xᵀ P_k μ_k + μ_kᵀ P_k μ_k, P_k = Σ_k⁻¹), so
-        the (N, K) output is written once."""
-        x = data.x.transpose(0, 1)                                              # time-major
+    def emission_table(self, params: dict[str, torch.Tensor], data: Sequences) -> EmissionTable:
+        """The emission log-likelihoods as the chain kernels read them: categorical
+        emissions as the (K, V) table ``log probs`` indexed by the symbols (nothing of size
+        B T K is written); others as one column per step of a (K, T B) table. Gaussian
+        log-densities are two matrix products of per-state coefficients with per-step
+        features (the quadratic form expanded: (x − μ_k)ᵀ P_k (x − μ_k) = xxᵀ·P_k − 2 xᵀ P_k μ_k
+        + μ_kᵀ P_k μ_k, P_k = Σ_k⁻¹), so the (K, T B) output is written once."""
+        B, T = data.x.shape[:2]
         if self.emission == "categorical":
-            return torch.log(params["probs"]).t()[x].transpose(0, 1)
+            return EmissionTable(torch.log(params["probs"]), data.x.t(), (B, T))
         if self.emission == "poisson":
-            rate = params["rate"]
-            return (x[..., None] * torch.log(rate) - rate - torch.lgamma(x[..., None] + 1)).transpose(0, 1)
+            x, rate = data.x.t().reshape(-1), params["rate"][:, None]
+            return EmissionTable(x * torch.log(rate) - rate - torch.lgamma(x + 1), None, (B, T))
         loc = params["loc"]
         K, D = loc.shape
-        xf = x.reshape(-1, D)
+        xf = data.x.permute(2, 1, 0).reshape(D, -1)                             # (D, T B)
         if self.covariance == "full":
             L = params["scale_tril"]
             eye = torch.eye(D, dtype=L.dtype, device=L.device).expand_as(L)
             Linv = torch.linalg.solve_triangular(L, eye, upper=False)            # (K, D, D)
             P = Linv.transpose(1, 2) @ Linv                                      # (K, D, D)
             Pmu = (P @ loc[..., None])[..., 0]                                   # (K, D)
-            quad = (xf[:, :, None] * xf[:, None, :]).reshape(-1, D * D)          # (N, D²)
+            quad = (xf[:, None] * xf[None, :]).reshape(D * D, -1)                # (D², T B)
             coef_quad = P.reshape(K, D * D)
             log_det = torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
         else:
@@ -212,10 +217,8 @@ class HMM(Program):
             quad, coef_quad = xf * xf, prec
             log_det = torch.log(params["scale"]).sum(-1)
         const = -0.5 * (loc * Pmu).sum(-1) - log_det - 0.5 * D * math.log(2 * math.pi)   # (K,)
-        feats = torch.cat((quad, xf), 1)                                         # (N, F)
-        coef = torch.cat((-0.5 * coef_quad, Pmu), 1)                             # (K, F)
-        out = torch.addmm(const, feats, coef.t())                                # (N, K)
-        return out.reshape(*x.shape[:2], K).transpose(0, 1)
+        out = torch.addmm(const[:, None], -0.5 * coef_quad, quad)                # (K, T B)
+        return EmissionTable(out.addmm_(Pmu, xf), None, (B, T))
 
     def log_prob(self, params: dict[str, torch.Tensor], data: Any) -> torch.Tensor:
         """Exact log p(x) per sequence (B,): the log-space forward algorithm."""
@@ -400,6 +403,14 @@ class HMM(Program):
         with resources.files("probgen").joinpath("datasets/sunspots.txt").open("r") as f:
             values = np.loadtxt(f, comments="#", delimiter=",")
         return torch.as_tensor(values[:, 1], dtype=torch.float64)
+
+
+def _as_numbers(x: Any, emission: str) -> torch.Tensor:
+    """Sequences data as a tensor: integer tensors stay integer for discrete emissions
+    (symbols and counts), everything else becomes float64 (``ValueError`` if not numeric)."""
+    if isinstance(x, torch.Tensor) and emission != "gaussian" and not (x.is_floating_point() or x.is_complex()):
+        return x
+    return as_tensor(x, name="sequences")
 
 
 def _as64(params: dict) -> dict[str, torch.Tensor]:

@@ -436,25 +436,37 @@ def _random_chain(K, lengths, seed, scale=3.0):
     return pi, A, log_emit, torch.tensor(lengths)
 
 
+def _autograd_posteriors(pi, A, log_emit, L):
+    """The oracle from DESIGN.md's key insight: with log Z = Σ_b log p(x_b) from the
+    differentiable log-space forward algorithm, γ = ∂ log Z / ∂ log_emit and
+    ξ = A ⊙ ∂ log Z / ∂ A (A read as free weights, not renormalised)."""
+    le, A_ = log_emit.clone().requires_grad_(), A.clone().requires_grad_()
+    ll = chain._log_forward(pi, A_, le, L)
+    d_le, d_A = torch.autograd.grad(ll.sum(), (le, A_), allow_unused=True)
+    return ll.detach(), d_le, A * d_A if d_A is not None else torch.zeros_like(A)  # T = 1: no transitions
+
+
 @pytest.mark.parametrize("lengths", [[1], [7, 7, 7], [9, 1, 4, 9, 2], [40, 13, 27]])
-def test_stacked_forward_backward_equals_sequential(lengths):
+@pytest.mark.parametrize("layout", ["batch-major", "state-major"])
+def test_forward_backward_equals_autograd_of_log_evidence(lengths, layout):
     pi, A, log_emit, L = _random_chain(4, lengths, seed=len(lengths))
+    if layout == "state-major":      # the (B, T, K) view of a (K, T, B) buffer, as log_emission gives
+        log_emit = log_emit.permute(2, 1, 0).contiguous().permute(2, 1, 0)
     ll, gamma, xi = chain.forward_backward(pi, A, log_emit, L)
-    ll0, gamma0, xi0 = chain._forward_backward_sequential(pi, A, log_emit, L)
-    # the same sums in a different order (block rescaling, backward run on reversed
-    # sequences): agreement to float64 rounding, far below 1e-10
+    ll0, gamma0, xi0 = _autograd_posteriors(pi, A, log_emit, L)
+    # the same quantities by different sums (scaled probability space vs log space and
+    # reverse-mode differentiation): agreement to float64 rounding, far below 1e-10
     assert torch.allclose(ll, ll0, rtol=1e-12, atol=0)
     assert torch.allclose(gamma, gamma0, rtol=0, atol=1e-12)
     assert torch.allclose(xi, xi0, rtol=1e-10, atol=1e-12)
-    assert torch.allclose(ll, chain._log_forward(pi, A, log_emit, L), rtol=1e-12, atol=0)
-    for r in (1, 3):   # any rescaling period gives the same answer
-        ll_r, gamma_r, _ = chain.forward_backward(pi, A, log_emit, L, rescale_every=r)
-        assert torch.allclose(ll_r, ll0, rtol=1e-12, atol=0) and torch.allclose(gamma_r, gamma0, atol=1e-12)
+    assert (gamma[chain.pad_mask(L, log_emit.shape[1])].sum(-1) - 1).abs().max() < 1e-12
+    assert (gamma[~chain.pad_mask(L, log_emit.shape[1])] == 0).all()
 
 
-def test_forward_backward_falls_back_when_block_rescaling_would_underflow():
-    # transitions into the state with the best emission are ~1e-40: over an 8-step block the
-    # forward mass shrinks below 1e-200, so the kernel must use the per-step scaled pass
+def test_forward_backward_scaling_survives_tiny_likelihoods():
+    # transitions into the state with the best emission are ~1e-40 and the other states'
+    # emissions e^-400 below it: unscaled, the forward mass would underflow float64 within a
+    # few steps; per-step scaling keeps every quantity exact
     K, T = 3, 30
     A = torch.tensor([[1.0, 1e-40, 1.0], [1.0, 1e-40, 1.0], [1.0, 1e-40, 1.0]], dtype=f64)
     A = A / A.sum(-1, keepdim=True)
@@ -462,10 +474,10 @@ def test_forward_backward_falls_back_when_block_rescaling_would_underflow():
     log_emit = torch.tensor([-400.0, 0.0, -400.0], dtype=f64).expand(2, T, K).clone()
     L = torch.tensor([T, 17])
     ll, gamma, xi = chain.forward_backward(pi, A, log_emit, L)
-    ref = chain._log_forward(pi, A, log_emit, L)             # log space: no scaling at all
-    assert torch.isfinite(ll).all() and torch.allclose(ll, ref, rtol=1e-12, atol=0)
-    ll0, gamma0, xi0 = chain._forward_backward_sequential(pi, A, log_emit, L)
-    assert torch.equal(gamma, gamma0) and torch.equal(xi, xi0)
+    ll0, gamma0, xi0 = _autograd_posteriors(pi, A, log_emit, L)      # log space: no scaling at all
+    assert torch.isfinite(ll).all() and torch.allclose(ll, ll0, rtol=1e-12, atol=0)
+    assert torch.allclose(gamma, gamma0, rtol=0, atol=1e-12)
+    assert torch.allclose(xi, xi0, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("lengths", [[1], [6, 6], [12, 1, 5, 12, 3], [60, 23, 41]])
@@ -511,3 +523,31 @@ def test_viterbi_ties_go_to_the_lowest_state():
     X = torch.cat(seqs).reshape(-1, 1).numpy()
     their_score = h.decode(X, [len(s) for s in seqs], algorithm="viterbi")[0]
     assert abs(their_score - float(scores.sum())) < 1e-12 * abs(their_score)
+
+
+def test_emission_table_lookup_equals_dense_emissions():
+    # categorical emissions reach the kernels as a (K, V) table indexed by the symbols;
+    # the dense (B, T, K) tensor of the same numbers must give identical answers
+    model = HMM(3, "categorical", n_symbols=5)
+    p = _params(model, 4)
+    x = model.sample(p, 4, seed=2, T=9)
+    data = model.check_data([x[0], x[1, :3], x[2, :1], x[3, :7]])
+    table, dense = model.emission_table(p, data), model.log_emission(p, data)
+    assert table.index is not None and table.table.shape == (3, 5)
+    assert torch.equal(table.dense(), dense)
+    args = (p["initial"], p["transition"])
+    for a, b in zip(chain.forward_backward(*args, table, data.lengths), chain.forward_backward(*args, dense, data.lengths)):
+        assert torch.allclose(a, b, rtol=1e-13, atol=1e-15)    # same sums, same order: rounding only
+    paths_t, score_t = chain.viterbi(*args, table, data.lengths)
+    paths_d, score_d = chain.viterbi(*args, dense, data.lengths)
+    assert torch.equal(paths_t, paths_d) and torch.equal(score_t, score_d)
+
+
+def test_viterbi_with_more_states_than_int8_backpointers_hold():
+    # K > 127 switches the backpointer buffer to int32
+    pi, A, log_emit, L = _random_chain(130, [5, 3], seed=9)
+    paths, scores = chain.viterbi(pi, A, log_emit, L)
+    ref_paths, ref_scores = _viterbi_loop_reference(pi, A, log_emit, L)
+    assert max(max(r) for r in ref_paths) > 127          # a state int8 could not hold is on a path
+    assert [paths[0].tolist(), paths[1, :3].tolist()] == ref_paths
+    assert torch.allclose(scores, torch.tensor(ref_scores, dtype=f64), rtol=1e-14, atol=0)

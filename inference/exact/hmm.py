@@ -19,7 +19,7 @@ from probgen.fit import Fit
 from probgen.ops import chain
 from probgen.registry import Method, register
 
-from .._chain import is_chain, start_params
+from .._chain import emissions, is_chain, start_params
 
 QUERIES = ("marginals", "map", "log_evidence")
 
@@ -51,7 +51,7 @@ class ChainExact(Method):
             raise ValueError("HMM queries need parameters: pass a Fit (pg.fit(...)) rather than the declaration")
         data = model.check_data(data)
         params = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in params.items()}
-        log_emit = model.log_emission(params, data)
+        log_emit = emissions(model, params, data)
         init, trans = params["initial"], params["transition"]
         with torch.no_grad():
             if query == "marginals":
@@ -59,5 +59,5 @@ class ChainExact(Method):
             if query == "map":
                 return chain.viterbi(init, trans, log_emit, data.lengths)[0]
             if query == "log_evidence":
-                return chain.log_evidence(init, trans, log_emit, data.lengths)
+                return chain.log_evidence(init, trans, model.log_emission(params, data), data.lengths)
         raise ValueError(f"unknown query {query!r}; known: {list(QUERIES)}")

@@ -11,26 +11,21 @@ models", sections III.A–C):
 * ``lengths`` (B,) int, every length >= 1; steps ``t >= lengths[b]`` are padding and
   are ignored (their ``log_emit`` entries may hold anything finite).
 
-Padding is handled without a Python loop over sequences: a padded step gets emission
-likelihood 1 (log 0), so the forward variable just propagates through it; the backward
-recursion runs on each sequence reversed in time, so its padding also comes last; the
-statistics are then masked.
-
-No loop over sequences anywhere. ``log_evidence`` is a log-depth tree reduction in the
-(logsumexp, +) semiring, exact at any length. ``forward_backward`` and ``viterbi`` keep a
-Python loop over time with two or three batched ops per step: at the sizes measured
-(K = 8, B = 200, T = 500, one CPU thread) a log-depth scan does K times the work in K×K
-matrix products and measured slower, and what costs per step is torch's fixed per-op
-overhead (a few µs), so the loops are built to issue as few ops as possible.
+``log_evidence`` (what ``log_prob`` and gradient-based engines use) is torch code, so it
+is differentiable: a log-depth tree reduction in the (logsumexp, +) semiring, exact at any
+length, no loop over sequences. ``forward_backward`` and ``viterbi`` (the EM E-step and the
+queries, never differentiated) run compiled loops (:mod:`probgen.ops.chain_kernels`): they
+are sequential in time, and as torch ops each of their T steps cost torch's fixed per-op
+overhead several times over the K² arithmetic (measured: 5× slower at K = 8, B = 200,
+T = 500 on one CPU thread); a log-depth scan does K times the work and measured slower too.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
-__all__ = ["Sequences", "pad_mask", "log_evidence", "forward_backward", "viterbi",
+__all__ = ["Sequences", "EmissionTable", "pad_mask", "log_evidence", "forward_backward", "viterbi",
            "log_matmul"]
 
 
@@ -61,6 +56,45 @@ class Sequences:
     def flat(self) -> torch.Tensor:
         """The valid steps of all sequences concatenated: (sum T_i,) or (sum T_i, D)."""
         return self.x[self.mask]
+
+
+@dataclass
+class EmissionTable:
+    """Emission log-likelihoods of a padded batch, stored as a table of columns:
+    ``log_emit[b, t, k] = table[k, index[t, b]]``.
+
+    Discrete emissions keep their (K, V) log-probability table and the (T, B) symbols, so
+    no (B, T, K) tensor is ever written (the chain kernels look each step up); with
+    ``index=None`` the table holds one column per step, ``table[:, t B + b]`` (a state-major
+    (K, T, B) buffer).
+
+    Attributes: table (K, M) float; index (T, B) long or None; shape (B, T).
+    """
+    table: torch.Tensor
+    index: torch.Tensor | None
+    shape: tuple[int, int]
+
+    @classmethod
+    def of(cls, log_emit: "torch.Tensor | EmissionTable") -> "EmissionTable":
+        """The table of a (B, T, K) tensor (free for the view of a (K, T, B) buffer)."""
+        if isinstance(log_emit, EmissionTable):
+            return log_emit
+        B, T, K = log_emit.shape
+        return cls(log_emit.permute(2, 1, 0).reshape(K, T * B), None, (B, T))
+
+    def dense(self) -> torch.Tensor:
+        """(B, T, K): the view of a state-major (K, T, B) buffer."""
+        B, T = self.shape
+        cols = self.table if self.index is None else self.table[:, self.index.reshape(-1)]
+        return cols.reshape(-1, T, B).permute(2, 1, 0)
+
+    def kernel_args(self, table: torch.Tensor) -> tuple:
+        """``table`` (the same columns, transformed) and the index as the compiled kernels
+        take them: a float64 C-contiguous (K, M) array and a (T, B) int64 array or None."""
+        table = table.detach().to("cpu", torch.float64).contiguous().numpy()
+        if self.index is None:
+            return table, None
+        return table, self.index.to("cpu", torch.int64).contiguous().numpy()
 
 
 def pad_mask(lengths: torch.Tensor, T: int) -> torch.Tensor:
@@ -136,210 +170,71 @@ def _log_forward(init: torch.Tensor, trans: torch.Tensor, log_emit: torch.Tensor
     return last
 
 
-def _reverse_index(lengths: torch.Tensor, T: int) -> torch.Tensor:
-    """(B, T) long: ``lengths[b] - 1 - t`` on a sequence's steps (its time reversal), ``t``
-    itself on padded steps (so a reversed batch is padded at the end like the original)."""
-    t = torch.arange(T, device=lengths.device)
-    return torch.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
-
-
-def forward_backward(init: torch.Tensor, trans: torch.Tensor, log_emit: torch.Tensor,
-                     lengths: torch.Tensor, pairwise: bool = True, rescale_every: int = 8):
-    """Scaled (probability-space) forward–backward, batched over sequences, with the forward
-    and the backward recursion run *together*, one batched matrix product per time step.
-
-    With ``e_t = exp(log_emit_t - max_k log_emit_t)`` (shifted emissions, max 1):
-
-    * forward  α_0 = π ⊙ e_0,  α_t = (α_{t-1} A) ⊙ e_t;
-    * backward in the form b_t = e_t ⊙ β_t:  b_{n-1} = e_{n-1},  b_t = (b_{t+1} Aᵀ) ⊙ e_t,
-      which, read on each sequence reversed in time, is the forward recursion with Aᵀ.
-
-    So both are one recursion over a stacked state (2, B, K) with matrices (A, Aᵀ): per step a
-    ``bmm`` and a product with the emissions (the Python loop over time has half the steps and
-    half the ops of a forward-then-backward pass, which is what costs at small K). Each
-    direction is renormalised (Rabiner 1989, section V.A) every ``rescale_every`` steps rather
-    than every step: every quantity below is normalised per step afterwards, so the scales
-    cancel. Then, for all t at once: β_t = b_{t+1} Aᵀ (β_{n-1} = 1), γ_t = α_t ⊙ β_t / Z_t with
-    Z_t = Σ_k α_t β_t, and ξ = A ⊙ Σ_{b, t < n-1} (α_t / Z_t)ᵀ b_{t+1}.
-    If a normaliser or Z_t on a sequence's steps falls below 1e-200 / 1e-250 (where float64
-    could start to lose digits between renormalisations), it uses the classic scaled pass
-    (:func:`_forward_backward_sequential`, renormalised every step) instead.
-
-    Args: init (K,), trans (K, K), log_emit (B, T, K), lengths (B,).
-    Returns ``(log_lik, gamma, xi)``:
-      log_lik (B,) log p(x) per sequence;
-      gamma (B, T, K) posterior state marginals p(z_t = k | x) (zero on padded steps);
-      xi (K, K) expected transition counts Σ_b Σ_{t>=1} p(z_{t-1} = i, z_t = j | x)
-      (``None`` when ``pairwise`` is False).
-    """
-    B, T, K = log_emit.shape
-    mask = pad_mask(lengths, T)
-    ragged = bool((lengths != T).any())
-    if ragged:
-        log_emit = log_emit.masked_fill(~mask[..., None], 0.0)
-    shift = log_emit.amax(-1, keepdim=True)                             # (B, T, 1)
-    # time-major emissions E (2, T, B, K): E[0, t] = e_t, E[1, s] = e_{n-1-s} (each sequence
-    # reversed; padding, e = 1, stays at the end). Few big buffers, reused below: fresh
-    # multi-MB tensors cost page faults that measured as much as the arithmetic.
-    E = torch.empty(2, T, B, K, dtype=log_emit.dtype, device=log_emit.device)
-    torch.sub(log_emit.transpose(0, 1), shift.transpose(0, 1), out=E[0])
-    E[0].exp_()
-    tmask = mask.t()                                                    # (T, B)
-    if ragged:
-        rev = _reverse_index(lengths, T).t()[..., None].expand(T, B, K)
-        torch.gather(E[0], 0, rev, out=E[1])
-    else:
-        desc = torch.arange(T - 1, -1, -1, device=E.device)
-        torch.index_select(E[0], 0, desc, out=E[1])
-    M = torch.stack((trans, trans.t()))                                 # (2, K, K)
-    r = max(1, int(rescale_every))
-    # S[t + 1] = (α_t, r_t) with r_s = b_{n-1-s}; S[0, 1] = 1 stands for b_n (β_{n-1} = 1 Aᵀ = 1)
-    S = torch.empty(T + 1, 2, B, K, dtype=E.dtype, device=E.device)
-    S[0] = 1.0
-    c = torch.ones(T // r + 1, 2, B, 1, dtype=E.dtype, device=E.device)
-    torch.mul(E[:, 0], torch.stack((init, torch.ones_like(init)))[:, None], out=S[1])
-    Sv, Ev = S.unbind(0), E.unbind(1)                                   # views made once, not per step
-    for t in range(1, T + 1):
-        if t > 1:
-            torch.bmm(Sv[t - 1], M, out=Sv[t])
-            Sv[t].mul_(Ev[t - 1])
-        if t % r == 0 or t == T:
-            ct = c[(t - 1) // r]
-            torch.sum(Sv[t], -1, keepdim=True, out=ct)
-            Sv[t].div_(ct)
-    alpha, R = S[1:, 0], S[:, 1]                                        # (T, B, K), (T + 1, B, K)
-    # b_{t+1} = R[n - 1 - t] on a sequence's steps (R[0] = b_n = 1), into E[0]; β into E[1]
-    bnext, beta = E[0], E[1]
-    if ragged:
-        torch.gather(R, 0, rev, out=bnext)
-    else:
-        torch.index_select(R, 0, desc, out=bnext)
-    torch.mm(bnext.view(-1, K), trans.t(), out=beta.view(-1, K))
-    Z = torch.linalg.vecdot(alpha, beta)                                # (T, B)
-    # the masses later steps divide by: within a block the forward mass only shrinks, and the
-    # reversed one by at most the largest column sum of A (<= K) per step, so normalisers above
-    # 1e-200 keep every stored mass far above float64's smallest normal number (1e-308)
-    zmin = (torch.where(tmask, Z, 1.0) if ragged else Z).amin()
-    starts = torch.arange(T // r + 1, device=c.device)[:, None] * r < lengths   # blocks with data
-    cmin = c[..., 0].transpose(0, 1)[:, starts].amin()
-    if not (bool(zmin > 1e-250) and bool(cmin > 1e-200)):
-        return _forward_backward_sequential(init, trans, log_emit, lengths, pairwise)
-    w = alpha.div_(Z[..., None])                                        # α_t / Z_t, in place
-    gamma = beta.mul_(w)                                                # γ_t = α_t β_t / Z_t
-    if ragged:
-        gamma.masked_fill_(~tmask[..., None], 0.0)
-    log_lik = torch.log(c[:, 0, :, 0]).sum(0) + shift[..., 0].sum(-1)
-    xi = None
-    if pairwise:
-        # ξ = A ⊙ Σ over transitions t -> t + 1 with t + 1 < n of (α_t / Z_t)ᵀ b_{t+1}
-        # (per-step (K, B) @ (B, K) products: w is a strided view, a reshape would copy it)
-        if ragged:
-            w.masked_fill_(~pad_mask(lengths - 1, T).t()[..., None], 0.0)
-            xi = trans * torch.bmm(w.transpose(1, 2), bnext).sum(0)
-        else:
-            xi = trans * torch.bmm(w[:-1].transpose(1, 2), bnext[:-1]).sum(0)
-    return log_lik, gamma.transpose(0, 1), xi
-
-
-def _forward_backward_sequential(init: torch.Tensor, trans: torch.Tensor, log_emit: torch.Tensor,
+def forward_backward(init: torch.Tensor, trans: torch.Tensor, log_emit: "torch.Tensor | EmissionTable",
                      lengths: torch.Tensor, pairwise: bool = True):
-    """The classic scaled forward–backward (forward pass, then backward pass), batched over
-    sequences; the fallback of :func:`forward_backward` when its block rescaling would lose
-    digits, and its reference in the tests.
+    """Scaled (probability-space) forward–backward, batched over sequences (Rabiner 1989,
+    sections III.A and V.A): the forward variables are renormalised at every step,
+    α̂_t = α_t / Π_{s<=t} c_s, the backward ones scaled by the same constants, so that
+    γ_t = α̂_t β̂_t and nothing under- or overflows; each emission column is shifted by its
+    maximum over states before exponentiation (so every step's largest likelihood is 1).
+    The recursions run in the compiled loops of :mod:`probgen.ops.chain_kernels` (float64,
+    on the CPU; SIMD over sequences).
 
-    The forward variables are renormalised at every step, α̂_t = α_t / Π_{s<=t} c_s, and the
-    backward ones scaled by the same constants (Rabiner 1989, section V.A), so that
-    γ_t = α̂_t β̂_t and nothing under- or overflows; emissions are shifted by their per-step
-    maximum before exponentiation. Each time step is one batched (B, K) @ (K, K) product.
-
-    Args: init (K,), trans (K, K), log_emit (B, T, K), lengths (B,).
+    Args: init (K,), trans (K, K), log_emit (B, T, K) or an :class:`EmissionTable`,
+      lengths (B,).
     Returns ``(log_lik, gamma, xi)``:
       log_lik (B,) log p(x) per sequence;
-      gamma (B, T, K) posterior state marginals p(z_t = k | x) (zero on padded steps);
+      gamma (B, T, K) posterior state marginals p(z_t = k | x) (zero on padded steps), the
+        view of a (K, T, B) buffer;
       xi (K, K) expected transition counts Σ_b Σ_{t>=1} p(z_{t-1} = i, z_t = j | x)
       (``None`` when ``pairwise`` is False).
     """
-    B, T, K = log_emit.shape
-    mask = pad_mask(lengths, T)
-    log_emit = log_emit.masked_fill(~mask[..., None], 0.0)
-    shift = log_emit.amax(-1, keepdim=True)                             # (B, T, 1)
-    # time-major buffers, so that every step reads and writes contiguous (B, K) blocks in place
-    e = torch.exp(log_emit - shift).transpose(0, 1).contiguous()        # (T, B, K), max 1
-    alpha = torch.empty_like(e)
-    c = torch.empty(T, B, 1, dtype=e.dtype, device=e.device)
-    torch.mul(init, e[0], out=alpha[0])
-    for t in range(T):
-        if t:
-            torch.mm(alpha[t - 1], trans, out=alpha[t])
-            alpha[t].mul_(e[t])
-        torch.sum(alpha[t], -1, keepdim=True, out=c[t])
-        alpha[t].div_(c[t])
-    # backward: β̂_{T-1} = 1, β̂_{t-1} = (u_t ⊙ β̂_t) Aᵀ with u_t = e_t / c_t; u is overwritten
-    # by u_t ⊙ β̂_t, the factor the pairwise marginals need
-    u = e.div_(c)
-    beta = torch.empty_like(u)
-    beta[T - 1] = 1.0
-    trans_T = trans.t()
-    for t in range(T - 1, 0, -1):
-        u[t].mul_(beta[t])
-        torch.mm(u[t], trans_T, out=beta[t - 1])
-    tmask = mask.t()[..., None]                                         # (T, B, 1)
-    gamma = (alpha * beta).masked_fill_(~tmask, 0.0).transpose(0, 1)   # (B, T, K)
-    log_lik = ((torch.log(c[..., 0]).t() + shift[..., 0]) * mask).sum(-1)
-    xi = None
-    if pairwise and T > 1:
-        # Σ_t α̂_{t-1}[i] A[i, j] e_t[j] β̂_t[j] / c_t over valid transitions (t < length)
-        ut = u[1:].masked_fill_(~tmask[1:], 0.0).reshape(-1, K)
-        xi = trans * torch.mm(alpha[:-1].reshape(-1, K).t(), ut)
-    elif pairwise:
-        xi = torch.zeros(K, K, dtype=e.dtype, device=e.device)
+    from probgen.ops import chain_kernels
+
+    em = EmissionTable.of(log_emit)
+    device, dtype, (B, T), K = em.table.device, em.table.dtype, em.shape, len(trans)
+    table = em.table.detach().to(torch.float64)
+    shift = table.amax(0)                                               # (M,) per column
+    e, index = em.kernel_args((table - shift).exp_())
+    gamma = torch.empty(K, T, B, dtype=torch.float64)
+    c = torch.empty(T, B, dtype=torch.float64)
+    xi = torch.zeros(K, K, dtype=torch.float64)
+    pi64, A64 = (v.detach().to("cpu", torch.float64).contiguous() for v in (init, trans))
+    chain_kernels.forward_backward(pi64.numpy(), A64.numpy(), e, index,
+                                   lengths.to("cpu", torch.int64).contiguous().numpy(),
+                                   gamma.numpy(), c.numpy(), xi.numpy())
+    # log p(x) = Σ_{t < n} log c_t + the shifts of the steps' columns
+    step_shift = (shift.cpu().view(T, B) if em.index is None else shift.cpu()[em.index])
+    log_c = torch.log(c) + step_shift
+    if bool((lengths != T).any()):
+        log_c.masked_fill_(~pad_mask(lengths.cpu(), T).t(), 0.0)
+    log_lik = log_c.sum(0).to(device, dtype)
+    gamma = gamma.to(device, dtype).permute(2, 1, 0)
+    xi = (A64 * xi).to(device, dtype) if pairwise else None
     return log_lik, gamma, xi
 
 
-def viterbi(init: torch.Tensor, trans: torch.Tensor, log_emit: torch.Tensor,
+def viterbi(init: torch.Tensor, trans: torch.Tensor, log_emit: "torch.Tensor | EmissionTable",
             lengths: torch.Tensor):
     """The most probable state path per sequence (max-product in log space, with
-    backtracking; Viterbi 1967, Rabiner 1989 section III.B).
+    backtracking; Viterbi 1967, Rabiner 1989 section III.B), in the compiled loop of
+    :mod:`probgen.ops.chain_kernels` (SIMD over sequences).
 
-    The forward max-messages δ_t(j) = max_i [δ_{t-1}(i) + log A(i, j)] + log_emit_t(j) are
-    computed in a (T, K, B) layout, the batch innermost: each step is one broadcast add over
-    (K, K, B) and a max over its *leading* axis, which vectorises over the batch (about 4x
-    cheaper per step than reducing a size-K innermost axis). The backtrack recomputes the one
-    backpointer on the path, argmax_i δ_t(i) + log A(i, z_{t+1}), step by step in NumPy
-    (a tiny gather per step; torch's per-op overhead would dominate it).
-
-    Args: init (K,), trans (K, K), log_emit (B, T, K), lengths (B,).
+    Args: init (K,), trans (K, K), log_emit (B, T, K) or an :class:`EmissionTable`,
+      lengths (B,).
     Returns ``(paths, log_joint)``: paths (B, T) long (−1 on padded steps), and the
     log-probability log p(x, z*) of each path (B,). Ties go to the lowest state index
     (hmmlearn breaks exact ties differently; its paths have the same score).
     """
-    B, T, K = log_emit.shape
-    log_A = torch.log(trans)
-    le = log_emit.permute(1, 2, 0).contiguous()                        # (T, K, B)
-    delta = torch.empty_like(le)
-    torch.add(torch.log(init)[:, None], le[0], out=delta[0])
-    W = log_A[..., None]                                               # (K_prev, K_next, 1)
-    buf = torch.empty(K, K, B, dtype=le.dtype, device=le.device)
-    dv, du, lv = delta.unbind(0), delta.unsqueeze(2).unbind(0), le.unbind(0)   # views made once
-    for t in range(1, T):
-        torch.add(du[t - 1], W, out=buf)                               # δ_{t-1}(i) + log A(i, j)
-        torch.amax(buf, 0, out=dv[t])
-        dv[t].add_(lv[t])
-    d = delta.transpose(1, 2).contiguous().cpu().numpy()              # (T, B, K)
-    log_A_T = log_A.t().contiguous().cpu().numpy()                     # [j, i] = log A[i, j]
-    last = (lengths - 1).clamp(min=0).cpu().numpy()
-    idx = np.arange(B)
-    end = d[last, idx].argmax(-1)                                      # first index on ties
-    log_joint = d[last, idx, end]
-    ragged = bool((last != T - 1).any())
-    paths = np.empty((T, B), dtype=np.int64)
-    state = end
-    for t in range(T - 2, -1, -1):
-        paths[t + 1] = state
-        state = (d[t] + log_A_T[state]).argmax(-1)
-        if ragged:  # a sequence's path starts from its own best end state at t = length - 1
-            state = np.where(last == t, end, state)
-    paths[0] = state
-    paths = torch.from_numpy(paths.T.copy()).to(log_emit.device)
-    return (paths.masked_fill_(~pad_mask(lengths, T), -1),
-            torch.from_numpy(log_joint).to(device=log_emit.device, dtype=log_emit.dtype))
+    from probgen.ops import chain_kernels
+
+    em = EmissionTable.of(log_emit)
+    device, dtype, (B, T), K = em.table.device, em.table.dtype, em.shape, len(trans)
+    paths = torch.empty(B, T, dtype=torch.long)
+    score = torch.empty(B, dtype=torch.float64)
+    log_pi, log_A = (torch.log(v.detach().to("cpu", torch.float64)).contiguous() for v in (init, trans))
+    back = torch.empty(T, K, B, dtype=torch.int8 if K <= 127 else torch.int32)
+    chain_kernels.viterbi(log_pi.numpy(), log_A.numpy(), *em.kernel_args(em.table),
+                          lengths.to("cpu", torch.int64).contiguous().numpy(), back.numpy(),
+                          paths.numpy(), score.numpy())
+    return paths.to(device), score.to(device, dtype)
