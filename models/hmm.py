@@ -197,11 +197,11 @@ class HMM(Program):
         if self.emission == "categorical":
             return EmissionTable(torch.log(params["probs"]), data.x.t(), (B, T))
         if self.emission == "poisson":
-            x, rate = data.x.t().reshape(-1), params["rate"][:, None]
+            x, rate = data.columns(), params["rate"][:, None]
             return EmissionTable(x * torch.log(rate) - rate - torch.lgamma(x + 1), None, (B, T))
         loc = params["loc"]
         K, D = loc.shape
-        xf = data.x.permute(2, 1, 0).reshape(D, -1)                             # (D, T B)
+        xf = data.columns()                                                     # (D, T B)
         if self.covariance == "full":
             L = params["scale_tril"]
             eye = torch.eye(D, dtype=L.dtype, device=L.device).expand_as(L)

@@ -53,7 +53,7 @@ def m_step(model: Any, data: Any, gamma: torch.Tensor, xi: torch.Tensor, min_cov
     # all steps, padded ones included: γ is zero there (and x zero), so they add nothing;
     # γ is the (B, T, K) view of a state-major (K, T, B) buffer, so (K, T B) is free
     gk = gamma.permute(2, 1, 0).reshape(K, -1)               # (K, N), N = T B
-    x = data.x.transpose(0, 1).reshape(gk.shape[1], *data.x.shape[2:])   # (N,) or (N, D)
+    x = data.columns().t()                                   # (N,) or (N, D), the same order
     nk = gk.sum(1)                                           # (K,)
     safe = nk.clamp(min=torch.finfo(gk.dtype).tiny)
     emission = model.emission

@@ -7,7 +7,8 @@ models", sections III.A–C):
 
 * ``B`` sequences padded to ``T`` steps, ``K`` states;
 * ``init`` (K,) = π, ``trans`` (K, K) = A with ``A[i, j] = p(z_t = j | z_{t-1} = i)``;
-* ``log_emit`` (B, T, K) = log p(x_t | z_t = k), the emission log-likelihoods;
+* ``log_emit`` (B, T, K) = log p(x_t | z_t = k), the emission log-likelihoods (or, for
+  ``forward_backward`` and ``viterbi``, the same as an :class:`EmissionTable`);
 * ``lengths`` (B,) int, every length >= 1; steps ``t >= lengths[b]`` are padding and
   are ignored (their ``log_emit`` entries may hold anything finite).
 
@@ -16,12 +17,13 @@ is differentiable: a log-depth tree reduction in the (logsumexp, +) semiring, ex
 length, no loop over sequences. ``forward_backward`` and ``viterbi`` (the EM E-step and the
 queries, never differentiated) run compiled loops (:mod:`probgen.ops.chain_kernels`): they
 are sequential in time, and as torch ops each of their T steps cost torch's fixed per-op
-overhead several times over the K² arithmetic (measured: 5× slower at K = 8, B = 200,
-T = 500 on one CPU thread); a log-depth scan does K times the work and measured slower too.
+overhead several times over the K² arithmetic (measured 3–5× slower than the compiled
+loops at K = 8, B = 200, T = 500 on one CPU thread); a log-depth scan does K times the
+work and measured slower too.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -40,6 +42,16 @@ class Sequences:
     """
     x: torch.Tensor
     lengths: torch.Tensor
+    _columns: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
+
+    def columns(self) -> torch.Tensor:
+        """The observations one column per step, steps in (t, b) order: (D, T B) (or (T B,)
+        for symbols and counts) — the column order of an :class:`EmissionTable` and of the
+        chain kernels' (K, T, B) outputs. Copied once and kept (EM reads it every iteration)."""
+        if self._columns is None:
+            x = self.x.transpose(0, 1)
+            self._columns = x.reshape(-1) if x.dim() == 2 else x.permute(2, 0, 1).reshape(x.shape[-1], -1)
+        return self._columns
 
     @property
     def mask(self) -> torch.Tensor:
