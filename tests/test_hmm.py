@@ -108,6 +108,16 @@ def test_no_underflow_at_100000_steps():
     ref = m + math.log(sum(math.exp(v - m) for v in a))
     # relative rounding of a sum of 10^5 float64 terms is far below 1e-9
     assert np.isfinite(float(tree)) and abs(float(tree) - ref) < 1e-9 * abs(ref)
+    # the scaled forward-backward and Viterbi at the same length: no underflow either
+    ll, gamma, xi = chain.forward_backward(pi, A, log_emit, L)
+    assert abs(float(ll) - ref) < 1e-9 * abs(ref)
+    assert torch.isfinite(gamma).all() and (gamma.sum(-1) - 1).abs().max() < 1e-12
+    assert abs(float(xi.sum()) - (T - 1)) < 1e-9 * T         # T - 1 transitions in expectation
+    path, score = chain.viterbi(pi, A, log_emit, L)
+    assert np.isfinite(float(score)) and float(score) <= float(ll) and (path >= 0).all()
+    z = path[0]
+    joint = (pi.log()[z[0]] + A.log()[z[:-1], z[1:]].sum() + log_emit[0, torch.arange(T), z].sum())
+    assert abs(float(joint) - float(score)) < 1e-9 * abs(float(score))   # the score is the path's
 
 
 def _hmmlearn_setup(model, init, hl):
