@@ -106,8 +106,8 @@ def forward_backward(init, trans, table, index, lengths, gamma, c, xi):
                 for b in range(B):
                     dot += gamma[i, t - 1, b] * u[j, b]
                 xi[i, j] += dot
-        for i in range(K):
-            for b in range(B):
+        for i in range(K):   # β̂_{t-1}(i): the forward step's weighted row sum, with Aᵀ (kept
+            for b in range(B):  # inline: a helper taking array views measured 2-3x slower)
                 acc[b] = 0.0
             for j in range(K):
                 w = trans[i, j]
