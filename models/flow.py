@@ -19,12 +19,15 @@ from typing import Any, Sequence
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
 import torch
+from torch.distributions import constraints
+from pyro.distributions.torch_transform import TransformModule
 from pyro.nn import AutoRegressiveNN, DenseNN
 from torch import nn
 
 from probgen.data import check_matrix
 from probgen.declarations import Declaration
 from probgen.nn import copy_params
+from probgen.ops.spline import rqs
 from probgen.random import seeded
 
 KINDS = ("realnvp", "maf", "spline")
@@ -45,13 +48,58 @@ def build_transforms(dim: int, kind: str = "realnvp", transforms: int = 4, hidde
         if kind == "realnvp":
             out.append(T.AffineCoupling(split, DenseNN(split, hidden, [dim - split, dim - split])))
         elif kind == "spline":  # autoregressive rational-quadratic splines, density direction parallel
-            arn = AutoRegressiveNN(dim, hidden, param_dims=[bins, bins, bins - 1], permutation=perm)
-            out.append(_Inverse(T.SplineAutoregressive(dim, arn, count_bins=bins, bound=bound, order="quadratic")))
+            out.append(_Inverse(SplineAutoregressive(dim, hidden, bins=bins, bound=bound, permutation=perm)))
         else:  # MAF: the density direction is the parallel one, so the layer is used inverted
             out.append(_Inverse(T.AffineAutoregressive(AutoRegressiveNN(dim, hidden, permutation=perm))))
         if kind == "realnvp" and i < transforms - 1:
             out.append(_Reverse())
     return nn.ModuleList(out)
+
+
+class SplineAutoregressive(TransformModule):
+    """An autoregressive layer of monotonic rational-quadratic splines (NSF, Durkan et al.
+    2019): ``y_d = g_d(x_d)`` with the parameters of spline ``g_d`` a MADE output (Germain et
+    al. 2015) that depends on ``x`` only through the coordinates before ``d`` in ``permutation``.
+    Oriented like Pyro's IAF layers: ``x → y`` is one parallel pass (the MADE on ``x``), ``y → x``
+    is sequential over dimensions. Identity outside ``[−bound, bound]``; kernel in
+    ``probgen.ops.spline``. Shapes: (..., dim) → (..., dim); ``log_abs_det_jacobian`` (...,).
+    """
+
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    bijective = True
+    autoregressive = True
+    sign = 1
+
+    def __init__(self, dim: int, hidden: Sequence[int] = (64, 64), bins: int = 8, bound: float = 4.0,
+                 permutation: torch.Tensor | None = None):
+        super().__init__(cache_size=1)
+        # one parameter group of 3K−1 per dimension: K width logits, K height logits, K−1 slopes
+        self.arn = AutoRegressiveNN(dim, list(hidden), param_dims=[3 * bins - 1], permutation=permutation)
+        self.bound = bound
+        self._cached_ladj: torch.Tensor | None = None
+
+    def _params(self, x: torch.Tensor) -> torch.Tensor:
+        return self.arn(x).transpose(-1, -2)  # (..., 3K−1, dim) → (..., dim, 3K−1)
+
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        y, ladj = rqs(x, self._params(x), self.bound)
+        self._cached_ladj = ladj
+        return y
+
+    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
+        # x_d depends on x_<d only, so D passes fix one more coordinate each (in MADE order)
+        x = torch.zeros_like(y)
+        for _ in range(y.shape[-1]):
+            x, ladj = rqs(y, self._params(x), self.bound, inverse=True)
+        self._cached_ladj = -ladj  # log|dy/dx| at the final x
+        return x
+
+    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x_old, y_old = self._cached_x_y
+        if x is not x_old or y is not y_old:
+            self._cached_x_y = x, self._call(x)  # the parallel direction: recompute
+        return self._cached_ladj.sum(-1)
 
 
 class _Reverse(T.Permute, nn.Module):
