@@ -80,7 +80,7 @@ class SplineAutoregressive(TransformModule):
         self._cached_ladj: torch.Tensor | None = None
 
     def _params(self, x: torch.Tensor) -> torch.Tensor:
-        return self.arn(x).transpose(-1, -2)  # (..., 3K−1, dim) → (..., dim, 3K−1)
+        return self.arn(x).transpose(-1, -2).contiguous()  # (..., 3K−1, dim) → (..., dim, 3K−1)
 
     def _call(self, x: torch.Tensor) -> torch.Tensor:
         y, ladj = rqs(x, self._params(x), self.bound)
