@@ -219,8 +219,9 @@ def _guide_transform(dim: int, *, kind: str, transforms: int, hidden: tuple, bin
         return T.ComposeTransformModule(list(build_transforms(dim, kind, transforms, hidden, bins)))
     # As a guide an autoregressive layer is used as an IAF (Kingma et al. 2016): sampling is
     # one parallel pass and log q of its own samples is cached.
-    if kind == "spline":
-        return T.ComposeTransformModule([T.spline_autoregressive(dim, list(hidden), count_bins=bins)
-                                         for _ in range(transforms)])
+    if kind == "spline":  # our spline layer is IAF-oriented already: base → latent is its parallel pass
+        perms = [torch.arange(dim) if i % 2 == 0 else torch.arange(dim - 1, -1, -1) for i in range(transforms)]
+        return T.ComposeTransformModule([SplineAutoregressive(dim, hidden, bins=bins, permutation=p)
+                                         for p in perms])
     return T.ComposeTransformModule([T.AffineAutoregressive(AutoRegressiveNN(dim, list(hidden)))
                                      for _ in range(transforms)])
