@@ -49,7 +49,7 @@ def rqs(x: torch.Tensor, params: torch.Tensor, bound: float, inverse: bool = Fal
     xc = x.clamp(-bound, bound)
     j = torch.arange(1, k, dtype=x.dtype, device=x.device)
     interior = q[..., 1 if inverse else 0, 0, :k - 1] * c + (j * a - bound)  # (..., K−1) inner knots
-    b = (interior <= xc.unsqueeze(-1)).sum(-1, keepdim=True)  # (..., 1): the bin, in 0..K−1
+    b = torch.searchsorted(interior, xc.unsqueeze(-1), right=True)  # (..., 1): the bin, in 0..K−1
     g = q.gather(-1, b.unsqueeze(-2).unsqueeze(-2).expand(*b.shape[:-1], 2, 2, 1)).squeeze(-1)  # (..., 2, 2)
     size = g[..., 1] * c + a  # (..., 2): the bin's width and height
     x0, y0 = (g[..., 0] * c + (a * (b + 1) - bound) - size).unbind(-1)  # its lower knot
