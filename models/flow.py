@@ -12,7 +12,7 @@ dependency. Kinds:
                 in ``probgen.ops.spline``) rather than Pyro's ``SplineAutoregressive``:
                 Pyro's generic kernel (masks for the tails, a gather per quantity, torch's
                 softmax, which is slow on CPU over 8 bins) made NSF training 1.04–1.07×
-                zuko's time; this one trains in about 0.75× (``benchmarks/flow.py``).
+                zuko's time; this one trains in 0.74–0.77× (``benchmarks/flow.py``).
 A fixed affine standardisation (the data's mean and scale, set by the flow engine) is
 the last transform, so the networks see unit-scale inputs.
 """
@@ -24,10 +24,10 @@ from typing import Any, Sequence
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
 import torch
-from torch.distributions import constraints
 from pyro.distributions.torch_transform import TransformModule
 from pyro.nn import AutoRegressiveNN, DenseNN
 from torch import nn
+from torch.distributions import constraints
 
 from probgen.data import check_matrix
 from probgen.declarations import Declaration
