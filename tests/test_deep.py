@@ -107,7 +107,7 @@ def test_flow_inverts_and_logdet_is_the_jacobian(kind, float64):
                                    torch.linalg.slogdet(jac)[1], atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("kind", ["realnvp", "maf"])
+@pytest.mark.parametrize("kind", ["realnvp", "maf", "spline"])
 def test_flow_fitted_to_a_gaussian_recovers_mean_and_covariance(kind):
     g = torch.Generator().manual_seed(0)
     cov = torch.tensor([[1.0, 0.8], [0.8, 2.0]])
@@ -132,7 +132,8 @@ def test_flow_bad_input():
         Flow(1, kind="realnvp")
 
 
-def test_flow_as_svi_guide():
+@pytest.mark.parametrize("kind", ["realnvp", "spline"])
+def test_flow_as_svi_guide(kind):
     import pyro
     import pyro.distributions as dist
 
@@ -142,12 +143,13 @@ def test_flow_as_svi_guide():
             pyro.sample("y", dist.Normal(z, 0.5).to_event(1), obs=y)
 
     y = torch.randn(20, 2) * 0.5 + torch.tensor([1.0, -2.0])
-    guide = Flow(2, kind="realnvp", transforms=2, hidden=(16,)).as_guide(model)
+    guide = Flow(2, kind=kind, transforms=2, hidden=(16,)).as_guide(model)
     fit = pg.fit(model, y, engine="svi", guide=guide, steps=1500, lr=0.01, seed=0, progress=False)
     draws = torch.stack([guide()["z"] for _ in range(2000)])
     post_prec = 1 + len(y) / 0.25  # conjugate posterior: precision 1 + N/σ²
     post_mean = y.sum(0) / 0.25 / post_prec
-    assert fit.history[-1]["loss"] < fit.history[0]["loss"]
+    losses = torch.tensor([h["loss"] for h in fit.history])
+    assert losses[-100:].mean() < losses[:100].mean()  # one-particle ELBO estimates: compare averages
     # posterior sd ≈ 0.11; 2000 draws: the mean's Monte Carlo error ≈ 0.0025; optimisation error dominates
     torch.testing.assert_close(draws.mean(0), post_mean, atol=0.05, rtol=0)
 
