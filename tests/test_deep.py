@@ -72,6 +72,36 @@ def test_diffusion_learns_and_bound_is_a_bound():
     assert ddim.shape == (500, 2) and torch.isfinite(ddim).all()
 
 
+def test_weight_average_is_the_warmed_up_exponential_average():
+    from probgen.nn import WeightAverage
+    layer = torch.nn.Linear(1, 1, bias=False)
+    values = [3.0, -1.0, 4.0, 1.5, -9.0, 2.6, 5.3]
+    avg = WeightAverage(layer, decay=0.5)
+    expected = None
+    for n, v in enumerate(values, start=1):
+        with torch.no_grad():
+            layer.weight.fill_(v)
+        avg.update()
+        d = min(0.5, (n - 1) / (n + 9))          # the documented warm-up
+        expected = v if expected is None else d * expected + (1 - d) * v
+    assert abs(float(avg.average[0]) - expected) < 1e-6       # float32 rounding of 7 lerps
+    avg.copy_to(layer)
+    assert abs(float(layer.weight.detach()) - expected) < 1e-6
+    with pytest.raises(ValueError, match="ema must be in"):
+        WeightAverage(layer, decay=1.0)
+
+
+def test_diffusion_params_are_the_averaged_weights():
+    x = torch.randn(256, 2)
+    raw = pg.fit(Diffusion(2, steps=10, hidden=(8,)), x, steps=50, seed=0, ema=None, progress=False)
+    avg = pg.fit(Diffusion(2, steps=10, hidden=(8,)), x, steps=50, seed=0, progress=False)
+    # the same training run (averaging does not feed back); the fit keeps the average
+    assert [h["loss"] for h in raw.history] == [h["loss"] for h in avg.history]
+    assert any(not torch.equal(raw.params[k], avg.params[k]) for k in raw.params if "denoiser" in k)
+    with pytest.raises(ValueError, match="ema must be in"):
+        pg.fit(Diffusion(2, steps=10, hidden=(8,)), x, steps=5, ema=2.0, progress=False)
+
+
 def test_denoiser_with_wrong_output_shape_is_refused():
     class Bad(torch.nn.Module):
         def forward(self, x, t):

@@ -1,5 +1,10 @@
 """Training a diffusion declaration by ε-prediction (Ho et al. 2020, Algorithm 1):
-minimise E_{t, x_0, ε} ‖ε − ε_θ(√ᾱ_t x_0 + √(1−ᾱ_t) ε, t)‖² with t uniform."""
+minimise E_{t, x_0, ε} ‖ε − ε_θ(√ᾱ_t x_0 + √(1−ᾱ_t) ε, t)‖² with t uniform.
+
+The fit's parameters are an exponential moving average of the denoiser's weights
+(``ema``, default 0.999; Ho et al. use 0.9999 over far longer runs): the reverse chain
+compounds the step-to-step noise of SGD iterates, and on the 8×8 digits averaging cut the
+samples' MMD² to held-out data from 0.0064 to 0.0010 (DDIM, 10,000 steps; benchmarks/diffusion.py)."""
 from __future__ import annotations
 
 from typing import Any
@@ -7,7 +12,7 @@ from typing import Any
 import torch
 
 from probgen.fit import Fit
-from probgen.nn import load_params
+from probgen.nn import WeightAverage, load_params
 from probgen.progress import progress as bar
 from probgen.random import generator
 from probgen.registry import Method, register
@@ -26,8 +31,9 @@ class DDPM(Method):
         return all(hasattr(model, a) for a in ("q_sample", "p_sample", "net"))
 
     def fit(self, model: Any, data: torch.Tensor, *, steps: int | None, seed: int | None, init: dict | None,
-            progress: bool, batch_size: int = 256, lr: float = 1e-3, clip: float = 1.0, **options: Any) -> Fit:
-        check_options("diffusion", options, ("batch_size", "lr", "clip"))
+            progress: bool, batch_size: int = 256, lr: float = 1e-3, clip: float = 1.0,
+            ema: float | None = 0.999, **options: Any) -> Fit:
+        check_options("diffusion", options, ("batch_size", "lr", "clip", "ema"))
         steps = 2000 if steps is None else steps
         net = model.net
         if init:
@@ -43,6 +49,7 @@ class DDPM(Method):
             span = float(x.max() - x.min())
             net.x0_range.copy_(torch.tensor([float(x.min()) - 0.1 * span, float(x.max()) + 0.1 * span]))
         opt = torch.optim.Adam(net.denoiser.parameters(), lr=lr)
+        average = WeightAverage(net.denoiser, ema) if ema else None
         g = generator(None if seed is None else seed + 1)
         history = []
         for step, x0 in enumerate(bar(minibatches(x, batch_size, steps, seed), total=steps,
@@ -54,6 +61,10 @@ class DDPM(Method):
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.denoiser.parameters(), clip)
             opt.step()
+            if average is not None:
+                average.update()
             history.append({"step": step, "loss": float(loss.detach())})
+        if average is not None:
+            average.copy_to(net.denoiser)
         return Fit(model, model.init_params(), history, engine=self.engine, method=self.name,
-                   options={"batch_size": batch_size, "lr": lr})
+                   options={"batch_size": batch_size, "lr": lr, "ema": ema})
