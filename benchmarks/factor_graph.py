@@ -99,7 +99,7 @@ def main(repeat: int) -> None:
         assert abs(float(fg.unnormalized_log_prob(None, x(map_pg)) - fg.unnormalized_log_prob(None, x(map_peer)))) < 1e-8
         rows.append((f"{n}x{n} grid, k={k}", "MAP given evidence", t_pg, t_peer))
 
-    print(f"| model | task | probgen (ms) | pgmpy (ms) | pgmpy / probgen |")
+    print("| model | task | probgen (ms) | pgmpy (ms) | pgmpy / probgen |")
     print("|---|---|---|---|---|")
     for model, task, a, b in rows:
         print(f"| {model} | {task} | {a * 1e3:.1f} | {b * 1e3:.1f} | {b / a:.1f}× |")

@@ -93,7 +93,7 @@ def main():
                 f, _ = pg_fit(x_train, 12, 20, 0.05, 30, seed=seed, persistent=pers)
                 ll[name].append(exact_test_ll(f.params, x_train, x_test))
     print(f"threads: {args.threads}")
-    print(f"| case | scikit-learn s/epoch | probgen s/epoch | speed-up |")
+    print("| case | scikit-learn s/epoch | probgen s/epoch | speed-up |")
     print("|---|---:|---:|---:|")
     for name, s, p in rows:
         print(f"| {name} | {s:.4f} | {p:.4f} | {s / p:.2f}× |")

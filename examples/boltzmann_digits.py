@@ -68,7 +68,7 @@ def main():
             except ValueError as exc:  # no Graphviz
                 print(exc)
     render(RBM(6, 4), os.path.join(args.out, "boltzmann_rbm_units.svg"), expand=True)
-    print(f"| model | train LL | test LL | log Z (AIS) ± s.e. | kind | train s |")
+    print("| model | train LL | test LL | log Z (AIS) ± s.e. | kind | train s |")
     print("|---|---:|---:|---:|---|---:|")
     for name, tr, te, z, se, kind, s in rows:
         print(f"| {name} | {tr:.2f} | {te:.2f} | {z:.2f} ± {se:.2f} | {kind} | {s:.0f} |")

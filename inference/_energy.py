@@ -24,7 +24,7 @@ from probgen.energy import LayeredEnergy, PartitionEstimate
 from probgen.fit import Fit
 from probgen.progress import progress as progress_bar
 from probgen.random import generator
-from probgen.registry import Method
+from probgen.registry import Method, check_options
 
 #: enumerate at most 2^MAX_BITS states for automatic "exact" evaluation (about a second);
 #: an explicit ``log_partition(method="exact")`` goes up to 2^EXPLICIT_MAX_BITS
@@ -44,9 +44,7 @@ def training_options(engine: str, options: dict, extra: dict | None = None, **de
                  n_chains=None, pretrain=False, pretrain_steps=None, dtype="float32")
     known.update(defaults)
     known.update(extra or {})
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise ValueError(f"unknown {engine} options {unknown}; known: {sorted(known)}")
+    check_options(engine, {k: v for k, v in options.items() if k not in known}, tuple(sorted(known)))
     out = {**known, **options}
     for name in ("batch_size", "k"):
         if not isinstance(out[name], int) or out[name] < 1:
@@ -232,7 +230,7 @@ def train_bipartite(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.
             if down != 1:
                 hpH.mul_(down)
             for step in range(k):
-                ph = _gibbs_step_aug(h, v, Wa, T, visible, up, down, ub[step], ubh[step], ph_out=hnH, views=views)
+                _gibbs_step_aug(h, v, Wa, T, visible, up, down, ub[step], ubh[step], ph_out=hnH, views=views)
             if down != 1:
                 hnH.mul_(down)
             Bn = v.shape[0]
@@ -655,8 +653,7 @@ class EnergyMethod(Method):
                  **options: Any) -> torch.Tensor:
         """log p(v) per row: exact enumeration where feasible (``fit.log_prob_kind == "exact"``),
         otherwise importance sampling for log p*(v) and AIS for log Z."""
-        if options:
-            raise ValueError(f"unknown log_prob options {sorted(options)}; known: samples, chains, temperatures")
+        check_options("log_prob", options, ("samples", "chains", "temperatures"))
         model = fit.model
         x = model.check_data(x).double()
         g = generator(0)
@@ -671,8 +668,7 @@ class EnergyMethod(Method):
               tol: float = 1e-6, **options: Any):
         """``query="marginals"``: mean-field posterior means of every hidden layer given the
         visible rows, a list ``[v, μ_1, …, μ_L]`` (a DBN: its bottom-up recognition pass)."""
-        if options:
-            raise ValueError(f"unknown infer options {sorted(options)}; known: iters, tol")
+        check_options("infer", options, ("iters", "tol"))
         if params is None:
             raise ValueError("infer on an energy model needs fitted parameters: pass a Fit")
         x = model.check_data(data).double()

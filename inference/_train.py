@@ -21,8 +21,3 @@ def minibatches(x: torch.Tensor, batch_size: int, steps: int, seed: int | None) 
             perm, pos = torch.randperm(n, generator=g), 0
         yield x[perm[pos:pos + batch_size]]
         pos += batch_size
-
-
-def check_options(engine: str, options: dict, known: tuple[str, ...]) -> None:
-    if options:
-        raise ValueError(f"unknown {engine} options {sorted(options)}; known: {', '.join(known)}")

@@ -637,7 +637,6 @@ class PCFG(Declaration):
         """``(N,)`` float64: the inside log-probability ``log p(sentence)`` of each
         sentence, or ``log p(tree)`` of each tree of a treebank (``-inf`` if impossible)."""
         probs = self._params(params)
-        logp = self._logp(probs)
         data = self.check_data(data)
         if isinstance(data[0], Tree):
             return torch.stack([self.tree_log_prob(t, probs) for t in data])

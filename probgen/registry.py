@@ -74,6 +74,14 @@ class Method:
         raise ValueError(f"engine {self.engine!r} answers no queries on {type(model).__name__}")
 
 
+def check_options(what: str, options: dict, known: tuple[str, ...] = ()) -> None:
+    """Refuse the keyword options a method did not take, in one message format for every
+    engine and query: ``ValueError`` naming the unknown ones and listing the known ones.
+    ``what``: the engine or query they were given to (``"em"``, ``"'map' query"``)."""
+    if options:
+        raise ValueError(f"unknown {what} options {sorted(options)}; known: {', '.join(known) or 'none'}")
+
+
 def register(cls: type[Method]) -> type[Method]:
     """Class decorator: add a :class:`Method` to its engine's registry."""
     if cls.engine not in ENGINE_DESCRIPTIONS:

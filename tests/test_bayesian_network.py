@@ -269,7 +269,7 @@ def test_structure_and_program():
     x = bn.sample(None, 10, seed=0)
     gp = bn.structure(x)
     assert gp.graph["plates"] == {"data": 10} and gp.nodes["asia"]["plates"] == ("data",)
-    traced = pg.graph(bn, x) if False else None  # the Pyro program traces to the same DAG:
+    # the Pyro program traces to the same DAG:
     from probgen.graph import program_graph
     tg = program_graph(bn.program, x)
     assert set(tg.edges) == set(g.edges)

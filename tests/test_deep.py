@@ -7,7 +7,6 @@ import torch
 import probgen as pg
 from probgen.evaluate import mmd2
 from probgen.models import GAN, Diffusion, EnergyModel, Flow
-from probgen.models.flow import build_transforms
 
 
 # ---- diffusion -------------------------------------------------------------------------

@@ -304,7 +304,7 @@ def test_generic_em_on_user_gmm_equals_sklearn(program, cov):
 
 def _bernoulli_mixture(logits_param):
     def program(x):
-        K, D = 2, x.shape[1]
+        D = x.shape[1]
         w = pyro.param("weights", lambda: torch.tensor([0.4, 0.6], dtype=f64), constraint=constraints.simplex)
         if logits_param:  # not a table: Q is maximised numerically
             logits = pyro.param("logits", lambda: torch.tensor([[-1.0] * D, [1.0] * D], dtype=f64) * 0.5)

@@ -123,7 +123,7 @@ def test_cavi_elbo_never_decreases(synthetic, options):
 def test_alpha_and_eta_updates_are_stationary_points():
     """Minka's fixed points zero the gradient of the ELBO's α-terms
     D(logΓ(Σα) − Σ logΓ(α)) + Σ_k (α_k − 1) Σ_d E[log θ_dk], and of the η-terms."""
-    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
     mean_elog = torch.log(torch.distributions.Dirichlet(torch.tensor([0.5, 1.0, 2.0])).sample((50,)).double()).mean(0)
     alpha = lda_ops.update_alpha(torch.ones(3, dtype=torch.float64), mean_elog, iters=500)
     grad = torch.digamma(alpha.sum()) - torch.digamma(alpha) + mean_elog

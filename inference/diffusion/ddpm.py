@@ -15,9 +15,9 @@ from probgen.fit import Fit
 from probgen.nn import WeightAverage, load_params
 from probgen.progress import progress as bar
 from probgen.random import generator
-from probgen.registry import Method, register
+from probgen.registry import Method, check_options, register
 
-from .._train import check_options, minibatches
+from .._train import minibatches
 
 
 @register

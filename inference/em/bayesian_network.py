@@ -15,7 +15,7 @@ from probgen.fit import Fit
 from probgen.inference.exact.bayesian_network import count_tables, is_network, normalise_counts
 from probgen.ops.bayesian_network import CompiledNetwork
 from probgen.progress import progress as bar
-from probgen.registry import Method, register
+from probgen.registry import Method, check_options, register
 
 
 @register
@@ -34,8 +34,7 @@ class NetworkEM(Method):
         Initial tables: ``init``, else counts of the observed cells of each family
         (rows where the family is fully observed) with one pseudo-count, randomly
         perturbed (``seed``) for families with a latent (never observed) variable."""
-        if options:
-            raise ValueError(f"unknown em options {sorted(options)}; known: tol, pseudo_count")
+        check_options("em", options, ("tol", "pseudo_count"))
         if pseudo_count < 0:
             raise ValueError(f"pseudo_count must be >= 0, got {pseudo_count}")
         x = data.numpy()

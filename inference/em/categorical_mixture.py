@@ -9,7 +9,7 @@ import torch
 
 from probgen.fit import Fit
 from probgen.progress import progress as bar
-from probgen.registry import Method, register
+from probgen.registry import Method, check_options, register
 
 
 @register
@@ -24,8 +24,7 @@ class CategoricalMixtureEM(Method):
 
     def fit(self, model: Any, data: torch.Tensor, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, tol: float = 1e-6, **options: Any) -> Fit:
-        if options:
-            raise ValueError(f"unknown em options {sorted(options)}; known: tol")
+        check_options("em", options, ("tol",))
         steps = 200 if steps is None else steps
         params = model.init_params(data, seed)
         if init:

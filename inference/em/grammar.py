@@ -20,7 +20,7 @@ import torch
 from probgen.fit import Fit
 from probgen.progress import progress as bar
 from probgen.random import generator
-from probgen.registry import Method, register
+from probgen.registry import Method, check_options, register
 
 from .._grammar import is_grammar, is_treebank, start_params
 
@@ -39,8 +39,7 @@ class GrammarEM(Method):
 
     def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, tol: float = 1e-8, start: str = "declared", **options: Any) -> Fit:
-        if options:
-            raise ValueError(f"unknown em options {sorted(options)} for a grammar; known: tol, start")
+        check_options("em", options, ("tol", "start"))
         if start not in STARTS:
             raise ValueError(f"start must be one of {list(STARTS)}, got {start!r}")
         params = start_params(model, init)

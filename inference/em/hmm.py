@@ -32,7 +32,7 @@ import torch
 from probgen.fit import Fit
 from probgen.ops import chain
 from probgen.progress import progress as bar
-from probgen.registry import Method, register
+from probgen.registry import Method, check_options, register
 
 from .._chain import emissions, is_chain, start_params
 
@@ -88,8 +88,7 @@ class BaumWelch(Method):
 
     def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, tol: float | None = 1e-4, min_covar: float = 1e-6, **options: Any) -> Fit:
-        if options:
-            raise ValueError(f"unknown em options {sorted(options)}; known: tol, min_covar")
+        check_options("em", options, ("tol", "min_covar"))
         if min_covar < 0:
             raise ValueError(f"min_covar must be >= 0, got {min_covar}")
         steps = 100 if steps is None else steps

@@ -25,7 +25,7 @@ import torch
 
 from probgen.fit import Fit
 from probgen.progress import progress as bar
-from probgen.registry import Method, register
+from probgen.registry import Method, check_options, register
 
 _HOOKS = ("init_params", "e_step", "m_step")
 
@@ -48,8 +48,7 @@ class MixtureEM(Method):
         ``n_init`` restarts from independent seeds, the best final log-likelihood wins;
         ``reg_covar`` is added to every variance; ``init`` (a dict, possibly partial)
         fixes the start of every restart; ``init_method`` "kmeans++" | "random"."""
-        if options:
-            raise ValueError(f"unknown em options {sorted(options)}; known: tol, n_init, reg_covar, init_method")
+        check_options("em", options, ("tol", "n_init", "reg_covar", "init_method"))
         if not isinstance(n_init, int) or n_init < 1:
             raise ValueError(f"n_init must be a positive integer, got {n_init!r}")
         if not tol >= 0:

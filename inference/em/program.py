@@ -50,7 +50,7 @@ from pyro.poutine.util import site_is_subsample
 from probgen.declarations import Program, UserProgram
 from probgen.fit import Fit
 from probgen.progress import progress as bar
-from probgen.registry import Method, register
+from probgen.registry import Method, check_options, register
 
 from .._program import inspect_program
 
@@ -271,8 +271,7 @@ class ProgramEM(Method):
 
     def fit(self, model: Program, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, tol: float | None = 1e-8, m_steps: int = 50, **options: Any) -> Fit:
-        if options:
-            raise ValueError(f"unknown em options {sorted(options)}; known: tol, m_steps")
+        check_options("em", options, ("tol", "m_steps"))
         steps = 100 if steps is None else steps
         args = model.program_args(data)
         info = inspect_program(model.program, args)
@@ -483,8 +482,7 @@ def _log_evidence(fit: Fit, x: Any) -> torch.Tensor:
 def _log_prob(self: ProgramEM, fit: Fit, x: Any, **options: Any) -> torch.Tensor:
     """Exact log-likelihood: the declaration's own per-example ``log_prob`` when it has one,
     else the whole data set's exact log-evidence (a 0-d tensor) by enumeration."""
-    if options:
-        raise ValueError(f"unknown options {sorted(options)}")
+    check_options("log_prob", options)
     x = fit.model.check_data(x)
     if hasattr(fit.model, "log_prob"):
         return fit.model.log_prob(fit.params, x)

@@ -13,7 +13,7 @@ import torch
 
 from probgen.fit import Fit
 from probgen.ops.bayesian_network import compiled
-from probgen.registry import Method, register
+from probgen.registry import Method, check_options, register
 
 
 def is_network(model: Any) -> bool:
@@ -86,8 +86,7 @@ class NetworkExact(Method):
     def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, pseudo_count: float = 0.0, **options: Any) -> Fit:
         """Closed-form maximum likelihood (or Dirichlet posterior mean) from complete rows."""
-        if options:
-            raise ValueError(f"unknown exact options {sorted(options)}; known: pseudo_count")
+        check_options("exact", options, ("pseudo_count",))
         if pseudo_count < 0:
             raise ValueError(f"pseudo_count must be >= 0, got {pseudo_count}")
         x = data.numpy()
@@ -108,8 +107,7 @@ class NetworkExact(Method):
         ``query="map"``: the most probable joint state of ``variables`` (default: every
         unobserved variable, i.e. the MPE), other variables summed out — ``{variable: state}``
         or ``{variable: [state per row]}``."""
-        if options:
-            raise ValueError(f"unknown exact query options {sorted(options)}; known: variables")
+        check_options("exact query", options, ("variables",))
         params = model.check_params(params)
         net = compiled(model, params)
         single, x = parse_evidence(model, data)

@@ -16,7 +16,7 @@ import torch
 
 from probgen import registry
 from probgen.fit import Fit
-from probgen.registry import ENGINE_DESCRIPTIONS, Method, register
+from probgen.registry import ENGINE_DESCRIPTIONS, Method, check_options, register
 
 
 class ClassifierQueries(Method):
@@ -25,8 +25,7 @@ class ClassifierQueries(Method):
     queries = ("marginals", "map")
 
     def infer(self, model: Any, params: dict | None, data: Any, query: str, **options: Any) -> torch.Tensor:
-        if options:
-            raise ValueError(f"unknown classifier query options {sorted(options)}; known: none")
+        check_options("classifier query", options)
         if params is None:
             raise ValueError(f"{type(model).__name__} must be fitted first: pg.infer(pg.fit(model, (X, y)), X)")
         logp = model.class_log_posterior(params, data)

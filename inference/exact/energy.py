@@ -12,7 +12,7 @@ import torch
 
 from probgen.energy import LayeredEnergy
 from probgen.fit import Fit
-from probgen.registry import register
+from probgen.registry import check_options, register
 
 from .._energy import MAX_BITS, EnergyMethod, exact_feasible, log_unnormalized_visible, start_params
 
@@ -31,8 +31,7 @@ class EnergyEnumeration(EnergyMethod):
             progress: bool, lr: float = 0.05, **options: Any) -> Fit:
         """``steps`` (default 0: evaluate ``init``) full-batch Adam steps with learning rate ``lr``
         on the exact mean log-likelihood; history records ``log_lik`` (nats per row)."""
-        if options:
-            raise ValueError(f"unknown exact options {sorted(options)}; known: lr")
+        check_options("exact", options, ("lr",))
         steps = 0 if steps is None else steps
         x = data.double()
         params = start_params(model, x, init, seed, torch.float64)

@@ -21,7 +21,7 @@ import torch
 from probgen.fit import Fit
 from probgen.ops import factor as fops
 from probgen.progress import progress as bar
-from probgen.registry import Method, register
+from probgen.registry import Method, check_options, register
 
 
 @register
@@ -37,8 +37,7 @@ class FactorGraphExact(Method):
 
     def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, l2: float = 0.0, tol: float = 1e-9, **options: Any) -> Fit:
-        if options:
-            raise ValueError(f"unknown exact options {sorted(options)}; known: l2, tol")
+        check_options("exact", options, ("l2", "tol"))
         steps = 50 if steps is None else steps
         params = model.init_params(data, seed)
         for k, v in (init or {}).items():
@@ -68,8 +67,7 @@ class FactorGraphExact(Method):
                    options={"l2": l2, "tol": tol}, log_prob_kind="exact")
 
     def infer(self, model: Any, params: dict | None, data: Any, query: str, **options: Any) -> Any:
-        if options:
-            raise ValueError(f"unknown options {sorted(options)} for exact factor-graph queries")
+        check_options("factor-graph query", options)
         evidence = _check_evidence(model, data)
         scopes = list(model.scopes.values())
         p = model.log_potentials if params is None else params

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from probgen.fit import Fit
-from probgen.registry import Method, register
+from probgen.registry import Method, check_options, register
 
 from .._grammar import is_grammar, is_treebank, start_params
 
@@ -30,15 +30,13 @@ class GrammarExact(Method):
 
     def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, **options: Any) -> Fit:
-        if options:
-            raise ValueError(f"unknown exact options {sorted(options)} for a grammar; it takes none")
+        check_options("exact", options)
         params = start_params(model, init)
         ll = float(model.log_prob(params, data).sum())
         return Fit(model, params, [{"step": 0, "log_likelihood": ll}], engine=self.engine, method=self.name)
 
     def infer(self, model: Any, params: dict | None, data: Any, query: str, **options: Any) -> Any:
-        if options:
-            raise ValueError(f"unknown options {sorted(options)} for grammar queries; they take none")
+        check_options("grammar query", options)
         data = model.check_data(data)
         if is_treebank(data):
             raise ValueError("queries take sentences (token lists or strings), not trees")

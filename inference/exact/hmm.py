@@ -17,7 +17,7 @@ import torch
 
 from probgen.fit import Fit
 from probgen.ops import chain
-from probgen.registry import Method, register
+from probgen.registry import Method, check_options, register
 
 from .._chain import emissions, is_chain, start_params
 
@@ -36,17 +36,14 @@ class ChainExact(Method):
 
     def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, **options: Any) -> Fit:
-        if options:
-            raise ValueError(f"unknown exact options {sorted(options)}; the exact engine takes none "
-                             "(it conditions on init=)")
+        check_options("exact", options)
         params = start_params(model, data, init, seed)
         lp = model.log_prob(params, data)
         return Fit(model, params, [{"step": 0, "log_evidence": float(lp.sum())}],
                    engine=self.engine, method=self.name)
 
     def infer(self, model: Any, params: dict | None, data: Any, query: str, **options: Any):
-        if options:
-            raise ValueError(f"unknown options {sorted(options)} for query {query!r}")
+        check_options(f"{query!r} query", options)
         if params is None:
             raise ValueError("HMM queries need parameters: pass a Fit (pg.fit(...)) rather than the declaration")
         data = model.check_data(data)

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from probgen.fit import Fit
-from probgen.registry import Method, register
+from probgen.registry import Method, check_options, register
 
 
 @register
@@ -27,8 +27,7 @@ class MixturePosterior(Method):
         """Exact inference learns nothing: the fit holds ``init`` (completed by the model's
         own seeded ``init_params``) and records the exact mean log-likelihood there, so that
         queries and ``log_prob`` can be asked of given parameters. ``steps`` is ignored."""
-        if options:
-            raise ValueError(f"unknown exact options {sorted(options)}; known: none")
+        check_options("exact", options)
         params = {} if init is not None and set(init) >= set(model.param_shapes()) \
             else model.init_params(data, seed=seed)
         params = model.check_params({**params, **(init or {})})
@@ -41,8 +40,7 @@ class MixturePosterior(Method):
         component of each example ``(N,)``; ``"log_prob"``: log p(x_n) ``(N,)``.
         A declaration holds no parameters: ask a fit (for given parameters,
         ``pg.fit(model, x, engine="exact", init=params)`` makes one)."""
-        if options:
-            raise ValueError(f"unknown infer options {sorted(options)}; known: none")
+        check_options("infer", options)
         if params is None:
             raise ValueError(f"{type(model).__name__} holds no parameters of its own: pass a fit, "
                              "pg.infer(fit, x); for given parameters, "

@@ -19,7 +19,7 @@ import torch
 from probgen.fit import Fit
 from probgen.inference.exact.bayesian_network import _targets, is_network, parse_evidence
 from probgen.progress import progress as bar
-from probgen.registry import Method, register
+from probgen.registry import Method, check_options, register
 
 
 class GibbsKernel:
@@ -103,8 +103,7 @@ class NetworkGibbs(Method):
         """Posterior-mean tables under symmetric Dirichlet(``pseudo_count``) priors, by
         ``steps`` (default 500) rounds of data augmentation after ``burn_in`` (default
         ``steps // 4``)."""
-        if options:
-            raise ValueError(f"unknown mcmc options {sorted(options)}; known: burn_in, pseudo_count")
+        check_options("mcmc", options, ("burn_in", "pseudo_count"))
         if pseudo_count <= 0:
             raise ValueError(f"the Gibbs fit needs a proper Dirichlet prior: pseudo_count > 0, got {pseudo_count}")
         steps = 500 if steps is None else steps
@@ -146,8 +145,7 @@ class NetworkGibbs(Method):
         """Approximate posterior marginals of ``variables`` given one assignment or a table
         of evidence rows (as the exact engine takes them) from ``steps`` sweeps after
         ``burn_in`` (default ``steps // 10``); all rows are sampled side by side."""
-        if options:
-            raise ValueError(f"unknown mcmc query options {sorted(options)}; known: variables, steps, burn_in, seed")
+        check_options("mcmc query", options, ("variables", "steps", "burn_in", "seed"))
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         params = model.check_params(params)

@@ -30,10 +30,9 @@ import torch
 from probgen.corpus import Corpus
 from probgen.fit import Fit
 from probgen.progress import progress as bar
-from probgen.registry import register
+from probgen.registry import check_options, register
 
 from .._lda import TopicModelMethod, hyperparameters, make_fit
-from .._train import check_options
 
 OPTIONS = ("warmup", "thin")
 

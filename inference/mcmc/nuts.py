@@ -17,7 +17,7 @@ from pyro.infer import MCMC, NUTS
 
 from probgen.declarations import Program
 from probgen.fit import Fit
-from probgen.registry import Method, register
+from probgen.registry import Method, check_options, register
 
 from .._program import enumerated, inspect_program
 
@@ -36,9 +36,7 @@ class ProgramNUTS(Method):
     def fit(self, model: Program, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, warmup: int | None = None, chains: int = 1, target_accept: float = 0.8,
             max_tree_depth: int = 10, jit_compile: bool = False, **options: Any) -> Fit:
-        if options:
-            raise ValueError(f"unknown mcmc options {sorted(options)}; known: warmup, chains, "
-                             "target_accept, max_tree_depth, jit_compile")
+        check_options("mcmc", options, ("warmup", "chains", "target_accept", "max_tree_depth", "jit_compile"))
         steps = 500 if steps is None else steps
         warmup = steps if warmup is None else warmup
         args = model.program_args(data)

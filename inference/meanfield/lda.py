@@ -21,10 +21,9 @@ from probgen.corpus import Corpus
 from probgen.fit import Fit
 from probgen.ops import lda as lda_ops
 from probgen.progress import progress as bar
-from probgen.registry import register
+from probgen.registry import check_options, register
 
 from .._lda import TopicModelMethod, hyperparameters, initial_lambda, make_fit, seeded_lambda
-from .._train import check_options
 
 OPTIONS = ("tol", "learn_alpha", "learn_eta", "e_step_tol", "max_e_step", "seed_docs")
 

@@ -28,7 +28,7 @@ from probgen.fit import Fit
 from probgen.ops import gaussian
 from probgen.progress import progress as bar
 from probgen.random import generator
-from probgen.registry import Method, register
+from probgen.registry import Method, check_options, register
 
 PRIORS = ("weight_concentration_prior", "mean_prior", "mean_precision_prior", "degrees_of_freedom_prior",
           "covariance_prior")
@@ -113,14 +113,11 @@ class BayesianMixtureCAVI(Method):
         than ``tol`` (absolute, as scikit-learn). ``init_resp``: starting responsibilities
         (N, K); default the declaration's own initialisation (``init_params`` then
         ``responsibilities``, e.g. k-means++) or, lacking those, random ones."""
-        if options:
-            raise ValueError(f"unknown meanfield options for a Bayesian mixture {sorted(options)}; "
-                             f"known: {', '.join(OPTIONS)}")
+        check_options("meanfield", options, OPTIONS)
         if init:
             raise ValueError("the Bayesian mixture starts from responsibilities: pass init_resp=(N, K)")
         steps = 100 if steps is None else steps
         x = torch.as_tensor(data, dtype=torch.float64)
-        n, k = len(x), model.k
         p = prior_values(model, x)
         resp = self._initial_resp(model, x, seed, init_resp)
         q = m_step(x, resp, p, reg_covar)

@@ -35,7 +35,7 @@ from probgen.declarations import Program
 from probgen.fit import Fit
 from probgen.progress import progress as bar
 from probgen.random import generator
-from probgen.registry import Method, register
+from probgen.registry import Method, check_options, register
 
 OPTIONS = ("batch_size", "lr", "lr_decay", "validation", "patience", "num_particles")
 
@@ -90,9 +90,7 @@ class AmortisedSVI(Method):
           for early stopping (0: none); patience: epochs without a better validation loss
           before stopping (None: never stop early); num_particles: ELBO samples per step.
         """
-        if options:
-            raise ValueError(f"unknown svi options {sorted(options)} for {type(model).__name__}; "
-                             f"known: {', '.join(OPTIONS)}")
+        check_options("svi", options, OPTIONS)
         steps = 100 if steps is None else steps
         _check_options(batch_size, lr, lr_decay, validation, patience, num_particles)
         x = data
@@ -168,8 +166,7 @@ class AmortisedSVI(Method):
     def log_prob(self, fit: Fit, x: Any, k: int = 1, **options: Any) -> torch.Tensor:
         """Per-example (N,): IWAE-k for a distributional encoder (k = 1: the ELBO); the
         decoder's log-likelihood at the code, log p(x | f(x)), for a point-mass encoder."""
-        if options:
-            raise ValueError(f"unknown log_prob options {sorted(options)}; known: k")
+        check_options("log_prob", options, ("k",))
         if not isinstance(k, int) or k < 1:
             raise ValueError(f"k (importance samples) must be a positive integer, got {k!r}")
         model, x = fit.model, fit.model.check_data(x)
@@ -184,8 +181,7 @@ class AmortisedSVI(Method):
     def infer(self, model: Any, params: dict | None, data: Any, query: str, **options: Any) -> torch.Tensor:
         """``"encode"``: the codes f(x) (N, C) — the posterior mean for a Gaussian encoder;
         ``"reconstruct"``: the decoder's mean at the code (N, D)."""
-        if options:
-            raise ValueError(f"unknown options {sorted(options)} for query {query!r}")
+        check_options(f"{query!r} query", options)
         if params is None:
             raise ValueError(f"query {query!r} needs fitted parameters: pass a Fit (pg.infer(fit, x, ...))")
         x = model.check_data(data)

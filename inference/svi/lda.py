@@ -30,10 +30,9 @@ from probgen.fit import Fit
 from probgen.ops import lda as lda_ops
 from probgen.progress import progress as bar
 from probgen.random import generator
-from probgen.registry import register
+from probgen.registry import check_options, register
 
 from .._lda import TopicModelMethod, hyperparameters, initial_lambda, make_fit
-from .._train import check_options
 
 OPTIONS = ("inference", "batch_size", "tau0", "kappa", "e_step_tol", "max_e_step", "lr", "hidden")
 

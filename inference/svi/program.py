@@ -20,7 +20,7 @@ from pyro.infer.autoguide.initialization import init_to_feasible, init_to_value
 from probgen.declarations import Program
 from probgen.fit import Fit
 from probgen.progress import progress as bar
-from probgen.registry import Method, register
+from probgen.registry import Method, check_options, register
 
 from .._program import enumerated, inspect_program, param_values, seed_param_store
 
@@ -45,8 +45,7 @@ class ProgramSVI(Method):
             progress: bool, guide: Any = "normal", lr: float = 0.01, lr_decay: float = 0.1,
             num_particles: int = 1,
             **options: Any) -> Fit:
-        if options:
-            raise ValueError(f"unknown svi options {sorted(options)}; known: guide, lr, lr_decay, num_particles")
+        check_options("svi", options, ("guide", "lr", "lr_decay", "num_particles"))
         steps = 1000 if steps is None else steps
         args = model.program_args(data)
         info = inspect_program(model.program, args)
