@@ -195,7 +195,8 @@ class HMM(Program):
         + μ_kᵀ P_k μ_k, P_k = Σ_k⁻¹), so the (K, T B) output is written once."""
         B, T = data.x.shape[:2]
         if self.emission == "categorical":
-            return EmissionTable(torch.log(params["probs"]), data.x.t(), (B, T))
+            # the symbols in (t, b) order, kept by the Sequences: no copy per EM iteration
+            return EmissionTable(torch.log(params["probs"]), data.columns().view(T, B), (B, T))
         if self.emission == "poisson":
             x, rate = data.columns(), params["rate"][:, None]
             return EmissionTable(x * torch.log(rate) - rate - torch.lgamma(x + 1), None, (B, T))

@@ -54,9 +54,9 @@ class WeightAverage:
             a.lerp_(p, 1.0 - d)
 
     @torch.no_grad()
-    def copy_to(self, module: nn.Module) -> None:
-        """Write the averaged weights into ``module`` (the one averaged)."""
-        for p, a in zip(module.parameters(), self.average):
+    def copy_to_module(self) -> None:
+        """Write the averaged weights into the module they average."""
+        for p, a in zip(self.params, self.average):
             p.copy_(a)
 
 

@@ -84,7 +84,7 @@ def test_weight_average_is_the_warmed_up_exponential_average():
         d = min(0.5, (n - 1) / (n + 9))          # the documented warm-up
         expected = v if expected is None else d * expected + (1 - d) * v
     assert abs(float(avg.average[0]) - expected) < 1e-6       # float32 rounding of 7 lerps
-    avg.copy_to(layer)
+    avg.copy_to_module()
     assert abs(float(layer.weight.detach()) - expected) < 1e-6
     with pytest.raises(ValueError, match="ema must be in"):
         WeightAverage(layer, decay=1.0)

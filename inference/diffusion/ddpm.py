@@ -65,6 +65,6 @@ class DDPM(Method):
                 average.update()
             history.append({"step": step, "loss": float(loss.detach())})
         if average is not None:
-            average.copy_to(net.denoiser)
+            average.copy_to_module()
         return Fit(model, model.init_params(), history, engine=self.engine, method=self.name,
                    options={"batch_size": batch_size, "lr": lr, "ema": ema})

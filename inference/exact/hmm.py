@@ -48,13 +48,13 @@ class ChainExact(Method):
             raise ValueError("HMM queries need parameters: pass a Fit (pg.fit(...)) rather than the declaration")
         data = model.check_data(data)
         params = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in params.items()}
-        log_emit = emissions(model, params, data)
         init, trans = params["initial"], params["transition"]
         with torch.no_grad():
             if query == "marginals":
-                return chain.forward_backward(init, trans, log_emit, data.lengths, pairwise=False)[1]
+                return chain.forward_backward(init, trans, emissions(model, params, data), data.lengths,
+                                              pairwise=False)[1]
             if query == "map":
-                return chain.viterbi(init, trans, log_emit, data.lengths)[0]
+                return chain.viterbi(init, trans, emissions(model, params, data), data.lengths)[0]
             if query == "log_evidence":
                 return chain.log_evidence(init, trans, model.log_emission(params, data), data.lengths)
         raise ValueError(f"unknown query {query!r}; known: {list(QUERIES)}")
