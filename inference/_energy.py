@@ -165,7 +165,7 @@ def train_bipartite(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.
     conditional means given them (Rao-Blackwellised, as scikit-learn's BernoulliRBM).
 
     ``up`` / ``down`` copies implement the tied-copies RBMs of DBM pretraining
-    (Salakhutdinov & Hinton 2009, §3.1; the seed's correction): ``up`` copies of the
+    (Salakhutdinov & Hinton 2009, §3.1; Goodfellow, Bengio & Courville 2016, §20.4.5): ``up`` copies of the
     visible layer (hidden input c + Wᵀ Σ_copies v, i.e. doubled bottom-up weights for the
     bottom RBM) and ``down`` copies of the hidden layer (visible input b + W Σ_copies h,
     doubled top-down weights for the top RBM). Copies are sampled independently; their
@@ -347,7 +347,7 @@ def train_layered(model: LayeredEnergy, x: torch.Tensor, params: dict, *, positi
 
 
 # ---------------------------------------------------------------------------------------
-# greedy layer-wise pretraining (DBN: copy; DBM: the seed's doubling / halving)
+# greedy layer-wise pretraining (DBN: copy; DBM: Salakhutdinov & Hinton 2009's doubling / halving)
 # ---------------------------------------------------------------------------------------
 def pretraining_factors(n_links: int, kind: str) -> list[dict]:
     """For each stacked RBM (bottom first): ``up`` copies of its visible layer, ``down``

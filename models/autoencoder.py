@@ -21,7 +21,7 @@ q(h | x) (the Pyro ``guide``). The ``svi`` engine trains the pair:
   ``fit.log_prob`` is a bound on log p(x) (IWAE-k).
 
 Parameter names (shapes for dims = (D, H1, …, Hk) and code size C; the decoder uses the
-stack convention of DESIGN.md, ``W1`` touching the visible units):
+stack convention of the Boltzmann stacks, ``W1`` touching the visible units):
   decoder: ``W1`` (D, H1), ``W2`` (H1, H2), …, ``W{k+1}`` (Hk, C); ``b0`` (D,), …, ``b{k}`` (Hk,);
     ``scale`` () for the Gaussian likelihood (one shared standard deviation);
   encoder: ``enc_W{i}`` (Hi, H{i-1}), ``enc_b{i}`` (Hi,) for the hidden layers, then the code

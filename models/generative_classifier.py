@@ -26,7 +26,7 @@ class GenerativeClassifier(Declaration):
     """``P(y | x)`` from per-class fits of ``class_conditional`` (a declaration).
 
     Any engine that fits the class-conditional fits the classifier
-    (``pg.fit(GenerativeClassifier(GaussianMixture(3)), (X, y), engine="em")``); queries
+    (``pg.fit(GenerativeClassifier(GaussianMixture(2, dim=4)), (X, y), engine="em")``); queries
     (``pg.infer(fit, X, query="map" | "marginals")``) use the exact class posterior.
     ``fit_options`` are passed to every per-class fit."""
 

@@ -8,7 +8,7 @@ A :class:`LayeredEnergy` declares
 * lateral couplings inside a layer (symmetric, zero diagonal),
 * one bias vector per layer, and a temperature ``T``,
 
-with the energy (the seed's notation, e.g. E(v,h) = −vᵀRv − vᵀWh − hᵀSh − bᵀv − cᵀh)
+with the energy (Goodfellow, Bengio & Courville 2016, ch. 20, e.g. E(v,h) = −vᵀRv − vᵀWh − hᵀSh − bᵀv − cᵀh)
 
     E(s) = − Σ_l b_lᵀ s_l − Σ_(i,j) s_iᵀ W_ij s_j − Σ_l s_lᵀ R_l s_l + Σ_(l gaussian) ½‖s_l‖²
 

@@ -51,13 +51,17 @@ def graph(model: Any, *args: Any, params: bool = False, deterministic: bool = Fa
             args = model.trace_args()
         elif len(args) == 1:
             args = model.program_args(args[0])
-        return program_graph(model, *args, params=params, deterministic=deterministic)
+        return program_graph(model, *args, params=params, deterministic=deterministic,
+                             observed=getattr(model, "observed", ()))
     raise ValueError(f"{type(model).__name__} declares no structure")
 
 
 def program_graph(fn: Any, *args: Any, params: bool = False, deterministic: bool = False,
-                  **kwargs: Any) -> nx.DiGraph:
+                  observed: Iterable[str] = (), **kwargs: Any) -> nx.DiGraph:
     """Trace the Pyro program ``fn(*args, **kwargs)``; its sample→sample dependency graph.
+
+    ``observed``: sites the program declares observed; they are drawn as observed even when
+    the trace (run without data) sampled them.
 
     Sites inside a ``pyro.markov`` loop appear once per step (``z_0 → z_1 → ...``): the
     graph is the unrolled trace, with the dependencies that provenance tracking finds.
@@ -90,7 +94,7 @@ def program_graph(fn: Any, *args: Any, params: bool = False, deterministic: bool
             kind = "deterministic"
         elif rel["sample_dist"][site_name] == "Unit":  # pyro.factor: a log-potential on its parents
             kind = "factor"
-        elif site["is_observed"]:
+        elif site["is_observed"] or site_name in observed:
             kind = "observed"
         else:
             kind = "latent"

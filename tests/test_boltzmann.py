@@ -217,7 +217,7 @@ def test_dbm_mean_field_fixed_point():
     mu, info = m.mean_field(p, [v, None, None], [1, 2], iters=500, tol=1e-12)
     assert info["delta"] < 1e-12
     mu1, mu2 = mu[1], mu[2]
-    # the seed's equations: μ1 = σ(b1 + vᵀW1 + W2 μ2), μ2 = σ(b2 + μ1ᵀW2)
+    # mean-field fixed point (Salakhutdinov & Hinton 2009, eq. 8): μ1 = σ(b1 + vᵀW1 + W2 μ2), μ2 = σ(b2 + μ1ᵀW2)
     torch.testing.assert_close(mu1, torch.sigmoid(p["b1"] + v @ p["W1"] + mu2 @ p["W2"].T), rtol=0, atol=1e-10)
     torch.testing.assert_close(mu2, torch.sigmoid(p["b2"] + mu1 @ p["W2"]), rtol=0, atol=1e-10)
     # pg.infer gives the same posterior means

@@ -648,3 +648,11 @@ def test_cli_graph_errors_and_built_in_models(tmp_path, capsys):
     assert "5 nodes, 4 edges" in capsys.readouterr().out
     assert main(["graph", "factor_graph", "-o", str(tmp_path / "f.dot")]) == 0
     assert "3 nodes, 2 edges" in capsys.readouterr().out
+
+
+def test_declared_observed_sites_are_observed_without_data():
+    """A built-in program traced with no data samples its observed site; the graph still
+    draws it as observed (the site the declaration names in ``observed``)."""
+    from probgen.models import GaussianMixture
+    g = pg.graph(GaussianMixture(3, 4))
+    assert g.nodes["x"]["kind"] == "observed" and g.nodes["z"]["kind"] == "latent"

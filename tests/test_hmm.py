@@ -447,7 +447,7 @@ def _random_chain(K, lengths, seed, scale=3.0):
 
 
 def _autograd_posteriors(pi, A, log_emit, L):
-    """The oracle from DESIGN.md's key insight: with log Z = Σ_b log p(x_b) from the
+    """The oracle of Eisner (2016): with log Z = Σ_b log p(x_b) from the
     differentiable log-space forward algorithm, γ = ∂ log Z / ∂ log_emit and
     ξ = A ⊙ ∂ log Z / ∂ A (A read as free weights, not renormalised)."""
     le, A_ = log_emit.clone().requires_grad_(), A.clone().requires_grad_()

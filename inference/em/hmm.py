@@ -17,7 +17,7 @@ the E-step used (``"log_likelihood"``), which EM never decreases. Iteration stop
 ``tol`` (``tol=None``: never early).
 
 Why not autograd of the log-evidence here: the gradient of the forward pass *is* this
-E-step (DESIGN.md), but backpropagating through a 500-step Python loop measured ~6×
+E-step (Eisner 2016), but backpropagating through a 500-step Python loop measured ~6×
 slower than a hand-written pass even as torch ops (and the compiled pass is ~5× faster
 again), and a log-depth scan in the sum-product semiring
 does K times the work (K×K matrix products per step) and measured slower at K = 8 too;

@@ -1,7 +1,7 @@
 """Generic EM for any Pyro program whose latent sites are discrete and enumerable and
 whose parameters are ``pyro.param`` sites.
 
-E-step (the probe method, DESIGN.md "key insight", after Eisner 2016, "Inside-outside and
+E-step (the probe method, after Eisner 2016, "Inside-outside and
 forward-backward algorithms are just backprop"): every sample site's ``log_prob`` gets a
 zero tensor ``probe`` of its own shape added under enumeration, and the exact
 log-evidence log Z = −``TraceEnum_ELBO.differentiable_loss`` (an empty guide: every latent

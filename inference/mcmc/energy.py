@@ -1,7 +1,7 @@
 """Learning layered energy models by MCMC: block Gibbs with a coloured schedule, CD-k
 (Hinton 2002) and PCD-k (Tieleman 2008), with momentum and weight decay; greedy
 layer-wise stacking for DBNs (Hinton, Osindero & Teh 2006) and, with ``pretrain=True``,
-for DBMs (Salakhutdinov & Hinton 2009; the seed's doubling / halving).
+for DBMs (Salakhutdinov & Hinton 2009, §3.1: doubled / halved weights).
 
 Accepts any :class:`probgen.energy.LayeredEnergy`. A bipartite pair (RBM) uses the
 closed-form P(h|v) in the positive phase; models with lateral couplings or several hidden

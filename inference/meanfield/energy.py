@@ -1,7 +1,7 @@
 """Mean-field learning of deep Boltzmann machines (Salakhutdinov & Hinton 2009): the
 positive phase is the fixed point of μ_l = σ((b_l + W_lᵀμ_{l−1} + W_{l+1}μ_{l+1})/T)
 with the data clamped, the negative phase persistent Gibbs chains (PCD) over the two
-colour blocks; ``pretrain=True`` first stacks RBMs with the seed's correction (bottom
+colour blocks; ``pretrain=True`` first stacks RBMs with Salakhutdinov & Hinton's (2009) correction (bottom
 RBM with two copies of the visible layer, top RBM with two copies of the top layer,
 middle RBMs' weights halved).
 
