@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from probgen.declarations import Declaration
+from probgen.registry import check_options
 from probgen.models.categorical_mixture import check_codes, one_hot
 
 #: rows per chunk when scoring: bounds the (chunk, C, D, V) intermediate
@@ -69,6 +70,18 @@ class AODE(Declaration):
             raise ValueError(f"pseudo_count must be > 0 (probabilities of unseen values), got {pseudo_count}")
         self.m = m
         self.pseudo_count = float(pseudo_count)
+
+    def structure(self, *args: Any, params: bool = False, **options: Any):
+        """One super-parent one-dependence estimator, the template AODE averages over every
+        super-parent i: y → x_i, y → x_j and x_i → x_j for the other features j."""
+        from probgen.graph import plate_diagram
+        check_options("structure", options)
+        return plate_diagram(
+            {"y": {"kind": "observed", "distribution": "Categorical"},
+             "x_i": {"kind": "observed", "distribution": "Categorical", "role": "super-parent"},
+             "x_j": {"kind": "observed", "distribution": "Categorical", "plates": ("features j != i",)}},
+            [("y", "x_i"), ("y", "x_j"), ("x_i", "x_j")], {"features j != i": None},
+            {"counts": ["y", "x_i", "x_j"]} if params else None)
 
     def check_data(self, data: Any) -> tuple[torch.Tensor, torch.Tensor]:
         return check_xy(data)

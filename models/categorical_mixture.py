@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from probgen.declarations import Declaration
+from probgen.registry import check_options
 
 
 def check_codes(x: Any, name: str = "X", n_features: int | None = None, n_values: Any = None) -> torch.Tensor:
@@ -74,6 +75,17 @@ class CategoricalMixture(Declaration):
         copy per class, and all classes' tables must have the same shape)."""
         x = self.check_data(data)
         return CategoricalMixture(self.n_components, self.pseudo_count, max(int(x.max()) + 1, self.n_values or 0))
+
+    def structure(self, *args: Any, params: bool = False, **options: Any):
+        """The latent class model's plate diagram: z → x_j for every feature j."""
+        from probgen.graph import plate_diagram
+        check_options("structure", options)
+        n = len(args[0]) if args and hasattr(args[0], "__len__") else None
+        return plate_diagram(
+            {"z": {"kind": "latent", "distribution": "Categorical", "plates": ("data",)},
+             "x": {"kind": "observed", "distribution": "Categorical", "plates": ("data", "features")}},
+            [("z", "x")], {"data": n, "features": None, "components": self.n_components},
+            {"weights": ["z"], "probs": ["x"]} if params else None)
 
     def check_data(self, data: Any) -> torch.Tensor:
         return check_codes(data)

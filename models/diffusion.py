@@ -20,6 +20,7 @@ from probgen.data import check_matrix
 from probgen.declarations import Declaration
 from probgen.nn import TimeMLP, copy_params
 from probgen.random import seeded
+from probgen.registry import check_options
 
 SCHEDULES = ("linear", "cosine")
 
@@ -132,6 +133,16 @@ class Diffusion(Declaration):
         return xt
 
     # ---- declaration hooks -------------------------------------------------------
+    def structure(self, *args: Any, params: bool = False, **options: Any):
+        """The learned reverse chain x_T → … → x_t → x_{t−1} → … → x_0 (x_0 the data)."""
+        from probgen.graph import plate_diagram
+        check_options("structure", options)
+        chain = ["x_T", "x_t", "x_t-1", "x_0"]
+        nodes = {v: {"kind": "observed" if v == "x_0" else "latent", "distribution": "Normal",
+                     "plates": ("data",)} for v in chain}
+        return plate_diagram(nodes, zip(chain, chain[1:]), {"data": None},
+                             {"denoiser": chain[1:]} if params else None)
+
     def check_data(self, data: Any) -> torch.Tensor:
         return check_matrix(data, self.dim, dtype=torch.float32)
 

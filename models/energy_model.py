@@ -14,6 +14,7 @@ from probgen.data import check_matrix
 from probgen.declarations import Declaration
 from probgen.nn import copy_params, mlp
 from probgen.random import generator, seeded
+from probgen.registry import check_options
 
 
 class EnergyModel(Declaration):
@@ -87,6 +88,18 @@ class EnergyModel(Declaration):
         return e.detach(), grad.detach()
 
     # ---- declaration hooks -------------------------------------------------------
+    def structure(self, *args: Any, params: bool = False, **options: Any):
+        """An undirected model of x alone: x and its energy factor E_θ(x), p(x) ∝ exp(−E(x)/T)."""
+        from probgen.graph import plate_diagram
+        check_options("structure", options)
+        g = plate_diagram({"x": {"kind": "observed", "plates": ("data",)},
+                           "energy": {"kind": "factor", "plates": ("data",)}},
+                          [("energy", "x")], {"data": None}, undirected=True)
+        if params:
+            g.add_node("energy_net", kind="param", plates=())
+            g.add_edge("energy_net", "energy", directed=True)
+        return g
+
     def check_data(self, data: Any) -> torch.Tensor:
         return check_matrix(data, self.dim, dtype=torch.float32)
 

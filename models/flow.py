@@ -34,6 +34,7 @@ from probgen.declarations import Declaration
 from probgen.nn import copy_params
 from probgen.ops.spline import rqs
 from probgen.random import seeded
+from probgen.registry import check_options
 
 KINDS = ("realnvp", "maf", "spline")
 
@@ -182,6 +183,15 @@ class Flow(Declaration):
         with seeded(seed):  # the default networks' initial weights
             layers = net if net is not None else build_transforms(dim, kind, transforms, hidden, bins)
         self.net = FlowNet(dim, layers)
+
+    def structure(self, *args: Any, params: bool = False, **options: Any):
+        """z → x: a base Normal z mapped to x by the invertible transform (deterministic given z)."""
+        from probgen.graph import plate_diagram
+        check_options("structure", options)
+        return plate_diagram(
+            {"z": {"kind": "latent", "distribution": "Normal", "plates": ("data",)},
+             "x": {"kind": "observed", "distribution": f"{self.kind} flow", "plates": ("data",)}},
+            [("z", "x")], {"data": None}, {"transform": ["x"]} if params else None)
 
     def check_data(self, data: Any) -> torch.Tensor:
         return check_matrix(data, self.dim, dtype=torch.float32)

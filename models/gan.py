@@ -16,6 +16,7 @@ from probgen.data import check_matrix
 from probgen.declarations import Program
 from probgen.nn import copy_params, mlp
 from probgen.random import seeded
+from probgen.registry import check_options
 
 
 class GANNet(nn.Module):
@@ -49,6 +50,16 @@ class GAN(Program):
             d = discriminator if discriminator is not None else mlp([dim, *hidden, 1], activation=nn.LeakyReLU)
         _check_shapes(g, d, dim, latent_dim)
         self.net = GANNet(g, d)
+
+    def structure(self, *args: Any, params: bool = False, **options: Any):
+        """z → x: noise z pushed through the generator, x = G(z) (an implicit density)."""
+        from probgen.graph import plate_diagram
+        check_options("structure", options)
+        return plate_diagram(
+            {"z": {"kind": "latent", "distribution": "Normal", "plates": ("data",)},
+             "x": {"kind": "observed", "distribution": "implicit (generator)", "plates": ("data",)}},
+            [("z", "x")], {"data": None},
+            {"generator": ["x"], "discriminator": ["x"]} if params else None)
 
     def program(self, n: int = 1) -> torch.Tensor:
         """The generator as a Pyro program: ``n`` draws of x = g(z), z ~ N(0, I)."""

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from probgen.declarations import Declaration
+from probgen.registry import check_options
 from probgen.models.categorical_mixture import CategoricalMixture, check_codes
 
 
@@ -40,6 +41,22 @@ class GenerativeClassifier(Declaration):
         self.class_conditional = class_conditional
         self.fit_options = dict(fit_options)
         self.default_engine = getattr(class_conditional, "default_engine", None)
+
+    def structure(self, *args: Any, params: bool = False, **options: Any):
+        """The class y as the parent of the class-conditional's graph (its observed and
+        latent nodes); the class-conditional is drawn without data."""
+        from probgen.graph import graph
+        check_options("structure", options)
+        g = graph(self.class_conditional, params=params).copy()
+        roots = [v for v, k in g.nodes(data="kind") if k in ("observed", "latent")
+                 and not any(g.nodes[u].get("kind") in ("observed", "latent") for u in g.predecessors(v))]
+        g.add_node("y", kind="observed", distribution="Categorical", plates=())
+        for v in roots:
+            g.add_edge("y", v, directed=True)
+        if params:
+            g.add_node("weights", kind="param", plates=())
+            g.add_edge("weights", "y", directed=True)
+        return g
 
     def check_data(self, data: Any) -> tuple[Any, torch.Tensor]:
         if isinstance(data, dict) and set(data) == {"X", "y"}:
@@ -118,6 +135,15 @@ class NaiveBayes(GenerativeClassifier):
     def __init__(self, pseudo_count: float = 1.0):
         super().__init__(CategoricalMixture(1, pseudo_count=pseudo_count))
         self.pseudo_count = pseudo_count
+
+    def structure(self, *args: Any, params: bool = False, **options: Any):
+        """y → x_j for every feature j (independent given the class)."""
+        from probgen.graph import plate_diagram
+        check_options("structure", options)
+        return plate_diagram(
+            {"y": {"kind": "observed", "distribution": "Categorical"},
+             "x": {"kind": "observed", "distribution": "Categorical", "plates": ("features",)}},
+            [("y", "x")], {"features": None}, {"weights": ["y"], "probs": ["x"]} if params else None)
 
     @classmethod
     def example(cls, seed: int = 0) -> tuple["NaiveBayes", tuple[torch.Tensor, torch.Tensor]]:

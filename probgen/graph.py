@@ -114,6 +114,26 @@ def program_graph(fn: Any, *args: Any, params: bool = False, deterministic: bool
     return g
 
 
+def plate_diagram(nodes: dict[str, dict], edges: Iterable[tuple[str, str]], plates: dict | None = None,
+                  params: dict[str, Iterable[str]] | None = None, undirected: bool = False) -> nx.Graph:
+    """A declared structure as a graph: ``nodes`` name -> attributes (``kind`` and, where
+    they apply, ``distribution`` and ``plates``), ``edges`` parent -> child (or undirected
+    pairs with ``undirected=True``), ``plates`` plate name -> size (None when unknown) and
+    ``params`` parameter name -> the nodes it feeds (``kind="param"`` nodes, drawn when the
+    caller asked ``params=True``)."""
+    g = nx.Graph() if undirected else nx.DiGraph()
+    for name, attrs in nodes.items():
+        g.add_node(name, **{"plates": (), **attrs})
+    for a, b in edges:
+        g.add_edge(a, b, directed=not undirected)
+    for p, targets in (params or {}).items():
+        g.add_node(p, kind="param", plates=())
+        for t in targets:
+            g.add_edge(p, t, directed=True)
+    g.graph["plates"] = dict(plates or {})
+    return g
+
+
 def _outermost_first(stack: Iterable) -> tuple:
     """Plate frames ordered outermost first: vectorised plates by ``dim`` (−2 outside −1),
     then sequential plates (``for i in pyro.plate(...)``), which have no ``dim``."""

@@ -656,3 +656,20 @@ def test_declared_observed_sites_are_observed_without_data():
     from probgen.models import GaussianMixture
     g = pg.graph(GaussianMixture(3, 4))
     assert g.nodes["x"]["kind"] == "observed" and g.nodes["z"]["kind"] == "latent"
+
+
+@pytest.mark.parametrize("name", sorted(pg.registry.models()))
+def test_every_builtin_declaration_is_drawable(name, tmp_path):
+    """Every registered declaration has a structure: nodes of the documented kinds and a
+    drawing (the .dot, which needs no Graphviz program)."""
+    from probgen.graph import KINDS
+    model, _ = pg.registry.models()[name].example(seed=0)
+    for params in (False, True):
+        g = pg.graph(model, params=params)
+        assert len(g) >= 2
+        kinds = {k for _, k in g.nodes(data="kind")}
+        assert kinds <= set(KINDS), f"{name}: undocumented node kinds {kinds - set(KINDS)}"
+        if not params:
+            assert "param" not in kinds, f"{name}: param nodes drawn without params=True"
+    out = pg.render(model, str(tmp_path / f"{name}.dot"))
+    assert open(out).read().strip().startswith(("digraph", "graph"))
