@@ -1,7 +1,8 @@
 """The ``probgen`` command line: a thin layer over the public API.
 
   probgen list
-  probgen fit MODEL --engine E [--data NAME|file.csv|file.npy] [--steps N] [--seed S] [--out DIR] [--set k=v ...]
+  probgen fit MODEL --engine E [--data NAME|file.csv|file.npy] [--steps N] [--seed S] [--out DIR]
+              [--set k=v ...] [--option k=v ...]
   probgen sample DIR -n N -o FILE(.npy|.csv|.png)
   probgen graph MODEL -o FILE [--expand] [--params] [--data ...]
   probgen demo [--quick]
@@ -44,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--out", default="probgen-fit")
     f.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="model constructor arguments, e.g. --set k=3 covariance=diag")
+    f.add_argument("--option", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="engine options, e.g. --option lr=0.01 tol=None")
     s = sub.add_parser("sample", help="draw from a saved fit")
     s.add_argument("fit_dir")
     s.add_argument("-n", type=int, default=16)
@@ -67,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         return {"list": cmd_list, "fit": cmd_fit, "sample": cmd_sample, "graph": cmd_graph,
                 "demo": cmd_demo}[args.command](args)
-    except (UsageError, ValueError, RuntimeError) as exc:
+    except (UsageError, ValueError, RuntimeError, OSError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"probgen: error: {msg}", file=sys.stderr)
         return 2
@@ -78,12 +81,13 @@ def main(argv: list[str] | None = None) -> int:
 
 # ---- helpers -------------------------------------------------------------------------
 
-def parse_settings(items: list[str]) -> dict[str, Any]:
+def parse_settings(items: list[str], flag: str = "--set") -> dict[str, Any]:
+    """``KEY=VALUE`` words as a dict, each value a Python literal where it parses as one."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise UsageError(f"--set expects KEY=VALUE, got {item!r}")
+            raise UsageError(f"{flag} expects KEY=VALUE, got {item!r}")
         try:
             out[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
@@ -150,7 +154,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
     cls = model_class(args.model)
     data = load_data(args.data, cls) if (args.data or cls is not None) else None
     model = build_model(args.model, data, parse_settings(args.set))
-    fit = pg.fit(model, data, engine=args.engine, steps=args.steps, seed=args.seed, progress=True)
+    options = parse_settings(args.option, "--option")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(f"--out names a folder to write fit.pt and history.png into; {args.out} is a file")
+    fit = pg.fit(model, data, engine=args.engine, steps=args.steps, seed=args.seed, progress=True, **options)
     os.makedirs(args.out, exist_ok=True)
     fit.save(os.path.join(args.out, "fit.pt"))
     plot_history(fit, os.path.join(args.out, "history.png"))
@@ -186,8 +193,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise UsageError(f"-n must be positive, got {args.n}")
     fit = pg.load(path)
     x = fit.sample(args.n, seed=args.seed)
-    if isinstance(x, dict):
-        raise UsageError("this fit samples several sites; use the Python API (fit.sample)")
+    if isinstance(x, dict):  # several sites (a classifier's X and y): one column block each
+        import torch
+        x = torch.cat([torch.as_tensor(v).reshape(args.n, -1) for v in x.values()], 1)
+        print(f"columns: {', '.join(f'{k} {tuple(v.shape[1:]) or (1,)}' for k, v in fit.sample(1, seed=0).items())}")
     if args.output.endswith(".png"):
         from probgen.plots import save_samples_png
         save_samples_png(x, args.output)

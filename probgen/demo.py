@@ -99,7 +99,12 @@ def _agreement(ref: pg.Fit, fits: dict, x: torch.Tensor) -> dict[str, float]:
 
 
 def _graph(model: GaussianMixture, out: str) -> str:
-    path = os.path.join(out, "gmm.svg" if shutil.which("dot") else "gmm.dot")
+    if shutil.which("dot"):
+        path = os.path.join(out, "gmm.svg")
+    else:  # say so: the .dot is text, not the picture the user expects
+        path = os.path.join(out, "gmm.dot")
+        print("probgen demo: Graphviz's `dot` program is not installed, so the graph is written as "
+              f"{path} only; install it (e.g. `apt-get install graphviz`) for gmm.svg")
     pg.render(model, path)
     return path
 

@@ -99,3 +99,24 @@ def test_ragged_samples_go_to_txt_and_not_to_npy(tmp_path):
     assert (tmp_path / "docs.txt").read_text() == "3 1 4\n1 5\n"
     with pytest.raises(ValueError, match="different lengths"):
         write_file(str(tmp_path / "docs.npy"), docs)
+
+
+def test_sample_pictures_fit_the_data_and_engine_options(tmp_path):
+    """`probgen sample -o x.png` for ragged (LDA documents, PCFG trees), discrete (network
+    rows) samples writes a picture; `--option` reaches the engine, an unknown one is refused
+    in one line; `--out` naming a file or an unwritable folder is refused in one line."""
+    for model in ("lda", "pcfg", "bn"):
+        d = tmp_path / model
+        out = probgen("fit", model, "--steps", "2", "--out", str(d))
+        assert out.returncode == 0, out.stderr
+        out = probgen("sample", str(d), "-n", "5", "-o", str(tmp_path / f"{model}.png"))
+        assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+        assert (tmp_path / f"{model}.png").read_bytes()[:4] == b"\x89PNG"
+    out = probgen("fit", "gmm", "--steps", "3", "--out", str(tmp_path / "g"), "--option", "reg_covar=0.01")
+    assert out.returncode == 0, out.stderr
+    import probgen as pg
+    assert pg.load(tmp_path / "g" / "fit.pt").options["reg_covar"] == 0.01
+    assert main(["fit", "gmm", "--steps", "2", "--out", str(tmp_path / "h"), "--option", "bogus=1"]) == 2
+    (tmp_path / "afile").write_text("")
+    assert main(["fit", "gmm", "--steps", "2", "--out", str(tmp_path / "afile")]) == 2
+    assert main(["fit", "gmm", "--steps", "2", "--out", "/proc/no/such/dir"]) == 2
