@@ -599,6 +599,48 @@ def _dbn_visible(model, params, x, samples, g, max_bits):
     return torch.logsumexp(lw, 1) - math.log(S), False
 
 
+def exact_marginals(model: LayeredEnergy, params: dict, x: torch.Tensor, *, max_bits: int = MAX_BITS,
+                    chunk: int = 1 << 18) -> list[torch.Tensor]:
+    """Exact posterior means E[s_l | v] of every layer, ``[v, m_1, …, m_L]`` (each ``(N, size_l)``).
+
+    The cheaper set of hidden layers (:func:`visible_bits`; a DBN: its layers below the top)
+    is enumerated with weights p(s_E | v) = softmax over the configurations of
+    log Σ_{s_U} p*(v, s_E, s_U), computed in log space; the summed-out layers' means are the
+    weighted averages of their conditional means E[s_U | v, s_E]. ValueError beyond
+    ``2^max_bits`` configurations, naming the engines that approximate."""
+    L = model.n_layers
+    if model.n_directed:
+        E, U = list(range(1, _dbn_top(model) + 1)), [L - 1]
+    else:
+        hidden = [l for l in model.undirected_layers if l != 0]
+        E, U = model.split_for_enumeration(hidden) if hidden else ([], [])
+    bits = sum(model.layers[l].size for l in E)
+    if bits > max_bits:
+        raise ValueError(f"exact marginals of this {type(model).__name__} enumerate 2^{bits} hidden states "
+                         f"(limit 2^{max_bits}); use engine='meanfield' (mean-field) or engine='mcmc' "
+                         "for approximations")
+    M = 1 << bits
+    bitmat = ((torch.arange(M)[:, None] >> torch.arange(bits)) & 1).to(x.dtype)   # (M, bits)
+    outs: list[list[torch.Tensor]] = [[] for _ in range(L)]
+    for s in range(0, x.shape[0], max(1, chunk // M)):
+        xs = x[s:s + max(1, chunk // M)]
+        N = xs.shape[0]
+        st = [xs.repeat_interleave(M, 0)] + [None] * (L - 1)
+        off = 0
+        for l in E:
+            st[l] = bitmat[:, off:off + model.layers[l].size].repeat(N, 1)
+            off += model.layers[l].size
+        lw = model.log_unnormalized(params, st, U)
+        if model.n_directed:
+            lw = lw + _directed_loglik(model, params, st)
+        w = torch.softmax(lw.reshape(N, M), 1).unsqueeze(-1)                      # p(s_E | v)
+        outs[0].append(xs)
+        for l in range(1, L):
+            m = st[l] if l in E else model.conditional_mean(params, st, l)
+            outs[l].append((w * m.reshape(N, M, -1)).sum(1))
+    return [torch.cat(o) for o in outs]
+
+
 def log_partition(model: LayeredEnergy, params: dict, method: str = "auto", *, chains: int = 100,
                   temperatures: Any = 1000, base_visible: torch.Tensor | None = None,
                   seed: int | None = 0, max_bits: int = MAX_BITS) -> PartitionEstimate:

@@ -82,6 +82,13 @@ def check_options(what: str, options: dict, known: tuple[str, ...] = ()) -> None
         raise ValueError(f"unknown {what} options {sorted(options)}; known: {', '.join(known) or 'none'}")
 
 
+def check_tol(tol: Any) -> float | None:
+    """A convergence tolerance: ``None`` (never stop early: run every step) or a number >= 0."""
+    if tol is not None and (isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0):
+        raise ValueError(f"tol must be None (run all steps) or a number >= 0, got {tol!r}")
+    return tol
+
+
 def register(cls: type[Method]) -> type[Method]:
     """Class decorator: add a :class:`Method` to its engine's registry."""
     if cls.engine not in ENGINE_DESCRIPTIONS:

@@ -15,7 +15,7 @@ from probgen.fit import Fit
 from probgen.inference.exact.bayesian_network import count_tables, is_network, normalise_counts
 from probgen.ops.bayesian_network import CompiledNetwork
 from probgen.progress import progress as bar
-from probgen.registry import Method, check_options, register
+from probgen.registry import Method, check_options, check_tol, register
 
 
 @register
@@ -28,13 +28,14 @@ class NetworkEM(Method):
         return is_network(model)
 
     def fit(self, model: Any, data: torch.Tensor, *, steps: int | None, seed: int | None, init: dict | None,
-            progress: bool, tol: float = 1e-6, pseudo_count: float = 0.0, **options: Any) -> Fit:
+            progress: bool, tol: float | None = 1e-6, pseudo_count: float = 0.0, **options: Any) -> Fit:
         """``steps``: the most EM iterations (default 100); stops when the log-likelihood
-        (log-posterior with pseudo-counts) gains less than ``tol`` per row.
+        (log-posterior with pseudo-counts) gains less than ``tol`` per row (``tol=None``: run all steps).
         Initial tables: ``init``, else counts of the observed cells of each family
         (rows where the family is fully observed) with one pseudo-count, randomly
         perturbed (``seed``) for families with a latent (never observed) variable."""
         check_options("em", options, ("tol", "pseudo_count"))
+        check_tol(tol)
         if pseudo_count < 0:
             raise ValueError(f"pseudo_count must be >= 0, got {pseudo_count}")
         x = data.numpy()
@@ -59,7 +60,7 @@ class NetworkEM(Method):
             ll = float(ll) + _log_prior(tables, pseudo_count)
             history.append({"step": step, "log_likelihood": ll})
             params = normalise_counts(model, counts, pseudo_count)  # M-step
-            if abs(ll - prev) < tol * n:
+            if tol is not None and abs(ll - prev) < tol * n:
                 break
             prev = ll
         return Fit(model, params, history, engine=self.engine, method=self.name,

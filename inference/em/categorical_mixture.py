@@ -9,7 +9,7 @@ import torch
 
 from probgen.fit import Fit
 from probgen.progress import progress as bar
-from probgen.registry import Method, check_options, register
+from probgen.registry import Method, check_options, check_tol, register
 
 
 @register
@@ -23,8 +23,9 @@ class CategoricalMixtureEM(Method):
             and hasattr(model, "n_components")
 
     def fit(self, model: Any, data: torch.Tensor, *, steps: int | None, seed: int | None, init: dict | None,
-            progress: bool, tol: float = 1e-6, **options: Any) -> Fit:
+            progress: bool, tol: float | None = 1e-6, **options: Any) -> Fit:
         check_options("em", options, ("tol",))
+        check_tol(tol)
         steps = 200 if steps is None else steps
         params = model.init_params(data, seed)
         if init:
@@ -42,7 +43,7 @@ class CategoricalMixtureEM(Method):
             counts = torch.einsum("nk,ndv->kdv", r, onehot) + a  # M-step
             params = {"weights": (r.sum(0) + 1e-12) / (r.sum() + 1e-12 * r.shape[1]),
                       "probs": counts / counts.sum(-1, keepdim=True)}
-            if model.n_components == 1 or abs(total - prev) < tol * len(data):
+            if model.n_components == 1 or (tol is not None and abs(total - prev) < tol * len(data)):
                 break
             prev = total
         return Fit(model, params, history, engine=self.engine, method=self.name, options={"tol": tol})

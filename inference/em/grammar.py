@@ -20,7 +20,7 @@ import torch
 from probgen.fit import Fit
 from probgen.progress import progress as bar
 from probgen.random import generator
-from probgen.registry import Method, check_options, register
+from probgen.registry import Method, check_options, check_tol, register
 
 from .._grammar import is_grammar, is_treebank, start_params
 
@@ -38,8 +38,9 @@ class GrammarEM(Method):
         return is_grammar(model)
 
     def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
-            progress: bool, tol: float = 1e-8, start: str = "declared", **options: Any) -> Fit:
+            progress: bool, tol: float | None = 1e-8, start: str = "declared", **options: Any) -> Fit:
         check_options("em", options, ("tol", "start"))
+        check_tol(tol)
         if start not in STARTS:
             raise ValueError(f"start must be one of {list(STARTS)}, got {start!r}")
         params = start_params(model, init)
@@ -60,7 +61,7 @@ class GrammarEM(Method):
             total = float(ll.sum())
             history.append({"step": step, "log_likelihood": total})
             params = model.m_step(counts, params["probs"])             # M-step
-            if step and total - history[-2]["log_likelihood"] < tol * abs(total):
+            if tol is not None and step and total - history[-2]["log_likelihood"] < tol * abs(total):
                 break
         return Fit(model, params, history, engine=self.engine, method=self.name,
                    options={"tol": tol, "start": start, "data": "sentences"})

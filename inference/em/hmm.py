@@ -32,7 +32,7 @@ import torch
 from probgen.fit import Fit
 from probgen.ops import chain
 from probgen.progress import progress as bar
-from probgen.registry import Method, check_options, register
+from probgen.registry import Method, check_options, check_tol, register
 
 from .._chain import emissions, is_chain, start_params
 
@@ -89,6 +89,7 @@ class BaumWelch(Method):
     def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, tol: float | None = 1e-4, min_covar: float = 1e-6, **options: Any) -> Fit:
         check_options("em", options, ("tol", "min_covar"))
+        check_tol(tol)
         if min_covar < 0:
             raise ValueError(f"min_covar must be >= 0, got {min_covar}")
         steps = 100 if steps is None else steps

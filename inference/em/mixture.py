@@ -25,7 +25,7 @@ import torch
 
 from probgen.fit import Fit
 from probgen.progress import progress as bar
-from probgen.registry import Method, check_options, register
+from probgen.registry import Method, check_options, check_tol, register
 
 _HOOKS = ("init_params", "e_step", "m_step")
 
@@ -41,18 +41,17 @@ class MixtureEM(Method):
         return all(callable(getattr(model, h, None)) for h in _HOOKS) and not getattr(model, "bayesian", False)
 
     def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
-            progress: bool, tol: float = 1e-3, n_init: int = 1, reg_covar: float = 1e-6,
+            progress: bool, tol: float | None = 1e-3, n_init: int = 1, reg_covar: float = 1e-6,
             init_method: str = "kmeans++", **options: Any) -> Fit:
         """Args: ``steps`` = max iterations (default 100); ``tol``: stop when the mean
-        log-likelihood changes by less (scikit-learn's rule; 0 runs all steps);
+        log-likelihood changes by less (scikit-learn's rule; ``None`` or 0 runs all steps);
         ``n_init`` restarts from independent seeds, the best final log-likelihood wins;
         ``reg_covar`` is added to every variance; ``init`` (a dict, possibly partial)
         fixes the start of every restart; ``init_method`` "kmeans++" | "random"."""
         check_options("em", options, ("tol", "n_init", "reg_covar", "init_method"))
         if not isinstance(n_init, int) or n_init < 1:
             raise ValueError(f"n_init must be a positive integer, got {n_init!r}")
-        if not tol >= 0:
-            raise ValueError(f"tol must be >= 0, got {tol!r}")
+        check_tol(tol)
         if not reg_covar >= 0:
             raise ValueError(f"reg_covar must be >= 0, got {reg_covar!r}")
         steps = 100 if steps is None else steps
@@ -76,7 +75,7 @@ class MixtureEM(Method):
                    options={"tol": tol, "n_init": n_init, "reg_covar": reg_covar, "init_method": init_method})
 
     @staticmethod
-    def _run(model: Any, x: torch.Tensor, params: dict, steps: int, tol: float, reg_covar: float,
+    def _run(model: Any, x: torch.Tensor, params: dict, steps: int, tol: float | None, reg_covar: float,
              show: bool, restart: int) -> tuple[dict, list, bool]:
         history, prev, converged = [], -math.inf, False
         fused = getattr(model, "em_step", None)  # optional: both steps in one pass over the data
@@ -88,7 +87,7 @@ class MixtureEM(Method):
                 params = model.m_step(x, resp, reg_covar=reg_covar)
             ll = float(log_norm.mean())
             history.append({"step": it, "log_likelihood": ll})
-            if abs(ll - prev) < tol:
+            if tol is not None and abs(ll - prev) < tol:
                 converged = True
                 break
             prev = ll

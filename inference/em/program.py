@@ -50,7 +50,7 @@ from pyro.poutine.util import site_is_subsample
 from probgen.declarations import Program, UserProgram
 from probgen.fit import Fit
 from probgen.progress import progress as bar
-from probgen.registry import Method, check_options, register
+from probgen.registry import Method, check_options, check_tol, register
 
 from .._program import inspect_program
 
@@ -272,6 +272,7 @@ class ProgramEM(Method):
     def fit(self, model: Program, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, tol: float | None = 1e-8, m_steps: int = 50, **options: Any) -> Fit:
         check_options("em", options, ("tol", "m_steps"))
+        check_tol(tol)
         steps = 100 if steps is None else steps
         args = model.program_args(data)
         info = inspect_program(model.program, args)

@@ -14,7 +14,8 @@ from probgen.energy import LayeredEnergy
 from probgen.fit import Fit
 from probgen.registry import check_options, register
 
-from .._energy import MAX_BITS, EnergyMethod, exact_feasible, log_unnormalized_visible, start_params
+from .._energy import (MAX_BITS, EnergyMethod, exact_feasible, exact_marginals, log_unnormalized_visible,
+                       start_params)
 
 
 @register
@@ -54,6 +55,15 @@ class EnergyEnumeration(EnergyMethod):
             final = _symmetrised(model, free)
             history.append({"step": steps, "log_lik": float(mean_loglik(final))})
         return self.make_fit(model, {k: v.detach() for k, v in final.items()}, history, {}, {"lr": lr}, data)
+
+    def infer(self, model: LayeredEnergy, params: dict | None, data: Any, query: str, **options: Any):
+        """``query="marginals"``: the exact posterior means ``[v, E[s_1|v], …, E[s_L|v]]`` by
+        enumeration (:func:`exact_marginals`), not mean-field values."""
+        check_options("infer", options)
+        if params is None:
+            raise ValueError("infer on an energy model needs fitted parameters: pass a Fit")
+        x = model.check_data(data).double()
+        return exact_marginals(model, {k: v.double() for k, v in params.items()}, x)
 
 
 def _symmetrised(model: LayeredEnergy, p: dict) -> dict:

@@ -76,16 +76,17 @@ class ProgramNUTS(Method):
 
     def log_prob(self, fit: Fit, x: Any, max_draws: int = 200, **options: Any) -> torch.Tensor:
         """Posterior predictive log p(x | data) ≈ log mean_s p(x | θ_s) over up to
-        ``max_draws`` posterior draws (per example for declarations with ``log_prob``;
-        for user programs the log-likelihood of the observed sites given each draw,
-        summed over the data set, as a 0-d tensor)."""
+        ``max_draws`` posterior draws, per example (shape ``(N,)``): through the declaration's
+        ``log_prob`` where it has one, else the log-likelihood of the observed sites given
+        each draw (a user program whose observed sites are not all in a plate of size
+        ``len(x)`` gets the data set's total, a 0-d tensor)."""
         model, x = fit.model, fit.model.check_data(x)
         draws = _thin(fit.state["samples"], max_draws)
         if hasattr(model, "log_prob"):
             lps = torch.stack([model.log_prob(dict(fit.params, **d), x) for d in draws])
         else:
-            args = model.program_args(x)
-            lps = torch.stack([_observed_log_lik(model.program, args, d) for d in draws])
+            args, n = model.program_args(x), len(x) if isinstance(x, torch.Tensor) and x.dim() else None
+            lps = torch.stack([_observed_log_lik(model.program, args, d, n) for d in draws])
         return torch.logsumexp(lps, 0) - torch.log(torch.tensor(float(len(draws))))
 
     def sample(self, fit: Fit, n: int, seed: int | None = None) -> Any:
@@ -147,11 +148,20 @@ def _thin(samples: dict[str, torch.Tensor], k: int) -> list[dict[str, torch.Tens
     return [{name: v[i] for name, v in samples.items()} for i in idx]
 
 
-def _observed_log_lik(fn: Any, args: tuple, values: dict) -> torch.Tensor:
+def _observed_log_lik(fn: Any, args: tuple, values: dict, n: int | None) -> torch.Tensor:
+    """log p(observed sites | ``values``) per example, shape ``(n,)``, summed over every
+    dimension but the plate of size ``n`` (the data plate); the 0-d total when some observed
+    site lies in no such plate."""
     tr = poutine.trace(poutine.condition(fn, data=values)).get_trace(*args)
     tr.compute_log_prob()
-    return sum(s["log_prob_sum"] for s in tr.nodes.values() if s["type"] == "sample" and s["is_observed"]
-               and s["name"] not in values)
+    sites = [s for s in tr.nodes.values() if s["type"] == "sample" and s["is_observed"] and s["name"] not in values]
+    per = []
+    for s in sites:
+        dims = [f.dim for f in s["cond_indep_stack"] if n is not None and f.size == n and f.dim is not None]
+        if not dims:
+            return sum(s["log_prob_sum"] for s in sites)
+        per.append(s["log_prob"].movedim(dims[0], 0).reshape(n, -1).sum(1))  # plates broadcast log_prob
+    return sum(per)
 
 
 def _unconstrained(program: Any, args: tuple, init: dict, max_plate_nesting: int) -> dict:

@@ -21,7 +21,7 @@ from probgen.corpus import Corpus
 from probgen.fit import Fit
 from probgen.ops import lda as lda_ops
 from probgen.progress import progress as bar
-from probgen.registry import check_options, register
+from probgen.registry import check_options, check_tol, register
 
 from .._lda import TopicModelMethod, hyperparameters, initial_lambda, make_fit, seeded_lambda
 
@@ -42,15 +42,16 @@ class LDACAVI(TopicModelMethod):
     name = "lda-cavi"
 
     def fit(self, model: Any, data: Corpus, *, steps: int | None, seed: int | None, init: dict | None,
-            progress: bool, tol: float = 1e-5, learn_alpha: bool = False, learn_eta: bool = False,
+            progress: bool, tol: float | None = 1e-5, learn_alpha: bool = False, learn_eta: bool = False,
             e_step_tol: float = 1e-3, max_e_step: int = 100, seed_docs: int = 2, **options: Any) -> Fit:
         """``steps`` (default 200) outer iterations; stops early when the ELBO's relative
-        change falls below ``tol``. ``learn_alpha`` / ``learn_eta``: empirical-Bayes
+        change falls below ``tol`` (``None``: run every step). ``learn_alpha`` / ``learn_eta``: empirical-Bayes
         updates of the hyperparameters. ``e_step_tol`` / ``max_e_step``: the per-document
         γ convergence rule inside each E-step. ``seed_docs``: without ``init["topics"]``,
         each topic starts from the counts of this many random documents (lda-c's "seeded"
         start, :func:`seeded_lambda`); 0 gives the Gamma-noise start of the online engine."""
         check_options("meanfield", options, OPTIONS)
+        check_tol(tol)
         steps = 200 if steps is None else steps
         alpha, eta = hyperparameters(model, init)
         if not isinstance(seed_docs, int) or seed_docs < 0:
@@ -72,7 +73,7 @@ class LDACAVI(TopicModelMethod):
             elog_beta = lda_ops.dirichlet_expectation(lam)
             value = elbo(data, gamma, lam, alpha, eta, elog_beta)
             history.append({"step": it, "elbo": value, "e_step_iterations": inner})
-            if prev is not None and abs(value - prev) <= tol * abs(value):
+            if tol is not None and prev is not None and abs(value - prev) <= tol * abs(value):
                 break
             prev = value
         return make_fit(self, model, lam, alpha, eta, data, history, {"lambda": lam},

@@ -28,7 +28,7 @@ from probgen.fit import Fit
 from probgen.ops import gaussian
 from probgen.progress import progress as bar
 from probgen.random import generator
-from probgen.registry import Method, check_options, register
+from probgen.registry import Method, check_options, check_tol, register
 
 PRIORS = ("weight_concentration_prior", "mean_prior", "mean_precision_prior", "degrees_of_freedom_prior",
           "covariance_prior")
@@ -107,13 +107,14 @@ class BayesianMixtureCAVI(Method):
                 and all(hasattr(model, a) for a in ("k", "dim", "check_data") + PRIORS))
 
     def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
-            progress: bool, tol: float = 1e-3, reg_covar: float = 1e-6, init_resp: Any = None,
+            progress: bool, tol: float | None = 1e-3, reg_covar: float = 1e-6, init_resp: Any = None,
             **options: Any) -> Fit:
         """``steps`` (default 100) iterations; stops when the lower bound changes by less
-        than ``tol`` (absolute, as scikit-learn). ``init_resp``: starting responsibilities
+        than ``tol`` (absolute, as scikit-learn; ``None``: run every step). ``init_resp``: starting responsibilities
         (N, K); default the declaration's own initialisation (``init_params`` then
         ``responsibilities``, e.g. k-means++) or, lacking those, random ones."""
         check_options("meanfield", options, OPTIONS)
+        check_tol(tol)
         if init:
             raise ValueError("the Bayesian mixture starts from responsibilities: pass init_resp=(N, K)")
         steps = 100 if steps is None else steps
@@ -127,7 +128,7 @@ class BayesianMixtureCAVI(Method):
             q = m_step(x, torch.exp(log_r), p, reg_covar)
             lb = lower_bound(q, log_r, model.dim)
             history.append({"step": it, "elbo": lb})
-            if prev is not None and abs(lb - prev) < tol:
+            if tol is not None and prev is not None and abs(lb - prev) < tol:
                 break
             prev = lb
         params = {"weights": q["alpha"] / q["alpha"].sum(), "loc": q["m"], "scale_tril": q["cov_chol"]}
