@@ -49,6 +49,9 @@ class Fit:
         Monte Carlo estimates and bounds use ``seed``, so the same call gives the same answer."""
         from probgen.random import seeded
         method = self._method()
+        registry.check_options("log_prob", {k: v for k, v in options.items()
+                                             if k not in registry.named_options(method.log_prob, ("fit", "x"))},
+                               registry.named_options(method.log_prob, ("fit", "x")))
         if (self._log_prob_kind or method.log_prob_kind) == "exact":  # no randomness to seed
             with torch.no_grad():
                 return method.log_prob(self, x, **options)
@@ -66,12 +69,17 @@ class Fit:
         with torch.no_grad():
             return m.log_partition(self, method, **options)
 
-    def sample(self, n: int, seed: int | None = None) -> Any:
-        """``n`` draws from the fitted generative model."""
+    def sample(self, n: int, seed: int | None = None, **options: Any) -> Any:
+        """``n`` draws from the fitted generative model; ``options`` are the sampling options
+        of the method that made the fit (e.g. ``burn_in`` for Boltzmann machines); an unknown
+        one is a ``ValueError`` naming the known ones."""
         if not isinstance(n, int) or n <= 0:
             raise ValueError(f"n must be a positive integer, got {n!r}")
+        method = self._method()
+        known = registry.named_options(method.sample, ("fit", "n", "seed"))
+        registry.check_options("sample", {k: v for k, v in options.items() if k not in known}, known)
         with torch.no_grad():
-            return self._method().sample(self, n, seed=seed)
+            return method.sample(self, n, seed=seed, **options)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the fit to ``path`` atomically (a temporary file, then a rename)."""

@@ -89,6 +89,16 @@ def check_tol(tol: Any) -> float | None:
     return tol
 
 
+def named_options(fn: Callable, skip: tuple[str, ...]) -> tuple[str, ...]:
+    """The keyword options a method's function takes by name (its signature less ``skip``
+    and ``**options``): what the core lets through to it, so that a method cannot forget
+    to refuse an unknown option."""
+    import inspect
+    params = inspect.signature(fn).parameters.values()
+    return tuple(p.name for p in params if p.name not in skip
+                 and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+
+
 def register(cls: type[Method]) -> type[Method]:
     """Class decorator: add a :class:`Method` to its engine's registry."""
     if cls.engine not in ENGINE_DESCRIPTIONS:

@@ -1,5 +1,6 @@
 """One contract over every registered engine × compatible built-in model: a short fit has
-a finite history, samples, a finite log_prob, and survives a save/load round trip."""
+a finite history, samples, a finite log_prob, refuses unknown log_prob / sample options, and
+survives a save/load round trip."""
 import math
 
 import pytest
@@ -38,6 +39,11 @@ def test_contract(name, engine, tmp_path):
     lp = fit.log_prob(data)
     assert torch.isfinite(torch.as_tensor(lp)).all()
     assert fit.log_prob_kind in ("exact", "bound", "estimate")
+    # strict: an unknown option is refused by the core, whatever the method
+    with pytest.raises(ValueError, match="unknown log_prob options"):
+        fit.log_prob(data, bogus=1)
+    with pytest.raises(ValueError, match="unknown sample options"):
+        fit.sample(2, seed=0, bogus=1)
     fit.save(tmp_path / "fit.pt")
     again = pg.load(tmp_path / "fit.pt")
     assert torch.equal(torch.as_tensor(again.log_prob(data)), torch.as_tensor(lp))
