@@ -49,9 +49,10 @@ class Fit:
         Monte Carlo estimates and bounds use ``seed``, so the same call gives the same answer."""
         from probgen.random import seeded
         method = self._method()
-        registry.check_options("log_prob", {k: v for k, v in options.items()
-                                             if k not in registry.named_options(method.log_prob, ("fit", "x"))},
-                               registry.named_options(method.log_prob, ("fit", "x")))
+        known = registry.named_options(method.log_prob, ("fit", "x", "seed"))
+        registry.check_options("log_prob", {k: v for k, v in options.items() if k not in known}, known)
+        if "seed" in registry.named_options(method.log_prob, ("fit", "x")):  # a Monte Carlo estimate
+            options["seed"] = seed
         if (self._log_prob_kind or method.log_prob_kind) == "exact":  # no randomness to seed
             with torch.no_grad():
                 return method.log_prob(self, x, **options)

@@ -80,11 +80,11 @@ class Adversarial(Method):
         return Fit(model, model.init_params(), history, engine=self.engine, method=self.name,
                    options={"loss": loss, "lr": lr, "batch_size": batch_size, "gradient_penalty": gradient_penalty})
 
-    def log_prob(self, fit: Fit, x: Any, n_samples: int = 10000, **options: Any) -> torch.Tensor:
+    def log_prob(self, fit: Fit, x: Any, n_samples: int = 10000, seed: int = 0) -> torch.Tensor:
         """Parzen-window estimate of log p(x): a Gaussian kernel density on ``n_samples``
-        generated points with Scott's bandwidth."""
+        generated points (drawn with ``seed``) with Scott's bandwidth."""
         x = fit.model.check_data(x)
-        s = fit.model.sample(fit.params, n_samples, seed=0)
+        s = fit.model.sample(fit.params, n_samples, seed=seed)
         return parzen_log_prob(s, x)
 
 

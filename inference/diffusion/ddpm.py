@@ -27,6 +27,10 @@ class DDPM(Method):
     needs = "a diffusion declaration (q_sample, p_sample and a denoiser network)"
     log_prob_kind = "bound"
 
+    def log_prob(self, fit: Fit, x: Any, seed: int = 0) -> torch.Tensor:
+        """The variational bound per example; its Monte Carlo noise (steps, ε) drawn with ``seed``."""
+        return fit.model.log_prob(fit.params, fit.model.check_data(x), seed=seed)
+
     def accepts(self, model: Any) -> bool:
         return all(hasattr(model, a) for a in ("q_sample", "p_sample", "net"))
 

@@ -76,9 +76,11 @@ class LangevinCD(Method):
                    state={"buffer": buffer, "proposal": proposal},
                    options={"k": k, "step_size": step_size, "lr": lr, "metropolis": metropolis})
 
-    def log_prob(self, fit: Fit, x: Any, n_samples: int = 20000, **options: Any) -> torch.Tensor:
-        """−E(x)/T − log Ẑ, Ẑ by importance sampling from a widened Gaussian fit to the data."""
-        return fit.model.log_prob_with(fit.params, fit.model.check_data(x), fit.state["proposal"], n_samples)
+    def log_prob(self, fit: Fit, x: Any, n_samples: int = 20000, seed: int = 0) -> torch.Tensor:
+        """−E(x)/T − log Ẑ, Ẑ by importance sampling (``n_samples`` draws with ``seed``) from a
+        widened Gaussian fit to the data."""
+        return fit.model.log_prob_with(fit.params, fit.model.check_data(x), fit.state["proposal"], n_samples,
+                                       seed=seed)
 
     def sample(self, fit: Fit, n: int, seed: int | None = None) -> torch.Tensor:
         """Langevin chains started from random replay-buffer entries (Du & Mordatch 2019)."""
