@@ -622,8 +622,9 @@ def exact_marginals(model: LayeredEnergy, params: dict, x: torch.Tensor, *, max_
     M = 1 << bits
     bitmat = ((torch.arange(M)[:, None] >> torch.arange(bits)) & 1).to(x.dtype)   # (M, bits)
     outs: list[list[torch.Tensor]] = [[] for _ in range(L)]
-    for s in range(0, x.shape[0], max(1, chunk // M)):
-        xs = x[s:s + max(1, chunk // M)]
+    rows = max(1, chunk // M)  # data rows per chunk: rows × M configurations at a time
+    for s in range(0, x.shape[0], rows):
+        xs = x[s:s + rows]
         N = xs.shape[0]
         st = [xs.repeat_interleave(M, 0)] + [None] * (L - 1)
         off = 0

@@ -92,13 +92,10 @@ class EnergyModel(Declaration):
         """An undirected model of x alone: x and its energy factor E_θ(x), p(x) ∝ exp(−E(x)/T)."""
         from probgen.graph import plate_diagram
         check_options("structure", options)
-        g = plate_diagram({"x": {"kind": "observed", "plates": ("data",)},
-                           "energy": {"kind": "factor", "plates": ("data",)}},
-                          [("energy", "x")], {"data": None}, undirected=True)
-        if params:
-            g.add_node("energy_net", kind="param", plates=())
-            g.add_edge("energy_net", "energy", directed=True)
-        return g
+        return plate_diagram({"x": {"kind": "observed", "plates": ("data",)},
+                              "energy": {"kind": "factor", "plates": ("data",)}},
+                             [("energy", "x")], {"data": None},
+                             {"energy_net": ["energy"]} if params else None, undirected=True)
 
     def check_data(self, data: Any) -> torch.Tensor:
         return check_matrix(data, self.dim, dtype=torch.float32)

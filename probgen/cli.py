@@ -195,8 +195,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     x = fit.sample(args.n, seed=args.seed)
     if isinstance(x, dict):  # several sites (a classifier's X and y): one column block each
         import torch
-        x = torch.cat([torch.as_tensor(v).reshape(args.n, -1) for v in x.values()], 1)
-        print(f"columns: {', '.join(f'{k} {tuple(v.shape[1:]) or (1,)}' for k, v in fit.sample(1, seed=0).items())}")
+        blocks = {k: torch.as_tensor(v).reshape(args.n, -1) for k, v in x.items()}
+        print("columns: " + ", ".join(f"{k} ({v.shape[1]},)" for k, v in blocks.items()))
+        x = torch.cat(list(blocks.values()), 1)
     if args.output.endswith(".png"):
         from probgen.plots import save_samples_png
         save_samples_png(x, args.output)

@@ -49,8 +49,7 @@ class Fit:
         Monte Carlo estimates and bounds use ``seed``, so the same call gives the same answer."""
         from probgen.random import seeded
         method = self._method()
-        known = registry.named_options(method.log_prob, ("fit", "x", "seed"))
-        registry.check_options("log_prob", {k: v for k, v in options.items() if k not in known}, known)
+        registry.check_named_options("log_prob", method.log_prob, options, ("fit", "x", "seed"))
         if "seed" in registry.named_options(method.log_prob, ("fit", "x")):  # a Monte Carlo estimate
             options["seed"] = seed
         if (self._log_prob_kind or method.log_prob_kind) == "exact":  # no randomness to seed
@@ -77,8 +76,7 @@ class Fit:
         if not isinstance(n, int) or n <= 0:
             raise ValueError(f"n must be a positive integer, got {n!r}")
         method = self._method()
-        known = registry.named_options(method.sample, ("fit", "n", "seed"))
-        registry.check_options("sample", {k: v for k, v in options.items() if k not in known}, known)
+        registry.check_named_options("sample", method.sample, options, ("fit", "n", "seed"))
         with torch.no_grad():
             return method.sample(self, n, seed=seed, **options)
 

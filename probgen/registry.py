@@ -99,6 +99,12 @@ def named_options(fn: Callable, skip: tuple[str, ...]) -> tuple[str, ...]:
                  and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
 
 
+def check_named_options(what: str, fn: Callable, options: dict, skip: tuple[str, ...]) -> None:
+    """Refuse the ``options`` that ``fn`` does not take by name (:func:`named_options`)."""
+    known = named_options(fn, skip)
+    check_options(what, {k: v for k, v in options.items() if k not in known}, known)
+
+
 def register(cls: type[Method]) -> type[Method]:
     """Class decorator: add a :class:`Method` to its engine's registry."""
     if cls.engine not in ENGINE_DESCRIPTIONS:
