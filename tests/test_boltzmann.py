@@ -202,7 +202,7 @@ def test_training_raises_exact_heldout_loglik(persistent):
 def test_exact_engine_gradient_ascent_increases_likelihood():
     m, x = BoltzmannMachine.example()
     fit = pg.fit(m, x, engine="exact", steps=30, lr=0.05, seed=0)
-    ll = [r["log_lik"] for r in fit.history]
+    ll = [r["log_likelihood"] for r in fit.history]
     assert ll[-1] > ll[0] + 0.1
     R = fit.params["R"]
     torch.testing.assert_close(R, R.T)
@@ -323,7 +323,7 @@ def test_importance_sampled_log_unnormalized_matches_enumeration(model):
     v = all_states(6)[::5]
     exact, ok = log_unnormalized_visible(model, p, v)
     assert ok
-    reps = torch.stack([log_unnormalized_visible(model, p, v, samples=200, max_bits=2,
+    reps = torch.stack([log_unnormalized_visible(model, p, v, num_samples=200, max_bits=2,
                                                  g=torch.Generator().manual_seed(r))[0] for r in range(20)])
     # 20 independent estimates per row: their mean is within 4 standard errors of the exact
     # value, up to the O(1/S) downward bias of a log of a 200-sample mean (≤ 0.01 here since

@@ -20,3 +20,11 @@ def test_readme_commands_are_what_ci_runs():
     assert 'pip install torch==2.13.0 -e ".[dev]" && probgen demo' in README
     assert 'pip install -q torch==2.13.0 -e ".[dev]"' in ci
     assert "\npytest\n" in README and "\npytest\n" in ci
+
+
+def test_methods_table_matches_registry():
+    from probgen.cli import methods_table
+    block = re.search(r"<!-- methods:start -->\n(.*?)\n<!-- methods:end -->", README, re.S)
+    assert block, "README has a methods table (steps unit, history objective) between methods markers"
+    assert block.group(1).strip() == methods_table().strip(), \
+        "README methods table is stale: regenerate it with `probgen list`"

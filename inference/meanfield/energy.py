@@ -25,6 +25,8 @@ from .._energy import EnergyMethod, _dtype, greedy_pretrain, start_params, train
 class EnergyMeanField(EnergyMethod):
     engine = "meanfield"
     name = "energy"
+    objective = "recon_error"
+    steps_unit = "epochs (passes over the data)"
     needs = "an undirected layered energy model with hidden layers (BM, RBM, DBM)"
 
     def accepts(self, model: Any) -> bool:
