@@ -38,8 +38,35 @@ def _check_history(fit):
                 assert _finite(value), f"non-finite {key} in history: {record}"
 
 
+def _coin_mixture(x):
+    """A user program for the generic EM: two Bernoulli components, the assignment enumerated."""
+    import pyro
+    import pyro.distributions as dist
+    from torch.distributions import constraints
+    w = pyro.param("weights", lambda: torch.tensor([0.4, 0.6], dtype=torch.float64), constraint=constraints.simplex)
+    p = pyro.param("probs", lambda: torch.tensor([0.3, 0.6], dtype=torch.float64), constraint=constraints.unit_interval)
+    with pyro.plate("N", len(x)):
+        z = pyro.sample("z", dist.Categorical(w))
+        pyro.sample("x", dist.Bernoulli(p[z]), obs=x)
+
+
+def _extra_tol_examples():
+    """Cases for methods that take ``tol`` but that no built-in example reaches iteratively:
+    the Bayesian mixture (meanfield), network EM with missing cells, and the generic EM of
+    a user program."""
+    from probgen.models import GaussianMixture
+    x = registry.models()["gmm"].example(seed=0)[1]
+    bn, rows = registry.models()["bn"].example(seed=0)
+    rows = rows.clone()
+    rows[::2, 0] = -1
+    coins = (torch.rand(80, generator=torch.Generator().manual_seed(0)) < 0.5).double()
+    return {"bgmm-meanfield": (GaussianMixture(2, x.shape[1], bayesian=True), x, "meanfield"),
+            "bn_missing-em": (bn, rows, "em"), "program-em": (_coin_mixture, coins, "em")}
+
+
 def _tol_cases():
-    """Every model x engine cell whose method takes ``tol`` (read from its signature)."""
+    """Every model x engine cell whose method takes ``tol`` (read from its signature), and
+    the extra examples."""
     cases = []
     for name, cls in sorted(registry.models().items()):
         model, data = cls.example(seed=0)
@@ -47,7 +74,19 @@ def _tol_cases():
             method = registry.find_method(model, engine)
             if "tol" in registry.named_options(method.fit, ()):
                 cases.append(pytest.param(name, engine, id=f"{name}-{engine}"))
-    return cases
+    return cases + [pytest.param(key, None, id=key) for key in _extra_tol_examples()]
+
+
+def test_every_method_with_tol_is_covered():
+    """A new method that takes ``tol`` is reached by the test below (or is given an example)."""
+    covered = set()
+    examples = [registry.models()[p.values[0]].example(seed=0) + (p.values[1],) for p in _tol_cases()
+                if p.values[1] is not None] + list(_extra_tol_examples().values())
+    for model, _, engine in examples:
+        covered.add(type(registry.find_method(registry.as_declaration(model), engine)))
+    with_tol = {type(m) for e in pg.engines() for m in registry.methods(e)
+                if "tol" in registry.named_options(m.fit, ())}
+    assert with_tol <= covered, f"methods taking tol without a tol=None example: {with_tol - covered}"
 
 
 @pytest.mark.parametrize("name,engine", _tol_cases())
@@ -55,7 +94,10 @@ def test_tol_none_runs_every_step(name, engine):
     """``tol=None`` never stops early: the history has exactly ``steps`` records, one per
     iteration (a fit that is closed form for these data says so in ``state["closed_form"]``
     and has its one record)."""
-    model, data = registry.models()[name].example(seed=0)
+    if engine is None:
+        model, data, engine = _extra_tol_examples()[name]
+    else:
+        model, data = registry.models()[name].example(seed=0)
     steps = 7
     fit = pg.fit(model, data, engine=engine, steps=steps, seed=0, tol=None, progress=False)
     if fit.state.get("closed_form"):
