@@ -709,11 +709,13 @@ class EnergyMethod(Method):
         """``n`` independent chains, each run ``warmup`` Gibbs sweeps (the last state is the draw)."""
         return fit.model.sample(fit.params, n, seed=seed, warmup=warmup)
 
-    def infer(self, model: LayeredEnergy, params: dict | None, data: Any, query: str, iters: int = 50,
-              tol: float = 1e-6, **options: Any):
+    def infer(self, model: LayeredEnergy, params: dict | None, data: Any, query: str, mf_iters: int = 50,
+              mf_tol: float = 1e-6, **options: Any):
         """``query="marginals"``: mean-field posterior means of every hidden layer given the
-        visible rows, a list ``[v, μ_1, …, μ_L]`` (a DBN: its bottom-up recognition pass)."""
-        check_options("infer", options, ("iters", "tol"))
+        visible rows, a list ``[v, μ_1, …, μ_L]`` (a DBN: its bottom-up recognition pass):
+        at most ``mf_iters`` fixed-point sweeps, stopping when no mean moves by more than
+        ``mf_tol`` (the names of the training option; not the fit's ``tol``)."""
+        check_options("infer", options, ("mf_iters", "mf_tol"))
         if params is None:
             raise ValueError("infer on an energy model needs fitted parameters: pass a Fit")
         x = model.check_data(data).double()
@@ -723,5 +725,5 @@ class EnergyMethod(Method):
                 out.append(model.recognition_mean(params, out[-1], l))
             return out
         hidden = [l for l in model.undirected_layers if l != 0]
-        mu, _ = model.mean_field(params, [x] + [None] * (model.n_layers - 1), hidden, iters=iters, tol=tol)
+        mu, _ = model.mean_field(params, [x] + [None] * (model.n_layers - 1), hidden, iters=mf_iters, tol=mf_tol)
         return mu

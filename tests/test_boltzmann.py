@@ -222,7 +222,7 @@ def test_dbm_mean_field_fixed_point():
     torch.testing.assert_close(mu2, torch.sigmoid(p["b2"] + mu1 @ p["W2"]), rtol=0, atol=1e-10)
     # pg.infer gives the same posterior means
     fit = pg.fit(m, v, engine="exact", init=p, steps=0)
-    inf = pg.infer(fit, v, engine="meanfield", iters=500, tol=1e-12)
+    inf = pg.infer(fit, v, engine="meanfield", mf_iters=500, mf_tol=1e-12)
     torch.testing.assert_close(inf[1], mu1, rtol=0, atol=1e-8)
 
 
