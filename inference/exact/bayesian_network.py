@@ -81,6 +81,8 @@ class NetworkExact(Method):
     queries = ("marginals", "map")
     objective = "log_likelihood"
     steps_unit = "none (closed form: counting; steps is ignored)"
+    accepts_init = False
+    init_hint = "the tables are counted from complete rows; engine='em' starts from init"
 
     def accepts(self, model: Any) -> bool:
         return is_network(model)

@@ -103,6 +103,8 @@ class BayesianMixtureCAVI(Method):
     log_prob_kind = "estimate"
     objective = "elbo"
     steps_unit = "CAVI iterations"
+    accepts_init = False
+    init_hint = "it starts from responsibilities: pass init_resp=(N, K)"
 
     def accepts(self, model: Any) -> bool:
         return (getattr(model, "bayesian", False) is True and getattr(model, "covariance", None) == "full"
@@ -118,8 +120,6 @@ class BayesianMixtureCAVI(Method):
         ``responsibilities``, e.g. k-means++) or, lacking those, random ones."""
         check_options("meanfield", options, OPTIONS)
         check_tol(tol)
-        if init:
-            raise ValueError("the Bayesian mixture starts from responsibilities: pass init_resp=(N, K)")
         steps = 100 if steps is None else steps
         x = torch.as_tensor(data, dtype=torch.float64)
         p = prior_values(model, x)
