@@ -115,8 +115,8 @@ class BayesianMixtureCAVI(Method):
             **options: Any) -> Fit:
         """``steps`` (default 100) iterations; stops when the relative change of the lower
         bound is below ``tol`` (:func:`probgen.registry.converged`; ``None``: run every
-        step). ``history`` records ``"elbo"`` per example (scikit-learn's lower bound / N). ``init_resp``: starting responsibilities
-        (N, K); default the declaration's own initialisation (``init_params`` then
+        step). ``history`` records ``"elbo"`` per example (scikit-learn's lower bound / N).
+        ``init_resp``: starting responsibilities (N, K); default the declaration's own initialisation (``init_params`` then
         ``responsibilities``, e.g. k-means++) or, lacking those, random ones."""
         check_options("meanfield", options, OPTIONS)
         check_tol(tol)
