@@ -190,24 +190,39 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def plot_history(fit: Any, path: str) -> None:
-    """A PNG of the loss / log-likelihood curve of ``fit.history``."""
+def plot_history(fit: Any, path: str) -> int:
+    """A PNG of ``fit.history``'s objective (``fit.objective``, per example) against the step,
+    one line per chain or stage where the history has several; a closed-form fit (one
+    record) is drawn as its one value, labelled so. Returns the number of points drawn."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    keys = [k for k in ("log_likelihood", "log_evidence", "elbo", "loss")
-            if fit.history and k in fit.history[0]]
+    key = fit.objective
+    rows = [h for h in fit.history if isinstance(h.get(key), (int, float))]
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    if keys:
-        ax.plot([h.get("step", i) for i, h in enumerate(fit.history)], [h[keys[0]] for h in fit.history])
-        ax.set_ylabel(keys[0].replace("_", " "))
-    else:
-        ax.text(0.5, 0.5, "no per-step curve for this engine", ha="center", va="center")
-    ax.set_xlabel("step")
-    ax.set_title(f"{type(fit.model).__name__} · {fit.engine}")
+    group = next((g for g in ("chain", "stage") if rows and g in rows[0]), None)
+    lines: dict[Any, list[dict]] = {}
+    for h in rows:
+        lines.setdefault(h.get(group) if group else None, []).append(h)
+    for name, hs in lines.items():
+        steps = [h.get("step", i) for i, h in enumerate(hs)]
+        ax.plot(steps, [h[key] for h in hs], marker="o" if len(hs) == 1 else None,
+                label=None if name is None else f"{group} {name}")
+    if len(lines) > 1:
+        ax.legend(fontsize=7)
+    if len(rows) == 1:
+        ax.set_title(f"{type(fit.model).__name__} · {fit.engine} (closed form: one step)")
+    elif not rows:
+        what = "closed form: no iterations" if fit.state.get("closed_form") else f"the history records no {key!r}"
+        ax.text(0.5, 0.5, what, ha="center", va="center")
+    if len(rows) != 1:
+        ax.set_title(f"{type(fit.model).__name__} · {fit.engine}")
+    ax.set_xlabel(f"step ({fit._method().steps_unit})" if fit._method().steps_unit else "step")
+    ax.set_ylabel(key.replace("_", " ") + " per example")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return len(rows)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
