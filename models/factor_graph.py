@@ -106,7 +106,11 @@ class FactorGraph(Declaration):
         """``(N, V)`` integer assignments with 0 <= x[:, j] < cardinality of variable j."""
         if data is None:
             raise ValueError(f"data must be an (N, {len(self.variables)}) integer tensor of assignments, got None")
-        x = torch.as_tensor(data)
+        try:
+            x = torch.as_tensor(data)
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(f"data must be an (N, {len(self.variables)}) integer tensor of assignments "
+                             f"(columns {list(self.variables)}), got {type(data).__name__}") from None
         if x.dim() == 1 and len(self.variables) > 1 and x.shape[0] == len(self.variables):
             x = x[None]
         if x.dim() != 2 or x.shape[1] != len(self.variables) or x.shape[0] == 0:

@@ -1,12 +1,13 @@
 """The public entry points: ``fit``, ``infer``, ``engines``, ``compatible``, ``load``."""
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
 
 from probgen import registry
-from probgen.fit import Fit, load  # noqa: F401  (re-exported)
+from probgen.fit import Fit, load, own_param_store  # noqa: F401  (re-exported)
 from probgen.random import seeded
 
 engines = registry.engines
@@ -28,46 +29,106 @@ def fit(model: Any, data: Any = None, engine: str | None = None, steps: int | No
       options: engine options (``tol``, ``n_init``, ``lr``, ``batch_size``, ...).
     Returns: a :class:`Fit`.
     """
-    model = registry.as_declaration(model)
+    # a fit is a value: it trains its own copy of the declaration (neural declarations hold
+    # networks that training would otherwise change in place) in its own Pyro param store
+    # a fit is a value: it trains its own copy of the declaration (neural declarations hold
+    # networks that training would otherwise change in place) in its own Pyro param store
+    model = copy.deepcopy(registry.as_declaration(model))
     method = registry.find_method(model, engine)
-    if steps is not None and (not isinstance(steps, int) or steps < 0):
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 0):
         raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
-    if init is not None:
-        init = _check_init(init)
+    registry.check_options(method.engine, {k: v for k, v in options.items() if k not in method.fit_options(model)},
+                           method.fit_options(model))
     data = model.check_data(data)
-    with seeded(seed):
-        return method.fit(model, data, steps=steps, seed=seed, init=init, progress=progress, **options)
+    if init is not None:
+        init = _check_init(model, method, init, data)
+    with seeded(seed), own_param_store() as store:
+        result = method.fit(model, data, steps=steps, seed=seed, init=init, progress=progress, **options)
+    if store["params"]:  # e.g. an SVI guide's parameters, read back when the fit is evaluated
+        result.state["param_store"] = {"params": {k: v.detach().clone() for k, v in store["params"].items()},
+                                       "constraints": store["constraints"]}
+    return result
 
 
-def infer(model_or_fit: Any, data: Any = None, query: str = "marginals", engine: str = "exact",
+def infer(model_or_fit: Any, data: Any = None, query: str = "marginals", engine: str | None = None,
           **options: Any) -> Any:
     """Posterior queries: ``query="marginals"`` (posterior marginals) or ``"map"``
     (most probable assignment); families add their own (``"encode"``, ...).
 
     With a :class:`Fit` the fitted parameters are used; with a declaration, its own
-    (declared) parameters. Where the ``exact`` engine does not fit the model (a VAE's
-    ``query="encode"``, say), a fit is asked through the engine that made it."""
+    (declared) parameters. ``engine``: the engine that answers; ``None`` = ``"exact"`` where
+    the exact engine takes the model, else (a VAE's ``query="encode"``, say) the engine that
+    made the fit. A named engine answers itself or refuses: ``engine="exact"`` never hands
+    the query to an approximate engine. Options are the answering method's (checked by the
+    core: an unknown one is a ``ValueError``)."""
+    if isinstance(model_or_fit, Fit):
+        with model_or_fit.own_param_store():
+            return _infer(model_or_fit, data, query, engine, options)
+    with own_param_store():
+        return _infer(model_or_fit, data, query, engine, options)
+
+
+def _infer(model_or_fit: Any, data: Any, query: str, engine: str, options: dict) -> Any:
     if isinstance(model_or_fit, Fit):
         model, params = model_or_fit.model, model_or_fit.params
-        if (engine == "exact" and query in model_or_fit._method().queries
-                and not any(m.accepts(model) for m in registry.methods("exact"))):
-            engine = model_or_fit.engine
     else:
         model, params = registry.as_declaration(model_or_fit), None
+    if engine is None:
+        exact = any(m.accepts(model) for m in registry.methods("exact"))
+        engine = "exact" if exact or not isinstance(model_or_fit, Fit) else model_or_fit.engine
     method = registry.find_method(model, engine)
+    registry.check_named_options(f"{query!r} query", method.infer, options, _INFER_ARGS)
     if method.queries and query not in method.queries:
         raise ValueError(f"engine {engine!r} answers queries {list(method.queries)} on "
                          f"{type(model).__name__}, not {query!r}")
     return method.infer(model, params, data, query, **options)
 
 
-def _check_init(init: Any) -> dict[str, torch.Tensor]:
+_INFER_ARGS = ("model", "params", "data", "query")
+
+
+def _check_init(model: Any, method: registry.Method, init: Any, data: Any) -> dict[str, torch.Tensor]:
+    """``init`` as tensors, checked once for every method: a dict, finite, refused by a method
+    that does not start from parameters, and — where the declaration can state its parameters
+    (``param_shapes()`` or ``init_params``) — only its parameter names, each with its shape."""
     if not isinstance(init, dict):
         raise ValueError(f"init must be a dict of parameter tensors, got {type(init).__name__}")
+    what = f"the {method.engine!r} method {method.name!r} for {type(model).__name__}"
+    if not method.accepts_init:
+        raise ValueError(f"{what} does not start from parameters, so it cannot use init"
+                         + (f" ({method.init_hint})" if method.init_hint else ""))
     out = {}
     for k, v in init.items():
-        t = torch.as_tensor(v)
+        try:
+            t = torch.as_tensor(v)
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(f"init[{k!r}] must be a tensor or array, got {type(v).__name__}") from None
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise ValueError(f"init[{k!r}] contains NaN or inf")
         out[k] = t
+    shapes = _param_shapes(model, data)
+    if shapes is not None:
+        unknown = sorted(set(out) - set(shapes))
+        if unknown:
+            raise ValueError(f"init names {unknown}, which are not parameters of {type(model).__name__}; "
+                             f"parameters: {sorted(shapes)}")
+        for k, t in out.items():
+            if tuple(t.shape) != tuple(shapes[k]):
+                raise ValueError(f"init[{k!r}] has shape {tuple(t.shape)}; {type(model).__name__} "
+                                 f"expects {tuple(shapes[k])}")
     return out
+
+
+def _param_shapes(model: Any, data: Any) -> dict[str, tuple[int, ...]] | None:
+    """The declaration's parameter shapes: ``param_shapes()`` where it states them, else the
+    shapes of a start from ``init_params`` (seeded and with the caller's random state restored,
+    so checking ``init`` draws nothing from the fit's stream); ``None`` where it has neither
+    (a user program: its method checks names against the traced ``pyro.param`` sites)."""
+    if hasattr(model, "param_shapes"):
+        return {k: tuple(v) for k, v in model.param_shapes().items()}
+    try:
+        with seeded(0):
+            start = model.init_params(data, seed=0)
+    except NotImplementedError:
+        return None
+    return {k: tuple(torch.as_tensor(v).shape) for k, v in start.items()}

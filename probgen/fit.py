@@ -1,10 +1,12 @@
 """The result of fitting a declaration: parameters, history, evaluation, sampling, save/load."""
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
-from typing import Any
+from typing import Any, Iterator
 
+import pyro
 import torch
 
 from probgen import registry
@@ -38,6 +40,12 @@ class Fit:
         self.options = dict(options or {})
         self._log_prob_kind = log_prob_kind
 
+    def own_param_store(self) -> contextlib.AbstractContextManager:
+        """Pyro's global param store holding this fit's own parameters (``state["param_store"]``,
+        saved by :func:`probgen.fit` from the store the fit was trained in) for the duration of
+        a ``with`` block; outside it, and after it, the user's store is as it was."""
+        return own_param_store(self.state.get("param_store"))
+
     # -- the method object that made this fit: evaluation and sampling go through it
     def _method(self) -> registry.Method:
         return registry.find_method(self.model, self.engine, self.method)
@@ -55,10 +63,8 @@ class Fit:
         registry.check_named_options("log_prob", method.log_prob, options, ("fit", "x", "seed"))
         if "seed" in registry.named_options(method.log_prob, ("fit", "x")):  # a Monte Carlo estimate
             options["seed"] = seed
-        if (self._log_prob_kind or method.log_prob_kind) == "exact":  # no randomness to seed
-            with torch.no_grad():
-                return method.log_prob(self, x, **options)
-        with torch.no_grad(), seeded(seed):
+        exact = (self._log_prob_kind or method.log_prob_kind) == "exact"  # no randomness to seed
+        with torch.no_grad(), self.own_param_store(), seeded(None if exact else seed):
             return method.log_prob(self, x, **options)
 
     def log_partition(self, method: str = "auto", **options: Any) -> Any:
@@ -69,7 +75,7 @@ class Fit:
         if not hasattr(m, "log_partition"):
             raise ValueError(f"the {self.engine!r} method {self.method!r} computes no partition function "
                              f"for {type(self.model).__name__}")
-        with torch.no_grad():
+        with torch.no_grad(), self.own_param_store():
             return m.log_partition(self, method, **options)
 
     def sample(self, n: int, seed: int | None = None, **options: Any) -> Any:
@@ -80,7 +86,7 @@ class Fit:
             raise ValueError(f"n must be a positive integer, got {n!r}")
         method = self._method()
         registry.check_named_options("sample", method.sample, options, ("fit", "n", "seed"))
-        with torch.no_grad():
+        with torch.no_grad(), self.own_param_store():
             return method.sample(self, n, seed=seed, **options)
 
     def save(self, path: str | os.PathLike) -> None:
@@ -114,6 +120,18 @@ class Fit:
         last = self.history[-1] if self.history else {}
         return (f"Fit({self.model!r}, engine={self.engine!r}, method={self.method!r}, "
                 f"steps={len(self.history)}, last={last})")
+
+
+@contextlib.contextmanager
+def own_param_store(saved: dict | None = None) -> Iterator[dict]:
+    """Run a block in a param store of its own: empty, or a copy of ``saved`` (Pyro's
+    ``{"params": {name: unconstrained}, "constraints": {name: constraint}}`` state), so that
+    no fit reads or changes another's parameters. Yields the dict that holds the block's
+    final state when it ends."""
+    saved = saved or {"params": {}, "constraints": {}}
+    state = {"params": dict(saved["params"]), "constraints": dict(saved["constraints"])}
+    with pyro.get_param_store().scope(state):
+        yield state
 
 
 def load(path: str | os.PathLike) -> Fit:

@@ -31,6 +31,9 @@ ENGINE_DESCRIPTIONS: dict[str, str] = {
     "diffusion": "forward noising chain, learned reverse chain",
 }
 
+#: the arguments every ``Method.fit`` takes, which are not engine options
+FIT_ARGS = ("model", "data", "steps", "seed", "init", "progress")
+
 _METHODS: dict[str, list["Method"]] = {}
 _MODELS: dict[str, type] = {}
 _loaded = False
@@ -56,6 +59,10 @@ class Method:
     #: a generic method (any Pyro program) is tried only after every specific method of its
     #: engine, whatever the import order
     generic: bool = False
+    #: whether :meth:`fit` starts from parameters (``init=``); the core refuses ``init`` for a
+    #: method that does not (closed-form counting, say), with ``init_hint`` saying what to pass instead
+    accepts_init: bool = True
+    init_hint: str = ""
 
     def accepts(self, model: Any) -> bool:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -63,6 +70,12 @@ class Method:
     def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None,
             init: dict | None, progress: bool, **options: Any) -> "Fit":  # pragma: no cover
         raise NotImplementedError
+
+    def fit_options(self, model: Any) -> tuple[str, ...]:
+        """The options :meth:`fit` takes (by default, its named keyword arguments): the core
+        refuses any other before the fit starts. A method that hands options on to another
+        method (one fit per class, say) names that method's."""
+        return named_options(self.fit, FIT_ARGS)
 
     def log_prob(self, fit: "Fit", x: Any, **options: Any):
         return fit.model.log_prob(fit.params, fit.model.check_data(x))

@@ -27,6 +27,12 @@ class DDPM(Method):
     needs = "a diffusion declaration (q_sample, p_sample and a denoiser network)"
     log_prob_kind = "bound"
 
+    def sample(self, fit: Fit, n: int, seed: int | None = None, method: str = "ancestral",
+               ddim_steps: int = 50, eta: float = 0.0) -> torch.Tensor:
+        """``n`` draws: ``method="ancestral"`` (the learned reverse chain, Ho et al. 2020) or
+        ``"ddim"`` (``ddim_steps`` calls; deterministic for ``eta=0``, Song et al. 2021)."""
+        return fit.model.sample(fit.params, n, seed=seed, method=method, ddim_steps=ddim_steps, eta=eta)
+
     def log_prob(self, fit: Fit, x: Any, seed: int = 0) -> torch.Tensor:
         """The variational bound per example; its Monte Carlo noise (steps, ε) drawn with ``seed``."""
         return fit.model.log_prob(fit.params, fit.model.check_data(x), seed=seed)

@@ -79,6 +79,8 @@ class NetworkExact(Method):
     name = "bayesian_network"
     needs = "a discrete Bayesian network (variables, parents, tables)"
     queries = ("marginals", "map")
+    accepts_init = False
+    init_hint = "the tables are counted from complete rows; engine='em' starts from init"
 
     def accepts(self, model: Any) -> bool:
         return is_network(model)

@@ -36,6 +36,8 @@ class ClassifierQueries(Method):
 class CountingClassifier(ClassifierQueries):
     engine = "exact"
     name = "counting_classifier"
+    accepts_init = False
+    init_hint = "its tables are counted in closed form"
     needs = "a classifier estimated from counts (count, class_log_posterior)"
 
     def accepts(self, model: Any) -> bool:
@@ -60,6 +62,10 @@ class BayesRuleFit(ClassifierQueries):
         base = getattr(model, "class_conditional", None)
         return base is not None and hasattr(model, "class_log_posterior") and \
             any(m.accepts(base) for m in registry.methods(self.engine))
+
+    def fit_options(self, model: Any) -> tuple[str, ...]:
+        base = model.class_conditional
+        return registry.find_method(base, self.engine).fit_options(base)
 
     def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, **options: Any) -> Fit:

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from probgen.energy import LayeredEnergy
 from probgen.fit import Fit
 from probgen.random import generator
 from probgen.registry import register
 
-from .._energy import (EnergyMethod, _dtype, greedy_pretrain, is_bipartite_pair, start_params,
+from .._energy import (TRAIN_OPTIONS, EnergyMethod, _dtype, greedy_pretrain, is_bipartite_pair, start_params,
                        train_bipartite, train_layered, training_options)
 
 
@@ -29,6 +31,9 @@ class EnergyGibbs(EnergyMethod):
 
     def accepts(self, model: Any) -> bool:
         return isinstance(model, LayeredEnergy)
+
+    def fit_options(self, model: LayeredEnergy) -> tuple[str, ...]:
+        return TRAIN_OPTIONS
 
     def fit(self, model: LayeredEnergy, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, **options: Any) -> Fit:
@@ -70,3 +75,37 @@ class EnergyGibbs(EnergyMethod):
                     desc=type(model).__name__)
             history += hist
         return self.make_fit(model, params, history, state, dict(opts, steps=steps), data)
+
+    def infer(self, model: LayeredEnergy, params: dict | None, data: Any, query: str, num_samples: int = 500,
+              warmup: int = 100, seed: int | None = 0) -> list:
+        """``query="marginals"``: Gibbs estimates of P(h_j = 1 | v) for every hidden layer,
+        ``[v, μ_1, …, μ_L]``. One chain per visible row, clamped to it, ``warmup`` sweeps,
+        then the Rao-Blackwellised average of the conditional means E[h_l | rest] over
+        ``num_samples`` sweeps (Geman & Geman 1984; Gelfand & Smith 1990). A DBN's directed
+        layers have no Gibbs chain here: its bottom-up recognition pass (Hinton et al. 2006)."""
+        if params is None:
+            raise ValueError("infer on an energy model needs fitted parameters: pass a Fit")
+        if model.n_directed:
+            return super().infer(model, params, data, query)
+        for name, v in (("num_samples", num_samples), ("warmup", warmup)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < (1 if name == "num_samples" else 0):
+                raise ValueError(f"{name} must be a {'positive' if name == 'num_samples' else 'non-negative'} "
+                                 f"integer, got {v!r}")
+        x = model.check_data(data).double()
+        params = {k: v.double() for k, v in params.items()}
+        g = generator(seed)
+        hidden = [l for l in model.undirected_layers if l != 0]
+        states = model.random_states(len(x), torch.float64, g)
+        states[0] = x
+        schedule = model.gibbs_schedule(hidden)
+        for _ in range(warmup):
+            states = model.gibbs_sweep(params, states, g, schedule=schedule)
+        totals = [torch.zeros_like(states[l]) for l in hidden]
+        for _ in range(num_samples):
+            states = model.gibbs_sweep(params, states, g, schedule=schedule)
+            for t, l in zip(totals, hidden):
+                t += model.conditional_mean(params, states, l)
+        out = [x] + [None] * (model.n_layers - 1)
+        for t, l in zip(totals, hidden):
+            out[l] = t / num_samples
+        return out

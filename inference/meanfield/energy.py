@@ -18,7 +18,8 @@ from probgen.fit import Fit
 from probgen.random import generator
 from probgen.registry import register
 
-from .._energy import EnergyMethod, _dtype, greedy_pretrain, start_params, train_layered, training_options
+from .._energy import (TRAIN_OPTIONS, EnergyMethod, _dtype, greedy_pretrain, start_params, train_layered,
+                       training_options)
 
 
 @register
@@ -29,6 +30,9 @@ class EnergyMeanField(EnergyMethod):
 
     def accepts(self, model: Any) -> bool:
         return isinstance(model, LayeredEnergy) and model.n_directed == 0 and model.n_layers > 1
+
+    def fit_options(self, model: LayeredEnergy) -> tuple[str, ...]:
+        return TRAIN_OPTIONS + ("mf_iters",)
 
     def fit(self, model: LayeredEnergy, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, **options: Any) -> Fit:

@@ -101,6 +101,8 @@ class BayesianMixtureCAVI(Method):
     needs = ("a Bayesian Gaussian mixture with full covariances (bayesian=True, k, dim, and "
              "scikit-learn-named priors: " + ", ".join(PRIORS) + ")")
     log_prob_kind = "estimate"
+    accepts_init = False
+    init_hint = "it starts from responsibilities: pass init_resp=(N, K)"
 
     def accepts(self, model: Any) -> bool:
         return (getattr(model, "bayesian", False) is True and getattr(model, "covariance", None) == "full"
@@ -115,8 +117,6 @@ class BayesianMixtureCAVI(Method):
         ``responsibilities``, e.g. k-means++) or, lacking those, random ones."""
         check_options("meanfield", options, OPTIONS)
         check_tol(tol)
-        if init:
-            raise ValueError("the Bayesian mixture starts from responsibilities: pass init_resp=(N, K)")
         steps = 100 if steps is None else steps
         x = torch.as_tensor(data, dtype=torch.float64)
         p = prior_values(model, x)
