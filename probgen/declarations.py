@@ -138,6 +138,14 @@ class UserProgram(Program):
         from probgen.data import check_tensor_tree
         return check_tensor_tree(data)
 
+    def __deepcopy__(self, memo: dict) -> "UserProgram":
+        # a fit's copy of the program calls the user's very function (a function decorated
+        # with config_enumerate is a partial object, which deepcopy would duplicate, and a
+        # saved fit names the function by the module attribute that holds it)
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        return new
+
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         if self.spec:  # functions loaded from a file are re-imported on load
