@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import tempfile
+import warnings
 from typing import Any, Iterator
 
 import pyro
@@ -146,20 +148,32 @@ def load(path: str | os.PathLike) -> Fit:
     if not os.path.exists(path):
         raise ValueError(f"no saved fit at {path}")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a corrupt or foreign file, or a pickle of anything but plain data
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"{path} is not a probgen fit file (format {FORMAT!r}); it was not loaded: "
-                         f"{reason}") from None
+        with warnings.catch_warnings():  # torch's note on a foreign pickle protocol: the refusal says it all
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # objects other than tensors and plain data: never unpickled
+        detail = str(exc).partition("WeightsUnpickler error:")[2].strip().split("\n")[0]
+        detail = detail.split(" was not an allowed global")[0].strip(" .")  # the class it names, not torch's advice
+        raise ValueError(f"{path} is not a probgen fit file (format {FORMAT!r}): it holds something other "
+                         "than tensors and plain data (a pickle of Python objects, or a fit saved by an older "
+                         "probgen in format 1: refit and save it again), so it was not unpickled and no code "
+                         "in it ran"
+                         + (f" ({detail})" if detail else "")) from None
+    except Exception as exc:  # not a torch file at all
+        raise ValueError(f"{path} is not a probgen fit file (format {FORMAT!r}): {type(exc).__name__}: "
+                         f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else None
         raise ValueError(f"{path} is not a probgen fit file (format {FORMAT!r})"
                          + (f"; it has format {found!r}: refit and save it again" if found else ""))
     where = f"the fit file {path}"
-    with torch.random.fork_rng(devices=[]):  # rebuilding declarations may draw initial weights
-        model = from_plain(payload["model"], where)
-        fit = Fit(model, from_plain(payload["params"], where), from_plain(payload["history"], where),
-                  engine=payload["engine"], method=payload["method"], options=from_plain(payload["options"], where),
-                  log_prob_kind=payload["log_prob_kind"])
-        fit.state = fit._method().load_state(model, from_plain(payload["state"], where))
+    try:
+        with torch.random.fork_rng(devices=[]):  # rebuilding declarations may draw initial weights
+            model = from_plain(payload["model"], where)
+            fit = Fit(model, from_plain(payload["params"], where), from_plain(payload["history"], where),
+                      engine=payload["engine"], method=payload["method"],
+                      options=from_plain(payload["options"], where), log_prob_kind=payload["log_prob_kind"])
+            fit.state = fit._method().load_state(model, from_plain(payload["state"], where))
+    except (KeyError, TypeError, AttributeError, IndexError) as exc:  # plain data, but not what save writes
+        raise ValueError(f"{path} is a damaged probgen fit file ({type(exc).__name__}: {exc})") from None
     return fit

@@ -14,6 +14,13 @@ def normal_mean(x):
         pyro.sample("x", dist.Normal(mu, 1.), obs=x)
 
 
+def normal_mean_guide(x):
+    """A guide function of one's own for :func:`normal_mean`: its parameters are the fit's."""
+    loc = pyro.param("mu_loc", torch.tensor(0.))
+    scale = pyro.param("mu_scale", torch.tensor(1.), constraint=dist.constraints.positive)
+    pyro.sample("mu", dist.Normal(loc, scale))
+
+
 @config_enumerate
 def mixture(x):
     """A two-component Normal mixture whose assignments are enumerated (``config_enumerate``)

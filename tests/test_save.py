@@ -25,8 +25,14 @@ import save_programs
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
-PROGRAM_CASES = {"normal_mean-svi": ("normal_mean", "svi"), "normal_mean-mcmc": ("normal_mean", "mcmc"),
-                 "mixture-svi": ("mixture", "svi"), "bayesian_mixture-mcmc": ("bayesian_mixture", "mcmc")}
+# user programs (tests/save_programs.py): every autoguide, a guide function, config_enumerate
+PROGRAM_CASES = {"normal_mean-svi": ("normal_mean", "svi", {}),
+                 "normal_mean-svi-delta": ("normal_mean", "svi", {"guide": "delta"}),
+                 "normal_mean-svi-mvn": ("normal_mean", "svi", {"guide": "mvn"}),
+                 "normal_mean-svi-guide_function": ("normal_mean", "svi", {"guide": save_programs.normal_mean_guide}),
+                 "normal_mean-mcmc": ("normal_mean", "mcmc", {}),
+                 "mixture-svi": ("mixture", "svi", {}),
+                 "bayesian_mixture-mcmc": ("bayesian_mixture", "mcmc", {})}
 
 
 def _builtin_cases():
@@ -34,7 +40,7 @@ def _builtin_cases():
     for name, cls in sorted(registry.models().items()):
         model, _ = cls.example(seed=0)
         for engine in pg.compatible(model):
-            cases[f"{name}-{engine}"] = (name, engine)
+            cases[f"{name}-{engine}"] = (name, engine, {})
     return cases
 
 
@@ -67,12 +73,12 @@ def round_trip(tmp_path_factory):
     original = {}
     cases = {**{c: ("builtin", *v) for c, v in BUILTIN_CASES.items()},
              **{c: ("program", *v) for c, v in PROGRAM_CASES.items()}}
-    for case, (kind, name, engine) in cases.items():
+    for case, (kind, name, engine, options) in cases.items():
         if kind == "builtin":
             model, x = registry.models()[name].example(seed=0)
         else:
             model, x = getattr(save_programs, name), save_programs.data()
-        fit = pg.fit(model, x, engine=engine, steps=3, seed=0, progress=False)
+        fit = pg.fit(model, x, engine=engine, steps=3, seed=0, progress=False, **options)
         original[case] = save_programs.answers(fit, x)
         original[case]["state_keys"] = sorted(fit.state)  # as saved: evaluation may have filled a cache
         fit.save(folder / f"{case}.fit.pt")
@@ -286,3 +292,9 @@ def test_declaration_networks_come_back_by_state_dict():
         again = plain.from_plain(plain.to_plain(model))
         want, got = model.net.state_dict(), again.net.state_dict()
         assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want), name
+
+
+def test_load_refuses_a_damaged_file(tmp_path):
+    torch.save({"format": FORMAT, "model": {"__probgen__": "tuple"}}, tmp_path / "f.pt")
+    with pytest.raises(ValueError, match="damaged probgen fit file"):
+        pg.load(tmp_path / "f.pt")
