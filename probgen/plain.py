@@ -143,7 +143,8 @@ def from_plain(data: Any, where: str = "the file") -> Any:
     if kind == "function":
         return import_name(data["name"], "function")
     if kind == "dataclass":
-        cls = _import_attribute(data["class"], "class")
+        module = str(data["class"]).partition(":")[0]
+        cls = _import_attribute(data["class"], "class") if module.startswith("probgen.") else None
         if not (isinstance(cls, type) and dataclasses.is_dataclass(cls) and _in_probgen(cls)):
             raise ValueError(f"{where} names {data['class']!r}, which is not a probgen dataclass")
         return cls(**from_plain(data["fields"], where))

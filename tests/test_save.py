@@ -266,6 +266,11 @@ def test_plain_refuses_what_it_cannot_name():
     with pytest.raises(ValueError, match="not a probgen declaration class"):
         plain.from_plain({"__probgen__": "declaration", "class": "subprocess:Popen", "args": [["true"]],
                           "kwargs": {}})
+    with pytest.raises(ValueError, match="not a probgen dataclass"):
+        plain.from_plain({"__probgen__": "dataclass", "class": "subprocess:CompletedProcess",
+                          "fields": {"args": "true", "returncode": 0}})
+    with pytest.raises(ValueError, match="outside torch, Pyro and probgen"):
+        plain.from_plain({"__probgen__": "constraint", "name": "os:system"})
     # a user dict that uses the tag as a key still round-trips
     tricky = {"__probgen__": "tuple", (1, 2): [3]}
     assert plain.from_plain(plain.to_plain(tricky)) == tricky
