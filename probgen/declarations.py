@@ -139,11 +139,13 @@ class UserProgram(Program):
         return check_tensor_tree(data)
 
     def __deepcopy__(self, memo: dict) -> "UserProgram":
-        # a fit's copy of the program calls the user's very function (a function decorated
-        # with config_enumerate is a partial object, which deepcopy would duplicate, and a
-        # saved fit names the function by the module attribute that holds it)
+        # a program holds no trained state (its parameters live in each fit's param store):
+        # a fit's copy shares the user's very function, neither re-importing its file (as
+        # copy.copy would, through __getstate__) nor duplicating a function decorated with
+        # config_enumerate (a partial object); a saved fit names it by its module attribute
         new = object.__new__(type(self))
         new.__dict__.update(self.__dict__)
+        memo[id(self)] = new
         return new
 
     def __getstate__(self) -> dict:
