@@ -303,3 +303,21 @@ def test_load_refuses_a_damaged_file(tmp_path):
     torch.save({"format": FORMAT, "model": {"__probgen__": "tuple"}}, tmp_path / "f.pt")
     with pytest.raises(ValueError, match="damaged probgen fit file"):
         pg.load(tmp_path / "f.pt")
+
+
+def test_cli_program_file_is_named_and_read_once_per_load(tmp_path):
+    """A program the CLI read from ``path/to/file.py:name`` is saved as that path; fitting
+    does not run the file again (the fit's copy shares the function), loading does."""
+    from probgen.declarations import load_program
+    runs = tmp_path / "runs.txt"
+    source = tmp_path / "prog.py"
+    source.write_text(f"open({str(runs)!r}, 'a').write('ran\\n')\nfrom save_programs import normal_mean\n")
+    program = load_program(f"{source}:normal_mean")
+    fit = pg.fit(program, save_programs.data(), engine="mcmc", steps=3, seed=0, progress=False)
+    assert runs.read_text().count("ran") == 1
+    fit.save(tmp_path / "f.pt")
+    assert torch.load(tmp_path / "f.pt", weights_only=True)["model"] == {"__probgen__": "program",
+                                                                          "file": f"{source}:normal_mean"}
+    again = pg.load(tmp_path / "f.pt")
+    assert runs.read_text().count("ran") == 2
+    assert torch.equal(again.log_prob(save_programs.data()), fit.log_prob(save_programs.data()))
