@@ -24,7 +24,8 @@ class Fit:
     Attributes:
       model – the declaration that was fitted.
       params – ``dict[str, Tensor]`` named as the declaration names them.
-      history – list of per-step records (``{"step": i, "loss": ...}`` or ``"log_evidence"``).
+      history – list of per-step records, each with ``"step"`` and the key :attr:`objective`
+        names (its value per example), e.g. ``{"step": i, "log_likelihood": ...}``.
       engine, method – the engine name and the method (algorithm) that made the fit.
       state – engine-specific extras needed to evaluate or sample (posterior samples,
         a guide, persistent chains), saved with the fit.
@@ -33,7 +34,7 @@ class Fit:
 
     def __init__(self, model: Any, params: dict[str, torch.Tensor], history: list[dict] | None = None,
                  *, engine: str, method: str, state: dict | None = None, options: dict | None = None,
-                 log_prob_kind: str | None = None):
+                 log_prob_kind: str | None = None, objective: str | None = None):
         self.model = model
         self.params = dict(params)
         self.history = list(history or [])
@@ -42,6 +43,7 @@ class Fit:
         self.state = dict(state or {})
         self.options = dict(options or {})
         self._log_prob_kind = log_prob_kind
+        self._objective = objective
 
     def own_param_store(self) -> contextlib.AbstractContextManager:
         """Pyro's global param store holding this fit's own parameters (``state["param_store"]``,
@@ -57,6 +59,12 @@ class Fit:
     def log_prob_kind(self) -> str:
         """``"exact"``, ``"bound"`` or ``"estimate"``: what :meth:`log_prob` returns."""
         return self._log_prob_kind or self._method().log_prob_kind
+
+    @property
+    def objective(self) -> str:
+        """The ``history`` key of the fit's objective (``"log_likelihood"``, ``"elbo"``,
+        ``"loss"``, ...), per example; set by the method that made the fit."""
+        return self._objective or self._method().objective
 
     def log_prob(self, x: Any, seed: int = 0, **options: Any) -> torch.Tensor:
         """Per-example log-likelihood of ``x`` (shape ``(N,)``); see :attr:`log_prob_kind`.
@@ -83,7 +91,7 @@ class Fit:
 
     def sample(self, n: int, seed: int | None = None, **options: Any) -> Any:
         """``n`` draws from the fitted generative model; ``options`` are the sampling options
-        of the method that made the fit (e.g. ``burn_in`` for Boltzmann machines); an unknown
+        of the method that made the fit (e.g. ``warmup`` for Boltzmann machines); an unknown
         one is a ``ValueError`` naming the known ones."""
         if not isinstance(n, int) or n <= 0:
             raise ValueError(f"n must be a positive integer, got {n!r}")
@@ -107,7 +115,8 @@ class Fit:
         payload = {"format": FORMAT, "model": to_plain(self.model, "the model"),
                    "params": to_plain(self.params, "fit.params"), "history": to_plain(self.history, "fit.history"),
                    "engine": self.engine, "method": self.method, "state": to_plain(state, "fit.state"),
-                   "options": to_plain(self.options, "fit.options"), "log_prob_kind": self._log_prob_kind}
+                   "options": to_plain(self.options, "fit.options"), "log_prob_kind": self._log_prob_kind,
+                   "objective": self.objective}
         os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".probgen-", suffix=".tmp")
         try:
@@ -173,7 +182,8 @@ def load(path: str | os.PathLike) -> Fit:
             model = from_plain(payload["model"], where)
             fit = Fit(model, from_plain(payload["params"], where), from_plain(payload["history"], where),
                       engine=payload["engine"], method=payload["method"],
-                      options=from_plain(payload["options"], where), log_prob_kind=payload["log_prob_kind"])
+                      options=from_plain(payload["options"], where), log_prob_kind=payload["log_prob_kind"],
+                      objective=payload["objective"])
             fit.state = fit._method().load_state(model, from_plain(payload["state"], where))
     except (KeyError, TypeError, AttributeError, IndexError) as exc:  # plain data, but not what save writes
         raise ValueError(f"{path} is a damaged probgen fit file ({type(exc).__name__}: {exc})") from None

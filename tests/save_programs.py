@@ -49,7 +49,8 @@ def data(n: int = 30) -> torch.Tensor:
 
 def answers(fit, x) -> dict:
     """What a round trip must keep, as plain data (tensors, lists, dicts, strings): the
-    fit's state keys (before it is evaluated: evaluation may fill caches), params,
+    fit's state keys (before it is evaluated: evaluation may fill caches), history,
+    objective, log_prob_kind, params,
     ``log_prob(x)`` and ``sample(5, seed=0)`` (or the name of the error it raises). Used by
     the test and by the fresh process it starts."""
     state_keys = sorted(fit.state)
@@ -58,7 +59,8 @@ def answers(fit, x) -> dict:
     except Exception as exc:  # a gap of the method itself: the loaded fit must fail alike
         sample = {"error": type(exc).__name__}
     return {"params": dict(fit.params), "log_prob": fit.log_prob(x), "sample": sample,
-            "state_keys": state_keys}
+            "state_keys": state_keys, "history": fit.history, "objective": fit.objective,
+            "log_prob_kind": fit.log_prob_kind}
 
 
 def _plain(v):

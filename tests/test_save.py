@@ -107,6 +107,8 @@ def test_fresh_process_round_trip(round_trip, case):
     assert _same(want["params"], got["params"])
     assert _same(want["log_prob"], got["log_prob"])
     assert _same(want["sample"], got["sample"])
+    assert (want["history"], want["objective"], want["log_prob_kind"]) == \
+        (got["history"], got["objective"], got["log_prob_kind"])
     assert got["rng_kept"], "loading changed the caller's torch random state"
     # caches are left out of the file (recomputed on use); every other state entry comes back
     assert got["state_keys"] == [k for k in want["state_keys"] if not k.endswith("_cache")]

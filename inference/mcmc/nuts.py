@@ -26,6 +26,8 @@ from .._program import enumerated, inspect_program
 class ProgramNUTS(Method):
     engine = "mcmc"
     name = "nuts"
+    objective = "potential_energy"
+    steps_unit = "draws kept per chain after warmup"
     generic = True
     needs = "a Pyro program whose parameters have priors"
     log_prob_kind = "estimate"
