@@ -13,14 +13,24 @@ attributes), never for concrete classes.
 """
 from __future__ import annotations
 
-import copy
-
+import functools
 import inspect
 from typing import Any, Callable
 
 import torch
 
 from probgen import registry
+
+
+def _recording_arguments(init: Callable) -> Callable:
+    """``init`` that first records the arguments of the outermost constructor call (a
+    subclass's ``super().__init__(...)`` does not overwrite what the user passed)."""
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        if "_init_arguments" not in self.__dict__:
+            self.__dict__["_init_arguments"] = (args, dict(kwargs))
+        init(self, *args, **kwargs)
+    return __init__
 
 
 class Declaration:
@@ -38,8 +48,19 @@ class Declaration:
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _recording_arguments(cls.__dict__["__init__"])
         if cls.__dict__.get("short_name"):
             registry.register_model(cls)
+
+    @property
+    def init_arguments(self) -> tuple[tuple, dict] | None:
+        """``(args, kwargs)`` this declaration was constructed with: ``type(self)(*args, **kwargs)``
+        rebuilds it (how :meth:`probgen.Fit.save` writes a declaration, with no pickled code);
+        ``None`` for an object that did not go through its constructor."""
+        if type(self).__init__ is object.__init__:
+            return (), {}
+        return self.__dict__.get("_init_arguments")
 
     # --- hooks a family overrides -------------------------------------------------
     def check_data(self, data: Any) -> Any:
@@ -119,8 +140,11 @@ class UserProgram(Program):
 
     def __deepcopy__(self, memo: dict) -> "UserProgram":
         # a program holds no trained state (its parameters live in each fit's param store):
-        # a fit's copy shares the function rather than re-importing its file
-        new = copy.copy(self)
+        # a fit's copy shares the user's very function, neither re-importing its file (as
+        # copy.copy would, through __getstate__) nor duplicating a function decorated with
+        # config_enumerate (a partial object); a saved fit names it by its module attribute
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
         memo[id(self)] = new
         return new
 

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import tempfile
+import warnings
 from typing import Any, Iterator
 
 import pyro
@@ -11,6 +13,9 @@ import torch
 
 from probgen import registry
 from probgen.threads import limited
+
+#: the file format :meth:`Fit.save` writes and :func:`load` reads
+FORMAT = "probgen.fit/2"
 
 
 class Fit:
@@ -96,14 +101,23 @@ class Fit:
             return method.sample(self, n, seed=seed, **options)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the fit to ``path`` atomically (a temporary file, then a rename)."""
+        """Write the fit to ``path`` atomically (a temporary file, then a rename), in the format
+        ``"probgen.fit/2"``: tensors and plain data only (:mod:`probgen.plain`), which
+        :func:`load` reads with ``torch.load(weights_only=True)``. The declaration is written as
+        its class and constructor arguments (with its networks' ``state_dict``), a user program
+        as its importable ``module:qualname``; state entries named ``*_cache`` are left out
+        (recomputed on use). Something that cannot be written so is a ``ValueError`` naming it,
+        raised before the file is touched."""
+        from probgen.plain import to_plain
         path = os.fspath(path)
         folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        payload = {"format": "probgen.fit/1", "model": self.model, "params": self.params,
-                   "history": self.history, "engine": self.engine, "method": self.method,
-                   "state": self.state, "options": self.options, "log_prob_kind": self._log_prob_kind,
+        state = {k: v for k, v in self._method().save_state(self).items() if not k.endswith("_cache")}
+        payload = {"format": FORMAT, "model": to_plain(self.model, "the model"),
+                   "params": to_plain(self.params, "fit.params"), "history": to_plain(self.history, "fit.history"),
+                   "engine": self.engine, "method": self.method, "state": to_plain(state, "fit.state"),
+                   "options": to_plain(self.options, "fit.options"), "log_prob_kind": self._log_prob_kind,
                    "objective": self.objective}
+        os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".probgen-", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
@@ -133,16 +147,44 @@ def own_param_store(saved: dict | None = None) -> Iterator[dict]:
 
 
 def load(path: str | os.PathLike) -> Fit:
-    """Read a fit written by :meth:`Fit.save`."""
+    """Read a fit written by :meth:`Fit.save`. The file is read with
+    ``torch.load(weights_only=True)``, which builds only tensors and plain data, so loading
+    never runs code from the file; anything that is not a ``"probgen.fit/2"`` file (a pickle
+    of other objects, the old format 1) is a ``ValueError``. The declaration is rebuilt from
+    its constructor arguments and a user program imported by its saved name (a ``ValueError``
+    says which name could not be imported), without disturbing the caller's random state."""
+    from probgen.plain import from_plain
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ValueError(f"no saved fit at {path}")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # a corrupt or foreign file
-        raise ValueError(f"{path} is not a probgen fit ({exc})") from None
-    if not isinstance(payload, dict) or payload.get("format") != "probgen.fit/1":
-        raise ValueError(f"{path} is not a probgen fit")
-    return Fit(payload["model"], payload["params"], payload["history"], engine=payload["engine"],
-               method=payload["method"], state=payload["state"], options=payload["options"],
-               log_prob_kind=payload["log_prob_kind"], objective=payload.get("objective"))
+        with warnings.catch_warnings():  # torch's note on a foreign pickle protocol: the refusal says it all
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # objects other than tensors and plain data: never unpickled
+        detail = str(exc).partition("WeightsUnpickler error:")[2].strip().split("\n")[0]
+        detail = detail.split(" was not an allowed global")[0].strip(" .")  # the class it names, not torch's advice
+        raise ValueError(f"{path} is not a probgen fit file (format {FORMAT!r}): it holds something other "
+                         "than tensors and plain data (a pickle of Python objects, or a fit saved by an older "
+                         "probgen in format 1: refit and save it again), so it was not unpickled and no code "
+                         "in it ran"
+                         + (f" ({detail})" if detail else "")) from None
+    except Exception as exc:  # not a torch file at all
+        raise ValueError(f"{path} is not a probgen fit file (format {FORMAT!r}): {type(exc).__name__}: "
+                         f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else None
+        raise ValueError(f"{path} is not a probgen fit file (format {FORMAT!r})"
+                         + (f"; it has format {found!r}: refit and save it again" if found else ""))
+    where = f"the fit file {path}"
+    try:
+        with torch.random.fork_rng(devices=[]):  # rebuilding declarations may draw initial weights
+            model = from_plain(payload["model"], where)
+            fit = Fit(model, from_plain(payload["params"], where), from_plain(payload["history"], where),
+                      engine=payload["engine"], method=payload["method"],
+                      options=from_plain(payload["options"], where), log_prob_kind=payload["log_prob_kind"],
+                      objective=payload["objective"])
+            fit.state = fit._method().load_state(model, from_plain(payload["state"], where))
+    except (KeyError, TypeError, AttributeError, IndexError) as exc:  # plain data, but not what save writes
+        raise ValueError(f"{path} is a damaged probgen fit file ({type(exc).__name__}: {exc})") from None
+    return fit

@@ -93,6 +93,16 @@ class Method:
     def infer(self, model: Any, params: dict | None, data: Any, query: str, **options: Any):
         raise ValueError(f"engine {self.engine!r} answers no queries on {type(model).__name__}")
 
+    def save_state(self, fit: "Fit") -> dict:
+        """``fit.state`` in the form :meth:`probgen.Fit.save` writes (plain data, see
+        :mod:`probgen.plain`); a method whose state holds live objects (a Pyro guide)
+        replaces them by what rebuilds them in :meth:`load_state`."""
+        return dict(fit.state)
+
+    def load_state(self, model: Any, state: dict) -> dict:
+        """The inverse of :meth:`save_state`, for a fit of ``model`` read by :func:`probgen.load`."""
+        return state
+
 
 def check_options(what: str, options: dict, known: tuple[str, ...] = ()) -> None:
     """Refuse the keyword options a method did not take, in one message format for every

@@ -18,7 +18,7 @@ from pyro.infer.autoguide import AutoDelta, AutoMultivariateNormal, AutoNormal
 from pyro.infer.autoguide.initialization import init_to_feasible, init_to_value
 
 from probgen.declarations import Program
-from probgen.fit import Fit
+from probgen.fit import Fit, own_param_store
 from probgen.progress import progress as bar
 from probgen.registry import Method, check_options, register
 
@@ -79,6 +79,8 @@ class ProgramSVI(Method):
                     summary = {k: torch.stack([d[k] for d in draws]).mean(0) for k in draws[0]}
             params.update({k: v.detach().clone() for k, v in summary.items() if k in info.continuous})
         state = {"guide": guide_fn if guide_fn is not _empty_guide else None,
+                 # what an autoguide is set up with (its sites' shapes): rebuilt from it on load
+                 "guide_args": args if isinstance(guide_fn, tuple(GUIDES.values())) else None,
                  "guide_params": param_values(n for n in pyro.get_param_store() if n not in info.params),
                  "latent_sites": list(info.continuous), "discrete": list(info.discrete), "max_plate_nesting": info.max_plate_nesting}
         return Fit(model, params, history, engine=self.engine, method=self.name, state=state,
@@ -102,6 +104,32 @@ class ProgramSVI(Method):
     @staticmethod
     def _kind(model: Any, info: Any) -> str:
         return "exact" if hasattr(model, "log_prob") and not info.continuous else "estimate"
+
+    def save_state(self, fit: Fit) -> dict:
+        """An autoguide is written as its kind (its parameters are in ``param_store``) and
+        rebuilt by :meth:`load_state`; a guide function by its importable name."""
+        state = dict(fit.state)
+        guide = state.get("guide")
+        if isinstance(guide, tuple(GUIDES.values())):
+            state["guide"] = {"autoguide": next(k for k, cls in GUIDES.items() if type(guide) is cls)}
+        elif isinstance(guide, torch.nn.Module):
+            raise ValueError(f"cannot save an SVI fit whose guide is a {type(guide).__name__}: fits with "
+                             f"guide= one of {sorted(GUIDES)}, or a guide function defined at the top "
+                             "level of a module, can be saved")
+        return state
+
+    def load_state(self, model: Program, state: dict) -> dict:
+        spec = state.get("guide")
+        if not (isinstance(spec, dict) and "autoguide" in spec):
+            return state
+        args = tuple(state["guide_args"])
+        info = inspect_program(model.program, args)
+        guide = self._guide(spec["autoguide"], enumerated(model.program, info), info)
+        # an autoguide makes its parameters on its first call: make them now, reading the fit's
+        # own (saved) values, without touching the caller's random state or param store
+        with torch.random.fork_rng(devices=[]), own_param_store(state.get("param_store")):
+            guide(*args)
+        return dict(state, guide=guide)
 
     def log_prob(self, fit: Fit, x: Any, num_samples: int = 100, **options: Any) -> torch.Tensor:
         """Exact per-example log p(x) for declarations with no latent globals; otherwise a
