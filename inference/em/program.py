@@ -83,6 +83,10 @@ class _Probed(dist.TorchDistribution):
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         lp = self.base.log_prob(value)
+        if lp.is_floating_point() and lp.dtype != torch.float64:
+            # EM runs in float64; a site built from the program's own float32 constants (fixed
+            # weights, say) must not meet float64 sites in the enumerated contraction
+            lp = lp.to(torch.float64)
         self._record[self._name] = (self.base, value, lp)
         if self._probes is None:
             return lp
@@ -499,7 +503,7 @@ def _log_evidence(fit: Fit, x: Any) -> torch.Tensor:
     model = fit.model
     args = model.program_args(_float64(x))
     info = inspect_program(model.program, args)
-    program = config_enumerate(poutine.substitute(model.program, data=dict(fit.params)), default="parallel")
+    program = _Runner(model, args, info.max_plate_nesting)._fn(dict(fit.params), None, {})
     elbo = TraceEnum_ELBO(max_plate_nesting=info.max_plate_nesting)
     with pyro.get_param_store().scope():
         return torch.tensor(-elbo.loss(program, _empty_guide, *args), dtype=torch.float64)
