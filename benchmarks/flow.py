@@ -44,6 +44,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    pg.set_num_threads(args.threads)  # probgen's calls use the same count (their default is 1)
     train, test = two_moons(20000, seed=1)[0].float(), two_moons(5000, seed=2)[0].float()
     loc, scale = train.mean(0), train.std(0)
     rows = []

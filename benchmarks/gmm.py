@@ -42,6 +42,7 @@ def main() -> None:
     from probgen.models import GaussianMixture
 
     torch.set_num_threads(a.threads)
+    pg.set_num_threads(a.threads)  # probgen's calls use the same count (their default is 1)
     x = simulate(a.n, a.d, a.k)
     xt = torch.from_numpy(x)
     model = GaussianMixture(a.k, a.d, "full")

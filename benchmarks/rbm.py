@@ -60,6 +60,7 @@ def main():
     ap.add_argument("--epochs-b", type=int, default=5)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    pg.set_num_threads(args.threads)  # probgen's calls use the same count (their default is 1)
     rows = []
     with threadpool_limits(args.threads):
         x = pg.load_dataset("digits-binary")

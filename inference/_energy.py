@@ -353,7 +353,7 @@ def pretraining_factors(n_links: int, kind: str) -> list[dict]:
     """For each stacked RBM (bottom first): ``up`` copies of its visible layer, ``down``
     copies of its hidden layer, and ``scale``, the factor its weights get when composed.
 
-    DBN: plain RBMs, weights copied (scale 1). DBM (the seed, Salakhutdinov & Hinton
+    DBN: plain RBMs, weights copied (scale 1). DBM (Salakhutdinov & Hinton
     2009): the bottom RBM has two copies of the visible layer (bottom-up weights
     effectively doubled), the top RBM two copies of the top layer, and the weights of the
     RBMs in between are halved when composed. A one-link DBM is a plain RBM."""

@@ -1,4 +1,4 @@
-"""Autoencoders read probabilistically (the seed §1.3; Goodfellow, Bengio & Courville 2016,
+"""Autoencoders read probabilistically (Goodfellow, Bengio & Courville 2016,
 ch. 14).
 
 An autoencoder is a pair of conditionals: a *decoder* p(x | h), which together with a prior
@@ -10,7 +10,7 @@ q(h | x) (the Pyro ``guide``). The ``svi`` engine trains the pair:
 * ``undercomplete`` / ``denoising`` / ``contractive`` / ``deep``: a flat (improper) prior on
   h, so the objective is the reconstruction loss L(x, g(f(x))) = −log p(x | f(x));
 * ``sparse``: a Laplace prior p(h_j) ∝ exp(−λ|h_j|), whose negative log is the sparsity
-  penalty Ω(h) = λ‖h‖₁ (the seed: "the penalty corresponds to log p_model(h)");
+  penalty Ω(h) = λ‖h‖₁ (Goodfellow et al. 2016, §14.2.1);
 * ``denoising``: the encoder sees a corrupted copy x̃ ~ C(x̃ | x) (masking or Gaussian
   noise) during training and the decoder must reproduce the clean x: L(x, g(f(x̃)));
 * ``contractive``: the penalty Ω(h, x) = λ‖∂f/∂x‖²_F, computed exactly (closed form for one

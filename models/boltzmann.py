@@ -1,4 +1,4 @@
-"""Boltzmann machines as layered energy declarations (the seed, §1.2).
+"""Boltzmann machines as layered energy declarations (Goodfellow, Bengio & Courville 2016, §§20.1-20.4).
 
 * :class:`BoltzmannMachine` – visible and hidden units with lateral couplings,
   E(v,h) = −vᵀRv − vᵀWh − hᵀSh − bᵀv − cᵀh (``R``, ``S`` symmetric, zero diagonal).
@@ -109,7 +109,7 @@ class _LayeredDeclaration(LayeredEnergy):
 
 class BoltzmannMachine(_LayeredDeclaration):
     """A Boltzmann machine with visible units v and hidden units h and lateral couplings,
-    E(v,h) = −vᵀRv − vᵀWh − hᵀSh − bᵀv − cᵀh (the seed §1.2.1; Ackley, Hinton &
+    E(v,h) = −vᵀRv − vᵀWh − hᵀSh − bᵀv − cᵀh (Goodfellow et al. 2016, §20.1; Ackley, Hinton &
     Sejnowski 1985). ``R`` (n_visible × n_visible) and ``S`` (n_hidden × n_hidden) are
     symmetric with zero diagonal. Gibbs sweeps go unit by unit inside each layer.
 
@@ -138,7 +138,7 @@ class BoltzmannMachine(_LayeredDeclaration):
 
 
 class RBM(_LayeredDeclaration):
-    """A restricted Boltzmann machine, E(v,h) = −bᵀv − cᵀh − vᵀWh (the seed §1.2.2;
+    """A restricted Boltzmann machine, E(v,h) = −bᵀv − cᵀh − vᵀWh (Goodfellow et al. 2016, §20.2;
     Smolensky 1986, Hinton 2002), with P(h|v) = σ((c + Wᵀv)/T), P(v|h) = σ((b + Wh)/T).
     ``visible="gaussian"`` gives unit-variance Gaussian visible units (E gains ½‖v‖²,
     v | h ~ N(b + Wh, T); standardise the data first).
@@ -197,7 +197,7 @@ class _Stack(_LayeredDeclaration):
 
 class DBM(_Stack):
     """A deep Boltzmann machine: undirected links between consecutive layers,
-    E(v,h¹,…,h^L) = −Σ_l b_lᵀh_l − Σ_l h_{l−1}ᵀ W_l h_l (the seed §1.2.4; Salakhutdinov &
+    E(v,h¹,…,h^L) = −Σ_l b_lᵀh_l − Σ_l h_{l−1}ᵀ W_l h_l (Goodfellow et al. 2016, §20.4; Salakhutdinov &
     Hinton 2009). Odd and even layers form the two Gibbs / mean-field blocks.
 
     Args: sizes (visible, hidden₁, …), T."""
@@ -213,7 +213,7 @@ class DBM(_Stack):
 class DBN(_Stack):
     """A deep belief network: the top two layers an RBM, the links below directed
     top-down sigmoid belief nets, P(h_{l−1} = 1 | h_l) = σ((b_{l−1} + W_l h_l)/T)
-    (the seed §1.2.3; Hinton, Osindero & Teh 2006). Trained by greedy stacking of RBMs
+    (Goodfellow et al. 2016, §20.3; Hinton, Osindero & Teh 2006). Trained by greedy stacking of RBMs
     (weights copied). A DBN with one hidden layer is an RBM.
 
     Args: sizes (visible, hidden₁, …), T."""

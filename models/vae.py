@@ -1,4 +1,4 @@
-"""The variational autoencoder (Kingma & Welling 2014; Rezende et al. 2014; the seed §1.3.5).
+"""The variational autoencoder (Kingma & Welling 2014; Rezende et al. 2014; Goodfellow, Bengio & Courville 2016, §20.10.3).
 
 The model is p(h) p(x | h) with p(h) = N(0, I) and a neural decoder p(x | h) (Bernoulli for
 0/1 data, Gaussian with one learned scale otherwise); the guide is an amortised Gaussian

@@ -9,6 +9,7 @@ import torch
 from probgen import registry
 from probgen.fit import Fit, load, own_param_store  # noqa: F401  (re-exported)
 from probgen.random import seeded
+from probgen.threads import limited, num_threads, set_num_threads  # noqa: F401  (re-exported)
 
 engines = registry.engines
 compatible = registry.compatible
@@ -42,7 +43,7 @@ def fit(model: Any, data: Any = None, engine: str | None = None, steps: int | No
     data = model.check_data(data)
     if init is not None:
         init = _check_init(model, method, init, data)
-    with seeded(seed), own_param_store() as store:
+    with seeded(seed), limited(), own_param_store() as store:
         result = method.fit(model, data, steps=steps, seed=seed, init=init, progress=progress, **options)
     if store["params"]:  # e.g. an SVI guide's parameters, read back when the fit is evaluated
         result.state["param_store"] = {"params": {k: v.detach().clone() for k, v in store["params"].items()},
@@ -62,9 +63,9 @@ def infer(model_or_fit: Any, data: Any = None, query: str = "marginals", engine:
     the query to an approximate engine. Options are the answering method's (checked by the
     core: an unknown one is a ``ValueError``)."""
     if isinstance(model_or_fit, Fit):
-        with model_or_fit.own_param_store():
+        with limited(), model_or_fit.own_param_store():
             return _infer(model_or_fit, data, query, engine, options)
-    with own_param_store():
+    with limited(), own_param_store():
         return _infer(model_or_fit, data, query, engine, options)
 
 

@@ -13,6 +13,8 @@ attributes), never for concrete classes.
 """
 from __future__ import annotations
 
+import copy
+
 import inspect
 from typing import Any, Callable
 
@@ -114,6 +116,13 @@ class UserProgram(Program):
     def check_data(self, data: Any) -> Any:
         from probgen.data import check_tensor_tree
         return check_tensor_tree(data)
+
+    def __deepcopy__(self, memo: dict) -> "UserProgram":
+        # a program holds no trained state (its parameters live in each fit's param store):
+        # a fit's copy shares the function rather than re-importing its file
+        new = copy.copy(self)
+        memo[id(self)] = new
+        return new
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)

@@ -10,6 +10,7 @@ import pyro
 import torch
 
 from probgen import registry
+from probgen.threads import limited
 
 
 class Fit:
@@ -61,7 +62,7 @@ class Fit:
         if "seed" in registry.named_options(method.log_prob, ("fit", "x")):  # a Monte Carlo estimate
             options["seed"] = seed
         exact = (self._log_prob_kind or method.log_prob_kind) == "exact"  # no randomness to seed
-        with torch.no_grad(), self.own_param_store(), seeded(None if exact else seed):
+        with torch.no_grad(), limited(), self.own_param_store(), seeded(None if exact else seed):
             return method.log_prob(self, x, **options)
 
     def log_partition(self, method: str = "auto", **options: Any) -> Any:
@@ -72,7 +73,7 @@ class Fit:
         if not hasattr(m, "log_partition"):
             raise ValueError(f"the {self.engine!r} method {self.method!r} computes no partition function "
                              f"for {type(self.model).__name__}")
-        with torch.no_grad(), self.own_param_store():
+        with torch.no_grad(), limited(), self.own_param_store():
             return m.log_partition(self, method, **options)
 
     def sample(self, n: int, seed: int | None = None, **options: Any) -> Any:
@@ -83,7 +84,7 @@ class Fit:
             raise ValueError(f"n must be a positive integer, got {n!r}")
         method = self._method()
         registry.check_named_options("sample", method.sample, options, ("fit", "n", "seed"))
-        with torch.no_grad(), self.own_param_store():
+        with torch.no_grad(), limited(), self.own_param_store():
             return method.sample(self, n, seed=seed, **options)
 
     def save(self, path: str | os.PathLike) -> None:

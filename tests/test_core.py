@@ -91,3 +91,34 @@ def test_load_rejects_foreign_file(tmp_path):
     p.write_bytes(b"not a fit")
     with pytest.raises(ValueError, match="not a probgen fit"):
         pg.load(p)
+
+
+def test_probgen_calls_use_their_thread_setting_and_restore_the_callers(monkeypatch):
+    """probgen's calls run with pg.num_threads() torch threads (default 1: measured in
+    benchmarks/threads.py) and leave torch's setting as the caller had it."""
+    import probgen.threads as threads
+    seen = []
+    from probgen.models import GaussianMixture
+    model, x = GaussianMixture(2, 2), torch.randn(30, 2, dtype=torch.float64)
+    method = pg.registry.find_method(model, "em")
+    real = type(method).fit
+
+    def spy(self, *a, **k):
+        seen.append(torch.get_num_threads())
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(type(method), "fit", spy)
+    monkeypatch.setattr(threads, "_setting", None)
+    monkeypatch.delenv("PROBGEN_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    pg.fit(model, x, engine="em", steps=1, seed=0, progress=False)
+    assert set(seen) == {1} and torch.get_num_threads() == before
+    monkeypatch.setenv("PROBGEN_NUM_THREADS", "bad")
+    with pytest.raises(ValueError, match="PROBGEN_NUM_THREADS"):
+        pg.fit(model, x, engine="em", steps=1, progress=False)
+    pg.set_num_threads(None)  # leave torch's setting alone
+    seen.clear()
+    pg.fit(model, x, engine="em", steps=1, seed=0, progress=False)
+    assert set(seen) == {before}
+    with pytest.raises(ValueError, match="threads must be"):
+        pg.set_num_threads(-1)
