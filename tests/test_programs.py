@@ -212,7 +212,7 @@ def test_mcmc_map_is_the_enumerated_argmax_at_the_posterior_mean():
 def test_svi_posterior_of_discrete_sites_draws_the_exact_responsibilities():
     x = (torch.rand(30, generator=_gen(2)) < 0.6).float()
     fit = pg.fit(coin_mixture, x, engine="svi", steps=30, seed=0, progress=False)
-    n = 4000
+    n = 2000
     z = pg.infer(fit, x, query="posterior", num_samples=n, seed=0)["z"]
     assert z.shape == (n, 30)
     p, w = fit.params["p"], fit.params["w"]
@@ -374,7 +374,8 @@ def test_nuts_history_records_each_draws_statistics(x4):
     for h, m in zip(fit.history, mu):
         assert set(h) == {"step", "chain", "step_size", "accept_prob", "diverging", "potential_energy"}
         assert isinstance(h["diverging"], bool) and 0 <= h["accept_prob"] <= 1
-        assert all(isinstance(h[k], float) and math.isfinite(h[k]) for k in ("step_size", "accept_prob", "potential_energy"))
+        assert all(isinstance(h[k], float) and math.isfinite(h[k])
+                   for k in ("step_size", "accept_prob", "potential_energy"))
         # mu is unconstrained: the potential energy is -log p(mu, x), exactly
         exact = -(dist.Normal(0.0, 10.0).log_prob(m) + dist.Normal(m, 1.0).log_prob(x4).sum())
         assert abs(h["potential_energy"] - float(exact)) < 1e-4 * (1 + abs(float(exact)))

@@ -176,7 +176,8 @@ class ProgramNUTS(Method):
             draws = _draws(fit, num_samples or total, replace=False, ordered=num_samples is None)
             latents = posterior_draws(model.program, args, draws, info)
             if query == "posterior":
-                return stack([dict({k: d[k] for k in fit.state.get("lifted", [])}, **z) for d, z in zip(draws, latents)])
+                lifted = fit.state.get("lifted", [])  # a declaration's parameters, sampled by NUTS
+                return stack([dict({k: d[k] for k in lifted}, **z) for d, z in zip(draws, latents)])
             return predictive_draws(model.program, args, [dict(d, **z) for d, z in zip(draws, latents)], info)
 
 
