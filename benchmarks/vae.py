@@ -124,7 +124,7 @@ def main():
     plain_vae = plain(args.epochs, 0)
 
     pyro.set_rng_seed(0)
-    nll_ours = -fit.log_prob(x_test, k=args.k).mean().item()
+    nll_ours = -fit.log_prob(x_test, num_samples=args.k).mean().item()
     elbo_ours = -fit.log_prob(x_test).mean().item()
     with torch.no_grad():
         pyro.set_rng_seed(0)

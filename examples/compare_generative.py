@@ -60,7 +60,7 @@ def run(name: str, x: torch.Tensor, binary: bool, quick: bool) -> list[str]:
         t0 = time.perf_counter()
         try:
             fit = pg.fit(model, train, seed=0, progress=False, **opts)
-            res = evaluate(fit, test, n_samples=1000, seed=0, bandwidth=h)
+            res = evaluate(fit, test, num_samples=1000, seed=0, bandwidth=h)
         except Exception as exc:  # report, do not hide: a row saying why
             rows.append(f"| {label} | failed: {type(exc).__name__}: {str(exc)[:60]} | | | |")
             continue

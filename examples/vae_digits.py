@@ -89,7 +89,7 @@ def main():
     plt.close(fig)
     for name, f in (("VAE-8", vae), ("VAE-2", vae2)):
         print(f"{name}: {len(f.history)} epochs, test -ELBO {-f.log_prob(x_test).mean().item():.2f}, "
-              f"IWAE-500 NLL {-f.log_prob(x_test, k=500).mean().item():.2f}")
+              f"IWAE-500 NLL {-f.log_prob(x_test, num_samples=500).mean().item():.2f}")
     print(f"denoising AE: test reconstruction log-lik of masked inputs "
           f"{-torch.nn.functional.binary_cross_entropy(pg.infer(dae, masked, query='reconstruct'), clean, reduction='sum').item() / len(clean):.2f}")
     print(f"wrote pictures to {args.out}/")

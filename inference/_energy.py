@@ -520,23 +520,23 @@ def _directed_loglik(model: LayeredEnergy, params: dict, states: list) -> torch.
     return out
 
 
-def log_unnormalized_visible(model: LayeredEnergy, params: dict, x: torch.Tensor, *, samples: int = 100,
+def log_unnormalized_visible(model: LayeredEnergy, params: dict, x: torch.Tensor, *, num_samples: int = 100,
                              g: torch.Generator | None = None, max_bits: int = MAX_BITS,
                              chunk_rows: int = 256) -> tuple[torch.Tensor, bool]:
     """log p*(v) (log p(v) + log Z) per row, and whether it is exact.
 
     Undirected models: the cheaper set of hidden layers is enumerated, the rest summed out
     analytically; beyond ``max_bits`` an importance-sampling estimate with the mean-field
-    posterior of the enumerated layers as proposal (``samples`` draws per row).
+    posterior of the enumerated layers as proposal (``num_samples`` draws per row).
     DBNs: Σ over h¹…h^{L−1} of Π p(h_{l−1}|h_l) · p*_top(h^{L−1}) by enumeration, or with
     the bottom-up recognition distribution as proposal (Salakhutdinov & Murray 2008)."""
     outs, exact = [], True
     for s in range(0, x.shape[0], chunk_rows):
         xs = x[s:s + chunk_rows]
         if model.n_directed:
-            lp, ex = _dbn_visible(model, params, xs, samples, g, max_bits)
+            lp, ex = _dbn_visible(model, params, xs, num_samples, g, max_bits)
         else:
-            lp, ex = _undirected_visible(model, params, xs, samples, g, max_bits)
+            lp, ex = _undirected_visible(model, params, xs, num_samples, g, max_bits)
         outs.append(lp)
         exact = exact and ex
     return torch.cat(outs), exact
@@ -692,26 +692,30 @@ class EnergyMethod(Method):
                                        base_visible=fit.state.get("base_visible"), seed=seed)
         return cache[key]
 
-    def log_prob(self, fit: Fit, x: Any, *, samples: int = 100, chains: int = 100, temperatures: Any = 1000,
+    def log_prob(self, fit: Fit, x: Any, *, num_samples: int = 100, chains: int = 100, temperatures: Any = 1000,
                  **options: Any) -> torch.Tensor:
         """log p(v) per row: exact enumeration where feasible (``fit.log_prob_kind == "exact"``),
-        otherwise importance sampling for log p*(v) and AIS for log Z."""
-        check_options("log_prob", options, ("samples", "chains", "temperatures"))
+        otherwise importance sampling for log p*(v) (``num_samples`` draws per row) and AIS
+        (``chains`` chains over ``temperatures``) for log Z."""
+        check_options("log_prob", options, ("num_samples", "chains", "temperatures"))
         model = fit.model
         x = model.check_data(x).double()
         g = generator(0)
-        lp, _ = log_unnormalized_visible(model, fit.params, x, samples=samples, g=g)
+        lp, _ = log_unnormalized_visible(model, fit.params, x, num_samples=num_samples, g=g)
         z = self.log_partition(fit, "auto", chains=chains, temperatures=temperatures)
         return lp - z.value
 
-    def sample(self, fit: Fit, n: int, seed: int | None = None, burn_in: int = 1000) -> torch.Tensor:
-        return fit.model.sample(fit.params, n, seed=seed, burn_in=burn_in)
+    def sample(self, fit: Fit, n: int, seed: int | None = None, warmup: int = 1000) -> torch.Tensor:
+        """``n`` independent chains, each run ``warmup`` Gibbs sweeps (the last state is the draw)."""
+        return fit.model.sample(fit.params, n, seed=seed, warmup=warmup)
 
-    def infer(self, model: LayeredEnergy, params: dict | None, data: Any, query: str, iters: int = 50,
-              tol: float = 1e-6, **options: Any):
+    def infer(self, model: LayeredEnergy, params: dict | None, data: Any, query: str, mf_iters: int = 50,
+              mf_tol: float = 1e-6, **options: Any):
         """``query="marginals"``: mean-field posterior means of every hidden layer given the
-        visible rows, a list ``[v, μ_1, …, μ_L]`` (a DBN: its bottom-up recognition pass)."""
-        check_options("infer", options, ("iters", "tol"))
+        visible rows, a list ``[v, μ_1, …, μ_L]`` (a DBN: its bottom-up recognition pass):
+        at most ``mf_iters`` fixed-point sweeps, stopping when no mean moves by more than
+        ``mf_tol`` (the names of the training option; not the fit's ``tol``)."""
+        check_options("infer", options, ("mf_iters", "mf_tol"))
         if params is None:
             raise ValueError("infer on an energy model needs fitted parameters: pass a Fit")
         x = model.check_data(data).double()
@@ -721,5 +725,5 @@ class EnergyMethod(Method):
                 out.append(model.recognition_mean(params, out[-1], l))
             return out
         hidden = [l for l in model.undirected_layers if l != 0]
-        mu, _ = model.mean_field(params, [x] + [None] * (model.n_layers - 1), hidden, iters=iters, tol=tol)
+        mu, _ = model.mean_field(params, [x] + [None] * (model.n_layers - 1), hidden, iters=mf_iters, tol=mf_tol)
         return mu

@@ -111,17 +111,17 @@ class EnergyModel(Declaration):
         return self.langevin(x, self.sample_steps, self.step_size, g, self.metropolis)[0]
 
     def log_prob_with(self, params: dict, x: torch.Tensor, proposal: tuple[torch.Tensor, torch.Tensor],
-                      n_samples: int = 20000, seed: int = 0) -> torch.Tensor:
+                      num_samples: int = 20000, seed: int = 0) -> torch.Tensor:
         """log p(x) = −E(x)/T − log Z with log Z estimated by importance sampling from the
         Gaussian ``proposal = (mean (D,), scale_tril (D, D))``: an estimate, exact as
-        ``n_samples`` → ∞."""
+        ``num_samples`` → ∞."""
         self.net.load_state_dict(params)
         q = torch.distributions.MultivariateNormal(proposal[0].double(), scale_tril=proposal[1].double())
         g = generator(seed)
-        z = q.loc + (torch.randn(n_samples, self.dim, generator=g, dtype=torch.float64) @ q.scale_tril.T)
+        z = q.loc + (torch.randn(num_samples, self.dim, generator=g, dtype=torch.float64) @ q.scale_tril.T)
         with torch.no_grad():
             log_w = -self.energy(z.float()).double() - q.log_prob(z)
-            log_z = torch.logsumexp(log_w, 0) - math.log(n_samples)
+            log_z = torch.logsumexp(log_w, 0) - math.log(num_samples)
             return (-self.energy(x).double() - log_z).float()
 
     @classmethod

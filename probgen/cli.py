@@ -35,7 +35,8 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="probgen", description="Declare generative models, swap engines, draw structure.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    sub.add_parser("list", help="models, engines and which engines fit which models")
+    sub.add_parser("list", help="models, engines, which engines fit which models, and each method's "
+                               "steps unit and history objective")
     f = sub.add_parser("fit", help="fit a model and save it")
     f.add_argument("model")
     f.add_argument("--engine", default=None)
@@ -135,7 +136,29 @@ def model_class(spec: str) -> Any:
 
 def cmd_list(args: argparse.Namespace) -> int:
     print(compatibility_table())
+    print()
+    print(methods_table())
     return 0
+
+
+def methods_table() -> str:
+    """The methods (Markdown), as printed by ``probgen list`` and in the README: what one of
+    ``steps`` is for each (``Method.steps_unit``), the ``history`` key of its objective
+    (``Method.objective``) and whether it takes ``tol``. A method registered for several
+    engines with the same description (the generative classifier's Bayes'-rule fit) is one row."""
+    rows: dict[tuple, list[str]] = {}
+    for engine in pg.engines():
+        for m in registry.methods(engine):
+            takes_tol = "tol" in registry.named_options(m.fit, ())
+            key = (m.name, m.steps_unit, m.objective or "the class-conditional's", "yes" if takes_tol else "")
+            rows.setdefault(key, []).append(engine)
+    out = ["| engine | method | `steps` counts | `history` objective | `tol` |", "|---|---|---|---|---|"]
+    every = pg.engines()
+    for (name, unit, objective, tol), engines in rows.items():
+        engines = ["any"] if engines == every else engines
+        objective = f"`{objective}`" if objective.isidentifier() else objective
+        out.append(f"| {', '.join(engines)} | `{name}` | {unit} | {objective} | {tol} |")
+    return "\n".join(out)
 
 
 def compatibility_table() -> str:

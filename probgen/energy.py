@@ -384,9 +384,9 @@ class LayeredEnergy(Declaration):
         return torch.sigmoid((params[self.bias_names[l + 1]] + lower @ params[w]) / self.T)
 
     # ---- sampling ----------------------------------------------------------------------
-    def sample(self, params: dict, n: int, seed: int | None = None, burn_in: int = 1000,
+    def sample(self, params: dict, n: int, seed: int | None = None, warmup: int = 1000,
                init: list | None = None) -> torch.Tensor:
-        """``n`` visible vectors ``(n, size_0)``: ``burn_in`` Gibbs sweeps of the undirected
+        """``n`` visible vectors ``(n, size_0)``: ``warmup`` Gibbs sweeps of the undirected
         part from uniform random states, then (for a DBN) one ancestral pass down the
         directed links. Each row is its own chain, so the rows are independent draws."""
         from probgen.random import generator
@@ -394,7 +394,7 @@ class LayeredEnergy(Declaration):
         dtype = next(iter(params.values())).dtype
         states = init or self.random_states(n, dtype, g)
         schedule = self.gibbs_schedule()
-        for _ in range(burn_in):
+        for _ in range(warmup):
             states = self.gibbs_sweep(params, states, g, schedule=schedule)
         for l in range(self.n_directed - 1, -1, -1):
             states[l] = self._draw(l, self.directed_mean(params, states[l + 1], l), g)

@@ -33,10 +33,11 @@ def mmd2(x: torch.Tensor, y: torch.Tensor, bandwidth: float | None = None) -> fl
                  + (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1)) - 2 * kxy.mean())
 
 
-def evaluate(fit: Any, test: torch.Tensor, n_samples: int = 1000, seed: int = 0,
+def evaluate(fit: Any, test: torch.Tensor, num_samples: int = 1000, seed: int = 0,
              bandwidth: float | None = None) -> dict[str, Any]:
-    """``{"mmd2", "log_prob", "log_prob_kind"}`` of a fit on held-out ``test`` (N, D)."""
-    samples = fit.sample(n_samples, seed=seed)
+    """``{"mmd2", "log_prob", "log_prob_kind"}`` of a fit on held-out ``test`` (N, D); the
+    MMD uses ``num_samples`` draws from the fit."""
+    samples = fit.sample(num_samples, seed=seed)
     if isinstance(samples, dict):
         raise ValueError("evaluate needs a model whose samples are one tensor")
     out = {"mmd2": mmd2(samples, test, bandwidth), "log_prob": None, "log_prob_kind": fit.log_prob_kind}

@@ -19,7 +19,8 @@ class Fit:
     Attributes:
       model – the declaration that was fitted.
       params – ``dict[str, Tensor]`` named as the declaration names them.
-      history – list of per-step records (``{"step": i, "loss": ...}`` or ``"log_evidence"``).
+      history – list of per-step records, each with ``"step"`` and the key :attr:`objective`
+        names (its value per example), e.g. ``{"step": i, "log_likelihood": ...}``.
       engine, method – the engine name and the method (algorithm) that made the fit.
       state – engine-specific extras needed to evaluate or sample (posterior samples,
         a guide, persistent chains), saved with the fit.
@@ -28,7 +29,7 @@ class Fit:
 
     def __init__(self, model: Any, params: dict[str, torch.Tensor], history: list[dict] | None = None,
                  *, engine: str, method: str, state: dict | None = None, options: dict | None = None,
-                 log_prob_kind: str | None = None):
+                 log_prob_kind: str | None = None, objective: str | None = None):
         self.model = model
         self.params = dict(params)
         self.history = list(history or [])
@@ -37,6 +38,7 @@ class Fit:
         self.state = dict(state or {})
         self.options = dict(options or {})
         self._log_prob_kind = log_prob_kind
+        self._objective = objective
 
     def own_param_store(self) -> contextlib.AbstractContextManager:
         """Pyro's global param store holding this fit's own parameters (``state["param_store"]``,
@@ -52,6 +54,12 @@ class Fit:
     def log_prob_kind(self) -> str:
         """``"exact"``, ``"bound"`` or ``"estimate"``: what :meth:`log_prob` returns."""
         return self._log_prob_kind or self._method().log_prob_kind
+
+    @property
+    def objective(self) -> str:
+        """The ``history`` key of the fit's objective (``"log_likelihood"``, ``"elbo"``,
+        ``"loss"``, ...), per example; set by the method that made the fit."""
+        return self._objective or self._method().objective
 
     def log_prob(self, x: Any, seed: int = 0, **options: Any) -> torch.Tensor:
         """Per-example log-likelihood of ``x`` (shape ``(N,)``); see :attr:`log_prob_kind`.
@@ -78,7 +86,7 @@ class Fit:
 
     def sample(self, n: int, seed: int | None = None, **options: Any) -> Any:
         """``n`` draws from the fitted generative model; ``options`` are the sampling options
-        of the method that made the fit (e.g. ``burn_in`` for Boltzmann machines); an unknown
+        of the method that made the fit (e.g. ``warmup`` for Boltzmann machines); an unknown
         one is a ``ValueError`` naming the known ones."""
         if not isinstance(n, int) or n <= 0:
             raise ValueError(f"n must be a positive integer, got {n!r}")
@@ -94,7 +102,8 @@ class Fit:
         os.makedirs(folder, exist_ok=True)
         payload = {"format": "probgen.fit/1", "model": self.model, "params": self.params,
                    "history": self.history, "engine": self.engine, "method": self.method,
-                   "state": self.state, "options": self.options, "log_prob_kind": self._log_prob_kind}
+                   "state": self.state, "options": self.options, "log_prob_kind": self._log_prob_kind,
+                   "objective": self.objective}
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".probgen-", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
@@ -136,4 +145,4 @@ def load(path: str | os.PathLike) -> Fit:
         raise ValueError(f"{path} is not a probgen fit")
     return Fit(payload["model"], payload["params"], payload["history"], engine=payload["engine"],
                method=payload["method"], state=payload["state"], options=payload["options"],
-               log_prob_kind=payload["log_prob_kind"])
+               log_prob_kind=payload["log_prob_kind"], objective=payload.get("objective"))

@@ -14,6 +14,8 @@ so imports keep pointing down).
 from __future__ import annotations
 
 import importlib
+import math
+import sys
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -59,6 +61,11 @@ class Method:
     #: a generic method (any Pyro program) is tried only after every specific method of its
     #: engine, whatever the import order
     generic: bool = False
+    #: the ``history`` key every record of a fit by this method carries: the objective, per
+    #: example (per data item the user passed), e.g. "log_likelihood", "elbo", "loss"
+    objective: str = ""
+    #: what one of ``steps`` is for this method ("EM iterations", "gradient steps", ...)
+    steps_unit: str = ""
     #: whether :meth:`fit` starts from parameters (``init=``); the core refuses ``init`` for a
     #: method that does not (closed-form counting, say), with ``init_hint`` saying what to pass instead
     accepts_init: bool = True
@@ -100,6 +107,16 @@ def check_tol(tol: Any) -> float | None:
     if tol is not None and (isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0):
         raise ValueError(f"tol must be None (run all steps) or a number >= 0, got {tol!r}")
     return tol
+
+
+def converged(prev: float | None, cur: float, tol: float | None) -> bool:
+    """The one stopping rule of every method that takes ``tol``: the relative change of the
+    per-example objective, ``|cur - prev| / max(|prev|, tiny) < tol``. ``tol=None`` (or no
+    previous value) never stops. Relative, so that it does not depend on the data set's size
+    or the objective's units (nats per example or per token)."""
+    if tol is None or prev is None or not math.isfinite(prev):
+        return False
+    return abs(cur - prev) / max(abs(prev), sys.float_info.min) < tol
 
 
 def named_options(fn: Callable, skip: tuple[str, ...]) -> tuple[str, ...]:

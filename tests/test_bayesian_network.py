@@ -355,13 +355,13 @@ def test_gibbs_queries_agree_with_exact():
     bn = BayesianNetwork.load_bundled("cancer")
     ev = {"Xray": "positive", "Smoker": "True"}
     exact = pg.infer(bn, ev, variables=["Cancer", "Pollution"])
-    gibbs = pg.infer(bn, ev, engine="mcmc", variables=["Cancer", "Pollution"], steps=4000, seed=0)
+    gibbs = pg.infer(bn, ev, engine="mcmc", variables=["Cancer", "Pollution"], num_samples=4000, seed=0)
     for v in exact:
         # Rao-Blackwellised averages over 4,000 correlated sweeps: a few hundredths at most
         np.testing.assert_allclose(gibbs[v].numpy(), exact[v].numpy(), atol=0.03)
     table = {"Xray": ["positive", "negative", None], "Dyspnoea": [None, "True", "False"]}
     exact = pg.infer(bn, table, variables=["Cancer"])["Cancer"]
-    gibbs = pg.infer(bn, table, engine="mcmc", variables=["Cancer"], steps=4000, seed=1)["Cancer"]
+    gibbs = pg.infer(bn, table, engine="mcmc", variables=["Cancer"], num_samples=4000, seed=1)["Cancer"]
     assert gibbs.shape == (3, 2)
     np.testing.assert_allclose(gibbs.numpy(), exact.numpy(), atol=0.03)
 
@@ -388,7 +388,7 @@ def test_network_too_wide_for_exact_inference_goes_to_gibbs():
     evidence = {f"c{j}": "1" for j in range(200)}
     with pytest.raises(ValueError, match=r"intermediate table of [\d,]+ entries .* engine='mcmc'"):
         pg.infer(bn, evidence, variables=["r0"])
-    approx = pg.infer(bn, evidence, engine="mcmc", variables=["r0"], steps=50, seed=0)["r0"]
+    approx = pg.infer(bn, evidence, engine="mcmc", variables=["r0"], num_samples=50, seed=0)["r0"]
     assert approx.shape == (2,) and approx.sum().item() == pytest.approx(1.0)
 
 

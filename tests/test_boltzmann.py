@@ -202,7 +202,7 @@ def test_training_raises_exact_heldout_loglik(persistent):
 def test_exact_engine_gradient_ascent_increases_likelihood():
     m, x = BoltzmannMachine.example()
     fit = pg.fit(m, x, engine="exact", steps=30, lr=0.05, seed=0)
-    ll = [r["log_lik"] for r in fit.history]
+    ll = [r["log_likelihood"] for r in fit.history]
     assert ll[-1] > ll[0] + 0.1
     R = fit.params["R"]
     torch.testing.assert_close(R, R.T)
@@ -222,7 +222,7 @@ def test_dbm_mean_field_fixed_point():
     torch.testing.assert_close(mu2, torch.sigmoid(p["b2"] + mu1 @ p["W2"]), rtol=0, atol=1e-10)
     # pg.infer gives the same posterior means
     fit = pg.fit(m, v, engine="exact", init=p, steps=0)
-    inf = pg.infer(fit, v, engine="meanfield", iters=500, tol=1e-12)
+    inf = pg.infer(fit, v, engine="meanfield", mf_iters=500, mf_tol=1e-12)
     torch.testing.assert_close(inf[1], mu1, rtol=0, atol=1e-8)
 
 
@@ -323,7 +323,7 @@ def test_importance_sampled_log_unnormalized_matches_enumeration(model):
     v = all_states(6)[::5]
     exact, ok = log_unnormalized_visible(model, p, v)
     assert ok
-    reps = torch.stack([log_unnormalized_visible(model, p, v, samples=200, max_bits=2,
+    reps = torch.stack([log_unnormalized_visible(model, p, v, num_samples=200, max_bits=2,
                                                  g=torch.Generator().manual_seed(r))[0] for r in range(20)])
     # 20 independent estimates per row: their mean is within 4 standard errors of the exact
     # value, up to the O(1/S) downward bias of a log of a 200-sample mean (≤ 0.01 here since

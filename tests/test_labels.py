@@ -144,7 +144,7 @@ def test_tol_none_runs_all_steps(name, engine):
         data = data.clone()
         data[::2, 0] = -1
     fit = pg.fit(model, data, engine=engine, steps=7, seed=0, tol=None)
-    assert len(fit.history) >= 7
+    assert len(fit.history) == 7
 
 
 def test_bad_tol_is_a_value_error():
@@ -179,6 +179,38 @@ def test_lda_bound_is_below_the_exact_log_prob(engine):
     assert bound.shape == (len(docs),)
     # the fold-in's fixed-point tolerance only loosens the bound; rounding is ~1e-12
     assert (bound <= exact + 1e-9).all(), (bound, exact)
+
+
+def test_converged_is_the_relative_change_rule():
+    from probgen.registry import converged
+    assert not converged(None, -1.0, 1e-3)            # no previous value: never
+    assert not converged(-1.0, -1.0, None)            # tol=None: never
+    assert converged(-100.0, -100.05, 1e-3)           # |Δ| / |prev| = 5e-4 < 1e-3
+    assert not converged(-1.0, -1.005, 1e-3)          # the same |Δ| scale is 5e-3 relative here
+    assert converged(-1000.0, -999.5, 1e-3) and not converged(-1000.0, -998.0, 1e-3)  # both directions
+    assert not converged(0.0, 1e-300, 1e-3)           # prev = 0: divided by the smallest float, not 0
+    assert converged(0.0, 0.0, 1e-3)
+
+
+# ---- one name per word: the old names are unknown options ------------------------------
+def test_old_monte_carlo_and_burn_in_names_are_refused():
+    from probgen.models import RBM
+    model, data = VAE.example(seed=0)
+    fit = pg.fit(model, data, steps=1, seed=0, progress=False)
+    with pytest.raises(ValueError, match="unknown log_prob options.*known: num_samples"):
+        fit.log_prob(data, k=5)
+    assert fit.log_prob(data, num_samples=3).shape == (len(data),)
+    model, data = RBM.example(seed=0)
+    fit = pg.fit(model, data, steps=1, seed=0, progress=False)
+    with pytest.raises(ValueError, match="unknown sample options.*warmup"):
+        fit.sample(2, seed=0, burn_in=10)
+    assert fit.sample(2, seed=0, warmup=10).shape[0] == 2
+    bn, rows = registry.models()["bn"].example(seed=0)
+    with pytest.raises(ValueError, match="unknown mcmc options.*warmup"):
+        pg.fit(bn, rows, engine="mcmc", steps=2, burn_in=1, progress=False)
+    with pytest.raises(ValueError, match="unknown .*query options.*known: .*num_samples"):
+        pg.infer(bn, {bn.variables[0]: 0}, engine="mcmc", steps=10)
+
 
 @pytest.mark.parametrize("which", ["bm-laterals", "dbm"])
 def test_mcmc_marginals_are_gibbs_estimates_of_the_exact_ones(which):

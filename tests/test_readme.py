@@ -24,6 +24,14 @@ def test_readme_commands_are_what_ci_runs():
     assert "\npytest\n" in README and "\npytest\n" in ci
 
 
+def test_methods_table_matches_registry():
+    from probgen.cli import methods_table
+    block = re.search(r"<!-- methods:start -->\n(.*?)\n<!-- methods:end -->", README, re.S)
+    assert block, "README has a methods table (steps unit, history objective) between methods markers"
+    assert block.group(1).strip() == methods_table().strip(), \
+        "README methods table is stale: regenerate it with `probgen list`"
+
+
 def _python_blocks():
     return re.findall(r"```python\n(.*?)```", README, re.S)
 

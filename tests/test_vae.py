@@ -129,7 +129,7 @@ def test_elbo_below_iwae_below_exact_on_the_linear_vae(linear_vae):
     fit, x, _ = linear_vae
     exact = linear_vae_exact_log_prob(fit.params, x)
     elbo = fit.log_prob(x).double()          # k = 1
-    iwae = fit.log_prob(x, k=200).double()
+    iwae = fit.log_prob(x, num_samples=200).double()
     assert fit.log_prob_kind == "bound"
     # per-example Monte Carlo noise: compare means over the 300 examples with 4 standard errors
     se = lambda v: v.std().item() / math.sqrt(len(v))  # noqa: E731
@@ -155,10 +155,10 @@ def test_vae_on_binary_digits_queries_and_bounds():
     assert recon.shape == (100, 64) and ((recon > 0) & (recon < 1)).all()
     s = fit.sample(6, seed=1)
     assert s.shape == (6, 64) and ((s == 0) | (s == 1)).all()
-    lp1, lp50 = fit.log_prob(x_test).mean().item(), fit.log_prob(x_test, k=50).mean().item()
+    lp1, lp50 = fit.log_prob(x_test).mean().item(), fit.log_prob(x_test, num_samples=50).mean().item()
     assert lp1 < lp50 < 0
-    with pytest.raises(ValueError, match="k"):
-        fit.log_prob(x_test, k=0)
+    with pytest.raises(ValueError, match="num_samples"):
+        fit.log_prob(x_test, num_samples=0)
 
 
 def test_vae_bad_input():
@@ -213,6 +213,6 @@ def test_iaf_encoder_is_a_normalised_density():
 def test_flow_vae_fits_and_bounds():
     model, x = VAE(2, (6, 4), flow_layers=2), VAE.example()[1]
     fit = pg.fit(model, x, steps=3, seed=0, progress=False)
-    assert fit.log_prob_kind == "bound" and torch.isfinite(fit.log_prob(x, k=20)).all()
+    assert fit.log_prob_kind == "bound" and torch.isfinite(fit.log_prob(x, num_samples=20)).all()
     assert {"iaf1_W", "iaf2_s_b"} <= set(fit.params)
     assert pg.infer(fit, x, query="encode").shape == (len(x), 2)

@@ -30,6 +30,8 @@ LOSSES = ("non-saturating", "minimax")
 class Adversarial(Method):
     engine = "adversarial"
     name = "gan"
+    objective = "loss_d"
+    steps_unit = "generator steps (each after d_steps discriminator steps)"
     needs = "a generator and a discriminator network (net.generator, net.discriminator)"
     log_prob_kind = "estimate"
 
@@ -80,11 +82,13 @@ class Adversarial(Method):
         return Fit(model, model.init_params(), history, engine=self.engine, method=self.name,
                    options={"loss": loss, "lr": lr, "batch_size": batch_size, "gradient_penalty": gradient_penalty})
 
-    def log_prob(self, fit: Fit, x: Any, n_samples: int = 10000, seed: int = 0) -> torch.Tensor:
-        """Parzen-window estimate of log p(x): a Gaussian kernel density on ``n_samples``
+    def log_prob(self, fit: Fit, x: Any, num_samples: int = 10000, seed: int = 0) -> torch.Tensor:
+        """Parzen-window estimate of log p(x): a Gaussian kernel density on ``num_samples``
         generated points (drawn with ``seed``) with Scott's bandwidth."""
         x = fit.model.check_data(x)
-        s = fit.model.sample(fit.params, n_samples, seed=seed)
+        if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 2:
+            raise ValueError(f"num_samples must be an integer >= 2 (a kernel density), got {num_samples!r}")
+        s = fit.model.sample(fit.params, num_samples, seed=seed)
         return parzen_log_prob(s, x)
 
 

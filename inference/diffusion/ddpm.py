@@ -24,6 +24,8 @@ from .._train import minibatches
 class DDPM(Method):
     engine = "diffusion"
     name = "ddpm"
+    objective = "loss"
+    steps_unit = "gradient steps (minibatches)"
     needs = "a diffusion declaration (q_sample, p_sample and a denoiser network)"
     log_prob_kind = "bound"
 

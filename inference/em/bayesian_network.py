@@ -15,7 +15,7 @@ from probgen.fit import Fit
 from probgen.inference.exact.bayesian_network import count_tables, is_network, normalise_counts
 from probgen.ops.bayesian_network import CompiledNetwork
 from probgen.progress import progress as bar
-from probgen.registry import Method, check_options, check_tol, register
+from probgen.registry import Method, check_options, check_tol, converged, register
 
 
 @register
@@ -23,14 +23,19 @@ class NetworkEM(Method):
     engine = "em"
     name = "bayesian_network"
     needs = "a discrete Bayesian network (variables, parents, tables)"
+    objective = "log_likelihood"
+    steps_unit = "EM iterations (complete data: one closed-form step)"
 
     def accepts(self, model: Any) -> bool:
         return is_network(model)
 
     def fit(self, model: Any, data: torch.Tensor, *, steps: int | None, seed: int | None, init: dict | None,
-            progress: bool, tol: float | None = 1e-6, pseudo_count: float = 0.0, **options: Any) -> Fit:
-        """``steps``: the most EM iterations (default 100); stops when the log-likelihood
-        (log-posterior with pseudo-counts) gains less than ``tol`` per row (``tol=None``: run all steps).
+            progress: bool, tol: float | None = 1e-7, pseudo_count: float = 0.0, **options: Any) -> Fit:
+        """``steps``: the most EM iterations (default 100); stops when the relative change of
+        the log-likelihood per row (log-posterior with pseudo-counts) is below ``tol``
+        (:func:`probgen.registry.converged`; ``tol=None``: run all steps). ``history``
+        records it per row; complete data are fitted in one closed-form step
+        (``state["closed_form"]``).
         Initial tables: ``init``, else counts of the observed cells of each family
         (rows where the family is fully observed) with one pseudo-count, randomly
         perturbed (``seed``) for families with a latent (never observed) variable."""
@@ -42,9 +47,9 @@ class NetworkEM(Method):
         n = x.shape[0]
         if not (x < 0).any():  # complete data: the M-step of the exact counts is the answer
             params = count_tables(model, x, pseudo_count)
-            ll = float(model.log_prob(params, data).sum())
+            ll = float(model.log_prob(params, data).mean())
             return Fit(model, params, [{"step": 0, "log_likelihood": ll}], engine=self.engine, method=self.name,
-                       options={"pseudo_count": pseudo_count, "tol": tol})
+                       state={"closed_form": True}, options={"pseudo_count": pseudo_count, "tol": tol})
         steps = 100 if steps is None else steps
         if init:
             params = model.check_params(dict(model.check_params(None), **init))
@@ -52,15 +57,15 @@ class NetworkEM(Method):
             params = available_case_tables(model, x, 1.0)
             params = _break_symmetry(model, params, x, seed)
         history = []
-        prev = -float("inf")
+        prev = None
         for step in bar(range(steps), desc="em", enabled=progress):
             tables = [params[f"probs_{v}"] for v in model.variables]
             net = CompiledNetwork(model, params)
             counts, ll = net.expected_counts(tables, x)  # E-step at the current tables
-            ll = float(ll) + _log_prior(tables, pseudo_count)
+            ll = (float(ll) + _log_prior(tables, pseudo_count)) / n  # per row
             history.append({"step": step, "log_likelihood": ll})
             params = normalise_counts(model, counts, pseudo_count)  # M-step
-            if tol is not None and abs(ll - prev) < tol * n:
+            if converged(prev, ll, tol):
                 break
             prev = ll
         return Fit(model, params, history, engine=self.engine, method=self.name,

@@ -9,7 +9,7 @@ import torch
 
 from probgen.fit import Fit
 from probgen.progress import progress as bar
-from probgen.registry import Method, check_options, check_tol, register
+from probgen.registry import Method, check_options, check_tol, converged, register
 
 
 @register
@@ -17,13 +17,15 @@ class CategoricalMixtureEM(Method):
     engine = "em"
     name = "categorical_mixture"
     needs = "a mixture of categoricals (component_log_prob, weights / probs)"
+    objective = "log_likelihood"
+    steps_unit = "EM iterations"
 
     def accepts(self, model: Any) -> bool:
         return hasattr(model, "component_log_prob") and hasattr(model, "pseudo_count") \
             and hasattr(model, "n_components")
 
     def fit(self, model: Any, data: torch.Tensor, *, steps: int | None, seed: int | None, init: dict | None,
-            progress: bool, tol: float | None = 1e-6, **options: Any) -> Fit:
+            progress: bool, tol: float | None = 1e-7, **options: Any) -> Fit:
         check_options("em", options, ("tol",))
         check_tol(tol)
         steps = 200 if steps is None else steps
@@ -33,17 +35,17 @@ class CategoricalMixtureEM(Method):
         n_values = params["probs"].shape[-1]
         onehot = torch.nn.functional.one_hot(data, n_values).double()  # (N, D, V)
         a = model.pseudo_count
-        history, prev = [], -float("inf")
+        history, prev = [], None
         for step in bar(range(max(steps, 1)), desc="em", enabled=progress):
             lp = model.component_log_prob(params, data)  # E-step
             ll = torch.logsumexp(lp, -1)
             r = torch.exp(lp - ll[:, None])  # (N, K)
-            total = float(ll.sum())
-            history.append({"step": step, "log_likelihood": total})
+            mean = float(ll.mean())  # per row
+            history.append({"step": step, "log_likelihood": mean})
             counts = torch.einsum("nk,ndv->kdv", r, onehot) + a  # M-step
             params = {"weights": (r.sum(0) + 1e-12) / (r.sum() + 1e-12 * r.shape[1]),
                       "probs": counts / counts.sum(-1, keepdim=True)}
-            if model.n_components == 1 or (tol is not None and abs(total - prev) < tol * len(data)):
+            if converged(prev, mean, tol):
                 break
-            prev = total
+            prev = mean
         return Fit(model, params, history, engine=self.engine, method=self.name, options={"tol": tol})

@@ -7,8 +7,9 @@
 * A treebank (trees): relative-frequency estimation, the closed-form maximum-likelihood
   estimate from observed rule counts (one step).
 
-Options: ``tol`` (stop when the log-likelihood gains less than ``tol`` times its
-magnitude), ``start`` – ``"declared"`` (the grammar's probabilities, default),
+``history`` records the mean log-likelihood per sentence (per tree for a treebank).
+Options: ``tol`` (stop when its relative change is below ``tol``,
+:func:`probgen.registry.converged`), ``start`` – ``"declared"`` (the grammar's probabilities, default),
 ``"uniform"`` or ``"random"`` (Dirichlet(1) per left-hand side, from ``seed``).
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 from probgen.fit import Fit
 from probgen.progress import progress as bar
 from probgen.random import generator
-from probgen.registry import Method, check_options, check_tol, register
+from probgen.registry import Method, check_options, check_tol, converged, register
 
 from .._grammar import is_grammar, is_treebank, start_params
 
@@ -33,6 +34,8 @@ class GrammarEM(Method):
     name = "inside-outside"
     needs = "a grammar declaration (expected rule counts and a per-left-hand-side M-step)"
     log_prob_kind = "exact"
+    objective = "log_likelihood"
+    steps_unit = "EM iterations (a treebank: one closed-form step)"
 
     def accepts(self, model: Any) -> bool:
         return is_grammar(model)
@@ -51,17 +54,18 @@ class GrammarEM(Method):
             params = model.m_step(w, params["probs"])
         if is_treebank(data):  # supervised: relative frequencies of the observed rules
             params = model.m_step(model.treebank_counts(data), params["probs"])
-            ll = float(model.log_prob(params, data).sum())
+            ll = float(model.log_prob(params, data).mean())
             return Fit(model, params, [{"step": 0, "log_likelihood": ll}], engine=self.engine,
-                       method=self.name, options={"data": "treebank"})
+                       method=self.name, state={"closed_form": True}, options={"data": "treebank"})
         steps = 100 if steps is None else steps
-        history = []
+        history, prev = [], None
         for step in bar(range(steps), desc="inside-outside", enabled=progress):
             counts, ll = model.expected_counts(params, data)          # E-step at the current params
-            total = float(ll.sum())
-            history.append({"step": step, "log_likelihood": total})
+            mean = float(ll.mean())                                    # per sentence
+            history.append({"step": step, "log_likelihood": mean})
             params = model.m_step(counts, params["probs"])             # M-step
-            if tol is not None and step and total - history[-2]["log_likelihood"] < tol * abs(total):
+            if converged(prev, mean, tol):
                 break
+            prev = mean
         return Fit(model, params, history, engine=self.engine, method=self.name,
                    options={"tol": tol, "start": start, "data": "sentences"})

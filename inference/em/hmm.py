@@ -11,10 +11,10 @@ M-step (float64, all closed form; Rabiner 1989 eqs. 40a–c, 52–53):
   Σ_k = Σ γ (x − loc_k)(x − loc_k)ᵀ / Σ γ, ``scale_tril`` = chol(Σ_k); plus ``min_covar``
   on the variances (0 gives the plain maximum-likelihood step).
 
-``history`` records, per iteration, the log-likelihood of the data under the parameters
-the E-step used (``"log_likelihood"``), which EM never decreases. Iteration stops after
-``steps`` iterations or when an iteration improves the log-likelihood by less than
-``tol`` (``tol=None``: never early).
+``history`` records, per iteration, the mean log-likelihood per sequence under the
+parameters the E-step used (``"log_likelihood"``), which EM never decreases. Iteration
+stops after ``steps`` iterations or when its relative change falls below ``tol``
+(:func:`probgen.registry.converged`; ``tol=None``: never early).
 
 Why not autograd of the log-evidence here: the gradient of the forward pass *is* this
 E-step (Eisner 2016), but backpropagating through a 500-step Python loop measured ~6×
@@ -32,7 +32,7 @@ import torch
 from probgen.fit import Fit
 from probgen.ops import chain
 from probgen.progress import progress as bar
-from probgen.registry import Method, check_options, check_tol, register
+from probgen.registry import Method, check_options, check_tol, converged, register
 
 from .._chain import emissions, is_chain, start_params
 
@@ -82,12 +82,14 @@ class BaumWelch(Method):
     engine = "em"
     name = "baum-welch"
     needs = "a hidden Markov chain (initial, transition and per-step emission log-likelihoods)"
+    objective = "log_likelihood"
+    steps_unit = "EM iterations"
 
     def accepts(self, model: Any) -> bool:
         return is_chain(model) and getattr(model, "emission", None) in ("categorical", "gaussian", "poisson")
 
     def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
-            progress: bool, tol: float | None = 1e-4, min_covar: float = 1e-6, **options: Any) -> Fit:
+            progress: bool, tol: float | None = 1e-8, min_covar: float = 1e-6, **options: Any) -> Fit:
         check_options("em", options, ("tol", "min_covar"))
         check_tol(tol)
         if min_covar < 0:
@@ -98,11 +100,11 @@ class BaumWelch(Method):
         with torch.no_grad():
             for step in bar(range(steps), desc="baum-welch", enabled=progress):
                 log_lik, gamma, xi = e_step(model, params, data)
-                ll = float(log_lik.sum())
+                ll = float(log_lik.mean())  # per sequence: independent of how many were passed
                 history.append({"step": step, "log_likelihood": ll})
                 params = {**params, **m_step(model, data, gamma, xi, min_covar)}
                 del gamma  # frees the E-step buffers before the next E-step allocates its own
-                if tol is not None and prev is not None and ll - prev < tol:
+                if converged(prev, ll, tol):
                     break
                 prev = ll
         return Fit(model, params, history, engine=self.engine, method=self.name,

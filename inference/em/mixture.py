@@ -13,7 +13,9 @@ svi / mcmc.
 
 The history records, per iteration, the mean per-example log-likelihood at the
 parameters the E-step saw (scikit-learn's ``lower_bound_`` sequence), so with the same
-start, ``tol`` and number of iterations it agrees with scikit-learn's ``GaussianMixture``.
+start and number of iterations (``tol=None`` or 0) it agrees with scikit-learn's
+``GaussianMixture``. ``tol`` is probgen's one rule (relative change, not scikit-learn's
+absolute one).
 Reference: Dempster, Laird & Rubin (1977); Bishop (2006) §9.2.2.
 """
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch
 
 from probgen.fit import Fit
 from probgen.progress import progress as bar
-from probgen.registry import Method, check_options, check_tol, register
+from probgen.registry import Method, check_options, check_tol, converged, register
 
 _HOOKS = ("init_params", "e_step", "m_step")
 
@@ -36,15 +38,18 @@ class MixtureEM(Method):
     name = "mixture"
     needs = "e_step / m_step / init_params hooks (a mixture with point-estimated parameters)"
     log_prob_kind = "exact"
+    objective = "log_likelihood"
+    steps_unit = "EM iterations"
 
     def accepts(self, model: Any) -> bool:
         return all(callable(getattr(model, h, None)) for h in _HOOKS) and not getattr(model, "bayesian", False)
 
     def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
-            progress: bool, tol: float | None = 1e-3, n_init: int = 1, reg_covar: float = 1e-6,
+            progress: bool, tol: float | None = 1e-5, n_init: int = 1, reg_covar: float = 1e-6,
             init_method: str = "kmeans++", **options: Any) -> Fit:
-        """Args: ``steps`` = max iterations (default 100); ``tol``: stop when the mean
-        log-likelihood changes by less (scikit-learn's rule; ``None`` or 0 runs all steps);
+        """Args: ``steps`` = max iterations (default 100); ``tol``: stop when the relative
+        change of the mean log-likelihood is below it (:func:`probgen.registry.converged`;
+        ``None`` or 0 runs all steps);
         ``n_init`` restarts from independent seeds, the best final log-likelihood wins;
         ``reg_covar`` is added to every variance; ``init`` (a dict, possibly partial)
         fixes the start of every restart; ``init_method`` "kmeans++" | "random"."""
@@ -77,7 +82,7 @@ class MixtureEM(Method):
     @staticmethod
     def _run(model: Any, x: torch.Tensor, params: dict, steps: int, tol: float | None, reg_covar: float,
              show: bool, restart: int) -> tuple[dict, list, bool]:
-        history, prev, converged = [], -math.inf, False
+        history, prev, done = [], None, False
         fused = getattr(model, "em_step", None)  # optional: both steps in one pass over the data
         for it in bar(range(steps), desc=f"em (init {restart})", enabled=show):
             if fused is not None:
@@ -87,11 +92,11 @@ class MixtureEM(Method):
                 params = model.m_step(x, resp, reg_covar=reg_covar)
             ll = float(log_norm.mean())
             history.append({"step": it, "log_likelihood": ll})
-            if tol is not None and abs(ll - prev) < tol:
-                converged = True
+            if converged(prev, ll, tol):
+                done = True
                 break
             prev = ll
-        return params, history, converged
+        return params, history, done
 
 
 def _partial(model: Any, init: dict) -> bool:

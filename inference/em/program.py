@@ -253,6 +253,8 @@ def _row_ids(runner: _Runner, params: dict, simplex: list[str]) -> dict:
 class ProgramEM(Method):
     engine = "em"
     name = "program"
+    objective = "log_likelihood"
+    steps_unit = "EM iterations"
     generic = True
     needs = "a Pyro program whose latent sites are all discrete and enumerable, with pyro.param parameters"
 

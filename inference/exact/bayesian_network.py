@@ -79,6 +79,8 @@ class NetworkExact(Method):
     name = "bayesian_network"
     needs = "a discrete Bayesian network (variables, parents, tables)"
     queries = ("marginals", "map")
+    objective = "log_likelihood"
+    steps_unit = "none (closed form: counting; steps is ignored)"
     accepts_init = False
     init_hint = "the tables are counted from complete rows; engine='em' starts from init"
 
@@ -96,9 +98,9 @@ class NetworkExact(Method):
             raise ValueError("the data have missing cells; the exact engine counts complete rows only — "
                              "use engine='em' (expectation-maximisation over the missing cells)")
         params = count_tables(model, x, pseudo_count)
-        ll = float(model.log_prob(params, data).sum())
+        ll = float(model.log_prob(params, data).mean())  # per row
         return Fit(model, params, [{"step": 0, "log_likelihood": ll}], engine=self.engine, method=self.name,
-                   options={"pseudo_count": pseudo_count})
+                   state={"closed_form": True}, options={"pseudo_count": pseudo_count})
 
     def infer(self, model: Any, params: dict | None, data: Any, query: str, variables: Any = None,
               **options: Any) -> Any:

@@ -39,6 +39,8 @@ class CountingClassifier(ClassifierQueries):
     accepts_init = False
     init_hint = "its tables are counted in closed form"
     needs = "a classifier estimated from counts (count, class_log_posterior)"
+    objective = "log_likelihood"
+    steps_unit = "none (closed form: counting; steps is ignored)"
 
     def accepts(self, model: Any) -> bool:
         return hasattr(model, "count") and hasattr(model, "class_log_posterior")
@@ -48,8 +50,10 @@ class CountingClassifier(ClassifierQueries):
         if options:
             raise ValueError(f"unknown options {sorted(options)}; known: n_classes, n_values")
         params = model.count(data, n_classes=n_classes, n_values=n_values)
-        # no training log-likelihood in the history: scoring the data costs more than counting
-        return Fit(model, params, [{"step": 0, "n": len(data[1])}], engine=self.engine, method=self.name)
+        # an empty history (no iterations): scoring the data costs more than counting, and
+        # fit.log_prob(data) gives the log-likelihood on demand
+        return Fit(model, params, [], engine=self.engine, method=self.name,
+                   state={"closed_form": True, "n": len(data[1])})
 
 
 class BayesRuleFit(ClassifierQueries):
@@ -57,6 +61,7 @@ class BayesRuleFit(ClassifierQueries):
 
     name = "bayes_rule"
     needs = "a generative classifier whose class-conditional this engine fits"
+    steps_unit = "the class-conditional method's steps, per class"
 
     def accepts(self, model: Any) -> bool:
         base = getattr(model, "class_conditional", None)
@@ -89,7 +94,9 @@ class BayesRuleFit(ClassifierQueries):
             params.update({f"c{c}.{k}": v for k, v in fc.params.items()})
             history.append({"step": c, "class": c, **{k: v for k, v in (fc.history[-1] if fc.history else {}).items()
                                                       if k != "step"}})
-        return Fit(model, params, history, engine=self.engine, method=self.name, options=opts)
+        # one record per class (its class-conditional fit's last one), under that fit's objective
+        return Fit(model, params, history, engine=self.engine, method=self.name, options=opts,
+                   objective=method.objective)
 
 
 # one Bayes'-rule method per engine: the classifier is fitted by whatever fits its class-conditional

@@ -23,6 +23,8 @@ class EnergyEnumeration(EnergyMethod):
     engine = "exact"
     name = "enumerate"
     log_prob_kind = "exact"
+    objective = "log_likelihood"
+    steps_unit = "gradient steps (full-batch Adam on the exact likelihood; default 0)"
     needs = f"a layered energy model small enough to enumerate (at most 2^{MAX_BITS} states on its cheaper side)"
 
     def accepts(self, model: Any) -> bool:
@@ -31,7 +33,8 @@ class EnergyEnumeration(EnergyMethod):
     def fit(self, model: LayeredEnergy, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, lr: float = 0.05, **options: Any) -> Fit:
         """``steps`` (default 0: evaluate ``init``) full-batch Adam steps with learning rate ``lr``
-        on the exact mean log-likelihood; history records ``log_lik`` (nats per row)."""
+        on the exact mean log-likelihood; history records ``log_likelihood`` (nats per row),
+        one record per step and one for the final parameters."""
         check_options("exact", options, ("lr",))
         steps = 0 if steps is None else steps
         x = data.double()
@@ -50,10 +53,10 @@ class EnergyEnumeration(EnergyMethod):
             ll = mean_loglik(free)
             (-ll).backward()
             opt.step()
-            history.append({"step": step, "log_lik": float(ll.detach())})
+            history.append({"step": step, "log_likelihood": float(ll.detach())})
         with torch.no_grad():
             final = _symmetrised(model, free)
-            history.append({"step": steps, "log_lik": float(mean_loglik(final))})
+            history.append({"step": steps, "log_likelihood": float(mean_loglik(final))})
         return self.make_fit(model, {k: v.detach() for k, v in final.items()}, history, {}, {"lr": lr}, data)
 
     def infer(self, model: LayeredEnergy, params: dict | None, data: Any, query: str, **options: Any):

@@ -21,7 +21,7 @@ import torch
 from probgen.fit import Fit
 from probgen.ops import factor as fops
 from probgen.progress import progress as bar
-from probgen.registry import Method, check_options, register
+from probgen.registry import Method, check_options, check_tol, converged, register
 
 
 @register
@@ -29,6 +29,8 @@ class FactorGraphExact(Method):
     engine = "exact"
     name = "factor_graph"
     needs = "discrete variables with log-potential tables (a FactorGraph)"
+    objective = "log_likelihood"
+    steps_unit = "L-BFGS iterations"
     log_prob_kind = "exact"
     queries = ("marginals", "map", "log_partition")
 
@@ -36,8 +38,13 @@ class FactorGraphExact(Method):
         return all(hasattr(model, a) for a in ("variables", "scopes", "log_potentials", "log_partition"))
 
     def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
-            progress: bool, l2: float = 0.0, tol: float = 1e-9, **options: Any) -> Fit:
+            progress: bool, l2: float = 0.0, tol: float | None = 1e-10, **options: Any) -> Fit:
+        """Maximum likelihood of the log-potentials by L-BFGS, ``steps`` (default 50)
+        iterations; stops when the relative change of the per-example objective (the mean
+        log-likelihood less the ``l2`` penalty) is below ``tol``
+        (:func:`probgen.registry.converged`; ``None``: run all steps)."""
         check_options("exact", options, ("l2", "tol"))
+        check_tol(tol)
         steps = 50 if steps is None else steps
         params = model.init_params(data, seed)
         for k, v in (init or {}).items():
@@ -59,7 +66,7 @@ class FactorGraphExact(Method):
         for step in bar(range(steps), desc="exact ML", enabled=progress):
             loss = float(opt.step(objective).detach())
             history.append({"step": step, "log_likelihood": -loss})
-            if last is not None and abs(last - loss) < tol:
+            if converged(last, loss, tol):
                 break
             last = loss
         out = {k: v.detach().clone() for k, v in theta.items()}

@@ -24,6 +24,8 @@ class GrammarExact(Method):
     needs = "a grammar declaration (inside / Viterbi charts)"
     log_prob_kind = "exact"
     queries = ("map", "marginals")
+    objective = "log_likelihood"
+    steps_unit = "none (exact: learns nothing; steps is ignored)"
 
     def accepts(self, model: Any) -> bool:
         return is_grammar(model)
@@ -32,7 +34,7 @@ class GrammarExact(Method):
             progress: bool, **options: Any) -> Fit:
         check_options("exact", options)
         params = start_params(model, init)
-        ll = float(model.log_prob(params, data).sum())
+        ll = float(model.log_prob(params, data).mean())  # per sentence
         return Fit(model, params, [{"step": 0, "log_likelihood": ll}], engine=self.engine, method=self.name)
 
     def infer(self, model: Any, params: dict | None, data: Any, query: str, **options: Any) -> Any:

@@ -30,6 +30,8 @@ class ChainExact(Method):
     name = "chain"
     needs = "a hidden Markov chain (initial, transition and per-step emission log-likelihoods)"
     queries = QUERIES
+    objective = "log_likelihood"
+    steps_unit = "none (exact: learns nothing; steps is ignored)"
 
     def accepts(self, model: Any) -> bool:
         return is_chain(model)
@@ -39,7 +41,7 @@ class ChainExact(Method):
         check_options("exact", options)
         params = start_params(model, data, init, seed)
         lp = model.log_prob(params, data)
-        return Fit(model, params, [{"step": 0, "log_evidence": float(lp.sum())}],
+        return Fit(model, params, [{"step": 0, "log_likelihood": float(lp.mean())}],  # per sequence
                    engine=self.engine, method=self.name)
 
     def infer(self, model: Any, params: dict | None, data: Any, query: str, **options: Any):

@@ -18,6 +18,8 @@ class MixturePosterior(Method):
     needs = "responsibilities(params, x) (a mixture)"
     log_prob_kind = "exact"
     queries = ("marginals", "map", "log_prob")
+    objective = "log_likelihood"
+    steps_unit = "none (exact: learns nothing; steps is ignored)"
 
     def accepts(self, model: Any) -> bool:
         return all(callable(getattr(model, h, None)) for h in ("responsibilities", "init_params", "check_params"))

@@ -18,6 +18,8 @@ from .._train import minibatches
 class FlowLikelihood(Method):
     engine = "flow"
     name = "likelihood"
+    objective = "loss"
+    steps_unit = "gradient steps (minibatches)"
     needs = "an invertible declaration (distribution() with an exact log_prob, e.g. Flow)"
     log_prob_kind = "exact"
 

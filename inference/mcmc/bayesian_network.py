@@ -4,7 +4,7 @@ networks too wide for exact elimination.
 One *sweep* resamples every unobserved cell of every evidence row from its full
 conditional ``p(x_v | Markov blanket) ∝ p(x_v | x_pa(v)) prod_{c in ch(v)} p(x_c | x_pa(c))``,
 vectorised over rows and states (no Python loop over rows). Queries average the full
-conditionals of the target variables over sweeps after burn-in (Rao-Blackwellised
+conditionals of the target variables over ``num_samples`` sweeps after ``warmup`` sweeps (Rao-Blackwellised
 estimates, lower variance than counting draws). Fitting is Bayesian learning by data
 augmentation (Tanner & Wong 1987): alternate a sweep over the missing cells with a draw
 of every table from its Dirichlet posterior; the fit's tables are the posterior mean.
@@ -94,20 +94,25 @@ class NetworkGibbs(Method):
     needs = "a discrete Bayesian network (variables, parents, tables)"
     queries = ("marginals",)
     log_prob_kind = "exact"  # exact log-likelihood at the posterior-mean tables
+    objective = "log_likelihood"
+    steps_unit = "draws kept after warmup (data-augmentation rounds)"
 
     def accepts(self, model: Any) -> bool:
         return is_network(model)
 
     def fit(self, model: Any, data: torch.Tensor, *, steps: int | None, seed: int | None, init: dict | None,
-            progress: bool, burn_in: int | None = None, pseudo_count: float = 1.0, **options: Any) -> Fit:
+            progress: bool, warmup: int | None = None, pseudo_count: float = 1.0, **options: Any) -> Fit:
         """Posterior-mean tables under symmetric Dirichlet(``pseudo_count``) priors, by
-        ``steps`` (default 500) rounds of data augmentation after ``burn_in`` (default
-        ``steps // 4``)."""
-        check_options("mcmc", options, ("burn_in", "pseudo_count"))
+        ``steps`` (default 500) rounds of data augmentation after ``warmup`` (default
+        ``steps // 4``). ``history`` records the complete-data log-likelihood per row of
+        each round's draw (``"warmup"``: whether the round is discarded)."""
+        check_options("mcmc", options, ("warmup", "pseudo_count"))
         if pseudo_count <= 0:
             raise ValueError(f"the Gibbs fit needs a proper Dirichlet prior: pseudo_count > 0, got {pseudo_count}")
         steps = 500 if steps is None else steps
-        burn_in = steps // 4 if burn_in is None else burn_in
+        warmup = steps // 4 if warmup is None else warmup
+        if not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 0:
+            raise ValueError(f"warmup must be a non-negative integer, got {warmup!r}")
         rng = np.random.default_rng(seed)
         x = data.numpy()
         free = x < 0
@@ -117,7 +122,7 @@ class NetworkGibbs(Method):
         values = kernel.init_state(x, rng)
         mean = [np.zeros_like(t) for t in tables]
         history = []
-        for step in bar(range(burn_in + steps), desc="gibbs", enabled=progress):
+        for step in bar(range(warmup + steps), desc="gibbs", enabled=progress):
             kernel.sweep(values, free, rng)
             tables, ll = [], 0.0
             for j in range(kernel.n):
@@ -130,24 +135,28 @@ class NetworkGibbs(Method):
                 with np.errstate(divide="ignore"):
                     ll += float((counts * np.log(np.where(counts > 0, t, 1.0))).sum())
             kernel.set_tables(tables)
-            history.append({"step": step, "log_likelihood": ll, "burn_in": step < burn_in})
-            if step >= burn_in:
+            history.append({"step": step, "log_likelihood": ll / len(x), "warmup": step < warmup})
+            if step >= warmup:
                 for m, t in zip(mean, tables):
                     m += t / steps
         if steps == 0:
             mean = tables
         out = {f"probs_{v}": torch.from_numpy(m) for v, m in zip(model.variables, mean)}
         return Fit(model, out, history, engine=self.engine, method=self.name,
-                   options={"burn_in": burn_in, "pseudo_count": pseudo_count})
+                   options={"warmup": warmup, "pseudo_count": pseudo_count})
 
     def infer(self, model: Any, params: dict | None, data: Any, query: str, variables: Any = None,
-              steps: int = 2000, burn_in: int | None = None, seed: int | None = None, **options: Any) -> Any:
+              num_samples: int = 2000, warmup: int | None = None, seed: int | None = None,
+              **options: Any) -> Any:
         """Approximate posterior marginals of ``variables`` given one assignment or a table
-        of evidence rows (as the exact engine takes them) from ``steps`` sweeps after
-        ``burn_in`` (default ``steps // 10``); all rows are sampled side by side."""
-        check_options("mcmc query", options, ("variables", "steps", "burn_in", "seed"))
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
+        of evidence rows (as the exact engine takes them), averaged over ``num_samples``
+        sweeps after ``warmup`` sweeps (default ``num_samples // 10``); all rows are sampled
+        side by side."""
+        check_options("mcmc query", options, ("variables", "num_samples", "warmup", "seed"))
+        if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        if warmup is not None and (not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 0):
+            raise ValueError(f"warmup must be a non-negative integer, got {warmup!r}")
         params = model.check_params(params)
         single, x = parse_evidence(model, data)
         if single is not None:
@@ -162,14 +171,14 @@ class NetworkGibbs(Method):
         kernel = GibbsKernel(model, [params[f"probs_{v}"].numpy() for v in model.variables])
         free = x < 0
         values = kernel.init_state(x, rng)
-        burn_in = steps // 10 if burn_in is None else burn_in
-        for _ in range(burn_in):
+        warmup = num_samples // 10 if warmup is None else warmup
+        for _ in range(warmup):
             kernel.sweep(values, free, rng)
         record = {t: np.zeros((x.shape[0], model.cards[t])) for t in targets}
-        for _ in range(steps):
+        for _ in range(num_samples):
             kernel.sweep(values, free, rng, record)
         out = {}
         for t in targets:
-            probs = torch.from_numpy(record[t] / steps)
+            probs = torch.from_numpy(record[t] / num_samples)
             out[model.variables[t]] = probs[0] if single is not None else probs
         return out

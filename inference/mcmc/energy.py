@@ -27,6 +27,8 @@ from .._energy import (TRAIN_OPTIONS, EnergyMethod, _dtype, greedy_pretrain, is_
 class EnergyGibbs(EnergyMethod):
     engine = "mcmc"
     name = "cd"
+    objective = "recon_error"
+    steps_unit = "epochs (passes over the data)"
     needs = "a layered energy model (BM, RBM, DBN, DBM: probgen.energy.LayeredEnergy)"
 
     def accepts(self, model: Any) -> bool:

@@ -25,6 +25,8 @@ from .._train import minibatches
 class LangevinCD(Method):
     engine = "mcmc"
     name = "langevin"
+    objective = "loss"
+    steps_unit = "gradient steps (minibatches)"
     needs = "a continuous energy-based declaration (energy(x), langevin(...))"
     log_prob_kind = "estimate"
 
@@ -76,10 +78,12 @@ class LangevinCD(Method):
                    state={"buffer": buffer, "proposal": proposal},
                    options={"k": k, "step_size": step_size, "lr": lr, "metropolis": metropolis})
 
-    def log_prob(self, fit: Fit, x: Any, n_samples: int = 20000, seed: int = 0) -> torch.Tensor:
-        """−E(x)/T − log Ẑ, Ẑ by importance sampling (``n_samples`` draws with ``seed``) from a
+    def log_prob(self, fit: Fit, x: Any, num_samples: int = 20000, seed: int = 0) -> torch.Tensor:
+        """−E(x)/T − log Ẑ, Ẑ by importance sampling (``num_samples`` draws with ``seed``) from a
         widened Gaussian fit to the data."""
-        return fit.model.log_prob_with(fit.params, fit.model.check_data(x), fit.state["proposal"], n_samples,
+        if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        return fit.model.log_prob_with(fit.params, fit.model.check_data(x), fit.state["proposal"], num_samples,
                                        seed=seed)
 
     def sample(self, fit: Fit, n: int, seed: int | None = None) -> torch.Tensor:

@@ -83,12 +83,15 @@ def log_joint(ndk: np.ndarray, nwk: np.ndarray, nk: np.ndarray, alpha: np.ndarra
 class LDACollapsedGibbs(TopicModelMethod):
     engine = "mcmc"
     name = "lda-gibbs"
+    objective = "log_joint"
+    steps_unit = "sweeps kept after warmup"
     log_prob_kind = "bound"
 
     def fit(self, model: Any, data: Corpus, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, warmup: int | None = None, thin: int = 1, **options: Any) -> Fit:
         """``steps`` kept sweeps (default 200) after ``warmup`` sweeps (default ``steps``);
-        the topic estimate averages every ``thin``-th kept sweep."""
+        the topic estimate averages every ``thin``-th kept sweep. ``history`` records the
+        collapsed log p(w, z) per document of each sweep (``"warmup"``: discarded)."""
         check_options("mcmc", options, OPTIONS)
         steps = 200 if steps is None else steps
         warmup = steps if warmup is None else warmup
@@ -120,7 +123,7 @@ class LDACollapsedGibbs(TopicModelMethod):
             if sweep >= warmup and (sweep - warmup) % thin == 0:
                 topic_sum += ((nwk + eta) / (nk + V * eta)).T
                 kept += 1
-            history.append({"step": sweep, "log_joint": log_joint(ndk, nwk, nk, alpha, eta),
+            history.append({"step": sweep, "log_joint": log_joint(ndk, nwk, nk, alpha, eta) / D,  # per document
                             "warmup": sweep < warmup})
         z = np.array(zl)
         if kept == 0:  # no kept sweep (steps=0): the current state's estimate

@@ -37,6 +37,8 @@ from .._program import (QUERIES, check_count, enumerated, inspect_program, inspe
 class ProgramNUTS(Method):
     engine = "mcmc"
     name = "nuts"
+    objective = "potential_energy"
+    steps_unit = "draws kept per chain after warmup"
     generic = True
     needs = "a Pyro program whose parameters have priors"
     log_prob_kind = "estimate"

@@ -26,6 +26,8 @@ from .._energy import (TRAIN_OPTIONS, EnergyMethod, _dtype, greedy_pretrain, sta
 class EnergyMeanField(EnergyMethod):
     engine = "meanfield"
     name = "energy"
+    objective = "recon_error"
+    steps_unit = "epochs (passes over the data)"
     needs = "an undirected layered energy model with hidden layers (BM, RBM, DBM)"
 
     def accepts(self, model: Any) -> bool:

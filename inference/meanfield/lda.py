@@ -9,7 +9,7 @@ q(z_dn) = Categorical(φ_dn), q(β_k) = Dirichlet(λ_k). One iteration:
   optional empirical Bayes: α (asymmetric) and η by Minka's fixed point.
 
 Every update maximises the ELBO in its own block of coordinates, so the ELBO recorded in
-``fit.history`` (``"elbo"``, with φ maximised out) never decreases.
+``fit.history`` (``"elbo"`` per document, with φ maximised out) never decreases.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from probgen.corpus import Corpus
 from probgen.fit import Fit
 from probgen.ops import lda as lda_ops
 from probgen.progress import progress as bar
-from probgen.registry import check_options, check_tol, register
+from probgen.registry import check_options, check_tol, converged, register
 
 from .._lda import TopicModelMethod, hyperparameters, initial_lambda, make_fit, seeded_lambda
 
@@ -40,12 +40,15 @@ def elbo(corpus: Corpus, gamma: torch.Tensor, lam: torch.Tensor, alpha: torch.Te
 class LDACAVI(TopicModelMethod):
     engine = "meanfield"
     name = "lda-cavi"
+    objective = "elbo"
+    steps_unit = "CAVI iterations"
 
     def fit(self, model: Any, data: Corpus, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, tol: float | None = 1e-5, learn_alpha: bool = False, learn_eta: bool = False,
             e_step_tol: float = 1e-3, max_e_step: int = 100, seed_docs: int = 2, **options: Any) -> Fit:
-        """``steps`` (default 200) outer iterations; stops early when the ELBO's relative
-        change falls below ``tol`` (``None``: run every step). ``learn_alpha`` / ``learn_eta``: empirical-Bayes
+        """``steps`` (default 200) outer iterations; stops early when the relative change of
+        the ELBO falls below ``tol`` (:func:`probgen.registry.converged`; ``None``: run every
+        step); ``history`` records ``"elbo"`` per document. ``learn_alpha`` / ``learn_eta``: empirical-Bayes
         updates of the hyperparameters. ``e_step_tol`` / ``max_e_step``: the per-document
         γ convergence rule inside each E-step. ``seed_docs``: without ``init["topics"]``,
         each topic starts from the counts of this many random documents (lda-c's "seeded"
@@ -71,9 +74,9 @@ class LDACAVI(TopicModelMethod):
                 eta = lda_ops.update_eta(eta, lda_ops.dirichlet_expectation(lam).mean(), model.vocab_size)
                 lam = eta + sstats  # λ's optimum moves with η (still a coordinate maximisation)
             elog_beta = lda_ops.dirichlet_expectation(lam)
-            value = elbo(data, gamma, lam, alpha, eta, elog_beta)
+            value = elbo(data, gamma, lam, alpha, eta, elog_beta) / data.n_docs  # per document
             history.append({"step": it, "elbo": value, "e_step_iterations": inner})
-            if tol is not None and prev is not None and abs(value - prev) <= tol * abs(value):
+            if converged(prev, value, tol):
                 break
             prev = value
         return make_fit(self, model, lam, alpha, eta, data, history, {"lambda": lam},

@@ -28,7 +28,7 @@ from probgen.fit import Fit
 from probgen.ops import gaussian
 from probgen.progress import progress as bar
 from probgen.random import generator
-from probgen.registry import Method, check_options, check_tol, register
+from probgen.registry import Method, check_options, check_tol, converged, register
 
 PRIORS = ("weight_concentration_prior", "mean_prior", "mean_precision_prior", "degrees_of_freedom_prior",
           "covariance_prior")
@@ -101,6 +101,8 @@ class BayesianMixtureCAVI(Method):
     needs = ("a Bayesian Gaussian mixture with full covariances (bayesian=True, k, dim, and "
              "scikit-learn-named priors: " + ", ".join(PRIORS) + ")")
     log_prob_kind = "estimate"
+    objective = "elbo"
+    steps_unit = "CAVI iterations"
     accepts_init = False
     init_hint = "it starts from responsibilities: pass init_resp=(N, K)"
 
@@ -109,11 +111,12 @@ class BayesianMixtureCAVI(Method):
                 and all(hasattr(model, a) for a in ("k", "dim", "check_data") + PRIORS))
 
     def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
-            progress: bool, tol: float | None = 1e-3, reg_covar: float = 1e-6, init_resp: Any = None,
+            progress: bool, tol: float | None = 1e-6, reg_covar: float = 1e-6, init_resp: Any = None,
             **options: Any) -> Fit:
-        """``steps`` (default 100) iterations; stops when the lower bound changes by less
-        than ``tol`` (absolute, as scikit-learn; ``None``: run every step). ``init_resp``: starting responsibilities
-        (N, K); default the declaration's own initialisation (``init_params`` then
+        """``steps`` (default 100) iterations; stops when the relative change of the lower
+        bound is below ``tol`` (:func:`probgen.registry.converged`; ``None``: run every
+        step). ``history`` records ``"elbo"`` per example (scikit-learn's lower bound / N).
+        ``init_resp``: starting responsibilities (N, K); default the declaration's own initialisation (``init_params`` then
         ``responsibilities``, e.g. k-means++) or, lacking those, random ones."""
         check_options("meanfield", options, OPTIONS)
         check_tol(tol)
@@ -126,9 +129,9 @@ class BayesianMixtureCAVI(Method):
         for it in bar(range(steps), desc="mixture cavi", enabled=progress):
             log_r = log_resp(x, q)
             q = m_step(x, torch.exp(log_r), p, reg_covar)
-            lb = lower_bound(q, log_r, model.dim)
+            lb = lower_bound(q, log_r, model.dim) / len(x)  # per example
             history.append({"step": it, "elbo": lb})
-            if tol is not None and prev is not None and abs(lb - prev) < tol:
+            if converged(prev, lb, tol):
                 break
             prev = lb
         params = {"weights": q["alpha"] / q["alpha"].sum(), "loc": q["m"], "scale_tril": q["cov_chol"]}

@@ -12,7 +12,7 @@ Training runs over epochs of shuffled minibatches (``steps`` = epochs), scores a
 validation split after each epoch (the same loss, without the denoising corruption), keeps the parameters of the best validation epoch and
 stops early after ``patience`` epochs without improvement. Losses are per example.
 
-``fit.log_prob(x, k=…)``: for a distributional encoder the importance-weighted bound
+``fit.log_prob(x, num_samples=…)``: for a distributional encoder the importance-weighted bound
 IWAE-k = log (1/k) Σ_s p(x, h_s) / q(h_s | x), h_s ~ q(h | x) (Burda, Grosse & Salakhutdinov
 2016); k = 1 gives the ELBO (``log_prob_kind="bound"``, its expectation is a lower bound on
 log p(x)). For a point-mass encoder there is no bound: it is the decoder's log-likelihood at
@@ -71,6 +71,8 @@ class Substituted:
 class AmortisedSVI(Method):
     engine = "svi"
     name = "amortised"
+    objective = "loss"
+    steps_unit = "epochs (passes over the training split)"
     needs = "an encoder/decoder program (program(x), guide(x), encode, reconstruct)"
     log_prob_kind = "bound"
     queries = ("encode", "reconstruct")
@@ -163,16 +165,18 @@ class AmortisedSVI(Method):
         return list(start)
 
     # ---- evaluation, sampling, queries ---------------------------------------------------
-    def log_prob(self, fit: Fit, x: Any, k: int = 1, **options: Any) -> torch.Tensor:
-        """Per-example (N,): IWAE-k for a distributional encoder (k = 1: the ELBO); the
-        decoder's log-likelihood at the code, log p(x | f(x)), for a point-mass encoder."""
-        check_options("log_prob", options, ("k",))
-        if not isinstance(k, int) or k < 1:
-            raise ValueError(f"k (importance samples) must be a positive integer, got {k!r}")
+    def log_prob(self, fit: Fit, x: Any, num_samples: int = 1, **options: Any) -> torch.Tensor:
+        """Per-example (N,): the importance-weighted bound IWAE-k with k = ``num_samples``
+        for a distributional encoder (1: the ELBO; Burda et al. 2016); the decoder's
+        log-likelihood at the code, log p(x | f(x)), for a point-mass encoder."""
+        check_options("log_prob", options, ("num_samples",))
+        if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
+            raise ValueError(f"num_samples (importance samples) must be a positive integer, got {num_samples!r}")
         model, x = fit.model, fit.model.check_data(x)
         if model.encoder_dist == "delta":
             return model.recon_log_prob(fit.params, x)
-        return iwae_bound(Substituted(model.program, fit.params), Substituted(model.guide, fit.params), (x,), k)
+        return iwae_bound(Substituted(model.program, fit.params), Substituted(model.guide, fit.params), (x,),
+                          num_samples)
 
     def sample(self, fit: Fit, n: int, seed: int | None = None) -> torch.Tensor:
         return fit.model.sample(fit.params, n, seed=seed, code_loc=fit.state.get("code_loc"),

@@ -55,6 +55,8 @@ class DirichletEncoder(nn.Module):
 class LDAOnlineVB(TopicModelMethod):
     engine = "svi"
     name = "lda-online"
+    objective = "elbo"
+    steps_unit = "minibatch updates"
 
     def fit(self, model: Any, data: Corpus, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, inference: str = "online", batch_size: int = 32, tau0: float = 10.0,
@@ -63,7 +65,8 @@ class LDAOnlineVB(TopicModelMethod):
         """``steps``: minibatch updates (default: 4 passes over the documents for
         ``"online"``, 1000 for ``"amortized"``). ``batch_size``: documents per minibatch.
         ``tau0``, ``kappa``: the step-size schedule ρ_t = (τ0 + t)^(−κ), κ ∈ (0.5, 1]
-        for convergence. ``lr``, ``hidden``: Adam step and encoder width (amortized)."""
+        for convergence. ``lr``, ``hidden``: Adam step and encoder width (amortized).
+        ``history`` records ``"elbo"`` per document (a noisy minibatch estimate)."""
         check_options("svi", options, OPTIONS)
         if inference not in ("online", "amortized"):
             raise ValueError(f"inference must be 'online' or 'amortized', got {inference!r}")
@@ -95,7 +98,7 @@ class LDAOnlineVB(TopicModelMethod):
             elbo = scale * bound.sum() + lda_ops.topic_bound(lam, eta, elog_beta)
             rho = (tau0 + t + 1) ** (-kappa)
             lam = (1 - rho) * lam + rho * (eta + scale * sstats)
-            history.append({"step": t, "elbo": float(elbo), "rho": rho})
+            history.append({"step": t, "elbo": float(elbo) / D, "rho": rho})  # per document
         return make_fit(self, model, lam, alpha, eta, data, history, {"lambda": lam},
                         {"inference": "online", "batch_size": batch_size, "tau0": tau0, "kappa": kappa})
 
@@ -117,7 +120,8 @@ class LDAOnlineVB(TopicModelMethod):
             loss = svi.step(counts)
             if not math.isfinite(loss):
                 raise ValueError(f"the ELBO became non-finite at step {t}; try a smaller lr")
-            history.append({"step": t, "loss": float(loss)})
+            # Trace_ELBO's loss estimates the corpus's −ELBO (the plate scales the minibatch up)
+            history.append({"step": t, "elbo": -float(loss) / data.n_docs, "loss": float(loss)})
         topics = pyro.param("topics").detach().double()
         # the encoder as weights (a module that went through pyro.module holds weak references)
         state = {"encoder": {k: v.detach().clone() for k, v in encoder.state_dict().items()},

@@ -45,6 +45,8 @@ def _empty_guide(*args: Any, **kwargs: Any) -> None:
 class ProgramSVI(Method):
     engine = "svi"
     name = "program"
+    objective = "loss"
+    steps_unit = "gradient steps"
     generic = True
     needs = "a Pyro program"
     queries = QUERIES
