@@ -43,8 +43,6 @@ class ProgramNUTS(Method):
     needs = "a Pyro program whose parameters have priors"
     log_prob_kind = "estimate"
     queries = QUERIES
-    #: the history key that tracks the run (one record per kept draw)
-    objective = "potential_energy"
 
     def accepts(self, model: Any) -> bool:
         if not isinstance(model, Program) or not getattr(model, "generic_inference", True):
