@@ -78,7 +78,9 @@ def _infer(model_or_fit: Any, data: Any, query: str, engine: str, options: dict)
         exact = any(m.accepts(model) for m in registry.methods("exact"))
         engine = "exact" if exact or not isinstance(model_or_fit, Fit) else model_or_fit.engine
     method = registry.find_method(model, engine)
-    registry.check_named_options(f"{query!r} query", method.infer, options, _INFER_ARGS)
+    registry.check_named_options(f"{query!r} query", method.infer, options, _INFER_ARGS + ("fit",))
+    if isinstance(model_or_fit, Fit) and "fit" in registry.named_options(method.infer, _INFER_ARGS):
+        options["fit"] = model_or_fit  # a method that answers from the fit's state (a guide, draws)
     if method.queries and query not in method.queries:
         raise ValueError(f"engine {engine!r} answers queries {list(method.queries)} on "
                          f"{type(model).__name__}, not {query!r}")

@@ -25,10 +25,6 @@ def _finite(v):
 
 
 def _check_history(fit):
-    if fit.method == "nuts" and fit.history and fit.objective not in fit.history[0]:
-        # NUTS's per-draw statistics are recorded by the NUTS work of issue 14 (another
-        # branch, inference/mcmc/nuts.py); once merged this branch of the test goes unused
-        pytest.xfail("NUTS history does not record its potential energy yet")
     for record in fit.history:
         assert isinstance(record.get("step"), int), f"history record without an integer step: {record}"
         assert fit.objective in record, f"history record without {fit.objective!r}: {record}"

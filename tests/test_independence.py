@@ -31,21 +31,13 @@ PROGRAMS = {"normal_mean": (normal_mean, lambda s: torch.randn(40, generator=tor
             "coin_mixture": (coin_mixture, lambda s: (torch.rand(60, generator=torch.Generator().manual_seed(s)) < 0.6).float())}
 
 
-# user-program gaps being fixed on another branch (strict: an unexpected pass fails, so the
-# marker goes when the gap closes): compatible() lists engines that then refuse the program,
-# NUTS's Fit.sample ignores its seed, generic EM crashes on float32 Bernoulli data
-_KNOWN_GAPS = {c: pytest.mark.xfail(strict=True, reason="issue 14 user-program gap")
-               for c in ("normal_mean-em", "normal_mean-mcmc", "coin_mixture-em", "coin_mixture-mcmc")}
-
-
 def _cases():
     cases = []
     for name, cls in sorted(registry.models().items()):
         model, _ = cls.example(seed=0)
         cases += [pytest.param("builtin", name, e, id=f"{name}-{e}") for e in pg.compatible(model)]
     for name, (fn, _) in PROGRAMS.items():
-        cases += [pytest.param("program", name, e, id=f"{name}-{e}", marks=_KNOWN_GAPS.get(f"{name}-{e}", ()))
-                  for e in pg.compatible(fn)]
+        cases += [pytest.param("program", name, e, id=f"{name}-{e}") for e in pg.compatible(fn)]
     return cases
 
 

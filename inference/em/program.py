@@ -52,7 +52,7 @@ from probgen.fit import Fit
 from probgen.progress import progress as bar
 from probgen.registry import Method, check_options, check_tol, register
 
-from .._program import inspect_program
+from .._program import ProgramInfo, inspect_program, inspect_without_data
 
 
 # ---- tracing with probes ---------------------------------------------------------------
@@ -83,6 +83,10 @@ class _Probed(dist.TorchDistribution):
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         lp = self.base.log_prob(value)
+        if lp.is_floating_point() and lp.dtype != torch.float64:
+            # EM runs in float64; a site built from the program's own float32 constants (fixed
+            # weights, say) must not meet float64 sites in the enumerated contraction
+            lp = lp.to(torch.float64)
         self._record[self._name] = (self.base, value, lp)
         if self._probes is None:
             return lp
@@ -258,7 +262,10 @@ class ProgramEM(Method):
 
     def accepts(self, model: Any) -> bool:
         if isinstance(model, UserProgram):
-            return True  # checked on the data in fit (a clear error if a latent is continuous)
+            # traced with a placeholder for its data: a program that computes with its data
+            # cannot run so (None), and fit then refuses it on the data with the same message
+            info = inspect_without_data(model)
+            return info is None or refusal(info) is None
         if not isinstance(model, Program) or getattr(model, "bayesian", False):
             return False  # a declared prior on the parameters makes them continuous latents
         cls = type(model)
@@ -276,13 +283,10 @@ class ProgramEM(Method):
         check_options("em", options, ("tol", "m_steps"))
         check_tol(tol)
         steps = 100 if steps is None else steps
-        args = model.program_args(data)
+        args = model.program_args(_float64(data))
         info = inspect_program(model.program, args)
-        if info.continuous:
-            raise ValueError(f"generic EM needs every latent site discrete and enumerable; {info.continuous} "
-                             "are continuous (use engine='svi' or 'mcmc')")
-        if not info.params:
-            raise ValueError("the program has no pyro.param sites to fit")
+        if refusal(info):
+            raise ValueError(refusal(info))
         params = _initial(model, args, info, init)
         runner = _Runner(model, args, info.max_plate_nesting)
         history, prev = [], None
@@ -456,6 +460,31 @@ class ProgramEM(Method):
         return out if after >= before else params
 
 
+def refusal(info: ProgramInfo) -> str | None:
+    """Why generic EM cannot fit a program with these sites (None: it can): one message for
+    ``pg.compatible`` and for the fit."""
+    if info.continuous:
+        return (f"generic EM needs every latent site discrete and enumerable; {info.continuous} "
+                "are continuous (use engine='svi' or 'mcmc')")
+    if not info.params:
+        return "generic EM fits pyro.param sites, and the program has none (use engine='svi' or 'mcmc')"
+    return None
+
+
+def _float64(data: Any) -> Any:
+    """``data`` with its floating tensors in float64, the dtype EM runs in (float32 data would
+    meet float64 parameters, e.g. Bernoulli probabilities, in one expression); integer tensors
+    and other leaves unchanged."""
+    if isinstance(data, torch.Tensor):
+        return data.to(torch.float64) if data.is_floating_point() else data
+    if isinstance(data, dict):
+        return {k: _float64(v) for k, v in data.items()}
+    if isinstance(data, (tuple, list)):
+        out = [_float64(v) for v in data]
+        return tuple(out) if isinstance(data, tuple) else out
+    return data
+
+
 def _initial(model: Program, args: tuple, info: Any, init: dict | None) -> dict[str, torch.Tensor]:
     """Starting values: ``init`` where given, else the program's own ``pyro.param`` initial
     values (traced once under the current seed)."""
@@ -474,9 +503,9 @@ def _initial(model: Program, args: tuple, info: Any, init: dict | None) -> dict[
 
 def _log_evidence(fit: Fit, x: Any) -> torch.Tensor:
     model = fit.model
-    args = model.program_args(x)
+    args = model.program_args(_float64(x))
     info = inspect_program(model.program, args)
-    program = config_enumerate(poutine.substitute(model.program, data=dict(fit.params)), default="parallel")
+    program = _Runner(model, args, info.max_plate_nesting)._fn(dict(fit.params), None, {})
     elbo = TraceEnum_ELBO(max_plate_nesting=info.max_plate_nesting)
     with pyro.get_param_store().scope():
         return torch.tensor(-elbo.loss(program, _empty_guide, *args), dtype=torch.float64)

@@ -5,21 +5,32 @@ with discrete latent sites enumerated out.
 declaration that offers ``priors()`` (name -> distribution) has its parameters
 lifted to those priors (as ``pyro.poutine.lift`` does), and the fit records which
 were lifted in ``fit.state["lifted"]``.
+
+``steps`` draws are kept per chain after ``warmup`` adaptation steps; chains run one after
+another in this process (seeded, so a fit is reproducible). ``fit.history`` has one record
+per kept draw, aligned with ``fit.state["samples"]``: ``step`` (the draw's index), ``chain``,
+and the sampler's statistics for that draw — ``step_size``, ``accept_prob`` (the mean
+Metropolis acceptance probability over the trajectory's proposals), ``diverging`` and
+``potential_energy`` (−log p(θ, data) in the unconstrained space, the Jacobian included).
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pyro
 import torch
 from pyro import poutine
 from pyro.infer import MCMC, NUTS
+from pyro.infer.mcmc.util import diagnostics
 
 from probgen.declarations import Program
 from probgen.fit import Fit
+from probgen.random import seeded
 from probgen.registry import Method, check_options, register
 
-from .._program import enumerated, inspect_program
+from .._program import (QUERIES, check_count, enumerated, inspect_program, inspect_without_data, map_discrete,
+                        posterior_draws, predictive_draws, program_sample, stack)
 
 
 @register
@@ -31,9 +42,15 @@ class ProgramNUTS(Method):
     generic = True
     needs = "a Pyro program whose parameters have priors"
     log_prob_kind = "estimate"
+    queries = QUERIES
 
     def accepts(self, model: Any) -> bool:
-        return isinstance(model, Program) and getattr(model, "generic_inference", True)
+        if not isinstance(model, Program) or not getattr(model, "generic_inference", True):
+            return False
+        # a user's program traced with a placeholder for its data (None where it cannot run so:
+        # then fit checks on the data): pyro.param sites without a priors() hook cannot be sampled
+        info = inspect_without_data(model)
+        return info is None or not info.params or hasattr(model, "priors")
 
     def fit(self, model: Program, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, warmup: int | None = None, chains: int = 1, target_accept: float = 0.8,
@@ -54,36 +71,46 @@ class ProgramNUTS(Method):
             lifted = sorted(info.params)
             program = poutine.lift(program, prior={n: priors[n] for n in lifted})
             info = inspect_program(program, args)
-        kernel = NUTS(enumerated(program, info), max_plate_nesting=info.max_plate_nesting,
-                      target_accept_prob=target_accept, max_tree_depth=max_tree_depth,
-                      jit_compile=jit_compile, ignore_jit_warnings=True)
         if init is None and hasattr(model, "init_params"):
             # start the chain at the declaration's own (seeded) starting point, not a prior draw
             init = _default_start(model, data, seed, info)
         start = _unconstrained(enumerated(program, info), args, init, info.max_plate_nesting) if init else None
-        mcmc = MCMC(kernel, num_samples=steps, warmup_steps=warmup, num_chains=chains,
-                    disable_progbar=not progress, initial_params=start)
-        with pyro.get_param_store().scope():
-            mcmc.run(*args)
-        samples = {k: v.detach() for k, v in mcmc.get_samples().items()}
+        check_count("chains", chains)
+        history, runs = [], []
+        for chain in range(chains):
+            # one chain at a time in this process: the runs draw from the one seeded stream, and
+            # the per-draw statistics are read in the hook (child processes would keep them)
+            kernel = NUTS(enumerated(program, info), max_plate_nesting=info.max_plate_nesting,
+                          target_accept_prob=target_accept, max_tree_depth=max_tree_depth,
+                          jit_compile=jit_compile, ignore_jit_warnings=True)
+            mcmc = MCMC(kernel, num_samples=steps, warmup_steps=warmup, num_chains=1,
+                        disable_progbar=not progress, initial_params=start,
+                        hook_fn=_recorder(history, chain, chain * steps))
+            with pyro.get_param_store().scope():
+                mcmc.run(*args)
+            runs.append({k: v.detach() for k, v in mcmc.get_samples().items()})
+        samples = {k: torch.cat([r[k] for r in runs]) for k in runs[0]}
         params = {k: v.mean(0) for k, v in samples.items()}
-        diag = mcmc.diagnostics() if steps >= 4 else {}  # split R-hat needs >= 4 draws per chain
-        history = [{"step": i} for i in range(steps)]
+        # split R-hat needs >= 4 draws per chain
+        diag = diagnostics({k: torch.stack([r[k] for r in runs]) for k in runs[0]}) if steps >= 4 else {}
         summary = {k: {"r_hat": float(torch.as_tensor(d.get("r_hat", float("nan"))).mean()),
                        "n_eff": float(torch.as_tensor(d.get("n_eff", float("nan"))).mean())}
                    for k, d in diag.items() if isinstance(d, dict) and "n_eff" in d}
         return Fit(model, params, history, engine=self.engine, method=self.name,
-                   state={"samples": samples, "lifted": lifted, "diagnostics": summary},
-                   options={"warmup": warmup, "chains": chains})
+                   state={"samples": samples, "lifted": lifted, "diagnostics": summary,
+                          "divergences": sum(h["diverging"] for h in history)},
+                   options={"warmup": warmup, "chains": chains, "target_accept": target_accept,
+                            "max_tree_depth": max_tree_depth})
 
-    def log_prob(self, fit: Fit, x: Any, max_draws: int = 200, **options: Any) -> torch.Tensor:
+    def log_prob(self, fit: Fit, x: Any, num_samples: int = 200, **options: Any) -> torch.Tensor:
         """Posterior predictive log p(x | data) ≈ log mean_s p(x | θ_s) over up to
-        ``max_draws`` posterior draws, per example (shape ``(N,)``): through the declaration's
-        ``log_prob`` where it has one, else the log-likelihood of the observed sites given
-        each draw (a user program whose observed sites are not all in a plate of size
-        ``len(x)`` gets the data set's total, a 0-d tensor)."""
+        ``num_samples`` posterior draws (evenly spaced over the kept draws), per example (shape
+        ``(N,)``): through the declaration's ``log_prob`` where it has one, else the
+        log-likelihood of the observed sites given each draw (a user program whose observed
+        sites are not all in a plate of size ``len(x)`` gets the data set's total, a 0-d tensor)."""
         model, x = fit.model, fit.model.check_data(x)
-        draws = _thin(fit.state["samples"], max_draws)
+        check_count("num_samples", num_samples)
+        draws = _thin(fit.state["samples"], num_samples)
         if hasattr(model, "log_prob"):
             lps = torch.stack([model.log_prob(dict(fit.params, **d), x) for d in draws])
         else:
@@ -93,7 +120,9 @@ class ProgramNUTS(Method):
 
     def sample(self, fit: Fit, n: int, seed: int | None = None) -> Any:
         """Posterior predictive draws: each of the ``n`` examples comes from its own
-        (uniformly chosen, seeded) posterior draw of the parameters."""
+        (uniformly chosen, seeded) posterior draw of the parameters. A user's program is run
+        with no data (``program_args(None)``: ``def model(x=None)``), each run at one kept draw,
+        and gives ``{site: (n, ...)}`` for every sample site."""
         if hasattr(fit.model, "sample"):
             from probgen.random import generator
             g = generator(seed)
@@ -112,9 +141,83 @@ class ProgramNUTS(Method):
                     out = xs.new_empty((n,) + tuple(xs.shape[1:]))
                 out[rows] = xs
             return out
-        predictive = pyro.infer.Predictive(fit.model.program, posterior_samples=fit.state["samples"],
-                                           num_samples=n)
-        return {k: v.detach() for k, v in predictive().items()}
+        # a user's program: run with no data, each run at a posterior draw chosen uniformly
+        with seeded(seed):
+            return program_sample(fit.model.program, fit.model, lambda args: _draws(fit, n, replace=True))
+
+    def infer(self, model: Any, params: dict | None, data: Any, query: str, *, fit: Fit | None = None,
+              num_samples: int | None = None, seed: int | None = None) -> Any:
+        """Posterior queries of a NUTS fit on ``data`` (the program's data):
+
+        * ``"posterior"``: ``{site: (S, ...)}`` the kept NUTS draws of the latent sites
+          (``num_samples=None``: all of them, in order; else that many, drawn without
+          replacement), the discrete sites (summed out by NUTS) drawn given each by
+          ``infer_discrete`` at temperature 1;
+        * ``"predictive"``: ``{site: (S, ...)}`` replicates of the observed sites, each given
+          one posterior draw (the posterior predictive of this data);
+        * ``"map"``: ``{site: tensor}`` the most probable joint values of the discrete latent
+          sites given the posterior mean of the continuous ones (``fit.params``;
+          ``infer_discrete`` at temperature 0).
+
+        Monte Carlo answers are functions of ``seed``."""
+        if fit is None or fit.engine != self.engine or fit.method != self.name:
+            raise ValueError(f"query {query!r} of engine {self.engine!r} answers from a fit made by it: "
+                             f"pg.infer(pg.fit(model, data, engine={self.engine!r}), data, query={query!r})")
+        total = len(next(iter(fit.state["samples"].values())))
+        if num_samples is not None and (check_count("num_samples", num_samples) > total):
+            raise ValueError(f"the fit kept {total} draws, so num_samples can be at most {total} "
+                             "(fit with more steps or chains for more)")
+        x = model.check_data(data)
+        args = model.program_args(x)
+        info = inspect_program(model.program, args)  # lifted parameters are param sites here
+        with seeded(seed):
+            if query == "map":
+                return map_discrete(model.program, args, dict(fit.params), info)
+            draws = _draws(fit, num_samples or total, replace=False, ordered=num_samples is None)
+            latents = posterior_draws(model.program, args, draws, info)
+            if query == "posterior":
+                lifted = fit.state.get("lifted", [])  # a declaration's parameters, sampled by NUTS
+                return stack([dict({k: d[k] for k in lifted}, **z) for d, z in zip(draws, latents)])
+            return predictive_draws(model.program, args, [dict(d, **z) for d, z in zip(draws, latents)], info)
+
+
+def _draws(fit: Fit, n: int, replace: bool, ordered: bool = False) -> list[dict[str, torch.Tensor]]:
+    """``n`` of the kept draws (parameters and continuous latents), chosen uniformly under the
+    current seed — with or without replacement — or the first ``n`` in order."""
+    samples = fit.state["samples"]
+    total = len(next(iter(samples.values())))
+    if ordered:
+        idx = torch.arange(n)
+    else:
+        idx = torch.randint(total, (n,)) if replace else torch.randperm(total)[:n]
+    return [dict(fit.params, **{k: v[i] for k, v in samples.items()}) for i in idx.tolist()]
+
+
+def _recorder(history: list, chain: int, offset: int):
+    """An MCMC ``hook_fn`` appending one record per kept draw of ``chain`` to ``history``.
+    Pyro's NUTS exposes no per-draw statistics, so they are read from the kernel right after
+    each draw: the adapted ``step_size``; the draw's acceptance probability, recovered from
+    the running mean the kernel keeps (m_n = m_{n-1} + (a_n - m_{n-1}) / n over the kept
+    draws); a divergence (the kernel appends the draw's index to its list); and the
+    potential energy of the state it kept."""
+    last = {"mean": 0.0}
+
+    def hook(kernel: Any, params: Any, stage: str, i: int) -> None:
+        if not stage.startswith("Sample"):
+            return
+        mean = float(kernel._mean_accept_prob)
+        accept = last["mean"] + (i + 1) * (mean - last["mean"])
+        last["mean"] = mean
+        divergences = kernel._divergences
+        record = {"step": offset + i, "chain": chain, "step_size": float(kernel.step_size),
+                  "accept_prob": min(max(accept, 0.0), 1.0),
+                  "diverging": bool(divergences and divergences[-1] == i),
+                  "potential_energy": float(kernel._potential_energy_last)}
+        if not all(math.isfinite(record[k]) for k in ("step_size", "accept_prob", "potential_energy")):
+            raise ValueError(f"NUTS draw {i} of chain {chain} has non-finite statistics {record}: the "
+                             "posterior has no finite density there (check the priors and the data)")
+        history.append(record)
+    return hook
 
 
 def _priors(model: Any, args: tuple) -> dict:

@@ -3,8 +3,12 @@
 Discrete latent sites are enumerated out (``TraceEnum_ELBO``); continuous latent
 sites get an autoguide (``guide="normal"`` mean-field, ``"delta"`` MAP,
 ``"mvn"`` full-rank) or the user's own guide callable. ``pyro.param`` sites of the
-program are learned by maximum likelihood alongside.
-Reference: Hoffman et al. (2013), Stochastic Variational Inference; Pyro's SVI.
+program are learned by maximum likelihood alongside. The ELBO estimator (``elbo=``) and the
+optimiser (``optim=``) are options; the autoguide starts at a seeded draw (``init_to_median``
+of prior draws), so the seed changes the start.
+References: Hoffman et al. (2013), Stochastic Variational Inference; Ranganath et al. (2014),
+Black Box Variational Inference (TraceGraph_ELBO's variance reduction); Li & Turner (2016),
+Rényi Divergence Variational Inference; Pyro's SVI.
 """
 from __future__ import annotations
 
@@ -13,18 +17,24 @@ from typing import Any
 import pyro
 import torch
 from pyro import poutine
-from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO
+from pyro.infer import SVI, RenyiELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 from pyro.infer.autoguide import AutoDelta, AutoMultivariateNormal, AutoNormal
-from pyro.infer.autoguide.initialization import init_to_feasible, init_to_value
+from pyro.infer.autoguide.initialization import init_to_median, init_to_value
 
 from probgen.declarations import Program
 from probgen.fit import Fit, own_param_store
 from probgen.progress import progress as bar
+from probgen.random import seeded
 from probgen.registry import Method, check_options, register
 
-from .._program import enumerated, inspect_program, param_values, seed_param_store
+from .._program import (QUERIES, check_count, enumerated, inspect_program, map_discrete, param_values,
+                        posterior_draws, predictive_draws, program_sample, seed_param_store, stack)
 
 GUIDES = {"normal": AutoNormal, "delta": AutoDelta, "mvn": AutoMultivariateNormal}
+#: elbo= names; with discrete latent sites only "trace" applies (as TraceEnum_ELBO, which sums them out)
+ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO, "tracegraph": TraceGraph_ELBO,
+         "renyi": RenyiELBO}
+OPTIMS = ("clipped_adam", "adam", "sgd")
 
 
 def _empty_guide(*args: Any, **kwargs: Any) -> None:
@@ -39,15 +49,26 @@ class ProgramSVI(Method):
     steps_unit = "gradient steps"
     generic = True
     needs = "a Pyro program"
+    queries = QUERIES
 
     def accepts(self, model: Any) -> bool:
         return isinstance(model, Program) and getattr(model, "generic_inference", True)
 
     def fit(self, model: Program, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, guide: Any = "normal", lr: float = 0.01, lr_decay: float = 0.1,
-            num_particles: int = 1,
+            num_particles: int = 1, elbo: str = "trace", optim: str = "clipped_adam",
             **options: Any) -> Fit:
-        check_options("svi", options, ("guide", "lr", "lr_decay", "num_particles"))
+        check_options("svi", options, ("guide", "lr", "lr_decay", "num_particles", "elbo", "optim"))
+        if elbo not in ELBOS:
+            raise ValueError(f"elbo must be one of {list(ELBOS)}, got {elbo!r}")
+        if optim not in OPTIMS:
+            raise ValueError(f"optim must be one of {list(OPTIMS)}, got {optim!r}")
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+            raise ValueError(f"lr must be a positive number, got {lr!r}")
+        if isinstance(lr_decay, bool) or not isinstance(lr_decay, (int, float)) or not 0 < lr_decay <= 1:
+            raise ValueError(f"lr_decay (the factor the learning rate decays to by the last step) must be "
+                             f"in (0, 1], got {lr_decay!r}")
+        check_count("num_particles", num_particles)
         steps = 1000 if steps is None else steps
         args = model.program_args(data)
         info = inspect_program(model.program, args)
@@ -57,15 +78,16 @@ class ProgramSVI(Method):
         if info.continuous and not latent_init and hasattr(model, "init_params"):
             latent_init = _default_start(model, data, seed, info.continuous)
         guide_fn = self._guide(guide, program, info, latent_init)
-        elbo = _elbo(info.discrete, info.max_plate_nesting, num_particles)
-        # the learning rate decays geometrically to lr * lr_decay, so the last iterate settles
-        optim = pyro.optim.ClippedAdam({"lr": lr, "lrd": lr_decay ** (1 / max(steps, 1))})
-        svi = SVI(program, guide_fn, optim, elbo)
+        estimator = _elbo(info.discrete, info.max_plate_nesting, num_particles, elbo)
+        optimiser = _optimiser(optim, lr, lr_decay, steps)
+        svi = SVI(program, guide_fn, optimiser, estimator)
         history = []
         for step in bar(range(steps), desc="svi", enabled=progress):
             loss = svi.step(*args)
             if not torch.isfinite(torch.tensor(loss)):
                 raise ValueError(f"the ELBO became non-finite at step {step}; try a smaller lr")
+            if isinstance(optimiser, pyro.optim.PyroLRScheduler):
+                optimiser.step()  # one decay step per SVI step, as ClippedAdam's own lrd
             history.append({"step": step, "loss": float(loss)})
         params = param_values(info.params)
         if info.continuous and guide_fn is not _empty_guide:
@@ -84,7 +106,8 @@ class ProgramSVI(Method):
                  "guide_params": param_values(n for n in pyro.get_param_store() if n not in info.params),
                  "latent_sites": list(info.continuous), "discrete": list(info.discrete), "max_plate_nesting": info.max_plate_nesting}
         return Fit(model, params, history, engine=self.engine, method=self.name, state=state,
-                   options={"guide": guide if isinstance(guide, str) else "custom", "lr": lr},
+                   options={"guide": guide if isinstance(guide, str) else "custom", "lr": lr,
+                            "lr_decay": lr_decay, "elbo": elbo, "optim": optim, "num_particles": num_particles},
                    log_prob_kind=self._kind(model, info))
 
     @staticmethod
@@ -97,8 +120,11 @@ class ProgramSVI(Method):
             raise ValueError(f"guide must be one of {sorted(GUIDES)} or a callable, got {guide!r}")
         hidden = poutine.block(program, hide=info.discrete) if info.discrete else program
         # the autoguide starts at ``start`` (init= values, or the declaration's own seeded
-        # init_params) where given: a symmetric start cannot separate a mixture's components
-        init_loc = init_to_value(values=start) if start else init_to_feasible
+        # init_params) where given, elsewhere at the median of 15 prior draws taken under the
+        # fit's seed: a fixed start (init_to_feasible) is symmetric in a mixture's components,
+        # and gradient steps never leave that saddle, whatever the seed
+        seeded_start = init_to_median(num_samples=15)
+        init_loc = init_to_value(values=start, fallback=seeded_start) if start else seeded_start
         return GUIDES[guide](hidden, init_loc_fn=init_loc)
 
     @staticmethod
@@ -147,16 +173,65 @@ class ProgramSVI(Method):
         return _importance_log_evidence(fit, model.program_args(x), num_samples)
 
     def sample(self, fit: Fit, n: int, seed: int | None = None) -> Any:
-        from probgen.random import seeded
+        """``n`` draws from the fitted model. A declaration with its own ``sample`` samples at
+        the parameters (and one guide draw of its latent globals); a user's program is run
+        with no data (``program_args(None)``: ``def model(x=None)``), each run with its
+        continuous latent sites at a fresh guide draw, and gives ``{site: (n, ...)}`` for every
+        sample site: the guide's posterior and the posterior predictive of the observed
+        sites (discrete latents of the new examples drawn from the model)."""
         with seeded(seed):
             if hasattr(fit.model, "sample"):
                 params = dict(fit.params)
                 if fit.state.get("latent_sites"):
                     params.update(_draw(fit.state["guide"], fit.model.program_args(None), fit.state["latent_sites"]))
                 return fit.model.sample(params, n, seed=seed)
-            predictive = pyro.infer.Predictive(poutine.substitute(fit.model.program, data=fit.params),
-                                               guide=fit.state.get("guide"), num_samples=n)
-            return {k: v.detach() for k, v in predictive().items()}
+            return program_sample(fit.model.program, fit.model, lambda args: _guide_draws(fit, args, n))
+
+    def infer(self, model: Any, params: dict | None, data: Any, query: str, *, fit: Fit | None = None,
+              num_samples: int = 100, seed: int | None = None) -> Any:
+        """Posterior queries of an SVI fit on ``data`` (the program's data):
+
+        * ``"posterior"``: ``{site: (num_samples, ...)}`` joint draws of the latent sites, the
+          continuous ones from the guide, the discrete ones (summed out in training) given
+          each by ``infer_discrete`` at temperature 1;
+        * ``"predictive"``: ``{site: (num_samples, ...)}`` replicates of the observed sites,
+          each drawn given one posterior draw (the posterior predictive of this data);
+        * ``"map"``: ``{site: tensor}`` the most probable joint values of the discrete latent
+          sites given the fitted parameters and the guide's median of the continuous ones
+          (``infer_discrete`` at temperature 0).
+
+        Monte Carlo answers are functions of ``seed``."""
+        fit = _own_fit(self, fit, query)
+        check_count("num_samples", num_samples)
+        x = model.check_data(data)
+        args = model.program_args(x)
+        info = inspect_program(model.program, args)
+        with seeded(seed):
+            if query == "map":
+                return map_discrete(model.program, args, dict(fit.params), info)
+            latents = posterior_draws(model.program, args, _guide_draws(fit, args, num_samples), info)
+            if query == "posterior":
+                if not info.continuous and not info.discrete:
+                    raise ValueError("the program has no latent sample sites: its fitted parameters are fit.params")
+                return stack(latents)
+            return predictive_draws(model.program, args, [dict(fit.params, **z) for z in latents], info)
+
+
+def _own_fit(method: Method, fit: Fit | None, query: str) -> Fit:
+    """The fit a query of ``method`` answers from (its guide or draws)."""
+    if fit is None or fit.engine != method.engine or fit.method != method.name:
+        raise ValueError(f"query {query!r} of engine {method.engine!r} answers from a fit made by it: "
+                         f"pg.infer(pg.fit(model, data, engine={method.engine!r}), data, query={query!r})")
+    return fit
+
+
+def _guide_draws(fit: Fit, args: tuple, n: int) -> list[dict[str, torch.Tensor]]:
+    """``n`` draws of the parameters and the continuous latent sites: the fitted parameters
+    with a fresh guide draw each (the parameters alone when there is no guide)."""
+    guide, sites = fit.state.get("guide"), fit.state.get("latent_sites", [])
+    if guide is None or not sites:
+        return [dict(fit.params) for _ in range(n)]
+    return [dict(fit.params, **_draw(guide, args, sites)) for _ in range(n)]
 
 
 def _default_start(model: Any, data: Any, seed: int | None, sites: list[str]) -> dict:
@@ -176,15 +251,35 @@ def _draw(guide: Any, args: tuple, sites: list[str]) -> dict[str, torch.Tensor]:
 def _importance_log_evidence(fit: Fit, args: tuple, num_samples: int) -> torch.Tensor:
     """log p(data) ≈ log mean_s exp(ELBO_s), each ELBO_s a single-particle enumerated
     bound with z_s drawn from the guide (an importance-sampling estimate)."""
-    model = enumerated(poutine.substitute(fit.model.program, data=fit.params),
-                       inspect_program(fit.model.program, args))
+    info = inspect_program(fit.model.program, args)
+    params = {k: v for k, v in fit.params.items() if k in info.params}  # not the latents' medians
+    model = enumerated(poutine.substitute(fit.model.program, data=params), info)
     guide = fit.state.get("guide") or _empty_guide
-    elbo = _elbo(fit.state.get("discrete"), fit.state.get("max_plate_nesting", 0), 1)
+    elbo = _elbo(fit.state.get("discrete"), fit.state.get("max_plate_nesting", 0), 1, "trace")
     terms = torch.tensor([-elbo.loss(model, guide, *args) for _ in range(num_samples)])
     return torch.logsumexp(terms, 0) - torch.log(torch.tensor(float(num_samples)))
 
 
-def _elbo(discrete: Any, max_plate_nesting: int, num_particles: int) -> Any:
-    """TraceEnum_ELBO when discrete sites are enumerated out, Trace_ELBO otherwise."""
-    cls = TraceEnum_ELBO if discrete else Trace_ELBO
-    return cls(max_plate_nesting=max_plate_nesting, num_particles=num_particles)
+def _elbo(discrete: Any, max_plate_nesting: int, num_particles: int, name: str) -> Any:
+    """The ELBO estimator ``name`` (:data:`ELBOS`); with discrete latent sites, which the
+    guide leaves to enumeration, only ``"trace"`` applies, as TraceEnum_ELBO."""
+    if discrete:
+        if name != "trace":
+            raise ValueError(f"elbo={name!r} cannot sum out the discrete latent sites {list(discrete)}; with "
+                             "discrete latents the ELBO is TraceEnum_ELBO, which enumerates them: "
+                             "elbo='trace' (the default)")
+        return TraceEnum_ELBO(max_plate_nesting=max_plate_nesting, num_particles=num_particles)
+    # RenyiELBO with alpha = 0 over num_particles draws is the importance-weighted bound
+    return ELBOS[name](max_plate_nesting=max_plate_nesting, num_particles=num_particles)
+
+
+def _optimiser(name: str, lr: float, lr_decay: float, steps: int) -> Any:
+    """``name`` (:data:`OPTIMS`) with a learning rate decaying geometrically from ``lr`` to
+    ``lr * lr_decay`` at the last step, so that the last iterate settles: step t (from 0) takes
+    lr · lr_decay^((t + 1) / steps), ClippedAdam's own ``lrd`` rule (it decays before each
+    step), which the schedulers of the others follow."""
+    gamma = lr_decay ** (1 / max(steps, 1))
+    if name == "clipped_adam":
+        return pyro.optim.ClippedAdam({"lr": lr, "lrd": gamma})
+    cls = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[name]
+    return pyro.optim.ExponentialLR({"optimizer": cls, "optim_args": {"lr": lr * gamma}, "gamma": gamma})
