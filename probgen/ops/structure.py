@@ -29,7 +29,6 @@ import networkx as nx
 import numpy as np
 import torch
 from scipy.special import gammaln
-from scipy.stats import chi2 as _chi2
 
 from probgen.progress import progress as bar
 from probgen.registry import check_options
@@ -56,6 +55,7 @@ class Counts:
     def __init__(self, x: np.ndarray, cards: list[int], weights: np.ndarray | None = None,
                  n: float | None = None):
         self.x = np.ascontiguousarray(x, dtype=np.int64)
+        self.columns = np.ascontiguousarray(self.x.T)  # one contiguous array per variable
         self.cards = [int(c) for c in cards]
         self.w = None if weights is None else np.asarray(weights, dtype=np.float64)
         self.n = float(len(self.x) if self.w is None else self.w.sum()) if n is None else float(n)
@@ -71,9 +71,12 @@ class Counts:
         if math.prod(self.cards[c] for c in cols) >= 2 ** 62:
             raise ValueError(f"a family of {len(cols)} variables has too many joint states to count; "
                              "lower max_parents")
-        lin = np.zeros(len(self.x), dtype=np.int64)
-        for c in cols:  # mixed radix, last column fastest
-            lin = lin * self.cards[c] + self.x[:, c]
+        if not cols:
+            return np.zeros(len(self.x), dtype=np.int64)
+        lin = self.columns[cols[0]].copy()
+        for c in cols[1:]:  # mixed radix, last column fastest
+            lin *= self.cards[c]
+            lin += self.columns[c]
         return lin
 
     def family(self, child: int, parents: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, int, int]:
@@ -112,12 +115,68 @@ def local_score(counts: Counts, child: int, parents: tuple[int, ...], score: str
                  - len(nijk) * gammaln(b))
 
 
+def _segment_scores(c: np.ndarray, seg: np.ndarray, nij: np.ndarray, pseg: np.ndarray, q: np.ndarray,
+                    r: int, n: float, k: int, score: str, ess: float) -> np.ndarray:
+    """:func:`local_score` of ``k`` families at once from their concatenated counts: cells
+    ``c`` of family ``seg``, parent-configuration totals ``nij`` of family ``pseg``, ``q``
+    parent configurations per family, ``r`` child states."""
+    cz, nz = c > 0, nij > 0
+    c, seg, nij, pseg = c[cz], seg[cz], nij[nz], pseg[nz]
+    per = lambda w, s: np.bincount(s, weights=w, minlength=k)  # noqa: E731
+    if score == "bic":
+        return per(c * np.log(c), seg) - per(nij * np.log(nij), pseg) - 0.5 * math.log(n) * q * (r - 1)
+    if score == "k2":
+        return per(np.full(len(nij), gammaln(r)), pseg) - per(gammaln(nij + r), pseg) + per(gammaln(c + 1), seg)
+    a, b = ess / q, ess / (q * r)
+    return (per(gammaln(a[pseg]) - gammaln(nij + a[pseg]), pseg)
+            + per(gammaln(c + b[seg]) - gammaln(b[seg]), seg))
+
+
 class Scorer:
     """Local scores cached per (child, parent set)."""
 
     def __init__(self, counts: Counts, score: str, ess: float):
         self.counts, self.score, self.ess = counts, score, ess
         self.cache: dict = {}
+
+    def add_one(self, child: int, parents: set, candidates: list[int]) -> np.ndarray:
+        """``self(child, parents | {u})`` for every ``u`` in ``candidates``: the families not
+        yet cached are counted together, in one ``bincount`` over their codes shifted into
+        disjoint ranges (one pass over the rows for all of them)."""
+        out = np.empty(len(candidates))
+        todo = []
+        for i, u in enumerate(candidates):
+            s = self.cache.get((child, frozenset(parents | {u})))
+            if s is None:
+                todo.append(i)
+            else:
+                out[i] = s
+        if not todo:
+            return out
+        cnt = self.counts
+        r = cnt.cards[child]
+        pa = sorted(parents)
+        q0 = math.prod(cnt.cards[p] for p in pa)
+        us = [candidates[i] for i in todo]
+        qs = np.array([q0 * cnt.cards[u] for u in us], dtype=np.float64)
+        if qs.sum() * r > DENSE_CELLS:  # large tables: one family at a time, sparsely
+            for i in todo:
+                out[i] = self(child, parents | {candidates[i]})
+            return out
+        base = cnt._codes(pa) if pa else np.zeros(len(cnt.x), dtype=np.int64)
+        sizes = (qs * r).astype(np.int64)
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        codes = np.concatenate([((base * cnt.cards[u] + cnt.columns[u]) * r + cnt.columns[child]) + off
+                                for u, off in zip(us, offsets)])
+        w = None if cnt.w is None else np.tile(cnt.w, len(us))
+        c = np.bincount(codes, weights=w, minlength=int(sizes.sum())).astype(np.float64)
+        seg = np.repeat(np.arange(len(us)), sizes)
+        nij = c.reshape(-1, r).sum(1)  # every family's block is (q_u, r), row-major
+        pseg = np.repeat(np.arange(len(us)), (sizes // r))
+        scores = _segment_scores(c, seg, nij, pseg, qs, r, cnt.n, len(us), self.score, self.ess)
+        for i, u, sc in zip(todo, us, scores):
+            out[i] = self.cache[(child, frozenset(parents | {u}))] = float(sc)
+        return out
 
     def __call__(self, child: int, parents: Iterable[int]) -> float:
         key = (child, frozenset(parents))
@@ -162,15 +221,12 @@ def search(scorer: Scorer, v: int, *, start: np.ndarray, allowed: np.ndarray, re
     def refresh(j: int) -> None:
         pa = set(np.flatnonzero(a[:, j]).tolist())
         cur[j] = scorer(j, pa)
-        for u in range(v):
-            if u == j:
-                continue
-            if u in pa:
-                d_del[u, j] = scorer(j, pa - {u}) - cur[j]
-                d_add[u, j] = -np.inf
-            else:
-                d_add[u, j] = scorer(j, pa | {u}) - cur[j]
-                d_del[u, j] = -np.inf
+        d_add[:, j] = d_del[:, j] = -np.inf
+        for u in pa:
+            d_del[u, j] = scorer(j, pa - {u}) - cur[j]
+        cand = [u for u in range(v) if u != j and u not in pa]
+        if cand and len(pa) < max_parents:  # a full parent set takes no additions
+            d_add[cand, j] = scorer.add_one(j, pa, cand) - cur[j]
 
     for j in range(v):
         refresh(j)
@@ -269,7 +325,8 @@ def ci_test(counts: Counts, x: int, y: int, z: tuple[int, ...], test: str) -> fl
         else:
             stat = np.where(e > 0, (t - e) ** 2 / e, 0.0).sum()
     dof = (counts.cards[x] - 1) * (counts.cards[y] - 1) * t.shape[0]
-    return float(_chi2.sf(stat, max(dof, 1)))
+    from scipy.stats import chi2  # scipy.stats takes a second to import: only PC needs it
+    return float(chi2.sf(stat, max(dof, 1)))
 
 
 def pc_stable(counts: Counts, v: int, alpha: float, test: str, max_cond: int | None,
