@@ -331,8 +331,11 @@ class BayesianNetwork(Program):
             score-based methods only.
           states: ``{variable: [states] | k}``: the variables and their states (default:
             the data's distinct values, sorted).
-          seed: the Monte Carlo completion of rows with many missing cells (structural EM).
-          Other options: ``pseudo_count=1`` (the tables' Dirichlet pseudo-count),
+          seed: the random priorities that break ties between equally good moves of the
+            greedy searches, and the Monte Carlo completion of rows with many missing
+            cells (structural EM); the same seed gives the same network.
+          Other options: ``restarts=8`` (greedy searches with different tie-breaking, the
+          best-scoring kept), ``pseudo_count=1`` (the tables' Dirichlet pseudo-count),
           ``max_iter`` (search moves), ``em_steps=10`` (structural EM rounds),
           ``progress`` (a bar; ``None`` = on a terminal).
 

@@ -272,6 +272,10 @@ def test_white_and_black_lists_start_and_max_parents(asia_5000):
     (dict(method="pc", significance_level=2.0), "significance_level"),
     (dict(tabu_length=5), "method='tabu'"),
     (dict(max_parents=-1), "max_parents"),
+    (dict(seed=-3), "seed"),
+    (dict(method="pc", max_cond_vars=-1), "max_cond_vars"),
+    (dict(restarts=0), "restarts"),
+    (dict(score="bdeu", ess=0), "ess"),
 ])
 def test_bad_input_is_a_clear_value_error(asia_5000, kwargs, match):
     true, x = asia_5000
@@ -285,3 +289,23 @@ def test_constraint_and_tree_methods_refuse_missing_cells(asia_5000):
     xm[0, 0] = -1
     with pytest.raises(ValueError, match="complete data"):
         BayesianNetwork.learn_structure(xm, "chow-liu", states=_states(true))
+
+
+def test_sparse_counting_of_large_families_gives_the_same_scores(monkeypatch):
+    """Families with more joint states than DENSE_CELLS are counted with np.unique; the
+    batched scoring of candidate parents equals the one-family path."""
+    rng = np.random.default_rng(7)
+    cards = [3, 4, 2, 5, 3]
+    x = np.stack([rng.integers(0, k, 400) for k in cards], 1)
+    counts = S.Counts(x, cards, weights=rng.random(400))
+    families = [(0, ()), (1, (0,)), (2, (0, 1, 3)), (4, (0, 1, 2, 3))]
+    for score in S.SCORES:
+        dense = [S.local_score(counts, c, pa, score) for c, pa in families]
+        batched = S.Scorer(counts, score, 10.0).add_one(4, {0, 1}, [2, 3])
+        with monkeypatch.context() as m:
+            m.setattr(S, "DENSE_CELLS", 0)
+            sparse = [S.local_score(counts, c, pa, score) for c, pa in families]
+            unbatched = S.Scorer(counts, score, 10.0).add_one(4, {0, 1}, [2, 3])
+        assert np.allclose(dense, sparse, rtol=0, atol=1e-9)
+        assert np.allclose(batched, unbatched, rtol=0, atol=1e-9)
+        assert np.allclose(batched, [S.local_score(counts, 4, (0, 1, u), score) for u in (2, 3)], atol=1e-9)

@@ -577,6 +577,11 @@ def learn_structure(cls: type, data: Any, method: str = "hill-climb", score: str
         raise ValueError(f"pseudo_count must be >= 0, got {pseudo_count!r}")
     if max_parents is not None and (not isinstance(max_parents, int) or max_parents < 0):
         raise ValueError(f"max_parents must be None or an integer >= 0, got {max_parents!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+        raise ValueError(f"seed must be None or a non-negative integer, got {seed!r}")
+    mcv = options.get("max_cond_vars")
+    if mcv is not None and (isinstance(mcv, bool) or not isinstance(mcv, int) or mcv < 0):
+        raise ValueError(f"max_cond_vars must be None or an integer >= 0, got {mcv!r}")
     skel = _skeleton_network(cls, data, states)
     x = skel.check_data(data).numpy()
     vs, v = skel.variables, len(skel.variables)
