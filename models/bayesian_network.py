@@ -306,6 +306,45 @@ class BayesianNetwork(Program):
         g.graph["plates"] = {"data": n} if shown else {}
         return g
 
+    @classmethod
+    def learn_structure(cls, data: Any, method: str = "hill-climb", score: str = "bic", *,
+                        max_parents: int | None = None, white_list: Any = None, black_list: Any = None,
+                        start: Any = None, states: Any = None, seed: int | None = None,
+                        **options: Any) -> "BayesianNetwork":
+        """Learn a network (DAG and tables) from data; implemented in
+        :mod:`probgen.ops.structure`.
+
+        Args:
+          data: a dict of state columns (``None`` / NaN missing), a DataFrame, or an
+            ``(N, V)`` array of state indices with -1 for missing (then ``states`` names
+            the variables in column order, else ``X0..X{V-1}`` with ``max + 1`` states).
+          method: ``"hill-climb"`` (add / delete / reverse until no move improves),
+            ``"tabu"`` (tabu search; options ``tabu_length=10``, ``patience=10``),
+            ``"chow-liu"`` (maximum mutual-information spanning tree, ``root=``),
+            ``"tan"`` (tree-augmented naive Bayes, needs ``class_variable=``; ``root=``),
+            ``"pc"`` (PC-stable; ``significance_level=0.01``, ``ci_test="g2" | "chi2"``,
+            ``max_cond_vars=None``).
+          score: ``"bic"``, ``"bdeu"`` (``ess=10``, the equivalent sample size) or ``"k2"``
+            for the score-based methods.
+          max_parents, white_list (edges that must be present), black_list (edges that
+            must not), start (a network or edge list to start the search from): the
+            score-based methods only.
+          states: ``{variable: [states] | k}``: the variables and their states (default:
+            the data's distinct values, sorted).
+          seed: the random priorities that break ties between equally good moves of the
+            greedy searches, and the Monte Carlo completion of rows with many missing
+            cells (structural EM); the same seed gives the same network.
+          Other options: ``restarts=8`` (greedy searches with different tie-breaking, the
+          best-scoring kept), ``pseudo_count=1`` (the tables' Dirichlet pseudo-count),
+          ``max_iter`` (search moves), ``em_steps=10`` (structural EM rounds),
+          ``progress`` (a bar; ``None`` = on a terminal).
+
+        With missing cells, hill-climb and tabu run structural EM (Friedman 1997). Returns
+        a :class:`BayesianNetwork` whose variables are in topological order."""
+        from probgen.ops.structure import learn_structure
+        return learn_structure(cls, data, method, score, max_parents=max_parents, white_list=white_list,
+                               black_list=black_list, start=start, states=states, seed=seed, **options)
+
     # ---- constructors ----------------------------------------------------------------
     def spec(self) -> dict:
         return {v: {"states": list(self.states[v]), "parents": list(self.parents[v]),
