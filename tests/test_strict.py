@@ -8,15 +8,11 @@ import torch
 
 import probgen as pg
 from probgen import registry
+from test_contract import _cases
 
 
 def _cells():
-    out = []
-    for name, cls in sorted(registry.models().items()):
-        model, _ = cls.example(seed=0)
-        for engine in pg.compatible(model):
-            out.append(pytest.param(name, engine, id=f"{name}-{engine}"))
-    return out
+    return _cases()  # every built-in model × every engine pg.compatible lists
 
 
 def _example(name):
