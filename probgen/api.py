@@ -32,14 +32,12 @@ def fit(model: Any, data: Any = None, engine: str | None = None, steps: int | No
     """
     # a fit is a value: it trains its own copy of the declaration (neural declarations hold
     # networks that training would otherwise change in place) in its own Pyro param store
-    # a fit is a value: it trains its own copy of the declaration (neural declarations hold
-    # networks that training would otherwise change in place) in its own Pyro param store
     model = copy.deepcopy(registry.as_declaration(model))
     method = registry.find_method(model, engine)
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 0):
         raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
-    registry.check_options(method.engine, {k: v for k, v in options.items() if k not in method.fit_options(model)},
-                           method.fit_options(model))
+    known = method.fit_options(model)
+    registry.check_options(method.engine, {k: v for k, v in options.items() if k not in known}, known)
     data = model.check_data(data)
     if init is not None:
         init = _check_init(model, method, init, data)

@@ -34,13 +34,9 @@ def num_threads() -> int | None:
     if _setting is not None:
         return _setting or None
     raw = os.environ.get("PROBGEN_NUM_THREADS", "1").strip()
-    try:
-        n = int(raw)
-    except ValueError:
-        raise ValueError(f"PROBGEN_NUM_THREADS must be a non-negative integer, got {raw!r}") from None
-    if n < 0:
+    if not raw.isdigit():
         raise ValueError(f"PROBGEN_NUM_THREADS must be a non-negative integer, got {raw!r}")
-    return n or None
+    return int(raw) or None
 
 
 @contextlib.contextmanager

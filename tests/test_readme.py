@@ -10,11 +10,15 @@ from probgen.cli import compatibility_table
 README = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
 
 
+def _assert_generated_table(marker: str, what: str, table: str) -> None:
+    """The README block between ``<!-- marker:start -->`` and ``<!-- marker:end -->`` is ``table``."""
+    block = re.search(rf"<!-- {marker}:start -->\n(.*?)\n<!-- {marker}:end -->", README, re.S)
+    assert block, f"README has a {what} between {marker} markers"
+    assert block.group(1).strip() == table.strip(), f"README {what} is stale: regenerate it with `probgen list`"
+
+
 def test_models_engines_table_matches_registry():
-    block = re.search(r"<!-- table:start -->\n(.*?)\n<!-- table:end -->", README, re.S)
-    assert block, "README has a models × engines table between table markers"
-    assert block.group(1).strip() == compatibility_table().strip(), \
-        "README table is stale: regenerate it with `probgen list`"
+    _assert_generated_table("table", "models × engines table", compatibility_table())
 
 
 def test_readme_commands_are_what_ci_runs():
@@ -26,10 +30,7 @@ def test_readme_commands_are_what_ci_runs():
 
 def test_methods_table_matches_registry():
     from probgen.cli import methods_table
-    block = re.search(r"<!-- methods:start -->\n(.*?)\n<!-- methods:end -->", README, re.S)
-    assert block, "README has a methods table (steps unit, history objective) between methods markers"
-    assert block.group(1).strip() == methods_table().strip(), \
-        "README methods table is stale: regenerate it with `probgen list`"
+    _assert_generated_table("methods", "methods table (steps unit, history objective)", methods_table())
 
 
 def _python_blocks():

@@ -89,10 +89,10 @@ class EnergyGibbs(EnergyMethod):
             raise ValueError("infer on an energy model needs fitted parameters: pass a Fit")
         if model.n_directed:
             return super().infer(model, params, data, query)
-        for name, v in (("num_samples", num_samples), ("warmup", warmup)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < (1 if name == "num_samples" else 0):
-                raise ValueError(f"{name} must be a {'positive' if name == 'num_samples' else 'non-negative'} "
-                                 f"integer, got {v!r}")
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+            raise ValueError(f"warmup must be a non-negative integer, got {warmup!r}")
         x = model.check_data(data).double()
         params = {k: v.double() for k, v in params.items()}
         g = generator(seed)
