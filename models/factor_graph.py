@@ -6,7 +6,7 @@ Reference: Kschischang, Frey & Loeliger (2001), "Factor graphs and the sum-produ
 algorithm"; Koller & Friedman (2009), ch. 4. ``structure(factors=True)`` is the bipartite
 variable/factor graph; ``structure()`` the Markov network (variables joined when they
 share a factor). The exact engine answers log Z, marginals and MAP by log-space tensor
-contraction (:mod:`probgen.ops.factor`).
+variable elimination (:mod:`probgen.ops.elimination`, in log space).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import networkx as nx
 import torch
 
 from probgen.declarations import Declaration
-from probgen.ops import factor as fops
+from probgen.ops import elimination as fops
 
 
 class FactorGraph(Declaration):

@@ -5,7 +5,7 @@ with int values, or 1-D LongTensors for one query per row):
   ``"marginals"`` – ``{variable: p(variable | evidence)}``;
   ``"map"`` – the most probable joint assignment ``{variable: value}``;
   ``"log_partition"`` – log Z (log Σ over assignments consistent with the evidence).
-All by log-space tensor contraction (:mod:`probgen.ops.factor`).
+All by log-space variable elimination (:mod:`probgen.ops.elimination`).
 
 ``pg.fit`` maximises the exact mean log-likelihood of full assignments over the
 log-potentials with L-BFGS: the gradient of log Z by backprop is the model's factor
@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from probgen.fit import Fit
-from probgen.ops import factor as fops
+from probgen.ops import elimination as fops
 from probgen.progress import progress as bar
 from probgen.registry import Method, check_options, check_tol, converged, register
 

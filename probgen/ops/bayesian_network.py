@@ -1,5 +1,5 @@
 """Exact queries on a discrete Bayesian network by variable elimination
-(:mod:`probgen.ops.contract`), shared by the declaration (``log_prob``), the ``exact``
+(:mod:`probgen.ops.elimination`, in probability space), shared by the declaration (``log_prob``), the ``exact``
 engine (marginals, MAP) and the ``em`` engine (expected counts).
 
 What does not depend on the evidence is computed once per network and set of tables
@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from probgen.ops.contract import MAX_ENTRIES, Plan, decode, min_fill_order
+from probgen.ops.elimination import MAX_ENTRIES, Plan, batched_order, decode, min_fill_order
 
 #: evidence tables whose observed columns and query span at most this many joint
 #: entries are answered from a cached joint table (one lookup per row)
@@ -76,12 +76,9 @@ class CompiledNetwork:
         return plan
 
     def _batched_order(self, scopes: list, ind_cols: Sequence[int], eliminate: Sequence[int]) -> list[int]:
-        """A min-fill order for a batched contraction: the batch axis is a variable that is
-        never eliminated and that every indicator factor mentions, so the order accounts
-        for the intermediates it widens (its size is taken as 1,000 rows)."""
-        b = self.n
-        cards = list(self.cards) + [1000]
-        return min_fill_order(list(scopes) + [(j, b) for j in ind_cols], cards, eliminate)
+        """A min-fill order for CPT factors ``scopes`` plus batched indicators on ``ind_cols``."""
+        return batched_order(list(scopes) + [(j,) for j in ind_cols],
+                             [False] * len(scopes) + [True] * len(ind_cols), self.cards, eliminate)
 
     def _relevant(self, vars_: Sequence[int]) -> list[int]:
         """Ancestors of ``vars_`` (the rest of the network sums to one), topologically."""
