@@ -1,23 +1,12 @@
-"""Probabilistic context-free grammars (the *grammar* declaration kind).
+"""The grammar declaration: :class:`PCFG`, a probabilistic context-free grammar (the
+*grammar* declaration kind) — its rules and probabilities, the data it reads, and the
+exact quantities the engines use (inside probabilities, expected rule counts, posteriors,
+Viterbi parses, samples from its generative story).
 
-A :class:`PCFG` is a list of weighted rules written like NLTK's::
-
-    S  -> NP VP [1.0]
-    NP -> Det N [0.6] | 'John' [0.4]
-    N  -> 'dog' [0.3] | 'cat' [0.7]
-
-Nonterminals are bare names, terminals are quoted, each alternative carries its
-probability in brackets, and the first left-hand side is the start symbol.
 Its parameters (``fit.params``) are ``probs``: a 1-D tensor aligned with
 ``grammar.rules`` (``probs[i]`` is the probability of ``grammar.rules[i]``; they sum to
-one per left-hand side).
-
-For the chart algorithms (:mod:`probgen.ops.inside`) the grammar is compiled to a
-normal form that preserves the distribution over trees: terminals inside longer rules
-get a preterminal of probability one, n-ary rules are binarised right-branching with
-intermediate symbols of probability one, and unary chains are closed – the sum over all
-chains ``A =>* B`` is ``(I - U)^{-1}`` (Stolcke 1995), the best chain a shortest path.
-Parses in the normal form are mapped back to trees of the original grammar.
+one per left-hand side). The text format is :mod:`probgen.models.pcfg.text`, trees
+:mod:`probgen.models.pcfg.tree`, the chart normal form :mod:`probgen.models.pcfg.normal_form`.
 
 Reference: Manning & Schütze (1999), ch. 11; Lari & Young (1990).
 """
@@ -25,8 +14,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import re
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Sequence
 
@@ -34,233 +21,14 @@ import numpy as np
 import torch
 
 from probgen.declarations import Declaration
+from probgen.models.pcfg.normal_form import NormalForm
+from probgen.models.pcfg.text import NAME, Rule, format_rules, parse_rules, quote
+from probgen.models.pcfg.tree import Tree
 from probgen.ops import inside as chart_ops
-from probgen.ops.inside import NEG, ChartGrammar
+from probgen.ops.inside import NEG
 
-__all__ = ["PCFG", "Rule", "Tree"]
+__all__ = ["PCFG", "EXAMPLE_GRAMMAR", "DEFAULT_GRAMMAR"]
 
-
-# ---- trees ---------------------------------------------------------------------------
-
-class Tree:
-    """A parse tree: ``label`` (a nonterminal) and ``children`` (trees or word strings).
-
-    ``str(tree)`` is NLTK's bracketed form on one line, ``(S (NP John) (VP (V ran)))``;
-    :meth:`fromstring` reads it back. ``log_prob`` is the tree's log probability
-    under the grammar that produced it (``None`` for a tree read from text).
-    """
-
-    __slots__ = ("label", "children", "log_prob")
-
-    def __init__(self, label: str, children: Sequence["Tree | str"], log_prob: float | None = None):
-        self.label = label
-        self.children = list(children)
-        self.log_prob = log_prob
-
-    def leaves(self) -> list[str]:
-        out = []
-        for c in self.children:
-            out.extend(c.leaves() if isinstance(c, Tree) else [c])
-        return out
-
-    def productions(self) -> list[tuple[str, tuple[tuple[str, bool], ...]]]:
-        """The rules the tree uses, as ``(lhs, ((symbol, is_terminal), ...))``, pre-order."""
-        out = [(self.label, tuple((c.label, False) if isinstance(c, Tree) else (c, True)
-                                  for c in self.children))]
-        for c in self.children:
-            if isinstance(c, Tree):
-                out.extend(c.productions())
-        return out
-
-    def height(self) -> int:
-        return 1 + max((c.height() if isinstance(c, Tree) else 1) for c in self.children)
-
-    def __str__(self) -> str:
-        return "(" + " ".join([self.label] + [str(c) for c in self.children]) + ")"
-
-    def __repr__(self) -> str:
-        lp = "" if self.log_prob is None else f", log_prob={self.log_prob:.6g}"
-        return f"Tree({str(self)!r}{lp})"
-
-    def __eq__(self, other: Any) -> bool:
-        return isinstance(other, Tree) and self.label == other.label and self.children == other.children
-
-    def __hash__(self) -> int:
-        return hash(str(self))
-
-    def __getstate__(self):
-        return (self.label, self.children, self.log_prob)
-
-    def __setstate__(self, state):
-        self.label, self.children, self.log_prob = state
-
-    @classmethod
-    def fromstring(cls, text: str) -> "Tree":
-        """Read NLTK's bracketed form ``(S (NP John) (VP ran))``; ``ValueError`` if malformed."""
-        tokens = re.findall(r"\(|\)|[^\s()]+", text)
-        if not tokens or tokens[0] != "(":
-            raise ValueError(f"a bracketed tree starts with '(', got {text[:40]!r}")
-        pos = 0
-
-        def node() -> Tree:
-            nonlocal pos
-            pos += 1  # '('
-            if pos >= len(tokens) or tokens[pos] in "()":
-                raise ValueError(f"a label must follow '(' in {text[:60]!r}")
-            label, children = tokens[pos], []
-            pos += 1
-            while pos < len(tokens) and tokens[pos] != ")":
-                if tokens[pos] == "(":
-                    children.append(node())
-                else:
-                    children.append(tokens[pos])
-                    pos += 1
-            if pos >= len(tokens):
-                raise ValueError(f"unbalanced brackets in {text[:60]!r}")
-            pos += 1  # ')'
-            if not children:
-                raise ValueError(f"node {label!r} has no children in {text[:60]!r}")
-            return Tree(label, children)
-
-        tree = node()
-        if pos != len(tokens):
-            raise ValueError(f"text after the end of the tree in {text[:60]!r}")
-        return tree
-
-    def to_graph(self):
-        """A networkx ``DiGraph`` of the tree (nonterminal / terminal nodes, ordered edges)."""
-        import networkx as nx
-        g = nx.DiGraph()
-        g.graph["plates"] = {}
-        counter = [0]
-
-        def add(t: Any) -> str:
-            name = f"n{counter[0]}"
-            counter[0] += 1
-            if isinstance(t, Tree):
-                g.add_node(name, kind="nonterminal", label=t.label, plates=())
-                for c in t.children:
-                    g.add_edge(name, add(c), directed=True)
-            else:
-                g.add_node(name, kind="terminal", label=t, plates=())
-            return name
-
-        add(self)
-        return g
-
-    def render(self, path: str) -> str:
-        """Draw the tree to ``path`` (.svg, .png, .pdf or .dot) with Graphviz."""
-        from probgen.drawing import render_graph
-        return render_graph(self.to_graph(), path)
-
-
-# ---- rules and the text format -------------------------------------------------------
-
-@dataclass(frozen=True)
-class Rule:
-    """``lhs -> rhs``; ``rhs`` is a tuple of ``(symbol, is_terminal)``."""
-    lhs: str
-    rhs: tuple
-
-    def __str__(self) -> str:
-        return f"{self.lhs} -> " + " ".join(_quote(s) if t else s for s, t in self.rhs)
-
-
-def _quote(word: str) -> str:
-    if "'" not in word:
-        return f"'{word}'"
-    if '"' not in word:
-        return f'"{word}"'
-    raise ValueError(f"terminal {word!r} contains both quote characters; it cannot be written")
-
-
-_TOKEN = re.compile(r"\s*(?:(->)|(\|)|\[([^\]]*)\]|'([^']*)'|\"([^\"]*)\"|([^\s'\"|\[\]]+))")
-_NAME = re.compile(r"^[^\s'\"|\[\]()]+$")
-
-
-def _strip_comment(line: str) -> str:
-    """``line`` up to a ``#`` that is not inside a quoted terminal."""
-    quote = None
-    for i, ch in enumerate(line):
-        if quote:
-            quote = None if ch == quote else quote
-        elif ch in "'\"":
-            quote = ch
-        elif ch == "#":
-            return line[:i]
-    return line
-
-
-def _parse_rules(text: str, normalize: bool) -> tuple[list[Rule], list[float], list[int]]:
-    rules, probs, lines = [], [], []
-    lhs = None
-    for ln, raw in enumerate(text.splitlines(), 1):
-        line = _strip_comment(raw).strip()
-        if not line:
-            continue
-        toks, pos = [], 0
-        while pos < len(line):
-            m = _TOKEN.match(line, pos)
-            if not m or m.end() == pos:
-                raise ValueError(f"line {ln}: cannot read {line[pos:pos + 20]!r} in {raw.strip()!r}")
-            pos = m.end()
-            if m.group(1):
-                toks.append(("arrow", None))
-            elif m.group(2):
-                toks.append(("bar", None))
-            elif m.group(3) is not None:
-                toks.append(("prob", m.group(3)))
-            elif m.group(4) is not None or m.group(5) is not None:
-                word = m.group(4) if m.group(4) is not None else m.group(5)
-                if not word:
-                    raise ValueError(f"line {ln}: empty terminal '' (ε-rules are not supported)")
-                toks.append(("term", word))
-            else:
-                toks.append(("nt", m.group(6)))
-        if len(toks) >= 2 and toks[0][0] == "nt" and toks[1][0] == "arrow":
-            lhs, toks = toks[0][1], toks[2:]
-        elif toks[0][0] == "bar" and lhs is not None:
-            toks = toks[1:]  # a continuation line: "| NP VP [0.2]" under the previous rule
-        else:
-            raise ValueError(f"line {ln}: expected 'LHS -> right-hand side [probability]', got {raw.strip()!r}")
-        if "arrow" in (k for k, _ in toks):
-            raise ValueError(f"line {ln}: more than one '->' in {raw.strip()!r}")
-        alts, cur = [], []
-        for tok in toks + [("bar", None)]:
-            if tok[0] == "bar":
-                alts.append(cur)
-                cur = []
-            else:
-                cur.append(tok)
-        for alt in alts:
-            prob = None
-            if alt and alt[-1][0] == "prob":
-                try:
-                    prob = float(alt[-1][1])
-                except ValueError:
-                    raise ValueError(f"line {ln}: probability [{alt[-1][1]}] is not a number") from None
-                alt = alt[:-1]
-            if any(k == "prob" for k, _ in alt):
-                raise ValueError(f"line {ln}: a probability [p] must end its alternative in {raw.strip()!r}")
-            if not alt:
-                raise ValueError(f"line {ln}: empty right-hand side for {lhs!r} (ε-rules are not supported)")
-            if prob is None:
-                if not normalize:
-                    raise ValueError(f"line {ln}: rule {lhs} -> ... has no probability [p] "
-                                     "(write one, or pass normalize=True to weight it 1 before normalising)")
-                prob = 1.0
-            if not math.isfinite(prob) or prob < 0 or (prob > 1 and not normalize):
-                raise ValueError(f"line {ln}: probability {prob} of a {lhs} rule is not in [0, 1]")
-            rule = Rule(lhs, tuple((v, k == "term") for k, v in alt))
-            rules.append(rule)
-            probs.append(prob)
-            lines.append(ln)
-    if not rules:
-        raise ValueError("the grammar has no rules (expected lines like: S -> NP VP [1.0])")
-    return rules, probs, lines
-
-
-# ---- the declaration -----------------------------------------------------------------
 
 def _ints(t: torch.Tensor):
     """A flat read-only view of an int64 tensor whose items are Python ints (no copy)."""
@@ -303,7 +71,7 @@ class PCFG(Declaration):
         self._validate()
         if unknown != "error" and unknown not in self.word_index:
             raise ValueError(f"unknown={unknown!r}: unknown words are mapped to a terminal of the grammar, "
-                             f"and {unknown!r} is not one (add a rule like  N -> {_quote(unknown)} [p])")
+                             f"and {unknown!r} is not one (add a rule like  N -> {quote(unknown)} [p])")
         self.unknown = unknown
         self._compile()
 
@@ -315,11 +83,11 @@ class PCFG(Declaration):
         weights of each left-hand side are rescaled to sum to one (missing ``[p]`` = 1)."""
         if not isinstance(text, str):
             raise ValueError(f"from_string expects the grammar's text, got {type(text).__name__}")
-        rules, probs, lines = _parse_rules(text, normalize)
+        rules, probs, lines = parse_rules(text, normalize)
         return cls(rules, probs, start=start, unknown=unknown, lines=lines, normalize=normalize)
 
     def __str__(self) -> str:
-        return "\n".join(f"{r} [{float(p)!r}]" for r, p in zip(self.rules, self.probs.tolist()))
+        return format_rules(self.rules, self.probs.tolist())
 
     def __eq__(self, other: Any) -> bool:
         return (isinstance(other, PCFG) and self.rules == other.rules and self.start == other.start
@@ -341,7 +109,7 @@ class PCFG(Declaration):
             if r in seen:
                 raise ValueError(f"line {self.lines[i]}: duplicate rule {r} (first on line {self.lines[seen[r]]})")
             seen[r] = i
-            if not _NAME.match(r.lhs):
+            if not NAME.match(r.lhs):
                 raise ValueError(f"line {self.lines[i]}: bad nonterminal name {r.lhs!r}")
         lhs_order = list(dict.fromkeys(r.lhs for r in self.rules))
         if self.start not in lhs_order:
@@ -355,7 +123,7 @@ class PCFG(Declaration):
                     words.append(s)
                 elif s not in self.nt_index:
                     raise ValueError(f"line {self.lines[i]}: undefined symbol {s!r} in rule {r} "
-                                     f"({s!r} has no rules; quote it if it is a word: {_quote(s)})")
+                                     f"({s!r} has no rules; quote it if it is a word: {quote(s)})")
         self.words = list(dict.fromkeys(words))
         self.word_index = {w: i for i, w in enumerate(self.words)}
         self.rule_lhs = torch.tensor([self.nt_index[r.lhs] for r in self.rules])
@@ -399,68 +167,10 @@ class PCFG(Declaration):
             raise ValueError("unproductive nonterminals (they derive no finite string of words): "
                              + ", ".join(f"{a!r} (line {first_line[a]})" for a in unproductive))
 
-    # -- normal form ---------------------------------------------------------------------
     def _compile(self) -> None:
-        """Build the chart normal form (see the module docstring)."""
-        nts = list(self.nonterminals)
-        kinds = ["orig"] * len(nts)
-        pre_of: dict[str, int] = {}
-
-        def preterminal(word: str) -> int:
-            if word not in pre_of:
-                pre_of[word] = len(nts)
-                nts.append(f"<{_quote(word)}>")
-                kinds.append("pre")
-            return pre_of[word]
-
-        lex, binary, unary = [], [], []
-        R = len(self.rules)
-        for i, r in enumerate(self.rules):
-            a = self.nt_index[r.lhs]
-            if len(r.rhs) == 1:
-                s, t = r.rhs[0]
-                (lex if t else unary).append((a, self.word_index[s] if t else self.nt_index[s], i))
-                continue
-            syms = [preterminal(s) if t else self.nt_index[s] for s, t in r.rhs]
-            top, orig = a, i
-            for j in range(len(syms) - 2):  # right-branching binarisation: A -> X1 <A:X2..Xk>
-                nts.append(f"{r.lhs}|<{' '.join(s for s, _ in r.rhs[j + 1:])}>#{i}")
-                kinds.append("inter")
-                binary.append((top, syms[j], len(nts) - 1, orig))
-                top, orig = len(nts) - 1, R  # intermediate rules have probability one
-            binary.append((top, syms[-2], syms[-1], orig))
-        for word, p in pre_of.items():
-            lex.append((p, self.word_index[word], R))
-        N = len(nts)
-        self.nf_symbols, self.nf_kinds = nts, kinds
-        self._pre_word = {p: w for w, p in pre_of.items()}
-        lex_t = torch.tensor(lex, dtype=torch.long).reshape(-1, 3)
-        bin_t = torch.tensor(binary, dtype=torch.long).reshape(-1, 3 + 1)
-        un_t = torch.tensor(unary, dtype=torch.long).reshape(-1, 3)
-        # unary closure pairs: every (A, B) with a chain A =>* B (reflexive)
-        reach = torch.eye(N, dtype=torch.bool)
-        if len(un_t):
-            step = torch.zeros(N, N, dtype=torch.bool)
-            step[un_t[:, 0], un_t[:, 1]] = True
-            for _ in range(N):
-                nxt = reach | (reach.double() @ step.double() > 0)
-                if torch.equal(nxt, reach):
-                    break
-                reach = nxt
-        pairs = reach.nonzero()
-        self._lex, self._bin, self._un = lex_t, bin_t, un_t
-        cg = self.chart_grammar = ChartGrammar.make(
-            n_nt=N, n_words=len(self.words), start=self.nt_index[self.start],
-            lex_lhs=lex_t[:, 0], lex_word=lex_t[:, 1],
-            bin_lhs=bin_t[:, 0], bin_left=bin_t[:, 1], bin_right=bin_t[:, 2],
-            clo_top=pairs[:, 0], clo_bottom=pairs[:, 1])
-        # Python tables for the Viterbi backtrace: bottom symbol of each closure slot,
-        # (bottom symbol, rule) of each closed-rule slot
-        clo_bottom = cg.clo_bottom.tolist() + [0]
-        ent_pair, ent_rule = cg.ent_pair.tolist() + [0], cg.ent_rule.tolist() + [0]
-        self._bt = ([[clo_bottom[p] for p in row] for row in cg.clo_seg.tolist()],
-                    [[(clo_bottom[ent_pair[e]], ent_rule[e]) for e in row] for row in cg.ent_seg.tolist()],
-                    cg.bin_left.tolist(), cg.bin_right.tolist())
+        """Build the chart normal form (:mod:`probgen.models.pcfg.normal_form`)."""
+        self.normal_form = NormalForm(self)
+        self.chart_grammar = self.normal_form.chart_grammar
         self._cache: dict = {}
 
     def __getstate__(self) -> dict:
@@ -477,51 +187,6 @@ class PCFG(Declaration):
         value = make()
         self._cache[key] = (probs.detach().clone(), value)
         return value
-
-    def nf_weights(self, logp: torch.Tensor, semiring: str = "sum", chains: torch.Tensor | None = None) -> tuple:
-        """Normal-form log weights ``(lex_w (L,), bin_w (R',), clo_w (P,))`` from the log
-        rule probabilities ``logp`` ``(R,)`` or ``(B, R)`` (differentiable for ``"sum"``).
-
-        The closure is ``log (I - U)^{-1}`` for ``semiring="sum"`` and the best chain
-        (a shortest path on ``-log p``) for ``"max"``."""
-        cg = self.chart_grammar
-        ext = torch.cat([logp, logp.new_zeros(logp.shape[:-1] + (1,))], -1)
-        lex_w, bin_w = ext[..., self._lex[:, 2]], ext[..., self._bin[:, 3]]
-        N = cg.n_nt
-        if semiring == "sum":
-            U = logp.new_zeros(logp.shape[:-1] + (N, N))
-            if len(self._un):
-                flat = U.reshape(logp.shape[:-1] + (N * N,))
-                flat = flat.index_add(-1, self._un[:, 0] * N + self._un[:, 1], logp[..., self._un[:, 2]].exp())
-                U = flat.reshape(U.shape)
-                C = torch.linalg.inv(torch.eye(N, dtype=logp.dtype) - U)
-                if not torch.isfinite(C).all() or (C.detach() < -1e-9).any():
-                    raise ValueError("the unary rules form cycles of total probability 1; "
-                                     "the sum over unary chains diverges")
-            else:
-                C = torch.eye(N, dtype=logp.dtype).expand(U.shape)
-            clo = C[..., cg.clo_top, cg.clo_bottom].clamp(min=1e-300).log().clamp(min=NEG)
-        else:
-            D = self._best_chains(logp)[0] if chains is None else chains
-            clo = D[cg.clo_top, cg.clo_bottom]
-        return lex_w.clamp(min=NEG), bin_w.clamp(min=NEG), clo
-
-    def _best_chains(self, logp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Floyd–Warshall in the (max, +) semiring: ``D[A, B]`` the log weight of the best
-        unary chain ``A =>* B`` and ``nxt[A, B]`` its first step."""
-        N = self.chart_grammar.n_nt
-        D = torch.full((N, N), NEG, dtype=torch.float64)
-        D.fill_diagonal_(0.0)
-        nxt = torch.arange(N).repeat(N, 1)
-        for a, b, i in self._un.tolist():
-            if a != b and float(logp[i]) > D[a, b]:
-                D[a, b] = float(logp[i])
-        for k in range(N):
-            via = D[:, k:k + 1] + D[k:k + 1, :]
-            better = via > D + 1e-15 * via.abs()
-            D = torch.where(better, via, D)
-            nxt = torch.where(better, nxt[:, k:k + 1].expand(N, N), nxt)
-        return D.clamp(min=NEG), nxt
 
     # -- data ----------------------------------------------------------------------------
     def check_data(self, data: Any) -> Any:
@@ -591,31 +256,15 @@ class PCFG(Declaration):
         return torch.from_numpy(ids), chart_ops.Layout.make(lengths)
 
     def _batches(self, sentences: list) -> list[list[int]]:
-        return chart_ops.length_batches([len(s) for s in sentences], n_rules=max(len(self._bin), 1))
+        return chart_ops.length_batches([len(s) for s in sentences], n_rules=max(len(self.normal_form.bin), 1))
 
     def _sum_weights(self, probs: torch.Tensor) -> tuple:
         """Normal-form log weights for inside probabilities (no gradient), cached."""
-        return self._cached("sum", probs, lambda: tuple(w.detach() for w in self.nf_weights(self._logp(probs))))
+        return self._cached("sum", probs, lambda: tuple(w.detach() for w in self.normal_form.weights(self._logp(probs))))
 
     def _max_weights(self, probs: torch.Tensor) -> tuple:
-        """``(lex_w, bin_w, clo_w, chains)`` for Viterbi: normal-form log weights with the best
-        unary chains, and ``chains[a][b]`` the symbols of the best chain ``a => ... => b``
-        (excluding ``b``), cached."""
-        def make():
-            logp = self._logp(probs)
-            D, nxt = self._best_chains(logp)
-            nxt = nxt.tolist()
-            chains = []
-            for a in range(len(nxt)):
-                row = []
-                for b in range(len(nxt)):
-                    chain = [a]
-                    while chain[-1] != b and len(chain) <= len(nxt):
-                        chain.append(nxt[chain[-1]][b])
-                    row.append(chain[:-1])
-                chains.append(row)
-            return self.nf_weights(logp, semiring="max", chains=D) + (chains,)
-        return self._cached("max", probs, make)
+        """``(lex_w, bin_w, clo_w, chains)`` for Viterbi (:meth:`NormalForm.max_weights`), cached."""
+        return self._cached("max", probs, lambda: self.normal_form.max_weights(self._logp(probs)))
 
     def init_params(self, data: Any = None, seed: int | None = None) -> dict[str, torch.Tensor]:
         return {"probs": self.probs.clone()}
@@ -686,7 +335,7 @@ class PCFG(Declaration):
         for rows in self._batches(sentences):
             tokens, layout = self._encode([sentences[i] for i in rows])
             logp = (base.expand(len(rows), R) if per_sentence else base).clone().requires_grad_(True)
-            lz = chart_ops.inside(self.chart_grammar, *self.nf_weights(logp), tokens, layout)
+            lz = chart_ops.inside(self.chart_grammar, *self.normal_form.weights(logp), tokens, layout)
             self._check_possible(lz, rows)
             (g,) = torch.autograd.grad(lz.sum(), logp)
             if per_sentence:
@@ -733,12 +382,12 @@ class PCFG(Declaration):
         counts, ll = self.expected_counts({"probs": probs}, sentences, per_sentence=True)
         K = len(self.nonterminals)
         logp = self._logp(probs)
-        lex_w, bin_w, clo_w = self.nf_weights(logp)
+        lex_w, bin_w, clo_w = self.normal_form.weights(logp)
         # chains through A: (C U)[T, A] = expected A-children of unary chains from T
         N = self.chart_grammar.n_nt
         U = torch.zeros(N, N, dtype=torch.float64)
-        if len(self._un):
-            U.index_put_((self._un[:, 0], self._un[:, 1]), probs[self._un[:, 2]], accumulate=True)
+        if len(self.normal_form.unary):
+            U.index_put_((self.normal_form.unary[:, 0], self.normal_form.unary[:, 1]), probs[self.normal_form.unary[:, 2]], accumulate=True)
         CU = torch.linalg.inv(torch.eye(N, dtype=torch.float64) - U) @ U
         log_cu = CU.clamp(min=0).log()
         spans: list = [None] * len(sentences)
@@ -748,7 +397,7 @@ class PCFG(Declaration):
                                                 clo_w.detach(), tokens, layout, probe=True)
             (top,) = torch.autograd.grad(lz.sum(), probe)     # (B, cells, N) top-of-chain posteriors
             beta = chart.detach()
-            if len(self._un):  # + nodes that are unary children inside chains
+            if len(self.normal_form.unary):  # + nodes that are unary children inside chains
                 log_a = top.clamp(min=0).log() - beta          # log(outside / Z)
                 inner = torch.logsumexp(log_a[..., :, None] + log_cu, -2) + beta
                 top = top + inner.exp().nan_to_num(0.0)
@@ -771,9 +420,9 @@ class PCFG(Declaration):
         sentences = self._sentences(sentences)
         lex_w, bin_w, clo_w, chains = self._max_weights(probs)
         cg = self.chart_grammar
-        clo_slots, ent_slots, bl, br = self._bt
-        names = self.nf_symbols
-        labels = [x if k == "orig" else None for x, k in zip(names, self.nf_kinds)]  # None: spliced
+        clo_slots, ent_slots, bl, br = self.normal_form.backtrace
+        names = self.normal_form.symbols
+        labels = [x if k == "orig" else None for x, k in zip(names, self.normal_form.kinds)]  # None: spliced
         N, R = cg.n_nt, max(len(cg.bin_lhs), 1)
         out: list = [None] * len(sentences)
         for rows in self._batches(sentences):
@@ -912,7 +561,7 @@ class PCFG(Declaration):
             g.add_node(node, kind="factor", prob=p, rule=str(r), label=f"{p:.3g}", plates=())
             g.add_edge(r.lhs, node, directed=True)
             for j, (s, t) in enumerate(r.rhs):
-                name = _quote(s) if t else s
+                name = quote(s) if t else s
                 if t and name not in g:
                     g.add_node(name, kind="terminal", label=s, plates=())
                 g.add_edge(node, name, directed=True, position=j)
