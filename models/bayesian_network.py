@@ -14,12 +14,11 @@ or NaN for a missing cell; absent columns are missing), a pandas DataFrame, or a
 int64 tensor with ``-1`` for missing cells.
 
 Networks are read from and written to the BIF interchange format (Cozman 1998) with a
-parser of our own (:meth:`BayesianNetwork.from_bif`, :meth:`BayesianNetwork.to_bif`).
+parser of our own (:mod:`probgen.models.bif`; :meth:`BayesianNetwork.from_bif`,
+:meth:`BayesianNetwork.to_bif`).
 """
 from __future__ import annotations
 
-import gzip
-import itertools
 import math
 import os
 import re
@@ -33,6 +32,7 @@ import torch
 from torch.distributions import constraints
 
 from probgen.declarations import Program
+from probgen.models import bif
 
 #: networks bundled with pgmpy, readable offline by :meth:`BayesianNetwork.load_bundled`
 BUNDLED = ("asia", "cancer", "earthquake", "survey", "sachs", "child", "alarm", "insurance",
@@ -363,10 +363,16 @@ class BayesianNetwork(Program):
         """Read a network from BIF text, or a ``.bif`` / ``.bif.gz`` file path.
 
         ``table`` entries list the child's states outermost (pgmpy's reading); rows
-        ``(parent states) p1, p2, ...;`` may come in any order. Malformed text raises
-        ``ValueError`` with the line number."""
-        text, name = _read_text(source)
-        return _parse_bif(text, name)
+        ``(parent states) p1, p2, ...;`` may come in any order (:mod:`probgen.models.bif`).
+        Malformed text raises ``ValueError`` with the line number."""
+        name, spec, lines = bif.parse(*bif.read_text(source))
+        try:
+            return cls(spec, name=name)
+        except ValueError as exc:  # say where in the text the bad table is
+            m = re.match(r"variable '([^']*)'", str(exc))
+            if m and m.group(1) in lines:
+                raise ValueError(f"BIF line {lines[m.group(1)]}: {exc}") from None
+            raise
 
     @classmethod
     def load_bundled(cls, name: str) -> "BayesianNetwork":
@@ -375,25 +381,9 @@ class BayesianNetwork(Program):
         return cls.from_bif(path)
 
     def to_bif(self) -> str:
-        """The network as BIF text (floats written with ``repr``, so reading it back gives
-        the same tables bit for bit)."""
-        lines = [f"network {self.name} {{", "}"]
-        for v in self.variables:
-            lines += [f"variable {v} {{",
-                      f"  type discrete [ {len(self.states[v])} ] {{ {', '.join(self.states[v])} }};", "}"]
-        for v in self.variables:
-            pa = self.parents[v]
-            t = self.tables[v].numpy()
-            head = f"probability ( {v}" + (f" | {', '.join(pa)}" if pa else "") + " ) {"
-            lines.append(head)
-            if not pa:
-                lines.append("  table " + ", ".join(repr(float(p)) for p in t) + ";")
-            else:
-                for combo in itertools.product(*(range(len(self.states[p])) for p in pa)):
-                    names = ", ".join(self.states[p][k] for p, k in zip(pa, combo))
-                    lines.append(f"  ({names}) " + ", ".join(repr(float(p)) for p in t[combo]) + ";")
-            lines.append("}")
-        return "\n".join(lines) + "\n"
+        """The network as BIF text (:func:`probgen.models.bif.write`: floats written with
+        ``repr``, so reading it back gives the same tables bit for bit)."""
+        return bif.write(self)
 
     @classmethod
     def example(cls, seed: int = 0) -> tuple["BayesianNetwork", torch.Tensor]:
@@ -453,218 +443,6 @@ def bundled_path(name: str) -> str:
     if not path.is_file():
         raise ValueError(f"pgmpy has no bundled network {name!r}")
     return str(path)
-
-
-# ---- BIF --------------------------------------------------------------------------------
-_TOKEN = re.compile(r"//[^\n]*|/\*.*?\*/|\s+|([{}()\[\]|,;])|([^\s{}()\[\]|,;]+)", re.S)
-
-
-def _read_text(source: Any) -> tuple[str, str | None]:
-    if isinstance(source, os.PathLike) or (isinstance(source, str) and "{" not in source):
-        path = os.fspath(source)
-        if not os.path.exists(path):
-            raise ValueError(f"no such BIF file: {path} (pass a path or the BIF text itself)")
-        opener = gzip.open if path.endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8", errors="replace") as f:
-            return f.read(), os.path.basename(path).split(".")[0]
-    if not isinstance(source, str):
-        raise ValueError(f"from_bif takes BIF text or a file path, got {type(source).__name__}")
-    return source, None
-
-
-class _Tokens:
-    def __init__(self, text: str):
-        self.toks: list[tuple[str, int]] = []
-        line = 1
-        pos = 0
-        for m in _TOKEN.finditer(text):
-            if m.start() != pos:  # unreachable: the pattern matches any character class
-                raise ValueError(f"BIF line {line}: cannot read {text[pos:m.start()]!r}")
-            tok = m.group(1) or m.group(2)
-            if tok:
-                self.toks.append((tok, line))
-            line += m.group(0).count("\n")
-            pos = m.end()
-        self.i = 0
-        self.last_line = line
-
-    def peek(self) -> str | None:
-        return self.toks[self.i][0] if self.i < len(self.toks) else None
-
-    def line(self) -> int:
-        return self.toks[self.i][1] if self.i < len(self.toks) else self.last_line
-
-    def next(self, expect: str | None = None) -> str:
-        if self.i >= len(self.toks):
-            raise ValueError(f"BIF line {self.last_line}: unexpected end of text"
-                             + (f", expected {expect!r}" if expect else ""))
-        tok, line = self.toks[self.i]
-        if expect is not None and tok != expect:
-            raise ValueError(f"BIF line {line}: expected {expect!r}, found {tok!r}")
-        self.i += 1
-        return tok
-
-    def error(self, msg: str) -> ValueError:
-        return ValueError(f"BIF line {self.line()}: {msg}")
-
-    def skip_block(self) -> None:
-        """Skip a ``{ ... }`` block (network / property bodies)."""
-        self.next("{")
-        depth = 1
-        while depth:
-            t = self.next()
-            depth += (t == "{") - (t == "}")
-
-    def skip_statement(self) -> None:
-        while self.next() != ";":
-            pass
-
-
-def _number(tok: _Tokens) -> float:
-    line, t = tok.line(), tok.next()
-    try:
-        return float(t)
-    except ValueError:
-        raise ValueError(f"BIF line {line}: expected a probability, found {t!r}") from None
-
-
-def _parse_bif(text: str, name: str | None) -> BayesianNetwork:
-    tok = _Tokens(text)
-    states: dict[str, list[str]] = {}
-    probs: dict[str, tuple[list[str], Any, int]] = {}
-    net_name = name or "network"
-    while tok.peek() is not None:
-        line, kw = tok.line(), tok.next()
-        if kw == "network":
-            parts = []
-            while tok.peek() not in ("{", None):
-                parts.append(tok.next())
-            if parts and not (parts == ["unknown"] and name):  # pgmpy's files all say "unknown"
-                net_name = " ".join(parts)
-            tok.skip_block()
-        elif kw == "variable":
-            v = tok.next()
-            tok.next("{")
-            while tok.peek() != "}":
-                if tok.peek() == "type":
-                    tok.next()
-                    kind = tok.next()
-                    if kind != "discrete":
-                        raise tok.error(f"variable {v!r}: only discrete variables are supported, got {kind!r}")
-                    tok.next("[")
-                    n_line, n_tok = tok.line(), tok.next()
-                    if not n_tok.isdigit():
-                        raise ValueError(f"BIF line {n_line}: variable {v!r}: expected a number of states, found {n_tok!r}")
-                    tok.next("]")
-                    tok.next("{")
-                    st = [tok.next()]
-                    while tok.peek() == ",":
-                        tok.next()
-                        st.append(tok.next())
-                    tok.next("}")
-                    tok.next(";")
-                    if len(st) != int(n_tok):
-                        raise ValueError(f"BIF line {n_line}: variable {v!r} declares {n_tok} states but lists {len(st)}")
-                    states[v] = st
-                elif tok.peek() == "property":
-                    tok.skip_statement()
-                elif tok.peek() is None:
-                    raise tok.error(f"variable {v!r}: unexpected end of text, expected '}}'")
-                else:
-                    raise tok.error(f"variable {v!r}: expected 'type' or 'property', found {tok.peek()!r}")
-            tok.next("}")
-            if v not in states:
-                raise ValueError(f"BIF line {line}: variable {v!r} has no 'type discrete' declaration")
-        elif kw == "probability":
-            tok.next("(")
-            v = tok.next()
-            if v not in states:
-                raise ValueError(f"BIF line {line}: probability for undeclared variable {v!r}")
-            pa = []
-            if tok.peek() == "|":
-                tok.next()
-                pa.append(tok.next())
-                while tok.peek() == ",":
-                    tok.next()
-                    pa.append(tok.next())
-            tok.next(")")
-            for p in pa:
-                if p not in states:
-                    raise ValueError(f"BIF line {line}: variable {v!r} has undeclared parent {p!r}")
-            card = len(states[v])
-            shape = tuple(len(states[p]) for p in pa) + (card,)
-            table = np.full(shape, np.nan)
-            tok.next("{")
-            while tok.peek() != "}":
-                row_line = tok.line()
-                head = tok.peek()
-                if head in ("table", "default"):
-                    tok.next()
-                    vals = [_number(tok)]
-                    while tok.peek() == ",":
-                        tok.next()
-                        vals.append(_number(tok))
-                    tok.next(";")
-                    if len(vals) != math.prod(shape):
-                        raise ValueError(f"BIF line {row_line}: variable {v!r}: {head} has {len(vals)} entries, "
-                                         f"expected {math.prod(shape)}")
-                    arr = np.array(vals).reshape(card, -1).T.reshape(shape)
-                    if head == "table":
-                        table = arr
-                    else:
-                        table = np.where(np.isnan(table), arr, table)
-                elif head == "(":
-                    tok.next()
-                    combo = [tok.next()]
-                    while tok.peek() == ",":
-                        tok.next()
-                        combo.append(tok.next())
-                    tok.next(")")
-                    if len(combo) != len(pa):
-                        raise ValueError(f"BIF line {row_line}: variable {v!r}: a row names {len(combo)} parent "
-                                         f"states, expected {len(pa)} ({', '.join(pa)})")
-                    idx = []
-                    for p, s in zip(pa, combo):
-                        if s not in states[p]:
-                            raise ValueError(f"BIF line {row_line}: variable {v!r}: parent {p!r} has no state "
-                                             f"{s!r}; states: {states[p]}")
-                        idx.append(states[p].index(s))
-                    vals = [_number(tok)]
-                    while tok.peek() == ",":
-                        tok.next()
-                        vals.append(_number(tok))
-                    tok.next(";")
-                    if len(vals) != card:
-                        raise ValueError(f"BIF line {row_line}: variable {v!r}: a row has {len(vals)} "
-                                         f"probabilities, expected {card}")
-                    table[tuple(idx)] = vals
-                elif head is None:
-                    raise tok.error(f"variable {v!r}: unexpected end of text in its probability block")
-                elif head == "property":
-                    tok.skip_statement()
-                else:
-                    raise tok.error(f"variable {v!r}: expected 'table', 'default' or '(parent states)', "
-                                    f"found {head!r}")
-            tok.next("}")
-            if np.isnan(table).any():
-                raise ValueError(f"BIF line {line}: variable {v!r}: the probability block leaves parent "
-                                 "configurations without a distribution")
-            if v in probs:
-                raise ValueError(f"BIF line {line}: a second probability block for variable {v!r}")
-            probs[v] = (pa, table, line)
-        else:
-            raise ValueError(f"BIF line {line}: expected 'network', 'variable' or 'probability', found {kw!r}")
-    missing = [v for v in states if v not in probs]
-    if missing:
-        raise ValueError(f"BIF: variables {missing} have no probability block")
-    spec = {v: {"states": states[v], "parents": probs[v][0], "cpt": probs[v][1]} for v in states}
-    try:
-        return BayesianNetwork(spec, name=net_name)
-    except ValueError as exc:
-        m = re.match(r"variable '([^']*)'", str(exc))
-        if m and m.group(1) in probs:
-            raise ValueError(f"BIF line {probs[m.group(1)][2]}: {exc}") from None
-        raise
 
 
 ASIA_BIF = """network asia {
