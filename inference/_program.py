@@ -1,8 +1,8 @@
-"""What the program-based methods share: tracing a declaration's Pyro program once to
-learn its sites (parameters and their constraints, discrete latents, plate depth), tracing
-a user's program without its data (for ``pg.compatible``), setting up the param store from
-``init``, and the posterior queries of SVI and NUTS fits (``posterior``, ``predictive``,
-``map``) and their sampling."""
+"""A Pyro program's sites, for the program-based methods (generic SVI, NUTS, generic EM):
+tracing a declaration's program once to learn its sites (parameters and their constraints,
+continuous and discrete latents, plate depth), tracing a user's program without its data
+(for ``pg.compatible``), marking discrete sites for enumeration, and setting up and reading
+the param store. The posterior queries of the fits are :mod:`probgen.inference._posterior`."""
 from __future__ import annotations
 
 import inspect
@@ -14,7 +14,7 @@ from typing import Any, Callable
 import pyro
 import torch
 from pyro import poutine
-from pyro.infer import config_enumerate, infer_discrete
+from pyro.infer import config_enumerate
 from pyro.poutine.util import site_is_subsample
 
 from probgen.random import seeded
@@ -127,131 +127,3 @@ def seed_param_store(info: ProgramInfo, init: dict | None) -> None:
 def param_values(names: Any) -> dict[str, torch.Tensor]:
     store = pyro.get_param_store()
     return {n: store[n].detach().clone() for n in names if n in store}
-
-
-# ---- posterior queries and sampling of SVI / NUTS fits ----------------------------------------
-#
-# Both methods describe the posterior by draws of the continuous latent sites (guide draws for
-# SVI, the kept NUTS draws for MCMC); the discrete sites, summed out in training, are drawn
-# given each of them with Pyro's infer_discrete (Obermeyer et al. 2019, "Tensor variable
-# elimination for plated factor graphs"): temperature 1 samples p(z | θ, data), temperature 0
-# gives the joint MAP of the discrete sites given θ.
-
-QUERIES = ("posterior", "predictive", "map")
-
-
-def check_count(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
-def fixed(program: Callable, values: dict[str, torch.Tensor], info: ProgramInfo) -> Callable:
-    """``program`` with its ``pyro.param`` sites (``info.params``) substituted and its sample
-    sites conditioned at ``values`` (a posterior draw: parameters, lifted parameters and
-    latent sites)."""
-    params = {k: v for k, v in values.items() if k in info.params}
-    latents = {k: v for k, v in values.items() if k not in info.params}
-    return poutine.condition(poutine.substitute(program, data=params), data=latents)
-
-
-def _discrete_given(program: Callable, args: tuple, values: dict, info: ProgramInfo,
-                    temperature: int) -> dict[str, torch.Tensor]:
-    """The discrete latent sites of ``program(*args)`` with everything else fixed at
-    ``values``: a posterior draw (``temperature=1``) or the joint MAP (``0``)."""
-    fn = infer_discrete(config_enumerate(fixed(program, values, info), default="parallel"),
-                        temperature=temperature, first_available_dim=-1 - info.max_plate_nesting)
-    tr = poutine.trace(fn).get_trace(*args)
-    return {s: tr.nodes[s]["value"].detach() for s in info.discrete if s in tr.nodes}
-
-
-def posterior_draws(program: Callable, args: tuple, draws: list[dict[str, torch.Tensor]],
-                    info: ProgramInfo) -> list[dict[str, torch.Tensor]]:
-    """Joint posterior draws of every latent site: each of ``draws`` (parameters and the
-    continuous sites) completed by a draw of the discrete sites given it (infer_discrete, T = 1)."""
-    out = []
-    for values in draws:
-        latent = {k: v for k, v in values.items() if k in info.continuous}
-        if info.discrete:
-            latent.update(_discrete_given(program, args, values, info, temperature=1))
-        out.append(latent)
-    return out
-
-
-def predictive_draws(program: Callable, args: tuple, draws: list[dict[str, torch.Tensor]],
-                     info: ProgramInfo) -> dict[str, torch.Tensor]:
-    """Replicates of the observed sites, ``{site: (S, ...)}``: the program run on ``args`` with
-    the parameters and every latent site fixed at draw s and the observed sites sampled (their
-    ``obs`` removed), i.e. draws from p(x_rep | data) = ∫ p(x_rep | z) p(z | data) dz
-    (Gelman et al. 2013, Bayesian Data Analysis, §6.3)."""
-    out = []
-    for values in draws:
-        # uncondition runs inside the conditioning: the observed sites are sampled, the latents fixed
-        tr = poutine.trace(fixed(poutine.uncondition(program), values, info)).get_trace(*args)
-        out.append({k: tr.nodes[k]["value"].detach() for k in info.observed})
-    return stack(out)
-
-
-def map_discrete(program: Callable, args: tuple, values: dict[str, torch.Tensor],
-                 info: ProgramInfo) -> dict[str, torch.Tensor]:
-    """The joint MAP of the discrete latent sites given the parameters and continuous sites at
-    ``values`` (infer_discrete with temperature 0: max-product over the enumerated sites)."""
-    if not info.discrete:
-        raise ValueError("query='map' gives the most probable values of discrete latent sites, and "
-                         "this program has none; query='posterior' gives draws of its latent sites")
-    return _discrete_given(program, args, values, info, temperature=0)
-
-
-def program_sample(program: Callable, model: Any, draws: Callable[[tuple], list[dict]]) -> dict:
-    """Draws of every sample site of ``program`` called with no data
-    (``model.program_args(None)``), ``{site: (n, ...)}``: each with the parameters and the
-    continuous latent sites fixed at one of ``draws(args)`` (the fit's posterior) and every
-    other site — the observed ones, and the discrete latents of the new examples — sampled
-    from the model given them."""
-    args = model.program_args(None)
-    _check_runs_without_data(model, args)
-    try:
-        info = inspect_program(program, args)
-    except ValueError as exc:
-        raise ValueError(_NO_DATA.format(name=_name(model), why=str(exc))) from None
-    try:
-        runs = draws(args)
-    except Exception as exc:  # a guide that needs the data, say
-        raise ValueError(_NO_DATA.format(name=_name(model), why=f"{type(exc).__name__}: {exc}")) from None
-    out = []
-    for values in runs:
-        try:
-            tr = poutine.trace(fixed(program, values, info)).get_trace(*args)
-        except Exception as exc:
-            raise ValueError(_NO_DATA.format(name=_name(model), why=f"{type(exc).__name__}: {exc}")) from None
-        out.append({k: s["value"].detach() for k, s in tr.nodes.items()
-                    if s["type"] == "sample" and not site_is_subsample(s)})
-    return stack(out)
-
-
-_NO_DATA = ("fit.sample runs the program with no data, so that its observed sites are sampled; "
-            "{name} cannot run so ({why}). Write it to run without data, e.g. "
-            "def model(x=None): ... pyro.plate('N', len(x) if x is not None else 100) ... "
-            "pyro.sample('x', ..., obs=x)")
-
-
-def _name(model: Any) -> str:
-    return getattr(model, "__name__", type(model).__name__)
-
-
-def _check_runs_without_data(model: Any, args: tuple) -> None:
-    fn = getattr(model, "fn", None)
-    if fn is None:
-        return
-    try:
-        inspect.signature(fn).bind(*args)
-    except TypeError as exc:
-        raise ValueError(_NO_DATA.format(name=_name(model), why=str(exc))) from None
-    except ValueError:  # no signature to check: let the call tell
-        pass
-
-
-def stack(draws: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    if not draws:
-        return {}
-    return {k: torch.stack([d[k] for d in draws]) for k in draws[0]}

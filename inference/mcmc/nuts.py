@@ -29,8 +29,8 @@ from probgen.fit import Fit
 from probgen.random import seeded
 from probgen.registry import Method, check_options, register
 
-from .._program import (QUERIES, check_count, enumerated, inspect_program, inspect_without_data, map_discrete,
-                        posterior_draws, predictive_draws, program_sample, stack)
+from .._posterior import QUERIES, check_count, map_discrete, posterior_draws, predictive_draws, program_sample, stack
+from .._program import enumerated, inspect_program, inspect_without_data
 
 
 @register

@@ -27,8 +27,8 @@ from probgen.progress import progress as bar
 from probgen.random import seeded
 from probgen.registry import Method, check_options, register
 
-from .._program import (QUERIES, check_count, enumerated, inspect_program, map_discrete, param_values,
-                        posterior_draws, predictive_draws, program_sample, seed_param_store, stack)
+from .._posterior import QUERIES, check_count, map_discrete, posterior_draws, predictive_draws, program_sample, stack
+from .._program import enumerated, inspect_program, param_values, seed_param_store
 
 GUIDES = {"normal": AutoNormal, "delta": AutoDelta, "mvn": AutoMultivariateNormal}
 #: elbo= names; with discrete latent sites only "trace" applies (as TraceEnum_ELBO, which sums them out)
