@@ -1,21 +1,12 @@
-"""What the chain methods (exact, em) share: the capability check for declarations that
-are hidden Markov chains, and their parameters as float64 tensors."""
+"""The setup the hidden-Markov-chain methods (exact, em) share: a declaration's emissions
+in the form the chain kernels (:mod:`probgen.ops.chain`) read fastest, and its starting
+parameters as checked float64 tensors. What a chain declaration offers is
+:class:`probgen.protocols.HiddenMarkovChain`."""
 from __future__ import annotations
 
 from typing import Any
 
 import torch
-
-
-def is_chain(model: Any) -> bool:
-    """A declaration with a Markov chain of discrete states: it names ``initial`` and
-    ``transition`` parameters and gives per-step emission log-likelihoods
-    ``log_emission(params, data) -> (B, T, K)`` on data with ``.x`` and ``.lengths``
-    (and optionally ``emission_table(params, data)``, the same as a
-    ``probgen.ops.chain.EmissionTable``, which the chain kernels read faster)."""
-    names = getattr(model, "param_names", ())
-    return (hasattr(model, "log_emission") and hasattr(model, "init_params")
-            and "initial" in names and "transition" in names)
 
 
 def emissions(model: Any, params: dict, data: Any) -> Any:

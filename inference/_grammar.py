@@ -1,18 +1,11 @@
-"""What the grammar methods share: the capability check (by protocol) and ``init``."""
+"""The setup the grammar methods (exact, em) share: which kind of data they were given
+(sentences or a treebank) and the starting parameters from ``init``. What a grammar
+declaration offers is :class:`probgen.protocols.Grammar`."""
 from __future__ import annotations
 
 from typing import Any
 
 import torch
-
-#: the methods a grammar declaration offers (see probgen.models.PCFG)
-GRAMMAR_PROTOCOL = ("rules", "expected_counts", "m_step", "treebank_counts", "viterbi", "posteriors",
-                    "log_prob", "init_params")
-
-
-def is_grammar(model: Any) -> bool:
-    return all(hasattr(model, a) for a in GRAMMAR_PROTOCOL)
-
 
 def is_treebank(data: Any) -> bool:
     """Checked grammar data are token tuples (sentences) or trees (objects with ``leaves``)."""

@@ -1,27 +1,22 @@
-"""What the LDA methods of every engine share: the capability check, the starting topic
-factor, per-document evaluation (a bound on log p(w_d | topics, α) by fold-in),
-sampling, and the ``doc_topics`` query. The maths lives in :mod:`probgen.ops.lda`."""
+"""The common base of the LDA methods of every engine (meanfield CAVI, online SVI,
+collapsed Gibbs): their starting values (hyperparameters, the starting topic factor) and
+:class:`TopicModelMethod` — per-document evaluation (a bound on log p(w_d | topics, α) by
+fold-in), sampling and the ``doc_topics`` query. What a topic model offers is
+:class:`probgen.protocols.TopicModel`; the maths lives in :mod:`probgen.ops.lda`."""
 from __future__ import annotations
 
 from typing import Any
 
 import torch
 
+from probgen import protocols
 from probgen.corpus import Corpus
-from probgen.declarations import Program
 from probgen.fit import Fit
 from probgen.ops import lda as lda_ops
 from probgen.random import generator
 from probgen.registry import Method
 
 NEEDS = "a topic model (a Program with k, vocab_size, alpha_vector, eta_tensor, over a Corpus)"
-
-
-def is_topic_model(model: Any) -> bool:
-    """The protocol: a Pyro program declaring K topics over a V-word vocabulary with
-    Dirichlet hyperparameters (``k``, ``vocab_size``, ``alpha_vector``, ``eta_tensor``)."""
-    return isinstance(model, Program) and all(
-        hasattr(model, a) for a in ("k", "vocab_size", "alpha_vector", "eta_tensor"))
 
 
 def hyperparameters(model: Any, init: dict | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,7 +75,7 @@ class TopicModelMethod(Method):
     needs = NEEDS
 
     def accepts(self, model: Any) -> bool:
-        return is_topic_model(model)
+        return protocols.implements(model, protocols.TopicModel)
 
     def log_prob(self, fit: Fit, x: Any, **options: Any) -> torch.Tensor:
         """Per-document lower bound on log p(w_d | topics, α) (the token sequence's

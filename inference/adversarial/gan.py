@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from probgen import protocols
 from probgen.fit import Fit
 from probgen.nn import load_params
 from probgen.progress import progress as bar
@@ -36,8 +37,8 @@ class Adversarial(Method):
     log_prob_kind = "estimate"
 
     def accepts(self, model: Any) -> bool:
-        net = getattr(model, "net", None)
-        return hasattr(net, "generator") and hasattr(net, "discriminator")
+        return protocols.implements(model, protocols.Adversarial) and \
+            protocols.implements(model.net, protocols.AdversarialNetworks)
 
     def fit(self, model: Any, data: torch.Tensor, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, loss: str = "non-saturating", batch_size: int = 256, lr: float = 2e-4,

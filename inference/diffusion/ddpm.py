@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from probgen import protocols
 from probgen.fit import Fit
 from probgen.nn import WeightAverage, load_params
 from probgen.progress import progress as bar
@@ -40,7 +41,7 @@ class DDPM(Method):
         return fit.model.log_prob(fit.params, fit.model.check_data(x), seed=seed)
 
     def accepts(self, model: Any) -> bool:
-        return all(hasattr(model, a) for a in ("q_sample", "p_sample", "net"))
+        return protocols.implements(model, protocols.Denoising)
 
     def fit(self, model: Any, data: torch.Tensor, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, batch_size: int = 256, lr: float = 1e-3, clip: float = 1.0,

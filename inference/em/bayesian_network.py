@@ -11,8 +11,9 @@ from typing import Any
 
 import torch
 
+from probgen import protocols
 from probgen.fit import Fit
-from probgen.inference.exact.bayesian_network import count_tables, is_network, normalise_counts
+from probgen.inference.exact.bayesian_network import count_tables, normalise_counts
 from probgen.ops.bayesian_network import CompiledNetwork
 from probgen.progress import progress as bar
 from probgen.registry import Method, check_options, check_tol, converged, register
@@ -27,7 +28,7 @@ class NetworkEM(Method):
     steps_unit = "EM iterations (complete data: one closed-form step)"
 
     def accepts(self, model: Any) -> bool:
-        return is_network(model)
+        return protocols.implements(model, protocols.NetworkWithTables)
 
     def fit(self, model: Any, data: torch.Tensor, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, tol: float | None = 1e-7, pseudo_count: float = 0.0, **options: Any) -> Fit:

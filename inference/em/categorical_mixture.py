@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from probgen import protocols
 from probgen.fit import Fit
 from probgen.progress import progress as bar
 from probgen.registry import Method, check_options, check_tol, converged, register
@@ -21,8 +22,7 @@ class CategoricalMixtureEM(Method):
     steps_unit = "EM iterations"
 
     def accepts(self, model: Any) -> bool:
-        return hasattr(model, "component_log_prob") and hasattr(model, "pseudo_count") \
-            and hasattr(model, "n_components")
+        return protocols.implements(model, protocols.CategoricalMixtureModel)
 
     def fit(self, model: Any, data: torch.Tensor, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, tol: float | None = 1e-7, **options: Any) -> Fit:

@@ -18,12 +18,13 @@ from typing import Any
 
 import torch
 
+from probgen import protocols
 from probgen.fit import Fit
 from probgen.progress import progress as bar
 from probgen.random import generator
 from probgen.registry import Method, check_options, check_tol, converged, register
 
-from .._grammar import is_grammar, is_treebank, start_params
+from .._grammar import is_treebank, start_params
 
 STARTS = ("declared", "uniform", "random")
 
@@ -38,7 +39,7 @@ class GrammarEM(Method):
     steps_unit = "EM iterations (a treebank: one closed-form step)"
 
     def accepts(self, model: Any) -> bool:
-        return is_grammar(model)
+        return protocols.implements(model, protocols.Grammar)
 
     def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, tol: float | None = 1e-8, start: str = "declared", **options: Any) -> Fit:

@@ -29,12 +29,13 @@ from typing import Any
 
 import torch
 
+from probgen import protocols
 from probgen.fit import Fit
 from probgen.ops import chain
 from probgen.progress import progress as bar
 from probgen.registry import Method, check_options, check_tol, converged, register
 
-from .._chain import emissions, is_chain, start_params
+from .._chain import emissions, start_params
 
 
 def e_step(model: Any, params: dict, data: Any):
@@ -86,7 +87,8 @@ class BaumWelch(Method):
     steps_unit = "EM iterations"
 
     def accepts(self, model: Any) -> bool:
-        return is_chain(model) and getattr(model, "emission", None) in ("categorical", "gaussian", "poisson")
+        return protocols.is_hidden_markov_chain(model) and getattr(model, "emission", None) in (
+            "categorical", "gaussian", "poisson")
 
     def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, tol: float | None = 1e-8, min_covar: float = 1e-6, **options: Any) -> Fit:

@@ -25,12 +25,10 @@ from typing import Any
 
 import torch
 
+from probgen import protocols
 from probgen.fit import Fit
 from probgen.progress import progress as bar
 from probgen.registry import Method, check_options, check_tol, converged, register
-
-_HOOKS = ("init_params", "e_step", "m_step")
-
 
 @register
 class MixtureEM(Method):
@@ -42,7 +40,7 @@ class MixtureEM(Method):
     steps_unit = "EM iterations"
 
     def accepts(self, model: Any) -> bool:
-        return all(callable(getattr(model, h, None)) for h in _HOOKS) and not getattr(model, "bayesian", False)
+        return protocols.implements(model, protocols.EMHooks) and not getattr(model, "bayesian", False)
 
     def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, tol: float | None = 1e-5, n_init: int = 1, reg_covar: float = 1e-6,

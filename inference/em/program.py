@@ -47,7 +47,8 @@ from pyro.infer import TraceEnum_ELBO, config_enumerate
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
-from probgen.declarations import Program, UserProgram
+from probgen import protocols
+from probgen.declarations import Program
 from probgen.fit import Fit
 from probgen.progress import progress as bar
 from probgen.registry import Method, check_options, check_tol, register
@@ -261,12 +262,12 @@ class ProgramEM(Method):
     _cache: dict = {}
 
     def accepts(self, model: Any) -> bool:
-        if isinstance(model, UserProgram):
+        if protocols.implements(model, protocols.UserFunction):
             # traced with a placeholder for its data: a program that computes with its data
             # cannot run so (None), and fit then refuses it on the data with the same message
             info = inspect_without_data(model)
             return info is None or refusal(info) is None
-        if not isinstance(model, Program) or getattr(model, "bayesian", False):
+        if not protocols.implements(model, protocols.PyroProgram) or getattr(model, "bayesian", False):
             return False  # a declared prior on the parameters makes them continuous latents
         cls = type(model)
         if cls not in self._cache:  # a built-in program: look at its example once

@@ -11,15 +11,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from probgen import protocols
 from probgen.fit import Fit
 from probgen.ops.bayesian_network import compiled
 from probgen.registry import Method, check_options, register
-
-
-def is_network(model: Any) -> bool:
-    """The protocol of a discrete Bayesian network declaration."""
-    return all(hasattr(model, a) for a in ("variables", "parents", "states", "cards", "index",
-                                           "check_params", "check_data", "table_shape"))
 
 
 def parse_evidence(model: Any, evidence: Any) -> tuple[dict[int, int] | None, np.ndarray | None]:
@@ -85,7 +80,7 @@ class NetworkExact(Method):
     init_hint = "the tables are counted from complete rows; engine='em' starts from init"
 
     def accepts(self, model: Any) -> bool:
-        return is_network(model)
+        return protocols.implements(model, protocols.NetworkWithTables)
 
     def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, pseudo_count: float = 0.0, **options: Any) -> Fit:

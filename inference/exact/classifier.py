@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from probgen import protocols
 from probgen import registry
 from probgen.fit import Fit
 from probgen.registry import ENGINE_DESCRIPTIONS, Method, check_options, register
@@ -43,7 +44,7 @@ class CountingClassifier(ClassifierQueries):
     steps_unit = "none (closed form: counting; steps is ignored)"
 
     def accepts(self, model: Any) -> bool:
-        return hasattr(model, "count") and hasattr(model, "class_log_posterior")
+        return protocols.implements(model, protocols.CountingClassifier)
 
     def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, n_classes: int | None = None, n_values: Any = None, **options: Any) -> Fit:
@@ -64,9 +65,8 @@ class BayesRuleFit(ClassifierQueries):
     steps_unit = "the class-conditional method's steps, per class"
 
     def accepts(self, model: Any) -> bool:
-        base = getattr(model, "class_conditional", None)
-        return base is not None and hasattr(model, "class_log_posterior") and \
-            any(m.accepts(base) for m in registry.methods(self.engine))
+        return protocols.implements(model, protocols.BayesRuleClassifier) and model.class_conditional is not None \
+            and any(m.accepts(model.class_conditional) for m in registry.methods(self.engine))
 
     def fit_options(self, model: Any) -> tuple[str, ...]:
         base = model.class_conditional

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from probgen import protocols
 from probgen.energy import LayeredEnergy
 from probgen.fit import Fit
 from probgen.registry import check_options, register
@@ -28,7 +29,7 @@ class EnergyEnumeration(EnergyMethod):
     needs = f"a layered energy model small enough to enumerate (at most 2^{MAX_BITS} states on its cheaper side)"
 
     def accepts(self, model: Any) -> bool:
-        return isinstance(model, LayeredEnergy) and exact_feasible(model)
+        return protocols.implements(model, protocols.LayeredEnergyModel) and exact_feasible(model)
 
     def fit(self, model: LayeredEnergy, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, lr: float = 0.05, **options: Any) -> Fit:

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from probgen import protocols
 from probgen.fit import Fit
 from probgen.ops import elimination as fops
 from probgen.progress import progress as bar
@@ -35,7 +36,7 @@ class FactorGraphExact(Method):
     queries = ("marginals", "map", "log_partition")
 
     def accepts(self, model: Any) -> bool:
-        return all(hasattr(model, a) for a in ("variables", "scopes", "log_potentials", "log_partition"))
+        return protocols.implements(model, protocols.FactorGraphModel)
 
     def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, l2: float = 0.0, tol: float | None = 1e-10, **options: Any) -> Fit:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from probgen import protocols
 from probgen.fit import Fit
 from probgen.registry import Method, check_options, register
 
-from .._grammar import is_grammar, is_treebank, start_params
+from .._grammar import is_treebank, start_params
 
 
 @register
@@ -28,7 +29,7 @@ class GrammarExact(Method):
     steps_unit = "none (exact: learns nothing; steps is ignored)"
 
     def accepts(self, model: Any) -> bool:
-        return is_grammar(model)
+        return protocols.implements(model, protocols.Grammar)
 
     def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, **options: Any) -> Fit:

@@ -15,11 +15,12 @@ from typing import Any
 
 import torch
 
+from probgen import protocols
 from probgen.fit import Fit
 from probgen.ops import chain
 from probgen.registry import Method, check_options, register
 
-from .._chain import emissions, is_chain, start_params
+from .._chain import emissions, start_params
 
 QUERIES = ("marginals", "map", "log_evidence")
 
@@ -34,7 +35,7 @@ class ChainExact(Method):
     steps_unit = "none (exact: learns nothing; steps is ignored)"
 
     def accepts(self, model: Any) -> bool:
-        return is_chain(model)
+        return protocols.is_hidden_markov_chain(model)
 
     def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, **options: Any) -> Fit:

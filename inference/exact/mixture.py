@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from probgen import protocols
 from probgen.fit import Fit
 from probgen.registry import Method, check_options, register
 
@@ -22,7 +23,7 @@ class MixturePosterior(Method):
     steps_unit = "none (exact: learns nothing; steps is ignored)"
 
     def accepts(self, model: Any) -> bool:
-        return all(callable(getattr(model, h, None)) for h in ("responsibilities", "init_params", "check_params"))
+        return protocols.implements(model, protocols.Responsibilities)
 
     def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, **options: Any) -> Fit:

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from probgen import protocols
 from probgen.fit import Fit
 from probgen.nn import load_params
 from probgen.progress import progress as bar
@@ -24,7 +25,7 @@ class FlowLikelihood(Method):
     log_prob_kind = "exact"
 
     def accepts(self, model: Any) -> bool:
-        return getattr(model, "invertible", False) and hasattr(model, "distribution")
+        return protocols.implements(model, protocols.Invertible) and bool(model.invertible)
 
     def fit(self, model: Any, data: torch.Tensor, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, batch_size: int = 256, lr: float = 1e-3, clip: float | None = None, **options: Any) -> Fit:

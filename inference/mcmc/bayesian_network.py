@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from probgen import protocols
 from probgen.fit import Fit
-from probgen.inference.exact.bayesian_network import _targets, is_network, parse_evidence
+from probgen.inference.exact.bayesian_network import _targets, parse_evidence
 from probgen.progress import progress as bar
 from probgen.registry import Method, check_options, register
 
@@ -98,7 +99,7 @@ class NetworkGibbs(Method):
     steps_unit = "draws kept after warmup (data-augmentation rounds)"
 
     def accepts(self, model: Any) -> bool:
-        return is_network(model)
+        return protocols.implements(model, protocols.NetworkWithTables)
 
     def fit(self, model: Any, data: torch.Tensor, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, warmup: int | None = None, pseudo_count: float = 1.0, **options: Any) -> Fit:

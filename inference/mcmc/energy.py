@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from probgen import protocols
 from probgen.energy import LayeredEnergy
 from probgen.fit import Fit
 from probgen.random import generator
@@ -32,7 +33,7 @@ class EnergyGibbs(EnergyMethod):
     needs = "a layered energy model (BM, RBM, DBN, DBM: probgen.energy.LayeredEnergy)"
 
     def accepts(self, model: Any) -> bool:
-        return isinstance(model, LayeredEnergy)
+        return protocols.implements(model, protocols.LayeredEnergyModel)
 
     def fit_options(self, model: LayeredEnergy) -> tuple[str, ...]:
         return TRAIN_OPTIONS

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from probgen import protocols
 from probgen.fit import Fit
 from probgen.nn import load_params
 from probgen.progress import progress as bar
@@ -31,7 +32,7 @@ class LangevinCD(Method):
     log_prob_kind = "estimate"
 
     def accepts(self, model: Any) -> bool:
-        return getattr(model, "continuous_energy", False) and hasattr(model, "langevin")
+        return protocols.implements(model, protocols.ContinuousEnergy) and bool(model.continuous_energy)
 
     def fit(self, model: Any, data: torch.Tensor, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, batch_size: int = 128, lr: float = 1e-3, k: int = 40, step_size: float | None = None,

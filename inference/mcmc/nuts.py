@@ -24,6 +24,7 @@ from pyro import poutine
 from pyro.infer import MCMC, NUTS
 from pyro.infer.mcmc.util import diagnostics
 
+from probgen import protocols
 from probgen.declarations import Program
 from probgen.fit import Fit
 from probgen.random import seeded
@@ -45,12 +46,12 @@ class ProgramNUTS(Method):
     queries = QUERIES
 
     def accepts(self, model: Any) -> bool:
-        if not isinstance(model, Program) or not getattr(model, "generic_inference", True):
+        if not protocols.implements(model, protocols.PyroProgram) or not getattr(model, "generic_inference", True):
             return False
         # a user's program traced with a placeholder for its data (None where it cannot run so:
         # then fit checks on the data): pyro.param sites without a priors() hook cannot be sampled
         info = inspect_without_data(model)
-        return info is None or not info.params or hasattr(model, "priors")
+        return info is None or not info.params or protocols.implements(model, protocols.Priors)
 
     def fit(self, model: Program, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, warmup: int | None = None, chains: int = 1, target_accept: float = 0.8,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from probgen import protocols
 from probgen.energy import LayeredEnergy
 from probgen.fit import Fit
 from probgen.random import generator
@@ -31,7 +32,7 @@ class EnergyMeanField(EnergyMethod):
     needs = "an undirected layered energy model with hidden layers (BM, RBM, DBM)"
 
     def accepts(self, model: Any) -> bool:
-        return isinstance(model, LayeredEnergy) and model.n_directed == 0 and model.n_layers > 1
+        return protocols.implements(model, protocols.LayeredEnergyModel) and model.n_directed == 0 and model.n_layers > 1
 
     def fit_options(self, model: LayeredEnergy) -> tuple[str, ...]:
         return TRAIN_OPTIONS + ("mf_iters",)

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from probgen import protocols
 from probgen.fit import Fit
 from probgen.ops import gaussian
 from probgen.progress import progress as bar
@@ -107,8 +108,8 @@ class BayesianMixtureCAVI(Method):
     init_hint = "it starts from responsibilities: pass init_resp=(N, K)"
 
     def accepts(self, model: Any) -> bool:
-        return (getattr(model, "bayesian", False) is True and getattr(model, "covariance", None) == "full"
-                and all(hasattr(model, a) for a in ("k", "dim", "check_data") + PRIORS))
+        return (protocols.implements(model, protocols.BayesianMixture) and getattr(model, "bayesian", False) is True
+                and getattr(model, "covariance", None) == "full")
 
     def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, tol: float | None = 1e-6, reg_covar: float = 1e-6, init_resp: Any = None,

@@ -31,7 +31,7 @@ import torch
 from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO
 
-from probgen.declarations import Program
+from probgen import protocols
 from probgen.fit import Fit
 from probgen.progress import progress as bar
 from probgen.random import generator
@@ -78,9 +78,7 @@ class AmortisedSVI(Method):
     queries = ("encode", "reconstruct")
 
     def accepts(self, model: Any) -> bool:
-        return (isinstance(model, Program) and callable(getattr(model, "guide", None))
-                and all(callable(getattr(model, m, None)) for m in ("encode", "reconstruct", "init_params"))
-                and hasattr(model, "encoder_dist"))
+        return protocols.implements(model, protocols.AmortisedProgram)
 
     def fit(self, model: Any, data: torch.Tensor, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, batch_size: int = 128, lr: float = 1e-3, lr_decay: float = 1.0,

@@ -21,6 +21,7 @@ from pyro.infer import SVI, RenyiELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_EL
 from pyro.infer.autoguide import AutoDelta, AutoMultivariateNormal, AutoNormal
 from pyro.infer.autoguide.initialization import init_to_median, init_to_value
 
+from probgen import protocols
 from probgen.declarations import Program
 from probgen.fit import Fit, own_param_store
 from probgen.progress import progress as bar
@@ -52,7 +53,7 @@ class ProgramSVI(Method):
     queries = QUERIES
 
     def accepts(self, model: Any) -> bool:
-        return isinstance(model, Program) and getattr(model, "generic_inference", True)
+        return protocols.implements(model, protocols.PyroProgram) and getattr(model, "generic_inference", True)
 
     def fit(self, model: Program, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, guide: Any = "normal", lr: float = 0.01, lr_decay: float = 0.1,

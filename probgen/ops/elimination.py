@@ -272,9 +272,9 @@ class Plan:
 
 
 def _with(out_sub: list[int], axis: int) -> list[int]:
-    """A summing step's layout: its output sublist with the eliminated label put back at
-    ``axis`` (the labels are numbered in union order, so that label is ``max + 1`` of
-    those before it)."""
+    """A summing step's broadcast layout: its output sublist with the eliminated
+    variable's label put back at ``axis`` (labels number the step's union 1, 2, … in
+    order, so that label is its position in the union plus one)."""
     head = 1 if out_sub and out_sub[0] == 0 else 0
     return out_sub[:axis] + [axis - head + 1] + out_sub[axis:]
 
@@ -289,6 +289,7 @@ def _layout(sub: Sequence[int], target: Sequence[int]) -> tuple[tuple[int, ...] 
 
 
 def _place(t: torch.Tensor, perm, positions, rank) -> torch.Tensor:
+    """``t`` viewed in a broadcast layout (see :func:`_layout`): axes sorted, size-1 axes added."""
     if perm is not None:
         t = t.permute(perm)
     shape = [1] * rank
