@@ -60,8 +60,7 @@ class NetworkEM(Method):
         prev = None
         for step in bar(range(steps), desc="em", enabled=progress):
             tables = [params[f"probs_{v}"] for v in model.variables]
-            net = CompiledNetwork(model, params)
-            counts, ll = net.expected_counts(tables, x)  # E-step at the current tables
+            counts, ll = self.expected_counts(model, params, x)  # E-step at the current tables
             ll = (float(ll) + _log_prior(tables, pseudo_count)) / n  # per row
             history.append({"step": step, "log_likelihood": ll})
             params = normalise_counts(model, counts, pseudo_count)  # M-step
@@ -70,6 +69,12 @@ class NetworkEM(Method):
             prev = ll
         return Fit(model, params, history, engine=self.engine, method=self.name,
                    options={"pseudo_count": pseudo_count, "tol": tol})
+
+    def expected_counts(self, model: Any, params: dict, x) -> tuple[list[torch.Tensor], Any]:
+        """The E-step: every family's expected counts over the rows ``x`` (N, V) (-1 =
+        missing) and the log-likelihood of the rows, at the tables ``params`` (exact
+        elimination here; the ``bp`` engine overrides it with belief propagation)."""
+        return CompiledNetwork(model, params).expected_counts([params[f"probs_{v}"] for v in model.variables], x)
 
 
 def _break_symmetry(model: Any, params: dict, x, seed: int | None) -> dict:
