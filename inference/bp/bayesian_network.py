@@ -5,7 +5,9 @@ The network is its factor set: one factor per family, θ = log p(v | pa(v)) (zer
 entries become −∞), so Z = 1 and, with evidence e, the Bethe log Z estimates log p(e).
 Queries take the exact engine's evidence forms (one assignment ``{variable: state}``, or a
 table of rows: dict of lists with ``None``, DataFrame, ``(N, V)`` codes with −1) and
-answer every row at once, in chunks of rows that bound the memory:
+answer every row at once, in chunks of rows that bound the memory, on the ancestral part
+of the network only (the query and observed variables and their ancestors; the rest is
+barren and sums to one):
 ``"marginals"`` – ``{variable: beliefs}`` (``(card,)`` or ``(N, card)``);
 ``"map"`` – each variable's max-product max-marginal argmax (exact on polytrees).
 
@@ -39,10 +41,31 @@ def network_factors(model: Any, params: dict) -> tuple[list[int], list[tuple], l
     return cards, scopes, tables
 
 
-def run_rows(model: Any, params: dict, x: np.ndarray, *, max_product: bool = False, **options: Any):
+def ancestral(model: Any, variables: set[int]) -> list[int]:
+    """``variables`` and their ancestors, in topological order: the rest of the network is
+    barren for a query on them (it sums to one), so BP runs on this part only — exact
+    pruning that also removes loops."""
+    keep, stack = set(), list(variables)
+    while stack:
+        j = stack.pop()
+        if j not in keep:
+            keep.add(j)
+            stack.extend(model.index[p] for p in model.parents[model.variables[j]])
+    return sorted(keep)
+
+
+def run_rows(model: Any, params: dict, x: np.ndarray, *, max_product: bool = False,
+             keep: list[int] | None = None, **options: Any):
     """BP on every row of ``x`` (N, V) (−1 = unobserved), chunked: per-variable log-beliefs
-    ``(N, card)``, the summed factor beliefs (sum-product) and the Bethe log p(row) ``(N,)``."""
+    ``(N, card)``, the summed factor beliefs (sum-product) and the Bethe log p(row) ``(N,)``.
+    ``keep``: run on the families of these variables only (an ancestral set, see
+    :func:`ancestral`); beliefs of the others are ``None``."""
     cards, scopes, tables = network_factors(model, params)
+    if keep is not None:
+        local = {j: i for i, j in enumerate(keep)}
+        cards, tables = [cards[j] for j in keep], [tables[j] for j in keep]
+        scopes = [tuple(local[u] for u in scopes[j]) for j in keep]
+        x = np.asarray(x)[:, keep]
     per_row = sum(t.numel() for t in tables) * max(len(s) for s in scopes)
     chunk = max(1, CHUNK_ENTRIES // per_row)
     log_b, sums, log_z = [[] for _ in cards], None, []
@@ -54,7 +77,13 @@ def run_rows(model: Any, params: dict, x: np.ndarray, *, max_product: bool = Fal
         if not max_product:
             sums = res.factor_beliefs if sums is None else [a + b for a, b in zip(sums, res.factor_beliefs)]
             log_z.append(res.log_z)
-    return [torch.cat(b) for b in log_b], sums, (torch.cat(log_z) if log_z else None)
+    log_b = [torch.cat(b) for b in log_b]
+    if keep is not None:
+        full = [None] * len(model.variables)
+        for i, j in enumerate(keep):
+            full[j] = log_b[i]
+        log_b = full
+    return log_b, sums, (torch.cat(log_z) if log_z else None)
 
 
 @register
@@ -90,8 +119,10 @@ class NetworkBP(NetworkEM):
         else:
             observed = set(j for j in range(x.shape[1]) if (x[:, j] >= 0).all())
         targets = _targets(model, variables, observed)
+        seen = set(np.flatnonzero((np.asarray(x) >= 0).any(0)).tolist())
         with torch.no_grad():
             log_b, _, _ = run_rows(model, params, x, max_product=query == "map",
+                                   keep=ancestral(model, seen | set(targets)),
                                    **bp_options(damping, max_iters, bp_tol))
         names = model.variables
         if query == "map":

@@ -65,14 +65,19 @@ class BPResult:
 
 
 class _Group:
-    """The factors that share one table shape: stacked tables and their variables."""
+    """The factors that share one table shape: stacked tables, their variables, and where
+    their edges (factor, position) sit in the edge axis of the message tensors."""
 
-    def __init__(self, factor_ids: list[int], scopes: list[tuple], tables: list[torch.Tensor]):
+    def __init__(self, factor_ids: list[int], scopes: list[tuple], tables: list[torch.Tensor], first_edge: int):
         self.ids = factor_ids
         self.vars = torch.tensor([scopes[f] for f in factor_ids], dtype=torch.long)  # (F, a)
         self.table = torch.stack([tables[f] for f in factor_ids])                      # (F, k1..ka)
         self.arity = self.vars.shape[1]
         self.shape = tuple(self.table.shape[1:])
+        F = len(factor_ids)
+        # position i's edges are first_edge + i F + (0..F-1)
+        self.edges = [slice(first_edge + i * F, first_edge + (i + 1) * F) for i in range(self.arity)]
+        self.n_edges = self.arity * F
 
 
 def belief_propagation(cards: Sequence[int], scopes: Sequence[Sequence[int]], tables: Sequence[torch.Tensor],
@@ -81,7 +86,12 @@ def belief_propagation(cards: Sequence[int], scopes: Sequence[Sequence[int]], ta
     """Run loopy BP. ``cards`` (V,), ``scopes`` F tuples of variable indices, ``tables`` F
     log-potential tensors, ``evidence`` ``(B, V)`` with −1 = unobserved (``None``: one row,
     nothing observed). Returns a :class:`BPResult`. A row whose evidence has probability
-    zero under the factors is a ``ValueError`` naming it."""
+    zero under the factors is a ``ValueError`` naming it.
+
+    Messages live in two ``(B, E, K)`` tensors over the E edges (factor, position) of the
+    factor graph, K = the largest cardinality (padded with −∞): the variable side is a few
+    whole-tensor operations per iteration, the factor side one reduction per group of
+    equal-shaped factors and position."""
     cards = [int(k) for k in cards]
     V = len(cards)
     if not 0 <= damping < 1:
@@ -96,53 +106,45 @@ def belief_propagation(cards: Sequence[int], scopes: Sequence[Sequence[int]], ta
         evidence = evidence[None]
     B = evidence.shape[0]
     K = max(cards)
+    neg = torch.tensor(_NEG, dtype=dtype)
     # e_v: (B, V, K) evidence log-indicators; states beyond a variable's card are -inf
     states = torch.arange(K)
     valid = states[None, :] < torch.tensor(cards)[:, None]                            # (V, K)
-    unary = torch.where(valid, 0.0, _NEG).to(dtype).expand(B, V, K).clone()
-    obs = evidence >= 0
-    unary = torch.where(obs[..., None] & (states != evidence[..., None]), torch.tensor(_NEG, dtype=dtype), unary)
+    unary = torch.where(valid, 0.0, _NEG).to(dtype).expand(B, V, K)
+    unary = torch.where((evidence >= 0)[..., None] & (states != evidence[..., None]), neg, unary)
 
     by_shape: dict[tuple, list[int]] = {}
     for f, t in enumerate(tables):
         by_shape.setdefault(tuple(t.shape), []).append(f)
-    groups = [_Group(ids, [tuple(s) for s in scopes], list(tables)) for ids in by_shape.values()]
-    degree = torch.zeros(V, dtype=dtype)
-    for g in groups:
-        degree.index_add_(0, g.vars.reshape(-1), torch.ones(g.vars.numel(), dtype=dtype))
+    groups, E = [], 0
+    for ids in by_shape.values():
+        groups.append(_Group(ids, [tuple(s) for s in scopes], list(tables), E))
+        E += groups[-1].n_edges
+    edge_var = torch.cat([g.vars.t().reshape(-1) for g in groups]) if groups else torch.zeros(0, dtype=torch.long)
+    degree = torch.zeros(V, dtype=dtype).index_add_(0, edge_var, torch.ones(E, dtype=dtype))
+    edge_valid = valid[edge_var]                                                       # (E, K)
 
-    # messages factor -> variable: per group, per position i: (B, F, k_i), start uniform (log 0)
-    msgs = [[torch.full((B, len(g.ids), g.shape[i]), -math.log(g.shape[i]), dtype=dtype) for i in range(g.arity)]
-            for g in groups]
+    # factor -> variable messages (B, E, K), uniform over each variable's states to start
+    msgs = torch.where(edge_valid, -torch.log(edge_valid.sum(-1, keepdim=True).to(dtype)), neg).expand(B, E, K)
     reduce = _max if max_product else torch.logsumexp
+    log_keep, log_new = (math.log(damping), math.log1p(-damping)) if damping else (None, None)
     converged, change, it = False, float("inf"), 0
     for it in range(1, max_iters + 1):
-        to_factor = _variable_to_factor(unary, groups, msgs)
-        change = 0.0
-        new_msgs = []
-        for g, incoming, old in zip(groups, to_factor, msgs):
-            out = []
-            for i in range(g.arity):
-                score = _factor_score(g, incoming, skip=i)                             # (B, F, k1..ka)
-                axes = tuple(2 + j for j in range(g.arity) if j != i)
-                m = reduce(score, dim=axes) if axes else score
-                m = _normalise(m)
-                if damping:  # hard zeros (from -inf potentials or evidence) are not damped away
-                    mixed = torch.logaddexp(m + math.log1p(-damping), old[i] + math.log(damping))
-                    m = _normalise(torch.where(torch.isfinite(m), mixed, m))
-                finite = torch.isfinite(m) & torch.isfinite(old[i])
-                both_inf = ~torch.isfinite(m) & ~torch.isfinite(old[i])
-                diff = torch.where(finite, (m - old[i]).abs(), torch.where(both_inf, 0.0, float("inf")))
-                change = max(change, float(diff.max()) if diff.numel() else 0.0)
-                out.append(m)
-            new_msgs.append(out)
-        msgs = new_msgs
+        incoming = _variable_to_factor(unary, edge_var, msgs)
+        new = _normalise(torch.cat([_pad(m, K) for g in groups for m in _factor_to_variable(g, incoming, reduce)], 1))
+        if damping:  # hard zeros (from -inf potentials or evidence) are not damped away
+            new = torch.where(torch.isfinite(new), _normalise(torch.logaddexp(new + log_new, msgs + log_keep)), new)
+        both = torch.isfinite(new) & torch.isfinite(msgs)
+        same_zero = ~torch.isfinite(new) & ~torch.isfinite(msgs)
+        change = float(torch.where(both, (new - msgs).abs(), torch.where(same_zero, 0.0, math.inf)).max()) \
+            if new.numel() else 0.0
+        msgs = new
         if change < tol:
             converged = True
             break
 
-    finite_sum, n_inf = _variable_sums(unary, groups, msgs)
-    log_b = torch.where(n_inf > 0, torch.tensor(_NEG, dtype=dtype), finite_sum)        # (B, V, K)
+    finite_sum, n_inf = _variable_sums(unary, edge_var, msgs)
+    log_b = torch.where(n_inf > 0, neg, finite_sum)                                    # (B, V, K)
     norm = torch.logsumexp(log_b, -1)                                                  # (B, V)
     bad = ~torch.isfinite(norm).all(-1)
     if bad.any():
@@ -153,7 +155,7 @@ def belief_propagation(cards: Sequence[int], scopes: Sequence[Sequence[int]], ta
     beliefs = [log_b[:, v, :cards[v]] for v in range(V)]
     if max_product:
         return BPResult(beliefs, None, None, it, converged, change)
-    log_z, sums = _bethe_log_z(groups, _variable_to_factor(unary, groups, msgs), log_b, degree)
+    log_z, sums = _bethe_log_z(groups, _variable_to_factor(unary, edge_var, msgs), log_b, degree)
     factor_beliefs = [None] * len(tables)
     for g, s in zip(groups, sums):
         for j, f in enumerate(g.ids):
@@ -171,58 +173,58 @@ def _normalise(m: torch.Tensor) -> torch.Tensor:
     return m - torch.where(torch.isfinite(z), z, torch.zeros_like(z))
 
 
-def _variable_sums(unary: torch.Tensor, groups: list, msgs: list) -> tuple[torch.Tensor, torch.Tensor]:
+def _variable_sums(unary: torch.Tensor, edge_var: torch.Tensor, msgs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Σ over a variable's incoming factor messages plus its evidence, as (finite part,
     count of −∞ terms), each (B, V, K)."""
-    B, V, K = unary.shape
-    finite = torch.where(torch.isfinite(unary), unary, 0.0)
-    n_inf = (~torch.isfinite(unary)).to(unary.dtype)
-    for g, gm in zip(groups, msgs):
-        for i in range(g.arity):
-            m = _pad(gm[i], K)                                                         # (B, F, K)
-            finite = finite.index_add(1, g.vars[:, i], torch.where(torch.isfinite(m), m, 0.0))
-            n_inf = n_inf.index_add(1, g.vars[:, i], (~torch.isfinite(m)).to(unary.dtype))
+    fin_m = torch.where(torch.isfinite(msgs), msgs, 0.0)
+    cnt_m = (~torch.isfinite(msgs)).to(msgs.dtype)
+    finite = torch.where(torch.isfinite(unary), unary, 0.0).index_add(1, edge_var, fin_m)
+    n_inf = (~torch.isfinite(unary)).to(unary.dtype).index_add(1, edge_var, cnt_m)
     return finite, n_inf
 
 
-def _variable_to_factor(unary: torch.Tensor, groups: list, msgs: list) -> list:
-    """n_{v→f} for every group and position: the variable's sum less f's own message, −∞
-    kept exact by the (finite, count) representation; normalised."""
-    finite, n_inf = _variable_sums(unary, groups, msgs)
+def _variable_to_factor(unary: torch.Tensor, edge_var: torch.Tensor, msgs: torch.Tensor) -> torch.Tensor:
+    """n_{v→f} on every edge (B, E, K): the variable's sum less the edge's own message,
+    −∞ kept exact by the (finite, count) representation; normalised."""
+    finite, n_inf = _variable_sums(unary, edge_var, msgs)
+    own_inf = ~torch.isfinite(msgs)
+    fin = finite[:, edge_var] - torch.where(own_inf, 0.0, msgs)
+    cnt = n_inf[:, edge_var] - own_inf.to(msgs.dtype)
+    return _normalise(torch.where(cnt > 0.5, torch.tensor(_NEG, dtype=msgs.dtype), fin))
+
+
+def _factor_to_variable(g: _Group, incoming: torch.Tensor, reduce) -> list:
+    """m_{f→v_i} for each position i of the group's factors: (B, F, k_i) each."""
+    n = [incoming[:, g.edges[i], :g.shape[i]] for i in range(g.arity)]
     out = []
-    for g, gm in zip(groups, msgs):
-        per_pos = []
-        for i in range(g.arity):
-            k = g.shape[i]
-            own = gm[i]                                                                # (B, F, k)
-            fin = finite[:, g.vars[:, i], :k] - torch.where(torch.isfinite(own), own, 0.0)
-            cnt = n_inf[:, g.vars[:, i], :k] - (~torch.isfinite(own)).to(own.dtype)
-            per_pos.append(_normalise(torch.where(cnt > 0.5, torch.tensor(_NEG, dtype=own.dtype), fin)))
-        out.append(per_pos)
+    for i in range(g.arity):
+        score = _factor_score(g, n, skip=i)                                            # (B, F, k1..ka)
+        axes = tuple(2 + j for j in range(g.arity) if j != i)
+        out.append(reduce(score, dim=axes) if axes else score.expand(incoming.shape[0], *score.shape[1:]))
     return out
 
 
-def _factor_score(g: _Group, incoming: list, skip: int | None = None) -> torch.Tensor:
-    """θ_f + Σ_{i ≠ skip} n_{v_i→f}, broadcast to (B, F, k1..ka)."""
+def _factor_score(g: _Group, n: list, skip: int | None = None) -> torch.Tensor:
+    """θ_f + Σ_{i ≠ skip} n_{v_i→f}, broadcast to (B, F, k1..ka); ``n`` per position (B, F, k_i)."""
     score = g.table.unsqueeze(0)                                                       # (1, F, k1..ka)
     for i in range(g.arity):
         if i == skip:
             continue
-        shape = [incoming[i].shape[0], incoming[i].shape[1]] + [1] * g.arity
+        shape = [n[i].shape[0], n[i].shape[1]] + [1] * g.arity
         shape[2 + i] = g.shape[i]
-        score = score + incoming[i].reshape(shape)
+        score = score + n[i].reshape(shape)
     return score
 
 
-def _bethe_log_z(groups: list, to_factor: list, log_b: torch.Tensor,
+def _bethe_log_z(groups: list, incoming: torch.Tensor, log_b: torch.Tensor,
                  degree: torch.Tensor) -> tuple[torch.Tensor, list]:
     """The Bethe estimate of log Z per row (B,), from the factor and variable beliefs, and
     per group the factor beliefs summed over rows (F, k1..ka)."""
     B = log_b.shape[0]
     total = torch.zeros(B, dtype=log_b.dtype)
     sums = []
-    for g, incoming in zip(groups, to_factor):
-        score = _factor_score(g, incoming)                                             # (B, F, ...)
+    for g in groups:
+        score = _factor_score(g, [incoming[:, g.edges[i], :g.shape[i]] for i in range(g.arity)])
         axes = tuple(range(2, 2 + g.arity))
         log_bf = score - torch.logsumexp(score, dim=axes, keepdim=True)
         bf = log_bf.exp()
@@ -238,6 +240,4 @@ def _bethe_log_z(groups: list, to_factor: list, log_b: torch.Tensor,
 def _pad(m: torch.Tensor, K: int) -> torch.Tensor:
     """(B, F, k) → (B, F, K), padded with −∞ (states a variable does not have)."""
     k = m.shape[-1]
-    if k == K:
-        return m
-    return torch.cat([m, torch.full(m.shape[:-1] + (K - k,), _NEG, dtype=m.dtype)], -1)
+    return m if k == K else torch.nn.functional.pad(m, (0, K - k), value=_NEG)
