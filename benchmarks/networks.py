@@ -3,7 +3,7 @@
 For each network pgmpy bundles (``probgen.models.bayesian_network.BUNDLED``): load it, then
 * a single query: all unobserved marginals given 3 observed variables (from one sample);
 * a batched query: the marginals of 3 variables for 200 evidence rows over 5 observed
-  columns (sampled from the network);
+  columns (sampled from the network; fewer on networks of under 8 variables);
 by ``exact`` (variable elimination; its largest intermediate is computed first, and past
 the 2^27-entry limit it refuses), ``bp`` (loopy belief propagation) and ``mcmc`` (Gibbs,
 ``--samples`` sweeps). Errors are the largest absolute difference of a marginal
@@ -53,10 +53,11 @@ def run(name: str, samples: int, rows: int, seed: int) -> dict:
     for engine, opts in (("exact", {}), ("bp", {}), ("mcmc", {"num_samples": samples, "seed": seed})):
         res[engine], out[f"{engine}_s"] = _timed(lambda: pg.infer(bn, ev, engine=engine, **opts))
     # batched: 5 observed columns, 3 targets among the others
-    cols = rng.choice(len(bn.variables), 8, replace=False)
+    n_obs = min(5, len(bn.variables) - 2)  # small networks: fewer observed columns and targets
+    cols = rng.choice(len(bn.variables), min(n_obs + 3, len(bn.variables)), replace=False)
     table = np.full_like(x, -1)
-    table[:, cols[:5]] = x[:, cols[:5]]
-    targets = [bn.variables[j] for j in cols[5:]]
+    table[:, cols[:n_obs]] = x[:, cols[:n_obs]]
+    targets = [bn.variables[j] for j in cols[n_obs:]]
     batch = {}
     for engine, opts in (("exact", {}), ("bp", {}), ("mcmc", {"num_samples": samples, "seed": seed})):
         batch[engine], out[f"{engine}_batch_s"] = _timed(

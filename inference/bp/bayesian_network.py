@@ -1,4 +1,4 @@
-"""Loopy belief propagation on discrete Bayesian networks (:mod:`probgen.ops.loopy`), for
+"""Loopy belief propagation on discrete Bayesian networks (:mod:`probgen.ops.message_passing`), for
 networks whose exact elimination plan is too large.
 
 The network is its factor set: one factor per family, θ = log p(v | pa(v)) (zero table
@@ -14,15 +14,18 @@ barren and sums to one):
 ``pg.fit`` counts complete rows exactly (no inference needed); with missing cells it runs
 EM whose E-step takes each family's expected counts from the BP factor beliefs instead of
 exact elimination (approximate EM; Heskes, Zoeter & Wiegerinck 2004).
+
+:class:`ApproximateNetwork` is the base the approximate network methods share (``bp`` here,
+``meanfield`` in :mod:`probgen.inference.meanfield.bayesian_network`).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from probgen.ops.loopy import belief_propagation
+from probgen.ops.message_passing import belief_propagation
 from probgen.registry import register
 
 from ..em.bayesian_network import NetworkEM
@@ -54,12 +57,14 @@ def ancestral(model: Any, variables: set[int]) -> list[int]:
     return sorted(keep)
 
 
-def run_rows(model: Any, params: dict, x: np.ndarray, *, max_product: bool = False,
-             keep: list[int] | None = None, **options: Any):
-    """BP on every row of ``x`` (N, V) (−1 = unobserved), chunked: per-variable log-beliefs
-    ``(N, card)``, the summed factor beliefs (sum-product) and the Bethe log p(row) ``(N,)``.
-    ``keep``: run on the families of these variables only (an ancestral set, see
-    :func:`ancestral`); beliefs of the others are ``None``."""
+def run_rows(model: Any, params: dict, x: np.ndarray, approximate: Callable, *,
+             keep: list[int] | None = None) -> tuple[list, list | None, torch.Tensor | None]:
+    """An approximation on every row of ``x`` (N, V) (−1 = unobserved), chunked:
+    ``approximate(cards, scopes, tables, rows)`` → (log-beliefs per variable (B, card),
+    factor beliefs summed over the rows, log p(row) estimates (B,)), e.g. loopy BP or mean
+    field. Returns the per-variable log-beliefs ``(N, card)``, the summed factor beliefs
+    and the estimates ``(N,)``. ``keep``: run on the families of these variables only (an
+    ancestral set, see :func:`ancestral`); beliefs of the others are ``None``."""
     cards, scopes, tables = network_factors(model, params)
     if keep is not None:
         local = {j: i for i, j in enumerate(keep)}
@@ -71,12 +76,13 @@ def run_rows(model: Any, params: dict, x: np.ndarray, *, max_product: bool = Fal
     log_b, sums, log_z = [[] for _ in cards], None, []
     ev = torch.from_numpy(np.asarray(x, dtype=np.int64))
     for start in range(0, len(ev), chunk):
-        res = belief_propagation(cards, scopes, tables, ev[start:start + chunk], max_product=max_product, **options)
-        for v, b in enumerate(res.log_beliefs):
-            log_b[v].append(b)
-        if not max_product:
-            sums = res.factor_beliefs if sums is None else [a + b for a, b in zip(sums, res.factor_beliefs)]
-            log_z.append(res.log_z)
+        b, s, z = approximate(cards, scopes, tables, ev[start:start + chunk])
+        for v, bv in enumerate(b):
+            log_b[v].append(bv)
+        if s is not None:
+            sums = s if sums is None else [a + c for a, c in zip(sums, s)]
+        if z is not None:
+            log_z.append(z)
     log_b = [torch.cat(b) for b in log_b]
     if keep is not None:
         full = [None] * len(model.variables)
@@ -86,29 +92,30 @@ def run_rows(model: Any, params: dict, x: np.ndarray, *, max_product: bool = Fal
     return log_b, sums, (torch.cat(log_z) if log_z else None)
 
 
-@register
-class NetworkBP(NetworkEM):
-    engine = "bp"
-    name = "bayesian_network"
+class ApproximateNetwork(NetworkEM):
+    """Queries and EM for networks through one approximation of the posterior given
+    evidence (:meth:`approximate`, as :func:`run_rows` calls it); the E-step's expected
+    counts are its factor beliefs."""
+
     needs = "a discrete Bayesian network (variables, parents, tables)"
     queries = ("marginals", "map")
     objective = "log_likelihood"
-    steps_unit = "EM iterations with a BP E-step (complete data: one closed-form step)"
     log_prob_kind = "exact"
 
     def accepts(self, model: Any) -> bool:
         return is_network(model)
 
+    def approximate(self, cards, scopes, tables, rows, query: str = "marginals", **options):
+        raise NotImplementedError
+
     def expected_counts(self, model: Any, params: dict, x) -> tuple[list[torch.Tensor], Any]:
-        """Expected family counts from the BP factor beliefs, and the Bethe estimate of the
-        log-likelihood of the rows (a sum)."""
-        _, sums, log_z = run_rows(model, params, x, **bp_options())
+        """Expected family counts from the approximation's factor beliefs, and its estimate
+        of the log-likelihood of the rows (a sum)."""
+        _, sums, log_z = run_rows(model, params, x, self.approximate)
         return sums, log_z.sum()
 
-    def infer(self, model: Any, params: dict | None, data: Any, query: str, variables: Any = None,
-              damping: float = 0.5, max_iters: int = 200, bp_tol: float = 1e-8) -> Any:
-        """``query="marginals"`` or ``"map"``; ``variables``: the query variables (default:
-        every unobserved one); ``damping``, ``max_iters``, ``bp_tol``: the message passing."""
+    def _infer(self, model: Any, params: dict | None, data: Any, query: str, variables: Any,
+               options: dict) -> Any:
         params = model.check_params(params)
         single, x = parse_evidence(model, data)
         if single is not None:
@@ -121,9 +128,9 @@ class NetworkBP(NetworkEM):
         targets = _targets(model, variables, observed)
         seen = set(np.flatnonzero((np.asarray(x) >= 0).any(0)).tolist())
         with torch.no_grad():
-            log_b, _, _ = run_rows(model, params, x, max_product=query == "map",
-                                   keep=ancestral(model, seen | set(targets)),
-                                   **bp_options(damping, max_iters, bp_tol))
+            log_b, _, _ = run_rows(model, params, x,
+                                   lambda *a: self.approximate(*a, query=query, **options),
+                                   keep=ancestral(model, seen | set(targets)))
         names = model.variables
         if query == "map":
             best = {t: log_b[t].argmax(-1) for t in targets}
@@ -133,3 +140,21 @@ class NetworkBP(NetworkEM):
         if single is not None:
             return {names[t]: log_b[t][0].exp() for t in targets}
         return {names[t]: log_b[t].exp() for t in targets}
+
+
+@register
+class NetworkBP(ApproximateNetwork):
+    engine = "bp"
+    name = "bayesian_network"
+    steps_unit = "EM iterations with a BP E-step (complete data: one closed-form step)"
+
+    def approximate(self, cards, scopes, tables, rows, query: str = "marginals", **options):
+        res = belief_propagation(cards, scopes, tables, rows, max_product=query == "map",
+                                 **(options or bp_options()))
+        return res.log_beliefs, res.factor_beliefs, res.log_z
+
+    def infer(self, model: Any, params: dict | None, data: Any, query: str, variables: Any = None,
+              damping: float = 0.5, max_iters: int = 200, bp_tol: float = 1e-8) -> Any:
+        """``query="marginals"`` or ``"map"``; ``variables``: the query variables (default:
+        every unobserved one); ``damping``, ``max_iters``, ``bp_tol``: the message passing."""
+        return self._infer(model, params, data, query, variables, bp_options(damping, max_iters, bp_tol))

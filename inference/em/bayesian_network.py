@@ -48,7 +48,7 @@ class NetworkEM(Method):
         if not (x < 0).any():  # complete data: the M-step of the exact counts is the answer
             params = count_tables(model, x, pseudo_count)
             ll = float(model.log_prob(params, data).mean())
-            return Fit(model, params, [{"step": 0, "log_likelihood": ll}], engine=self.engine, method=self.name,
+            return Fit(model, params, [{"step": 0, self.objective: ll}], engine=self.engine, method=self.name,
                        state={"closed_form": True}, options={"pseudo_count": pseudo_count, "tol": tol})
         steps = 100 if steps is None else steps
         if init:
@@ -62,7 +62,7 @@ class NetworkEM(Method):
             tables = [params[f"probs_{v}"] for v in model.variables]
             counts, ll = self.expected_counts(model, params, x)  # E-step at the current tables
             ll = (float(ll) + _log_prior(tables, pseudo_count)) / n  # per row
-            history.append({"step": step, "log_likelihood": ll})
+            history.append({"step": step, self.objective: ll})
             params = normalise_counts(model, counts, pseudo_count)  # M-step
             if converged(prev, ll, tol):
                 break
