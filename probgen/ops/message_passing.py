@@ -92,7 +92,7 @@ class _Group:
         self.n_edges = self.arity * F
 
 
-class _FactorSet:
+class FactorSet:
     """A factor set ready for message passing: the evidence as (B, V, K) log-indicators
     ``unary`` (K = the largest cardinality; states a variable lacks are −∞), the factors in
     groups of one table shape, and the edges (factor, position) with their variables."""
@@ -170,7 +170,7 @@ def belief_propagation(cards: Sequence[int], scopes: Sequence[Sequence[int]], ta
     if not 0 <= damping < 1:
         raise ValueError(f"damping must be in [0, 1), got {damping!r}")
     _check_iters(max_iters)
-    fs = _FactorSet(cards, scopes, tables, evidence)
+    fs = FactorSet(cards, scopes, tables, evidence)
     cards, V, B, K, dtype, neg = fs.cards, fs.V, fs.B, fs.K, fs.dtype, fs.neg
     unary, groups, E, edge_var, degree = fs.unary, fs.groups, fs.E, fs.edge_var, fs.degree
     edge_valid = fs.valid[edge_var]                                                    # (E, K)
@@ -320,8 +320,8 @@ def mean_field(cards: Sequence[int], scopes: Sequence[Sequence[int]], tables: Se
     _check_iters(max_iters)
     if start not in ("bp", "uniform"):
         raise ValueError(f"start must be 'bp' or 'uniform', got {start!r}")
-    fs = _FactorSet(cards, scopes, _soften(tables), evidence)
-    colours = _colours(fs)
+    fs = FactorSet(cards, scopes, _soften(tables), evidence)
+    colours = colour_classes(fs)
     log_q = fs.check_rows(fs.unary.clone())                                            # (B, V, K)
     if start == "bp":
         bp = belief_propagation(cards, scopes, tables, fs.evidence, max_iters=50, tol=1e-6)
@@ -370,7 +370,7 @@ def _soften(tables: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     return [torch.where(torch.isfinite(t), t, torch.tensor(floor, dtype=t.dtype)) for t in tables]
 
 
-def _colours(fs: _FactorSet) -> list[torch.Tensor]:
+def colour_classes(fs: FactorSet) -> list[torch.Tensor]:
     """A greedy colouring of the Markov network (variables joined when they share a factor),
     largest degree first: variables of one colour can be updated together."""
     neighbours: list[set] = [set() for _ in range(fs.V)]
@@ -397,7 +397,7 @@ def _outer(g: _Group, q: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _mean_field_input(fs: _FactorSet, q: torch.Tensor) -> torch.Tensor:
+def _mean_field_input(fs: FactorSet, q: torch.Tensor) -> torch.Tensor:
     """Σ_{f ∋ v} E_{q_{−v}}[θ_f(x_v, ·)] for every variable and state (B, V, K); a
     configuration of probability zero under q contributes nothing (0 · (−∞) = 0), a
     state whose expectation meets a −∞ entry of positive probability gets −∞."""
