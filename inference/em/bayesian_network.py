@@ -49,7 +49,7 @@ class NetworkEM(Method):
         if not (x < 0).any():  # complete data: the M-step of the exact counts is the answer
             params = count_tables(model, x, pseudo_count)
             ll = float(model.log_prob(params, data).mean())
-            return Fit(model, params, [{"step": 0, "log_likelihood": ll}], engine=self.engine, method=self.name,
+            return Fit(model, params, [{"step": 0, self.objective: ll}], engine=self.engine, method=self.name,
                        state={"closed_form": True}, options={"pseudo_count": pseudo_count, "tol": tol})
         steps = 100 if steps is None else steps
         if init:
@@ -61,16 +61,21 @@ class NetworkEM(Method):
         prev = None
         for step in bar(range(steps), desc="em", enabled=progress):
             tables = [params[f"probs_{v}"] for v in model.variables]
-            net = CompiledNetwork(model, params)
-            counts, ll = net.expected_counts(tables, x)  # E-step at the current tables
+            counts, ll = self.expected_counts(model, params, x)  # E-step at the current tables
             ll = (float(ll) + _log_prior(tables, pseudo_count)) / n  # per row
-            history.append({"step": step, "log_likelihood": ll})
+            history.append({"step": step, self.objective: ll})
             params = normalise_counts(model, counts, pseudo_count)  # M-step
             if converged(prev, ll, tol):
                 break
             prev = ll
         return Fit(model, params, history, engine=self.engine, method=self.name,
                    options={"pseudo_count": pseudo_count, "tol": tol})
+
+    def expected_counts(self, model: Any, params: dict, x) -> tuple[list[torch.Tensor], Any]:
+        """The E-step: every family's expected counts over the rows ``x`` (N, V) (-1 =
+        missing) and the log-likelihood of the rows, at the tables ``params`` (exact
+        elimination here; the ``bp`` engine overrides it with belief propagation)."""
+        return CompiledNetwork(model, params).expected_counts([params[f"probs_{v}"] for v in model.variables], x)
 
 
 def _break_symmetry(model: Any, params: dict, x, seed: int | None) -> dict:

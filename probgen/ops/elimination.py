@@ -43,9 +43,9 @@ import torch
 
 #: the default bound on the entries of one intermediate table (2**27 float64 = 1 GiB)
 MAX_ENTRIES = 2 ** 27
-#: what a too-large plan suggests (Bayesian networks have a Gibbs sampler)
-MCMC_HINT = ("use engine='mcmc' (Gibbs sampling) for approximate answers, or ask fewer "
-             "variables / fewer rows at once")
+#: what a too-large plan suggests (Bayesian networks have approximate engines)
+MCMC_HINT = ("use engine='bp' (loopy belief propagation) or engine='mcmc' (Gibbs sampling) for "
+             "approximate answers, or ask fewer variables / fewer rows at once")
 
 
 def min_fill_order(scopes: Sequence[Sequence[Any]], cards: Any,
