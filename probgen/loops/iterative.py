@@ -197,12 +197,12 @@ def run(iteration: Iteration, *, objective: str, steps: int, tol: float | None, 
             loop.restart, loop.step, loop.state, loop.history, loop.converged = r + 1, 0, None, [], False
     best = loop.best
     if tol and steps > 0 and not best.converged and not loop.stopped:
-        last = best.history[-2:]
-        change = (abs(last[1][objective] - last[0][objective]) / max(abs(last[0][objective]), sys.float_info.min)
-                  if len(last) == 2 else math.nan)
+        last = [r[objective] for r in best.history[-2:]]
+        change = (f" (last relative change of {objective}: "
+                  f"{abs(last[1] - last[0]) / max(abs(last[0]), sys.float_info.min):.3g})" if len(last) == 2 else "")
         which = f"the best of {len(loop.seeds)} restarts" if len(loop.seeds) > 1 else "the fit"
         warnings.warn(f"{desc or 'iterative fit'}: {which} ran all {steps} steps without reaching "
-                      f"tol={tol:g} (last relative change of {objective}: {change:.3g}); raise steps or tol",
+                      f"tol={tol:g}{change}; raise steps or tol",
                       ConvergenceWarning, stacklevel=4)
     return Result(best.state, best.history, best.converged, best.index, loop.stopped)
 
