@@ -164,7 +164,7 @@ def run(iteration: Iteration, *, objective: str, steps: int, tol: float | None, 
     check_n_init(n_init)
     check_callback(callback)
     loop = start if start is not None else Loop(seeds=restart_seeds(seed, n_init))
-    while loop.restart < len(loop.seeds) and not loop.stopped:
+    while loop.restart < len(loop.seeds):
         r = loop.restart
         if loop.state is None:
             if r == 0:  # the fit's own seed: pg.fit has seeded the generators with it already
@@ -174,7 +174,9 @@ def run(iteration: Iteration, *, objective: str, steps: int, tol: float | None, 
                     loop.state = iteration.start(loop.seeds[r])
         label = desc if len(loop.seeds) == 1 else f"{desc} (init {r + 1}/{len(loop.seeds)})"
         history = loop.history
-        for it in bar(range(loop.step, steps), total=steps, initial=loop.step, desc=label, enabled=progress):
+        # a Loop saved at the step that met tol (or that a callback stopped) is finished
+        todo = range(steps if loop.converged or loop.stopped else loop.step, steps)
+        for it in bar(todo, total=steps, initial=loop.step, desc=label, enabled=progress):
             update = iteration.step(loop.state)
             loop.state = update.state
             record = {"step": it, objective: update.objective}
@@ -193,8 +195,9 @@ def run(iteration: Iteration, *, objective: str, steps: int, tol: float | None, 
         final = Restart(r, loop.state, history, loop.converged)
         if loop.best is None or _final(final, objective) > _final(loop.best, objective):
             loop.best = final
-        if not loop.stopped:
-            loop.restart, loop.step, loop.state, loop.history, loop.converged = r + 1, 0, None, [], False
+        if loop.stopped:
+            break
+        loop.restart, loop.step, loop.state, loop.history, loop.converged = r + 1, 0, None, [], False
     best = loop.best
     if tol and steps > 0 and not best.converged and not loop.stopped:
         last = [r[objective] for r in best.history[-2:]]
