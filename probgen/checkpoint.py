@@ -175,10 +175,22 @@ def record_call(model: Any, method: Any, data: Any, *, steps: int | None, seed: 
     written — a program defined in ``__main__``, a network passed in — before any work)."""
     from probgen.plain import to_plain
     kept = {k: v for k, v in options.items() if k not in RUNTIME_OPTIONS}
-    return {"model": to_plain(model, "the model"), "engine": method.engine, "method": method.name,
+    return _frozen({"model": to_plain(model, "the model"), "engine": method.engine, "method": method.name,
             "steps": steps, "seed": seed, "init": to_plain(init, "init"),
             "options": to_plain(kept, "the fit options"),
-            "device": None if device is None else str(device), "data": fingerprint(data)}
+            "device": None if device is None else str(device), "data": fingerprint(data)})
+
+
+def _frozen(plain: Any) -> Any:
+    """``plain`` with its tensors copied: :func:`probgen.plain.to_plain` gives views of the
+    declaration's weights, which training would go on changing in place."""
+    if isinstance(plain, torch.Tensor):
+        return plain.clone()
+    if isinstance(plain, list):
+        return [_frozen(v) for v in plain]
+    if isinstance(plain, dict):
+        return {k: _frozen(v) for k, v in plain.items()}
+    return plain
 
 
 def read(path: str | os.PathLike) -> dict:

@@ -37,7 +37,6 @@ defaults are each method's own):
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import copy
 import math
 import random as _random
@@ -48,6 +47,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
+from probgen import checkpoint
 from probgen.progress import progress as bar
 from probgen.random import generator as seeded_generator
 from probgen.registry import Method, check_options, check_tol, converged
@@ -118,6 +118,9 @@ _DEFAULTS = {"optim": "adam", "lr_schedule": None, "lr_decay": None, "clip_grad"
 class GradientMethod(Method):
     """A method trained by :class:`Trainer`: its ``fit`` takes every trainer option
     (:data:`TRAINER_OPTIONS`, in ``**options``) with the defaults ``trainer_defaults`` states."""
+
+    #: the loop its fit runs on (:data:`probgen.checkpoint.LOOPS`: it checkpoints)
+    loop = "gradient"
 
     trainer_defaults: dict = {}
 
@@ -269,24 +272,6 @@ class _Schedule:
                 group["lr"] = self.lr * self.decay ** (min(4 * t // self.total, 3) / 3)
 
 
-# ---- the checkpoint seam ----------------------------------------------------------------------
-
-_SESSION: contextvars.ContextVar = contextvars.ContextVar("probgen_gradient_session", default=None)
-
-
-@contextlib.contextmanager
-def session(*, resume: dict | None = None, every: int | None = None,
-            save: Callable[[dict], None] | None = None) -> Iterator[None]:
-    """Within the block, the trainer a fit runs starts from ``resume`` (a
-    :meth:`Trainer.state_dict`) and calls ``save(state_dict)`` after every ``every`` steps:
-    how ``pg.fit(checkpoint=...)`` and ``pg.resume`` reach the trainer of any gradient method."""
-    token = _SESSION.set({"resume": resume, "every": every, "save": save})
-    try:
-        yield
-    finally:
-        _SESSION.reset(token)
-
-
 # ---- the trainer -------------------------------------------------------------------------------
 
 class Trainer:
@@ -390,7 +375,11 @@ class Trainer:
         """Every trained parameter tensor by name (the updates' together)."""
         out: dict[str, torch.Tensor] = {}
         for p in self._params:
-            out.update(p or {})
+            for k, v in (p or {}).items():
+                # one name, one tensor: the state (and a checkpoint) would lose the other
+                if out.get(k, v) is not v:
+                    raise ValueError(f"{self.desc}: two updates train different parameters named {k!r}")
+                out[k] = v
         return out
 
     # -- one optimiser step --
@@ -510,14 +499,16 @@ class Trainer:
 
     # -- the loop --
     def run(self) -> "Trainer":
-        """Run to the budget (or early stop, convergence or the callback), from the state a
-        :func:`session` resumes, saving where it asks; leaves the fit's parameters in place."""
-        sess = _SESSION.get() or {}
-        if sess.get("resume") is not None:
-            self.load_state_dict(sess["resume"])
-        every, save = sess.get("every"), sess.get("save")
+        """Run to the budget (or early stop, convergence or the callback), from the state the
+        active checkpoint resumes (:func:`probgen.checkpoint.active`), writing it every
+        ``checkpoint_every`` steps and at the end; leaves the fit's parameters in place."""
+        ck = checkpoint.active()
+        saved = ck.start() if ck is not None else None
+        if saved is not None:
+            self.load_state_dict(saved)
         last = self.history[-1].get(self.objective) if self.history else None
-        steps = bar(range(self.step, self.steps), total=self.steps, initial=self.step, desc=self.desc,
+        first = self.steps if self.stopped or self.converged else self.step  # a finished run stays finished
+        steps = bar(range(first, self.steps), total=self.steps, initial=self.step, desc=self.desc,
                     enabled=self.progress)
         for _ in steps:
             start = time.perf_counter()
@@ -543,10 +534,12 @@ class Trainer:
                 stop = True
             if stop:
                 self.stopped = not self.converged
-            if save is not None and every and (self.step % every == 0 or stop or self.step == self.steps):
-                save(self.state_dict())
             if stop:
                 break
+            if ck is not None and self.step < self.steps:
+                ck.step(self.step, self.state_dict)
+        if ck is not None:  # the end: before the best / averaged weights are put in place
+            ck.save(self.state_dict())
         self._finish()
         return self
 
@@ -572,6 +565,7 @@ class Trainer:
             "average": None if self.average is None else {k: clone(v) for k, v in self.average.items()},
             "n_averaged": self.n_averaged,
             "best": self.best, "best_step": self.best_step, "stale": self.stale,
+            "converged": self.converged, "stopped": self.stopped,
             "best_params": None if self.best_params is None else {k: clone(v) for k, v in self.best_params.items()},
             "batches": self.batches.state_dict(),
             "generators": {k: g.get_state() for k, g in self.generators.items()},
@@ -602,6 +596,7 @@ class Trainer:
         self.average = None if state["average"] is None else {k: _clone(v) for k, v in state["average"].items()}
         self.n_averaged = state["n_averaged"]
         self.best, self.best_step, self.stale = state["best"], state["best_step"], state["stale"]
+        self.converged, self.stopped = state.get("converged", False), state.get("stopped", False)
         self.best_params = None if state["best_params"] is None else \
             {k: _clone(v) for k, v in state["best_params"].items()}
         self.batches.load_state_dict(state["batches"])
