@@ -28,6 +28,9 @@ class ProgramInfo:
     discrete: list[str] = field(default_factory=list)             # latent discrete sites (enumerated)
     observed: list[str] = field(default_factory=list)
     max_plate_nesting: int = 0
+    #: the data items: the size of the outermost vectorised plate around every observed site
+    #: (1 when there is none), the "per example" of a program's objective
+    n_examples: int = 1
 
 
 def inspect_program(fn: Callable, args: tuple) -> ProgramInfo:
@@ -38,6 +41,7 @@ def inspect_program(fn: Callable, args: tuple) -> ProgramInfo:
         except Exception as exc:
             raise ValueError(f"the program failed on this data: {type(exc).__name__}: {exc}") from None
     info = ProgramInfo()
+    common = None  # the plates (name, dim, size) every observed site is in
     for name, site in tr.nodes.items():
         if site["type"] == "param":
             info.params[name] = site["kwargs"].get("constraint", torch.distributions.constraints.real)
@@ -46,10 +50,14 @@ def inspect_program(fn: Callable, args: tuple) -> ProgramInfo:
             info.max_plate_nesting = max(info.max_plate_nesting, depth)
             if site["is_observed"]:
                 info.observed.append(name)
+                plates = {(f.name, f.dim, f.size) for f in site["cond_indep_stack"] if f.vectorized}
+                common = plates if common is None else common & plates
             elif site["fn"].support.is_discrete if hasattr(site["fn"], "support") else False:
                 info.discrete.append(name)
             elif type(site["fn"]).__name__ != "Delta":
                 info.continuous.append(name)
+    if common:
+        info.n_examples = int(min(common, key=lambda f: f[1])[2])  # the leftmost batch dim's plate
     return info
 
 

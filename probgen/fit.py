@@ -63,6 +63,13 @@ class Fit:
         ``"loss"``, ...), per example; set by the method that made the fit."""
         return self._objective or self._method().objective
 
+    @property
+    def converged(self) -> bool | None:
+        """Whether the fit stopped because its objective's relative change fell below ``tol``
+        (``True``), or it ran out of ``steps`` or a callback stopped it (``False``);
+        ``None`` for fits not made by an iterative driver (EM, CAVI: :mod:`probgen.loops.iterative`)."""
+        return self.state.get("converged")
+
     def log_prob(self, x: Any, seed: int = 0, **options: Any) -> torch.Tensor:
         """Per-example log-likelihood of ``x`` (shape ``(N,)``); see :attr:`log_prob_kind`.
         Monte Carlo estimates and bounds use ``seed``, so the same call gives the same answer."""

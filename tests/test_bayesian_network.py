@@ -343,7 +343,7 @@ def test_em_pseudo_counts_and_options():
     for v in bn.variables:
         t = fit.params[f"probs_{v}"]
         assert (t > 0).all() and torch.allclose(t.sum(-1), torch.ones(()).double())
-    with pytest.raises(ValueError, match="known: tol, pseudo_count"):
+    with pytest.raises(ValueError, match="known: tol, n_init, callback, pseudo_count"):
         pg.fit(bn, x, engine="em", bogus=1, progress=False)
     again = pg.infer(fit, {"smoke": "yes"}, variables=["lung"])["lung"]
     assert again.shape == (2,)

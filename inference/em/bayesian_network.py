@@ -7,15 +7,15 @@ Dirichlet pseudo-counts (then EM climbs the posterior instead of the likelihood)
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from probgen.fit import Fit
 from probgen.inference.exact.bayesian_network import count_tables, is_network, normalise_counts
 from probgen.ops.bayesian_network import CompiledNetwork
-from probgen.progress import progress as bar
-from probgen.registry import Method, check_options, check_tol, converged, register
+from probgen.loops.iterative import LOOP, Update, check_callback, check_n_init, run
+from probgen.registry import Method, check_options, check_tol, register
 
 
 @register
@@ -25,51 +25,59 @@ class NetworkEM(Method):
     needs = "a discrete Bayesian network (variables, parents, tables)"
     objective = "log_likelihood"
     steps_unit = "EM iterations (complete data: one closed-form step)"
+    loop = LOOP
 
     def accepts(self, model: Any) -> bool:
         return is_network(model)
 
     def fit(self, model: Any, data: torch.Tensor, *, steps: int | None, seed: int | None, init: dict | None,
-            progress: bool, tol: float | None = 1e-7, pseudo_count: float = 0.0, **options: Any) -> Fit:
+            progress: bool, tol: float | None = 1e-7, n_init: int = 1, callback: Callable | None = None,
+            pseudo_count: float = 0.0, **options: Any) -> Fit:
         """``steps``: the most EM iterations (default 100); stops when the relative change of
         the log-likelihood per row (log-posterior with pseudo-counts) is below ``tol``
         (:func:`probgen.registry.converged`; ``tol=None``: run all steps). ``history``
         records it per row; complete data are fitted in one closed-form step
-        (``state["closed_form"]``).
+        (``state["closed_form"]``; ``fit.converged`` is then ``None``).
+        ``n_init`` restarts from independent seeds (the best final value wins) and
+        ``callback`` as in :func:`probgen.loops.iterative.run`.
         Initial tables: ``init``, else counts of the observed cells of each family
         (rows where the family is fully observed) with one pseudo-count, randomly
         perturbed (``seed``) for families with a latent (never observed) variable."""
-        check_options("em", options, ("tol", "pseudo_count"))
-        check_tol(tol)
+        check_options("em", options, ("tol", "n_init", "callback", "pseudo_count"))
+        check_tol(tol), check_n_init(n_init), check_callback(callback)  # the closed form runs no loop
         if pseudo_count < 0:
             raise ValueError(f"pseudo_count must be >= 0, got {pseudo_count}")
         x = data.numpy()
-        n = x.shape[0]
         if not (x < 0).any():  # complete data: the M-step of the exact counts is the answer
             params = count_tables(model, x, pseudo_count)
             ll = float(model.log_prob(params, data).mean())
             return Fit(model, params, [{"step": 0, "log_likelihood": ll}], engine=self.engine, method=self.name,
                        state={"closed_form": True}, options={"pseudo_count": pseudo_count, "tol": tol})
         steps = 100 if steps is None else steps
-        if init:
-            params = model.check_params(dict(model.check_params(None), **init))
-        else:
-            params = available_case_tables(model, x, 1.0)
-            params = _break_symmetry(model, params, x, seed)
-        history = []
-        prev = None
-        for step in bar(range(steps), desc="em", enabled=progress):
-            tables = [params[f"probs_{v}"] for v in model.variables]
-            net = CompiledNetwork(model, params)
-            counts, ll = net.expected_counts(tables, x)  # E-step at the current tables
-            ll = (float(ll) + _log_prior(tables, pseudo_count)) / n  # per row
-            history.append({"step": step, "log_likelihood": ll})
-            params = normalise_counts(model, counts, pseudo_count)  # M-step
-            if converged(prev, ll, tol):
-                break
-            prev = ll
-        return Fit(model, params, history, engine=self.engine, method=self.name,
-                   options={"pseudo_count": pseudo_count, "tol": tol})
+        result = run(_Steps(model, x, init, pseudo_count), objective=self.objective, steps=steps, tol=tol,
+                     seed=seed, n_init=n_init, progress=progress, callback=callback, desc="em")
+        return Fit(model, result.state, result.history, engine=self.engine, method=self.name,
+                   state=result.fit_state(), options={"pseudo_count": pseudo_count, "tol": tol, "n_init": n_init})
+
+
+class _Steps:
+    """EM of a network's tables for :func:`probgen.loops.iterative.run`: the state is the params."""
+
+    def __init__(self, model: Any, x, init: dict | None, pseudo_count: float):
+        self.model, self.x, self.init, self.pseudo_count = model, x, init, pseudo_count
+
+    def start(self, seed: int | None) -> dict:
+        model, x = self.model, self.x
+        if self.init:
+            return model.check_params(dict(model.check_params(None), **self.init))
+        return _break_symmetry(model, available_case_tables(model, x, 1.0), x, seed)
+
+    def step(self, params: dict) -> Update:
+        tables = [params[f"probs_{v}"] for v in self.model.variables]
+        net = CompiledNetwork(self.model, params)
+        counts, ll = net.expected_counts(tables, self.x)  # E-step at the current tables
+        ll = (float(ll) + _log_prior(tables, self.pseudo_count)) / self.x.shape[0]  # per row
+        return Update(normalise_counts(self.model, counts, self.pseudo_count), ll)  # M-step
 
 
 def _break_symmetry(model: Any, params: dict, x, seed: int | None) -> dict:

@@ -3,13 +3,13 @@
 log space, M-step normalised expected counts plus a Dirichlet pseudo-count."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from probgen.fit import Fit
-from probgen.progress import progress as bar
-from probgen.registry import Method, check_options, check_tol, converged, register
+from probgen.loops.iterative import LOOP, Update, run
+from probgen.registry import Method, check_options, register
 
 
 @register
@@ -19,33 +19,46 @@ class CategoricalMixtureEM(Method):
     needs = "a mixture of categoricals (component_log_prob, weights / probs)"
     objective = "log_likelihood"
     steps_unit = "EM iterations"
+    loop = LOOP
 
     def accepts(self, model: Any) -> bool:
         return hasattr(model, "component_log_prob") and hasattr(model, "pseudo_count") \
             and hasattr(model, "n_components")
 
     def fit(self, model: Any, data: torch.Tensor, *, steps: int | None, seed: int | None, init: dict | None,
-            progress: bool, tol: float | None = 1e-7, **options: Any) -> Fit:
-        check_options("em", options, ("tol",))
-        check_tol(tol)
+            progress: bool, tol: float | None = 1e-7, n_init: int = 1, callback: Callable | None = None,
+            **options: Any) -> Fit:
+        """``steps`` (default 200) iterations; ``tol``, ``n_init`` (restarts from independent
+        seeds, the best final log-likelihood wins) and ``callback`` as in
+        :func:`probgen.loops.iterative.run`."""
+        check_options("em", options, ("tol", "n_init", "callback"))
         steps = 200 if steps is None else steps
-        params = model.init_params(data, seed)
-        if init:
-            params.update({k: torch.as_tensor(v, dtype=torch.float64) for k, v in init.items()})
-        n_values = params["probs"].shape[-1]
-        onehot = torch.nn.functional.one_hot(data, n_values).double()  # (N, D, V)
-        a = model.pseudo_count
-        history, prev = [], None
-        for step in bar(range(max(steps, 1)), desc="em", enabled=progress):
-            lp = model.component_log_prob(params, data)  # E-step
-            ll = torch.logsumexp(lp, -1)
-            r = torch.exp(lp - ll[:, None])  # (N, K)
-            mean = float(ll.mean())  # per row
-            history.append({"step": step, "log_likelihood": mean})
-            counts = torch.einsum("nk,ndv->kdv", r, onehot) + a  # M-step
-            params = {"weights": (r.sum(0) + 1e-12) / (r.sum() + 1e-12 * r.shape[1]),
-                      "probs": counts / counts.sum(-1, keepdim=True)}
-            if converged(prev, mean, tol):
-                break
-            prev = mean
-        return Fit(model, params, history, engine=self.engine, method=self.name, options={"tol": tol})
+        result = run(_Steps(model, data, init), objective=self.objective, steps=max(steps, 1), tol=tol,
+                     seed=seed, n_init=n_init, progress=progress, callback=callback, desc="em")
+        return Fit(model, result.state, result.history, engine=self.engine, method=self.name,
+                   state=result.fit_state(), options={"tol": tol, "n_init": n_init})
+
+
+class _Steps:
+    """EM of the latent class model for :func:`probgen.loops.iterative.run`: the state is the params."""
+
+    def __init__(self, model: Any, data: torch.Tensor, init: dict | None):
+        self.model, self.data, self.init = model, data, init
+        self.onehot = None
+
+    def start(self, seed: int | None) -> dict:
+        params = self.model.init_params(self.data, seed)
+        if self.init:
+            params.update({k: torch.as_tensor(v, dtype=torch.float64) for k, v in self.init.items()})
+        if self.onehot is None:
+            self.onehot = torch.nn.functional.one_hot(self.data, params["probs"].shape[-1]).double()  # (N, D, V)
+        return params
+
+    def step(self, params: dict) -> Update:
+        lp = self.model.component_log_prob(params, self.data)  # E-step
+        ll = torch.logsumexp(lp, -1)
+        r = torch.exp(lp - ll[:, None])  # (N, K)
+        counts = torch.einsum("nk,ndv->kdv", r, self.onehot) + self.model.pseudo_count  # M-step
+        params = {"weights": (r.sum(0) + 1e-12) / (r.sum() + 1e-12 * r.shape[1]),
+                  "probs": counts / counts.sum(-1, keepdim=True)}
+        return Update(params, float(ll.mean()))  # per row

@@ -9,19 +9,19 @@
 
 ``history`` records the mean log-likelihood per sentence (per tree for a treebank).
 Options: ``tol`` (stop when its relative change is below ``tol``,
-:func:`probgen.registry.converged`), ``start`` – ``"declared"`` (the grammar's probabilities, default),
+:func:`probgen.registry.converged`), ``n_init``, ``callback`` (:mod:`probgen.loops.iterative`), ``start`` – ``"declared"`` (the grammar's probabilities, default),
 ``"uniform"`` or ``"random"`` (Dirichlet(1) per left-hand side, from ``seed``).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from probgen.fit import Fit
-from probgen.progress import progress as bar
+from probgen.loops.iterative import LOOP, Update, check_callback, check_n_init, run
 from probgen.random import generator
-from probgen.registry import Method, check_options, check_tol, converged, register
+from probgen.registry import Method, check_options, check_tol, register
 
 from .._grammar import is_grammar, is_treebank, start_params
 
@@ -36,36 +36,53 @@ class GrammarEM(Method):
     log_prob_kind = "exact"
     objective = "log_likelihood"
     steps_unit = "EM iterations (a treebank: one closed-form step)"
+    loop = LOOP
 
     def accepts(self, model: Any) -> bool:
         return is_grammar(model)
 
     def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
-            progress: bool, tol: float | None = 1e-8, start: str = "declared", **options: Any) -> Fit:
-        check_options("em", options, ("tol", "start"))
-        check_tol(tol)
+            progress: bool, tol: float | None = 1e-8, n_init: int = 1, callback: Callable | None = None,
+            start: str = "declared", **options: Any) -> Fit:
+        """``steps`` (default 100) iterations; ``tol``, ``n_init`` (restarts from independent
+        seeds, the best final log-likelihood wins; useful with ``start="random"``, as the other
+        starts do not depend on the seed) and ``callback`` as in
+        :func:`probgen.loops.iterative.run`. A treebank is one closed-form step
+        (``fit.converged`` is then ``None``)."""
+        check_options("em", options, ("tol", "n_init", "callback", "start"))
+        check_tol(tol), check_n_init(n_init), check_callback(callback)  # the closed form runs no loop
         if start not in STARTS:
             raise ValueError(f"start must be one of {list(STARTS)}, got {start!r}")
-        params = start_params(model, init)
-        if init is None and start != "declared":
-            r = len(params["probs"])
-            w = torch.ones(r, dtype=torch.float64) if start == "uniform" else \
-                torch.empty(r, dtype=torch.float64).exponential_(generator=generator(seed))
-            params = model.m_step(w, params["probs"])
+        steps_ = _Steps(model, data, init, start)
         if is_treebank(data):  # supervised: relative frequencies of the observed rules
+            params = steps_.start(seed)
             params = model.m_step(model.treebank_counts(data), params["probs"])
             ll = float(model.log_prob(params, data).mean())
             return Fit(model, params, [{"step": 0, "log_likelihood": ll}], engine=self.engine,
                        method=self.name, state={"closed_form": True}, options={"data": "treebank"})
         steps = 100 if steps is None else steps
-        history, prev = [], None
-        for step in bar(range(steps), desc="inside-outside", enabled=progress):
-            counts, ll = model.expected_counts(params, data)          # E-step at the current params
-            mean = float(ll.mean())                                    # per sentence
-            history.append({"step": step, "log_likelihood": mean})
-            params = model.m_step(counts, params["probs"])             # M-step
-            if converged(prev, mean, tol):
-                break
-            prev = mean
-        return Fit(model, params, history, engine=self.engine, method=self.name,
-                   options={"tol": tol, "start": start, "data": "sentences"})
+        result = run(steps_, objective=self.objective, steps=steps, tol=tol, seed=seed, n_init=n_init,
+                     progress=progress, callback=callback, desc="inside-outside")
+        return Fit(model, result.state, result.history, engine=self.engine, method=self.name,
+                   state=result.fit_state(),
+                   options={"tol": tol, "n_init": n_init, "start": start, "data": "sentences"})
+
+
+class _Steps:
+    """Inside–outside for :func:`probgen.loops.iterative.run`: the state is the params."""
+
+    def __init__(self, model: Any, data: Any, init: dict | None, start: str):
+        self.model, self.data, self.init, self.how = model, data, init, start
+
+    def start(self, seed: int | None) -> dict:
+        params = start_params(self.model, self.init)
+        if self.init is None and self.how != "declared":
+            r = len(params["probs"])
+            w = torch.ones(r, dtype=torch.float64) if self.how == "uniform" else \
+                torch.empty(r, dtype=torch.float64).exponential_(generator=generator(seed))
+            params = self.model.m_step(w, params["probs"])
+        return params
+
+    def step(self, params: dict) -> Update:
+        counts, ll = self.model.expected_counts(params, self.data)   # E-step at the current params
+        return Update(self.model.m_step(counts, params["probs"]), float(ll.mean()))  # M-step; per sentence

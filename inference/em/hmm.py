@@ -14,7 +14,8 @@ M-step (float64, all closed form; Rabiner 1989 eqs. 40a–c, 52–53):
 ``history`` records, per iteration, the mean log-likelihood per sequence under the
 parameters the E-step used (``"log_likelihood"``), which EM never decreases. Iteration
 stops after ``steps`` iterations or when its relative change falls below ``tol``
-(:func:`probgen.registry.converged`; ``tol=None``: never early).
+(:func:`probgen.registry.converged`; ``tol=None``: never early); the loop, its restarts
+(``n_init``) and ``callback`` are :mod:`probgen.loops.iterative`'s.
 
 Why not autograd of the log-evidence here: the gradient of the forward pass *is* this
 E-step (Eisner 2016), but backpropagating through a 500-step Python loop measured ~6×
@@ -25,14 +26,14 @@ the generic EM (``inference/em/program.py``) uses autograd.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from probgen.fit import Fit
+from probgen.loops.iterative import LOOP, Update, run
 from probgen.ops import chain
-from probgen.progress import progress as bar
-from probgen.registry import Method, check_options, check_tol, converged, register
+from probgen.registry import Method, check_options, register
 
 from .._chain import emissions, is_chain, start_params
 
@@ -84,28 +85,40 @@ class BaumWelch(Method):
     needs = "a hidden Markov chain (initial, transition and per-step emission log-likelihoods)"
     objective = "log_likelihood"
     steps_unit = "EM iterations"
+    loop = LOOP
 
     def accepts(self, model: Any) -> bool:
         return is_chain(model) and getattr(model, "emission", None) in ("categorical", "gaussian", "poisson")
 
     def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
-            progress: bool, tol: float | None = 1e-8, min_covar: float = 1e-6, **options: Any) -> Fit:
-        check_options("em", options, ("tol", "min_covar"))
-        check_tol(tol)
+            progress: bool, tol: float | None = 1e-8, n_init: int = 1, callback: Callable | None = None,
+            min_covar: float = 1e-6, **options: Any) -> Fit:
+        """``steps`` (default 100) iterations; ``tol``, ``n_init`` (restarts from independent
+        seeds, the best final log-likelihood wins) and ``callback`` as in
+        :func:`probgen.loops.iterative.run`; ``min_covar`` is added to Gaussian variances."""
+        check_options("em", options, ("tol", "n_init", "callback", "min_covar"))
         if min_covar < 0:
             raise ValueError(f"min_covar must be >= 0, got {min_covar}")
         steps = 100 if steps is None else steps
-        params = start_params(model, data, init, seed)
-        history, prev = [], None
         with torch.no_grad():
-            for step in bar(range(steps), desc="baum-welch", enabled=progress):
-                log_lik, gamma, xi = e_step(model, params, data)
-                ll = float(log_lik.mean())  # per sequence: independent of how many were passed
-                history.append({"step": step, "log_likelihood": ll})
-                params = {**params, **m_step(model, data, gamma, xi, min_covar)}
-                del gamma  # frees the E-step buffers before the next E-step allocates its own
-                if converged(prev, ll, tol):
-                    break
-                prev = ll
-        return Fit(model, params, history, engine=self.engine, method=self.name,
-                   options={"tol": tol, "min_covar": min_covar})
+            result = run(_Steps(model, data, init, min_covar), objective=self.objective, steps=steps, tol=tol,
+                         seed=seed, n_init=n_init, progress=progress, callback=callback, desc="baum-welch")
+        return Fit(model, result.state, result.history, engine=self.engine, method=self.name,
+                   state=result.fit_state(), options={"tol": tol, "n_init": n_init, "min_covar": min_covar})
+
+
+class _Steps:
+    """Baum–Welch for :func:`probgen.loops.iterative.run`: the state is the params."""
+
+    def __init__(self, model: Any, data: Any, init: dict | None, min_covar: float):
+        self.model, self.data, self.init, self.min_covar = model, data, init, min_covar
+
+    def start(self, seed: int | None) -> dict:
+        return start_params(self.model, self.data, self.init, seed)
+
+    def step(self, params: dict) -> Update:
+        log_lik, gamma, xi = e_step(self.model, params, self.data)
+        ll = float(log_lik.mean())  # per sequence: independent of how many were passed
+        params = {**params, **m_step(self.model, self.data, gamma, xi, self.min_covar)}
+        del gamma  # frees the E-step buffers before the next E-step allocates its own
+        return Update(params, ll)

@@ -36,7 +36,7 @@ for all parameters.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import pyro
 import pyro.distributions as dist
@@ -49,8 +49,8 @@ from pyro.poutine.util import site_is_subsample
 
 from probgen.declarations import Program, UserProgram
 from probgen.fit import Fit
-from probgen.progress import progress as bar
-from probgen.registry import Method, check_options, check_tol, register
+from probgen.loops.iterative import LOOP, Update, run
+from probgen.registry import Method, check_options, register
 
 from .._program import ProgramInfo, inspect_program, inspect_without_data
 
@@ -256,6 +256,7 @@ class ProgramEM(Method):
     objective = "log_likelihood"
     steps_unit = "EM iterations"
     generic = True
+    loop = LOOP
     needs = "a Pyro program whose latent sites are all discrete and enumerable, with pyro.param parameters"
 
     _cache: dict = {}
@@ -279,27 +280,27 @@ class ProgramEM(Method):
         return self._cache[cls]
 
     def fit(self, model: Program, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
-            progress: bool, tol: float | None = 1e-8, m_steps: int = 50, **options: Any) -> Fit:
-        check_options("em", options, ("tol", "m_steps"))
-        check_tol(tol)
+            progress: bool, tol: float | None = 1e-8, n_init: int = 1, callback: Callable | None = None,
+            m_steps: int = 50, **options: Any) -> Fit:
+        """``steps`` (default 100) EM iterations; ``history`` records the exact
+        log-likelihood **per example**: log Z divided by the number of data items, the size
+        of the outermost ``pyro.plate`` around every observed site (1 without one: then the
+        whole data set is the one example). ``tol``, ``n_init`` and ``callback`` as in
+        :func:`probgen.loops.iterative.run`: restarts start from the program's own
+        ``pyro.param`` initial values drawn under each restart's seed (they differ only if
+        those values are random) or from ``init``. ``m_steps``: L-BFGS iterations of a
+        numerical M-step."""
+        check_options("em", options, ("tol", "n_init", "callback", "m_steps"))
         steps = 100 if steps is None else steps
         args = model.program_args(_float64(data))
         info = inspect_program(model.program, args)
         if refusal(info):
             raise ValueError(refusal(info))
-        params = _initial(model, args, info, init)
-        runner = _Runner(model, args, info.max_plate_nesting)
-        history, prev = [], None
-        for step in bar(range(steps), desc="em", enabled=progress):
-            log_z, weights, cf = self.e_step(runner, params, info)
-            history.append({"step": step, "log_likelihood": float(log_z)})
-            params = self.m_step(runner, params, weights, info, cf, m_steps)
-            if tol is not None and prev is not None and float(log_z) - prev < tol * abs(prev):
-                break
-            prev = float(log_z)
-        params = {k: v.detach() for k, v in params.items()}
-        return Fit(model, params, history, engine=self.engine, method=self.name,
-                   options={"tol": tol, "m_steps": m_steps})
+        result = run(_Steps(self, model, args, info, init, m_steps), objective=self.objective, steps=steps,
+                     tol=tol, seed=seed, n_init=n_init, progress=progress, callback=callback, desc="em")
+        params = {k: v.detach() for k, v in result.state.items()}
+        return Fit(model, params, result.history, engine=self.engine, method=self.name,
+                   state=result.fit_state(), options={"tol": tol, "n_init": n_init, "m_steps": m_steps})
 
     # -- E-step: posterior weights from the probes ------------------------------------------
     def e_step(self, runner: _Runner, params: dict, info: Any):
@@ -458,6 +459,23 @@ class ProgramEM(Method):
             out = dict(fixed, **{n: transforms[n](free[n]).detach() for n in names})
             after = float(_q(runner.trace(out), weights))
         return out if after >= before else params
+
+
+class _Steps:
+    """Generic EM for :func:`probgen.loops.iterative.run`: the state is the params."""
+
+    def __init__(self, method: ProgramEM, model: Program, args: tuple, info: ProgramInfo, init: dict | None,
+                 m_steps: int):
+        self.method, self.model, self.args, self.info, self.init, self.m_steps = method, model, args, info, init, m_steps
+        self.runner = _Runner(model, args, info.max_plate_nesting)
+
+    def start(self, seed: int | None) -> dict:
+        return _initial(self.model, self.args, self.info, self.init)
+
+    def step(self, params: dict) -> Update:
+        log_z, weights, cf = self.method.e_step(self.runner, params, self.info)
+        params = self.method.m_step(self.runner, params, weights, self.info, cf, self.m_steps)
+        return Update(params, float(log_z) / self.info.n_examples)  # per example
 
 
 def refusal(info: ProgramInfo) -> str | None:

@@ -13,19 +13,19 @@ Every update maximises the ELBO in its own block of coordinates, so the ELBO rec
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from probgen.corpus import Corpus
 from probgen.fit import Fit
 from probgen.ops import lda as lda_ops
-from probgen.progress import progress as bar
-from probgen.registry import check_options, check_tol, converged, register
+from probgen.loops.iterative import LOOP, Update, run
+from probgen.registry import check_options, register
 
 from .._lda import TopicModelMethod, hyperparameters, initial_lambda, make_fit, seeded_lambda
 
-OPTIONS = ("tol", "learn_alpha", "learn_eta", "e_step_tol", "max_e_step", "seed_docs")
+OPTIONS = ("tol", "n_init", "callback", "learn_alpha", "learn_eta", "e_step_tol", "max_e_step", "seed_docs")
 
 
 def elbo(corpus: Corpus, gamma: torch.Tensor, lam: torch.Tensor, alpha: torch.Tensor, eta: torch.Tensor,
@@ -42,42 +42,65 @@ class LDACAVI(TopicModelMethod):
     name = "lda-cavi"
     objective = "elbo"
     steps_unit = "CAVI iterations"
+    loop = LOOP
 
     def fit(self, model: Any, data: Corpus, *, steps: int | None, seed: int | None, init: dict | None,
-            progress: bool, tol: float | None = 1e-5, learn_alpha: bool = False, learn_eta: bool = False,
-            e_step_tol: float = 1e-3, max_e_step: int = 100, seed_docs: int = 2, **options: Any) -> Fit:
+            progress: bool, tol: float | None = 1e-5, n_init: int = 1, callback: Callable | None = None,
+            learn_alpha: bool = False, learn_eta: bool = False, e_step_tol: float = 1e-3, max_e_step: int = 100,
+            seed_docs: int = 2, **options: Any) -> Fit:
         """``steps`` (default 200) outer iterations; stops early when the relative change of
         the ELBO falls below ``tol`` (:func:`probgen.registry.converged`; ``None``: run every
-        step); ``history`` records ``"elbo"`` per document. ``learn_alpha`` / ``learn_eta``: empirical-Bayes
+        step); ``history`` records ``"elbo"`` per document. ``n_init`` restarts from
+        independent seeds (the best final ELBO wins) and ``callback`` as in
+        :func:`probgen.loops.iterative.run`. ``learn_alpha`` / ``learn_eta``: empirical-Bayes
         updates of the hyperparameters. ``e_step_tol`` / ``max_e_step``: the per-document
         γ convergence rule inside each E-step. ``seed_docs``: without ``init["topics"]``,
         each topic starts from the counts of this many random documents (lda-c's "seeded"
         start, :func:`seeded_lambda`); 0 gives the Gamma-noise start of the online engine."""
         check_options("meanfield", options, OPTIONS)
-        check_tol(tol)
-        steps = 200 if steps is None else steps
-        alpha, eta = hyperparameters(model, init)
         if not isinstance(seed_docs, int) or seed_docs < 0:
             raise ValueError(f"seed_docs must be a non-negative integer, got {seed_docs!r}")
-        if seed_docs and not (init and "topics" in init):
-            lam = seeded_lambda(data, model.k, eta, seed_docs, seed)
+        steps = 200 if steps is None else steps
+        sweep = _Sweep(model, data, init, learn_alpha, learn_eta, e_step_tol, max_e_step, seed_docs)
+        result = run(sweep, objective=self.objective, steps=steps, tol=tol, seed=seed, n_init=n_init,
+                     progress=progress, callback=callback, desc="lda cavi")
+        q = result.state
+        return make_fit(self, model, q["lambda"], q["alpha"], q["eta"], data, result.history,
+                        {"lambda": q["lambda"], **result.fit_state()},
+                        {"tol": tol, "n_init": n_init, "learn_alpha": learn_alpha, "learn_eta": learn_eta})
+
+
+class _Sweep:
+    """One CAVI iteration for :func:`probgen.loops.iterative.run`; the state holds γ, λ, α, η
+    and E[log β] (digammas of λ, computed once per λ)."""
+
+    def __init__(self, model: Any, data: Corpus, init: dict | None, learn_alpha: bool, learn_eta: bool,
+                 e_step_tol: float, max_e_step: int, seed_docs: int):
+        self.model, self.data, self.init = model, data, init
+        self.learn_alpha, self.learn_eta = learn_alpha, learn_eta
+        self.e_step_tol, self.max_e_step, self.seed_docs = e_step_tol, max_e_step, seed_docs
+
+    def start(self, seed: int | None) -> dict:
+        model, data, init = self.model, self.data, self.init
+        alpha, eta = hyperparameters(model, init)
+        if self.seed_docs and not (init and "topics" in init):
+            lam = seeded_lambda(data, model.k, eta, self.seed_docs, seed)
         else:
             lam = initial_lambda(model, data, eta, init, seed)
-        gamma, history, prev = None, [], None
-        elog_beta = lda_ops.dirichlet_expectation(lam)   # (K, V) digammas: computed once per λ
-        for it in bar(range(steps), desc="lda cavi", enabled=progress):
-            gamma, sstats, inner = lda_ops.e_step(data, elog_beta, alpha, gamma, max_iter=max_e_step, tol=e_step_tol)
-            lam = eta + sstats
-            if learn_alpha:
-                alpha = lda_ops.update_alpha(alpha, lda_ops.dirichlet_expectation(gamma).mean(0))
-            if learn_eta:
-                eta = lda_ops.update_eta(eta, lda_ops.dirichlet_expectation(lam).mean(), model.vocab_size)
-                lam = eta + sstats  # λ's optimum moves with η (still a coordinate maximisation)
-            elog_beta = lda_ops.dirichlet_expectation(lam)
-            value = elbo(data, gamma, lam, alpha, eta, elog_beta) / data.n_docs  # per document
-            history.append({"step": it, "elbo": value, "e_step_iterations": inner})
-            if converged(prev, value, tol):
-                break
-            prev = value
-        return make_fit(self, model, lam, alpha, eta, data, history, {"lambda": lam},
-                        {"tol": tol, "learn_alpha": learn_alpha, "learn_eta": learn_eta})
+        return {"gamma": None, "lambda": lam, "alpha": alpha, "eta": eta,
+                "elog_beta": lda_ops.dirichlet_expectation(lam)}
+
+    def step(self, q: dict) -> Update:
+        data, alpha, eta = self.data, q["alpha"], q["eta"]
+        gamma, sstats, inner = lda_ops.e_step(data, q["elog_beta"], alpha, q["gamma"], max_iter=self.max_e_step,
+                                              tol=self.e_step_tol)
+        lam = eta + sstats
+        if self.learn_alpha:
+            alpha = lda_ops.update_alpha(alpha, lda_ops.dirichlet_expectation(gamma).mean(0))
+        if self.learn_eta:
+            eta = lda_ops.update_eta(eta, lda_ops.dirichlet_expectation(lam).mean(), self.model.vocab_size)
+            lam = eta + sstats  # λ's optimum moves with η (still a coordinate maximisation)
+        elog_beta = lda_ops.dirichlet_expectation(lam)
+        value = elbo(data, gamma, lam, alpha, eta, elog_beta) / data.n_docs  # per document
+        return Update({"gamma": gamma, "lambda": lam, "alpha": alpha, "eta": eta, "elog_beta": elog_beta},
+                      value, {"e_step_iterations": inner})

@@ -20,19 +20,19 @@ so that the two agree to rounding from the same starting responsibilities.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from probgen.fit import Fit
 from probgen.ops import gaussian
-from probgen.progress import progress as bar
+from probgen.loops.iterative import LOOP, Update, run
 from probgen.random import generator
-from probgen.registry import Method, check_options, check_tol, converged, register
+from probgen.registry import Method, check_options, register
 
 PRIORS = ("weight_concentration_prior", "mean_prior", "mean_precision_prior", "degrees_of_freedom_prior",
           "covariance_prior")
-OPTIONS = ("tol", "reg_covar", "init_resp")
+OPTIONS = ("tol", "n_init", "callback", "reg_covar", "init_resp")
 
 
 def prior_values(model: Any, x: torch.Tensor) -> dict[str, Any]:
@@ -94,6 +94,25 @@ def lower_bound(q: dict, log_r: torch.Tensor, d: int) -> float:
                  - 0.5 * d * torch.log(q["beta"]).sum())
 
 
+class _Sweep:
+    """One CAVI iteration (E-step then M-step) for :func:`probgen.loops.iterative.run`; the
+    state is the variational factors q (the M-step's output)."""
+
+    def __init__(self, method: "BayesianMixtureCAVI", model: Any, x: torch.Tensor, p: dict, reg_covar: float,
+                 init_resp: Any):
+        self.method, self.model, self.x, self.p, self.reg_covar, self.init_resp = \
+            method, model, x, p, reg_covar, init_resp
+
+    def start(self, seed: int | None) -> dict:
+        resp = self.method._initial_resp(self.model, self.x, seed, self.init_resp)
+        return m_step(self.x, resp, self.p, self.reg_covar)
+
+    def step(self, q: dict) -> Update:
+        log_r = log_resp(self.x, q)
+        q = m_step(self.x, torch.exp(log_r), self.p, self.reg_covar)
+        return Update(q, lower_bound(q, log_r, self.model.dim) / len(self.x))  # per example
+
+
 @register
 class BayesianMixtureCAVI(Method):
     engine = "meanfield"
@@ -103,6 +122,7 @@ class BayesianMixtureCAVI(Method):
     log_prob_kind = "estimate"
     objective = "elbo"
     steps_unit = "CAVI iterations"
+    loop = LOOP
     accepts_init = False
     init_hint = "it starts from responsibilities: pass init_resp=(N, K)"
 
@@ -111,32 +131,27 @@ class BayesianMixtureCAVI(Method):
                 and all(hasattr(model, a) for a in ("k", "dim", "check_data") + PRIORS))
 
     def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
-            progress: bool, tol: float | None = 1e-6, reg_covar: float = 1e-6, init_resp: Any = None,
-            **options: Any) -> Fit:
+            progress: bool, tol: float | None = 1e-6, n_init: int = 1, callback: Callable | None = None,
+            reg_covar: float = 1e-6, init_resp: Any = None, **options: Any) -> Fit:
         """``steps`` (default 100) iterations; stops when the relative change of the lower
         bound is below ``tol`` (:func:`probgen.registry.converged`; ``None``: run every
         step). ``history`` records ``"elbo"`` per example (scikit-learn's lower bound / N).
-        ``init_resp``: starting responsibilities (N, K); default the declaration's own initialisation (``init_params`` then
+        ``n_init`` restarts from independent seeds (the best final bound wins) and
+        ``callback`` as in :func:`probgen.loops.iterative.run`.
+        ``init_resp``: starting responsibilities (N, K) of every restart; default the declaration's own initialisation (``init_params`` then
         ``responsibilities``, e.g. k-means++) or, lacking those, random ones."""
         check_options("meanfield", options, OPTIONS)
-        check_tol(tol)
         steps = 100 if steps is None else steps
         x = torch.as_tensor(data, dtype=torch.float64)
         p = prior_values(model, x)
-        resp = self._initial_resp(model, x, seed, init_resp)
-        q = m_step(x, resp, p, reg_covar)
-        history, prev, log_r = [], None, torch.log(resp.clamp_min(1e-300))
-        for it in bar(range(steps), desc="mixture cavi", enabled=progress):
-            log_r = log_resp(x, q)
-            q = m_step(x, torch.exp(log_r), p, reg_covar)
-            lb = lower_bound(q, log_r, model.dim) / len(x)  # per example
-            history.append({"step": it, "elbo": lb})
-            if converged(prev, lb, tol):
-                break
-            prev = lb
+        sweep = _Sweep(self, model, x, p, reg_covar, init_resp)
+        result = run(sweep, objective=self.objective, steps=steps, tol=tol, seed=seed, n_init=n_init,
+                     progress=progress, callback=callback, desc="mixture cavi")
+        q = result.state
         params = {"weights": q["alpha"] / q["alpha"].sum(), "loc": q["m"], "scale_tril": q["cov_chol"]}
-        return Fit(model, params, history, engine=self.engine, method=self.name,
-                   state={k_: v for k_, v in q.items()}, options={"tol": tol, "reg_covar": reg_covar})
+        return Fit(model, params, result.history, engine=self.engine, method=self.name,
+                   state={**q, **result.fit_state()},
+                   options={"tol": tol, "n_init": n_init, "reg_covar": reg_covar})
 
     @staticmethod
     def _initial_resp(model: Any, x: torch.Tensor, seed: int | None, init_resp: Any) -> torch.Tensor:

@@ -17,7 +17,7 @@ product of experts, so the fitted model is the same declaration.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import pyro
 import pyro.distributions as dist
@@ -27,6 +27,7 @@ from torch.distributions import constraints
 
 from probgen.corpus import Corpus
 from probgen.fit import Fit
+from probgen.loops.iterative import LOOP, Update, run
 from probgen.ops import lda as lda_ops
 from probgen.progress import progress as bar
 from probgen.random import generator
@@ -34,7 +35,7 @@ from probgen.registry import check_options, register
 
 from .._lda import TopicModelMethod, hyperparameters, initial_lambda, make_fit
 
-OPTIONS = ("inference", "batch_size", "tau0", "kappa", "e_step_tol", "max_e_step", "lr", "hidden")
+OPTIONS = ("inference", "batch_size", "tau0", "kappa", "e_step_tol", "max_e_step", "lr", "hidden", "callback")
 
 
 class DirichletEncoder(nn.Module):
@@ -57,16 +58,19 @@ class LDAOnlineVB(TopicModelMethod):
     name = "lda-online"
     objective = "elbo"
     steps_unit = "minibatch updates"
+    loop = LOOP
 
     def fit(self, model: Any, data: Corpus, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, inference: str = "online", batch_size: int = 32, tau0: float = 10.0,
             kappa: float = 0.7, e_step_tol: float = 1e-3, max_e_step: int = 100, lr: float = 0.01,
-            hidden: int = 100, **options: Any) -> Fit:
+            hidden: int = 100, callback: Callable | None = None, **options: Any) -> Fit:
         """``steps``: minibatch updates (default: 4 passes over the documents for
         ``"online"``, 1000 for ``"amortized"``). ``batch_size``: documents per minibatch.
         ``tau0``, ``kappa``: the step-size schedule ρ_t = (τ0 + t)^(−κ), κ ∈ (0.5, 1]
         for convergence. ``lr``, ``hidden``: Adam step and encoder width (amortized).
-        ``history`` records ``"elbo"`` per document (a noisy minibatch estimate)."""
+        ``history`` records ``"elbo"`` per document (a noisy minibatch estimate). ``callback``
+        (``"online"``; :func:`probgen.loops.iterative.run`): called with each history record,
+        ``True`` stops."""
         check_options("svi", options, OPTIONS)
         if inference not in ("online", "amortized"):
             raise ValueError(f"inference must be 'online' or 'amortized', got {inference!r}")
@@ -76,30 +80,19 @@ class LDAOnlineVB(TopicModelMethod):
             raise ValueError(f"need kappa in (0.5, 1] and tau0 >= 0, got kappa={kappa}, tau0={tau0}")
         batch_size = min(batch_size, data.n_docs)
         if inference == "amortized":
+            if callback is not None:
+                raise ValueError("callback is taken by inference='online' only (the amortized loop trains "
+                                 "an encoder by gradient steps)")
             return self._amortized(model, data, steps, seed, init, progress, batch_size, lr, hidden)
         steps = 4 * math.ceil(data.n_docs / batch_size) if steps is None else steps
-        alpha, eta = hyperparameters(model, init)
-        lam = initial_lambda(model, data, eta, init, seed)
-        D, g = data.n_docs, generator(seed)
-        gamma = (alpha + (data.lengths / model.k)[:, None]).clone()   # (D, K) warm starts
-        batches: list[torch.Tensor] = []
-        history = []
-        for t in bar(range(steps), desc="lda online vb", enabled=progress):
-            if not batches:  # a new pass over the documents in a new random order
-                batches = [b.sort().values for b in torch.split(torch.randperm(D, generator=g), batch_size)]
-            idx = batches.pop(0)
-            sub = data.subset(idx)
-            elog_beta = lda_ops.dirichlet_expectation(lam)
-            gamma_b, sstats, _, bound = lda_ops.e_step(sub, elog_beta, alpha, gamma[idx], max_iter=max_e_step,
-                                                       tol=e_step_tol, with_bound=True)
-            gamma[idx] = gamma_b
-            scale = D / len(idx)
-            # noisy ELBO estimate at the current λ: the minibatch's documents scaled up to D
-            elbo = scale * bound.sum() + lda_ops.topic_bound(lam, eta, elog_beta)
-            rho = (tau0 + t + 1) ** (-kappa)
-            lam = (1 - rho) * lam + rho * (eta + scale * sstats)
-            history.append({"step": t, "elbo": float(elbo) / D, "rho": rho})  # per document
-        return make_fit(self, model, lam, alpha, eta, data, history, {"lambda": lam},
+        updates = _OnlineUpdates(model, data, init, batch_size, tau0, kappa, e_step_tol, max_e_step)
+        # no tol: the recorded ELBO is a noisy minibatch estimate, and its relative change says
+        # nothing about convergence; nor n_init: picking the best restart by that noise would be noise too
+        result = run(updates, objective=self.objective, steps=steps, tol=None, seed=seed, progress=progress,
+                     callback=callback, desc="lda online vb")
+        q = result.state
+        return make_fit(self, model, q["lambda"], q["alpha"], q["eta"], data, result.history,
+                        {"lambda": q["lambda"], **result.fit_state()},
                         {"inference": "online", "batch_size": batch_size, "tau0": tau0, "kappa": kappa})
 
     def _amortized(self, model: Any, data: Corpus, steps: int | None, seed: int | None, init: dict | None,
@@ -128,6 +121,43 @@ class LDAOnlineVB(TopicModelMethod):
                  "encoder_hidden": hidden}
         return make_fit(self, model, topics, alpha, eta, data, history, state,
                         {"inference": "amortized", "batch_size": batch_size, "lr": lr, "hidden": hidden})
+
+
+class _OnlineUpdates:
+    """Online VB (Hoffman et al. 2010, Algorithm 2) for :func:`probgen.loops.iterative.run`:
+    one step is one minibatch update of λ; the state holds λ, the (D, K) warm starts of γ,
+    the rest of the current pass's minibatches and the generator that orders the passes."""
+
+    def __init__(self, model: Any, data: Corpus, init: dict | None, batch_size: int, tau0: float, kappa: float,
+                 e_step_tol: float, max_e_step: int):
+        self.model, self.data, self.init, self.batch_size = model, data, init, batch_size
+        self.tau0, self.kappa, self.e_step_tol, self.max_e_step = tau0, kappa, e_step_tol, max_e_step
+
+    def start(self, seed: int | None) -> dict:
+        model, data = self.model, self.data
+        alpha, eta = hyperparameters(model, self.init)
+        lam = initial_lambda(model, data, eta, self.init, seed)
+        return {"lambda": lam, "alpha": alpha, "eta": eta, "t": 0, "generator": generator(seed), "batches": [],
+                "gamma": (alpha + (data.lengths / model.k)[:, None]).clone()}   # (D, K) warm starts
+
+    def step(self, q: dict) -> Update:
+        data, lam, eta, alpha, gamma, t = self.data, q["lambda"], q["eta"], q["alpha"], q["gamma"], q["t"]
+        D = data.n_docs
+        if not q["batches"]:  # a new pass over the documents in a new random order
+            q["batches"] = [b.sort().values for b in
+                            torch.split(torch.randperm(D, generator=q["generator"]), self.batch_size)]
+        idx = q["batches"].pop(0)
+        sub = data.subset(idx)
+        elog_beta = lda_ops.dirichlet_expectation(lam)
+        gamma_b, sstats, _, bound = lda_ops.e_step(sub, elog_beta, alpha, gamma[idx], max_iter=self.max_e_step,
+                                                   tol=self.e_step_tol, with_bound=True)
+        gamma[idx] = gamma_b
+        scale = D / len(idx)
+        # noisy ELBO estimate at the current λ: the minibatch's documents scaled up to D
+        elbo = scale * bound.sum() + lda_ops.topic_bound(lam, eta, elog_beta)
+        rho = (self.tau0 + t + 1) ** (-self.kappa)
+        q["lambda"], q["t"] = (1 - rho) * lam + rho * (eta + scale * sstats), t + 1
+        return Update(q, float(elbo) / D, {"rho": rho})  # per document
 
 
 class _EncoderGuide:

@@ -1,0 +1,211 @@
+"""The one driver of iterative methods: EM, coordinate-ascent VI (CAVI) and other
+fixed-point updates.
+
+The split is the template method of scikit-learn's ``BaseMixture`` (the loop in the base
+class, the steps in the subclass): a method supplies an :class:`Iteration` — how to start
+one restart (:meth:`Iteration.start`) and one step (:meth:`Iteration.step`: an E-step and
+an M-step, or one CAVI sweep, returning the new state and the objective) — and
+:func:`run` owns everything around it:
+
+* ``steps``, the iteration budget of each restart;
+* ``tol``, the one stopping rule :func:`probgen.registry.converged` on the per-example
+  objective (``None`` or 0: run every step);
+* ``n_init`` restarts from independent seeds derived from ``seed``
+  (:func:`restart_seeds`); the restart with the best final objective wins
+  (``fit.state["best_init"]``);
+* ``fit.state["converged"]`` (:attr:`probgen.Fit.converged`) and a
+  :class:`ConvergenceWarning` when the budget ends before ``tol`` is met;
+* the history (one record per step: ``"step"``, the objective, the step's extra values),
+  the progress bar and the user's ``callback``;
+* all the loop's state in one :class:`Loop`, which :func:`run` can start from (``start=``)
+  and reports after every step (``on_step=``): the seam for checkpoints.
+
+The objective is maximised (a log-likelihood, an ELBO), per example, as
+``Method.objective`` names it.
+Reference: Dempster, Laird & Rubin (1977) for EM; Bishop (2006) §10.1.1 for CAVI;
+scikit-learn's ``sklearn.mixture.BaseMixture.fit_predict`` for the loop's shape.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, NamedTuple, Protocol
+
+import torch
+
+from probgen.progress import progress as bar
+from probgen.random import seeded
+from probgen.registry import check_tol, converged
+
+#: the value of ``Method.loop`` for every method whose fit runs on this driver (the tests
+#: find them all in the registry by it)
+LOOP = "iterative"
+
+
+class ConvergenceWarning(UserWarning):
+    """An iterative fit used its whole budget (``steps``) before the relative change of its
+    objective fell below ``tol``: raise ``steps`` (or ``tol``). Not raised for ``tol=None``
+    or 0 (which ask for every step) nor when a ``callback`` stopped the fit."""
+
+
+class Update(NamedTuple):
+    """What one step returns: the method's new ``state``, the ``objective`` (a float, per
+    example) of the step, and any ``extras`` for the step's history record."""
+    state: Any
+    objective: float
+    extras: dict | None = None
+
+
+class Iteration(Protocol):
+    """What a method supplies to :func:`run`: a start and a step. The state is the method's
+    own (a dict of parameters, the variational factors, ...); the driver never looks inside."""
+
+    def start(self, seed: int | None) -> Any:
+        """The state a restart starts from; ``seed`` is the restart's (:func:`restart_seeds`)."""
+
+    def step(self, state: Any) -> Update:
+        """One iteration from ``state``: for EM the E-step (whose log-likelihood, at the
+        parameters it saw, is the objective) then the M-step; for CAVI one sweep."""
+
+
+class Restart(NamedTuple):
+    """A finished restart: its index, final state, history and whether ``tol`` was met."""
+    index: int
+    state: Any
+    history: list
+    converged: bool
+
+
+@dataclass
+class Loop:
+    """Everything the loop holds between two steps, in one place (what a checkpoint saves;
+    :func:`run` continues from one with ``start=``).
+
+    ``seeds``: one per restart (:func:`restart_seeds`); ``restart``: the restart running;
+    ``step``: the next step of that restart; ``state``: its state (``None``: not started
+    yet); ``history``: its records so far; ``best``: the best finished restart (or ``None``);
+    ``converged`` / ``stopped``: the running restart met ``tol`` / a callback stopped the fit.
+    """
+    seeds: list
+    restart: int = 0
+    step: int = 0
+    state: Any = None
+    history: list = field(default_factory=list)
+    best: Restart | None = None
+    converged: bool = False
+    stopped: bool = False
+
+
+@dataclass
+class Result:
+    """What :func:`run` returns: the winning restart's ``state``, ``history``, whether it
+    ``converged``, its index ``best_init``, and whether a callback ``stopped`` the fit."""
+    state: Any
+    history: list
+    converged: bool
+    best_init: int
+    stopped: bool
+
+    def fit_state(self) -> dict:
+        """The entries every fit made by this driver has in ``fit.state``."""
+        return {"converged": self.converged, "best_init": self.best_init}
+
+
+def restart_seeds(seed: int | None, n_init: int) -> list[int | None]:
+    """The seeds of ``n_init`` restarts: the first is ``seed`` itself (so ``n_init=1`` is
+    the fit seeded by ``seed``), the others independent draws from a generator seeded by
+    ``seed`` (from torch's global generator when ``seed`` is ``None``)."""
+    if n_init == 1:
+        return [seed]
+    g = torch.Generator().manual_seed(seed) if seed is not None else None
+    drawn = torch.randint(0, 2**31 - 1, (n_init,), generator=g).tolist()
+    return [seed] + drawn[1:]
+
+
+def check_n_init(n_init: Any) -> int:
+    if isinstance(n_init, bool) or not isinstance(n_init, int) or n_init < 1:
+        raise ValueError(f"n_init must be a positive integer, got {n_init!r}")
+    return n_init
+
+
+def check_callback(callback: Any) -> Callable[[dict], Any] | None:
+    if callback is not None and not callable(callback):
+        raise ValueError(f"callback must be a function of a history record (or None), got {type(callback).__name__}")
+    return callback
+
+
+def run(iteration: Iteration, *, objective: str, steps: int, tol: float | None, seed: int | None,
+        n_init: int = 1, progress: bool = True, callback: Callable[[dict], Any] | None = None,
+        desc: str = "", start: Loop | None = None, on_step: Callable[[Loop], None] | None = None) -> Result:
+    """Run ``iteration`` for up to ``steps`` steps per restart, ``n_init`` restarts.
+
+    Args:
+      iteration: the method's :class:`Iteration`.
+      objective: the history key of the objective (``Method.objective``), maximised.
+      steps: the budget of each restart; ``tol``: stop a restart when
+        :func:`probgen.registry.converged` holds (``None`` or 0: every step).
+      seed, n_init: restart ``r`` starts from ``iteration.start(restart_seeds(seed, n_init)[r])``;
+        restarts after the first run their start with all random generators seeded by
+        their seed (:func:`probgen.random.seeded`), as a fit with that seed would. The
+        winner has the highest final objective (the earliest on a tie).
+      progress: show a bar; ``desc`` labels it.
+      callback: called after every step with the step's history record (the running
+        restart's: ``"step"`` counts from 0 in each restart); if it returns ``True`` the
+        fit stops there — no further steps nor restarts, ``converged`` False, no warning —
+        and the best restart so far (the stopped one included) wins.
+      start: a :class:`Loop` to continue (a checkpoint's), else a fresh one.
+      on_step: called with the :class:`Loop` after every step (for checkpoints).
+    Returns: a :class:`Result`; warns :class:`ConvergenceWarning` when the winning restart
+    ran all ``steps`` (> 0) without meeting ``tol`` (> 0).
+    """
+    check_tol(tol)
+    check_n_init(n_init)
+    check_callback(callback)
+    loop = start if start is not None else Loop(seeds=restart_seeds(seed, n_init))
+    while loop.restart < len(loop.seeds) and not loop.stopped:
+        r = loop.restart
+        if loop.state is None:
+            if r == 0:  # the fit's own seed: pg.fit has seeded the generators with it already
+                loop.state = iteration.start(loop.seeds[0])
+            else:
+                with seeded(loop.seeds[r]):
+                    loop.state = iteration.start(loop.seeds[r])
+        label = desc if len(loop.seeds) == 1 else f"{desc} (init {r + 1}/{len(loop.seeds)})"
+        history = loop.history
+        for it in bar(range(loop.step, steps), total=steps, initial=loop.step, desc=label, enabled=progress):
+            update = iteration.step(loop.state)
+            loop.state = update.state
+            record = {"step": it, objective: update.objective}
+            if update.extras:
+                record.update(update.extras)
+            prev = history[-1][objective] if history else None
+            history.append(record)
+            loop.step = it + 1
+            loop.converged = converged(prev, update.objective, tol)
+            if callback is not None and callback(record) is True:
+                loop.stopped, loop.converged = True, False
+            if on_step is not None:
+                on_step(loop)
+            if loop.converged or loop.stopped:
+                break
+        final = Restart(r, loop.state, history, loop.converged)
+        if loop.best is None or _final(final, objective) > _final(loop.best, objective):
+            loop.best = final
+        if not loop.stopped:
+            loop.restart, loop.step, loop.state, loop.history, loop.converged = r + 1, 0, None, [], False
+    best = loop.best
+    if tol and steps > 0 and not best.converged and not loop.stopped:
+        last = best.history[-2:]
+        change = (abs(last[1][objective] - last[0][objective]) / max(abs(last[0][objective]), sys.float_info.min)
+                  if len(last) == 2 else math.nan)
+        which = f"the best of {len(loop.seeds)} restarts" if len(loop.seeds) > 1 else "the fit"
+        warnings.warn(f"{desc or 'iterative fit'}: {which} ran all {steps} steps without reaching "
+                      f"tol={tol:g} (last relative change of {objective}: {change:.3g}); raise steps or tol",
+                      ConvergenceWarning, stacklevel=4)
+    return Result(best.state, best.history, best.converged, best.index, loop.stopped)
+
+
+def _final(restart: Restart, objective: str) -> float:
+    return restart.history[-1][objective] if restart.history else -math.inf
