@@ -7,7 +7,7 @@ https://pytorch.org/docs/stable/notes/serialization.html#weights-only). The few 
 a fit needs are written as tagged dicts ``{"__probgen__": kind, ...}``:
 
 * ``tuple`` / ``set`` / ``frozenset``, a dict whose keys are not all strings, a NumPy array,
-  a ``torch.dtype``, a ``torch.Size``;
+  a ``torch.dtype``, a ``torch.Size``, a ``torch.Generator`` (its device and state);
 * a ``torch.distributions`` constraint: a named singleton (``constraints.simplex``, Pyro's
   ``softplus_positive``, a probgen module-level one) by ``module:name``, a parametrised one
   (``interval(0, 1)``, ``independent(real, 1)``, …) by its factory name and arguments;
@@ -76,6 +76,8 @@ def to_plain(obj: Any, where: str = "value") -> Any:
         return {TAG: "ndarray", "data": torch.from_numpy(np.ascontiguousarray(obj).copy())}
     if isinstance(obj, torch.Size):
         return {TAG: "size", "items": [int(i) for i in obj]}
+    if isinstance(obj, torch.Generator):  # a loop's random stream (a checkpoint holds it)
+        return {TAG: "generator", "device": str(obj.device), "state": obj.get_state()}
     if isinstance(obj, torch.dtype):
         return {TAG: "dtype", "name": str(obj).removeprefix("torch.")}
     if type(obj) is tuple:
@@ -129,6 +131,10 @@ def from_plain(data: Any, where: str = "the file") -> Any:
         return data["data"].numpy()
     if kind == "size":
         return torch.Size(data["items"])
+    if kind == "generator":
+        g = torch.Generator(device=str(data["device"]))
+        g.set_state(data["state"])
+        return g
     if kind == "dtype":
         dtype = getattr(torch, str(data["name"]), None)
         if not isinstance(dtype, torch.dtype):
