@@ -218,14 +218,14 @@ def test_converged_is_saved():
 # ---- the driver itself, on a toy fixed-point iteration ---------------------------------------
 
 class _Cosine:
-    """x <- cos(x) from a seeded start; objective −|cos x − x| rises to 0 at the fixed point."""
+    """x <- cos(x) from a seeded start; objective −1 − |cos x − x| rises to −1 at the fixed point."""
 
     def start(self, seed):
         return torch.rand((), dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
 
     def step(self, x):
         new = torch.cos(x)
-        return Update(new, -float(abs(torch.cos(new) - new)), {"x": float(new)})
+        return Update(new, -1.0 - float(abs(torch.cos(new) - new)), {"x": float(new)})
 
 
 def test_loop_continues_from_a_saved_state():
@@ -244,6 +244,36 @@ def test_loop_continues_from_a_saved_state():
         resumed = iterative.run(_Cosine(), start=copy.deepcopy(saved[at]), **kw)
         assert resumed.history == full.history and resumed.best_init == full.best_init
         assert torch.equal(resumed.state, full.state)
+
+
+@pytest.mark.parametrize("stop", [False, True])
+def test_loop_continues_from_a_finished_restart(stop):
+    """A Loop saved at the step that met tol (or that a callback stopped) resumes without
+    another step of that restart (and without calling the callback again)."""
+    calls = []
+
+    def callback(record):
+        calls.append(record["step"])
+        return stop and len(calls) == 30
+
+    kw = dict(objective="score", steps=60, tol=1e-6, seed=3, n_init=3, progress=False)
+    full = iterative.run(_Cosine(), callback=callback, **kw)
+    assert full.stopped is stop and (stop or full.converged)
+    saved = []
+    iterative.run(_Cosine(), on_step=lambda loop: saved.append(copy.deepcopy(loop)), **kw)
+    finished = [loop for loop in saved if loop.converged] if not stop else []
+    if stop:
+        calls.clear()
+        iterative.run(_Cosine(), callback=callback, on_step=lambda loop: saved.append(copy.deepcopy(loop)), **kw)
+        finished = [loop for loop in saved if loop.stopped]
+    assert finished
+    for loop in finished:
+        n = len(calls)
+        resumed = iterative.run(_Cosine(), start=copy.deepcopy(loop), callback=callback, **kw)
+        if loop.restart == len(loop.seeds) - 1 or loop.stopped:
+            assert len(calls) == n  # nothing left to run
+        assert resumed.history == full.history and resumed.best_init == full.best_init
+        assert resumed.converged == full.converged
 
 
 def test_loop_records_and_warns():

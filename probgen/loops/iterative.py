@@ -186,7 +186,7 @@ def run(iteration: Iteration, *, objective: str, steps: int, tol: float | None, 
     if saved is not None:
         start = Loop.from_plain(saved)
     loop = start if start is not None else Loop(seeds=restart_seeds(seed, n_init))
-    while loop.restart < len(loop.seeds) and not loop.stopped:
+    while loop.restart < len(loop.seeds):
         r = loop.restart
         if loop.state is None:
             if r == 0:  # the fit's own seed: pg.fit has seeded the generators with it already
@@ -196,7 +196,9 @@ def run(iteration: Iteration, *, objective: str, steps: int, tol: float | None, 
                     loop.state = iteration.start(loop.seeds[r])
         label = desc if len(loop.seeds) == 1 else f"{desc} (init {r + 1}/{len(loop.seeds)})"
         history = loop.history
-        for it in bar(range(loop.step, steps), total=steps, initial=loop.step, desc=label, enabled=progress):
+        # a Loop saved at the step that met tol (or that a callback stopped) is finished
+        todo = range(steps if loop.converged or loop.stopped else loop.step, steps)
+        for it in bar(todo, total=steps, initial=loop.step, desc=label, enabled=progress):
             update = iteration.step(loop.state)
             loop.state = update.state
             record = {"step": it, objective: update.objective}
@@ -217,18 +219,19 @@ def run(iteration: Iteration, *, objective: str, steps: int, tol: float | None, 
         final = Restart(r, loop.state, history, loop.converged)
         if loop.best is None or _final(final, objective) > _final(loop.best, objective):
             loop.best = final
-        if not loop.stopped:
-            loop.restart, loop.step, loop.state, loop.history, loop.converged = r + 1, 0, None, [], False
+        if loop.stopped:
+            break
+        loop.restart, loop.step, loop.state, loop.history, loop.converged = r + 1, 0, None, [], False
     if ck is not None:
         ck.save(loop.to_plain())
     best = loop.best
     if tol and steps > 0 and not best.converged and not loop.stopped:
-        last = best.history[-2:]
-        change = (abs(last[1][objective] - last[0][objective]) / max(abs(last[0][objective]), sys.float_info.min)
-                  if len(last) == 2 else math.nan)
+        last = [r[objective] for r in best.history[-2:]]
+        change = (f" (last relative change of {objective}: "
+                  f"{abs(last[1] - last[0]) / max(abs(last[0]), sys.float_info.min):.3g})" if len(last) == 2 else "")
         which = f"the best of {len(loop.seeds)} restarts" if len(loop.seeds) > 1 else "the fit"
         warnings.warn(f"{desc or 'iterative fit'}: {which} ran all {steps} steps without reaching "
-                      f"tol={tol:g} (last relative change of {objective}: {change:.3g}); raise steps or tol",
+                      f"tol={tol:g}{change}; raise steps or tol",
                       ConvergenceWarning, stacklevel=4)
     return Result(best.state, best.history, best.converged, best.index, loop.stopped)
 
