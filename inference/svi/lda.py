@@ -10,7 +10,9 @@ takes a natural-gradient step  λ ← (1 − ρ_t) λ + ρ_t (η + D/|B| Σ_{d�
 concentration of q(θ_d) = Dirichlet(enc(c_d)) (amortised VI, as in AVITM / ProdLDA of
 Srivastava & Sutton 2017), trained with Pyro's SVI on the declaration's own program
 (topics a MAP parameter under their Dirichlet(η) prior; θ reparameterised through
-torch's Dirichlet ``rsample``, so no Laplace approximation of the prior is needed).
+torch's Dirichlet ``rsample``, so no Laplace approximation of the prior is needed), on the
+trainer (:mod:`probgen.loops.gradient`: every trainer option; the program subsamples
+``batch_size`` documents in its own plate, so the trainer hands it the whole corpus).
 The decoder stays LDA's mixture θ_d β (the paper's NVLDA variant), not ProdLDA's
 product of experts, so the fitted model is the same declaration.
 """
@@ -27,6 +29,7 @@ from torch.distributions import constraints
 
 from probgen.corpus import Corpus
 from probgen.fit import Fit
+from probgen.loops.gradient import TRAINER_OPTIONS, GradientMethod, Trainer, Update
 from probgen.ops import lda as lda_ops
 from probgen.progress import progress as bar
 from probgen.random import generator
@@ -52,7 +55,7 @@ class DirichletEncoder(nn.Module):
 
 
 @register
-class LDAOnlineVB(TopicModelMethod):
+class LDAOnlineVB(TopicModelMethod, GradientMethod):
     engine = "svi"
     name = "lda-online"
     objective = "elbo"
@@ -66,8 +69,12 @@ class LDAOnlineVB(TopicModelMethod):
         ``"online"``, 1000 for ``"amortized"``). ``batch_size``: documents per minibatch.
         ``tau0``, ``kappa``: the step-size schedule ρ_t = (τ0 + t)^(−κ), κ ∈ (0.5, 1]
         for convergence. ``lr``, ``hidden``: Adam step and encoder width (amortized).
-        ``history`` records ``"elbo"`` per document (a noisy minibatch estimate)."""
-        check_options("svi", options, OPTIONS)
+        ``history`` records ``"elbo"`` per document (a noisy minibatch estimate). The trainer's
+        options (:mod:`probgen.loops.gradient`) apply to ``"amortized"`` only."""
+        check_options("svi", options, OPTIONS + TRAINER_OPTIONS)
+        if inference == "online" and options:
+            raise ValueError(f"the trainer options {sorted(options)} apply to inference='amortized' (a gradient "
+                             "method); online VB takes natural-gradient steps rho_t = (tau0 + t)^-kappa")
         if inference not in ("online", "amortized"):
             raise ValueError(f"inference must be 'online' or 'amortized', got {inference!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -76,7 +83,8 @@ class LDAOnlineVB(TopicModelMethod):
             raise ValueError(f"need kappa in (0.5, 1] and tau0 >= 0, got kappa={kappa}, tau0={tau0}")
         batch_size = min(batch_size, data.n_docs)
         if inference == "amortized":
-            return self._amortized(model, data, steps, seed, init, progress, batch_size, lr, hidden)
+            return self._amortized(model, data, steps, seed, init, progress, batch_size, lr, hidden,
+                                   self.trainer_options(model, options))
         steps = 4 * math.ceil(data.n_docs / batch_size) if steps is None else steps
         alpha, eta = hyperparameters(model, init)
         lam = initial_lambda(model, data, eta, init, seed)
@@ -103,7 +111,7 @@ class LDAOnlineVB(TopicModelMethod):
                         {"inference": "online", "batch_size": batch_size, "tau0": tau0, "kappa": kappa})
 
     def _amortized(self, model: Any, data: Corpus, steps: int | None, seed: int | None, init: dict | None,
-                   progress: bool, batch_size: int, lr: float, hidden: int) -> Fit:
+                   progress: bool, batch_size: int, lr: float, hidden: int, opts: dict) -> Fit:
         steps = 1000 if steps is None else steps
         alpha, eta = hyperparameters(model, init)
         counts = data.dense(torch.float32)
@@ -113,21 +121,32 @@ class LDAOnlineVB(TopicModelMethod):
         pyro.param("topics", topics0.float(), constraint=constraints.simplex)
         encoder = DirichletEncoder(model.vocab_size, model.k, hidden)
         guide = _EncoderGuide(encoder, batch_size)
-        svi = pyro.infer.SVI(lambda c: model.program(c, batch_size=batch_size), guide,
-                             pyro.optim.Adam({"lr": lr}), pyro.infer.Trace_ELBO())
-        history = []
-        for t in bar(range(steps), desc="lda amortized", enabled=progress):
-            loss = svi.step(counts)
-            if not math.isfinite(loss):
-                raise ValueError(f"the ELBO became non-finite at step {t}; try a smaller lr")
+        elbo = pyro.infer.Trace_ELBO()
+
+        def program(c: torch.Tensor) -> Any:
+            return model.program(c, batch_size=min(batch_size, len(c)))
+
+        def loss(c: torch.Tensor) -> tuple[float, dict]:
+            value = elbo.loss_and_grads(program, guide, c)  # Pyro computes the gradients
             # Trace_ELBO's loss estimates the corpus's −ELBO (the plate scales the minibatch up)
-            history.append({"step": t, "elbo": -float(loss) / data.n_docs, "loss": float(loss)})
+            return value, {"elbo": -float(value) / len(c), "loss": float(value)}
+
+        def validate(c: torch.Tensor) -> float:  # the held-out documents' ELBO per document
+            return -float(elbo.loss(program, guide, c)) / len(c)
+
+        if opts["validation"] is not None and not isinstance(opts["validation"], (int, float)):
+            opts["validation"] = model.check_data(opts["validation"]).dense(torch.float32)
+        trainer = Trainer([Update(loss, lambda: dict(pyro.get_param_store().named_parameters()),
+                                  backward=False)], counts, steps=steps, seed=seed, batch_size=None, lr=lr,
+                          validate=validate, objective="elbo", maximise=True, progress=progress,
+                          desc="lda amortized", **opts).run()
         topics = pyro.param("topics").detach().double()
         # the encoder as weights (a module that went through pyro.module holds weak references)
         state = {"encoder": {k: v.detach().clone() for k, v in encoder.state_dict().items()},
-                 "encoder_hidden": hidden}
-        return make_fit(self, model, topics, alpha, eta, data, history, state,
-                        {"inference": "amortized", "batch_size": batch_size, "lr": lr, "hidden": hidden})
+                 "encoder_hidden": hidden, **trainer.fit_state()}
+        return make_fit(self, model, topics, alpha, eta, data, trainer.history, state,
+                        {"inference": "amortized", "batch_size": batch_size, "lr": lr, "hidden": hidden,
+                         **trainer.options()})
 
 
 class _EncoderGuide:
@@ -138,5 +157,5 @@ class _EncoderGuide:
 
     def __call__(self, counts: torch.Tensor) -> None:
         pyro.module("encoder", self.encoder)
-        with pyro.plate("documents", counts.shape[0], subsample_size=self.batch_size) as idx:
+        with pyro.plate("documents", counts.shape[0], subsample_size=min(self.batch_size, counts.shape[0])) as idx:
             pyro.sample("theta", dist.Dirichlet(self.encoder(counts[idx])))
