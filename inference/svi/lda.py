@@ -71,7 +71,7 @@ class LDAOnlineVB(TopicModelMethod, GradientMethod):
         for convergence. ``lr``, ``hidden``: Adam step and encoder width (amortized).
         ``history`` records ``"elbo"`` per document (a noisy minibatch estimate). The trainer's
         options (:mod:`probgen.loops.gradient`) apply to ``"amortized"`` only."""
-        check_options("svi", options, OPTIONS + TRAINER_OPTIONS)
+        check_options("svi", {k: v for k, v in options.items() if k not in TRAINER_OPTIONS}, OPTIONS + TRAINER_OPTIONS)
         if inference == "online" and options:
             raise ValueError(f"the trainer options {sorted(options)} apply to inference='amortized' (a gradient "
                              "method); online VB takes natural-gradient steps rho_t = (tau0 + t)^-kappa")

@@ -398,7 +398,10 @@ class Trainer:
         """Every trained parameter tensor by name (the updates' together)."""
         out: dict[str, torch.Tensor] = {}
         for p in self._params:
-            out.update(p or {})
+            for k, v in (p or {}).items():
+                if k in out and out[k] is not v:
+                    raise ValueError(f"{self.desc}: two updates name different parameters {k!r}")
+                out[k] = v
         return out
 
     # -- one optimiser step --
