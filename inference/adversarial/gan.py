@@ -82,9 +82,9 @@ class Adversarial(GradientMethod):
                 return float(loss_d(x, generator(None if seed is None else seed + 2), 0.0)[0])
 
         adam = {"betas": (0.5, 0.999)} if opts["optim"] == "adam" else {}
-        updates = [Update(loss_d, dict(net.discriminator.named_parameters("discriminator")), key="loss_d", optim_args=adam,
+        updates = [Update(loss_d, dict(net.discriminator.named_parameters(prefix="discriminator")), key="loss_d", optim_args=adam,
                           repeats=d_steps),
-                   Update(loss_g, dict(net.generator.named_parameters("generator")), key="loss_g", optim_args=adam,
+                   Update(loss_g, dict(net.generator.named_parameters(prefix="generator")), key="loss_g", optim_args=adam,
                           takes_batch=False)]
         trainer = Trainer(updates, data, steps=steps, seed=seed, batch_size=batch_size, lr=lr, objective="loss_d",
                           validate=validate, progress=progress,

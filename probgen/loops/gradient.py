@@ -146,6 +146,10 @@ def n_items(data: Any) -> int:
         return n_items(data[0])
     if hasattr(data, "n_docs"):
         return int(data.n_docs)
+    if isinstance(data, dict) or not hasattr(data, "__len__") or not hasattr(data, "__getitem__"):
+        raise ValueError(f"minibatches and a validation split take data items (a tensor's rows, a corpus's "
+                         f"documents), not a {type(data).__name__}: pass the whole data (no batch_size, "
+                         "validation=None) or validation= a data set")
     return len(data)
 
 
@@ -184,7 +188,7 @@ class Minibatches:
     nothing drawn."""
 
     def __init__(self, data: Any, batch_size: int | None, generator: torch.Generator | None, whole: bool = False):
-        self.data, self.n = data, n_items(data)
+        self.data, self.n = data, None if batch_size is None else n_items(data)
         self.batch_size = None if batch_size is None else min(batch_size, self.n)
         self.generator, self.whole = generator, whole
         self.perm: torch.Tensor | None = None
@@ -315,7 +319,7 @@ class Trainer:
         train, val = split(data, validation, seed)
         if val is not None and validate is None:
             raise ValueError(f"{desc} has no validation objective: pass validation=None")
-        if patience is not None and val is None:
+        if patience is not None and validation is None:
             raise ValueError("patience stops on the validation objective: pass validation= a fraction or a data set too")
         self.updates, self.train, self.val = updates, train, val
         self._validation = validation
@@ -348,7 +352,11 @@ class Trainer:
     # -- parameters and optimisers --
     def _build(self, i: int) -> None:
         u = self.updates[i]
-        params = dict(u.params() if callable(u.params) else u.params)
+        params, seen = {}, set()
+        for k, v in (u.params() if callable(u.params) else u.params).items():
+            if id(v) not in seen:  # one tensor under two names (a module registered twice) is stepped once
+                seen.add(id(v))
+                params[k] = v
         if not params:
             raise ValueError(f"{self.desc}: an update has no parameters to train")
         self._params[i] = params
@@ -376,9 +384,8 @@ class Trainer:
         out: dict[str, torch.Tensor] = {}
         for p in self._params:
             for k, v in (p or {}).items():
-                # one name, one tensor: the state (and a checkpoint) would lose the other
-                if out.get(k, v) is not v:
-                    raise ValueError(f"{self.desc}: two updates train different parameters named {k!r}")
+                if k in out and out[k] is not v:
+                    raise ValueError(f"{self.desc}: two updates name different parameters {k!r}")
                 out[k] = v
         return out
 
@@ -398,7 +405,7 @@ class Trainer:
                 return loss
 
             self._schedules[i].apply(opt, self._opt_steps[i])
-            value = float(opt.step(closure))
+            value = float(opt.step(closure).detach())
             self._opt_steps[i] += 1
             return value, first
         if opt is not None:
@@ -618,7 +625,7 @@ class Trainer:
             loss, _ = _as_record(u.loss(batch), u.key)
             if u.backward:
                 loss.backward()
-        for p in dict(u.params()).values():
+        for p in u.params().values():
             p.grad = None
 
 
