@@ -99,9 +99,7 @@ class Checkpoint:
         torch.set_rng_state(rng["torch"])
         np.random.set_state(rng["numpy"])
         _random.setstate(rng["random"])
-        store = from_plain(self._saved["param_store"], where)
-        pyro.get_param_store().clear()
-        pyro.get_param_store().set_state(store)
+        _restore_param_store(from_plain(self._saved["param_store"], where))
         return from_plain(self._saved["loop"], where)
 
     def due(self, done: int) -> bool:
@@ -124,6 +122,24 @@ class Checkpoint:
                    "param_store": to_plain({"params": {k: v.detach() for k, v in store["params"].items()},
                                             "constraints": store["constraints"]}, "the param store")}
         write_file(self.path, payload)
+
+
+def _restore_param_store(saved: dict) -> None:
+    """Put the saved Pyro param store back *into the tensors the fit already has*: a
+    parameter the method's set-up has made (``pyro.module`` ties a network's weights to their
+    store entries, an optimiser holds them) is overwritten in place, so that what trains it
+    keeps training the same tensor; the others are added."""
+    store = pyro.get_param_store()
+    live = store.get_state()["params"]
+    fresh = {}
+    with torch.no_grad():
+        for name, value in saved["params"].items():
+            if name in live and live[name].shape == value.shape:
+                live[name].copy_(value)
+            else:  # a store parameter is a leaf that requires grad (the file holds plain tensors)
+                fresh[name] = value.requires_grad_(value.is_floating_point())
+    if fresh:
+        store.set_state({"params": fresh, "constraints": {k: saved["constraints"][k] for k in fresh}})
 
 
 def check_options(method: Any, checkpoint: Any, every: Any) -> tuple[str | None, int | None]:
