@@ -139,3 +139,22 @@ def fit_to(fit: Any, device: Any) -> Any:
     out.history = list(fit.history)
     out.options = dict(fit.options)
     return out
+
+
+def table() -> str:
+    """Every method's devices and whether it checkpoints (Markdown; the README's table, which
+    a test keeps equal to the registry): the device types of ``Method.devices`` (``cpu`` only:
+    with the reason, ``Method.device_hint``, where a CPU-only kernel is the cause) and whether
+    its loop writes checkpoints (:func:`probgen.checkpoint.can_checkpoint`)."""
+    from probgen import registry
+    from probgen.checkpoint import can_checkpoint
+    rows: dict[tuple, list[str]] = {}
+    for engine in registry.engines():
+        for m in registry.methods(engine):  # a method registered for several engines: one row
+            where = ", ".join(m.devices) + (f" ({m.device_hint})" if m.device_hint else "")
+            rows.setdefault((m.name, where, "yes" if can_checkpoint(m) else ""), []).append(engine)
+    out = ["| engine | method | `device=` | `checkpoint=` |", "|---|---|---|---|"]
+    for (name, where, ck), engines in rows.items():
+        engines = ["any"] if engines == registry.engines() else engines
+        out.append(f"| {', '.join(engines)} | `{name}` | {where} | {ck} |")
+    return "\n".join(out)

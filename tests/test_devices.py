@@ -135,3 +135,9 @@ def test_fit_to_cuda_and_back():
     assert all(v.device.type == "cuda" for v in there.params.values())
     for k, v in there.to("cpu").params.items():
         assert torch.equal(v, fit.params[k])
+
+
+def test_the_readme_table_matches_the_registry():
+    """The README's devices / checkpoints table is :func:`probgen.devices.table`."""
+    from test_readme import _assert_generated_table
+    _assert_generated_table("devices", "devices and checkpoints table", devices.table())

@@ -30,6 +30,7 @@ class Adversarial(GradientMethod):
     name = "gan"
     objective = "loss_d"
     steps_unit = "generator steps (each after d_steps discriminator steps)"
+    devices = ("cpu", "cuda", "mps")  # torch only (CUDA / MPS written, not run here)
     needs = "a generator and a discriminator network (net.generator, net.discriminator)"
     log_prob_kind = "estimate"
 

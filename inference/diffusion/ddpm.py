@@ -24,6 +24,7 @@ class DDPM(GradientMethod):
     name = "ddpm"
     objective = "loss"
     steps_unit = "gradient steps (minibatches)"
+    devices = ("cpu", "cuda", "mps")  # torch only (CUDA / MPS written, not run here)
     needs = "a diffusion declaration (q_sample, p_sample and a denoiser network)"
     log_prob_kind = "bound"
     trainer_defaults = {"clip_grad": 1.0, "ema": 0.999}

@@ -19,6 +19,7 @@ class CategoricalMixtureEM(Method):
     needs = "a mixture of categoricals (component_log_prob, weights / probs)"
     objective = "log_likelihood"
     steps_unit = "EM iterations"
+    devices = ("cpu", "cuda", "mps")  # torch only (CUDA / MPS written, not run here)
     loop = LOOP
 
     def accepts(self, model: Any) -> bool:

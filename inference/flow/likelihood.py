@@ -18,6 +18,7 @@ class FlowLikelihood(GradientMethod):
     name = "likelihood"
     objective = "loss"
     steps_unit = "gradient steps (minibatches)"
+    devices = ("cpu", "cuda", "mps")  # torch only (CUDA / MPS written, not run here)
     needs = "an invertible declaration (distribution() with an exact log_prob, e.g. Flow)"
     log_prob_kind = "exact"
 

@@ -25,6 +25,7 @@ class LangevinCD(GradientMethod):
     name = "langevin"
     objective = "loss"
     steps_unit = "gradient steps (minibatches)"
+    devices = ("cpu", "cuda", "mps")  # torch only (CUDA / MPS written, not run here)
     needs = "a continuous energy-based declaration (energy(x), langevin(...))"
     log_prob_kind = "estimate"
 

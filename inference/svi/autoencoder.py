@@ -70,6 +70,7 @@ class AmortisedSVI(GradientMethod):
     name = "amortised"
     objective = "loss"
     steps_unit = "epochs (passes over the training split)"
+    devices = ("cpu", "cuda", "mps")  # torch only (CUDA / MPS written, not run here)
     needs = "an encoder/decoder program (program(x), guide(x), encode, reconstruct)"
     log_prob_kind = "bound"
     queries = ("encode", "reconstruct")

@@ -62,6 +62,7 @@ class LDAOnlineVB(TopicModelMethod, GradientMethod):
     name = "lda-online"
     objective = "elbo"
     steps_unit = "minibatch updates"
+    device_hint = "online VB's E-step is NumPy code, probgen.ops.lda.e_step"
     loop = LOOP
 
     def fit(self, model: Any, data: Corpus, *, steps: int | None, seed: int | None, init: dict | None,

@@ -48,6 +48,7 @@ class ProgramSVI(GradientMethod):
     name = "program"
     objective = "loss"
     steps_unit = "gradient steps"
+    devices = ("cpu", "cuda", "mps")  # torch only (CUDA / MPS written, not run here)
     generic = True
     needs = "a Pyro program"
     queries = QUERIES

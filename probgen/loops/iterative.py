@@ -136,7 +136,7 @@ def restart_seeds(seed: int | None, n_init: int) -> list[int | None]:
     if n_init == 1:
         return [seed]
     g = torch.Generator().manual_seed(seed) if seed is not None else None
-    drawn = torch.randint(0, 2**31 - 1, (n_init,), generator=g).tolist()
+    drawn = torch.randint(0, 2**31 - 1, (n_init,), generator=g, device="cpu").tolist()  # a CPU stream, whatever device= is
     return [seed] + drawn[1:]
 
 
