@@ -189,13 +189,16 @@ def _without_seconds(history):
 
 
 @pytest.mark.parametrize("name,engine,method", CASES)
-def test_continuing_from_state_dict_equals_the_uninterrupted_run(name, engine, method):
-    """The state after step 3 of 7, loaded into a fresh fit (``session(resume=...)``), gives
-    the uninterrupted run's parameters and history bit for bit (CPU; validation and early-
-    stopping bookkeeping included where the method validates by default)."""
+def test_continuing_from_state_dict_equals_the_uninterrupted_run(name, engine, method, tmp_path):
+    """The state after step 3 of 7, written to a file of tensors and plain data (read back with
+    ``torch.load(weights_only=True)``) and loaded into a fresh fit (``session(resume=...)``),
+    gives the uninterrupted run's parameters and history bit for bit (CPU; validation and
+    early-stopping bookkeeping included where the method validates by default)."""
     whole, states = _fit(name, engine, method, 7)
+    torch.save(states[2], tmp_path / "state.pt")
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
     model, data = registry.models()[name].example(seed=0)
-    with gradient.session(resume=states[2]):
+    with gradient.session(resume=state):
         resumed = pg.fit(model, data, engine=engine, steps=7, seed=0, progress=False, **NEEDS.get(method, {}))
     assert _without_seconds(resumed.history) == _without_seconds(whole.history)
     assert set(resumed.params) == set(whole.params)

@@ -577,7 +577,7 @@ class Trainer:
             "batches": self.batches.state_dict(),
             "generators": {k: g.get_state() for k, g in self.generators.items()},
             "tensors": {k: clone(v) for k, v in self.tensors.items()},
-            "rng": {"torch": torch.get_rng_state(), "python": _random.getstate(), "numpy": np.random.get_state()},
+            "rng": {"torch": torch.get_rng_state(), "python": _random.getstate(), "numpy": _numpy_state()},
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -612,7 +612,7 @@ class Trainer:
         self.history, self.step = copy.deepcopy(state["history"]), state["step"]
         torch.set_rng_state(state["rng"]["torch"])
         _random.setstate(state["rng"]["python"])
-        np.random.set_state(state["rng"]["numpy"])
+        _set_numpy_state(state["rng"]["numpy"])
 
     def _materialise(self, i: int) -> None:
         """Call update ``i``'s loss once on a batch so that it creates its parameters."""
@@ -627,6 +627,19 @@ class Trainer:
                 loss.backward()
         for p in u.params().values():
             p.grad = None
+
+
+def _numpy_state() -> dict:
+    """NumPy's global generator state as tensors and plain data (``torch.load(weights_only=True)``
+    reads it back)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+
+
+def _set_numpy_state(state: dict) -> None:
+    np.random.set_state((state["name"], state["keys"].numpy().astype(np.uint32), state["pos"],
+                         state["has_gauss"], state["cached_gaussian"]))
 
 
 def _as_record(out: Any, key: str) -> tuple[Any, dict]:
