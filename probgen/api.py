@@ -108,7 +108,9 @@ def _run(model: Any, method: registry.Method, data: Any, steps: int | None, seed
     # off the CPU, the tensors a method makes are made on the device; on the CPU nothing is
     # set (torch's device mode intercepts every call, and "cpu" is the default already)
     on = dev if dev is not None and dev.type != "cpu" else contextlib.nullcontext()
-    with seeded(seed), limited(), own_param_store() as store, checkpoints.activate(ck), on:
+    # no checkpoint of its own: the caller's (an in-memory Hook) stays active
+    active = checkpoints.activate(ck) if ck is not None else contextlib.nullcontext()
+    with seeded(seed), limited(), own_param_store() as store, active, on:
         result = method.fit(model, data, steps=steps, seed=seed, init=init, progress=progress, **options)
     if store["params"]:  # e.g. an SVI guide's parameters, read back when the fit is evaluated
         result.state["param_store"] = {"params": {k: v.detach().clone() for k, v in store["params"].items()},

@@ -124,6 +124,28 @@ class Checkpoint:
         write_file(self.path, payload)
 
 
+class Hook(Checkpoint):
+    """An in-memory checkpoint, for code that watches or restarts a loop without a file
+    (:func:`probgen.loops.gradient.session`, tests): :meth:`start` gives ``resume`` (the
+    loop's own state, e.g. a ``Trainer.state_dict()``; nothing global is restored besides
+    what that state holds) and :meth:`save` calls ``save(state)``."""
+
+    def __init__(self, resume: dict | None = None, every: int | None = None,
+                 save: Callable[[dict], None] | None = None):
+        super().__init__(path="", every=every, call={})
+        self._resume, self._save = resume, save
+
+    def start(self) -> dict | None:
+        if self._started:
+            raise RuntimeError("Checkpoint.start() is called once per fit")
+        self._started = True
+        return self._resume
+
+    def save(self, loop: dict) -> None:
+        if self._save is not None:
+            self._save(loop)
+
+
 def _restore_param_store(saved: dict) -> None:
     """Put the saved Pyro param store back *into the tensors the fit already has*: a
     parameter the method's set-up has made (``pyro.module`` ties a network's weights to their

@@ -276,6 +276,15 @@ class _Schedule:
                 group["lr"] = self.lr * self.decay ** (min(4 * t // self.total, 3) / 3)
 
 
+def session(*, resume: dict | None = None, every: int | None = None,
+            save: Callable[[dict], None] | None = None) -> contextlib.AbstractContextManager:
+    """Within the block, the trainer a fit runs starts from ``resume`` (a
+    :meth:`Trainer.state_dict`) and calls ``save(state_dict)`` after every ``every`` steps and
+    at the end: an in-memory checkpoint (:class:`probgen.checkpoint.Hook`), the same seam
+    ``pg.fit(checkpoint=...)`` and ``pg.resume`` use with a file."""
+    return checkpoint.activate(checkpoint.Hook(resume=resume, every=every, save=save))
+
+
 # ---- the trainer -------------------------------------------------------------------------------
 
 class Trainer:
