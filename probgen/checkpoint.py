@@ -236,7 +236,7 @@ def read(path: str | os.PathLike) -> dict:
     damaged file."""
     from probgen.plain import read_file
     path = os.fspath(path)
-    payload = read_file(path, FORMAT, "probgen checkpoint file")
+    payload = read_file(path, FORMAT, "probgen checkpoint file", missing="checkpoint")
     missing = [k for k in ("call", "loop", "rng", "param_store") if k not in payload]
     if missing or not isinstance(payload["call"], dict):
         raise ValueError(f"{path} is a damaged probgen checkpoint file (missing {missing or ['call']})")

@@ -159,7 +159,7 @@ def load(path: str | os.PathLike) -> Fit:
     path = os.fspath(path)
     payload = read_file(path, FORMAT, "probgen fit file",
                         hint="a pickle of Python objects, or a fit saved by an older probgen in format 1: "
-                             "refit and save it again")
+                             "refit and save it again", missing="saved fit")
     where = f"the fit file {path}"
     try:
         with torch.random.fork_rng(devices=[]):  # rebuilding declarations may draw initial weights

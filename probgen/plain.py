@@ -352,17 +352,18 @@ def write_file(path: str, payload: dict) -> None:
             os.close(dir_fd)
 
 
-def read_file(path: str, fmt: str, what: str, hint: str = "") -> dict:
+def read_file(path: str, fmt: str, what: str, hint: str = "", missing: str = "file") -> dict:
     """The payload :func:`write_file` wrote to ``path`` in format ``fmt``, read with
     ``torch.load(weights_only=True)`` (tensors and plain data only: nothing in the file is
     unpickled as an object, so no code from it runs). Anything else — a pickle of other
     objects, a truncated or foreign file, another format — is a ``ValueError`` saying the file
-    is not a ``what`` (``"probgen fit file"``); ``hint`` is added where the file holds objects."""
+    is not a ``what`` (``"probgen fit file"``); ``hint`` is added where the file holds objects;
+    no file at all is "no ``missing`` at ``path``"."""
     import os
     import pickle
     import warnings
     if not os.path.exists(path):
-        raise ValueError(f"no {what.removeprefix('probgen ').removesuffix(' file')} at {path}")
+        raise ValueError(f"no {missing} at {path}")
     label = f"{path} is not a {what} (format {fmt!r})"
     try:
         with warnings.catch_warnings():  # torch's note on a foreign pickle protocol: the refusal says it all
