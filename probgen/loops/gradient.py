@@ -152,6 +152,8 @@ def n_items(data: Any) -> int:
 
 def take(data: Any, idx: torch.Tensor) -> Any:
     """The items ``idx`` of ``data`` (see :func:`n_items`)."""
+    if isinstance(data, torch.Tensor):
+        return data[idx]
     if isinstance(data, (tuple, list)):
         return type(data)(take(d, idx) for d in data)
     if hasattr(data, "subset"):
@@ -425,17 +427,23 @@ class Trainer:
             return value, first
         if opt is not None:
             opt.zero_grad(set_to_none=True)
-        loss, record = _as_record(u.loss(batch), u.key)
+        out = u.loss(batch)
+        loss, record = out if isinstance(out, tuple) else (out, None)
+        value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+        if record is None:
+            record = {u.key: value}
         if u.backward:
             loss.backward()
         if opt is None:  # parameters created by the first loss (a Pyro param store)
             self._build(i)
             opt = self.optimisers[i]
-        self._clip(i)
-        self._schedules[i].apply(opt, self._opt_steps[i])
+        if self.clip_grad is not None:
+            self._clip(i)
+        if self._schedules[i].kind is not None:
+            self._schedules[i].apply(opt, self._opt_steps[i])
         opt.step()
         self._opt_steps[i] += 1
-        return (float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)), record
+        return value, record
 
     def _clip(self, i: int) -> None:
         if self.clip_grad is not None and self._params[i] is not None:
