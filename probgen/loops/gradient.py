@@ -25,8 +25,9 @@ defaults are each method's own):
 * ``clip_grad`` – ``None`` or the largest global L2 norm of each optimiser's gradient
   (Pascanu et al. 2013): gradients with a larger norm are scaled down to it;
 * ``ema`` – ``None`` or a decay d in [0, 1): the fit's parameters are the exponential moving
-  average of the iterates (Polyak & Juditsky 1992), updated after every optimiser step with
-  the warm-up d_n = min(d, (n − 1)/(n + 9)) at update n (the first update copies the weights);
+  average of the iterates (Polyak & Juditsky 1992), updated after every training step (every
+  minibatch of an epoch; a GAN's after its generator step) with the warm-up
+  d_n = min(d, (n − 1)/(n + 9)) at update n (the first update copies the weights);
 * ``validation`` – ``None`` / 0 (none), a fraction in (0, 1) of the data held out (drawn with
   ``seed``), or a validation data set; the method's objective on it is recorded as
   ``"val_<objective>"`` after every pass over the training split, the parameters of the best
