@@ -356,6 +356,8 @@ class Trainer:
         self._schedules: list[_Schedule | None] = [None] * len(updates)
         self._params: list[dict[str, torch.Tensor] | None] = [None] * len(updates)
         self._opt_steps = [0] * len(updates)
+        self._lists: list[list[torch.Tensor] | None] = [None] * len(updates)  # the loop's hot path reads these
+        self._merged: dict[str, torch.Tensor] | None = None
         for i, u in enumerate(updates):
             if not callable(u.params):
                 self._build(i)
@@ -363,6 +365,7 @@ class Trainer:
         self.step = 0
         self.best, self.best_step, self.best_params, self.stale = None, None, None, 0
         self.average: dict[str, torch.Tensor] | None = None
+        self._pairs: list | None = None  # (average, parameter) tensors
         self.n_averaged = 0
         self.converged = False
         self.stopped = False  # by the callback or early stopping
@@ -378,6 +381,8 @@ class Trainer:
         if not params:
             raise ValueError(f"{self.desc}: an update has no parameters to train")
         self._params[i] = params
+        self._lists[i] = list(params.values())
+        self._merged = None
         cls = optimiser_class(u.optim)
         self.optimisers[i] = cls(list(params.values()), lr=self.lr, **u.optim_args)
         self._schedules[i] = _Schedule(self.schedule[0], self.lr, self.schedule[1], self._totals[i])
@@ -399,12 +404,16 @@ class Trainer:
 
     def params(self) -> dict[str, torch.Tensor]:
         """Every trained parameter tensor by name (the updates' together)."""
+        if self._merged is not None:
+            return self._merged
         out: dict[str, torch.Tensor] = {}
         for p in self._params:
             for k, v in (p or {}).items():
                 if k in out and out[k] is not v:
                     raise ValueError(f"{self.desc}: two updates name different parameters {k!r}")
                 out[k] = v
+        if all(p is not None for p in self._params):
+            self._merged = out
         return out
 
     # -- one optimiser step --
@@ -447,8 +456,8 @@ class Trainer:
         return value, record
 
     def _clip(self, i: int) -> None:
-        if self.clip_grad is not None and self._params[i] is not None:
-            torch.nn.utils.clip_grad_norm_(list(self._params[i].values()), self.clip_grad)
+        if self.clip_grad is not None and self._lists[i] is not None:
+            torch.nn.utils.clip_grad_norm_(self._lists[i], self.clip_grad)
 
     def _inner(self) -> dict:
         """Every update once (``repeats`` times): the step's record."""
@@ -486,13 +495,15 @@ class Trainer:
     def _average(self) -> None:
         if self.ema is None:
             return
-        params = self.params()
         if self.average is None:
-            self.average = {k: v.detach().clone() for k, v in params.items()}
+            self.average = {k: v.detach().clone() for k, v in self.params().items()}
+        if self._pairs is None:
+            params = self.params()
+            self._pairs = [(a, params[k]) for k, a in self.average.items()]
         self.n_averaged += 1
         d = min(self.ema, (self.n_averaged - 1) / (self.n_averaged + 9))
-        for k, p in params.items():
-            self.average[k].lerp_(p, 1.0 - d)
+        for a, p in self._pairs:
+            a.lerp_(p, 1.0 - d)
 
     @contextlib.contextmanager
     def averaged(self) -> Iterator[None]:
@@ -620,6 +631,7 @@ class Trainer:
                 opt.load_state_dict(copy.deepcopy(saved))
         self._opt_steps = list(state["opt_steps"])
         self.average = None if state["average"] is None else {k: _clone(v) for k, v in state["average"].items()}
+        self._pairs = None
         self.n_averaged = state["n_averaged"]
         self.best, self.best_step, self.stale = state["best"], state["best_step"], state["stale"]
         self.best_params = None if state["best_params"] is None else \
