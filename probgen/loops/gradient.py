@@ -25,8 +25,9 @@ defaults are each method's own):
 * ``clip_grad`` – ``None`` or the largest global L2 norm of each optimiser's gradient
   (Pascanu et al. 2013): gradients with a larger norm are scaled down to it;
 * ``ema`` – ``None`` or a decay d in [0, 1): the fit's parameters are the exponential moving
-  average of the iterates (Polyak & Juditsky 1992), updated after every optimiser step with
-  the warm-up d_n = min(d, (n − 1)/(n + 9)) at update n (the first update copies the weights);
+  average of the iterates (Polyak & Juditsky 1992), updated after every training step (every
+  minibatch of an epoch; a GAN's after its generator step) with the warm-up
+  d_n = min(d, (n − 1)/(n + 9)) at update n (the first update copies the weights);
 * ``validation`` – ``None`` / 0 (none), a fraction in (0, 1) of the data held out (drawn with
   ``seed``), or a validation data set; the method's objective on it is recorded as
   ``"val_<objective>"`` after every pass over the training split, the parameters of the best
@@ -155,6 +156,8 @@ def n_items(data: Any) -> int:
 
 def take(data: Any, idx: torch.Tensor) -> Any:
     """The items ``idx`` of ``data`` (see :func:`n_items`)."""
+    if isinstance(data, torch.Tensor):
+        return data[idx]
     if isinstance(data, (tuple, list)):
         return type(data)(take(d, idx) for d in data)
     if hasattr(data, "subset"):
@@ -347,6 +350,8 @@ class Trainer:
         self._schedules: list[_Schedule | None] = [None] * len(updates)
         self._params: list[dict[str, torch.Tensor] | None] = [None] * len(updates)
         self._opt_steps = [0] * len(updates)
+        self._lists: list[list[torch.Tensor] | None] = [None] * len(updates)  # the loop's hot path reads these
+        self._merged: dict[str, torch.Tensor] | None = None
         for i, u in enumerate(updates):
             if not callable(u.params):
                 self._build(i)
@@ -354,6 +359,7 @@ class Trainer:
         self.step = 0
         self.best, self.best_step, self.best_params, self.stale = None, None, None, 0
         self.average: dict[str, torch.Tensor] | None = None
+        self._pairs: list | None = None  # (average, parameter) tensors
         self.n_averaged = 0
         self.converged = False
         self.stopped = False  # by the callback or early stopping
@@ -369,6 +375,8 @@ class Trainer:
         if not params:
             raise ValueError(f"{self.desc}: an update has no parameters to train")
         self._params[i] = params
+        self._lists[i] = list(params.values())
+        self._merged = None
         cls = optimiser_class(u.optim)
         self.optimisers[i] = cls(list(params.values()), lr=self.lr, **u.optim_args)
         self._schedules[i] = _Schedule(self.schedule[0], self.lr, self.schedule[1], self._totals[i])
@@ -390,12 +398,16 @@ class Trainer:
 
     def params(self) -> dict[str, torch.Tensor]:
         """Every trained parameter tensor by name (the updates' together)."""
+        if self._merged is not None:
+            return self._merged
         out: dict[str, torch.Tensor] = {}
         for p in self._params:
             for k, v in (p or {}).items():
                 if k in out and out[k] is not v:
                     raise ValueError(f"{self.desc}: two updates name different parameters {k!r}")
                 out[k] = v
+        if all(p is not None for p in self._params):
+            self._merged = out
         return out
 
     # -- one optimiser step --
@@ -419,21 +431,27 @@ class Trainer:
             return value, first
         if opt is not None:
             opt.zero_grad(set_to_none=True)
-        loss, record = _as_record(u.loss(batch), u.key)
+        out = u.loss(batch)
+        loss, record = out if isinstance(out, tuple) else (out, None)
+        value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+        if record is None:
+            record = {u.key: value}
         if u.backward:
             loss.backward()
         if opt is None:  # parameters created by the first loss (a Pyro param store)
             self._build(i)
             opt = self.optimisers[i]
-        self._clip(i)
-        self._schedules[i].apply(opt, self._opt_steps[i])
+        if self.clip_grad is not None:
+            self._clip(i)
+        if self._schedules[i].kind is not None:
+            self._schedules[i].apply(opt, self._opt_steps[i])
         opt.step()
         self._opt_steps[i] += 1
-        return (float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)), record
+        return value, record
 
     def _clip(self, i: int) -> None:
-        if self.clip_grad is not None and self._params[i] is not None:
-            torch.nn.utils.clip_grad_norm_(list(self._params[i].values()), self.clip_grad)
+        if self.clip_grad is not None and self._lists[i] is not None:
+            torch.nn.utils.clip_grad_norm_(self._lists[i], self.clip_grad)
 
     def _inner(self) -> dict:
         """Every update once (``repeats`` times): the step's record."""
@@ -471,13 +489,15 @@ class Trainer:
     def _average(self) -> None:
         if self.ema is None:
             return
-        params = self.params()
         if self.average is None:
-            self.average = {k: v.detach().clone() for k, v in params.items()}
+            self.average = {k: v.detach().clone() for k, v in self.params().items()}
+        if self._pairs is None:
+            params = self.params()
+            self._pairs = [(a, params[k]) for k, a in self.average.items()]
         self.n_averaged += 1
         d = min(self.ema, (self.n_averaged - 1) / (self.n_averaged + 9))
-        for k, p in params.items():
-            self.average[k].lerp_(p, 1.0 - d)
+        for a, p in self._pairs:
+            a.lerp_(p, 1.0 - d)
 
     @contextlib.contextmanager
     def averaged(self) -> Iterator[None]:
@@ -610,6 +630,7 @@ class Trainer:
                 opt.load_state_dict(copy.deepcopy(saved))
         self._opt_steps = list(state["opt_steps"])
         self.average = None if state["average"] is None else {k: _clone(v) for k, v in state["average"].items()}
+        self._pairs = None
         self.n_averaged = state["n_averaged"]
         self.best, self.best_step, self.stale = state["best"], state["best_step"], state["stale"]
         self.converged, self.stopped = state.get("converged", False), state.get("stopped", False)
