@@ -36,7 +36,8 @@ from probgen.declarations import Program
 
 #: networks bundled with pgmpy, readable offline by :meth:`BayesianNetwork.load_bundled`
 BUNDLED = ("asia", "cancer", "earthquake", "survey", "sachs", "child", "alarm", "insurance",
-           "hepar2", "win95pts", "water", "hailfinder")
+           "hepar2", "win95pts", "water", "hailfinder", "andes", "barley", "diabetes", "link",
+           "mildew", "munin", "munin1", "munin2", "munin3", "munin4", "pathfinder", "pigs")
 
 #: how far a distribution may be from summing to one before it is an error (within it,
 #: the distribution is renormalised: the bundled files are rounded to ~1e-7)

@@ -26,6 +26,7 @@ ENGINE_DESCRIPTIONS: dict[str, str] = {
     "exact": "sum-product / max-product: marginals, MAP, log-evidence",
     "em": "expectation-maximisation, closed-form M-steps",
     "meanfield": "fully factorised VI: CAVI / fixed-point updates",
+    "bp": "loopy belief propagation: Bethe marginals, max-product MAP, Bethe log Z",
     "svi": "stochastic VI on the ELBO (autoguides, amortised encoders)",
     "mcmc": "MCMC: NUTS/HMC, Gibbs, CD/PCD, Langevin",
     "adversarial": "min-max training of an implicit sampler",

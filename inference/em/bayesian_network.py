@@ -51,20 +51,28 @@ class NetworkEM(Method):
         if not (x < 0).any():  # complete data: the M-step of the exact counts is the answer
             params = count_tables(model, x, pseudo_count)
             ll = float(model.log_prob(params, data).mean())
-            return Fit(model, params, [{"step": 0, "log_likelihood": ll}], engine=self.engine, method=self.name,
+            return Fit(model, params, [{"step": 0, self.objective: ll}], engine=self.engine, method=self.name,
                        state={"closed_form": True}, options={"pseudo_count": pseudo_count, "tol": tol})
         steps = 100 if steps is None else steps
-        result = run(_Steps(model, x, init, pseudo_count), objective=self.objective, steps=steps, tol=tol,
-                     seed=seed, n_init=n_init, progress=progress, callback=callback, desc="em")
+        result = run(_Steps(model, x, init, pseudo_count, self.expected_counts), objective=self.objective,
+                     steps=steps, tol=tol, seed=seed, n_init=n_init, progress=progress, callback=callback,
+                     desc=self.engine)
         return Fit(model, result.state, result.history, engine=self.engine, method=self.name,
                    state=result.fit_state(), options={"pseudo_count": pseudo_count, "tol": tol, "n_init": n_init})
+
+    def expected_counts(self, model: Any, params: dict, x) -> tuple[list[torch.Tensor], Any]:
+        """The E-step: every family's expected counts over the rows ``x`` (N, V) (-1 =
+        missing) and the log-likelihood of the rows, at the tables ``params`` (exact
+        elimination here; the ``bp`` and ``meanfield`` methods override it)."""
+        return CompiledNetwork(model, params).expected_counts([params[f"probs_{v}"] for v in model.variables], x)
 
 
 class _Steps:
     """EM of a network's tables for :func:`probgen.loops.iterative.run`: the state is the params."""
 
-    def __init__(self, model: Any, x, init: dict | None, pseudo_count: float):
+    def __init__(self, model: Any, x, init: dict | None, pseudo_count: float, expected_counts):
         self.model, self.x, self.init, self.pseudo_count = model, x, init, pseudo_count
+        self.expected_counts = expected_counts  # the E-step: exact elimination, or the bp / meanfield approximation
 
     def start(self, seed: int | None) -> dict:
         model, x = self.model, self.x
@@ -74,8 +82,7 @@ class _Steps:
 
     def step(self, params: dict) -> Update:
         tables = [params[f"probs_{v}"] for v in self.model.variables]
-        net = CompiledNetwork(self.model, params)
-        counts, ll = net.expected_counts(tables, self.x)  # E-step at the current tables
+        counts, ll = self.expected_counts(self.model, params, self.x)  # E-step at the current tables
         ll = (float(ll) + _log_prior(tables, self.pseudo_count)) / self.x.shape[0]  # per row
         return Update(normalise_counts(self.model, counts, self.pseudo_count), ll)  # M-step
 

@@ -125,7 +125,14 @@ class CompiledNetwork:
                 out = {u: (int(vals[u]) if u in vals else evidence[u]) for u in group}
         return out
 
-    def _single_plan(self, group: list[int], evidence: set[int], mode: str):
+    def largest_intermediate(self, targets: Sequence[int], evidence: Sequence[int]) -> int:
+        """Entries of the largest intermediate table the exact marginals of ``targets`` given
+        the observed variables ``evidence`` would build (before any is built; the plans are
+        not refused or cached here): what decides whether exact elimination is feasible."""
+        return max((self._single_plan([t], set(evidence), "marginals", max_entries=math.inf)[2].largest
+                    for t in targets if t not in set(evidence)), default=0)
+
+    def _single_plan(self, group: list[int], evidence: set[int], mode: str, max_entries: float = MAX_ENTRIES):
         if len(self.plans) > 4096:
             self.plans.clear()
         rel = self._relevant(list(group) + list(evidence))
@@ -141,10 +148,11 @@ class CompiledNetwork:
         gset = set(group)
         summed = sorted((u for u in rel if u not in evidence and u not in gset), key=self.rank.__getitem__)
         if mode == "marginals":
-            plan = Plan(scopes, [False] * len(scopes), self.cards, summed, keep=tuple(group))
+            plan = Plan(scopes, [False] * len(scopes), self.cards, summed, keep=tuple(group), max_entries=max_entries)
             return rel, slicing, plan, summed
         maxed = sorted((u for u in gset if u not in evidence), key=self.rank.__getitem__)
-        plan = Plan(scopes, [False] * len(scopes), self.cards, summed + maxed, keep=(), max_vars=maxed)
+        plan = Plan(scopes, [False] * len(scopes), self.cards, summed + maxed, keep=(), max_vars=maxed,
+                    max_entries=max_entries)
         return rel, slicing, plan, summed + maxed
 
     # ---- tables of evidence rows ------------------------------------------------------

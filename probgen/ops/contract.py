@@ -148,7 +148,8 @@ class Plan:
             raise ValueError(
                 f"exact inference here needs an intermediate table of {largest:,} entries "
                 f"({largest * 8 / 2 ** 30:.1f} GiB in float64), more than the limit of {max_entries:,}; "
-                "use engine='mcmc' (Gibbs sampling) for approximate answers, or ask fewer "
+                "use engine='bp' (loopy belief propagation) or engine='mcmc' (Gibbs sampling) for "
+                "approximate answers, or ask fewer "
                 "variables / fewer rows at once")
 
     def run(self, tensors: Sequence[Any], *, rescale: bool = True) -> tuple[Any, Any, dict]:
