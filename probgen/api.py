@@ -1,12 +1,14 @@
-"""The public entry points: ``fit``, ``infer``, ``engines``, ``compatible``, ``load``."""
+"""The public entry points: ``fit``, ``resume``, ``infer``, ``engines``, ``compatible``, ``load``."""
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Any
 
 import torch
 
-from probgen import registry
+from probgen import checkpoint as checkpoints
+from probgen import devices, registry
 from probgen.fit import Fit, load, own_param_store  # noqa: F401  (re-exported)
 from probgen.random import seeded
 from probgen.threads import limited, num_threads, set_num_threads  # noqa: F401  (re-exported)
@@ -16,7 +18,8 @@ compatible = registry.compatible
 
 
 def fit(model: Any, data: Any = None, engine: str | None = None, steps: int | None = None,
-        seed: int | None = None, init: dict | None = None, progress: bool = True, **options: Any) -> Fit:
+        seed: int | None = None, init: dict | None = None, progress: bool = True, device: Any = None,
+        checkpoint: Any = None, checkpoint_every: int | None = None, **options: Any) -> Fit:
     """Fit ``model`` to ``data`` with ``engine`` (a name; ``None`` = the model's default).
 
     Args:
@@ -27,6 +30,13 @@ def fit(model: Any, data: Any = None, engine: str | None = None, steps: int | No
       seed: seeds all randomness (initialisation, minibatches, sampling).
       init: starting parameters, named as in ``Fit.params``.
       progress: show a progress bar on long runs (only on a terminal).
+      device: ``None`` (the default: where the data are, as ever), ``"cpu"``, ``"cuda"``,
+        ``"cuda:1"``, ``"mps"`` or a ``torch.device`` (:mod:`probgen.devices`): the data,
+        ``init`` and the declaration's networks are moved there once and the method runs there;
+        an absent device, or one the method's kernels do not run on, is a ``ValueError``.
+      checkpoint: a file to write the fit's state to (:mod:`probgen.checkpoint`), every
+        ``checkpoint_every`` steps (``None``: only at the end) and at the end, atomically;
+        :func:`resume` continues from it. Only methods whose loop saves its state take it.
       options: engine options (``tol``, ``n_init``, ``lr``, ``batch_size``, ...).
     Returns: a :class:`Fit`.
     """
@@ -38,10 +48,69 @@ def fit(model: Any, data: Any = None, engine: str | None = None, steps: int | No
         raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
     known = method.fit_options(model)
     registry.check_options(method.engine, {k: v for k, v in options.items() if k not in known}, known)
+    dev = devices.check_device(device)
+    devices.check_method(method, dev)
+    path, every = checkpoints.check_options(method, checkpoint, checkpoint_every)
     data = model.check_data(data)
     if init is not None:
         init = _check_init(model, method, init, data)
-    with seeded(seed), limited(), own_param_store() as store:
+    ck = None
+    if path is not None:  # the call as it is now, before training changes the declaration's networks
+        call = checkpoints.record_call(model, method, data, steps=steps, seed=seed, init=init,
+                                       options=options, device=dev)
+        ck = checkpoints.Checkpoint(path, every, {**call, "every": every})
+    return _run(model, method, data, steps, seed, init, progress, options, dev, ck)
+
+
+def resume(path: Any, data: Any = None, *, progress: bool = True, callback: Any = None) -> Fit:
+    """Continue the fit whose checkpoint is at ``path`` (written by ``pg.fit(...,
+    checkpoint=path)``) on the same ``data``, to its original budget; returns the :class:`Fit`
+    the uninterrupted ``pg.fit`` call would have returned (on CPU, bit for bit). The call —
+    declaration, engine, steps, seed, init, options, device — is the file's; it goes on writing
+    checkpoints to ``path``. ``callback`` (not saved in the file) is given to the method again
+    where it takes one. Data other than the fit's, or a file that is not a probgen checkpoint
+    (foreign, truncated, damaged), is a ``ValueError``."""
+    from probgen.plain import from_plain
+    path = checkpoints.check_path(path)
+    payload = checkpoints.read(path)
+    where = f"the checkpoint {path}"
+    try:
+        call = payload["call"]
+        with torch.random.fork_rng(devices=[]):  # rebuilding a declaration may draw initial weights
+            model = from_plain(call["model"], where)
+        method = registry.find_method(model, call["engine"], call["method"])
+        options, init, steps, seed = from_plain(call["options"], where), from_plain(call["init"], where), \
+            call["steps"], call["seed"]
+        dev = devices.check_device(call["device"])
+        ck = checkpoints.Checkpoint(path, call["every"], call, saved=payload)
+        expected = call["data"]
+    except (KeyError, TypeError, AttributeError, IndexError) as exc:  # plain data, but not what fit writes
+        raise ValueError(f"{path} is a damaged probgen checkpoint file ({type(exc).__name__}: {exc})") from None
+    if callback is not None:
+        if "callback" not in method.fit_options(model):
+            raise ValueError(f"the {method.engine!r} method {method.name!r} takes no callback")
+        options["callback"] = callback
+    data = model.check_data(data)
+    if expected is not None and checkpoints.fingerprint(data) != expected:
+        raise ValueError(f"the data differ from those the fit in {path} was started on: resume it with the "
+                         "same data")
+    return _run(model, method, data, steps, seed, init, progress, options, dev, ck)
+
+
+def _run(model: Any, method: registry.Method, data: Any, steps: int | None, seed: int | None,
+         init: dict | None, progress: bool, options: dict, dev: torch.device | None,
+         ck: checkpoints.Checkpoint | None) -> Fit:
+    """Run a checked call of ``method`` (from :func:`fit` or :func:`resume`): moved to ``dev``,
+    seeded, single-threaded, in its own param store, with ``ck`` the active checkpoint."""
+    if dev is not None:
+        data, init = devices.to_device(data, dev), devices.to_device(init, dev)
+        devices.move_declaration(model, dev)
+    # off the CPU, the tensors a method makes are made on the device; on the CPU nothing is
+    # set (torch's device mode intercepts every call, and "cpu" is the default already)
+    on = dev if dev is not None and dev.type != "cpu" else contextlib.nullcontext()
+    # no checkpoint of its own: the caller's (an in-memory Hook) stays active
+    active = checkpoints.activate(ck) if ck is not None else contextlib.nullcontext()
+    with seeded(seed), limited(), own_param_store() as store, active, on:
         result = method.fit(model, data, steps=steps, seed=seed, init=init, progress=progress, **options)
     if store["params"]:  # e.g. an SVI guide's parameters, read back when the fit is evaluated
         result.state["param_store"] = {"params": {k: v.detach().clone() for k, v in store["params"].items()},

@@ -3,9 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pickle
-import tempfile
-import warnings
 from typing import Any, Iterator
 
 import pyro
@@ -107,6 +104,15 @@ class Fit:
         with torch.no_grad(), limited(), self.own_param_store():
             return method.sample(self, n, seed=seed, **options)
 
+    def to(self, device: Any) -> "Fit":
+        """A copy of the fit on ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``, a
+        ``torch.device``): its ``params``, its declaration's networks and tensors and the tensors
+        of its ``state`` (posterior draws, the Pyro param store) moved there; this fit is left as
+        it is. An absent device is a ``ValueError`` naming the devices there are
+        (:func:`probgen.devices.check_device`)."""
+        from probgen.devices import fit_to
+        return fit_to(self, device)
+
     def save(self, path: str | os.PathLike) -> None:
         """Write the fit to ``path`` atomically (a temporary file, then a rename), in the format
         ``"probgen.fit/2"``: tensors and plain data only (:mod:`probgen.plain`), which
@@ -115,25 +121,14 @@ class Fit:
         as its importable ``module:qualname``; state entries named ``*_cache`` are left out
         (recomputed on use). Something that cannot be written so is a ``ValueError`` naming it,
         raised before the file is touched."""
-        from probgen.plain import to_plain
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
+        from probgen.plain import to_plain, write_file
         state = {k: v for k, v in self._method().save_state(self).items() if not k.endswith("_cache")}
         payload = {"format": FORMAT, "model": to_plain(self.model, "the model"),
                    "params": to_plain(self.params, "fit.params"), "history": to_plain(self.history, "fit.history"),
                    "engine": self.engine, "method": self.method, "state": to_plain(state, "fit.state"),
                    "options": to_plain(self.options, "fit.options"), "log_prob_kind": self._log_prob_kind,
                    "objective": self.objective}
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".probgen-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(payload, f)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_file(os.fspath(path), payload)
 
     def __repr__(self) -> str:
         last = self.history[-1] if self.history else {}
@@ -160,29 +155,11 @@ def load(path: str | os.PathLike) -> Fit:
     of other objects, the old format 1) is a ``ValueError``. The declaration is rebuilt from
     its constructor arguments and a user program imported by its saved name (a ``ValueError``
     says which name could not be imported), without disturbing the caller's random state."""
-    from probgen.plain import from_plain
+    from probgen.plain import from_plain, read_file
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise ValueError(f"no saved fit at {path}")
-    try:
-        with warnings.catch_warnings():  # torch's note on a foreign pickle protocol: the refusal says it all
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:  # objects other than tensors and plain data: never unpickled
-        detail = str(exc).partition("WeightsUnpickler error:")[2].strip().split("\n")[0]
-        detail = detail.split(" was not an allowed global")[0].strip(" .")  # the class it names, not torch's advice
-        raise ValueError(f"{path} is not a probgen fit file (format {FORMAT!r}): it holds something other "
-                         "than tensors and plain data (a pickle of Python objects, or a fit saved by an older "
-                         "probgen in format 1: refit and save it again), so it was not unpickled and no code "
-                         "in it ran"
-                         + (f" ({detail})" if detail else "")) from None
-    except Exception as exc:  # not a torch file at all
-        raise ValueError(f"{path} is not a probgen fit file (format {FORMAT!r}): {type(exc).__name__}: "
-                         f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        found = payload.get("format") if isinstance(payload, dict) else None
-        raise ValueError(f"{path} is not a probgen fit file (format {FORMAT!r})"
-                         + (f"; it has format {found!r}: refit and save it again" if found else ""))
+    payload = read_file(path, FORMAT, "probgen fit file",
+                        hint="a pickle of Python objects, or a fit saved by an older probgen in format 1: "
+                             "refit and save it again", missing="saved fit")
     where = f"the fit file {path}"
     try:
         with torch.random.fork_rng(devices=[]):  # rebuilding declarations may draw initial weights

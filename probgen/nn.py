@@ -30,36 +30,6 @@ def load_params(module: nn.Module, params: dict[str, torch.Tensor]) -> None:
     module.load_state_dict({**module.state_dict(), **params})
 
 
-class WeightAverage:
-    """An exponential moving average of a module's parameters (Polyak averaging, as diffusion
-    models are trained: Ho et al. 2020 sample from the averaged weights).
-
-    After update number n (1, 2, ...) the average moves towards the current weights by
-    1 − d_n with d_n = min(decay, (n − 1) / (n + 9)): a warm-up, so that short runs are not
-    dominated by the initial weights (the first update copies them).
-    """
-
-    def __init__(self, module: nn.Module, decay: float):
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"ema must be in [0, 1) (or None to switch it off), got {decay!r}")
-        self.decay, self.n = decay, 0
-        self.average = [p.detach().clone() for p in module.parameters()]
-        self.params = list(module.parameters())
-
-    @torch.no_grad()
-    def update(self) -> None:
-        self.n += 1
-        d = min(self.decay, (self.n - 1) / (self.n + 9))
-        for a, p in zip(self.average, self.params):
-            a.lerp_(p, 1.0 - d)
-
-    @torch.no_grad()
-    def copy_to_module(self) -> None:
-        """Write the averaged weights into the module they average."""
-        for p, a in zip(self.params, self.average):
-            p.copy_(a)
-
-
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     """Sinusoidal embedding of integer steps ``t`` (B,) -> (B, dim) (Vaswani et al. 2017)."""
     half = dim // 2

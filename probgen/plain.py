@@ -7,7 +7,7 @@ https://pytorch.org/docs/stable/notes/serialization.html#weights-only). The few 
 a fit needs are written as tagged dicts ``{"__probgen__": kind, ...}``:
 
 * ``tuple`` / ``set`` / ``frozenset``, a dict whose keys are not all strings, a NumPy array,
-  a ``torch.dtype``, a ``torch.Size``;
+  a ``torch.dtype``, a ``torch.Size``, a ``torch.Generator`` (its device and state);
 * a ``torch.distributions`` constraint: a named singleton (``constraints.simplex``, Pyro's
   ``softplus_positive``, a probgen module-level one) by ``module:name``, a parametrised one
   (``interval(0, 1)``, ``independent(real, 1)``, …) by its factory name and arguments;
@@ -76,6 +76,8 @@ def to_plain(obj: Any, where: str = "value") -> Any:
         return {TAG: "ndarray", "data": torch.from_numpy(np.ascontiguousarray(obj).copy())}
     if isinstance(obj, torch.Size):
         return {TAG: "size", "items": [int(i) for i in obj]}
+    if isinstance(obj, torch.Generator):  # a loop's random stream (a checkpoint holds it)
+        return {TAG: "generator", "device": str(obj.device), "state": obj.get_state()}
     if isinstance(obj, torch.dtype):
         return {TAG: "dtype", "name": str(obj).removeprefix("torch.")}
     if type(obj) is tuple:
@@ -129,6 +131,10 @@ def from_plain(data: Any, where: str = "the file") -> Any:
         return data["data"].numpy()
     if kind == "size":
         return torch.Size(data["items"])
+    if kind == "generator":
+        g = torch.Generator(device=str(data["device"]))
+        g.set_state(data["state"])
+        return g
     if kind == "dtype":
         dtype = getattr(torch, str(data["name"]), None)
         if not isinstance(dtype, torch.dtype):
@@ -313,3 +319,66 @@ def _load_program(data: dict, where: str) -> Any:
         return load_program(str(data["file"]))
     return UserProgram(import_name(data["name"], "program"))
 
+
+
+# ---- files ------------------------------------------------------------------------------
+
+def write_file(path: str, payload: dict) -> None:
+    """Write ``payload`` (plain data) to ``path`` with ``torch.save``, atomically and durably:
+    into a temporary file in the same folder (so that the rename cannot cross file systems),
+    flushed and ``fsync``-ed, then ``os.replace``-d over ``path`` (atomic on POSIX and
+    Windows) and the folder ``fsync``-ed so that the rename itself survives a crash. A reader
+    sees the old file or the new one, never part of one; an error leaves no temporary file."""
+    import os
+    import tempfile
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".probgen-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    if hasattr(os, "O_DIRECTORY"):  # POSIX: make the new directory entry durable too
+        dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def read_file(path: str, fmt: str, what: str, hint: str = "", missing: str = "file") -> dict:
+    """The payload :func:`write_file` wrote to ``path`` in format ``fmt``, read with
+    ``torch.load(weights_only=True)`` (tensors and plain data only: nothing in the file is
+    unpickled as an object, so no code from it runs). Anything else — a pickle of other
+    objects, a truncated or foreign file, another format — is a ``ValueError`` saying the file
+    is not a ``what`` (``"probgen fit file"``); ``hint`` is added where the file holds objects;
+    no file at all is "no ``missing`` at ``path``"."""
+    import os
+    import pickle
+    import warnings
+    if not os.path.exists(path):
+        raise ValueError(f"no {missing} at {path}")
+    label = f"{path} is not a {what} (format {fmt!r})"
+    try:
+        with warnings.catch_warnings():  # torch's note on a foreign pickle protocol: the refusal says it all
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # objects other than tensors and plain data: never unpickled
+        detail = str(exc).partition("WeightsUnpickler error:")[2].strip().split("\n")[0]
+        detail = detail.split(" was not an allowed global")[0].strip(" .")  # the class it names, not torch's advice
+        raise ValueError(f"{label}: it holds something other than tensors and plain data"
+                         + (f" ({hint})" if hint else "") + ", so it was not unpickled and no code in it ran"
+                         + (f" ({detail})" if detail else "")) from None
+    except Exception as exc:  # not a torch file at all (or a truncated one)
+        raise ValueError(f"{label}: {type(exc).__name__}: "
+                         f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        found = payload.get("format") if isinstance(payload, dict) else None
+        raise ValueError(label + (f"; it has format {found!r}" if found else ""))
+    return payload

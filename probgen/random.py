@@ -19,8 +19,9 @@ def set_seed(seed: int | None) -> None:
 
 
 def generator(seed: int | None) -> torch.Generator:
-    """A torch generator seeded with ``seed`` (random when ``None``)."""
-    g = torch.Generator()
+    """A torch generator seeded with ``seed`` (random when ``None``), on torch's default device
+    (the fit's ``device=``: a generator must sit where the tensors it fills are made)."""
+    g = torch.Generator(device=torch.get_default_device())
     g.manual_seed(int(seed) if seed is not None else int(torch.randint(0, 2**62, ()).item()))
     return g
 

@@ -71,6 +71,10 @@ class Method:
     #: method that does not (closed-form counting, say), with ``init_hint`` saying what to pass instead
     accepts_init: bool = True
     init_hint: str = ""
+    #: the device types (``pg.fit(device=...)``) the method's kernels run on; another is
+    #: refused by the core, with ``device_hint`` saying why (a compiled CPU kernel, NumPy code)
+    devices: tuple[str, ...] = ("cpu",)
+    device_hint: str = ""
 
     def accepts(self, model: Any) -> bool:  # pragma: no cover - abstract
         raise NotImplementedError

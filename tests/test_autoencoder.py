@@ -9,7 +9,8 @@ from pyro import poutine
 
 import probgen as pg
 from probgen.data import split
-from probgen.inference.svi.autoencoder import Substituted, _validation_split
+from probgen.inference.svi.autoencoder import Substituted
+from probgen.loops.gradient import split as validation_split
 from probgen.models import Autoencoder
 
 CODE = 16
@@ -116,7 +117,7 @@ def test_early_stopping_keeps_the_best_validation_epoch():
     vals = [h["val_loss"] for h in fit.history]
     best = min(range(len(vals)), key=vals.__getitem__)
     assert len(vals) == 12 or len(vals) - 1 - best == 3  # stopped exactly `patience` epochs after the best
-    _, x_val = _validation_split(x, 0.25, 0)
+    _, x_val = validation_split(x, 0.25, 0)
     # a point-mass encoder without corruption makes the validation loss deterministic:
     # the returned parameters must be the best epoch's (float32 rounding only)
     nll = -fit.model.recon_log_prob(fit.params, x_val).mean().item()

@@ -71,25 +71,6 @@ def test_diffusion_learns_and_bound_is_a_bound():
     assert ddim.shape == (500, 2) and torch.isfinite(ddim).all()
 
 
-def test_weight_average_is_the_warmed_up_exponential_average():
-    from probgen.nn import WeightAverage
-    layer = torch.nn.Linear(1, 1, bias=False)
-    values = [3.0, -1.0, 4.0, 1.5, -9.0, 2.6, 5.3]
-    avg = WeightAverage(layer, decay=0.5)
-    expected = None
-    for n, v in enumerate(values, start=1):
-        with torch.no_grad():
-            layer.weight.fill_(v)
-        avg.update()
-        d = min(0.5, (n - 1) / (n + 9))          # the documented warm-up
-        expected = v if expected is None else d * expected + (1 - d) * v
-    assert abs(float(avg.average[0]) - expected) < 1e-6       # float32 rounding of 7 lerps
-    avg.copy_to_module()
-    assert abs(float(layer.weight.detach()) - expected) < 1e-6
-    with pytest.raises(ValueError, match="ema must be in"):
-        WeightAverage(layer, decay=1.0)
-
-
 def test_diffusion_params_are_the_averaged_weights():
     x = torch.randn(256, 2)
     raw = pg.fit(Diffusion(2, steps=10, hidden=(8,)), x, steps=50, seed=0, ema=None, progress=False)

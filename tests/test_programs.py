@@ -303,8 +303,8 @@ def test_elbo_and_optim_values_are_checked():
             pg.fit(coin_mixture, x, engine="svi", steps=2, elbo=elbo, progress=False)
     with pytest.raises(ValueError, match=r"elbo must be one of \['trace', 'meanfield', 'tracegraph', 'renyi'\]"):
         pg.fit(coin_mixture, x, engine="svi", steps=2, elbo="enum", progress=False)
-    with pytest.raises(ValueError, match=r"optim must be one of \['clipped_adam', 'adam', 'sgd'\]"):
-        pg.fit(coin_mixture, x, engine="svi", steps=2, optim="rmsprop", progress=False)
+    with pytest.raises(ValueError, match=r"optim must be one of \['adam', 'adamw', 'sgd', 'rmsprop', 'clipped_adam', 'lbfgs'\]"):
+        pg.fit(coin_mixture, x, engine="svi", steps=2, optim="adagrad", progress=False)
     for bad in ({"lr": 0}, {"lr": "fast"}, {"lr_decay": 0}, {"lr_decay": 1.5}, {"num_particles": 0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             pg.fit(coin_mixture, x, engine="svi", steps=2, progress=False, **bad)

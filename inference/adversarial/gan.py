@@ -17,22 +17,21 @@ import torch.nn.functional as F
 
 from probgen import protocols
 from probgen.fit import Fit
+from probgen.loops.gradient import GradientMethod, Trainer, Update
 from probgen.nn import load_params
-from probgen.progress import progress as bar
 from probgen.random import generator
-from probgen.registry import Method, check_options, register
-
-from .._train import minibatches
+from probgen.registry import register
 
 LOSSES = ("non-saturating", "minimax")
 
 
 @register
-class Adversarial(Method):
+class Adversarial(GradientMethod):
     engine = "adversarial"
     name = "gan"
     objective = "loss_d"
     steps_unit = "generator steps (each after d_steps discriminator steps)"
+    devices = ("cpu", "cuda", "mps")  # torch only (CUDA / MPS written, not run here)
     needs = "a generator and a discriminator network (net.generator, net.discriminator)"
     log_prob_kind = "estimate"
 
@@ -43,45 +42,59 @@ class Adversarial(Method):
     def fit(self, model: Any, data: torch.Tensor, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, loss: str = "non-saturating", batch_size: int = 256, lr: float = 2e-4,
             gradient_penalty: float = 0.0, d_steps: int = 1, **options: Any) -> Fit:
-        check_options("adversarial", options, ("loss", "batch_size", "lr", "gradient_penalty", "d_steps"))
+        """Two updates on the trainer (:mod:`probgen.loops.gradient`): ``d_steps`` discriminator
+        steps, each on a fresh minibatch, then one generator step on ``batch_size`` draws; both
+        by the trainer's ``optim`` (Adam with β = (0.5, 0.999), Radford et al. 2016). The history
+        records ``loss_d`` (the objective), ``loss_g``, ``d_real`` and ``d_fake`` (mean D on the last
+        real and generated batch); ``val_loss_d`` scores a validation split against a fixed
+        draw of generated points."""
+        opts = self.trainer_options(model, options)
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {list(LOSSES)}, got {loss!r}")
+        if isinstance(d_steps, bool) or not isinstance(d_steps, int) or d_steps < 1:
+            raise ValueError(f"d_steps must be a positive integer, got {d_steps!r}")
         steps = 2000 if steps is None else steps
         net = model.net
         if init:
             load_params(net, init)
-        opt_g = torch.optim.Adam(net.generator.parameters(), lr=lr, betas=(0.5, 0.999))
-        opt_d = torch.optim.Adam(net.discriminator.parameters(), lr=lr, betas=(0.5, 0.999))
         g = generator(None if seed is None else seed + 1)
-        history = []
-        batches = minibatches(data, batch_size, steps * d_steps, seed)
-        for step in bar(range(steps), desc="adversarial", enabled=progress):
-            for _ in range(d_steps):
-                real = next(batches)
-                z = torch.randn(len(real), model.latent_dim, generator=g)
-                fake = net.generator(z).detach()
-                real = real.requires_grad_(gradient_penalty > 0)
-                d_real, d_fake = net.discriminator(real).reshape(-1), net.discriminator(fake).reshape(-1)
-                # −[log D(x) + log(1 − D(G(z)))] with D = σ(logit)
-                loss_d = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
-                if gradient_penalty > 0:
-                    grad, = torch.autograd.grad(d_real.sum(), real, create_graph=True)
-                    loss_d = loss_d + 0.5 * gradient_penalty * grad.pow(2).sum(-1).mean()
-                opt_d.zero_grad()
-                loss_d.backward()
-                opt_d.step()
+
+        def loss_d(real: torch.Tensor, g: torch.Generator = g, penalty: float = gradient_penalty
+                   ) -> tuple[torch.Tensor, dict]:
+            z = torch.randn(len(real), model.latent_dim, generator=g)
+            fake = net.generator(z).detach()
+            real = real.requires_grad_(penalty > 0)
+            d_real, d_fake = net.discriminator(real).reshape(-1), net.discriminator(fake).reshape(-1)
+            # −[log D(x) + log(1 − D(G(z)))] with D = σ(logit)
+            value = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+            if penalty > 0:
+                grad, = torch.autograd.grad(d_real.sum(), real, create_graph=True)
+                value = value + 0.5 * penalty * grad.pow(2).sum(-1).mean()
+            return value, {"loss_d": float(value.detach()), "d_real": float(torch.sigmoid(d_real.detach()).mean()),
+                           "d_fake": float(torch.sigmoid(d_fake.detach()).mean())}
+
+        def loss_g(_: Any) -> torch.Tensor:
             z = torch.randn(batch_size, model.latent_dim, generator=g)
             logits = net.discriminator(net.generator(z)).reshape(-1)
             # minimax: minimise log(1 − D) = −softplus(logit); non-saturating: minimise −log D = softplus(−logit)
-            loss_g = -F.softplus(logits).mean() if loss == "minimax" else F.softplus(-logits).mean()
-            opt_g.zero_grad()
-            loss_g.backward()
-            opt_g.step()
-            history.append({"step": step, "loss_d": float(loss_d.detach()), "loss_g": float(loss_g.detach()),
-                            "d_real": float(torch.sigmoid(d_real.detach()).mean()),
-                            "d_fake": float(torch.sigmoid(d_fake.detach()).mean())})
-        return Fit(model, model.init_params(), history, engine=self.engine, method=self.name,
-                   options={"loss": loss, "lr": lr, "batch_size": batch_size, "gradient_penalty": gradient_penalty})
+            return -F.softplus(logits).mean() if loss == "minimax" else F.softplus(-logits).mean()
+
+        def validate(x: torch.Tensor) -> float:  # the log-loss (no penalty) against the same fakes every time
+            with torch.no_grad():
+                return float(loss_d(x, generator(None if seed is None else seed + 2), 0.0)[0])
+
+        adam = {"betas": (0.5, 0.999)} if opts["optim"] == "adam" else {}
+        updates = [Update(loss_d, dict(net.discriminator.named_parameters(prefix="discriminator")), key="loss_d", optim_args=adam,
+                          repeats=d_steps),
+                   Update(loss_g, dict(net.generator.named_parameters(prefix="generator")), key="loss_g", optim_args=adam,
+                          takes_batch=False)]
+        trainer = Trainer(updates, data, steps=steps, seed=seed, batch_size=batch_size, lr=lr, objective="loss_d",
+                          validate=validate, progress=progress,
+                          desc="adversarial", generators={"noise": g}, check=model.check_data, **opts).run()
+        return Fit(model, model.init_params(), trainer.history, engine=self.engine, method=self.name,
+                   state=trainer.fit_state(),
+                   options={"loss": loss, "lr": lr, "batch_size": batch_size, "gradient_penalty": gradient_penalty,
+                            "d_steps": d_steps, **trainer.options()})
 
     def log_prob(self, fit: Fit, x: Any, num_samples: int = 10000, seed: int = 0) -> torch.Tensor:
         """Parzen-window estimate of log p(x): a Gaussian kernel density on ``num_samples``

@@ -23,13 +23,11 @@ from typing import Any
 
 import torch
 
-from probgen import protocols
 from probgen.fit import Fit
 from probgen.ops.message_passing import belief_propagation
-from probgen.progress import progress as bar
-from probgen.registry import Method, check_tol, converged, register
+from probgen.registry import register
 
-from ..exact.factor_graph import _check_evidence
+from ..exact.factor_graph import FactorGraphExact, _check_evidence
 
 
 def bp_options(damping: float = 0.5, max_iters: int = 200, bp_tol: float = 1e-8) -> dict:
@@ -38,17 +36,13 @@ def bp_options(damping: float = 0.5, max_iters: int = 200, bp_tol: float = 1e-8)
     return {"damping": damping, "max_iters": max_iters, "tol": bp_tol}
 
 
-class ApproximateFactorGraph(Method):
+class ApproximateFactorGraph(FactorGraphExact):
     """Queries and approximate maximum likelihood for factor graphs, given one approximation
-    (:meth:`approximate`: marginals, factor beliefs and log Z from a factor set)."""
+    (:meth:`approximate`: marginals, factor beliefs and log Z from a factor set); the fit is
+    the exact method's, on the gradient trainer, with the approximate log Z
+    (:meth:`mean_log_likelihood`)."""
 
-    needs = "discrete variables with log-potential tables (a FactorGraph)"
-    objective = "log_likelihood"
-    steps_unit = "L-BFGS iterations"
     log_prob_kind = "estimate"
-
-    def accepts(self, model: Any) -> bool:
-        return protocols.implements(model, protocols.FactorGraphModel)
 
     def approximate(self, cards: list, scopes: list, tables: list, rows: torch.Tensor | None, query: str,
                     **options: Any) -> tuple[list, list | None, torch.Tensor | None]:
@@ -63,39 +57,14 @@ class ApproximateFactorGraph(Method):
         return (list(model.variables.values()), [tuple(col[v] for v in s) for s in model.scopes.values()],
                 [p[k] for k in model.scopes])
 
-    def _fit(self, model: Any, data: Any, steps: int | None, seed: int | None, init: dict | None,
-             progress: bool, l2: float, tol: float | None, options: dict) -> Fit:
-        check_tol(tol)
-        steps = 50 if steps is None else steps
-        params = model.init_params(data, seed)
-        params.update({k: v.to(torch.float64).clone() for k, v in (init or {}).items()})
-        theta = {k: v.clone().requires_grad_(True) for k, v in params.items()}
+    def mean_log_likelihood(self, model: Any, theta: dict, x: torch.Tensor, approx: dict) -> torch.Tensor:
+        """mean Σ_f θ_f(x_f) − A(θ), A the approximate log Z: a surrogate whose value is that
+        and whose gradient uses the approximation's factor beliefs (∂A/∂θ_f at its fixed point)."""
         names = list(model.scopes)
-        opt = torch.optim.LBFGS(list(theta.values()), lr=1.0, max_iter=1, line_search_fn="strong_wolfe")
-
-        def objective() -> torch.Tensor:
-            opt.zero_grad()
-            cards, scopes, tables = self.factors(model, {k: theta[k].detach() for k in names})
-            _, beliefs, log_z = self.approximate(cards, scopes, tables, None, "marginals", **options)
-            # the gradient of the approximate log Z is the factor beliefs: a surrogate with that
-            # gradient and the value -(mean unnormalised log p - log Z)
-            linear = sum((beliefs[i] * theta[k]).sum() for i, k in enumerate(names))
-            loss = -model.unnormalized_log_prob(theta, data).mean() + (linear - linear.detach()) + log_z[0]
-            if l2:
-                loss = loss + l2 * sum((t ** 2).sum() for t in theta.values())
-            loss.backward()
-            return loss
-
-        history, last = [], None
-        for step in bar(range(steps), desc=f"{self.engine} ML", enabled=progress):
-            loss = float(opt.step(objective).detach())
-            history.append({"step": step, "log_likelihood": -loss})
-            if converged(last, loss, tol):
-                break
-            last = loss
-        out = {k: v.detach().clone() for k, v in theta.items()}
-        return Fit(model, out, history, engine=self.engine, method=self.name,
-                   options={"l2": l2, "tol": tol, **options})
+        cards, scopes, tables = self.factors(model, {k: theta[k].detach() for k in names})
+        _, beliefs, log_z = self.approximate(cards, scopes, tables, None, "marginals", **approx)
+        linear = sum((beliefs[i] * theta[k]).sum() for i, k in enumerate(names))
+        return model.unnormalized_log_prob(theta, x).mean() - (linear - linear.detach()) - log_z[0]
 
     def _log_prob(self, fit: Fit, x: Any, options: dict) -> torch.Tensor:
         x = fit.model.check_data(x)
@@ -133,11 +102,13 @@ class FactorGraphBP(ApproximateFactorGraph):
         return res.log_beliefs, res.factor_beliefs, res.log_z
 
     def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
-            progress: bool, l2: float = 0.0, tol: float | None = 1e-8, damping: float = 0.5,
-            max_iters: int = 200, bp_tol: float = 1e-8) -> Fit:
-        """Bethe-approximate maximum likelihood, ``steps`` (default 50) L-BFGS iterations;
-        ``tol`` as in the exact fit; ``damping``, ``max_iters``, ``bp_tol`` as for queries."""
-        return self._fit(model, data, steps, seed, init, progress, l2, tol, bp_options(damping, max_iters, bp_tol))
+            progress: bool, l2: float = 0.0, tol: float | None = 1e-8, lr: float = 1.0,
+            batch_size: int | None = None, damping: float = 0.5, max_iters: int = 200, bp_tol: float = 1e-8,
+            **options: Any) -> Fit:
+        """Bethe-approximate maximum likelihood, as the exact fit (``steps`` default 50, L-BFGS on
+        the trainer, every trainer option); ``damping``, ``max_iters``, ``bp_tol`` as for queries."""
+        return self._fit(model, data, steps, seed, init, progress, l2, tol, lr, batch_size, options,
+                         bp_options(damping, max_iters, bp_tol))
 
     def log_prob(self, fit: Fit, x: Any, damping: float = 0.5, max_iters: int = 200,
                  bp_tol: float = 1e-8) -> torch.Tensor:

@@ -2,7 +2,7 @@
 minimise E_{t, x_0, ε} ‖ε − ε_θ(√ᾱ_t x_0 + √(1−ᾱ_t) ε, t)‖² with t uniform.
 
 The fit's parameters are an exponential moving average of the denoiser's weights
-(``ema``, default 0.999; Ho et al. use 0.9999 over far longer runs): the reverse chain
+(the trainer's ``ema``, default 0.999 here; Ho et al. use 0.9999 over far longer runs): the reverse chain
 compounds the step-to-step noise of SGD iterates, and on the 8×8 digits averaging cut the
 samples' MMD² to held-out data from 0.0064 to 0.0010 (DDIM, 10,000 steps; benchmarks/diffusion.py)."""
 from __future__ import annotations
@@ -13,22 +13,22 @@ import torch
 
 from probgen import protocols
 from probgen.fit import Fit
-from probgen.nn import WeightAverage, load_params
-from probgen.progress import progress as bar
+from probgen.loops.gradient import GradientMethod, Trainer, Update
+from probgen.nn import load_params
 from probgen.random import generator
-from probgen.registry import Method, check_options, register
-
-from .._train import minibatches
+from probgen.registry import register
 
 
 @register
-class DDPM(Method):
+class DDPM(GradientMethod):
     engine = "diffusion"
     name = "ddpm"
     objective = "loss"
     steps_unit = "gradient steps (minibatches)"
+    devices = ("cpu", "cuda", "mps")  # torch only (CUDA / MPS written, not run here)
     needs = "a diffusion declaration (q_sample, p_sample and a denoiser network)"
     log_prob_kind = "bound"
+    trainer_defaults = {"clip_grad": 1.0, "ema": 0.999}
 
     def sample(self, fit: Fit, n: int, seed: int | None = None, method: str = "ancestral",
                ddim_steps: int = 50, eta: float = 0.0) -> torch.Tensor:
@@ -44,9 +44,10 @@ class DDPM(Method):
         return protocols.implements(model, protocols.Denoising)
 
     def fit(self, model: Any, data: torch.Tensor, *, steps: int | None, seed: int | None, init: dict | None,
-            progress: bool, batch_size: int = 256, lr: float = 1e-3, clip: float = 1.0,
-            ema: float | None = 0.999, **options: Any) -> Fit:
-        check_options("diffusion", options, ("batch_size", "lr", "clip", "ema"))
+            progress: bool, batch_size: int = 256, lr: float = 1e-3, **options: Any) -> Fit:
+        """``loss``: the ε-prediction error per example and dimension; the trainer's options
+        (:mod:`probgen.loops.gradient`; here ``clip_grad=1.0``, ``ema=0.999``) besides."""
+        opts = self.trainer_options(model, options)
         steps = 2000 if steps is None else steps
         net = model.net
         if init:
@@ -61,23 +62,20 @@ class DDPM(Method):
         if not init:
             span = float(x.max() - x.min())
             net.x0_range.copy_(torch.tensor([float(x.min()) - 0.1 * span, float(x.max()) + 0.1 * span]))
-        opt = torch.optim.Adam(net.denoiser.parameters(), lr=lr)
-        average = WeightAverage(net.denoiser, ema) if ema else None
         g = generator(None if seed is None else seed + 1)
-        history = []
-        for step, x0 in enumerate(bar(minibatches(x, batch_size, steps, seed), total=steps,
-                                      desc="diffusion", enabled=progress)):
+
+        def loss(batch: torch.Tensor, g: torch.Generator = g) -> torch.Tensor:
+            x0 = (batch - net.data_loc) / net.data_scale
             t = torch.randint(model.steps, (len(x0),), generator=g)
             noise = torch.randn(x0.shape, generator=g)
-            loss = ((net.denoiser(model.q_sample(x0, t, noise), t) - noise) ** 2).mean()
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.denoiser.parameters(), clip)
-            opt.step()
-            if average is not None:
-                average.update()
-            history.append({"step": step, "loss": float(loss.detach())})
-        if average is not None:
-            average.copy_to_module()
-        return Fit(model, model.init_params(), history, engine=self.engine, method=self.name,
-                   options={"batch_size": batch_size, "lr": lr, "ema": ema})
+            return ((net.denoiser(model.q_sample(x0, t, noise), t) - noise) ** 2).mean()
+
+        def validate(xv: torch.Tensor) -> float:  # the same (t, ε) at every validation: comparable scores
+            with torch.no_grad():
+                return float(loss(xv, generator(None if seed is None else seed + 2)))
+
+        trainer = Trainer([Update(loss, dict(net.denoiser.named_parameters()))], data, steps=steps, seed=seed,
+                          batch_size=batch_size, lr=lr, validate=validate, progress=progress, desc="diffusion",
+                          generators={"noise": g}, check=model.check_data, **opts).run()
+        return Fit(model, model.init_params(), trainer.history, engine=self.engine, method=self.name,
+                   state=trainer.fit_state(), options={"batch_size": batch_size, "lr": lr, **trainer.options()})

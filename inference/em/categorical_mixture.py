@@ -20,6 +20,7 @@ class CategoricalMixtureEM(Method):
     needs = "a mixture of categoricals (component_log_prob, weights / probs)"
     objective = "log_likelihood"
     steps_unit = "EM iterations"
+    devices = ("cpu", "cuda", "mps")  # torch only (CUDA / MPS written, not run here)
     loop = LOOP
 
     def accepts(self, model: Any) -> bool:
@@ -50,11 +51,11 @@ class _Steps:
         params = self.model.init_params(self.data, seed)
         if self.init:
             params.update({k: torch.as_tensor(v, dtype=torch.float64) for k, v in self.init.items()})
-        if self.onehot is None:
-            self.onehot = torch.nn.functional.one_hot(self.data, params["probs"].shape[-1]).double()  # (N, D, V)
         return params
 
     def step(self, params: dict) -> Update:
+        if self.onehot is None:  # here, not in start: a resumed fit (pg.resume) does not call start
+            self.onehot = torch.nn.functional.one_hot(self.data, params["probs"].shape[-1]).double()  # (N, D, V)
         lp = self.model.component_log_prob(params, self.data)  # E-step
         ll = torch.logsumexp(lp, -1)
         r = torch.exp(lp - ll[:, None])  # (N, K)

@@ -86,6 +86,7 @@ class BaumWelch(Method):
     needs = "a hidden Markov chain (initial, transition and per-step emission log-likelihoods)"
     objective = "log_likelihood"
     steps_unit = "EM iterations"
+    device_hint = "its forward-backward runs in compiled CPU loops, probgen.ops.chain_kernels"
     loop = LOOP
 
     def accepts(self, model: Any) -> bool:

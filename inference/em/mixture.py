@@ -38,6 +38,7 @@ class MixtureEM(Method):
     log_prob_kind = "exact"
     objective = "log_likelihood"
     steps_unit = "EM iterations"
+    devices = ("cpu", "cuda", "mps")  # torch only (CUDA / MPS written, not run here)
     loop = LOOP
 
     def accepts(self, model: Any) -> bool:

@@ -8,7 +8,8 @@ with int values, or 1-D LongTensors for one query per row):
 All by log-space variable elimination (:mod:`probgen.ops.elimination`).
 
 ``pg.fit`` maximises the exact mean log-likelihood of full assignments over the
-log-potentials with L-BFGS: the gradient of log Z by backprop is the model's factor
+log-potentials with L-BFGS (on the trainer, :mod:`probgen.loops.gradient`, so every trainer
+option applies: another ``optim``, minibatches, validation, ...): the gradient of log Z by backprop is the model's factor
 marginals (Eisner 2016), so each step is the moment-matching gradient
 (empirical − model factor marginals) of a log-linear model (Koller & Friedman 2009, §20.3).
 """
@@ -20,13 +21,13 @@ import torch
 
 from probgen import protocols
 from probgen.fit import Fit
+from probgen.loops.gradient import GradientMethod, Trainer, Update
 from probgen.ops import elimination as fops
-from probgen.progress import progress as bar
-from probgen.registry import Method, check_options, check_tol, converged, register
+from probgen.registry import check_options, check_tol, register
 
 
 @register
-class FactorGraphExact(Method):
+class FactorGraphExact(GradientMethod):
     engine = "exact"
     name = "factor_graph"
     needs = "discrete variables with log-potential tables (a FactorGraph)"
@@ -34,17 +35,30 @@ class FactorGraphExact(Method):
     steps_unit = "L-BFGS iterations"
     log_prob_kind = "exact"
     queries = ("marginals", "map", "log_partition")
+    trainer_defaults = {"optim": "lbfgs"}
 
     def accepts(self, model: Any) -> bool:
         return protocols.implements(model, protocols.FactorGraphModel)
 
     def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
-            progress: bool, l2: float = 0.0, tol: float | None = 1e-10, **options: Any) -> Fit:
-        """Maximum likelihood of the log-potentials by L-BFGS, ``steps`` (default 50)
-        iterations; stops when the relative change of the per-example objective (the mean
-        log-likelihood less the ``l2`` penalty) is below ``tol``
+            progress: bool, l2: float = 0.0, tol: float | None = 1e-10, lr: float = 1.0,
+            batch_size: int | None = None, **options: Any) -> Fit:
+        """Maximum likelihood of the log-potentials, ``steps`` (default 50) optimiser steps —
+        L-BFGS (``optim="lbfgs"``, one iteration with a strong-Wolfe line search per step) on the
+        whole data (``batch_size=None``) by default; stops when the relative change of the
+        per-example objective (the mean log-likelihood less the ``l2`` penalty) is below ``tol``
         (:func:`probgen.registry.converged`; ``None``: run all steps)."""
-        check_options("exact", options, ("l2", "tol"))
+        return self._fit(model, data, steps, seed, init, progress, l2, tol, lr, batch_size, options, {})
+
+    def mean_log_likelihood(self, model: Any, theta: dict, x: torch.Tensor, approx: dict) -> torch.Tensor:
+        """The per-example objective on rows ``x`` at the log-potentials ``theta`` (a 0-d
+        tensor whose gradient the trainer follows): here the exact mean log p(x); the ``bp``
+        and ``meanfield`` methods put their approximation of log Z in its place."""
+        return model.log_prob(theta, x).mean()
+
+    def _fit(self, model: Any, data: Any, steps: int | None, seed: int | None, init: dict | None, progress: bool,
+             l2: float, tol: float | None, lr: float, batch_size: int | None, options: dict, approx: dict) -> Fit:
+        opts = self.trainer_options(model, options)
         check_tol(tol)
         steps = 50 if steps is None else steps
         params = model.init_params(data, seed)
@@ -53,26 +67,26 @@ class FactorGraphExact(Method):
                 raise ValueError(f"init[{k!r}] must be one of {sorted(params)} with shape of that table")
             params[k] = v.to(torch.float64).clone()
         theta = {k: v.clone().requires_grad_(True) for k, v in params.items()}
-        opt = torch.optim.LBFGS(list(theta.values()), lr=1.0, max_iter=1, line_search_fn="strong_wolfe")
 
-        def objective() -> torch.Tensor:
-            opt.zero_grad()
-            loss = -model.log_prob(theta, data).mean()
+        def loss(x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+            value = -self.mean_log_likelihood(model, theta, x, approx)
             if l2:
-                loss = loss + l2 * sum((t ** 2).sum() for t in theta.values())
-            loss.backward()
-            return loss
+                value = value + l2 * sum((t ** 2).sum() for t in theta.values())
+            return value, {"log_likelihood": -float(value.detach())}
 
-        history, last = [], None
-        for step in bar(range(steps), desc="exact ML", enabled=progress):
-            loss = float(opt.step(objective).detach())
-            history.append({"step": step, "log_likelihood": -loss})
-            if converged(last, loss, tol):
-                break
-            last = loss
+        def validate(x: torch.Tensor) -> float:
+            with torch.no_grad():
+                return float(self.mean_log_likelihood(model, theta, x, approx))
+
+        lbfgs = {"max_iter": 1, "line_search_fn": "strong_wolfe"} if opts["optim"] == "lbfgs" else {}
+        trainer = Trainer([Update(loss, theta, optim_args=lbfgs)], data, steps=steps, seed=seed,
+                          batch_size=batch_size, lr=lr, validate=validate, objective="log_likelihood", maximise=True,
+                          progress=progress, desc=f"{self.engine} ML", tol=tol, check=model.check_data, **opts).run()
         out = {k: v.detach().clone() for k, v in theta.items()}
-        return Fit(model, out, history, engine=self.engine, method=self.name,
-                   options={"l2": l2, "tol": tol}, log_prob_kind="exact")
+        return Fit(model, out, trainer.history, engine=self.engine, method=self.name, state=trainer.fit_state(),
+                   options={"l2": l2, "tol": tol, "lr": lr, "batch_size": batch_size, **trainer.options(),
+                            **({"approximation": approx} if approx else {})},
+                   log_prob_kind=self.log_prob_kind)
 
     def infer(self, model: Any, params: dict | None, data: Any, query: str, **options: Any) -> Any:
         check_options("factor-graph query", options)

@@ -8,19 +8,18 @@ import torch
 
 from probgen import protocols
 from probgen.fit import Fit
+from probgen.loops.gradient import GradientMethod, Trainer, Update
 from probgen.nn import load_params
-from probgen.progress import progress as bar
-from probgen.registry import Method, check_options, register
-
-from .._train import minibatches
+from probgen.registry import register
 
 
 @register
-class FlowLikelihood(Method):
+class FlowLikelihood(GradientMethod):
     engine = "flow"
     name = "likelihood"
     objective = "loss"
     steps_unit = "gradient steps (minibatches)"
+    devices = ("cpu", "cuda", "mps")  # torch only (CUDA / MPS written, not run here)
     needs = "an invertible declaration (distribution() with an exact log_prob, e.g. Flow)"
     log_prob_kind = "exact"
 
@@ -28,8 +27,10 @@ class FlowLikelihood(Method):
         return protocols.implements(model, protocols.Invertible) and bool(model.invertible)
 
     def fit(self, model: Any, data: torch.Tensor, *, steps: int | None, seed: int | None, init: dict | None,
-            progress: bool, batch_size: int = 256, lr: float = 1e-3, clip: float | None = None, **options: Any) -> Fit:
-        check_options("flow", options, ("batch_size", "lr", "clip"))
+            progress: bool, batch_size: int = 256, lr: float = 1e-3, **options: Any) -> Fit:
+        """``loss``: the negative log-likelihood per example; the trainer's options
+        (:mod:`probgen.loops.gradient`) besides."""
+        opts = self.trainer_options(model, options)
         steps = 1000 if steps is None else steps
         net = model.net
         if init:
@@ -37,27 +38,29 @@ class FlowLikelihood(Method):
         else:  # standardise: the last transform maps unit-scale outputs onto the data's scale
             net.data_loc.copy_(data.mean(0))
             net.data_scale.copy_(data.std(0).clamp_min(1e-6) if len(data) > 1 else torch.ones(data.shape[1]))
-        opt = _adam(list(net.parameters()), lr)
-        history = []
-        for step, batch in enumerate(bar(minibatches(data, batch_size, steps, seed), total=steps,
-                                         desc="flow", enabled=progress)):
-            loss = -net.distribution().log_prob(batch).mean()
-            if not torch.isfinite(loss):
-                raise ValueError(f"the negative log-likelihood became non-finite at step {step}; try a smaller lr")
-            opt.zero_grad()
-            loss.backward()
-            if clip is not None:
-                torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
-            opt.step()
-            history.append({"step": step, "loss": float(loss.detach())})
-        return Fit(model, model.init_params(), history, engine=self.engine, method=self.name,
-                   options={"batch_size": batch_size, "lr": lr})
+
+        def nll(batch: torch.Tensor) -> torch.Tensor:
+            return -net.distribution().log_prob(batch).mean()
+
+        def validate(x: torch.Tensor) -> float:
+            with torch.no_grad():
+                return float(nll(x))
+
+        optim = opts.pop("optim")
+        update = Update(nll, dict(net.named_parameters()), optim_args=_fused(optim))
+        trainer = Trainer([update], data, steps=steps, seed=seed, batch_size=batch_size, lr=lr, validate=validate,
+                          progress=progress, desc="flow", check=model.check_data, optim=optim, **opts).run()
+        return Fit(model, model.init_params(), trainer.history, engine=self.engine, method=self.name,
+                   state=trainer.fit_state(), options={"batch_size": batch_size, "lr": lr, **trainer.options()})
 
 
-def _adam(params: list, lr: float) -> torch.optim.Optimizer:
+def _fused(optim: Any) -> dict:
     """Adam with the fused kernel (one pass per tensor; on CPU about 2.5x faster per step than
-    the foreach form for a flow's ~20 small tensors), the foreach form where torch lacks it."""
+    the foreach form for a flow's ~20 small tensors) where torch has it on CPU (>= 2.4)."""
+    if optim != "adam":
+        return {}
     try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    except (RuntimeError, ValueError):  # torch < 2.4 has no fused Adam on CPU
-        return torch.optim.Adam(params, lr=lr, foreach=True)
+        torch.optim.Adam([torch.zeros(1, requires_grad=True)], fused=True)
+        return {"fused": True}
+    except (RuntimeError, ValueError):
+        return {"foreach": True}

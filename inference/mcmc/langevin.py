@@ -14,20 +14,19 @@ import torch
 
 from probgen import protocols
 from probgen.fit import Fit
+from probgen.loops.gradient import GradientMethod, Trainer, Update
 from probgen.nn import load_params
-from probgen.progress import progress as bar
 from probgen.random import generator
-from probgen.registry import Method, check_options, register
-
-from .._train import minibatches
+from probgen.registry import register
 
 
 @register
-class LangevinCD(Method):
+class LangevinCD(GradientMethod):
     engine = "mcmc"
     name = "langevin"
     objective = "loss"
     steps_unit = "gradient steps (minibatches)"
+    devices = ("cpu", "cuda", "mps")  # torch only (CUDA / MPS written, not run here)
     needs = "a continuous energy-based declaration (energy(x), langevin(...))"
     log_prob_kind = "estimate"
 
@@ -38,8 +37,11 @@ class LangevinCD(Method):
             progress: bool, batch_size: int = 128, lr: float = 1e-3, k: int = 40, step_size: float | None = None,
             buffer_size: int = 10000, reinit: float = 0.05, alpha: float = 1e-3, metropolis: bool = False,
             **options: Any) -> Fit:
-        check_options("mcmc", options, ("batch_size", "lr", "k", "step_size", "buffer_size", "reinit",
-                                        "alpha", "metropolis"))
+        """The training loop is the trainer's (:mod:`probgen.loops.gradient`, all its options);
+        the negatives come from ``k`` Langevin steps (the sampler, ``model.langevin``). The history
+        records ``loss``, ``e_data``, ``e_model`` and the chains' ``acceptance``; ``val_loss`` is
+        the loss on a validation split against the first replay-buffer entries (no new chains)."""
+        opts = self.trainer_options(model, options)
         steps = 2000 if steps is None else steps
         step_size = model.step_size if step_size is None else step_size
         net = model.net
@@ -54,10 +56,11 @@ class LangevinCD(Method):
             return lo + (hi - lo) * torch.rand(n, data.shape[1], generator=g)
 
         buffer = noise(buffer_size)
-        opt = torch.optim.Adam(net.parameters(), lr=lr)
-        history = []
-        for step, pos in enumerate(bar(minibatches(data, batch_size, steps, seed), total=steps,
-                                       desc="mcmc (CD)", enabled=progress)):
+
+        def cd(e_pos: torch.Tensor, e_neg: torch.Tensor) -> torch.Tensor:
+            return e_pos.mean() - e_neg.mean() + alpha * (e_pos ** 2 + e_neg ** 2).mean()
+
+        def loss(pos: torch.Tensor) -> tuple[torch.Tensor, dict]:
             idx = torch.randint(buffer_size, (len(pos),), generator=g)
             start = buffer[idx]
             fresh = torch.rand(len(pos), generator=g) < reinit
@@ -65,19 +68,27 @@ class LangevinCD(Method):
             neg, acc = model.langevin(start, k, step_size, g, metropolis)
             buffer[idx] = neg
             e_pos, e_neg = model.energy(pos), model.energy(neg)
-            loss = e_pos.mean() - e_neg.mean() + alpha * (e_pos ** 2 + e_neg ** 2).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            history.append({"step": step, "loss": float(loss.detach()), "e_data": float(e_pos.mean().detach()),
-                            "e_model": float(e_neg.mean().detach()), "acceptance": acc})
+            value = cd(e_pos, e_neg)
+            return value, {"loss": float(value.detach()), "e_data": float(e_pos.mean().detach()),
+                           "e_model": float(e_neg.mean().detach()), "acceptance": acc}
+
+        def validate(x: torch.Tensor) -> float:
+            with torch.no_grad():
+                return float(cd(model.energy(x), model.energy(buffer[:len(x)])))
+
+        trainer = Trainer([Update(loss, dict(net.named_parameters()))], data, steps=steps, seed=seed,
+                          batch_size=batch_size, lr=lr, validate=validate, progress=progress, desc="mcmc (CD)",
+                          generators={"chains": g}, tensors={"buffer": buffer}, check=model.check_data,
+                          **opts).run()
+        history = trainer.history
         d = data.double()
         cov = torch.cov(d.T).reshape(data.shape[1], data.shape[1]) + 1e-6 * torch.eye(data.shape[1], dtype=d.dtype)
         # the importance proposal for log Z: the data's Gaussian, widened to cover the model's tails
         proposal = (d.mean(0), 1.5 * torch.linalg.cholesky(cov))
         return Fit(model, model.init_params(), history, engine=self.engine, method=self.name,
-                   state={"buffer": buffer, "proposal": proposal},
-                   options={"k": k, "step_size": step_size, "lr": lr, "metropolis": metropolis})
+                   state={"buffer": buffer, "proposal": proposal, **trainer.fit_state()},
+                   options={"k": k, "step_size": step_size, "lr": lr, "metropolis": metropolis,
+                            **trainer.options()})
 
     def log_prob(self, fit: Fit, x: Any, num_samples: int = 20000, seed: int = 0) -> torch.Tensor:
         """−E(x)/T − log Ẑ, Ẑ by importance sampling (``num_samples`` draws with ``seed``) from a

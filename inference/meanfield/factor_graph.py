@@ -40,10 +40,12 @@ class FactorGraphMeanField(ApproximateFactorGraph):
         return res.log_q, res.factor_expectations, res.elbo
 
     def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
-            progress: bool, l2: float = 0.0, tol: float | None = 1e-8, max_iters: int = 200,
-            mf_tol: float = 1e-8) -> Fit:
-        """Mean-field approximate maximum likelihood, ``steps`` (default 50) L-BFGS iterations."""
-        return self._fit(model, data, steps, seed, init, progress, l2, tol, mf_options(max_iters, mf_tol))
+            progress: bool, l2: float = 0.0, tol: float | None = 1e-8, lr: float = 1.0,
+            batch_size: int | None = None, max_iters: int = 200, mf_tol: float = 1e-8, **options: Any) -> Fit:
+        """Mean-field approximate maximum likelihood, as the exact fit (``steps`` default 50,
+        L-BFGS on the trainer, every trainer option)."""
+        return self._fit(model, data, steps, seed, init, progress, l2, tol, lr, batch_size, options,
+                         mf_options(max_iters, mf_tol))
 
     def log_prob(self, fit: Fit, x: Any, max_iters: int = 200, mf_tol: float = 1e-8) -> torch.Tensor:
         """Σ_f θ_f(x_f) − ELBO per row ``(N,)``: an upper bound of log p(x) (ELBO ≤ log Z)."""

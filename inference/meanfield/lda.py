@@ -42,6 +42,7 @@ class LDACAVI(TopicModelMethod):
     name = "lda-cavi"
     objective = "elbo"
     steps_unit = "CAVI iterations"
+    device_hint = "its E-step is NumPy code, probgen.ops.lda.e_step"
     loop = LOOP
 
     def fit(self, model: Any, data: Corpus, *, steps: int | None, seed: int | None, init: dict | None,

@@ -123,6 +123,7 @@ class BayesianMixtureCAVI(Method):
     log_prob_kind = "estimate"
     objective = "elbo"
     steps_unit = "CAVI iterations"
+    devices = ("cpu", "cuda", "mps")  # torch only (CUDA / MPS written, not run here)
     loop = LOOP
     accepts_init = False
     init_hint = "it starts from responsibilities: pass init_resp=(N, K)"

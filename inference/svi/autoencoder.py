@@ -8,9 +8,10 @@ and ``encoder_dist`` (``"delta"`` or a distribution). The loss is Pyro's ``Trace
   joint model with an amortised code (autoencoders);
 * a Gaussian encoder makes it the negative ELBO −E_q[log p(x, h) − log q(h | x)] (VAE).
 
-Training runs over epochs of shuffled minibatches (``steps`` = epochs), scores a held-out
-validation split after each epoch (the same loss, without the denoising corruption), keeps the parameters of the best validation epoch and
-stops early after ``patience`` epochs without improvement. Losses are per example.
+Training runs on the trainer (:mod:`probgen.loops.gradient`) over epochs of shuffled
+minibatches (``steps`` = epochs), scores a held-out validation split after each epoch (the
+same loss, without the denoising corruption), keeps the parameters of the best validation
+epoch and stops early after ``patience`` epochs without improvement. Losses are per example.
 
 ``fit.log_prob(x, num_samples=…)``: for a distributional encoder the importance-weighted bound
 IWAE-k = log (1/k) Σ_s p(x, h_s) / q(h_s | x), h_s ~ q(h | x) (Burda, Grosse & Salakhutdinov
@@ -22,22 +23,18 @@ that is neither exact nor a bound (``log_prob_kind="estimate"``).
 from __future__ import annotations
 
 import math
-import time
 import warnings
 from typing import Any, Callable
 
 import pyro
 import torch
 from pyro import poutine
-from pyro.infer import SVI, Trace_ELBO
+from pyro.infer import Trace_ELBO
 
 from probgen import protocols
 from probgen.fit import Fit
-from probgen.progress import progress as bar
-from probgen.random import generator
-from probgen.registry import Method, check_options, register
-
-OPTIONS = ("batch_size", "lr", "lr_decay", "validation", "patience", "num_particles")
+from probgen.loops.gradient import GradientMethod, Trainer, Update, split
+from probgen.registry import check_options, register
 
 
 class PerExample:
@@ -68,71 +65,55 @@ class Substituted:
 
 
 @register
-class AmortisedSVI(Method):
+class AmortisedSVI(GradientMethod):
     engine = "svi"
     name = "amortised"
     objective = "loss"
     steps_unit = "epochs (passes over the training split)"
+    devices = ("cpu", "cuda", "mps")  # torch only (CUDA / MPS written, not run here)
     needs = "an encoder/decoder program (program(x), guide(x), encode, reconstruct)"
     log_prob_kind = "bound"
     queries = ("encode", "reconstruct")
+    trainer_defaults = {"optim": "clipped_adam", "lr_schedule": "exponential", "lr_decay": 1.0, "validation": 0.1}
 
     def accepts(self, model: Any) -> bool:
         return protocols.implements(model, protocols.AmortisedProgram)
 
     def fit(self, model: Any, data: torch.Tensor, *, steps: int | None, seed: int | None, init: dict | None,
-            progress: bool, batch_size: int = 128, lr: float = 1e-3, lr_decay: float = 1.0,
-            validation: float = 0.1, patience: int | None = None, num_particles: int = 1,
+            progress: bool, batch_size: int = 128, lr: float = 1e-3, num_particles: int = 1,
             **options: Any) -> Fit:
-        """Args (besides the common ones; ``steps`` = epochs, default 100):
-          batch_size: minibatch size; lr: Adam's learning rate, decayed geometrically to
-          ``lr * lr_decay`` by the last step; validation: the fraction of the data held out
-          for early stopping (0: none); patience: epochs without a better validation loss
-          before stopping (None: never stop early); num_particles: ELBO samples per step.
+        """Args (besides the common ones; ``steps`` = epochs, default 100): ``batch_size``;
+        ``num_particles``: ELBO samples per step; the trainer's options
+        (:mod:`probgen.loops.gradient`), here with the defaults ``optim="clipped_adam"``, ``lr``
+        decayed geometrically to ``lr * lr_decay`` (1.0) by the last step, ``validation=0.1``
+        (the fraction held out for early stopping; 0: none) and ``patience=None`` (never stop
+        early; the best validation epoch is kept either way).
         """
-        check_options("svi", options, OPTIONS)
+        opts = self.trainer_options(model, options)
         steps = 100 if steps is None else steps
-        _check_options(batch_size, lr, lr_decay, validation, patience, num_particles)
-        x = data
-        x_train, x_val = _validation_split(x, validation, seed)
+        if not isinstance(num_particles, int) or isinstance(num_particles, bool) or num_particles < 1:
+            raise ValueError(f"num_particles must be a positive integer, got {num_particles!r}")
+        validation = opts["validation"]
+        if isinstance(validation, (int, float)) and not isinstance(validation, bool) and validation == 0:
+            opts["validation"] = None
+        elif validation is not None and not isinstance(validation, (int, float)):
+            opts["validation"] = model.check_data(validation)
+        x_train, _ = split(data, opts["validation"], seed)  # the trainer's split, for the start
         names = self._seed_params(model, x_train, seed, init)
-
-        n_batches = math.ceil(len(x_train) / batch_size)
-        optim = pyro.optim.ClippedAdam({"lr": lr, "lrd": lr_decay ** (1 / max(steps * n_batches, 1))})
         elbo = Trace_ELBO(num_particles=num_particles, vectorize_particles=num_particles > 1,
                           max_plate_nesting=1)
         program, guide = PerExample(model.program), PerExample(model.guide)
-        svi = SVI(program, guide, optim, elbo)
-        history: list[dict] = []
-        best, best_params, stale = math.inf, None, 0
-        epochs = bar(range(steps), desc=f"svi {type(model).__name__}", enabled=progress)
-        for epoch in epochs:
-            start = time.perf_counter()
-            perm = torch.randperm(len(x_train))
-            total = 0.0
-            for i in range(0, len(x_train), batch_size):
-                xb = x_train[perm[i:i + batch_size]]
-                total += svi.step(xb, True) * len(xb)
-            record = {"step": epoch, "loss": total / len(x_train)}
-            if not math.isfinite(record["loss"]):
-                raise ValueError(f"the loss became non-finite in epoch {epoch}; try a smaller lr")
-            if x_val is not None:
-                record["val_loss"] = float(elbo.loss(program, guide, x_val, False))
-            record["seconds"] = time.perf_counter() - start
-            history.append(record)
-            if hasattr(epochs, "set_postfix"):
-                epochs.set_postfix({k: round(v, 3) for k, v in record.items() if k != "step"})
-            if x_val is not None:
-                if record["val_loss"] < best:
-                    best, best_params, stale = record["val_loss"], _snapshot(names), 0
-                else:
-                    stale += 1
-                    if patience is not None and stale >= patience:
-                        break
-        if best_params is not None:  # early stopping keeps the best validation epoch
-            store = pyro.get_param_store()
-            for n, v in best_params.items():
-                store[n] = v
+
+        def loss(xb: torch.Tensor) -> float:  # Pyro computes the gradients (surrogate losses)
+            return elbo.loss_and_grads(program, guide, xb, True)
+
+        def validate(xv: torch.Tensor) -> float:
+            return float(elbo.loss(program, guide, xv, False))
+
+        store = pyro.get_param_store()
+        trainer = Trainer([Update(loss, dict(store.named_parameters()), backward=False)], data, steps=steps,
+                          seed=seed, batch_size=batch_size, lr=lr, validate=validate, progress=progress,
+                          desc=f"svi {type(model).__name__}", unit="epoch", shuffle="global", **opts).run()
         params = _snapshot(names)
         state = {}
         if model.encoder_dist == "delta":  # the aggregate code distribution, for sampling
@@ -140,11 +121,9 @@ class AmortisedSVI(Method):
                 codes = model.encode(params, x_train)
             state = {"code_loc": codes.mean(0), "code_scale": codes.std(0) if len(codes) > 1
                      else torch.ones(codes.shape[1])}
-        if x_val is not None:
-            state["best_val_loss"] = best
-        return Fit(model, params, history, engine=self.engine, method=self.name, state=state,
-                   options={"batch_size": batch_size, "lr": lr, "lr_decay": lr_decay, "validation": validation,
-                            "patience": patience, "num_particles": num_particles},
+        state.update(trainer.fit_state())
+        return Fit(model, params, trainer.history, engine=self.engine, method=self.name, state=state,
+                   options={"batch_size": batch_size, "lr": lr, "num_particles": num_particles, **trainer.options()},
                    log_prob_kind="estimate" if model.encoder_dist == "delta" else "bound")
 
     @staticmethod
@@ -230,27 +209,3 @@ def iwae_bound(model: Callable, guide: Callable, args: tuple, k: int) -> torch.T
 def _snapshot(names: list[str]) -> dict[str, torch.Tensor]:
     store = pyro.get_param_store()
     return {n: store[n].detach().clone() for n in names}
-
-
-def _validation_split(x: torch.Tensor, fraction: float, seed: int | None):
-    n_val = int(math.floor(len(x) * fraction))
-    if n_val < 1 or n_val >= len(x):
-        return x, None
-    perm = torch.randperm(len(x), generator=generator(seed))
-    return x[perm[n_val:]], x[perm[:n_val]]
-
-
-def _check_options(batch_size: Any, lr: Any, lr_decay: Any, validation: Any, patience: Any,
-                   num_particles: Any) -> None:
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if not isinstance(lr, (int, float)) or not lr > 0:
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
-    if not isinstance(lr_decay, (int, float)) or not 0 < lr_decay <= 1:
-        raise ValueError(f"lr_decay must be in (0, 1], got {lr_decay!r}")
-    if not isinstance(validation, (int, float)) or not 0 <= validation < 1:
-        raise ValueError(f"validation must be a fraction in [0, 1), got {validation!r}")
-    if patience is not None and (not isinstance(patience, int) or patience < 1):
-        raise ValueError(f"patience must be a positive integer or None, got {patience!r}")
-    if not isinstance(num_particles, int) or num_particles < 1:
-        raise ValueError(f"num_particles must be a positive integer, got {num_particles!r}")

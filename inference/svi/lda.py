@@ -10,14 +10,16 @@ takes a natural-gradient step  λ ← (1 − ρ_t) λ + ρ_t (η + D/|B| Σ_{d�
 concentration of q(θ_d) = Dirichlet(enc(c_d)) (amortised VI, as in AVITM / ProdLDA of
 Srivastava & Sutton 2017), trained with Pyro's SVI on the declaration's own program
 (topics a MAP parameter under their Dirichlet(η) prior; θ reparameterised through
-torch's Dirichlet ``rsample``, so no Laplace approximation of the prior is needed).
+torch's Dirichlet ``rsample``, so no Laplace approximation of the prior is needed), on the
+trainer (:mod:`probgen.loops.gradient`: every trainer option; the program subsamples
+``batch_size`` documents in its own plate, so the trainer hands it the whole corpus).
 The decoder stays LDA's mixture θ_d β (the paper's NVLDA variant), not ProdLDA's
 product of experts, so the fitted model is the same declaration.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any
 
 import pyro
 import pyro.distributions as dist
@@ -27,6 +29,8 @@ from torch.distributions import constraints
 
 from probgen.corpus import Corpus
 from probgen.fit import Fit
+from probgen.loops.gradient import TRAINER_OPTIONS, GradientMethod, Trainer
+from probgen.loops.gradient import Update as GradientUpdate
 from probgen.loops.iterative import LOOP, Update, run
 from probgen.ops import lda as lda_ops
 from probgen.progress import progress as bar
@@ -53,25 +57,31 @@ class DirichletEncoder(nn.Module):
 
 
 @register
-class LDAOnlineVB(TopicModelMethod):
+class LDAOnlineVB(TopicModelMethod, GradientMethod):
     engine = "svi"
     name = "lda-online"
     objective = "elbo"
     steps_unit = "minibatch updates"
+    device_hint = "online VB's E-step is NumPy code, probgen.ops.lda.e_step"
     loop = LOOP
 
     def fit(self, model: Any, data: Corpus, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, inference: str = "online", batch_size: int = 32, tau0: float = 10.0,
             kappa: float = 0.7, e_step_tol: float = 1e-3, max_e_step: int = 100, lr: float = 0.01,
-            hidden: int = 100, callback: Callable | None = None, **options: Any) -> Fit:
+            hidden: int = 100, **options: Any) -> Fit:
         """``steps``: minibatch updates (default: 4 passes over the documents for
         ``"online"``, 1000 for ``"amortized"``). ``batch_size``: documents per minibatch.
         ``tau0``, ``kappa``: the step-size schedule ρ_t = (τ0 + t)^(−κ), κ ∈ (0.5, 1]
         for convergence. ``lr``, ``hidden``: Adam step and encoder width (amortized).
         ``history`` records ``"elbo"`` per document (a noisy minibatch estimate). ``callback``
-        (``"online"``; :func:`probgen.loops.iterative.run`): called with each history record,
-        ``True`` stops."""
-        check_options("svi", options, OPTIONS)
+        (both; for ``"online"`` as in :func:`probgen.loops.iterative.run`): called with each
+        history record, ``True`` stops. The trainer's other options (:mod:`probgen.loops.gradient`)
+        apply to ``"amortized"`` only."""
+        check_options("svi", {k: v for k, v in options.items() if k not in TRAINER_OPTIONS}, OPTIONS + TRAINER_OPTIONS)
+        if inference == "online" and set(options) - {"callback"}:
+            raise ValueError(f"the trainer options {sorted(set(options) - {'callback'})} apply to "
+                             "inference='amortized' (a gradient method); online VB takes natural-gradient "
+                             "steps rho_t = (tau0 + t)^-kappa")
         if inference not in ("online", "amortized"):
             raise ValueError(f"inference must be 'online' or 'amortized', got {inference!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -80,23 +90,21 @@ class LDAOnlineVB(TopicModelMethod):
             raise ValueError(f"need kappa in (0.5, 1] and tau0 >= 0, got kappa={kappa}, tau0={tau0}")
         batch_size = min(batch_size, data.n_docs)
         if inference == "amortized":
-            if callback is not None:
-                raise ValueError("callback is taken by inference='online' only (the amortized loop trains "
-                                 "an encoder by gradient steps)")
-            return self._amortized(model, data, steps, seed, init, progress, batch_size, lr, hidden)
+            return self._amortized(model, data, steps, seed, init, progress, batch_size, lr, hidden,
+                                   self.trainer_options(model, options))
         steps = 4 * math.ceil(data.n_docs / batch_size) if steps is None else steps
         updates = _OnlineUpdates(model, data, init, batch_size, tau0, kappa, e_step_tol, max_e_step)
         # no tol: the recorded ELBO is a noisy minibatch estimate, and its relative change says
         # nothing about convergence; nor n_init: picking the best restart by that noise would be noise too
         result = run(updates, objective=self.objective, steps=steps, tol=None, seed=seed, progress=progress,
-                     callback=callback, desc="lda online vb")
+                     callback=options.get("callback"), desc="lda online vb")
         q = result.state
         return make_fit(self, model, q["lambda"], q["alpha"], q["eta"], data, result.history,
                         {"lambda": q["lambda"], **result.fit_state()},
                         {"inference": "online", "batch_size": batch_size, "tau0": tau0, "kappa": kappa})
 
     def _amortized(self, model: Any, data: Corpus, steps: int | None, seed: int | None, init: dict | None,
-                   progress: bool, batch_size: int, lr: float, hidden: int) -> Fit:
+                   progress: bool, batch_size: int, lr: float, hidden: int, opts: dict) -> Fit:
         steps = 1000 if steps is None else steps
         alpha, eta = hyperparameters(model, init)
         counts = data.dense(torch.float32)
@@ -106,21 +114,32 @@ class LDAOnlineVB(TopicModelMethod):
         pyro.param("topics", topics0.float(), constraint=constraints.simplex)
         encoder = DirichletEncoder(model.vocab_size, model.k, hidden)
         guide = _EncoderGuide(encoder, batch_size)
-        svi = pyro.infer.SVI(lambda c: model.program(c, batch_size=batch_size), guide,
-                             pyro.optim.Adam({"lr": lr}), pyro.infer.Trace_ELBO())
-        history = []
-        for t in bar(range(steps), desc="lda amortized", enabled=progress):
-            loss = svi.step(counts)
-            if not math.isfinite(loss):
-                raise ValueError(f"the ELBO became non-finite at step {t}; try a smaller lr")
+        elbo = pyro.infer.Trace_ELBO()
+
+        def program(c: torch.Tensor) -> Any:
+            return model.program(c, batch_size=min(batch_size, len(c)))
+
+        def loss(c: torch.Tensor) -> tuple[float, dict]:
+            value = elbo.loss_and_grads(program, guide, c)  # Pyro computes the gradients
             # Trace_ELBO's loss estimates the corpus's −ELBO (the plate scales the minibatch up)
-            history.append({"step": t, "elbo": -float(loss) / data.n_docs, "loss": float(loss)})
+            return value, {"elbo": -float(value) / len(c), "loss": float(value)}
+
+        def validate(c: torch.Tensor) -> float:  # the held-out documents' ELBO per document
+            return -float(elbo.loss(program, guide, c)) / len(c)
+
+        if opts["validation"] is not None and not isinstance(opts["validation"], (int, float)):
+            opts["validation"] = model.check_data(opts["validation"]).dense(torch.float32)
+        trainer = Trainer([GradientUpdate(loss, lambda: dict(pyro.get_param_store().named_parameters()),
+                                  backward=False)], counts, steps=steps, seed=seed, batch_size=None, lr=lr,
+                          validate=validate, objective="elbo", maximise=True, progress=progress,
+                          desc="lda amortized", **opts).run()
         topics = pyro.param("topics").detach().double()
         # the encoder as weights (a module that went through pyro.module holds weak references)
         state = {"encoder": {k: v.detach().clone() for k, v in encoder.state_dict().items()},
-                 "encoder_hidden": hidden}
-        return make_fit(self, model, topics, alpha, eta, data, history, state,
-                        {"inference": "amortized", "batch_size": batch_size, "lr": lr, "hidden": hidden})
+                 "encoder_hidden": hidden, **trainer.fit_state()}
+        return make_fit(self, model, topics, alpha, eta, data, trainer.history, state,
+                        {"inference": "amortized", "batch_size": batch_size, "lr": lr, "hidden": hidden,
+                         **trainer.options()})
 
 
 class _OnlineUpdates:
@@ -168,5 +187,5 @@ class _EncoderGuide:
 
     def __call__(self, counts: torch.Tensor) -> None:
         pyro.module("encoder", self.encoder)
-        with pyro.plate("documents", counts.shape[0], subsample_size=self.batch_size) as idx:
+        with pyro.plate("documents", counts.shape[0], subsample_size=min(self.batch_size, counts.shape[0])) as idx:
             pyro.sample("theta", dist.Dirichlet(self.encoder(counts[idx])))

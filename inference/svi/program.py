@@ -3,9 +3,11 @@
 Discrete latent sites are enumerated out (``TraceEnum_ELBO``); continuous latent
 sites get an autoguide (``guide="normal"`` mean-field, ``"delta"`` MAP,
 ``"mvn"`` full-rank) or the user's own guide callable. ``pyro.param`` sites of the
-program are learned by maximum likelihood alongside. The ELBO estimator (``elbo=``) and the
-optimiser (``optim=``) are options; the autoguide starts at a seeded draw (``init_to_median``
-of prior draws), so the seed changes the start.
+program are learned by maximum likelihood alongside. The ELBO estimator (``elbo=``) is an
+option; the training loop, its optimiser (``optim=``) and schedule are the trainer's
+(:mod:`probgen.loops.gradient`); the autoguide starts at a seeded draw (``init_to_median``
+of prior draws), so the seed changes the start. Every step sees the whole data (a program
+subsamples in its own plates).
 References: Hoffman et al. (2013), Stochastic Variational Inference; Ranganath et al. (2014),
 Black Box Variational Inference (TraceGraph_ELBO's variance reduction); Li & Turner (2016),
 Rényi Divergence Variational Inference; Pyro's SVI.
@@ -17,16 +19,16 @@ from typing import Any
 import pyro
 import torch
 from pyro import poutine
-from pyro.infer import SVI, RenyiELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+from pyro.infer import RenyiELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 from pyro.infer.autoguide import AutoDelta, AutoMultivariateNormal, AutoNormal
 from pyro.infer.autoguide.initialization import init_to_median, init_to_value
 
 from probgen import protocols
 from probgen.declarations import Program
 from probgen.fit import Fit, own_param_store
-from probgen.progress import progress as bar
+from probgen.loops.gradient import GradientMethod, Trainer, Update
 from probgen.random import seeded
-from probgen.registry import Method, check_options, register
+from probgen.registry import Method, register
 
 from .._posterior import QUERIES, check_count, map_discrete, posterior_draws, predictive_draws, program_sample, stack
 from .._program import enumerated, inspect_program, param_values, seed_param_store
@@ -35,7 +37,6 @@ GUIDES = {"normal": AutoNormal, "delta": AutoDelta, "mvn": AutoMultivariateNorma
 #: elbo= names; with discrete latent sites only "trace" applies (as TraceEnum_ELBO, which sums them out)
 ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO, "tracegraph": TraceGraph_ELBO,
          "renyi": RenyiELBO}
-OPTIMS = ("clipped_adam", "adam", "sgd")
 
 
 def _empty_guide(*args: Any, **kwargs: Any) -> None:
@@ -43,32 +44,32 @@ def _empty_guide(*args: Any, **kwargs: Any) -> None:
 
 
 @register
-class ProgramSVI(Method):
+class ProgramSVI(GradientMethod):
     engine = "svi"
     name = "program"
     objective = "loss"
     steps_unit = "gradient steps"
+    devices = ("cpu", "cuda", "mps")  # torch only (CUDA / MPS written, not run here)
     generic = True
     needs = "a Pyro program"
     queries = QUERIES
+    trainer_defaults = {"optim": "clipped_adam", "lr_schedule": "exponential", "lr_decay": 0.1}
 
     def accepts(self, model: Any) -> bool:
         return protocols.implements(model, protocols.PyroProgram) and getattr(model, "generic_inference", True)
 
     def fit(self, model: Program, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
-            progress: bool, guide: Any = "normal", lr: float = 0.01, lr_decay: float = 0.1,
-            num_particles: int = 1, elbo: str = "trace", optim: str = "clipped_adam",
+            progress: bool, guide: Any = "normal", lr: float = 0.01, num_particles: int = 1, elbo: str = "trace",
             **options: Any) -> Fit:
-        check_options("svi", options, ("guide", "lr", "lr_decay", "num_particles", "elbo", "optim"))
+        """``steps`` SVI steps (default 1000) on the whole data, by the trainer's options
+        (:mod:`probgen.loops.gradient`), here ``optim="clipped_adam"`` and ``lr`` decaying
+        geometrically to ``lr * lr_decay`` (0.1) by the last step. The history's ``loss`` (the
+        negative ELBO) is per example where the program declares its examples — every observed
+        site in a plate of size ``len(x)``, ``x`` the data tensor — and the data set's total
+        otherwise (a program with no such plate says nothing of what an example is)."""
+        opts = self.trainer_options(model, options)
         if elbo not in ELBOS:
             raise ValueError(f"elbo must be one of {list(ELBOS)}, got {elbo!r}")
-        if optim not in OPTIMS:
-            raise ValueError(f"optim must be one of {list(OPTIMS)}, got {optim!r}")
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-            raise ValueError(f"lr must be a positive number, got {lr!r}")
-        if isinstance(lr_decay, bool) or not isinstance(lr_decay, (int, float)) or not 0 < lr_decay <= 1:
-            raise ValueError(f"lr_decay (the factor the learning rate decays to by the last step) must be "
-                             f"in (0, 1], got {lr_decay!r}")
         check_count("num_particles", num_particles)
         steps = 1000 if steps is None else steps
         args = model.program_args(data)
@@ -80,16 +81,23 @@ class ProgramSVI(Method):
             latent_init = _default_start(model, data, seed, info.continuous)
         guide_fn = self._guide(guide, program, info, latent_init)
         estimator = _elbo(info.discrete, info.max_plate_nesting, num_particles, elbo)
-        optimiser = _optimiser(optim, lr, lr_decay, steps)
-        svi = SVI(program, guide_fn, optimiser, estimator)
-        history = []
-        for step in bar(range(steps), desc="svi", enabled=progress):
-            loss = svi.step(*args)
-            if not torch.isfinite(torch.tensor(loss)):
-                raise ValueError(f"the ELBO became non-finite at step {step}; try a smaller lr")
-            if isinstance(optimiser, pyro.optim.PyroLRScheduler):
-                optimiser.step()  # one decay step per SVI step, as ClippedAdam's own lrd
-            history.append({"step": step, "loss": float(loss)})
+        n = _examples(model, data, args)
+
+        def loss(x: Any) -> tuple[float, dict]:  # Pyro computes the gradients (surrogate losses)
+            value = estimator.loss_and_grads(program, guide_fn, *model.program_args(x))
+            return value, {"loss": float(value) / (n or 1)}
+
+        def validate(x: Any) -> float:
+            m = _examples(model, x, model.program_args(x))
+            return float(estimator.loss(program, guide_fn, *model.program_args(x))) / (m or 1)
+
+        def params() -> dict:
+            return dict(pyro.get_param_store().named_parameters())
+
+        trainer = Trainer([Update(loss, params, backward=False)], data, steps=steps, seed=seed, batch_size=None,
+                          lr=lr, validate=validate, progress=progress, desc="svi", check=model.check_data,
+                          **opts).run()
+        history = trainer.history
         params = param_values(info.params)
         if info.continuous and guide_fn is not _empty_guide:
             # point summaries of the latent globals (e.g. a Bayesian mixture's weights / loc):
@@ -105,10 +113,11 @@ class ProgramSVI(Method):
                  # what an autoguide is set up with (its sites' shapes): rebuilt from it on load
                  "guide_args": args if isinstance(guide_fn, tuple(GUIDES.values())) else None,
                  "guide_params": param_values(n for n in pyro.get_param_store() if n not in info.params),
-                 "latent_sites": list(info.continuous), "discrete": list(info.discrete), "max_plate_nesting": info.max_plate_nesting}
+                 "latent_sites": list(info.continuous), "discrete": list(info.discrete),
+                 "max_plate_nesting": info.max_plate_nesting, "per_example": n is not None, **trainer.fit_state()}
         return Fit(model, params, history, engine=self.engine, method=self.name, state=state,
-                   options={"guide": guide if isinstance(guide, str) else "custom", "lr": lr,
-                            "lr_decay": lr_decay, "elbo": elbo, "optim": optim, "num_particles": num_particles},
+                   options={"guide": guide if isinstance(guide, str) else "custom", "lr": lr, "elbo": elbo,
+                            "num_particles": num_particles, **trainer.options()},
                    log_prob_kind=self._kind(model, info))
 
     @staticmethod
@@ -274,13 +283,24 @@ def _elbo(discrete: Any, max_plate_nesting: int, num_particles: int, name: str) 
     return ELBOS[name](max_plate_nesting=max_plate_nesting, num_particles=num_particles)
 
 
-def _optimiser(name: str, lr: float, lr_decay: float, steps: int) -> Any:
-    """``name`` (:data:`OPTIMS`) with a learning rate decaying geometrically from ``lr`` to
-    ``lr * lr_decay`` at the last step, so that the last iterate settles: step t (from 0) takes
-    lr · lr_decay^((t + 1) / steps), ClippedAdam's own ``lrd`` rule (it decays before each
-    step), which the schedulers of the others follow."""
-    gamma = lr_decay ** (1 / max(steps, 1))
-    if name == "clipped_adam":
-        return pyro.optim.ClippedAdam({"lr": lr, "lrd": gamma})
-    cls = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[name]
-    return pyro.optim.ExponentialLR({"optimizer": cls, "optim_args": {"lr": lr * gamma}, "gamma": gamma})
+def _examples(model: Any, data: Any, args: tuple) -> int | None:
+    """The number of examples the program declares for ``data``: ``len(x)`` where ``x``, the
+    data, is a tensor (or has a length: sequences, not a tuple or dict of arguments) and every
+    observed site of one run lies in a plate of that size (as ``fit.log_prob`` of a NUTS fit
+    reads it); else ``None``. The run is traced in a forked random state and param store
+    scope, so that it changes nothing of the fit."""
+    if isinstance(data, torch.Tensor):
+        if data.dim() == 0:
+            return None
+    elif isinstance(data, (tuple, list, dict, str)) or not hasattr(data, "__len__"):
+        return None
+    n = len(data)
+    with torch.random.fork_rng(devices=[]), pyro.get_param_store().scope(), poutine.block():
+        try:
+            tr = poutine.trace(model.program).get_trace(*args)
+        except Exception:  # the method's own trace says why a program fails
+            return None
+    observed = [s for s in tr.nodes.values() if s["type"] == "sample" and s["is_observed"]]
+    if observed and all(any(f.size == n and f.vectorized for f in s["cond_indep_stack"]) for s in observed):
+        return n
+    return None

@@ -35,6 +35,7 @@ from typing import Any, Callable, NamedTuple, Protocol
 
 import torch
 
+from probgen import checkpoint
 from probgen.progress import progress as bar
 from probgen.random import seeded
 from probgen.registry import check_tol, converged
@@ -63,7 +64,9 @@ class Iteration(Protocol):
     own (a dict of parameters, the variational factors, ...); the driver never looks inside."""
 
     def start(self, seed: int | None) -> Any:
-        """The state a restart starts from; ``seed`` is the restart's (:func:`restart_seeds`)."""
+        """The state a restart starts from; ``seed`` is the restart's (:func:`restart_seeds`).
+        Nothing :meth:`step` needs may be set up here only: a resumed fit (``pg.resume``)
+        continues from its saved state without calling ``start``."""
 
     def step(self, state: Any) -> Update:
         """One iteration from ``state``: for EM the E-step (whose log-likelihood, at the
@@ -97,6 +100,19 @@ class Loop:
     converged: bool = False
     stopped: bool = False
 
+    def to_plain(self) -> dict:
+        """The loop as a dict of plain data and tensors (what a checkpoint writes)."""
+        best = None if self.best is None else dict(self.best._asdict())
+        return {"seeds": list(self.seeds), "restart": self.restart, "step": self.step, "state": self.state,
+                "history": self.history, "best": best, "converged": self.converged, "stopped": self.stopped}
+
+    @classmethod
+    def from_plain(cls, d: dict) -> "Loop":
+        """The inverse of :meth:`to_plain`."""
+        best = None if d["best"] is None else Restart(**d["best"])
+        return cls(seeds=list(d["seeds"]), restart=d["restart"], step=d["step"], state=d["state"],
+                   history=list(d["history"]), best=best, converged=d["converged"], stopped=d["stopped"])
+
 
 @dataclass
 class Result:
@@ -120,7 +136,7 @@ def restart_seeds(seed: int | None, n_init: int) -> list[int | None]:
     if n_init == 1:
         return [seed]
     g = torch.Generator().manual_seed(seed) if seed is not None else None
-    drawn = torch.randint(0, 2**31 - 1, (n_init,), generator=g).tolist()
+    drawn = torch.randint(0, 2**31 - 1, (n_init,), generator=g, device="cpu").tolist()  # a CPU stream, whatever device= is
     return [seed] + drawn[1:]
 
 
@@ -155,14 +171,20 @@ def run(iteration: Iteration, *, objective: str, steps: int, tol: float | None, 
         restart's: ``"step"`` counts from 0 in each restart); if it returns ``True`` the
         fit stops there — no further steps nor restarts, ``converged`` False, no warning —
         and the best restart so far (the stopped one included) wins.
-      start: a :class:`Loop` to continue (a checkpoint's), else a fresh one.
-      on_step: called with the :class:`Loop` after every step (for checkpoints).
+      start: a :class:`Loop` to continue, else the active checkpoint's
+        (:func:`probgen.checkpoint.active`, on ``pg.resume``), else a fresh one; the active
+        checkpoint is written every ``checkpoint_every`` steps of a restart and at the end.
+      on_step: called with the :class:`Loop` after every step.
     Returns: a :class:`Result`; warns :class:`ConvergenceWarning` when the winning restart
     ran all ``steps`` (> 0) without meeting ``tol`` (> 0).
     """
     check_tol(tol)
     check_n_init(n_init)
     check_callback(callback)
+    ck = checkpoint.active()
+    saved = ck.start() if ck is not None and start is None else None
+    if saved is not None:
+        start = Loop.from_plain(saved)
     loop = start if start is not None else Loop(seeds=restart_seeds(seed, n_init))
     while loop.restart < len(loop.seeds):
         r = loop.restart
@@ -192,12 +214,16 @@ def run(iteration: Iteration, *, objective: str, steps: int, tol: float | None, 
                 on_step(loop)
             if loop.converged or loop.stopped:
                 break
+            if ck is not None:  # only while the restart goes on: a saved loop never holds a finished one
+                ck.step(loop.step, loop.to_plain)
         final = Restart(r, loop.state, history, loop.converged)
         if loop.best is None or _final(final, objective) > _final(loop.best, objective):
             loop.best = final
         if loop.stopped:
             break
         loop.restart, loop.step, loop.state, loop.history, loop.converged = r + 1, 0, None, [], False
+    if ck is not None:
+        ck.save(loop.to_plain())
     best = loop.best
     if tol and steps > 0 and not best.converged and not loop.stopped:
         last = [r[objective] for r in best.history[-2:]]
