@@ -48,8 +48,8 @@ def _coin_mixture(x):
 
 def _extra_tol_examples():
     """Cases for methods that take ``tol`` but that no built-in example reaches iteratively:
-    the Bayesian mixture (meanfield), network EM with missing cells, and the generic EM of
-    a user program."""
+    the Bayesian mixture (meanfield), network EM with missing cells (exact, BP and mean-field
+    E-steps), and the generic EM of a user program."""
     from probgen.models import GaussianMixture
     x = registry.models()["gmm"].example(seed=0)[1]
     bn, rows = registry.models()["bn"].example(seed=0)
@@ -57,7 +57,8 @@ def _extra_tol_examples():
     rows[::2, 0] = -1
     coins = (torch.rand(80, generator=torch.Generator().manual_seed(0)) < 0.5).double()
     return {"bgmm-meanfield": (GaussianMixture(2, x.shape[1], bayesian=True), x, "meanfield"),
-            "bn_missing-em": (bn, rows, "em"), "program-em": (_coin_mixture, coins, "em")}
+            "bn_missing-em": (bn, rows, "em"), "bn_missing-bp": (bn, rows, "bp"),
+            "bn_missing-meanfield": (bn, rows, "meanfield"), "program-em": (_coin_mixture, coins, "em")}
 
 
 def _tol_cases():
