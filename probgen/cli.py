@@ -17,6 +17,7 @@ import argparse
 import ast
 import os
 import sys
+import warnings
 from typing import Any
 
 import probgen as pg
@@ -66,7 +67,14 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings (a ``ConvergenceWarning``, say) as one ``probgen: warning:`` line, like errors."""
+    print(f"probgen: warning: {str(message).strip().splitlines()[0]}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
+    shown = warnings.showwarning
+    warnings.showwarning = _warning_line
     try:
         args = _parser().parse_args(argv)
         return {"list": cmd_list, "fit": cmd_fit, "sample": cmd_sample, "graph": cmd_graph,
@@ -78,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("probgen: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = shown
 
 
 # ---- helpers -------------------------------------------------------------------------

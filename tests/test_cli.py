@@ -85,6 +85,8 @@ def test_bad_arguments_one_line_exit_2(argv, match, capsys, tmp_path, monkeypatc
 
 def test_sample_bad_n_and_suffix(tmp_path, capsys):
     assert main(["fit", "gmm", "--steps", "3", "--out", str(tmp_path / "f")]) == 0
+    fit_err = capsys.readouterr().err.strip().splitlines()  # 3 steps: the budget ends before tol
+    assert fit_err and all(e.startswith("probgen: warning:") for e in fit_err)
     assert main(["sample", str(tmp_path / "f"), "-n", "0", "-o", str(tmp_path / "s.npy")]) == 2
     assert main(["sample", str(tmp_path / "f"), "-n", "3", "-o", str(tmp_path / "s.xyz")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
