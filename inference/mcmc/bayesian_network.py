@@ -249,7 +249,7 @@ class NetworkGibbs(Method):
         tables = [params[f"probs_{v}"].numpy() for v in model.variables]
         chains = run(Query(model, x, tables, list(targets)), steps=num_samples, warmup=warmup, seed=seed,
                      progress=False)
-        record = chains.sums
+        record = {t: v[0] for t, v in chains.sums.items()}   # the one chain
         out = {}
         for t in targets:
             probs = torch.from_numpy(record[t] / num_samples)

@@ -157,7 +157,7 @@ class LDACollapsedGibbs(TopicModelMethod):
         if chains.kept == 0:  # no kept sweep (steps=0): the current state's estimate
             topic_sum, kept = kernel.draw(first)["topics"], 1
         else:
-            topic_sum, kept = chains.sums["topics"], chains.kept
+            topic_sum, kept = chains.sums["topics"].sum(0), chains.kept   # all chains' kept sweeps
         topics = torch.as_tensor(topic_sum / kept)
         state = {"z": torch.as_tensor(np.array(first["z"])), "kept": kept, "draws": chains.draws,
                  "sample_stats": chains.stats}

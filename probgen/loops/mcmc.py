@@ -73,7 +73,8 @@ class Kernel:
 class Chains:
     """The driver's result. ``draws``: ``{site: (chain, draw, ...)}``; ``stats``:
     ``{stat: (chain, draw)}`` of the kept draws (numeric statistics only); ``sums``: the
-    ``averaged`` sites summed over the kept draws of every chain, ``kept`` their number;
+    ``averaged`` sites summed over the kept draws, per chain (``(chain, ...)``); ``kept``:
+    the number of kept draws, all chains together;
     ``history``; ``states``: the last state of every chain (the vectorised state, or a list);
     ``stopped``: a callback ended the run."""
     draws: dict[str, torch.Tensor]
@@ -141,14 +142,19 @@ def run(kernel: Kernel, *, steps: int, warmup: int, num_chains: int = 1, thin: i
         history.append(r)
         return bool(callback(r)) if callback is not None else False
 
-    def keep(chain_draws: list[dict]) -> None:
+    def keep(chain_draws: list[tuple[int, dict]], whole: dict | None = None) -> None:
         nonlocal kept
         for c, d in chain_draws:
-            stored = {k: v for k, v in d.items() if k not in kernel.averaged}
-            draws[c].append(stored)
-            for k in kernel.averaged:
-                sums[k] = d[k] if k not in sums else sums[k] + d[k]
+            draws[c].append({k: v for k, v in d.items() if k not in kernel.averaged})
             kept += 1
+        # averaged sites: summed in draw order, per chain (a vectorised kernel's (chain, ...) at once)
+        for k in kernel.averaged:
+            if whole is not None:
+                sums[k] = whole[k] if k not in sums else sums[k] + whole[k]
+            else:
+                for c, d in chain_draws:
+                    per = sums.setdefault(k, {})
+                    per[c] = d[k] if c not in per else per[c] + d[k]
 
     def transitions(state: Any, chains: list[int]) -> tuple[Any, bool]:
         for i in range(warmup + steps):
@@ -161,7 +167,8 @@ def run(kernel: Kernel, *, steps: int, warmup: int, num_chains: int = 1, thin: i
             if is_kept:
                 d = kernel.draw(state)
                 if kernel.vectorised:
-                    keep([(c, {k: v[j] for k, v in d.items()}) for j, c in enumerate(chains)])
+                    keep([(c, {k: v[j] for k, v in d.items() if k not in kernel.averaged})
+                          for j, c in enumerate(chains)], d)
                 else:
                     keep([(chains[0], d)])
                 for j, c in enumerate(chains):
@@ -189,6 +196,10 @@ def run(kernel: Kernel, *, steps: int, warmup: int, num_chains: int = 1, thin: i
                     break
     finally:
         progress_bar.close()
+    if not kernel.vectorised:
+        for k, per in sums.items():
+            parts = [per[c] for c in sorted(per)]
+            sums[k] = torch.stack(parts) if torch.is_tensor(parts[0]) else np.stack(parts)
     started = [c for c in range(num_chains) if draws[c]]
     length = min((len(draws[c]) for c in started), default=0)
     out_draws: dict[str, torch.Tensor] = {}
