@@ -183,7 +183,7 @@ class NetworkGibbs(Method):
     queries = ("marginals",)
     log_prob_kind = "exact"  # exact log-likelihood at the posterior-mean tables
     objective = "log_likelihood"
-    steps_unit = "draws kept after warmup (data-augmentation rounds)"
+    steps_unit = "data-augmentation rounds per chain after warmup (every thin-th kept)"
 
     def accepts(self, model: Any) -> bool:
         return is_network(model)

@@ -20,8 +20,10 @@ from probgen.loops.mcmc import run
 from probgen.random import generator
 from probgen.registry import register
 
-from .._energy import (TRAIN_OPTIONS, EnergyMethod, _dtype, greedy_pretrain, is_bipartite_pair, start_params,
-                       train_bipartite, train_layered, training_options)
+from .._energy import EnergyMethod
+from .._energy_cd import (TRAIN_OPTIONS, _dtype, is_bipartite_pair, start_params, train_bipartite, train_layered,
+                          training_options)
+from .._energy_pretrain import greedy_pretrain
 
 
 @register

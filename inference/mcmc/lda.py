@@ -130,7 +130,7 @@ class LDACollapsedGibbs(TopicModelMethod):
     engine = "mcmc"
     name = "lda-gibbs"
     objective = "log_joint"
-    steps_unit = "sweeps after warmup (every thin-th kept)"
+    steps_unit = "sweeps per chain after warmup (every thin-th kept)"
     log_prob_kind = "bound"
 
     def fit(self, model: Any, data: Corpus, *, steps: int | None, seed: int | None, init: dict | None,

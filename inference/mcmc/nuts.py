@@ -38,7 +38,7 @@ class ProgramNUTS(Method):
     engine = "mcmc"
     name = "nuts"
     objective = "potential_energy"
-    steps_unit = "draws kept per chain after warmup"
+    steps_unit = "draws per chain after warmup (every thin-th kept)"
     generic = True
     needs = "a Pyro program whose parameters have priors"
     log_prob_kind = "estimate"
