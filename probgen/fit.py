@@ -163,7 +163,11 @@ class Fit:
             raise ValueError("to_arviz needs ArviZ: pip install 'probgen[arviz]' (or pip install arviz)") from None
         posterior = {k: v.detach().cpu().numpy() for k, v in draws.items()}
         sample_stats = {k: v.detach().cpu().numpy() for k, v in stats.items()}
-        return arviz.from_dict(posterior=posterior, sample_stats=sample_stats or None)
+        with warnings.catch_warnings():
+            # a Gibbs fit's "log_likelihood" statistic is the complete-data log-likelihood of each
+            # draw, not ArviZ's pointwise log-likelihood group: ArviZ's note on it does not apply
+            warnings.filterwarnings("ignore", message="log_likelihood variable found in sample_stats")
+            return arviz.from_dict(posterior=posterior, sample_stats=sample_stats or None)
 
     def __repr__(self) -> str:
         last = self.history[-1] if self.history else {}
