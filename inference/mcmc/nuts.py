@@ -6,9 +6,13 @@ declaration that offers ``priors()`` (name -> distribution) has its parameters
 lifted to those priors (as ``pyro.poutine.lift`` does), and the fit records which
 were lifted in ``fit.state["lifted"]``.
 
-``steps`` draws are kept per chain after ``warmup`` adaptation steps; chains run one after
-another in this process (seeded, so a fit is reproducible). ``fit.history`` has one record
-per kept draw, aligned with ``fit.state["samples"]``: ``step`` (the draw's index), ``chain``,
+Pyro's NUTS transition is a kernel (:class:`NUTSKernel`) of the one MCMC driver
+(:mod:`probgen.loops.mcmc`): ``steps`` draws per chain after ``warmup`` adaptation steps, every
+``thin``-th kept; ``num_chains`` chains run one after another in this process (chain 0 in the
+stream ``seed`` started, chain c under its own seed, so a fit is reproducible). The kept
+draws are ``fit.state["draws"]`` ``(chain, draw, ...)`` and ``fit.state["samples"]`` (chains
+concatenated). ``fit.history`` has one record per kept draw, aligned with
+``fit.state["samples"]``: ``step`` (the draw's index), ``chain``,
 and the sampler's statistics for that draw — ``step_size``, ``accept_prob`` (the mean
 Metropolis acceptance probability over the trajectory's proposals), ``diverging`` and
 ``potential_energy`` (−log p(θ, data) in the unconstrained space, the Jacobian included).
