@@ -54,9 +54,6 @@ class Langevin(Kernel):
             state.update(x=prop, e=e_p, grad=grad_p)
         return state
 
-    def stats(self, state: dict) -> list[dict]:
-        return [{}] * len(state["x"])
-
 
 class EnergyModel(Declaration):
     """``EnergyModel(dim, hidden=[64, 64], temperature=1.0)`` with a default MLP energy, or

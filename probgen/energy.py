@@ -459,9 +459,6 @@ class BlockGibbs(Kernel):
     def draw(self, state: dict) -> dict:
         return {f"mean_{l}": self.model.conditional_mean(self.params, state["states"], l) for l in self.layers}
 
-    def stats(self, state: dict) -> list[dict]:
-        return [{} for _ in range(len(state["states"][0]))]
-
 
 @dataclass(frozen=True)
 class PartitionEstimate:

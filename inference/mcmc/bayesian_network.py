@@ -146,8 +146,8 @@ class Augmentation(Kernel):
         return {f"probs_{v}": torch.from_numpy(np.stack([t[j] for t in state["tables"]]))
                 for j, v in enumerate(self.model.variables)}
 
-    def stats(self, state: dict) -> list[dict]:
-        return [{"log_likelihood": ll / len(self.x)} for ll in state["ll"]]
+    def stats(self, state: dict) -> dict:
+        return {"log_likelihood": [ll / len(self.x) for ll in state["ll"]]}
 
 
 class Query(Kernel):

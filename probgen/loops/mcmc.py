@@ -16,8 +16,9 @@ derived from ``(seed, c)``; a kernel that draws from torch's global generator (N
 chain ``c > 0`` under :func:`probgen.random.seeded` of that seed, and chain 0 in the stream
 the caller seeded.
 
-History: one record per transition the kernel asks to record — every transition
-(``record_warmup = True``: each record has ``"warmup"``) or only the kept draws — with
+History: one record per chain and transition the kernel asks to record — every transition
+(``record_warmup = True``: each record has ``"warmup"``) or only the kept draws; none for a
+kernel without statistics — with
 ``"step"`` (the record's position in the history), ``"chain"`` and the kernel's
 :meth:`Kernel.stats`. ``callback(record)`` is called after each record; ``True`` stops the
 run there (the chains are cut to the draws every started chain has).
@@ -25,6 +26,7 @@ run there (the chains are cut to the draws every started chain has).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import numpy as np
@@ -41,8 +43,10 @@ class Kernel:
     :meth:`stats`.
 
     ``vectorised``: ``init`` gets every chain's seed and returns one state with a leading
-    chain axis; ``draw`` then returns ``(chain, ...)`` tensors and ``stats`` a list of dicts
-    (one per chain). ``record_warmup``: history records for warm-up transitions too.
+    chain axis; ``draw`` then returns ``(chain, ...)`` tensors and ``stats`` a dict of
+    per-chain sequences. A kernel whose ``stats`` are empty records no history (a sampler
+    of many chains run for its last state, say). ``record_warmup``: history records for
+    warm-up transitions too.
     ``averaged``: sites of :meth:`draw` that are only averaged over the kept draws (summed
     in the driver, in draw order) instead of stored (large per-draw estimates)."""
 
@@ -64,8 +68,9 @@ class Kernel:
         """The sampled sites of a state to keep (``{}``: none)."""
         return {}
 
-    def stats(self, state: Any) -> dict[str, Any] | list[dict[str, Any]]:
-        """The sample statistics of the last transition (a history record's content)."""
+    def stats(self, state: Any) -> dict[str, Any]:
+        """The sample statistics of the last transition (a history record's content; vectorised:
+        ``{stat: one value per chain}``)."""
         return {}
 
 
@@ -102,6 +107,24 @@ def chain_seed(seed: int | None, chain: int) -> int | None:
     return int(np.random.SeedSequence([seed, chain]).generate_state(1, np.uint32)[0])
 
 
+class _Seeds(Sequence):
+    """The chains' seeds, computed when asked for (a vectorised kernel with one generator for
+    all its chains reads only the first of, say, 10,000)."""
+
+    def __init__(self, seed: int | None, n: int):
+        self.seed, self.n = seed, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, c: Any) -> Any:
+        if isinstance(c, slice):
+            return [self[i] for i in range(*c.indices(self.n))]
+        if not -self.n <= c < self.n:
+            raise IndexError(c)
+        return chain_seed(self.seed, c % self.n)
+
+
 def _count(name: str, value: Any, least: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < least:
         raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
@@ -124,10 +147,13 @@ def run(kernel: Kernel, *, steps: int, warmup: int, num_chains: int = 1, thin: i
     check_budget(steps, warmup, num_chains, thin)
     if callback is not None and not callable(callback):
         raise ValueError(f"callback must be a function of the history record, got {type(callback).__name__}")
-    seeds = [chain_seed(seed, c) for c in range(num_chains)]
+    seeds = _Seeds(seed, num_chains)
     history: list[dict] = []
-    draws: list[list[dict]] = [[] for _ in range(num_chains)]   # per chain, per kept draw
+    # sequential kernels: per chain, per kept draw; vectorised ones: per kept draw, (chain, ...) each
+    draws: list[list[dict]] = [[] for _ in range(num_chains)]
     stats: list[list[dict]] = [[] for _ in range(num_chains)]
+    vdraws: list[dict] = []
+    vstats: list[dict] = []
     sums: dict[str, Any] = {}
     kept, stopped = 0, False
     total = (warmup + steps) * (1 if kernel.vectorised else num_chains)
@@ -142,19 +168,24 @@ def run(kernel: Kernel, *, steps: int, warmup: int, num_chains: int = 1, thin: i
         history.append(r)
         return bool(callback(r)) if callback is not None else False
 
-    def keep(chain_draws: list[tuple[int, dict]], whole: dict | None = None) -> None:
+    def keep(d: dict, content: dict, chains: list[int]) -> None:
         nonlocal kept
-        for c, d in chain_draws:
-            draws[c].append({k: v for k, v in d.items() if k not in kernel.averaged})
-            kept += 1
+        stored = {k: v for k, v in d.items() if k not in kernel.averaged}
+        if kernel.vectorised:
+            vdraws.append(stored)
+            vstats.append(content)
+        else:
+            draws[chains[0]].append(stored)
+            stats[chains[0]].append(content)
+        kept += len(chains)
         # averaged sites: summed in draw order, per chain (a vectorised kernel's (chain, ...) at once)
         for k in kernel.averaged:
-            if whole is not None:
-                sums[k] = whole[k] if k not in sums else sums[k] + whole[k]
+            if kernel.vectorised:
+                sums[k] = d[k] if k not in sums else sums[k] + d[k]
             else:
-                for c, d in chain_draws:
-                    per = sums.setdefault(k, {})
-                    per[c] = d[k] if c not in per else per[c] + d[k]
+                per = sums.setdefault(k, {})
+                c = chains[0]
+                per[c] = d[k] if c not in per else per[c] + d[k]
 
     def transitions(state: Any, chains: list[int]) -> tuple[Any, bool]:
         for i in range(warmup + steps):
@@ -162,21 +193,16 @@ def run(kernel: Kernel, *, steps: int, warmup: int, num_chains: int = 1, thin: i
             state = kernel.step(state, is_warmup)
             progress_bar.update(1)
             is_kept = not is_warmup and (i - warmup) % thin == 0
-            content = kernel.stats(state) if (is_kept or kernel.record_warmup) else None
-            per_chain = content if kernel.vectorised else [content]
+            if not (is_kept or kernel.record_warmup):
+                continue
+            content = kernel.stats(state)
             if is_kept:
-                d = kernel.draw(state)
-                if kernel.vectorised:
-                    keep([(c, {k: v[j] for k, v in d.items() if k not in kernel.averaged})
-                          for j, c in enumerate(chains)], d)
-                else:
-                    keep([(chains[0], d)])
-                for j, c in enumerate(chains):
-                    stats[c].append(per_chain[j])
-            if is_kept or kernel.record_warmup:
+                keep(kernel.draw(state), content, chains)
+            if content:  # a kernel without statistics records no history
                 halt = False
                 for j, c in enumerate(chains):
-                    halt = record(c, per_chain[j], is_warmup) or halt
+                    one = {k: v[j] for k, v in content.items()} if kernel.vectorised else content
+                    halt = record(c, one, is_warmup) or halt
                 if halt:
                     return state, True
         return state, False
@@ -196,21 +222,32 @@ def run(kernel: Kernel, *, steps: int, warmup: int, num_chains: int = 1, thin: i
                     break
     finally:
         progress_bar.close()
-    if not kernel.vectorised:
+    out_draws: dict[str, torch.Tensor] = {}
+    out_stats: dict[str, torch.Tensor] = {}
+
+    def numeric(v: Any) -> torch.dtype | None:
+        return torch.bool if isinstance(v, bool) else torch.float64 if isinstance(v, (int, float)) else None
+
+    if kernel.vectorised:
+        if vdraws:
+            out_draws = {k: torch.stack([torch.as_tensor(d[k]) for d in vdraws], 1) for k in vdraws[0]}
+            for k, v in vstats[0].items():
+                dtype = numeric(v[0]) if len(v) else None
+                if dtype is not None:
+                    out_stats[k] = torch.tensor([list(s[k]) for s in vstats], dtype=dtype).T.contiguous()
+    else:
         for k, per in sums.items():
             parts = [per[c] for c in sorted(per)]
             sums[k] = torch.stack(parts) if torch.is_tensor(parts[0]) else np.stack(parts)
-    started = [c for c in range(num_chains) if draws[c]]
-    length = min((len(draws[c]) for c in started), default=0)
-    out_draws: dict[str, torch.Tensor] = {}
-    if started and draws[started[0]][0]:
-        for k in draws[started[0]][0]:
-            out_draws[k] = torch.stack([torch.stack([torch.as_tensor(d[k]) for d in draws[c][:length]])
-                                        for c in started])
-    out_stats: dict[str, torch.Tensor] = {}
-    if started and stats[started[0]]:
-        for k, v in stats[started[0]][0].items():
-            if isinstance(v, (bool, int, float)):
-                dtype = torch.bool if isinstance(v, bool) else torch.float64
-                out_stats[k] = torch.tensor([[s[k] for s in stats[c][:length]] for c in started], dtype=dtype)
+        started = [c for c in range(num_chains) if draws[c]]
+        length = min((len(draws[c]) for c in started), default=0)
+        if started and draws[started[0]][0]:
+            for k in draws[started[0]][0]:
+                out_draws[k] = torch.stack([torch.stack([torch.as_tensor(d[k]) for d in draws[c][:length]])
+                                            for c in started])
+        if started and stats[started[0]]:
+            for k, v in stats[started[0]][0].items():
+                dtype = numeric(v)
+                if dtype is not None:
+                    out_stats[k] = torch.tensor([[s[k] for s in stats[c][:length]] for c in started], dtype=dtype)
     return Chains(out_draws, out_stats, history, states, sums, kept, stopped)
