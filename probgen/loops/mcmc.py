@@ -107,6 +107,17 @@ def chain_seed(seed: int | None, chain: int) -> int | None:
     return int(np.random.SeedSequence([seed, chain]).generate_state(1, np.uint32)[0])
 
 
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def set_description(self, desc: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class _Seeds(Sequence):
     """The chains' seeds, computed when asked for (a vectorised kernel with one generator for
     all its chains reads only the first of, say, 10,000)."""
@@ -158,7 +169,8 @@ def run(kernel: Kernel, *, steps: int, warmup: int, num_chains: int = 1, thin: i
     kept, stopped = 0, False
     total = (warmup + steps) * (1 if kernel.vectorised else num_chains)
     label = desc or kernel.name
-    progress_bar = bar(total=total, desc=label, enabled=progress)
+    # no tqdm object at all without a bar: samplers called once per training step (Langevin) stay cheap
+    progress_bar = bar(total=total, desc=label, enabled=progress) if progress else _NoBar()
 
     def record(chain: int, content: dict, is_warmup: bool) -> bool:
         r = {"step": len(history), "chain": chain}
