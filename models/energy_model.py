@@ -12,9 +12,47 @@ from torch import nn
 
 from probgen.data import check_matrix
 from probgen.declarations import Declaration
+from probgen.loops.mcmc import Kernel
 from probgen.nn import copy_params, mlp
 from probgen.random import generator, seeded
 from probgen.registry import check_options
+
+
+class Langevin(Kernel):
+    """One step of (unadjusted or Metropolis-adjusted) Langevin dynamics on E(x)/T as a
+    driver kernel (Roberts & Tweedie 1996): x' = x − (ε²/2) ∇E(x) + ε ξ, accepted with the
+    MALA probability when ``metropolis``. Vectorised: the rows of ``x`` are the chains, all
+    drawn from the generator ``g``. State: x, E(x), ∇E(x) and the summed acceptance rates."""
+
+    vectorised = True
+    name = "langevin"
+
+    def __init__(self, model: "EnergyModel", x: torch.Tensor, step_size: float, g: torch.Generator,
+                 metropolis: bool):
+        self.model, self.x, self.eps, self.g, self.metropolis = model, x, step_size, g, metropolis
+
+    def init(self, seeds: list, chains: list, warmup: int) -> dict:
+        x = self.x.detach()
+        e, grad = self.model._energy_grad(x)
+        return {"x": x, "e": e, "grad": grad, "accepted": 0.0}
+
+    def step(self, state: dict, warmup: bool) -> dict:
+        eps, x, e, grad = self.eps, state["x"], state["e"], state["grad"]
+        noise = torch.randn(x.shape, generator=self.g, dtype=x.dtype)
+        prop = x - 0.5 * eps ** 2 * grad + eps * noise
+        e_p, grad_p = self.model._energy_grad(prop)
+        if self.metropolis:
+            # log q(x | x') − log q(x' | x) for the Gaussian Langevin proposal
+            fwd = ((prop - x + 0.5 * eps ** 2 * grad) ** 2).sum(-1)
+            bwd = ((x - prop + 0.5 * eps ** 2 * grad_p) ** 2).sum(-1)
+            log_a = -e_p + e - (bwd - fwd) / (2 * eps ** 2)
+            acc = torch.log(torch.rand(len(x), generator=self.g, dtype=x.dtype)) < log_a
+            state["accepted"] += float(acc.double().mean())
+            state.update(x=torch.where(acc[:, None], prop, x), e=torch.where(acc, e_p, e),
+                         grad=torch.where(acc[:, None], grad_p, grad))
+        else:
+            state.update(x=prop, e=e_p, grad=grad_p)
+        return state
 
 
 class EnergyModel(Declaration):
@@ -58,27 +96,15 @@ class EnergyModel(Declaration):
 
     def langevin(self, x: torch.Tensor, steps: int, step_size: float, g: torch.Generator,
                  metropolis: bool = False) -> tuple[torch.Tensor, float]:
-        """Run ``steps`` Langevin (or MALA) steps from ``x`` (B, D); returns (x, acceptance rate)."""
-        eps, accepted = step_size, 0.0
-        x = x.detach()
-        e, grad = self._energy_grad(x)
-        for _ in range(steps):
-            noise = torch.randn(x.shape, generator=g, dtype=x.dtype)
-            prop = x - 0.5 * eps ** 2 * grad + eps * noise
-            e_p, grad_p = self._energy_grad(prop)
-            if metropolis:
-                # log q(x | x') − log q(x' | x) for the Gaussian Langevin proposal
-                fwd = ((prop - x + 0.5 * eps ** 2 * grad) ** 2).sum(-1)
-                bwd = ((x - prop + 0.5 * eps ** 2 * grad_p) ** 2).sum(-1)
-                log_a = -e_p + e - (bwd - fwd) / (2 * eps ** 2)
-                acc = torch.log(torch.rand(len(x), generator=g, dtype=x.dtype)) < log_a
-                accepted += float(acc.double().mean())
-                x = torch.where(acc[:, None], prop, x)
-                e = torch.where(acc, e_p, e)
-                grad = torch.where(acc[:, None], grad_p, grad)
-            else:
-                x, e, grad = prop, e_p, grad_p
-        return x.detach(), (accepted / steps if metropolis and steps else 1.0)
+        """Run ``steps`` Langevin (or MALA) steps from ``x`` (B, D), one chain per row, on the
+        MCMC driver (:class:`Langevin` is the transition); returns (x, acceptance rate)."""
+        from probgen.loops.mcmc import run
+        if steps == 0:
+            return x.detach(), 1.0
+        # the draw is the state after the last step: steps - 1 transitions, then one kept
+        state = run(Langevin(self, x, step_size, g, metropolis), steps=1, warmup=steps - 1, num_chains=len(x),
+                    progress=False).states
+        return state["x"].detach(), (state["accepted"] / steps if metropolis else 1.0)
 
     def _energy_grad(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.enable_grad():

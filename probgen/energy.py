@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from probgen.declarations import Declaration
+from probgen.loops.mcmc import Kernel
 
 UNIT_TYPES = ("bernoulli", "gaussian")
 _LOG_2PI = math.log(2 * math.pi)
@@ -389,13 +390,14 @@ class LayeredEnergy(Declaration):
         """``n`` visible vectors ``(n, size_0)``: ``warmup`` Gibbs sweeps of the undirected
         part from uniform random states, then (for a DBN) one ancestral pass down the
         directed links. Each row is its own chain, so the rows are independent draws."""
-        from probgen.random import generator
-        g = generator(seed)
+        from probgen.loops.mcmc import run
         dtype = next(iter(params.values())).dtype
-        states = init or self.random_states(n, dtype, g)
-        schedule = self.gibbs_schedule()
-        for _ in range(warmup):
-            states = self.gibbs_sweep(params, states, g, schedule=schedule)
+        kernel = BlockGibbs(self, params, dtype=dtype, start=init)
+        if warmup == 0:  # no transition: the starting states themselves
+            state = kernel.init([seed], list(range(n)), 0)
+        else:  # the draw is the state after the warmup-th sweep
+            state = run(kernel, steps=1, warmup=warmup - 1, num_chains=n, seed=seed, progress=False).states
+        states, g = state["states"], state["g"]
         for l in range(self.n_directed - 1, -1, -1):
             states[l] = self._draw(l, self.directed_mean(params, states[l + 1], l), g)
         return states[0]
@@ -419,6 +421,43 @@ class LayeredEnergy(Declaration):
             raise ValueError(f"{type(self).__name__} has binary visible units: data must be 0/1 of shape "
                              f"(N, {layer.size}); got {float(x[bad[0], bad[1]])} at index {tuple(bad)}")
         return x
+
+
+class BlockGibbs(Kernel):
+    """Block Gibbs transitions of a layered energy model (Geman & Geman 1984) as a driver
+    kernel: one transition is one sweep of the model's coloured schedule over the ``free``
+    layers (default: the undirected part; ``clamp`` fixes the visible layer to given rows).
+    Vectorised: the chains are the rows of the layer states, all moved by one sweep and all
+    drawn from one generator seeded with the first chain's seed (so a chain's draws depend
+    on how many run beside it). The kept draw: ``mean_<l>``, the conditional means
+    E[s_l | rest] of the layers in ``averaged`` (only averaged by the driver:
+    Rao-Blackwellised estimates, Gelfand & Smith 1990); the last states are in the
+    driver's ``states``."""
+
+    vectorised = True
+    name = "gibbs"
+
+    def __init__(self, model: "LayeredEnergy", params: dict, *, dtype: torch.dtype, free: list[int] | None = None,
+                 clamp: torch.Tensor | None = None, start: list | None = None, averaged: tuple[int, ...] = ()):
+        self.model, self.params, self.dtype, self.clamp, self.start = model, params, dtype, clamp, start
+        self.schedule = model.gibbs_schedule(free)
+        self.layers = averaged
+        self.averaged = tuple(f"mean_{l}" for l in averaged)
+
+    def init(self, seeds: list, chains: list, warmup: int) -> dict:
+        from probgen.random import generator
+        g = generator(seeds[0])
+        states = self.start or self.model.random_states(len(chains), self.dtype, g)
+        if self.clamp is not None:
+            states[0] = self.clamp
+        return {"g": g, "states": states}
+
+    def step(self, state: dict, warmup: bool) -> dict:
+        state["states"] = self.model.gibbs_sweep(self.params, state["states"], state["g"], schedule=self.schedule)
+        return state
+
+    def draw(self, state: dict) -> dict:
+        return {f"mean_{l}": self.model.conditional_mean(self.params, state["states"], l) for l in self.layers}
 
 
 @dataclass(frozen=True)

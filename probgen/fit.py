@@ -130,6 +130,47 @@ class Fit:
                    "objective": self.objective}
         write_file(os.fspath(path), payload)
 
+    # -- MCMC fits (made by probgen.loops.mcmc): state["draws"] {site: (chain, draw, ...)},
+    #    state["sample_stats"] {stat: (chain, draw)}
+    def _chains(self) -> tuple[dict, dict]:
+        if "draws" not in self.state or "sample_stats" not in self.state:
+            raise ValueError(f"diagnostics and to_arviz need a fit made by the MCMC driver (engine 'mcmc': "
+                             f"NUTS, Gibbs); this fit was made by the {self.engine!r} method {self.method!r}")
+        return self.state["draws"], self.state["sample_stats"]
+
+    def diagnostics(self) -> Any:
+        """Convergence diagnostics of an MCMC fit: a table (a list of row dicts whose ``str``
+        prints it) with one row per scalar entry of every kept site (``"loc[1,0]"``) and one
+        for the sampler's objective statistic (``potential_energy``, ``log_likelihood``, …):
+        ``mean``, ``sd``, ``mcse`` (of the mean), ``ess`` (bulk) and ``r_hat``
+        (rank-normalised split R-hat, Vehtari et al. 2021; :mod:`probgen.diagnostics`).
+        Needs at least 4 kept draws per chain; a fit not made by the MCMC driver is a
+        ``ValueError``."""
+        from probgen.diagnostics import summary
+        draws, stats = self._chains()
+        tracked = dict(draws)
+        if self.objective in stats and self.objective not in tracked:
+            tracked[self.objective] = stats[self.objective]
+        return summary(tracked)
+
+    def to_arviz(self) -> Any:
+        """The draws of an MCMC fit as an ``arviz.InferenceData``: ``posterior`` with every
+        kept site shaped ``(chain, draw, ...)``, ``sample_stats`` with the sampler's per-draw
+        statistics (NUTS: ``step_size``, ``accept_prob``, ``diverging``, ``potential_energy``).
+        Needs ArviZ (``pip install probgen[arviz]``)."""
+        draws, stats = self._chains()
+        try:
+            import arviz
+        except ImportError:
+            raise ValueError("to_arviz needs ArviZ: pip install 'probgen[arviz]' (or pip install arviz)") from None
+        posterior = {k: v.detach().cpu().numpy() for k, v in draws.items()}
+        sample_stats = {k: v.detach().cpu().numpy() for k, v in stats.items()}
+        with warnings.catch_warnings():
+            # a Gibbs fit's "log_likelihood" statistic is the complete-data log-likelihood of each
+            # draw, not ArviZ's pointwise log-likelihood group: ArviZ's note on it does not apply
+            warnings.filterwarnings("ignore", message="log_likelihood variable found in sample_stats")
+            return arviz.from_dict(posterior=posterior, sample_stats=sample_stats or None)
+
     def __repr__(self) -> str:
         last = self.history[-1] if self.history else {}
         return (f"Fit({self.model!r}, engine={self.engine!r}, method={self.method!r}, "

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 import probgen as pg
 from probgen.data import split
 from probgen.energy import LayeredEnergy
-from probgen.inference._energy import pretraining_factors, stage_up, tied_gibbs_step
+from probgen.inference._energy_cd import tied_gibbs_step
+from probgen.inference._energy_pretrain import pretraining_factors, stage_up
 from probgen.models import DBM, DBN, RBM, BoltzmannMachine
 
 D64 = torch.float64
@@ -318,7 +319,7 @@ def test_clear_errors():
 def test_importance_sampled_log_unnormalized_matches_enumeration(model):
     """The estimate used when hidden layers are too large to enumerate (DBM: mean-field
     proposal for the enumerated layer, the other summed out; DBN: the recognition pass)."""
-    from probgen.inference._energy import log_unnormalized_visible
+    from probgen.inference._energy_eval import log_unnormalized_visible
     p = random_params(model, 0.8, seed=6)
     v = all_states(6)[::5]
     exact, ok = log_unnormalized_visible(model, p, v)

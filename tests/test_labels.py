@@ -115,7 +115,7 @@ def test_exact_marginals_of_deep_models_are_enumeration(cls):
 
 
 def test_exact_marginals_refuse_beyond_enumeration():
-    from probgen.inference._energy import exact_marginals
+    from probgen.inference._energy_eval import exact_marginals
     model = BoltzmannMachine(2, 3)
     p = model.init_params(seed=0)
     with pytest.raises(ValueError, match="meanfield.*mcmc"):

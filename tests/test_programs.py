@@ -364,7 +364,7 @@ def test_delta_guide_start_depends_on_the_seed():
 # ---- 7. NUTS words and statistics ------------------------------------------------------------
 
 def test_nuts_history_records_each_draws_statistics(x4):
-    fit = pg.fit(normal_mean, x4, engine="mcmc", steps=40, warmup=40, chains=2, seed=0, progress=False)
+    fit = pg.fit(normal_mean, x4, engine="mcmc", steps=40, warmup=40, num_chains=2, seed=0, progress=False)
     method = fit._method()
     assert method.objective == "potential_energy"
     mu = fit.state["samples"]["mu"]

@@ -15,8 +15,9 @@ from probgen.energy import LayeredEnergy
 from probgen.fit import Fit
 from probgen.registry import check_options, register
 
-from .._energy import (MAX_BITS, EnergyMethod, exact_feasible, exact_marginals, log_unnormalized_visible,
-                       start_params)
+from .._energy import EnergyMethod
+from .._energy_cd import start_params
+from .._energy_eval import MAX_BITS, exact_feasible, exact_marginals, log_unnormalized_visible
 
 
 @register

@@ -15,13 +15,16 @@ from typing import Any
 import torch
 
 from probgen import protocols
-from probgen.energy import LayeredEnergy
+from probgen.energy import BlockGibbs, LayeredEnergy
 from probgen.fit import Fit
+from probgen.loops.mcmc import run
 from probgen.random import generator
 from probgen.registry import register
 
-from .._energy import (TRAIN_OPTIONS, EnergyMethod, _dtype, greedy_pretrain, is_bipartite_pair, start_params,
-                       train_bipartite, train_layered, training_options)
+from .._energy import EnergyMethod
+from .._energy_cd import (TRAIN_OPTIONS, _dtype, is_bipartite_pair, start_params, train_bipartite, train_layered,
+                          training_options)
+from .._energy_pretrain import greedy_pretrain
 
 
 @register
@@ -96,18 +99,10 @@ class EnergyGibbs(EnergyMethod):
             raise ValueError(f"warmup must be a non-negative integer, got {warmup!r}")
         x = model.check_data(data).double()
         params = {k: v.double() for k, v in params.items()}
-        g = generator(seed)
         hidden = [l for l in model.undirected_layers if l != 0]
-        states = model.random_states(len(x), torch.float64, g)
-        states[0] = x
-        schedule = model.gibbs_schedule(hidden)
-        for _ in range(warmup):
-            states = model.gibbs_sweep(params, states, g, schedule=schedule)
-        totals = [torch.zeros_like(states[l]) for l in hidden]
-        for _ in range(num_samples):
-            states = model.gibbs_sweep(params, states, g, schedule=schedule)
-            for t, l in zip(totals, hidden):
-                t += model.conditional_mean(params, states, l)
+        kernel = BlockGibbs(model, params, dtype=torch.float64, free=hidden, clamp=x, averaged=tuple(hidden))
+        sums = run(kernel, steps=num_samples, warmup=warmup, num_chains=len(x), seed=seed, progress=False).sums
+        totals = [sums[f"mean_{l}"] for l in hidden]
         out = [x] + [None] * (model.n_layers - 1)
         for t, l in zip(totals, hidden):
             out[l] = t / num_samples

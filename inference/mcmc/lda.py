@@ -29,12 +29,12 @@ import torch
 
 from probgen.corpus import Corpus
 from probgen.fit import Fit
-from probgen.progress import progress as bar
+from probgen.loops.mcmc import Kernel, check_budget, run
 from probgen.registry import check_options, register
 
 from .._lda import TopicModelMethod, hyperparameters, make_fit
 
-OPTIONS = ("warmup", "thin")
+OPTIONS = ("warmup", "num_chains", "thin", "callback")
 
 
 def gibbs_sweep(z: list, w: list, d: list, ndk: list, nwk: list, nk: list, alpha: list, eta: float,
@@ -79,56 +79,87 @@ def log_joint(ndk: np.ndarray, nwk: np.ndarray, nk: np.ndarray, alpha: np.ndarra
     return float(docs + topics)
 
 
+class CollapsedGibbs(Kernel):
+    """One exact sequential sweep (:func:`gibbs_sweep`) per transition; chains one after
+    another (the sweep is sequential over tokens). State: the assignments and counts as
+    Python lists, the chain's NumPy generator. The kept draw is the sweep's estimate
+    E[β | z] = (n_kw + η) / (n_k + V η), only averaged over kept sweeps (``averaged``: a
+    (K, V) table per sweep is not stored); statistics: the collapsed log p(w, z) per document."""
+
+    record_warmup = True
+    averaged = ("topics",)
+    name = "lda gibbs"
+
+    def __init__(self, k: int, vocab_size: int, w: np.ndarray, d: np.ndarray, n_docs: int, alpha: np.ndarray,
+                 eta: float, start: np.ndarray | None):
+        self.k, self.v, self.w, self.d, self.n_docs = k, vocab_size, w, d, n_docs
+        self.alpha, self.eta, self.start = alpha, eta, start
+
+    def init(self, seed: Any, chain: int, warmup: int) -> dict:
+        rng = np.random.default_rng(seed)
+        K, w, d = self.k, self.w, self.d
+        if self.start is not None:  # start from z_i ~ topics[:, w_i] (normalised)
+            p = self.start[:, w].T
+            cdf = np.cumsum(p / p.sum(1, keepdims=True), 1)
+            z = np.minimum((cdf < rng.random(len(w))[:, None]).sum(1), K - 1)
+        else:
+            z = rng.integers(0, K, size=len(w))
+        ndk, nwk = np.zeros((self.n_docs, K)), np.zeros((self.v, K))
+        np.add.at(ndk, (d, z), 1.0)
+        np.add.at(nwk, (w, z), 1.0)
+        # the sweep works on Python lists (see gibbs_sweep); NumPy copies are made per sweep
+        return {"rng": rng, "z": z.tolist(), "w": w.tolist(), "d": d.tolist(), "ndk": ndk.tolist(),
+                "nwk": nwk.tolist(), "nk": nwk.sum(0).tolist(), "alpha": self.alpha.tolist()}
+
+    def step(self, state: dict, warmup: bool) -> dict:
+        gibbs_sweep(state["z"], state["w"], state["d"], state["ndk"], state["nwk"], state["nk"], state["alpha"],
+                    self.eta, state["rng"].random(len(state["z"])).tolist())
+        state["counts"] = np.array(state["ndk"]), np.array(state["nwk"]), np.array(state["nk"])
+        return state
+
+    def draw(self, state: dict) -> dict:
+        _, nwk, nk = state["counts"]
+        return {"topics": ((nwk + self.eta) / (nk + self.v * self.eta)).T}
+
+    def stats(self, state: dict) -> dict:
+        return {"log_joint": log_joint(*state["counts"], self.alpha, self.eta) / self.n_docs}   # per document
+
+
 @register
 class LDACollapsedGibbs(TopicModelMethod):
     engine = "mcmc"
     name = "lda-gibbs"
     objective = "log_joint"
-    steps_unit = "sweeps kept after warmup"
+    steps_unit = "sweeps per chain after warmup (every thin-th kept)"
     log_prob_kind = "bound"
 
     def fit(self, model: Any, data: Corpus, *, steps: int | None, seed: int | None, init: dict | None,
-            progress: bool, warmup: int | None = None, thin: int = 1, **options: Any) -> Fit:
-        """``steps`` kept sweeps (default 200) after ``warmup`` sweeps (default ``steps``);
-        the topic estimate averages every ``thin``-th kept sweep. ``history`` records the
-        collapsed log p(w, z) per document of each sweep (``"warmup"``: discarded)."""
+            progress: bool, warmup: int | None = None, num_chains: int = 1, thin: int = 1, callback: Any = None,
+            **options: Any) -> Fit:
+        """``steps`` sweeps (default 200) after ``warmup`` sweeps (default ``steps``), in
+        ``num_chains`` chains; the topic estimate averages every ``thin``-th of them over all
+        chains. ``history`` records the collapsed log p(w, z) per document of each sweep
+        (``"warmup"``: discarded; ``"chain"``); ``fit.state["z"]`` is the first chain's last state."""
         check_options("mcmc", options, OPTIONS)
         steps = 200 if steps is None else steps
         warmup = steps if warmup is None else warmup
-        if warmup < 0 or not isinstance(thin, int) or thin < 1:
-            raise ValueError(f"need warmup >= 0 and thin >= 1, got warmup={warmup}, thin={thin}")
+        check_budget(steps, warmup, num_chains, thin)
         alpha_t, eta_t = hyperparameters(model, init)
         alpha, eta = alpha_t.numpy(), float(eta_t)
-        K, V, D = model.k, model.vocab_size, data.n_docs
-        rng = np.random.default_rng(seed)
         tokens = data.token_lists()
         w = torch.cat(tokens).numpy().astype(np.int64)
-        d = np.repeat(np.arange(D), [len(t) for t in tokens])
-        if init and "topics" in init:  # start from z_i ~ topics[:, w_i] (normalised)
-            p = torch.as_tensor(init["topics"], dtype=torch.float64).numpy()[:, w].T
-            cdf = np.cumsum(p / p.sum(1, keepdims=True), 1)
-            z = np.minimum((cdf < rng.random(len(w))[:, None]).sum(1), K - 1)
+        d = np.repeat(np.arange(data.n_docs), [len(t) for t in tokens])
+        start = torch.as_tensor(init["topics"], dtype=torch.float64).numpy() if init and "topics" in init else None
+        kernel = CollapsedGibbs(model.k, model.vocab_size, w, d, data.n_docs, alpha, eta, start)
+        chains = run(kernel, steps=steps, warmup=warmup, num_chains=num_chains, thin=thin, seed=seed,
+                     progress=progress, callback=callback)
+        first = chains.states[0]
+        if chains.kept == 0:  # no kept sweep (steps=0): the current state's estimate
+            topic_sum, kept = kernel.draw(first)["topics"], 1
         else:
-            z = rng.integers(0, K, size=len(w))
-        ndk, nwk = np.zeros((D, K)), np.zeros((V, K))
-        np.add.at(ndk, (d, z), 1.0)
-        np.add.at(nwk, (w, z), 1.0)
-        # the kernel works on Python lists (see gibbs_sweep); NumPy views are made per sweep
-        zl, wl, dl = z.tolist(), w.tolist(), d.tolist()
-        ndl, nwl, nkl, al = ndk.tolist(), nwk.tolist(), nwk.sum(0).tolist(), alpha.tolist()
-        topic_sum, kept, history = np.zeros((K, V)), 0, []
-        for sweep in bar(range(warmup + steps), desc="lda gibbs", enabled=progress):
-            gibbs_sweep(zl, wl, dl, ndl, nwl, nkl, al, eta, rng.random(len(zl)).tolist())
-            ndk, nwk, nk = np.array(ndl), np.array(nwl), np.array(nkl)
-            if sweep >= warmup and (sweep - warmup) % thin == 0:
-                topic_sum += ((nwk + eta) / (nk + V * eta)).T
-                kept += 1
-            history.append({"step": sweep, "log_joint": log_joint(ndk, nwk, nk, alpha, eta) / D,  # per document
-                            "warmup": sweep < warmup})
-        z = np.array(zl)
-        if kept == 0:  # no kept sweep (steps=0): the current state's estimate
-            topic_sum, kept = ((nwk + eta) / (nk + V * eta)).T, 1
+            topic_sum, kept = chains.sums["topics"].sum(0), chains.kept   # all chains' kept sweeps
         topics = torch.as_tensor(topic_sum / kept)
-        state = {"z": torch.as_tensor(z), "kept": kept}
-        return make_fit(self, model, topics, alpha_t, eta_t, data, history, state,
-                        {"warmup": warmup, "thin": thin})
+        state = {"z": torch.as_tensor(np.array(first["z"])), "kept": kept, "draws": chains.draws,
+                 "sample_stats": chains.stats}
+        return make_fit(self, model, topics, alpha_t, eta_t, data, history=chains.history, state=state,
+                        options={"warmup": warmup, "num_chains": num_chains, "thin": thin})

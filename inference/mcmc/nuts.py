@@ -6,9 +6,13 @@ declaration that offers ``priors()`` (name -> distribution) has its parameters
 lifted to those priors (as ``pyro.poutine.lift`` does), and the fit records which
 were lifted in ``fit.state["lifted"]``.
 
-``steps`` draws are kept per chain after ``warmup`` adaptation steps; chains run one after
-another in this process (seeded, so a fit is reproducible). ``fit.history`` has one record
-per kept draw, aligned with ``fit.state["samples"]``: ``step`` (the draw's index), ``chain``,
+Pyro's NUTS transition is a kernel (:class:`NUTSKernel`) of the one MCMC driver
+(:mod:`probgen.loops.mcmc`): ``steps`` draws per chain after ``warmup`` adaptation steps, every
+``thin``-th kept; ``num_chains`` chains run one after another in this process (chain 0 in the
+stream ``seed`` started, chain c under its own seed, so a fit is reproducible). The kept
+draws are ``fit.state["draws"]`` ``(chain, draw, ...)`` and ``fit.state["samples"]`` (chains
+concatenated). ``fit.history`` has one record per kept draw, aligned with
+``fit.state["samples"]``: ``step`` (the draw's index), ``chain``,
 and the sampler's statistics for that draw — ``step_size``, ``accept_prob`` (the mean
 Metropolis acceptance probability over the trajectory's proposals), ``diverging`` and
 ``potential_energy`` (−log p(θ, data) in the unconstrained space, the Jacobian included).
@@ -21,12 +25,12 @@ from typing import Any
 import pyro
 import torch
 from pyro import poutine
-from pyro.infer import MCMC, NUTS
-from pyro.infer.mcmc.util import diagnostics
+from pyro.infer import NUTS
 
 from probgen import protocols
 from probgen.declarations import Program
 from probgen.fit import Fit
+from probgen.loops.mcmc import Kernel, check_budget, run
 from probgen.random import seeded
 from probgen.registry import Method, check_options, register
 
@@ -39,7 +43,7 @@ class ProgramNUTS(Method):
     engine = "mcmc"
     name = "nuts"
     objective = "potential_energy"
-    steps_unit = "draws kept per chain after warmup"
+    steps_unit = "draws per chain after warmup (every thin-th kept)"
     generic = True
     needs = "a Pyro program whose parameters have priors"
     log_prob_kind = "estimate"
@@ -54,11 +58,14 @@ class ProgramNUTS(Method):
         return info is None or not info.params or protocols.implements(model, protocols.Priors)
 
     def fit(self, model: Program, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
-            progress: bool, warmup: int | None = None, chains: int = 1, target_accept: float = 0.8,
-            max_tree_depth: int = 10, jit_compile: bool = False, **options: Any) -> Fit:
-        check_options("mcmc", options, ("warmup", "chains", "target_accept", "max_tree_depth", "jit_compile"))
+            progress: bool, warmup: int | None = None, num_chains: int = 1, thin: int = 1,
+            target_accept: float = 0.8, max_tree_depth: int = 10, jit_compile: bool = False,
+            callback: Any = None, **options: Any) -> Fit:
+        check_options("mcmc", options, ("warmup", "num_chains", "thin", "target_accept", "max_tree_depth",
+                                        "jit_compile", "callback"))
         steps = 500 if steps is None else steps
         warmup = steps if warmup is None else warmup
+        check_budget(steps, warmup, num_chains, thin)
         args = model.program_args(data)
         program, lifted = model.program, []
         info = inspect_program(program, args)
@@ -76,32 +83,27 @@ class ProgramNUTS(Method):
             # start the chain at the declaration's own (seeded) starting point, not a prior draw
             init = _default_start(model, data, seed, info)
         start = _unconstrained(enumerated(program, info), args, init, info.max_plate_nesting) if init else None
-        check_count("chains", chains)
-        history, runs = [], []
-        for chain in range(chains):
-            # one chain at a time in this process: the runs draw from the one seeded stream, and
-            # the per-draw statistics are read in the hook (child processes would keep them)
-            kernel = NUTS(enumerated(program, info), max_plate_nesting=info.max_plate_nesting,
-                          target_accept_prob=target_accept, max_tree_depth=max_tree_depth,
-                          jit_compile=jit_compile, ignore_jit_warnings=True)
-            mcmc = MCMC(kernel, num_samples=steps, warmup_steps=warmup, num_chains=1,
-                        disable_progbar=not progress, initial_params=start,
-                        hook_fn=_recorder(history, chain, chain * steps))
-            with pyro.get_param_store().scope():
-                mcmc.run(*args)
-            runs.append({k: v.detach() for k, v in mcmc.get_samples().items()})
-        samples = {k: torch.cat([r[k] for r in runs]) for k in runs[0]}
+
+        def make() -> NUTS:
+            return NUTS(enumerated(program, info), max_plate_nesting=info.max_plate_nesting,
+                        target_accept_prob=target_accept, max_tree_depth=max_tree_depth,
+                        jit_compile=jit_compile, ignore_jit_warnings=True)
+
+        kernel = NUTSKernel(make, tuple(a.detach() if torch.is_tensor(a) else a for a in args), start)
+        # as Pyro's MCMC.run: the model's sites hidden from outer handlers, validation off
+        with pyro.get_param_store().scope(), poutine.block(), pyro.validation_enabled(False):
+            chains = run(kernel, steps=steps, warmup=warmup, num_chains=num_chains, thin=thin, seed=seed,
+                         progress=progress, callback=callback, desc="mcmc nuts")
+        # back to the constrained space, on the (chain, draw, ...) tensors as Pyro's MCMC does
+        transforms = chains.states[-1]["kernel"].transforms if chains.states else {}
+        draws = {k: (transforms[k].inv(v) if k in transforms else v).detach() for k, v in chains.draws.items()}
+        samples = {k: v.reshape((-1,) + tuple(v.shape[2:])) for k, v in draws.items()}
         params = {k: v.mean(0) for k, v in samples.items()}
-        # split R-hat needs >= 4 draws per chain
-        diag = diagnostics({k: torch.stack([r[k] for r in runs]) for k in runs[0]}) if steps >= 4 else {}
-        summary = {k: {"r_hat": float(torch.as_tensor(d.get("r_hat", float("nan"))).mean()),
-                       "n_eff": float(torch.as_tensor(d.get("n_eff", float("nan"))).mean())}
-                   for k, d in diag.items() if isinstance(d, dict) and "n_eff" in d}
-        return Fit(model, params, history, engine=self.engine, method=self.name,
-                   state={"samples": samples, "lifted": lifted, "diagnostics": summary,
-                          "divergences": sum(h["diverging"] for h in history)},
-                   options={"warmup": warmup, "chains": chains, "target_accept": target_accept,
-                            "max_tree_depth": max_tree_depth})
+        return Fit(model, params, chains.history, engine=self.engine, method=self.name,
+                   state={"samples": samples, "draws": draws, "sample_stats": chains.stats, "lifted": lifted,
+                          "divergences": sum(h["diverging"] for h in chains.history)},
+                   options={"warmup": warmup, "num_chains": num_chains, "thin": thin,
+                            "target_accept": target_accept, "max_tree_depth": max_tree_depth})
 
     def log_prob(self, fit: Fit, x: Any, num_samples: int = 200, **options: Any) -> torch.Tensor:
         """Posterior predictive log p(x | data) ≈ log mean_s p(x | θ_s) over up to
@@ -194,31 +196,55 @@ def _draws(fit: Fit, n: int, replace: bool, ordered: bool = False) -> list[dict[
     return [dict(fit.params, **{k: v[i] for k, v in samples.items()}) for i in idx.tolist()]
 
 
-def _recorder(history: list, chain: int, offset: int):
-    """An MCMC ``hook_fn`` appending one record per kept draw of ``chain`` to ``history``.
-    Pyro's NUTS exposes no per-draw statistics, so they are read from the kernel right after
-    each draw: the adapted ``step_size``; the draw's acceptance probability, recovered from
-    the running mean the kernel keeps (m_n = m_{n-1} + (a_n - m_{n-1}) / n over the kept
-    draws); a divergence (the kernel appends the draw's index to its list); and the
-    potential energy of the state it kept."""
-    last = {"mean": 0.0}
+class NUTSKernel(Kernel):
+    """Pyro's NUTS transition (``pyro.infer.NUTS.sample``) as a driver kernel: one NUTS
+    kernel object per chain (made by ``make``), set up with the chain's ``warmup`` (step-size
+    and mass-matrix adaptation happen in its warm-up transitions). State: the Pyro kernel,
+    the unconstrained sites, and the statistics of the last transition. Pyro's NUTS exposes
+    no per-draw statistics, so they are read from the kernel after each transition: the
+    adapted ``step_size``; the draw's acceptance probability, recovered from the running
+    mean the kernel keeps over the kept draws (m_n = m_{n-1} + (a_n - m_{n-1}) / n); a
+    divergence (the kernel appends the draw's index to its list); and the potential energy
+    of the state it kept. Its tree depth is local to ``NUTS.sample``, so it is not reported.
+    Chains are not vectorised (Pyro's kernel moves one state)."""
 
-    def hook(kernel: Any, params: Any, stage: str, i: int) -> None:
-        if not stage.startswith("Sample"):
-            return
-        mean = float(kernel._mean_accept_prob)
-        accept = last["mean"] + (i + 1) * (mean - last["mean"])
-        last["mean"] = mean
-        divergences = kernel._divergences
-        record = {"step": offset + i, "chain": chain, "step_size": float(kernel.step_size),
-                  "accept_prob": min(max(accept, 0.0), 1.0),
-                  "diverging": bool(divergences and divergences[-1] == i),
-                  "potential_energy": float(kernel._potential_energy_last)}
-        if not all(math.isfinite(record[k]) for k in ("step_size", "accept_prob", "potential_energy")):
-            raise ValueError(f"NUTS draw {i} of chain {chain} has non-finite statistics {record}: the "
-                             "posterior has no finite density there (check the priors and the data)")
-        history.append(record)
-    return hook
+    name = "nuts"
+
+    def __init__(self, make: Any, args: tuple, start: dict | None):
+        self.make, self.args, self.start = make, args, start
+
+    def init(self, seed: Any, chain: int, warmup: int) -> dict:
+        kernel = self.make()
+        if self.start is not None:
+            kernel.initial_params = self.start
+        kernel.setup(warmup, *self.args)
+        return {"kernel": kernel, "params": kernel.initial_params, "chain": chain, "t": 0, "warmup": warmup,
+                "mean": 0.0, "stats": {}}
+
+    def step(self, state: dict, warmup: bool) -> dict:
+        kernel = state["kernel"]
+        state["params"] = kernel.sample(state["params"])
+        state["t"] += 1
+        if not warmup:
+            i = state["t"] - state["warmup"] - 1          # the index among the post-warm-up draws
+            mean = float(kernel._mean_accept_prob)
+            accept = state["mean"] + (i + 1) * (mean - state["mean"])
+            state["mean"] = mean
+            divergences = kernel._divergences
+            stats = {"step_size": float(kernel.step_size), "accept_prob": min(max(accept, 0.0), 1.0),
+                     "diverging": bool(divergences and divergences[-1] == i),
+                     "potential_energy": float(kernel._potential_energy_last)}
+            if not all(math.isfinite(stats[k]) for k in ("step_size", "accept_prob", "potential_energy")):
+                raise ValueError(f"NUTS draw {i} of chain {state['chain']} has non-finite statistics {stats}: "
+                                 "the posterior has no finite density there (check the priors and the data)")
+            state["stats"] = stats
+        return state
+
+    def draw(self, state: dict) -> dict[str, torch.Tensor]:
+        return {k: state["params"][k] for k in sorted(state["params"])}   # unconstrained, as Pyro keeps them
+
+    def stats(self, state: dict) -> dict:
+        return dict(state["stats"])
 
 
 def _priors(model: Any, args: tuple) -> dict:

@@ -19,8 +19,9 @@ from probgen.fit import Fit
 from probgen.random import generator
 from probgen.registry import register
 
-from .._energy import (TRAIN_OPTIONS, EnergyMethod, _dtype, greedy_pretrain, start_params, train_layered,
-                       training_options)
+from .._energy import EnergyMethod
+from .._energy_cd import TRAIN_OPTIONS, _dtype, start_params, train_layered, training_options
+from .._energy_pretrain import greedy_pretrain
 
 
 @register
