@@ -180,3 +180,43 @@ def test_network_variational_em_never_decreases():
     assert all(b >= a - 1e-10 for a, b in zip(values, values[1:])), values
     # the per-row ELBO is a lower bound of the exact per-row log-likelihood at the same tables
     assert values[-1] <= float(bn.log_prob(fit.params, x).mean()) + 1e-10
+
+
+# ---- Gibbs sampling (the mcmc engine on factor graphs) -------------------------------------
+
+def test_factor_graph_gibbs_marginals_within_monte_carlo_error():
+    """8 independent chains: each entry's mean over chains is within 6 standard errors of
+    the between-chain spread of exact (t with 7 degrees of freedom: P(|t| > 6) ≈ 5e-4)."""
+    from probgen.inference.mcmc.factor_graph import FactorGraphGibbs, Query
+    from probgen.loops.mcmc import run
+    fg = _grid(3, 0, strength=0.8)
+    evidence = {"x0_0": torch.tensor([0, 1]), "x2_2": torch.tensor([1, 1])}
+    exact = pg.infer(fg, evidence, engine="exact")
+    rows = torch.full((2, len(fg.variables)), -1, dtype=torch.long)
+    names = list(fg.variables)
+    for v, val in evidence.items():
+        rows[:, names.index(v)] = val
+    fs = FactorGraphGibbs._factor_set(fg, None, rows)
+    chains = run(Query(fs, list(range(len(names)))), steps=1500, warmup=150, num_chains=8, seed=0, progress=False)
+    per_chain = chains.kept // 8
+    for j, v in enumerate(names):
+        means = chains.sums[str(j)] / per_chain                              # (chain, rows, card)
+        se = means.std(0) / 8 ** 0.5
+        err = (means.mean(0) - exact[v]).abs()
+        assert (err <= 6 * se + 1e-12).all(), (v, err, se)
+    got = pg.infer(fg, evidence, engine="mcmc", num_samples=1500, num_chains=8, seed=0)
+    for v in names:  # the method's answer is the same average over the same chains
+        assert torch.allclose(got[v], (chains.sums[str(names.index(v))].sum(0) / chains.kept))
+
+
+def test_factor_graph_persistent_chain_ml_approaches_exact_ml():
+    fg = _tree_graph(0)
+    data = fg.sample(None, 500, seed=1)
+    zero = {k: torch.zeros_like(v) for k, v in fg.log_potentials.items()}
+    ll_start = float(fg.log_prob(zero, data).mean())
+    ll_ml = float(pg.fit(fg, data, engine="exact", progress=False).log_prob(data).mean())
+    fit = pg.fit(fg, data, engine="mcmc", init=zero, seed=0, steps=300, progress=False)
+    ll = float(fit.log_prob(data).mean())
+    # stochastic gradients: not the optimum, but most of the way from the start to it
+    assert ll >= ll_start + 0.9 * (ll_ml - ll_start)
+    assert all(r["pseudo_log_likelihood"] < 0 for r in fit.history)

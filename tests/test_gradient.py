@@ -96,7 +96,7 @@ def test_early_stopping_restores_the_best_validation(name, engine, method):
     records = [r for r in fit.history if key in r]
     assert records, f"no {key} in the history"
     values = [r[key] for r in records]
-    maximise = fit.objective in ("log_likelihood", "elbo")
+    maximise = fit.objective in ("log_likelihood", "elbo", "pseudo_log_likelihood")
     best = values.index(max(values) if maximise else min(values))
     best_step = records[best]["step"]
     assert best_step < fit.history[-1]["step"], "the case must make the validation worse after its best step"
