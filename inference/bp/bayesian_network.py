@@ -30,7 +30,7 @@ from probgen.ops.message_passing import belief_propagation
 from probgen.registry import register
 
 from ..em.bayesian_network import NetworkEM
-from ..exact.bayesian_network import _targets, parse_evidence
+from ..exact.bayesian_network import _targets, evidence_rows
 from .factor_graph import bp_options
 
 #: rows per chunk are chosen so that the largest per-chunk message tensor has about this many entries
@@ -118,14 +118,7 @@ class ApproximateNetwork(NetworkEM):
     def _infer(self, model: Any, params: dict | None, data: Any, query: str, variables: Any,
                options: dict) -> Any:
         params = model.check_params(params)
-        single, x = parse_evidence(model, data)
-        if single is not None:
-            row = np.full((1, len(model.variables)), -1, dtype=np.int64)
-            for j, k in single.items():
-                row[0, j] = k
-            x, observed = row, set(single)
-        else:
-            observed = set(j for j in range(x.shape[1]) if (x[:, j] >= 0).all())
+        single, x, observed = evidence_rows(model, data)
         targets = _targets(model, variables, observed)
         seen = set(np.flatnonzero((np.asarray(x) >= 0).any(0)).tolist())
         with torch.no_grad():

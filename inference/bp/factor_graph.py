@@ -27,7 +27,7 @@ from probgen.fit import Fit
 from probgen.ops.message_passing import belief_propagation
 from probgen.registry import register
 
-from ..exact.factor_graph import FactorGraphExact, _check_evidence
+from ..exact.factor_graph import FactorGraphExact, evidence_rows
 
 
 def bp_options(damping: float = 0.5, max_iters: int = 200, bp_tol: float = 1e-8) -> dict:
@@ -73,12 +73,8 @@ class ApproximateFactorGraph(FactorGraphExact):
         return fit.model.unnormalized_log_prob(fit.params, x) - log_z
 
     def _infer(self, model: Any, params: dict | None, data: Any, query: str, options: dict) -> Any:
-        evidence = _check_evidence(model, data)
+        rows, n = evidence_rows(model, data)
         names = list(model.variables)
-        n = next((len(v) for v in evidence.values() if torch.is_tensor(v) and v.dim() == 1), None)
-        rows = torch.full((n or 1, len(names)), -1, dtype=torch.long)
-        for v, val in evidence.items():
-            rows[:, names.index(v)] = torch.as_tensor(val)
         cards, scopes, tables = self.factors(model, params)
         with torch.no_grad():
             log_b, _, log_z = self.approximate(cards, scopes, [t.detach() for t in tables], rows, query, **options)

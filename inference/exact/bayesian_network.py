@@ -35,6 +35,19 @@ def parse_evidence(model: Any, evidence: Any) -> tuple[dict[int, int] | None, np
     return None, model.check_data(evidence).numpy()
 
 
+def evidence_rows(model: Any, evidence: Any) -> tuple[dict[int, int] | None, np.ndarray, set[int]]:
+    """``(single, x, observed)``: the evidence as ``(N, V)`` state indices ``x`` (−1 =
+    unobserved; one row for one assignment, which ``single`` then holds, else ``None``) and
+    the columns observed in every row."""
+    single, x = parse_evidence(model, evidence)
+    if single is not None:
+        x = np.full((1, len(model.variables)), -1, dtype=np.int64)
+        for j, k in single.items():
+            x[0, j] = k
+        return single, x, set(single)
+    return None, x, set(j for j in range(x.shape[1]) if (x[:, j] >= 0).all())
+
+
 def _targets(model: Any, variables: Any, observed: set[int]) -> list[int]:
     if variables is None:
         return [j for j in range(len(model.variables)) if j not in observed]

@@ -117,3 +117,15 @@ def _check_evidence(model: Any, data: Any) -> dict:
             raise ValueError(f"evidence {v}={val!r}: expected integer states in [0, {model.variables[v]})")
         out[v] = t.long() if t.dim() == 1 else int(t)
     return out
+
+
+def evidence_rows(model: Any, data: Any) -> tuple[torch.Tensor, int | None]:
+    """Evidence as ``(rows, n)``: a ``(n or 1, V)`` LongTensor of states in variable order, −1
+    where unobserved, and ``n`` the number of batched queries (``None`` for one assignment)."""
+    evidence = _check_evidence(model, data)
+    names = list(model.variables)
+    n = next((len(v) for v in evidence.values() if torch.is_tensor(v) and v.dim() == 1), None)
+    rows = torch.full((n or 1, len(names)), -1, dtype=torch.long)
+    for v, val in evidence.items():
+        rows[:, names.index(v)] = torch.as_tensor(val)
+    return rows, n

@@ -18,7 +18,7 @@ import torch
 
 from probgen import protocols
 from probgen.fit import Fit
-from probgen.inference.exact.bayesian_network import _targets, parse_evidence
+from probgen.inference.exact.bayesian_network import _targets, evidence_rows
 from probgen.loops.mcmc import Kernel, check_budget, run
 from probgen.registry import Method, check_options, register
 
@@ -237,14 +237,7 @@ class NetworkGibbs(Method):
         if warmup is not None and (not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 0):
             raise ValueError(f"warmup must be a non-negative integer, got {warmup!r}")
         params = model.check_params(params)
-        single, x = parse_evidence(model, data)
-        if single is not None:
-            x = np.full((1, len(model.variables)), -1, dtype=np.int64)
-            for j, k in single.items():
-                x[0, j] = k
-            observed = set(single)
-        else:
-            observed = set(j for j in range(x.shape[1]) if (x[:, j] >= 0).all())
+        single, x, observed = evidence_rows(model, data)
         targets = _targets(model, variables, observed)
         warmup = num_samples // 10 if warmup is None else warmup
         tables = [params[f"probs_{v}"].numpy() for v in model.variables]

@@ -31,7 +31,7 @@ from probgen.ops.message_passing import FactorSet, colour_classes
 from probgen.random import generator
 from probgen.registry import register
 
-from ..exact.factor_graph import _check_evidence
+from ..exact.factor_graph import evidence_rows
 
 
 class FactorGibbs:
@@ -202,12 +202,8 @@ class FactorGraphGibbs(GradientMethod):
         """Rao-Blackwellised Gibbs marginals ``{variable: (card,)}`` (or ``(n, card)`` for
         batched evidence): ``num_samples`` kept sweeps per chain after ``warmup`` (default
         ``num_samples // 10``), ``num_chains`` chains, every ``thin``-th kept."""
-        evidence = _check_evidence(model, data)
+        rows, n = evidence_rows(model, data)
         names = list(model.variables)
-        n = next((len(v) for v in evidence.values() if torch.is_tensor(v) and v.dim() == 1), None)
-        rows = torch.full((n or 1, len(names)), -1, dtype=torch.long)
-        for v, val in evidence.items():
-            rows[:, names.index(v)] = torch.as_tensor(val)
         warmup = num_samples // 10 if warmup is None else warmup
         check_budget(num_samples, warmup, num_chains, thin)
         fs = self._factor_set(model, params, rows)
