@@ -141,10 +141,12 @@ def _infer(model_or_fit: Any, data: Any, query: str, engine: str, options: dict)
         model, params = model_or_fit.model, model_or_fit.params
     else:
         model, params = registry.as_declaration(model_or_fit), None
+    method = None
     if engine is None:
-        exact = any(m.accepts(model) for m in registry.methods("exact"))
-        engine = "exact" if exact or not isinstance(model_or_fit, Fit) else model_or_fit.engine
-    method = registry.find_method(model, engine)
+        method = next((m for m in registry.methods("exact") if m.accepts(model)), None)
+        engine = "exact" if method is not None or not isinstance(model_or_fit, Fit) else model_or_fit.engine
+    if method is None:
+        method = registry.find_method(model, engine)
     registry.check_named_options(f"{query!r} query", method.infer, options, _INFER_ARGS + ("fit",))
     if isinstance(model_or_fit, Fit) and "fit" in registry.named_options(method.infer, _INFER_ARGS):
         options["fit"] = model_or_fit  # a method that answers from the fit's state (a guide, draws)

@@ -13,6 +13,7 @@ so imports keep pointing down).
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 import sys
@@ -138,10 +139,16 @@ def named_options(fn: Callable, skip: tuple[str, ...]) -> tuple[str, ...]:
     """The keyword options a method's function takes by name (its signature less ``skip``
     and ``**options``): what the core lets through to it, so that a method cannot forget
     to refuse an unknown option."""
+    return tuple(n for n in _keyword_names(getattr(fn, "__func__", fn)) if n not in skip)
+
+
+@functools.lru_cache(maxsize=None)
+def _keyword_names(fn: Callable) -> tuple[str, ...]:
+    """A function's parameters that can be passed by name (read once per function: the
+    signature is looked up on every query and fit)."""
     import inspect
     params = inspect.signature(fn).parameters.values()
-    return tuple(p.name for p in params if p.name not in skip
-                 and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+    return tuple(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
 
 
 def check_named_options(what: str, fn: Callable, options: dict, skip: tuple[str, ...]) -> None:
