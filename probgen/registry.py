@@ -139,7 +139,10 @@ def named_options(fn: Callable, skip: tuple[str, ...]) -> tuple[str, ...]:
     """The keyword options a method's function takes by name (its signature less ``skip``
     and ``**options``): what the core lets through to it, so that a method cannot forget
     to refuse an unknown option."""
-    return tuple(n for n in _keyword_names(getattr(fn, "__func__", fn)) if n not in skip)
+    names = _keyword_names(getattr(fn, "__func__", fn))
+    if hasattr(fn, "__func__"):  # a bound method: its first parameter is bound already
+        names = names[1:]
+    return tuple(n for n in names if n not in skip)
 
 
 @functools.lru_cache(maxsize=None)
