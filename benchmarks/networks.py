@@ -82,21 +82,21 @@ def main() -> None:
     pg.set_num_threads(1)
     results = []
     print("| network | vars | exact: largest intermediate | exact s | bp s | mcmc s | bp err | mcmc err "
-          "| batched 200 rows: exact s | bp s | mcmc s | bp err | mcmc err |")
+          "| batched 200 rows: exact s | bp s | mcmc s | bp err | mcmc err |", flush=True)
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     fmt = lambda v, spec: "—" if v is None else format(v, spec)  # noqa: E731
     for name in args.networks.split(","):
         r = run(name, args.samples, args.rows, args.seed)
         results.append(r)
+        if args.json:  # after every network: a long run that is cut short keeps what it measured
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=1)
         exact = f"{r['largest']:.3g}" + ("" if r["exact_ran"] else " (refused)")
         print(f"| {name} | {r['variables']} | {exact} | {fmt(r['exact_s'] if r['exact_ran'] else None, '.3f')} "
               f"| {r['bp_s']:.3f} | {r['mcmc_s']:.3f} | {fmt(r['bp_err'], '.3f')} | {fmt(r['mcmc_err'], '.3f')} "
               f"| {fmt(r['exact_batch_s'] if r['exact_ran'] else None, '.3f')} | {r['bp_batch_s']:.3f} "
               f"| {r['mcmc_batch_s']:.3f} | {fmt(r['bp_batch_err'], '.3f')} | {fmt(r['mcmc_batch_err'], '.3f')} |",
               flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
 
 
 if __name__ == "__main__":
