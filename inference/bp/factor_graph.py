@@ -27,7 +27,7 @@ from probgen.fit import Fit
 from probgen.ops.message_passing import belief_propagation
 from probgen.registry import register
 
-from ..exact.factor_graph import FactorGraphExact, evidence_rows
+from ..exact.factor_graph import FactorGraphExact, evidence_rows, factor_set
 
 
 def bp_options(damping: float = 0.5, max_iters: int = 200, bp_tol: float = 1e-8) -> dict:
@@ -49,33 +49,25 @@ class ApproximateFactorGraph(FactorGraphExact):
         """``(log marginals per variable (B, card), factor beliefs summed over rows, log Z (B,))``."""
         raise NotImplementedError
 
-    @staticmethod
-    def factors(model: Any, params: dict | None) -> tuple[list, list, list]:
-        """``(cards, scopes as variable indices, tables)`` of a factor graph."""
-        col = {v: j for j, v in enumerate(model.variables)}
-        p = model.log_potentials if params is None else params
-        return (list(model.variables.values()), [tuple(col[v] for v in s) for s in model.scopes.values()],
-                [p[k] for k in model.scopes])
-
     def mean_log_likelihood(self, model: Any, theta: dict, x: torch.Tensor, approx: dict) -> torch.Tensor:
         """mean Σ_f θ_f(x_f) − A(θ), A the approximate log Z: a surrogate whose value is that
         and whose gradient uses the approximation's factor beliefs (∂A/∂θ_f at its fixed point)."""
         names = list(model.scopes)
-        cards, scopes, tables = self.factors(model, {k: theta[k].detach() for k in names})
+        cards, scopes, tables = factor_set(model, {k: theta[k].detach() for k in names})
         _, beliefs, log_z = self.approximate(cards, scopes, tables, None, "marginals", **approx)
         linear = sum((beliefs[i] * theta[k]).sum() for i, k in enumerate(names))
         return model.unnormalized_log_prob(theta, x).mean() - (linear - linear.detach()) - log_z[0]
 
     def _log_prob(self, fit: Fit, x: Any, options: dict) -> torch.Tensor:
         x = fit.model.check_data(x)
-        cards, scopes, tables = self.factors(fit.model, fit.params)
+        cards, scopes, tables = factor_set(fit.model, fit.params)
         log_z = self.approximate(cards, scopes, tables, None, "log_partition", **options)[2][0]
         return fit.model.unnormalized_log_prob(fit.params, x) - log_z
 
     def _infer(self, model: Any, params: dict | None, data: Any, query: str, options: dict) -> Any:
         rows, n = evidence_rows(model, data)
         names = list(model.variables)
-        cards, scopes, tables = self.factors(model, params)
+        cards, scopes, tables = factor_set(model, params)
         with torch.no_grad():
             log_b, _, log_z = self.approximate(cards, scopes, [t.detach() for t in tables], rows, query, **options)
         squeeze = (lambda t: t[0]) if n is None else (lambda t: t)

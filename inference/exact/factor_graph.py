@@ -129,3 +129,12 @@ def evidence_rows(model: Any, data: Any) -> tuple[torch.Tensor, int | None]:
     for v, val in evidence.items():
         rows[:, names.index(v)] = torch.as_tensor(val)
     return rows, n
+
+
+def factor_set(model: Any, params: dict | None) -> tuple[list, list, list]:
+    """``(cards, scopes as variable indices, tables)`` of a factor graph at the log-potentials
+    ``params`` (``None``: its declared ones), as :mod:`probgen.ops.message_passing` takes them."""
+    col = {v: j for j, v in enumerate(model.variables)}
+    p = model.log_potentials if params is None else params
+    return (list(model.variables.values()), [tuple(col[v] for v in s) for s in model.scopes.values()],
+            [p[k] for k in model.scopes])

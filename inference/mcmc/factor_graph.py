@@ -31,7 +31,7 @@ from probgen.ops.message_passing import FactorSet, colour_classes
 from probgen.random import generator
 from probgen.registry import register
 
-from ..exact.factor_graph import evidence_rows
+from ..exact.factor_graph import evidence_rows, factor_set
 
 
 class FactorGibbs:
@@ -41,6 +41,9 @@ class FactorGibbs:
 
     def __init__(self, fs: FactorSet, chains: int):
         self.fs, self.chains = fs, chains
+        # every chain's rows carry the evidence; a factor set without evidence (one row of
+        # nothing observed) serves any number of rows
+        self.unary = fs.unary.repeat(chains, 1, 1)
         self.colours = colour_classes(fs)
         # each group's table with position i moved last: indexing it at the other positions'
         # values gives that factor's log-potential for every state of position i
@@ -50,7 +53,7 @@ class FactorGibbs:
         """Σ_{f ∋ v} θ_f(x_v = k, x_rest) + evidence, for every row, variable and state (R, V, K)."""
         R = values.shape[0]
         fs = self.fs
-        out = fs.unary.repeat(self.chains, 1, 1) if fs.unary.shape[0] != R else fs.unary.clone()
+        out = self.unary.expand(R, -1, -1)
         for g, moved in zip(fs.groups, self.moved):
             f = torch.arange(len(g.ids))[None, :]
             for i in range(g.arity):
@@ -141,10 +144,8 @@ class FactorGraphGibbs(GradientMethod):
 
     @staticmethod
     def _factor_set(model: Any, params: dict | None, rows: torch.Tensor | None) -> FactorSet:
-        col = {v: j for j, v in enumerate(model.variables)}
-        p = model.log_potentials if params is None else params
-        return FactorSet(list(model.variables.values()), [tuple(col[v] for v in s) for s in model.scopes.values()],
-                         [p[k].detach().to(torch.float64) for k in model.scopes], rows)
+        cards, scopes, tables = factor_set(model, params)
+        return FactorSet(cards, scopes, [t.detach().to(torch.float64) for t in tables], rows)
 
     def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, lr: float = 0.1, batch_size: int | None = None, num_chains: int = 100,
@@ -161,31 +162,28 @@ class FactorGraphGibbs(GradientMethod):
         params = model.init_params(data, seed)
         params.update({k: v.to(torch.float64).clone() for k, v in (init or {}).items()})
         theta = {k: v.clone().requires_grad_(True) for k, v in params.items()}
-        names = list(model.scopes)
-        col = {v: j for j, v in enumerate(model.variables)}
-        scopes = [tuple(col[v] for v in s) for s in model.scopes.values()]
         gen = generator(seed)
         # the persistent particles: num_chains rows of one chain, nothing observed
-        particles = torch.full((num_chains, len(col)), -1, dtype=torch.long)
-        chains = _start(self._factor_set(model, theta, particles), 1, [gen])
+        n_vars = len(model.variables)
+        chains = _start(self._factor_set(model, theta, torch.full((num_chains, n_vars), -1, dtype=torch.long)),
+                        1, [gen])
 
-        def unnormalised(x: torch.Tensor) -> torch.Tensor:
-            return sum(theta[k][tuple(x[:, j] for j in s)] for k, s in zip(names, scopes))
+        def gibbs() -> FactorGibbs:
+            """Sweeps at the current potentials, nothing observed (any number of rows)."""
+            return FactorGibbs(self._factor_set(model, theta, None), 1)
 
         def loss(x: torch.Tensor) -> tuple[torch.Tensor, dict]:
-            sweeps = FactorGibbs(self._factor_set(model, theta, particles), 1)
+            sweeps = gibbs()
             for _ in range(gibbs_steps):  # chains advanced in place at the current potentials
                 sweeps.sweep(chains, torch.ones_like(chains, dtype=torch.bool), [gen])
-            value = -(unnormalised(x).mean() - unnormalised(chains).mean())
+            value = -(model.unnormalized_log_prob(theta, x).mean() - model.unnormalized_log_prob(theta, chains).mean())
             if l2:
                 value = value + l2 * sum((t ** 2).sum() for t in theta.values())
-            pll = FactorGibbs(self._factor_set(model, theta, torch.full_like(x, -1)), 1).pseudo_log_likelihood(x)
-            return value, {"pseudo_log_likelihood": float(pll.mean())}
+            return value, {"pseudo_log_likelihood": float(sweeps.pseudo_log_likelihood(x).mean())}
 
         def validate(x: torch.Tensor) -> float:
             with torch.no_grad():
-                fs = self._factor_set(model, theta, torch.full_like(x, -1))
-                return float(FactorGibbs(fs, 1).pseudo_log_likelihood(x).mean())
+                return float(gibbs().pseudo_log_likelihood(x).mean())
 
         trainer = Trainer([Update(loss, theta)], data, steps=steps, seed=seed, batch_size=batch_size, lr=lr,
                           validate=validate, objective="pseudo_log_likelihood", maximise=True, progress=progress,

@@ -244,15 +244,20 @@ def _factor_to_variable(g: _Group, incoming: torch.Tensor, reduce) -> list:
     return out
 
 
+def _along(g: _Group, values: torch.Tensor, i: int) -> torch.Tensor:
+    """Position ``i``'s per-state values (B, F, k_i) shaped to broadcast over the group's
+    tables: (B, F, 1, …, k_i, …, 1)."""
+    shape = [values.shape[0], values.shape[1]] + [1] * g.arity
+    shape[2 + i] = g.shape[i]
+    return values.reshape(shape)
+
+
 def _factor_score(g: _Group, n: list, skip: int | None = None) -> torch.Tensor:
     """θ_f + Σ_{i ≠ skip} n_{v_i→f}, broadcast to (B, F, k1..ka); ``n`` per position (B, F, k_i)."""
     score = g.table.unsqueeze(0)                                                       # (1, F, k1..ka)
     for i in range(g.arity):
-        if i == skip:
-            continue
-        shape = [n[i].shape[0], n[i].shape[1]] + [1] * g.arity
-        shape[2 + i] = g.shape[i]
-        score = score + n[i].reshape(shape)
+        if i != skip:
+            score = score + _along(g, n[i], i)
     return score
 
 
@@ -346,7 +351,7 @@ def mean_field(cards: Sequence[int], scopes: Sequence[Sequence[int]], tables: Se
     for g in fs.groups:
         joint = _outer(g, q)                                                           # (B, F, k1..ka)
         axes = tuple(range(1, 2 + g.arity))
-        energy = energy + torch.where(joint > 0, joint * g.table.unsqueeze(0), 0.0).sum(axes)
+        energy = energy + (joint * g.table.unsqueeze(0)).sum(axes)  # finite: the tables are softened
         expectations.append(joint.sum(0))
     entropy = -torch.where(q > 0, q * log_q, 0.0).sum((1, 2))
     return MeanFieldResult([log_q[:, v, :fs.cards[v]] for v in range(fs.V)], fs.per_factor(expectations),
@@ -386,40 +391,28 @@ def colour_classes(fs: FactorSet) -> list[torch.Tensor]:
     return [torch.tensor(sorted(v for v, c in colour.items() if c == k), dtype=torch.long) for k in range(n)]
 
 
-def _outer(g: _Group, q: torch.Tensor) -> torch.Tensor:
-    """Π_i q_{v_i}(x_i) over the group's factors: (B, F, k1..ka)."""
+def _outer(g: _Group, q: torch.Tensor, skip: int | None = None) -> torch.Tensor | None:
+    """Π_{i ≠ skip} q_{v_i}(x_i) over the group's factors, broadcast to (B, F, k1..ka)
+    (``None`` when no position is left: a unary factor without its own)."""
     out = None
     for i in range(g.arity):
-        shape = [q.shape[0], len(g.ids)] + [1] * g.arity
-        shape[2 + i] = g.shape[i]
-        qi = q[:, g.vars[:, i], :g.shape[i]].reshape(shape)
-        out = qi if out is None else out * qi
+        if i != skip:
+            qi = _along(g, q[:, g.vars[:, i], :g.shape[i]], i)
+            out = qi if out is None else out * qi
     return out
 
 
 def _mean_field_input(fs: FactorSet, q: torch.Tensor) -> torch.Tensor:
-    """Σ_{f ∋ v} E_{q_{−v}}[θ_f(x_v, ·)] for every variable and state (B, V, K); a
-    configuration of probability zero under q contributes nothing (0 · (−∞) = 0), a
-    state whose expectation meets a −∞ entry of positive probability gets −∞."""
+    """Σ_{f ∋ v} E_{q_{−v}}[θ_f(x_v, ·)] for every variable and state (B, V, K), on the
+    softened (finite) tables :func:`mean_field` gives it."""
     out = torch.zeros(fs.B, fs.V, fs.K, dtype=fs.dtype)
     for g in fs.groups:
+        theta = g.table.unsqueeze(0)
         for i in range(g.arity):
-            others = None
-            for j in range(g.arity):
-                if j == i:
-                    continue
-                shape = [q.shape[0], len(g.ids)] + [1] * g.arity
-                shape[2 + j] = g.shape[j]
-                qj = q[:, g.vars[:, j], :g.shape[j]].reshape(shape)
-                others = qj if others is None else others * qj
-            theta = g.table.unsqueeze(0)
+            others = _outer(g, q, skip=i)
             if others is None:  # a unary factor
                 e = theta.expand(fs.B, *theta.shape[1:])
             else:
-                axes = tuple(2 + j for j in range(g.arity) if j != i)
-                e = torch.where(others > 0, others * theta, 0.0).sum(axes)
-                hard = ((others > 0) & torch.isinf(theta)).any(dim=axes) if axes else None
-                if hard is not None:
-                    e = torch.where(hard, fs.neg, e)
+                e = (others * theta).sum(tuple(2 + j for j in range(g.arity) if j != i))
             out = out.index_add(1, g.vars[:, i], _pad(e, fs.K))
     return out
