@@ -139,9 +139,8 @@ from probgen.ops.message_passing import mean_field  # noqa: E402
 
 
 def _factor_set(fg):
-    col = {v: j for j, v in enumerate(fg.variables)}
-    return (list(fg.variables.values()), [tuple(col[v] for v in s) for s in fg.scopes.values()],
-            list(fg.log_potentials.values()))
+    from probgen.inference.exact.factor_graph import factor_set
+    return factor_set(fg, None)
 
 
 @pytest.mark.parametrize("start", ["uniform", "bp"])
