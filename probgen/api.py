@@ -9,6 +9,7 @@ import torch
 
 from probgen import checkpoint as checkpoints
 from probgen import devices, registry
+from probgen import distributed as dist
 from probgen.fit import Fit, load, own_param_store  # noqa: F401  (re-exported)
 from probgen.random import seeded
 from probgen.threads import limited, num_threads, set_num_threads  # noqa: F401  (re-exported)
@@ -19,7 +20,8 @@ compatible = registry.compatible
 
 def fit(model: Any, data: Any = None, engine: str | None = None, steps: int | None = None,
         seed: int | None = None, init: dict | None = None, progress: bool = True, device: Any = None,
-        checkpoint: Any = None, checkpoint_every: int | None = None, **options: Any) -> Fit:
+        checkpoint: Any = None, checkpoint_every: int | None = None, distributed: bool | None = None,
+        **options: Any) -> Fit:
     """Fit ``model`` to ``data`` with ``engine`` (a name; ``None`` = the model's default).
 
     Args:
@@ -37,6 +39,11 @@ def fit(model: Any, data: Any = None, engine: str | None = None, steps: int | No
       checkpoint: a file to write the fit's state to (:mod:`probgen.checkpoint`), every
         ``checkpoint_every`` steps (``None``: only at the end) and at the end, atomically;
         :func:`resume` continues from it. Only methods whose loop saves its state take it.
+      distributed: ``None`` (the default): data-parallel when launched by ``torchrun`` (or in an
+        initialised process group of several processes), every rank taking its contiguous block
+        of the rows, or passing its own part as ``pg.distributed.Shard(rows)``
+        (:mod:`probgen.distributed`); ``False``: a local fit on this process's data; ``True``:
+        data-parallel or a ``ValueError``. The returned fit is the same on every rank.
       options: engine options (``tol``, ``n_init``, ``lr``, ``batch_size``, ...).
     Returns: a :class:`Fit`.
     """
@@ -51,7 +58,8 @@ def fit(model: Any, data: Any = None, engine: str | None = None, steps: int | No
     dev = devices.check_device(device)
     devices.check_method(method, dev)
     path, every = checkpoints.check_options(method, checkpoint, checkpoint_every)
-    data = model.check_data(data)
+    ctx = dist.context(distributed, dev)
+    data, seed = _distribute(ctx, model, method, data, seed, path)
     if init is not None:
         init = _check_init(model, method, init, data)
     ck = None
@@ -59,7 +67,35 @@ def fit(model: Any, data: Any = None, engine: str | None = None, steps: int | No
         call = checkpoints.record_call(model, method, data, steps=steps, seed=seed, init=init,
                                        options=options, device=dev)
         ck = checkpoints.Checkpoint(path, every, {**call, "every": every})
-    return _run(model, method, data, steps, seed, init, progress, options, dev, ck)
+    return _run(model, method, data, steps, seed, init, progress, options, dev, ck, ctx)
+
+
+def _distribute(ctx: dist.Context | None, model: Any, method: registry.Method, data: Any, seed: int | None,
+                path: Any) -> tuple[Any, int | None]:
+    """The checked data this rank fits and the seed every rank uses: under a data-parallel
+    ``ctx``, a method that runs data-parallel (``Method.parallel == "data"``) gets this rank's
+    block of the rows (or its :class:`~probgen.distributed.Shard`), any other the whole data on
+    every rank; the seed is rank 0's (drawn there when ``None``), so that every rank draws alike."""
+    shard = isinstance(data, dist.Shard)
+    if ctx is None:
+        if shard:
+            raise ValueError("pg.distributed.Shard is one rank's part of the data of a data-parallel fit; "
+                             "this fit is local (no torchrun / process group, or distributed=False): "
+                             "pass the whole data")
+        return model.check_data(data), seed
+    what = f"the {method.engine!r} method {method.name!r} for {type(model).__name__}"
+    if path is not None:
+        raise ValueError(f"checkpoints of data-parallel fits are not supported: drop checkpoint= or "
+                         f"pass distributed=False")
+    if shard and method.parallel != "data":
+        raise ValueError(f"{what} does not run data-parallel, so every rank needs the whole data: "
+                         "pass it, not a Shard")
+    data = model.check_data(data.rows if shard else data)
+    if method.parallel == "data" and not shard:
+        data = ctx.shard(data)
+    if seed is None:
+        seed = int(torch.randint(0, 2**31 - 1, ()).item())
+    return data, ctx.broadcast(seed)
 
 
 def resume(path: Any, data: Any = None, *, progress: bool = True, callback: Any = None) -> Fit:
@@ -99,7 +135,7 @@ def resume(path: Any, data: Any = None, *, progress: bool = True, callback: Any 
 
 def _run(model: Any, method: registry.Method, data: Any, steps: int | None, seed: int | None,
          init: dict | None, progress: bool, options: dict, dev: torch.device | None,
-         ck: checkpoints.Checkpoint | None) -> Fit:
+         ck: checkpoints.Checkpoint | None, ctx: dist.Context | None = None) -> Fit:
     """Run a checked call of ``method`` (from :func:`fit` or :func:`resume`): moved to ``dev``,
     seeded, single-threaded, in its own param store, with ``ck`` the active checkpoint."""
     if dev is not None:
@@ -110,7 +146,7 @@ def _run(model: Any, method: registry.Method, data: Any, steps: int | None, seed
     on = dev if dev is not None and dev.type != "cpu" else contextlib.nullcontext()
     # no checkpoint of its own: the caller's (an in-memory Hook) stays active
     active = checkpoints.activate(ck) if ck is not None else contextlib.nullcontext()
-    with seeded(seed), limited(), own_param_store() as store, active, on:
+    with dist.active(ctx), seeded(seed), limited(), own_param_store() as store, active, on:
         result = method.fit(model, data, steps=steps, seed=seed, init=init, progress=progress, **options)
     if store["params"]:  # e.g. an SVI guide's parameters, read back when the fit is evaluated
         result.state["param_store"] = {"params": {k: v.detach().clone() for k, v in store["params"].items()},

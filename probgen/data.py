@@ -164,3 +164,39 @@ def _is_number(s: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+# ---- data items: what minibatches, validation splits and a rank's shard take ----------------
+
+def _parallel(data: Any) -> bool:
+    """A tuple (or a list of tensors) of equally long arrays: items are taken from each."""
+    return isinstance(data, tuple) or (isinstance(data, list) and bool(data)
+                                       and all(isinstance(d, (torch.Tensor, np.ndarray)) for d in data))
+
+
+def n_items(data: Any) -> int:
+    """The number of data items (rows, documents, sequences, sentences) of ``data``: a tensor,
+    a container with ``n_docs`` (a corpus) or ``__len__`` and ``subset`` (padded sequences),
+    a list of items (sentences, trees), or a tuple of equally long tensors."""
+    if _parallel(data):
+        return n_items(data[0])
+    if hasattr(data, "n_docs"):
+        return int(data.n_docs)
+    if isinstance(data, dict) or not hasattr(data, "__len__") or not hasattr(data, "__getitem__"):
+        raise ValueError(f"minibatches, a validation split and a rank's shard take data items (a tensor's rows, "
+                         f"a corpus's documents), not a {type(data).__name__}: pass the whole data (no "
+                         "batch_size, validation=None, distributed=False) or validation= a data set")
+    return len(data)
+
+
+def take(data: Any, idx: torch.Tensor) -> Any:
+    """The items ``idx`` (a 1-d long tensor) of ``data`` (see :func:`n_items`), in that order."""
+    if isinstance(data, torch.Tensor):
+        return data[idx]
+    if _parallel(data):
+        return type(data)(take(d, idx) for d in data)
+    if hasattr(data, "subset"):
+        return data.subset(idx)
+    if isinstance(data, list):
+        return [data[i] for i in idx.tolist()]
+    return data[idx]

@@ -8,6 +8,8 @@ from tqdm.auto import tqdm
 
 def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "",
              enabled: bool | None = True, **kw):
-    """A tqdm bar. ``enabled=None`` shows it only on a terminal; ``False`` hides it."""
-    disable = True if enabled is False else None  # None: tqdm shows a bar only on a terminal
+    """A tqdm bar. ``enabled=None`` shows it only on a terminal; ``False`` hides it, as does
+    being a rank other than 0 of a data-parallel fit (one bar per fit)."""
+    from probgen.distributed import rank
+    disable = True if enabled is False or rank() != 0 else None  # None: tqdm shows a bar only on a terminal
     return tqdm(iterable, total=total, desc=desc, disable=disable, leave=False, dynamic_ncols=True, **kw)

@@ -75,6 +75,11 @@ class Method:
     #: the device types (``pg.fit(device=...)``) the method's kernels run on; another is
     #: refused by the core, with ``device_hint`` saying why (a compiled CPU kernel, NumPy code)
     devices: tuple[str, ...] = ("cpu",)
+    #: how the method's fit runs under ``torch.distributed`` (:mod:`probgen.distributed`):
+    #: ``"data"`` (each rank fits its block of the rows; the loop combines them), ``"chains"``
+    #: (each rank runs its share of the chains on the whole data) or ``None`` (each rank
+    #: fits the whole data, alike)
+    parallel: str | None = None
     device_hint: str = ""
 
     def accepts(self, model: Any) -> bool:  # pragma: no cover - abstract

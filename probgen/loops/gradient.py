@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from probgen import checkpoint
+from probgen.data import n_items, take
 from probgen.progress import progress as bar
 from probgen.random import generator as seeded_generator
 from probgen.registry import Method, check_options, check_tol, converged
@@ -139,31 +140,6 @@ class GradientMethod(Method):
 
 
 # ---- data: length, rows, the validation split, minibatches ------------------------------------
-
-def n_items(data: Any) -> int:
-    """The number of data items (rows, documents) of ``data``: a tensor, a corpus
-    (``n_docs``) or a tuple of equally long tensors."""
-    if isinstance(data, (tuple, list)):
-        return n_items(data[0])
-    if hasattr(data, "n_docs"):
-        return int(data.n_docs)
-    if isinstance(data, dict) or not hasattr(data, "__len__") or not hasattr(data, "__getitem__"):
-        raise ValueError(f"minibatches and a validation split take data items (a tensor's rows, a corpus's "
-                         f"documents), not a {type(data).__name__}: pass the whole data (no batch_size, "
-                         "validation=None) or validation= a data set")
-    return len(data)
-
-
-def take(data: Any, idx: torch.Tensor) -> Any:
-    """The items ``idx`` of ``data`` (see :func:`n_items`)."""
-    if isinstance(data, torch.Tensor):
-        return data[idx]
-    if isinstance(data, (tuple, list)):
-        return type(data)(take(d, idx) for d in data)
-    if hasattr(data, "subset"):
-        return data.subset(idx)
-    return data[idx]
-
 
 def split(data: Any, validation: Any, seed: int | None) -> tuple[Any, Any]:
     """``(train, val)``: ``validation`` a fraction f holds out ⌊f·N⌋ items drawn with ``seed``

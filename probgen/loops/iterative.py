@@ -17,6 +17,9 @@ an M-step, or one CAVI sweep, returning the new state and the objective) — and
   :class:`ConvergenceWarning` when the budget ends before ``tol`` is met;
 * the history (one record per step: ``"step"``, the objective, the step's extra values),
   the progress bar and the user's ``callback``;
+* under ``torch.distributed`` (:mod:`probgen.distributed`), the data-parallel step of a
+  :class:`DataParallel` iteration: rank 0's start on every rank, then each step's
+  sufficient statistics summed over the ranks in one ``all_reduce`` before the M-step;
 * all the loop's state in one :class:`Loop`, which :func:`run` can start from (``start=``)
   and reports after every step (``on_step=``): the seam for checkpoints.
 
@@ -35,7 +38,7 @@ from typing import Any, Callable, NamedTuple, Protocol
 
 import torch
 
-from probgen import checkpoint
+from probgen import checkpoint, distributed
 from probgen.progress import progress as bar
 from probgen.random import seeded
 from probgen.registry import check_tol, converged
@@ -71,6 +74,22 @@ class Iteration(Protocol):
     def step(self, state: Any) -> Update:
         """One iteration from ``state``: for EM the E-step (whose log-likelihood, at the
         parameters it saw, is the objective) then the M-step; for CAVI one sweep."""
+
+
+class DataParallel(Iteration, Protocol):
+    """An :class:`Iteration` that also runs data-parallel (:mod:`probgen.distributed`): its
+    step split at the one place the ranks meet — :meth:`statistics` on this rank's rows, summed
+    over the ranks by the driver in one ``all_reduce``, then :meth:`update` (the M-step, the
+    same on every rank). ``update(state, statistics(state))`` on one process is :meth:`step`
+    (to float round-off)."""
+
+    def statistics(self, state: Any) -> dict[str, torch.Tensor]:
+        """The E-step's sufficient statistics on this rank's data — sums over its examples
+        (responsibility-weighted counts and moments, expected counts, the log-likelihood and
+        the number of examples the objective is per)."""
+
+    def update(self, state: Any, statistics: dict[str, torch.Tensor]) -> Update:
+        """The M-step from the statistics summed over every rank, and the step's objective."""
 
 
 class Restart(NamedTuple):
@@ -186,6 +205,10 @@ def run(iteration: Iteration, *, objective: str, steps: int, tol: float | None, 
     if saved is not None:
         start = Loop.from_plain(saved)
     loop = start if start is not None else Loop(seeds=restart_seeds(seed, n_init))
+    ctx = distributed.current()
+    if ctx is not None and not (hasattr(iteration, "statistics") and hasattr(iteration, "update")):
+        raise ValueError(f"{desc or 'this iterative fit'} does not run data-parallel (its step is not split "
+                         "into statistics and update): pass distributed=False")
     while loop.restart < len(loop.seeds):
         r = loop.restart
         if loop.state is None:
@@ -194,12 +217,15 @@ def run(iteration: Iteration, *, objective: str, steps: int, tol: float | None, 
             else:
                 with seeded(loop.seeds[r]):
                     loop.state = iteration.start(loop.seeds[r])
+            if ctx is not None:  # rank 0's start (from its rows) is every rank's
+                loop.state = ctx.broadcast(loop.state)
         label = desc if len(loop.seeds) == 1 else f"{desc} (init {r + 1}/{len(loop.seeds)})"
         history = loop.history
         # a Loop saved at the step that met tol (or that a callback stopped) is finished
         todo = range(steps if loop.converged or loop.stopped else loop.step, steps)
         for it in bar(todo, total=steps, initial=loop.step, desc=label, enabled=progress):
-            update = iteration.step(loop.state)
+            update = iteration.step(loop.state) if ctx is None else \
+                iteration.update(loop.state, ctx.sum(iteration.statistics(loop.state)))
             loop.state = update.state
             record = {"step": it, objective: update.objective}
             if update.extras:

@@ -53,6 +53,15 @@ class Sequences:
             self._columns = x.reshape(-1) if x.dim() == 2 else x.permute(2, 0, 1).reshape(x.shape[-1], -1)
         return self._columns
 
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def subset(self, idx: torch.Tensor) -> "Sequences":
+        """The sequences ``idx`` (in that order), padded to the longest of them."""
+        lengths = self.lengths[idx]
+        width = int(lengths.max()) if len(lengths) else 0
+        return Sequences(self.x[idx, :width], lengths)
+
     @property
     def mask(self) -> torch.Tensor:
         """(B, T) bool: True on the steps that belong to a sequence."""
