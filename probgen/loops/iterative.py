@@ -258,7 +258,7 @@ def run(iteration: Iteration, *, objective: str, steps: int, tol: float | None, 
         which = f"the best of {len(loop.seeds)} restarts" if len(loop.seeds) > 1 else "the fit"
         warnings.warn(f"{desc or 'iterative fit'}: {which} ran all {steps} steps without reaching "
                       f"tol={tol:g}{change}; raise steps or tol",
-                      ConvergenceWarning, stacklevel=4)
+                      ConvergenceWarning, stacklevel=5)
     return Result(best.state, best.history, best.converged, best.index, loop.stopped)
 
 
