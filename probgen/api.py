@@ -9,6 +9,7 @@ import torch
 
 from probgen import checkpoint as checkpoints
 from probgen import devices, registry
+from probgen.data import has_missing
 from probgen.fit import Fit, load, own_param_store  # noqa: F401  (re-exported)
 from probgen.random import seeded
 from probgen.threads import limited, num_threads, set_num_threads  # noqa: F401  (re-exported)
@@ -52,6 +53,10 @@ def fit(model: Any, data: Any = None, engine: str | None = None, steps: int | No
     devices.check_method(method, dev)
     path, every = checkpoints.check_options(method, checkpoint, checkpoint_every)
     data = model.check_data(data)
+    if not method.missing_values and has_missing(data):
+        raise ValueError(f"the data have missing cells (NaN), which the {method.engine!r} method {method.name!r} "
+                         f"for {type(model).__name__} does not handle; methods that do: "
+                         f"{sorted({m.engine for e in registry.engines() for m in registry.methods(e) if m.missing_values and m.accepts(model)})}")
     if init is not None:
         init = _check_init(model, method, init, data)
     ck = None
