@@ -72,7 +72,11 @@ def check_matrix(x: Any, dim: int | None = None, *, name: str = "data",
 
 def has_missing(data: Any) -> bool:
     """Whether checked data (a float tensor, or an object with a tensor ``x`` such as a
-    padded batch of sequences) hold NaN cells, i.e. missing values."""
+    padded batch of sequences) hold NaN cells, i.e. missing values; data that say it
+    themselves (``any_missing``, as :class:`probgen.ops.chain.Sequences`) are asked."""
+    flag = getattr(data, "any_missing", None)
+    if flag is not None:
+        return bool(flag)
     t = getattr(data, "x", data)
     return isinstance(t, torch.Tensor) and t.is_floating_point() and bool(torch.isnan(t).any())
 

@@ -194,3 +194,170 @@ def test_gmm_partial_labels_objective_is_joint_likelihood():
         pg.fit(model, x, labels=torch.full((200,), 2), progress=False)
     with pytest.raises(ValueError, match="shape"):
         pg.fit(model, x, labels=z[:10], progress=False)
+
+
+# ---- HMM --------------------------------------------------------------------------------
+
+HMM_PARAMS = {"initial": torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64),
+              "transition": torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]], dtype=torch.float64)}
+EMISSION_PARAMS = {
+    "categorical": {"probs": torch.tensor([[0.6, 0.3, 0.1], [0.1, 0.2, 0.7], [0.3, 0.4, 0.3]], dtype=torch.float64)},
+    "poisson": {"rate": torch.tensor([1.0, 4.0, 9.0], dtype=torch.float64)},
+    "diag": {"loc": TRUE["loc"].repeat(2, 1)[:3], "scale": FACTORS["diag"].repeat(2, 1)[:3]},
+    "full": {"loc": TRUE["loc"].repeat(2, 1)[:3], "scale_tril": TRUE["scale_tril"].repeat(2, 1, 1)[:3]},
+}
+
+
+def hmm_of(kind):
+    if kind == "categorical":
+        return HMM(3, "categorical", n_symbols=3)
+    if kind == "poisson":
+        return HMM(3, "poisson")
+    return HMM(3, "gaussian", dim=3, covariance=kind)
+
+
+def emission_logpdf(model, params, k, obs):
+    """log p(observed part of one step | state k) by scipy; 0 for a missing step."""
+    if model.emission == "categorical":
+        return 0.0 if obs < 0 else math.log(params["probs"][k, int(obs)])
+    if model.emission == "poisson":
+        return 0.0 if math.isnan(obs) else stats.poisson(params["rate"][k].item()).logpmf(obs)
+    o = ~np.isnan(obs)
+    if not o.any():
+        return 0.0
+    S = covariance_matrices(params["scale_tril" if model.covariance == "full" else "scale"],
+                            model.covariance, 3)[k].numpy()
+    return stats.multivariate_normal(params["loc"][k].numpy()[o], S[np.ix_(o, o)]).logpdf(obs[o])
+
+
+def brute_force(model, params, seq, labels=None):
+    """log p(x_obs[, labels]), the state marginals and the expected transition counts by
+    enumerating all K^T paths (missing emissions skipped; paths against a label dropped)."""
+    T, K = len(seq), 3
+    pi, A = params["initial"].numpy(), params["transition"].numpy()
+    e = np.array([[emission_logpdf(model, params, k, seq[t]) for k in range(K)] for t in range(T)])
+    paths, logs = [], []
+    for z in itertools.product(range(K), repeat=T):
+        if labels is not None and any(l >= 0 and l != s for l, s in zip(labels, z)):
+            continue
+        lp = math.log(pi[z[0]]) + sum(math.log(A[z[t - 1], z[t]]) for t in range(1, T)) + sum(e[t, z[t]] for t in range(T))
+        paths.append(z)
+        logs.append(lp)
+    logs = np.array(logs)
+    total = np.logaddexp.reduce(logs)
+    w = np.exp(logs - total)
+    gamma, xi = np.zeros((T, K)), np.zeros((K, K))
+    for z, p in zip(paths, w):
+        for t in range(T):
+            gamma[t, z[t]] += p
+            if t:
+                xi[z[t - 1], z[t]] += p
+    return total, gamma, xi
+
+
+def gappy_sequences(model, params, seed):
+    x = model.sample(params, 2, seed=seed, T=5).to(torch.float64)
+    if model.emission == "gaussian":
+        x[0, 1] = float("nan")              # a whole missing step
+        x[0, 3, 0] = float("nan")           # one missing dimension
+        x[1, 0, 1:] = float("nan")          # two missing dimensions
+        x[1, 4, 2] = float("nan")
+    else:
+        x[0, 1] = float("nan")
+        x[1, 0] = float("nan")
+        x[1, 3] = float("nan")
+    return [x[0], x[1, :4]]                 # different lengths: padding and gaps together
+
+
+@pytest.mark.parametrize("kind", ["categorical", "poisson", "diag", "full"])
+def test_hmm_forward_backward_with_missing_steps_equals_brute_force(kind):
+    from inference.em.hmm import e_step
+    model = hmm_of(kind)
+    params = {**HMM_PARAMS, **EMISSION_PARAMS[kind]}
+    seqs = gappy_sequences(model, params, seed=1)
+    data = model.check_data(seqs)
+    assert data.any_missing
+    log_lik, gamma, xi = e_step(model, params, data)
+    xi_ref = np.zeros((3, 3))
+    for b, s in enumerate(seqs):
+        s = s.numpy() if kind != "categorical" else np.where(np.isnan(s.numpy()), -1, s.numpy())
+        total, g, x = brute_force(model, params, s)
+        xi_ref += x
+        assert abs(log_lik[b].item() - total) < 1e-9
+        np.testing.assert_allclose(gamma[b, :len(s)].numpy(), g, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(xi.numpy(), xi_ref, rtol=0, atol=1e-9)
+    fit = pg.fit(model, seqs, engine="exact", init=params, progress=False)
+    np.testing.assert_allclose(fit.log_prob(seqs).numpy(), log_lik.numpy(), rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["categorical", "poisson", "diag", "full"])
+def test_hmm_baum_welch_with_missing_never_decreases_and_imputes(kind):
+    model = hmm_of(kind)
+    params = {**HMM_PARAMS, **EMISSION_PARAMS[kind]}
+    x = model.sample(params, 20, seed=3, T=40).to(torch.float64)
+    g = torch.Generator().manual_seed(4)
+    miss = torch.rand(x.shape, generator=g) < 0.3
+    gaps = x.masked_fill(miss, float("nan"))
+    fit = pg.fit(model, gaps, seed=0, steps=30, tol=None, progress=False)
+    ll = np.array([h["log_likelihood"] for h in fit.history])
+    assert np.isfinite(ll).all() and (np.diff(ll) >= -1e-12 * np.abs(ll[1:])).all()
+    filled = pg.infer(fit, gaps, query="impute")
+    assert filled.shape == x.shape and not torch.isnan(filled.to(torch.float64)).any()
+    assert torch.equal(filled.to(torch.float64)[~miss], x[~miss])
+
+
+def test_hmm_impute_by_hand_and_entirely_missing_sequence():
+    model = hmm_of("diag")
+    params = {**HMM_PARAMS, **EMISSION_PARAMS["diag"]}
+    seqs = gappy_sequences(model, params, seed=2)
+    fit = pg.fit(model, seqs, engine="exact", init=params, progress=False)
+    gamma = pg.infer(fit, seqs, query="marginals")
+    filled = pg.infer(fit, seqs, query="impute")
+    # diagonal covariances: a missing dimension's conditional mean is Σ_k γ_tk μ_kd
+    want = gamma[0, 1] @ params["loc"]
+    assert torch.allclose(filled[0, 1], want, atol=1e-12)
+    assert torch.allclose(filled[1, 0, 1:], (gamma[1, 0] @ params["loc"])[1:], atol=1e-12)
+    with pytest.raises(ValueError, match="sequence 1 is entirely missing"):
+        pg.fit(model, [seqs[0], torch.full((3, 3), float("nan"))], progress=False)
+    with pytest.raises(ValueError, match="missing cells"):
+        pg.fit(model, seqs, engine="svi", steps=1, progress=False)
+
+
+def test_hmm_labels_clamp_equals_brute_force_and_every_label_gives_supervised_estimates():
+    from inference.em.hmm import e_step
+    model = hmm_of("categorical")
+    params = {**HMM_PARAMS, **EMISSION_PARAMS["categorical"]}
+    x, z = model.sample(params, 2, seed=5, T=5, return_states=True)
+    seqs = [x[0], x[1, :4]]
+    labels = [torch.tensor([-1, 2, -1, -1, 0]), torch.tensor([1, -1, -1, -1])]
+    data = model.check_data(seqs)
+    log_lik, gamma, xi = e_step(model, params, data, model.check_labels(labels, data))
+    for b in range(2):
+        total, g, _ = brute_force(model, params, seqs[b].numpy(), labels[b].tolist())
+        assert abs(log_lik[b].item() - total) < 1e-9
+        np.testing.assert_allclose(gamma[b, :len(seqs[b])].numpy(), g, rtol=0, atol=1e-9)
+    # every state given: one EM step is the supervised closed form (normalised counts)
+    x, z = model.sample(params, 30, seed=6, T=20, return_states=True)
+    fit = pg.fit(model, x, labels=z, steps=1, tol=None, seed=0, progress=False)
+    K = 3
+    init = torch.bincount(z[:, 0], minlength=K).double()
+    trans = torch.zeros(K, K, dtype=torch.float64).index_put_((z[:, :-1].reshape(-1), z[:, 1:].reshape(-1)),
+                                                              torch.ones(30 * 19, dtype=torch.float64), accumulate=True)
+    emit = torch.zeros(K, 3, dtype=torch.float64).index_put_((z.reshape(-1), x.reshape(-1)),
+                                                             torch.ones(600, dtype=torch.float64), accumulate=True)
+    assert torch.allclose(fit.params["initial"], init / init.sum(), atol=1e-12)
+    assert torch.allclose(fit.params["transition"], trans / trans.sum(1, keepdim=True), atol=1e-12)
+    assert torch.allclose(fit.params["probs"], emit / emit.sum(1, keepdim=True), atol=1e-12)
+
+
+def test_gaussian_hmm_every_label_gives_supervised_estimates():
+    model = hmm_of("full")
+    params = {**HMM_PARAMS, **EMISSION_PARAMS["full"]}
+    x, z = model.sample(params, 10, seed=7, T=30, return_states=True)
+    fit = pg.fit(model, x, labels=z, steps=1, tol=None, seed=0, progress=False, min_covar=0.0)
+    xf, zf = x.reshape(-1, 3).numpy(), z.reshape(-1).numpy()
+    for k in range(3):
+        xs = xf[zf == k]
+        np.testing.assert_allclose(fit.params["loc"][k].numpy(), xs.mean(0), atol=1e-10)
+        np.testing.assert_allclose(fit.params["scale_tril"][k].numpy(), np.linalg.cholesky(np.cov(xs.T, bias=True)),
+                                   atol=1e-10)

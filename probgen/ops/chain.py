@@ -58,6 +58,12 @@ class Sequences:
         """(B, T) bool: True on the steps that belong to a sequence."""
         return pad_mask(self.lengths, self.x.shape[1])
 
+    @property
+    def any_missing(self) -> bool:
+        """Whether some observation is missing: NaN in float observations, −1 among symbols."""
+        x = self.x
+        return bool(torch.isnan(x).any()) if x.is_floating_point() else bool((x < 0).any())
+
     def __len__(self) -> int:
         return len(self.lengths)
 
