@@ -361,3 +361,55 @@ def test_gaussian_hmm_every_label_gives_supervised_estimates():
         np.testing.assert_allclose(fit.params["loc"][k].numpy(), xs.mean(0), atol=1e-10)
         np.testing.assert_allclose(fit.params["scale_tril"][k].numpy(), np.linalg.cholesky(np.cov(xs.T, bias=True)),
                                    atol=1e-10)
+
+
+# ---- categorical mixture ----------------------------------------------------------------
+
+CAT = {"weights": torch.tensor([0.3, 0.7], dtype=torch.float64),
+       "probs": torch.tensor([[[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.5, 0.5, 0.0]],
+                              [[0.1, 0.3, 0.6], [0.6, 0.3, 0.1], [0.2, 0.2, 0.6]]], dtype=torch.float64)}
+
+
+def test_categorical_mixture_missing_features_are_summed_out():
+    model = CategoricalMixture(2)
+    x = model.sample(CAT, 40, seed=1).to(torch.float64)
+    x = with_gaps(x, 0.3, seed=2)
+    lp = model.log_prob(CAT, x)
+    # by hand: Σ over every completion of the missing cells of p(x) = p(observed cells)
+    for i in range(8):
+        row = x[i]
+        gaps = torch.isnan(row).nonzero().squeeze(1).tolist()
+        total = 0.0
+        for fill in itertools.product(range(3), repeat=len(gaps)):
+            full = row.clone()
+            full[gaps] = torch.tensor(fill, dtype=torch.float64)
+            total += model.log_prob(CAT, full[None].long()).exp().item()
+        assert abs(lp[i].item() - math.log(total)) < 1e-12
+    # (maximum likelihood, pseudo_count=0: with a pseudo-count EM climbs the posterior instead)
+    fit = pg.fit(CategoricalMixture(2, pseudo_count=0.0), x, seed=0, steps=40, tol=None, progress=False)
+    ll = np.array([h["log_likelihood"] for h in fit.history])
+    assert (np.diff(ll) >= -1e-12 * np.abs(ll[1:])).all()
+    filled = pg.infer(fit, x, query="impute")
+    miss = torch.isnan(x)
+    assert torch.equal(filled[~miss], x[~miss].long())
+    # the most probable value under the posterior over components, by hand for one cell
+    i, j = [int(v) for v in miss.nonzero()[0]]
+    obs = ~miss[i]
+    post = torch.stack([fit.params["weights"][k].log() + fit.params["probs"][k, obs.nonzero().squeeze(1),
+                                                                               x[i, obs].long()].log().sum()
+                        for k in range(2)]).softmax(0)
+    assert filled[i, j] == int((post[:, None] * fit.params["probs"][:, j]).sum(0).argmax())
+    with pytest.raises(ValueError, match="entirely missing"):
+        pg.fit(model, torch.full((2, 3), float("nan")), progress=False)
+
+
+def test_categorical_mixture_every_label_gives_supervised_counts():
+    model = CategoricalMixture(2, pseudo_count=1.0)
+    x = model.sample(CAT, 100, seed=3)
+    z = torch.multinomial(CAT["weights"], 100, replacement=True, generator=torch.Generator().manual_seed(3))
+    fit = pg.fit(model, x, labels=z, steps=1, tol=None, seed=0, progress=False)
+    for k in range(2):
+        xs = x[z == k]
+        counts = torch.nn.functional.one_hot(xs, 3).double().sum(0) + 1.0
+        assert torch.allclose(fit.params["probs"][k], counts / counts.sum(-1, keepdim=True), atol=1e-12)
+        assert abs(fit.params["weights"][k].item() - len(xs) / 100) < 1e-10
