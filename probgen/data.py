@@ -78,7 +78,10 @@ def has_missing(data: Any) -> bool:
     if flag is not None:
         return bool(flag)
     t = getattr(data, "x", data)
-    return isinstance(t, torch.Tensor) and t.is_floating_point() and bool(torch.isnan(t).any())
+    # a finite sum means no NaN, found without a mask the size of the data (EM asks every
+    # iteration; checked data hold no inf)
+    return (isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t.sum()))
+            and bool(torch.isnan(t).any()))
 
 
 def check_labels(labels: Any, shape: tuple, k: int, name: str = "labels") -> torch.Tensor:

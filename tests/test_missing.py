@@ -271,7 +271,7 @@ def gappy_sequences(model, params, seed):
 
 @pytest.mark.parametrize("kind", ["categorical", "poisson", "diag", "full"])
 def test_hmm_forward_backward_with_missing_steps_equals_brute_force(kind):
-    from inference.em.hmm import e_step
+    from probgen.inference.em.hmm import e_step
     model = hmm_of(kind)
     params = {**HMM_PARAMS, **EMISSION_PARAMS[kind]}
     seqs = gappy_sequences(model, params, seed=1)
@@ -324,7 +324,7 @@ def test_hmm_impute_by_hand_and_entirely_missing_sequence():
 
 
 def test_hmm_labels_clamp_equals_brute_force_and_every_label_gives_supervised_estimates():
-    from inference.em.hmm import e_step
+    from probgen.inference.em.hmm import e_step
     model = hmm_of("categorical")
     params = {**HMM_PARAMS, **EMISSION_PARAMS["categorical"]}
     x, z = model.sample(params, 2, seed=5, T=5, return_states=True)
