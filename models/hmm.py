@@ -263,7 +263,7 @@ class HMM(Program):
         loc = params["loc"]
         if self.covariance == "full":
             cov = gm.covariance_matrices(params["scale_tril"], "full", self.dim)
-            out = gm.marginal_log_gaussian(xf.T, obs.T, loc, cov).T.contiguous()  # (K, T B)
+            out = gm.marginal_log_gaussian(xf.T, loc, cov).T.contiguous()        # (K, T B)
             return EmissionTable(out, None, (B, T))
         # diagonal: each observed dimension adds its own term; as the complete-data table
         # with the missing cells' features zeroed and the constant summed over observed dims
@@ -337,7 +337,7 @@ class HMM(Program):
         f = params["scale_tril"] if self.covariance == "full" else params["scale"]
         cov = gm.covariance_matrices(f, self.covariance, D)
         center = torch.nanmean(data.flat(), 0)
-        nk, first, second = gm.expected_moments(X, ~torch.isnan(X), params["loc"], cov, gk.T, center=center)
+        nk, first, second = gm.expected_moments(X, params["loc"], cov, gk.T, center=center)
         safe = nk.clamp(min=tiny)
         mean_c = first / safe[:, None]
         cov = second / safe[:, None, None] - mean_c[:, :, None] * mean_c[:, None, :]
@@ -372,7 +372,7 @@ class HMM(Program):
         X = x.reshape(B * T, -1)
         cov = gm.covariance_matrices(params["scale_tril"] if self.covariance == "full" else params["scale"],
                                      self.covariance, self.dim)
-        out = gm.conditional_means(X, ~torch.isnan(X), params["loc"], cov, gamma.reshape(B * T, -1))
+        out = gm.conditional_means(X, params["loc"], cov, gamma.reshape(B * T, -1))
         return out.reshape(x.shape)
 
     def sample(self, params: dict[str, torch.Tensor], n: int, seed: int | None = None,

@@ -196,7 +196,7 @@ class GaussianMixture(Program):
         if not has_missing(x):
             return gaussian.weighted_log_prob(x, w, loc, f, self.covariance)
         cov = gm.covariance_matrices(f, self.covariance, self.dim)
-        return gm.marginal_log_gaussian(x, gm.observed_mask(x), loc, cov) + torch.log(w)
+        return gm.marginal_log_gaussian(x, loc, cov) + torch.log(w)
 
     def e_step(self, params: dict, x: torch.Tensor, labels: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -219,9 +219,14 @@ class GaussianMixture(Program):
         _, loc, f = self._unpack(params)
         cov = gm.covariance_matrices(f, self.covariance, self.dim)
         center = torch.nanmean(x, 0)
-        nk, first, second = gm.expected_moments(x, gm.observed_mask(x), loc, cov, resp, center=center)
-        nk = nk + 10 * torch.finfo(resp.dtype).eps                               # as the complete-data step
-        weights = nk / len(x)
+        return self._from_moments(*gm.expected_moments(x, loc, cov, resp, center=center), center, len(x), reg_covar)
+
+    def _from_moments(self, nk: torch.Tensor, first: torch.Tensor, second: torch.Tensor, center: torch.Tensor,
+                      n: int, reg_covar: float) -> dict[str, torch.Tensor]:
+        """The M-step from expected statistics about ``center``: N_k (K,), Σ r x̃ (K, D),
+        Σ r x̃x̃ᵀ (K, D, D)."""
+        nk = nk + 10 * torch.finfo(nk.dtype).eps                                 # as the complete-data step
+        weights = nk / n
         mean_c = first / nk[:, None]
         cov = second / nk[:, None, None] - mean_c.unsqueeze(2) * mean_c.unsqueeze(1)
         new = {"weights": weights / weights.sum(), "loc": mean_c + center}
@@ -241,7 +246,13 @@ class GaussianMixture(Program):
         """One EM iteration: ``(log p(x_n) (N,)`` at ``params``, the updated params)``.
         Full covariances of complete, unlabelled data use the fused single-pass kernel; the
         others E-step then M-step."""
-        if self.covariance == "full" and labels is None and not has_missing(x):
+        if has_missing(x):  # one pass: each pattern's factors serve the E-step and the statistics
+            w, loc, f = self._unpack(params)
+            center = torch.nanmean(x, 0)
+            log_norm, *moments = gm.em_pass(x, torch.log(w), loc, gm.covariance_matrices(f, self.covariance, self.dim),
+                                            labels, center)
+            return log_norm, self._from_moments(*moments, center, len(x), reg_covar)
+        if self.covariance == "full" and labels is None:
             ln, w, loc, f = gaussian.em_step_full(x, *self._unpack(params), reg_covar)
             return ln, {"weights": w, "loc": loc, "scale_tril": f}
         log_norm, resp = self.e_step(params, x, labels)
@@ -264,8 +275,7 @@ class GaussianMixture(Program):
             return x.clone()
         _, loc, f = self._unpack(params)
         resp = self.e_step(params, x)[1]
-        return gm.conditional_means(x, gm.observed_mask(x), loc, gm.covariance_matrices(f, self.covariance, self.dim),
-                                    resp)
+        return gm.conditional_means(x, loc, gm.covariance_matrices(f, self.covariance, self.dim), resp)
 
     def sample(self, params: dict, n: int, seed: int | None = None, return_assignments: bool = False):
         """``n`` draws ``(n, D)`` (and the assignments ``(n,)`` when asked)."""

@@ -95,6 +95,10 @@ def test_gmm_em_step_equals_scipy_reference(covariance):
     np.testing.assert_allclose(step["weights"].numpy(), new["weights"], rtol=0, atol=1e-9)
     np.testing.assert_allclose(step["loc"].numpy(), new["loc"], rtol=0, atol=1e-9)
     np.testing.assert_allclose(step[model.factor_name].numpy(), new["factor"], rtol=0, atol=1e-9)
+    # the unfused M-step (responsibilities given) is the same step
+    unfused = model.m_step(x, r, reg_covar=1e-6, params=params)
+    for name in step:
+        np.testing.assert_allclose(unfused[name].numpy(), step[name].numpy(), rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("covariance", ["full", "diag", "spherical"])
