@@ -106,7 +106,7 @@ class CategoricalMixture(Declaration):
     def check_labels(self, labels: Any, x: torch.Tensor) -> torch.Tensor:
         """Partial labels ``(N,)`` long: a known component per row, −1 = unknown."""
         from probgen.data import check_labels
-        return check_labels(labels, (len(x),), self.n_components)
+        return check_labels(labels, (len(x),), self.n_components).to(x.device)
 
     def init_params(self, data: torch.Tensor, seed: int | None = None) -> dict[str, torch.Tensor]:
         """Uniform weights; ``probs`` from the data's value frequencies, perturbed per
@@ -131,7 +131,8 @@ class CategoricalMixture(Declaration):
         probs = params["probs"]
         x = check_codes(x, n_features=probs.shape[1], n_values=probs.shape[2], missing=True)
         logp = torch.log(probs)  # (K, D, V)
-        d = torch.arange(probs.shape[1])
+        x = x.to(probs.device)
+        d = torch.arange(probs.shape[1], device=probs.device)
         gap = x < 0
         if bool(gap.any()):
             lp = logp[:, d, x.clamp(min=0)].masked_fill(gap, 0.0).sum(-1)  # a missing cell: log 1
@@ -143,7 +144,7 @@ class CategoricalMixture(Declaration):
         """``x`` ``(N, D)`` codes with each missing cell (−1 / NaN) replaced by its most probable
         value given the row's observed cells, argmax_v Σ_k p(k | x_o) probs[k, d, v]."""
         lp = self.component_log_prob(params, x)
-        x = check_codes(x, missing=True)
+        x = check_codes(x, missing=True).to(lp.device)
         resp = torch.softmax(lp, -1)                                            # (N, K)
         best = torch.einsum("nk,kdv->ndv", resp, params["probs"]).argmax(-1)      # (N, D)
         return torch.where(x < 0, best, x)

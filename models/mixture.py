@@ -162,7 +162,7 @@ class GaussianMixture(Program):
 
     def check_labels(self, labels: Any, x: torch.Tensor) -> torch.Tensor:
         """Partial labels ``(N,)`` long: a known component 0..K-1 per row, −1 = unknown."""
-        return check_labels(labels, (len(x),), self.k)
+        return check_labels(labels, (len(x),), self.k).to(x.device)
 
     def init_params(self, data: Any, seed: int | None = None, method: str = "kmeans++",
                     reg_covar: float = 1e-6) -> dict[str, torch.Tensor]:
