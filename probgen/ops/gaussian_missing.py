@@ -25,6 +25,7 @@ import weakref
 
 import torch
 
+from probgen.data import clamp_to_labels
 from probgen.ops.gaussian import normalize_log
 
 __all__ = ["covariance_matrices", "patterns", "marginal_log_gaussian", "expected_moments", "em_pass",
@@ -132,14 +133,19 @@ def expected_moments(x: torch.Tensor, loc: torch.Tensor, cov: torch.Tensor, resp
     for rows, o in patterns_of(x):
         m = all_dims[~torch.isin(all_dims, o)]
         xh, c = _filled(x[rows], loc, cov, o, m)
-        xh = xh - center
-        r = resp[rows].T                                                         # (K, n)
-        first += (r.unsqueeze(2) * xh).sum(1)
-        second += (r.unsqueeze(2) * xh).transpose(1, 2) @ xh
-        if len(m):
-            idx = m[:, None], m[None, :]
-            second[:, idx[0], idx[1]] += r.sum(1)[:, None, None] * c
+        _add_moments(first, second, resp[rows].T, xh - center, c, m)
     return nk, first, second
+
+
+def _add_moments(first: torch.Tensor, second: torch.Tensor, r: torch.Tensor, xh: torch.Tensor,
+                 c: torch.Tensor, m: torch.Tensor) -> None:
+    """Add one pattern's Σ r x̂ and Σ r (x̂x̂ᵀ + C) to ``first`` (K, D) / ``second`` (K, D, D),
+    in place: r (K, n) weights, x̂ (K, n, D) filled rows, C (K, |m|, |m|) placed at (m, m)."""
+    rx = r.unsqueeze(2) * xh
+    first += rx.sum(1)
+    second += rx.transpose(1, 2) @ xh
+    if len(m):
+        second[:, m[:, None], m[None, :]] += r.sum(1)[:, None, None] * c
 
 
 def conditional_means(x: torch.Tensor, loc: torch.Tensor, cov: torch.Tensor, resp: torch.Tensor) -> torch.Tensor:
@@ -166,7 +172,6 @@ def em_pass(x: torch.Tensor, log_weights: torch.Tensor, loc: torch.Tensor, cov: 
     ``(log p(x_no) (N,), N_k (K,), Σ r E[x̃ | x_o, k] (K, D), Σ r E[x̃ x̃ᵀ | x_o, k] (K, D, D))``
     with x̃ = x − ``center``. ``labels`` ``(N,)`` (−1 = unknown) clamp a row's component;
     its log p is then the joint log p(x_no, z_n)."""
-    from probgen.data import clamp_to_labels
     k, d = loc.shape
     center = x.new_zeros(d) if center is None else center
     log_norm = x.new_empty(len(x))
@@ -182,12 +187,6 @@ def em_pass(x: torch.Tensor, log_weights: torch.Tensor, loc: torch.Tensor, cov: 
         lp = clamp_to_labels(lp, None if labels is None else labels[rows])
         log_norm[rows], resp = normalize_log(lp)                                  # resp (n, K)
         xh, c = _filled(xr, loc, cov, o, m, solved)
-        xh = xh - center
-        r = resp.T                                                               # (K, n)
-        rx = r.unsqueeze(2) * xh
-        nk += r.sum(1)
-        first += rx.sum(1)
-        second += rx.transpose(1, 2) @ xh
-        if len(m):
-            second[:, m[:, None], m[None, :]] += r.sum(1)[:, None, None] * c
+        nk += resp.sum(0)
+        _add_moments(first, second, resp.T, xh - center, c, m)
     return log_norm, nk, first, second
