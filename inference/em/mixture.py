@@ -8,7 +8,10 @@ Protocol (checked by ``accepts``, never by class):
   ``model.m_step(x, posterior, reg_covar=...)`` -> params maximising the expected
                                          complete-data log-likelihood;
   optionally ``model.em_step(params, x, reg_covar=...)`` -> ``(log p(x_n), new params)``,
-                                         both steps fused (used when present).
+                                         both steps fused (used when present);
+  with ``labels=`` (partial labels, −1 = unknown) ``e_step`` / ``em_step`` also take
+  ``labels`` (and ``model.check_labels(labels, x)`` checks them). Missing cells (NaN) are
+  the declaration's business: its steps marginalise them (``missing_values``).
 Declarations whose parameters are latent (``model.bayesian``) are left to meanfield /
 svi / mcmc.
 
