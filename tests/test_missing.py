@@ -327,19 +327,30 @@ def test_hmm_impute_by_hand_and_entirely_missing_sequence():
         pg.fit(model, seqs, engine="svi", steps=1, progress=False)
 
 
-def test_hmm_labels_clamp_equals_brute_force_and_every_label_gives_supervised_estimates():
+@pytest.mark.parametrize("kind", ["categorical", "full"])
+def test_hmm_labels_clamp_equals_brute_force(kind):
+    """Partial state labels (with missing observations too): the clamped forward–backward
+    equals enumeration over the paths that agree with the labels."""
     from probgen.inference.em.hmm import e_step
-    model = hmm_of("categorical")
-    params = {**HMM_PARAMS, **EMISSION_PARAMS["categorical"]}
-    x, z = model.sample(params, 2, seed=5, T=5, return_states=True)
-    seqs = [x[0], x[1, :4]]
+    model = hmm_of(kind)
+    params = {**HMM_PARAMS, **EMISSION_PARAMS[kind]}
+    seqs = gappy_sequences(model, params, seed=5)
     labels = [torch.tensor([-1, 2, -1, -1, 0]), torch.tensor([1, -1, -1, -1])]
     data = model.check_data(seqs)
     log_lik, gamma, xi = e_step(model, params, data, model.check_labels(labels, data))
-    for b in range(2):
-        total, g, _ = brute_force(model, params, seqs[b].numpy(), labels[b].tolist())
+    xi_ref = np.zeros((3, 3))
+    for b, s in enumerate(seqs):
+        s = s.numpy() if kind != "categorical" else np.where(np.isnan(s.numpy()), -1, s.numpy())
+        total, g, x = brute_force(model, params, s, labels[b].tolist())
+        xi_ref += x
         assert abs(log_lik[b].item() - total) < 1e-9
-        np.testing.assert_allclose(gamma[b, :len(seqs[b])].numpy(), g, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(gamma[b, :len(s)].numpy(), g, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(xi.numpy(), xi_ref, rtol=0, atol=1e-9)
+
+
+def test_hmm_every_label_gives_supervised_estimates():
+    model = hmm_of("categorical")
+    params = {**HMM_PARAMS, **EMISSION_PARAMS["categorical"]}
     # every state given: one EM step is the supervised closed form (normalised counts)
     x, z = model.sample(params, 30, seed=6, T=20, return_states=True)
     fit = pg.fit(model, x, labels=z, steps=1, tol=None, seed=0, progress=False)
