@@ -3,9 +3,11 @@
 with values ``0..V-1``. With one component it is the independence model that naive
 Bayes uses per class.
 
-Data: an ``(N, D)`` array of non-negative integer codes. Parameters: ``weights`` ``(K,)``
-and ``probs`` ``(K, D, V)`` (rows over values sum to one; ``V`` the largest number of
-values of any feature).
+Data: an ``(N, D)`` array of non-negative integer codes; NaN marks a missing cell (kept
+as the code −1): a missing feature is left out of its row's product (marginalised
+exactly), and of the M-step's counts. A row with every feature missing is refused.
+Parameters: ``weights`` ``(K,)`` and ``probs`` ``(K, D, V)`` (rows over values sum to one;
+``V`` the largest number of values of any feature).
 """
 from __future__ import annotations
 
@@ -18,9 +20,11 @@ from probgen.declarations import Declaration
 from probgen.registry import check_options
 
 
-def check_codes(x: Any, name: str = "X", n_features: int | None = None, n_values: Any = None) -> torch.Tensor:
+def check_codes(x: Any, name: str = "X", n_features: int | None = None, n_values: Any = None,
+                missing: bool = False) -> torch.Tensor:
     """An ``(N, D)`` int64 tensor of non-negative integer codes (``ValueError`` otherwise);
-    with ``n_values`` (an int or per-feature sizes) codes must lie below it."""
+    with ``n_values`` (an int or per-feature sizes) codes must lie below it. ``missing=True``:
+    NaN (or −1) marks a missing cell, returned as −1; a row with every cell missing is refused."""
     try:
         arr = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -31,6 +35,12 @@ def check_codes(x: Any, name: str = "X", n_features: int | None = None, n_values
         raise ValueError(f"{name} must be a non-empty (N, D) array of integer codes, got shape {arr.shape}")
     if n_features is not None and arr.shape[1] != n_features:
         raise ValueError(f"{name} must have {n_features} features (shape (N, {n_features})), got {arr.shape}")
+    if missing:
+        gap = np.isnan(arr) | (arr == -1)
+        if gap.all(1).any():
+            raise ValueError(f"{name} row {int(np.argwhere(gap.all(1))[0, 0])} is entirely missing; drop it: "
+                             "it carries no information")
+        arr = np.where(gap, 0.0, arr)
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or inf; features must be integer codes 0, 1, ...")
     if (arr < 0).any() or (arr != np.round(arr)).any():
@@ -43,11 +53,14 @@ def check_codes(x: Any, name: str = "X", n_features: int | None = None, n_values
             i, j = np.argwhere(bad)[0]
             raise ValueError(f"{name}[{i}, {j}] = {int(arr[i, j])}: feature {j} has values 0..{int(lim[j]) - 1} "
                              "in the fitted model")
-    return torch.from_numpy(arr.astype(np.int64))
+    out = torch.from_numpy(arr.astype(np.int64))
+    return out.masked_fill_(torch.from_numpy(gap), -1) if missing and gap.any() else out
 
 
 def one_hot(x: torch.Tensor, n_values: int) -> torch.Tensor:
-    """``(N, D)`` codes -> ``(N, D, V)`` float64 indicators."""
+    """``(N, D)`` codes -> ``(N, D, V)`` float64 indicators (all zero for a missing cell, −1)."""
+    if bool((x < 0).any()):
+        return torch.nn.functional.one_hot(x.clamp(min=0), n_values).double() * (x >= 0).unsqueeze(-1)
     return torch.nn.functional.one_hot(x, n_values).double()
 
 
@@ -88,14 +101,23 @@ class CategoricalMixture(Declaration):
             {"weights": ["z"], "probs": ["x"]} if params else None)
 
     def check_data(self, data: Any) -> torch.Tensor:
-        return check_codes(data)
+        return check_codes(data, missing=True)
+
+    def check_labels(self, labels: Any, x: torch.Tensor) -> torch.Tensor:
+        """Partial labels ``(N,)`` long: a known component per row, −1 = unknown."""
+        from probgen.data import check_labels
+        return check_labels(labels, (len(x),), self.n_components).to(x.device)
 
     def init_params(self, data: torch.Tensor, seed: int | None = None) -> dict[str, torch.Tensor]:
         """Uniform weights; ``probs`` from the data's value frequencies, perturbed per
         component by a Dirichlet draw (breaks the symmetry between components)."""
         from probgen.random import generator
         k, v = self.n_components, max(int(data.max()) + 1, self.n_values or 0)
-        freq = one_hot(data, v).mean(0) + 1e-3
+        if bool((data < 0).any()):  # frequencies over each feature's observed cells
+            oh = one_hot(data, v)
+            freq = oh.sum(0) / oh.sum((0, 2)).clamp(min=1)[:, None] + 1e-3
+        else:
+            freq = one_hot(data, v).mean(0) + 1e-3
         g = generator(seed)
         noise = torch.ones(1, *freq.shape, dtype=torch.float64)
         if k > 1:  # Exp(1) = Gamma(1) draws: a Dirichlet(1) perturbation after normalising
@@ -105,13 +127,27 @@ class CategoricalMixture(Declaration):
         return {"weights": torch.full((k,), 1.0 / k, dtype=torch.float64), "probs": probs}
 
     def component_log_prob(self, params: dict, x: torch.Tensor) -> torch.Tensor:
-        """``log weights_k + log p(x_n | component k)``, ``(N, K)``."""
+        """``log weights_k + log p(x_n,obs | component k)``, ``(N, K)`` (missing cells left out)."""
         probs = params["probs"]
-        x = check_codes(x, n_features=probs.shape[1], n_values=probs.shape[2])
+        x = check_codes(x, n_features=probs.shape[1], n_values=probs.shape[2], missing=True)
         logp = torch.log(probs)  # (K, D, V)
-        d = torch.arange(probs.shape[1])
-        lp = logp[:, d, x].sum(-1)  # (K, N, D) -> (K, N)
+        x = x.to(probs.device)
+        d = torch.arange(probs.shape[1], device=probs.device)
+        gap = x < 0
+        if bool(gap.any()):
+            lp = logp[:, d, x.clamp(min=0)].masked_fill(gap, 0.0).sum(-1)  # a missing cell: log 1
+        else:
+            lp = logp[:, d, x].sum(-1)  # (K, N, D) -> (K, N)
         return lp.T + torch.log(params["weights"])
+
+    def impute(self, params: dict, x: Any) -> torch.Tensor:
+        """``x`` ``(N, D)`` codes with each missing cell (−1 / NaN) replaced by its most probable
+        value given the row's observed cells, argmax_v Σ_k p(k | x_o) probs[k, d, v]."""
+        lp = self.component_log_prob(params, x)
+        x = check_codes(x, missing=True).to(lp.device)
+        resp = torch.softmax(lp, -1)                                            # (N, K)
+        best = torch.einsum("nk,kdv->ndv", resp, params["probs"]).argmax(-1)      # (N, D)
+        return torch.where(x < 0, best, x)
 
     def log_prob(self, params: dict, x: Any) -> torch.Tensor:
         """Exact ``log p(x_n)``, ``(N,)``."""

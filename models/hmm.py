@@ -27,9 +27,10 @@ import torch
 from pyro import poutine
 from pyro.distributions import constraints
 
-from probgen.data import as_tensor
+from probgen.data import as_tensor, check_labels, clamp_to_labels, has_missing
 from probgen.declarations import Program
 from probgen.ops import chain
+from probgen.ops import gaussian_missing as gm
 from probgen.ops.chain import EmissionTable, Sequences
 from probgen.random import generator
 
@@ -57,6 +58,13 @@ class HMM(Program):
     Parameters (``Fit.params``): ``initial`` (K,), ``transition`` (K, K) (rows sum to 1),
     and ``probs`` (K, V) | ``loc`` (K, D) with ``scale`` (K, D) or ``scale_tril`` (K, D, D)
     | ``rate`` (K,).
+
+    Missing observations: NaN (or −1 among integer symbols) marks a missing step, or, for
+    Gaussian emissions, missing dimensions of a step. A missing step's emission
+    log-likelihood is 0 (it is summed out), a partly missing Gaussian step's the exact
+    marginal of its observed dimensions; Baum–Welch's M-step takes the conditional
+    expectations of the missing dimensions (Ghahramani & Jordan 1994). A sequence with
+    every step missing is refused.
     """
 
     short_name = "hmm"
@@ -161,24 +169,55 @@ class HMM(Program):
         def first(bad: torch.Tensor) -> int:
             return int(bad.reshape(len(bad), -1).any(-1).nonzero()[0])
 
+        nan = None
         if x.is_floating_point() and not torch.isfinite(x.sum()):    # (a finite sum: all finite)
-            finite = torch.isfinite(x)
-            if not finite.all():
-                kind = "NaN" if torch.isnan(x).any() else "inf"
-                raise ValueError(f"sequence {first(~finite)} contains {kind} values")
+            if torch.isinf(x).any():
+                raise ValueError(f"sequence {first(torch.isinf(x))} contains inf values")
+            nan = torch.isnan(x)                                         # missing observations
+            if not nan.any():
+                nan = None
+        if self.emission == "categorical" and not x.is_floating_point() and bool((x == -1).any()):
+            nan = x == -1                                                # missing symbols, as integers
+        if nan is not None:
+            step_missing = nan if nan.dim() == 2 else nan.all(-1)
+            whole = (step_missing | ~chain.pad_mask(lengths, x.shape[1])).all(1)
+            if whole.any():
+                raise ValueError(f"sequence {int(whole.nonzero()[0])} is entirely missing (every step NaN); "
+                                 "drop it: it carries no information")
         if self.emission == "gaussian":
             return Sequences(x.to(torch.float64), lengths)
         # (integer tensors, the usual input for symbols and counts, skip the float checks)
         bad = ((x != torch.round(x)) | (x < 0)) if x.is_floating_point() else (x < 0)
+        if nan is not None:
+            bad &= ~nan
         if bad.any():
             what = "symbols" if self.emission == "categorical" else "Poisson counts"
             raise ValueError(f"sequence {first(bad)}: {what} must be non-negative integers")
         if self.emission == "categorical":
+            if nan is not None:  # missing symbols are −1 in the long tensor
+                x = torch.where(nan, torch.full((), -1, dtype=x.dtype), x)
             if int(x.max()) >= self.n_symbols:
                 raise ValueError(f"sequence {first(x >= self.n_symbols)} has symbol {int(x.max())} outside "
                                  f"0..{self.n_symbols - 1} (n_symbols={self.n_symbols})")
             return Sequences(x.to(torch.long), lengths)
         return Sequences(x.to(torch.float64), lengths)
+
+    def check_labels(self, labels: Any, data: Sequences) -> torch.Tensor:
+        """Partial state labels as a (B, T) long tensor (−1 = unknown, and on padded steps):
+        from a list of (T_i,) arrays, one per sequence, or a (B, T) / (T,) array."""
+        B, T = data.x.shape[:2]
+        if isinstance(labels, (list, tuple)):
+            if len(labels) != B:
+                raise ValueError(f"labels must give one array per sequence ({B}), got {len(labels)}")
+            out = torch.full((B, T), -1, dtype=torch.long)
+            for b, (lab, n) in enumerate(zip(labels, data.lengths.tolist())):
+                out[b, :n] = check_labels(lab, (n,), self.k, name=f"labels[{b}]")
+            return out
+        t = torch.as_tensor(labels) if not isinstance(labels, np.ndarray) else torch.from_numpy(labels)
+        if t.dim() == 1 and B == 1:
+            t = t[None]
+        out = check_labels(t, (B, T), self.k)
+        return out.masked_fill(~data.mask, -1)
 
     # ---- exact evaluation --------------------------------------------------------------
     def log_emission(self, params: dict[str, torch.Tensor], data: Sequences) -> torch.Tensor:
@@ -186,13 +225,62 @@ class HMM(Program):
         the view of a state-major (K, T, B) buffer (:meth:`emission_table`, dense)."""
         return self.emission_table(params, data).dense()
 
-    def emission_table(self, params: dict[str, torch.Tensor], data: Sequences) -> EmissionTable:
+    def emission_table(self, params: dict[str, torch.Tensor], data: Sequences,
+                       labels: torch.Tensor | None = None) -> EmissionTable:
         """The emission log-likelihoods as the chain kernels read them: categorical
         emissions as the (K, V) table ``log probs`` indexed by the symbols (nothing of size
         B T K is written); others as one column per step of a (K, T B) table. Gaussian
         log-densities are two matrix products of per-state coefficients with per-step
         features (the quadratic form expanded: (x − μ_k)ᵀ P_k (x − μ_k) = xxᵀ·P_k − 2 xᵀ P_k μ_k
-        + μ_kᵀ P_k μ_k, P_k = Σ_k⁻¹), so the (K, T B) output is written once."""
+        + μ_kᵀ P_k μ_k, P_k = Σ_k⁻¹), so the (K, T B) output is written once.
+
+        Missing observations contribute 0 (a missing step) or the marginal of the observed
+        dimensions. ``labels`` (B, T) (−1 = unknown): a labelled step's other states get
+        −inf, so the chain kernels compute log p(x, labels) and the clamped posteriors."""
+        table = self._emission_table(params, data) if not data.any_missing else self._missing_table(params, data)
+        if labels is None:
+            return table
+        B, T = table.shape
+        cols = table.table if table.index is None else table.table[:, table.index.reshape(-1)]
+        clamp_to_labels(cols.T, labels.t().reshape(-1))                          # (T B, K) view
+        return EmissionTable(cols, None, (B, T))
+
+    def _missing_table(self, params: dict[str, torch.Tensor], data: Sequences) -> EmissionTable:
+        """The emission table of data with missing observations (see emission_table)."""
+        B, T = data.x.shape[:2]
+        if self.emission == "categorical":
+            logp = torch.log(params["probs"])
+            table = torch.cat([logp, logp.new_zeros(len(logp), 1)], 1)           # column V: log 1
+            return EmissionTable(table, self._symbol_index(data).view(T, B), (B, T))
+        if self.emission == "poisson":
+            x = data.columns()
+            miss = torch.isnan(x)
+            x0, rate = x.masked_fill(miss, 0.0), params["rate"][:, None]
+            return EmissionTable((x0 * torch.log(rate) - rate - torch.lgamma(x0 + 1)).masked_fill_(miss, 0.0),
+                                 None, (B, T))
+        xf = data.columns()                                                     # (D, T B), NaN where missing
+        obs = ~torch.isnan(xf)
+        loc = params["loc"]
+        if self.covariance == "full":
+            cov = gm.covariance_matrices(params["scale_tril"], "full", self.dim)
+            out = gm.marginal_log_gaussian(xf.T, loc, cov).T.contiguous()        # (K, T B)
+            return EmissionTable(out, None, (B, T))
+        # diagonal: each observed dimension adds its own term; as the complete-data table
+        # with the missing cells' features zeroed and the constant summed over observed dims
+        prec = params["scale"] ** -2                                            # (K, D)
+        x0 = xf.masked_fill(~obs, 0.0)
+        per_dim = -0.5 * loc * loc * prec - torch.log(params["scale"]) - 0.5 * math.log(2 * math.pi)  # (K, D)
+        out = per_dim @ obs.to(x0.dtype)
+        out.addmm_(-0.5 * prec, x0 * x0).addmm_(loc * prec, x0)
+        return EmissionTable(out, None, (B, T))
+
+    def _symbol_index(self, data: Sequences) -> torch.Tensor:
+        """The symbols in (t, b) order with missing ones (−1) mapped to column V."""
+        cols = data.columns()
+        return torch.where(cols < 0, torch.full((), self.n_symbols, dtype=cols.dtype), cols)
+
+    def _emission_table(self, params: dict[str, torch.Tensor], data: Sequences) -> EmissionTable:
+        """The emission table of complete data."""
         B, T = data.x.shape[:2]
         if self.emission == "categorical":
             # the symbols in (t, b) order, kept by the Sequences: no copy per EM iteration
@@ -228,6 +316,65 @@ class HMM(Program):
         return chain.log_evidence(params["initial"], params["transition"],
                                   self.log_emission(params, data), data.lengths)
 
+    def m_step_missing(self, data: Sequences, gk: torch.Tensor, params: dict[str, torch.Tensor],
+                       min_covar: float) -> dict[str, torch.Tensor]:
+        """Emission M-step of data with missing observations: ``gk`` (K, T B) the posterior
+        state weights in (t, b) column order, ``params`` the E-step's (the conditional
+        moments of missing Gaussian dimensions need them). Missing symbols and counts are
+        left out of their counts; Gaussian statistics use E[x | x_o, k] and
+        E[x xᵀ | x_o, k] (Ghahramani & Jordan 1994)."""
+        tiny = torch.finfo(gk.dtype).tiny
+        if self.emission == "categorical":
+            V = self.n_symbols
+            counts = torch.zeros(len(gk), V + 1, dtype=gk.dtype).index_add_(1, self._symbol_index(data), gk)[:, :V]
+            return {"probs": counts / counts.sum(-1, keepdim=True).clamp(min=tiny)}
+        if self.emission == "poisson":
+            x = data.columns()
+            obs = ~torch.isnan(x)
+            return {"rate": (gk @ x.masked_fill(~obs, 0.0)) / (gk @ obs.to(gk.dtype)).clamp(min=tiny)}
+        X = data.columns().T                                                    # (T B, D)
+        D = self.dim
+        f = params["scale_tril"] if self.covariance == "full" else params["scale"]
+        cov = gm.covariance_matrices(f, self.covariance, D)
+        center = torch.nanmean(data.flat(), 0)
+        nk, first, second = gm.expected_moments(X, params["loc"], cov, gk.T, center=center)
+        safe = nk.clamp(min=tiny)
+        mean_c = first / safe[:, None]
+        cov = second / safe[:, None, None] - mean_c[:, :, None] * mean_c[:, None, :]
+        new = {"loc": mean_c + center}
+        if self.covariance == "full":
+            cov = 0.5 * (cov + cov.transpose(-1, -2)) + min_covar * torch.eye(D, dtype=gk.dtype)
+            new["scale_tril"] = torch.linalg.cholesky(cov)
+        else:
+            new["scale"] = (torch.diagonal(cov, dim1=-2, dim2=-1).clamp(min=0) + min_covar).sqrt()
+        return new
+
+    def impute(self, params: dict[str, torch.Tensor], data: Sequences, gamma: torch.Tensor) -> torch.Tensor:
+        """The padded observations (B, T) / (B, T, D) with the missing ones filled, given the
+        posterior state marginals ``gamma`` (B, T, K): Gaussian cells by their conditional
+        means Σ_k γ_tk E[x_m | x_o, k]; a missing symbol by its most probable value
+        argmax_v Σ_k γ_tk probs[k, v]; a missing count by its most probable value under
+        the posterior mixture of Poissons."""
+        params = _as64(params)
+        x = data.x.clone()
+        B, T = x.shape[:2]
+        if self.emission == "categorical":
+            pred = (gamma @ params["probs"]).argmax(-1)                         # (B, T)
+            return torch.where(x < 0, pred, x)
+        if self.emission == "poisson":
+            miss = torch.isnan(x)
+            rate = params["rate"]
+            top = int(rate.max() + 10 * rate.max().sqrt() + 10)                  # beyond every mode
+            c = torch.arange(top + 1, dtype=torch.float64)
+            logpmf = c[:, None] * torch.log(rate) - rate - torch.lgamma(c + 1)[:, None]  # (C, K)
+            pred = (gamma @ logpmf.exp().T).argmax(-1).to(x.dtype)              # (B, T)
+            return torch.where(miss, pred, x)
+        X = x.reshape(B * T, -1)
+        cov = gm.covariance_matrices(params["scale_tril"] if self.covariance == "full" else params["scale"],
+                                     self.covariance, self.dim)
+        out = gm.conditional_means(X, params["loc"], cov, gamma.reshape(B * T, -1))
+        return out.reshape(x.shape)
+
     def sample(self, params: dict[str, torch.Tensor], n: int, seed: int | None = None,
                T: int = 50, return_states: bool = False) -> Any:
         """``n`` sequences of length ``T`` by ancestral sampling: (n, T) or (n, T, D)
@@ -262,6 +409,10 @@ class HMM(Program):
         tr = torch.rand(K, K, generator=g, dtype=torch.float64) + K * torch.eye(K, dtype=torch.float64)
         p["transition"] = tr / tr.sum(-1, keepdim=True)
         flat = self.check_data(data).flat() if data is not None else None
+        if flat is not None and flat.is_floating_point() and has_missing(flat):  # the start only
+            fill = torch.nanmean(flat, 0)
+            flat = torch.where(torch.isnan(flat), fill, flat)
+            flat = flat[~torch.isnan(flat).reshape(len(flat), -1).any(1)]
         if self.emission == "categorical":
             pr = 0.5 + torch.rand(K, self.n_symbols, generator=g, dtype=torch.float64)
             p["probs"] = pr / pr.sum(-1, keepdim=True)

@@ -18,9 +18,10 @@ import torch
 from torch.distributions import constraints
 from torch.distributions.constraint_registry import biject_to, transform_to
 
-from probgen.data import check_matrix
+from probgen.data import check_labels, check_matrix, clamp_to_labels, has_missing
 from probgen.declarations import Program
 from probgen.ops import gaussian
+from probgen.ops import gaussian_missing as gm
 from probgen.random import generator
 
 
@@ -66,7 +67,14 @@ class GaussianMixture(Program):
     independent of Σ_k); the ``mcmc`` engine lifts a plain mixture's parameters to them.
 
     Hooks for the engines: :meth:`e_step` / :meth:`m_step` / :meth:`em_step` (EM), :meth:`responsibilities`
-    (exact queries), :meth:`log_prob` (exact per-example log-likelihood), :meth:`sample`.
+    (exact queries), :meth:`log_prob` (exact per-example log-likelihood), :meth:`impute`, :meth:`sample`.
+
+    Missing values: NaN cells in ``x`` are missing (at random). The E-step, ``log_prob`` and
+    the queries use each row's exact marginal over its observed cells; the M-step the
+    conditional expectations of the missing cells, with the conditional-covariance
+    correction (Ghahramani & Jordan 1994; :mod:`probgen.ops.gaussian_missing`). A row with
+    every cell missing is refused. Partial labels (``labels``, −1 = unknown) clamp a row's
+    component in the E-step.
     """
 
     short_name = "gmm"
@@ -148,8 +156,13 @@ class GaussianMixture(Program):
 
     # ---- declaration hooks -----------------------------------------------------------
     def check_data(self, data: Any) -> torch.Tensor:
-        """``x`` as a finite float64 ``(N, dim)`` tensor with N >= 1."""
-        return check_matrix(data, self.dim, name="x")
+        """``x`` as a float64 ``(N, dim)`` tensor with N >= 1: finite, or NaN in missing cells
+        (no row entirely missing)."""
+        return check_matrix(data, self.dim, name="x", missing=True)
+
+    def check_labels(self, labels: Any, x: torch.Tensor) -> torch.Tensor:
+        """Partial labels ``(N,)`` long: a known component 0..K-1 per row, −1 = unknown."""
+        return check_labels(labels, (len(x),), self.k).to(x.device)
 
     def init_params(self, data: Any, seed: int | None = None, method: str = "kmeans++",
                     reg_covar: float = 1e-6) -> dict[str, torch.Tensor]:
@@ -161,6 +174,8 @@ class GaussianMixture(Program):
         scikit-learn's ``init_params="random"``.
         """
         x = self.check_data(data)
+        if has_missing(x):  # the start only: k-means on the column means' filling
+            x = torch.where(torch.isnan(x), torch.nanmean(x, 0), x)
         n = len(x)
         if n < self.k:
             raise ValueError(f"x has {n} examples, fewer than k = {self.k} components")
@@ -174,33 +189,93 @@ class GaussianMixture(Program):
             raise ValueError(f"init method must be 'kmeans++' or 'random', got {method!r}")
         return self.m_step(x, resp, reg_covar=reg_covar)
 
-    def e_step(self, params: dict, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(log p(x_n) (N,), responsibilities (N, K))`` at ``params``."""
-        return gaussian.e_step(x, *self._unpack(params), self.covariance)
+    def weighted_log_prob(self, params: dict, x: torch.Tensor) -> torch.Tensor:
+        """``log π_k + log p(x_n,obs | k)`` ``(N, K)``: the whole row, or where ``x`` has NaN
+        cells, the exact marginal of each row's observed cells."""
+        w, loc, f = self._unpack(params)
+        if not has_missing(x):
+            return gaussian.weighted_log_prob(x, w, loc, f, self.covariance)
+        cov = gm.covariance_matrices(f, self.covariance, self.dim)
+        return gm.marginal_log_gaussian(x, loc, cov) + torch.log(w)
 
-    def m_step(self, x: torch.Tensor, resp: torch.Tensor, reg_covar: float = 1e-6) -> dict[str, torch.Tensor]:
-        """Maximum-likelihood parameters given responsibilities ``(N, K)``."""
-        w, loc, f = gaussian.m_step(x, resp, self.covariance, reg_covar)
-        return {"weights": w, "loc": loc, self.factor_name: f}
+    def e_step(self, params: dict, x: torch.Tensor, labels: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log p(x_n) (N,), responsibilities (N, K))`` at ``params`` (observed cells only
+        where ``x`` has NaN). With ``labels`` ``(N,)`` (−1 = unknown) a labelled row's
+        component is clamped, and its log p is the joint log p(x_n, z_n)."""
+        lp = clamp_to_labels(self.weighted_log_prob(params, x), labels)
+        return gaussian.normalize_log(lp)
 
-    def em_step(self, params: dict, x: torch.Tensor, reg_covar: float = 1e-6
-                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """One EM iteration: ``(log p(x_n) (N,)`` at ``params``, the updated params)``.
-        Full covariances use the fused single-pass kernel; the others E-step then M-step."""
+    def m_step(self, x: torch.Tensor, resp: torch.Tensor, reg_covar: float = 1e-6,
+               params: dict | None = None) -> dict[str, torch.Tensor]:
+        """Maximum-likelihood parameters given responsibilities ``(N, K)``. Where ``x`` has
+        NaN cells the expected complete-data statistics need the current ``params`` (the
+        conditional means and covariances of the missing cells, Ghahramani & Jordan 1994)."""
+        if not has_missing(x):
+            w, loc, f = gaussian.m_step(x, resp, self.covariance, reg_covar)
+            return {"weights": w, "loc": loc, self.factor_name: f}
+        if params is None:
+            raise ValueError("the M-step of data with missing cells needs the current params")
+        _, loc, f = self._unpack(params)
+        cov = gm.covariance_matrices(f, self.covariance, self.dim)
+        center = torch.nanmean(x, 0)
+        return self._from_moments(*gm.expected_moments(x, loc, cov, resp, center=center), center, len(x), reg_covar)
+
+    def _from_moments(self, nk: torch.Tensor, first: torch.Tensor, second: torch.Tensor, center: torch.Tensor,
+                      n: int, reg_covar: float) -> dict[str, torch.Tensor]:
+        """The M-step from expected statistics about ``center``: N_k (K,), Σ r x̃ (K, D),
+        Σ r x̃x̃ᵀ (K, D, D)."""
+        nk = nk + 10 * torch.finfo(nk.dtype).eps                                 # as the complete-data step
+        weights = nk / n
+        mean_c = first / nk[:, None]
+        cov = second / nk[:, None, None] - mean_c.unsqueeze(2) * mean_c.unsqueeze(1)
+        new = {"weights": weights / weights.sum(), "loc": mean_c + center}
         if self.covariance == "full":
+            new["scale_tril"] = gaussian._cholesky(cov, reg_covar)
+            return new
+        var = torch.diagonal(cov, dim1=-2, dim2=-1) + reg_covar                  # (K, D)
+        if self.covariance == "spherical":
+            var = var.mean(1)
+        if (var <= 0).any():
+            raise ValueError("a variance became non-positive (a collapsed component); increase reg_covar")
+        new["scale"] = var.sqrt()
+        return new
+
+    def em_step(self, params: dict, x: torch.Tensor, reg_covar: float = 1e-6,
+                labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One EM iteration: ``(log p(x_n) (N,)`` at ``params``, the updated params)``.
+        Full covariances of complete, unlabelled data use the fused single-pass kernel; the
+        others E-step then M-step."""
+        if has_missing(x):  # one pass: each pattern's factors serve the E-step and the statistics
+            w, loc, f = self._unpack(params)
+            center = torch.nanmean(x, 0)
+            log_norm, *moments = gm.em_pass(x, torch.log(w), loc, gm.covariance_matrices(f, self.covariance, self.dim),
+                                            labels, center)
+            return log_norm, self._from_moments(*moments, center, len(x), reg_covar)
+        if self.covariance == "full" and labels is None:
             ln, w, loc, f = gaussian.em_step_full(x, *self._unpack(params), reg_covar)
             return ln, {"weights": w, "loc": loc, "scale_tril": f}
-        log_norm, resp = self.e_step(params, x)
-        return log_norm, self.m_step(x, resp, reg_covar=reg_covar)
+        log_norm, resp = self.e_step(params, x, labels)
+        return log_norm, self.m_step(x, resp, reg_covar=reg_covar, params=params)
 
     def responsibilities(self, params: dict, x: torch.Tensor) -> torch.Tensor:
         """p(z_n = k | x_n), shape ``(N, K)``."""
         return self.e_step(params, x)[1]
 
     def log_prob(self, params: dict, x: torch.Tensor) -> torch.Tensor:
-        """Exact ``log p(x_n) = logsumexp_k log π_k + log N(x_n | μ_k, Σ_k)``, shape ``(N,)``, float64."""
-        lp = gaussian.weighted_log_prob(x.to(torch.float64), *self._unpack(params), self.covariance)
-        return torch.logsumexp(lp, dim=1)
+        """Exact ``log p(x_n) = logsumexp_k log π_k + log N(x_n | μ_k, Σ_k)``, shape ``(N,)``,
+        float64; for a row with NaN cells, the exact marginal likelihood of its observed cells."""
+        return torch.logsumexp(self.weighted_log_prob(params, x.to(torch.float64)), dim=1)
+
+    def impute(self, params: dict, x: torch.Tensor) -> torch.Tensor:
+        """``x`` ``(N, D)`` with every NaN cell replaced by its conditional mean given the
+        row's observed cells, E[x_m | x_o] = Σ_k p(k | x_o) E[x_m | x_o, k]."""
+        x = x.to(torch.float64)
+        if not has_missing(x):
+            return x.clone()
+        _, loc, f = self._unpack(params)
+        resp = self.e_step(params, x)[1]
+        return gm.conditional_means(x, loc, gm.covariance_matrices(f, self.covariance, self.dim), resp)
 
     def sample(self, params: dict, n: int, seed: int | None = None, return_assignments: bool = False):
         """``n`` draws ``(n, D)`` (and the assignments ``(n,)`` when asked)."""

@@ -10,6 +10,7 @@ import torch
 from probgen import checkpoint as checkpoints
 from probgen import devices, registry
 from probgen import distributed as dist
+from probgen.data import has_missing
 from probgen.fit import Fit, load, own_param_store  # noqa: F401  (re-exported)
 from probgen.random import seeded
 from probgen.threads import limited, num_threads, set_num_threads  # noqa: F401  (re-exported)
@@ -82,7 +83,7 @@ def _distribute(ctx: dist.Context | None, model: Any, method: registry.Method, d
             raise ValueError("pg.distributed.Shard is one rank's part of the data of a data-parallel fit; "
                              "this fit is local (no torchrun / process group, or distributed=False): "
                              "pass the whole data")
-        return model.check_data(data), seed
+        return _checked(model, method, data), seed
     what = f"the {method.engine!r} method {method.name!r} for {type(model).__name__}"
     if path is not None:
         raise ValueError(f"checkpoints of data-parallel fits are not supported: drop checkpoint= or "
@@ -90,12 +91,23 @@ def _distribute(ctx: dist.Context | None, model: Any, method: registry.Method, d
     if shard and method.parallel != "data":
         raise ValueError(f"{what} does not run data-parallel, so every rank needs the whole data: "
                          "pass it, not a Shard")
-    data = model.check_data(data.rows if shard else data)
+    with ctx.guard():  # a rank whose rows are refused ends the others with its error
+        data = _checked(model, method, data.rows if shard else data)
     if method.parallel == "data" and not shard:
         data = ctx.shard(data)
     if seed is None:
         seed = int(torch.randint(0, 2**31 - 1, ()).item())
     return data, ctx.broadcast(seed)
+
+
+def _checked(model: Any, method: registry.Method, data: Any) -> Any:
+    """``model.check_data(data)``, refused where it has missing cells the method cannot use."""
+    data = model.check_data(data)
+    if not method.missing_values and has_missing(data):
+        raise ValueError(f"the data have missing cells (NaN), which the {method.engine!r} method {method.name!r} "
+                         f"for {type(model).__name__} does not handle; methods that do: "
+                         f"{sorted({m.engine for e in registry.engines() for m in registry.methods(e) if m.missing_values and m.accepts(model)})}")
+    return data
 
 
 def resume(path: Any, data: Any = None, *, progress: bool = True, callback: Any = None) -> Fit:

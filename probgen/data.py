@@ -42,10 +42,12 @@ def check_finite(x: torch.Tensor, name: str = "data") -> torch.Tensor:
 
 
 def check_matrix(x: Any, dim: int | None = None, *, name: str = "data",
-                 dtype: torch.dtype = torch.float64) -> torch.Tensor:
+                 dtype: torch.dtype = torch.float64, missing: bool = False) -> torch.Tensor:
     """An ``(N, D)`` finite tensor with ``N >= 1`` (and ``D == dim`` when given).
 
-    A 1-D input is read as ``N`` points when ``dim == 1`` (or ``dim`` is None)."""
+    A 1-D input is read as ``N`` points when ``dim == 1`` (or ``dim`` is None).
+    ``missing=True``: NaN marks a missing cell and is kept (inf is still refused, and so is
+    a row with every cell missing: it carries no information)."""
     t = as_tensor(x, name=name, dtype=dtype)
     expected = f"(N, {dim if dim is not None else 'D'})"
     if t.dim() == 1 and (dim is None or dim == 1):
@@ -56,7 +58,58 @@ def check_matrix(x: Any, dim: int | None = None, *, name: str = "data",
         raise ValueError(f"{name} is empty: expected shape {expected} with N >= 1")
     if dim is not None and t.shape[1] != dim:
         raise ValueError(f"{name} must have shape {expected}, got shape {tuple(t.shape)}")
+    if missing and t.is_floating_point():
+        nan = torch.isnan(t)
+        if nan.any():
+            empty = nan.all(1)
+            if empty.any():
+                raise ValueError(f"{name} row {int(empty.nonzero()[0])} is entirely missing (every cell NaN); "
+                                 "drop such rows: they carry no information")
+            check_finite(t.masked_fill(nan, 0.0), name)
+            return t
     return check_finite(t, name)
+
+
+def has_missing(data: Any) -> bool:
+    """Whether checked data (a float tensor, or an object with a tensor ``x`` such as a
+    padded batch of sequences) hold NaN cells, i.e. missing values; data that say it
+    themselves (``any_missing``, as :class:`probgen.ops.chain.Sequences`) are asked."""
+    flag = getattr(data, "any_missing", None)
+    if flag is not None:
+        return bool(flag)
+    t = getattr(data, "x", data)
+    # a finite sum means no NaN, found without a mask the size of the data (EM asks every
+    # iteration; checked data hold no inf)
+    return (isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t.sum()))
+            and bool(torch.isnan(t).any()))
+
+
+def check_labels(labels: Any, shape: tuple, k: int, name: str = "labels") -> torch.Tensor:
+    """Partial labels as a long tensor of ``shape``: a known class / state ``0..k-1`` per
+    cell, ``-1`` for unknown; ``ValueError`` for another shape or value."""
+    try:
+        arr = np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be an integer array of shape {tuple(shape)} (-1 = unknown) ({exc})") from None
+    if tuple(arr.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)} (one per example; -1 = unknown), "
+                         f"got {tuple(arr.shape)}")
+    bad = ~np.isfinite(arr) | (arr != np.round(arr)) | (arr < -1) | (arr >= k)
+    if bad.any():
+        i = tuple(int(v) for v in np.argwhere(bad)[0])
+        raise ValueError(f"{name}{list(i)} = {arr[i]!r}: labels must be integers in -1..{k - 1} (-1 = unknown)")
+    return torch.from_numpy(arr.astype(np.int64))
+
+
+def clamp_to_labels(log_p: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """``log_p`` ``(..., K)`` with every class but the known one set to −inf where
+    ``labels`` ``(...)`` is not −1 (in place; ``labels=None`` leaves it as it is): an E-step
+    so clamped gives the joint log p(x, label) where a label is given (Nigam et al. 2000)."""
+    if labels is not None:
+        k = log_p.shape[-1]
+        other = (labels.unsqueeze(-1) >= 0) & (torch.arange(k, device=log_p.device) != labels.unsqueeze(-1))
+        log_p.masked_fill_(other, float("-inf"))
+    return log_p
 
 
 def check_tensor_tree(data: Any, name: str = "data") -> Any:

@@ -58,6 +58,9 @@ class Method:
     log_prob_kind: str = "exact"
     #: the queries :func:`probgen.infer` may ask of this method
     queries: tuple[str, ...] = ()
+    #: True for methods that handle missing cells (NaN in the checked data); the others are
+    #: refused such data by :func:`probgen.fit`
+    missing_values: bool = False
     #: one line for error messages: what this method needs of a declaration
     needs: str = ""
     #: a generic method (any Pyro program) is tried only after every specific method of its

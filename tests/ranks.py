@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import pickle
 import queue
 import socket
 import traceback
@@ -31,7 +32,9 @@ def _rank_main(rank: int, world: int, port: int, fn: Callable, args: tuple, out:
     import torch
     torch.set_num_threads(1)
     try:
-        value = fn(*args)
+        # pickled here, by value: a tensor put on a multiprocessing queue travels as a file
+        # descriptor that vanishes when this process exits
+        value = pickle.dumps(fn(*args))
         out.put((rank, value, None))
     except BaseException as exc:  # reported to the parent, which fails the test with it
         out.put((rank, None, f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
@@ -57,7 +60,7 @@ def run_ranks(fn: Callable, *args: Any, world: int = 2, timeout: float = 240, er
             except queue.Empty:
                 raise AssertionError(f"the {world} ranks did not all finish within {timeout} s "
                                      f"(finished: {sorted(results)})") from None
-            results[r] = (value, err)
+            results[r] = (None if value is None else pickle.loads(value), err)
     finally:
         for p in procs:
             p.join(timeout=10)

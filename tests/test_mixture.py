@@ -257,7 +257,7 @@ def test_cholesky_inverse_wishart_density():
 @pytest.mark.parametrize("bad,match", [
     (torch.zeros(5, 3), r"shape \(N, 2\)"),
     (torch.zeros(2, 5, 2), r"shape \(N, 2\)"),
-    (torch.tensor([[0.0, float("nan")]]), "NaN"),
+    (torch.tensor([[float("nan"), float("nan")]]), "entirely missing"),
     (torch.tensor([[0.0, float("inf")]]), "inf"),
     (torch.zeros(0, 2), "empty"),
     ("text", "numeric"),
@@ -266,6 +266,16 @@ def test_bad_data(bad, match):
     for engine in ("em", "svi", "exact"):
         with pytest.raises(ValueError, match=match):
             pg.fit(GaussianMixture(2, 2), bad, engine=engine, steps=1)
+
+
+def test_nan_cells_are_missing_values_for_em_and_exact_only():
+    x = simulate(30)
+    x[0, 1] = float("nan")
+    for engine in ("svi", "mcmc"):
+        with pytest.raises(ValueError, match=r"missing cells \(NaN\)"):
+            pg.fit(GaussianMixture(3, 2), x, engine=engine, steps=1)
+    for engine in ("em", "exact"):
+        assert torch.isfinite(pg.fit(GaussianMixture(3, 2), x, engine=engine, steps=1, progress=False).log_prob(x)).all()
 
 
 def test_bad_engines_options_and_arguments():

@@ -10,6 +10,8 @@ import torch
 from probgen import protocols
 from probgen.fit import Fit
 from probgen.loops.iterative import LOOP, Update, run
+from probgen.data import clamp_to_labels
+from probgen.models.categorical_mixture import one_hot
 from probgen.registry import Method, check_options, register
 
 
@@ -22,29 +24,42 @@ class CategoricalMixtureEM(Method):
     steps_unit = "EM iterations"
     devices = ("cpu", "cuda", "mps")  # torch only (CUDA / MPS written, not run here)
     loop = LOOP
+    missing_values = True  # missing cells (−1): left out of the products and the counts
+    queries = ("impute",)
 
     def accepts(self, model: Any) -> bool:
         return protocols.implements(model, protocols.CategoricalMixtureModel)
 
     def fit(self, model: Any, data: torch.Tensor, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, tol: float | None = 1e-7, n_init: int = 1, callback: Callable | None = None,
-            **options: Any) -> Fit:
+            labels: Any = None, **options: Any) -> Fit:
         """``steps`` (default 200) iterations; ``tol``, ``n_init`` (restarts from independent
         seeds, the best final log-likelihood wins) and ``callback`` as in
-        :func:`probgen.loops.iterative.run`."""
-        check_options("em", options, ("tol", "n_init", "callback"))
+        :func:`probgen.loops.iterative.run`; ``labels`` ``(N,)``: known components (−1 =
+        unknown), clamped in every E-step (the objective is then log p(x, labels))."""
+        check_options("em", options, ("tol", "n_init", "callback", "labels"))
         steps = 200 if steps is None else steps
-        result = run(_Steps(model, data, init), objective=self.objective, steps=max(steps, 1), tol=tol,
+        if labels is not None:
+            labels = model.check_labels(labels, data)
+        result = run(_Steps(model, data, init, labels), objective=self.objective, steps=max(steps, 1), tol=tol,
                      seed=seed, n_init=n_init, progress=progress, callback=callback, desc="em")
         return Fit(model, result.state, result.history, engine=self.engine, method=self.name,
                    state=result.fit_state(), options={"tol": tol, "n_init": n_init})
+
+    def infer(self, model: Any, params: dict | None, data: Any, query: str, **options: Any) -> torch.Tensor:
+        """``query="impute"``: the codes with each missing cell replaced by its most probable
+        value given the row's observed cells (``model.impute``), ``(N, D)``."""
+        check_options(f"{query!r} query", options)
+        if params is None:
+            raise ValueError(f"{type(model).__name__} holds no parameters of its own: pass a fit")
+        return model.impute(params, data)
 
 
 class _Steps:
     """EM of the latent class model for :func:`probgen.loops.iterative.run`: the state is the params."""
 
-    def __init__(self, model: Any, data: torch.Tensor, init: dict | None):
-        self.model, self.data, self.init = model, data, init
+    def __init__(self, model: Any, data: torch.Tensor, init: dict | None, labels: torch.Tensor | None = None):
+        self.model, self.data, self.init, self.labels = model, data, init, labels
         self.onehot = None
 
     def start(self, seed: int | None) -> dict:
@@ -55,11 +70,12 @@ class _Steps:
 
     def step(self, params: dict) -> Update:
         if self.onehot is None:  # here, not in start: a resumed fit (pg.resume) does not call start
-            self.onehot = torch.nn.functional.one_hot(self.data, params["probs"].shape[-1]).double()  # (N, D, V)
-        lp = self.model.component_log_prob(params, self.data)  # E-step
+            self.onehot = one_hot(self.data, params["probs"].shape[-1])  # (N, D, V); zero where missing
+        lp = clamp_to_labels(self.model.component_log_prob(params, self.data), self.labels)  # E-step
         ll = torch.logsumexp(lp, -1)
         r = torch.exp(lp - ll[:, None])  # (N, K)
         counts = torch.einsum("nk,ndv->kdv", r, self.onehot) + self.model.pseudo_count  # M-step
         params = {"weights": (r.sum(0) + 1e-12) / (r.sum() + 1e-12 * r.shape[1]),
                   "probs": counts / counts.sum(-1, keepdim=True)}
         return Update(params, float(ll.mean()))  # per row
+

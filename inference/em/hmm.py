@@ -34,19 +34,23 @@ from probgen import protocols
 from probgen.fit import Fit
 from probgen.loops.iterative import LOOP, Update, run
 from probgen.ops import chain
+from probgen.data import has_missing
 from probgen.registry import Method, check_options, register
 
 from .._chain import emissions, start_params
 
 
-def e_step(model: Any, params: dict, data: Any):
-    """(log_lik (B,), gamma (B, T, K), xi (K, K)) at ``params``."""
-    return chain.forward_backward(params["initial"], params["transition"], emissions(model, params, data),
-                                  data.lengths)
+def e_step(model: Any, params: dict, data: Any, labels: torch.Tensor | None = None):
+    """(log_lik (B,), gamma (B, T, K), xi (K, K)) at ``params``; with ``labels`` (B, T)
+    (−1 = unknown) the labelled steps' states are clamped and log_lik is log p(x, labels)."""
+    table = emissions(model, params, data) if labels is None else model.emission_table(params, data, labels)
+    return chain.forward_backward(params["initial"], params["transition"], table, data.lengths)
 
 
-def m_step(model: Any, data: Any, gamma: torch.Tensor, xi: torch.Tensor, min_covar: float) -> dict:
-    """Closed-form maximisers of the expected complete-data log-likelihood."""
+def m_step(model: Any, data: Any, gamma: torch.Tensor, xi: torch.Tensor, min_covar: float,
+           params: dict | None = None) -> dict:
+    """Closed-form maximisers of the expected complete-data log-likelihood (``params``, the
+    E-step's, are read only for data with missing observations: ``model.m_step_missing``)."""
     K = gamma.shape[-1]
     new = {}
     g0 = gamma[:, 0].sum(0)
@@ -55,6 +59,8 @@ def m_step(model: Any, data: Any, gamma: torch.Tensor, xi: torch.Tensor, min_cov
     # all steps, padded ones included: γ is zero there (and x zero), so they add nothing;
     # γ is the (B, T, K) view of a state-major (K, T, B) buffer, so (K, T B) is free
     gk = gamma.permute(2, 1, 0).reshape(K, -1)               # (K, N), N = T B
+    if has_missing(data):
+        return {**new, **model.m_step_missing(data, gk, params, min_covar)}
     x = data.columns().t()                                   # (N,) or (N, D), the same order
     nk = gk.sum(1)                                           # (K,)
     safe = nk.clamp(min=torch.finfo(gk.dtype).tiny)
@@ -88,6 +94,7 @@ class BaumWelch(Method):
     steps_unit = "EM iterations"
     device_hint = "its forward-backward runs in compiled CPU loops, probgen.ops.chain_kernels"
     loop = LOOP
+    missing_values = True  # missing steps / dimensions: the declaration's emissions marginalise them
 
     def accepts(self, model: Any) -> bool:
         return protocols.is_hidden_markov_chain(model) and getattr(model, "emission", None) in (
@@ -95,16 +102,20 @@ class BaumWelch(Method):
 
     def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, tol: float | None = 1e-8, n_init: int = 1, callback: Callable | None = None,
-            min_covar: float = 1e-6, **options: Any) -> Fit:
+            min_covar: float = 1e-6, labels: Any = None, **options: Any) -> Fit:
         """``steps`` (default 100) iterations; ``tol``, ``n_init`` (restarts from independent
         seeds, the best final log-likelihood wins) and ``callback`` as in
-        :func:`probgen.loops.iterative.run`; ``min_covar`` is added to Gaussian variances."""
-        check_options("em", options, ("tol", "n_init", "callback", "min_covar"))
+        :func:`probgen.loops.iterative.run`; ``min_covar`` is added to Gaussian variances;
+        ``labels``: known states at some steps (a list of (T_i,) arrays or a (B, T) array,
+        −1 = unknown), clamped in every E-step; the objective is then log p(x, labels)."""
+        check_options("em", options, ("tol", "n_init", "callback", "min_covar", "labels"))
         if min_covar < 0:
             raise ValueError(f"min_covar must be >= 0, got {min_covar}")
         steps = 100 if steps is None else steps
+        if labels is not None:
+            labels = model.check_labels(labels, data)
         with torch.no_grad():
-            result = run(_Steps(model, data, init, min_covar), objective=self.objective, steps=steps, tol=tol,
+            result = run(_Steps(model, data, init, min_covar, labels), objective=self.objective, steps=steps, tol=tol,
                          seed=seed, n_init=n_init, progress=progress, callback=callback, desc="baum-welch")
         return Fit(model, result.state, result.history, engine=self.engine, method=self.name,
                    state=result.fit_state(), options={"tol": tol, "n_init": n_init, "min_covar": min_covar})
@@ -113,15 +124,16 @@ class BaumWelch(Method):
 class _Steps:
     """Baum–Welch for :func:`probgen.loops.iterative.run`: the state is the params."""
 
-    def __init__(self, model: Any, data: Any, init: dict | None, min_covar: float):
-        self.model, self.data, self.init, self.min_covar = model, data, init, min_covar
+    def __init__(self, model: Any, data: Any, init: dict | None, min_covar: float,
+                 labels: torch.Tensor | None = None):
+        self.model, self.data, self.init, self.min_covar, self.labels = model, data, init, min_covar, labels
 
     def start(self, seed: int | None) -> dict:
         return start_params(self.model, self.data, self.init, seed)
 
     def step(self, params: dict) -> Update:
-        log_lik, gamma, xi = e_step(self.model, params, self.data)
+        log_lik, gamma, xi = e_step(self.model, params, self.data, self.labels)
         ll = float(log_lik.mean())  # per sequence: independent of how many were passed
-        params = {**params, **m_step(self.model, self.data, gamma, xi, self.min_covar)}
+        params = {**params, **m_step(self.model, self.data, gamma, xi, self.min_covar, params)}
         del gamma  # frees the E-step buffers before the next E-step allocates its own
         return Update(params, ll)

@@ -8,7 +8,10 @@ Protocol (checked by ``accepts``, never by class):
   ``model.m_step(x, posterior, reg_covar=...)`` -> params maximising the expected
                                          complete-data log-likelihood;
   optionally ``model.em_step(params, x, reg_covar=...)`` -> ``(log p(x_n), new params)``,
-                                         both steps fused (used when present).
+                                         both steps fused (used when present);
+  with ``labels=`` (partial labels, −1 = unknown) ``e_step`` / ``em_step`` also take
+  ``labels`` (and ``model.check_labels(labels, x)`` checks them). Missing cells (NaN) are
+  the declaration's business: its steps marginalise them (``missing_values``).
 Declarations whose parameters are latent (``model.bayesian``) are left to meanfield /
 svi / mcmc.
 
@@ -40,13 +43,14 @@ class MixtureEM(Method):
     steps_unit = "EM iterations"
     devices = ("cpu", "cuda", "mps")  # torch only (CUDA / MPS written, not run here)
     loop = LOOP
+    missing_values = True  # NaN cells: the declaration's E-step marginalises them
 
     def accepts(self, model: Any) -> bool:
         return protocols.implements(model, protocols.EMHooks) and not getattr(model, "bayesian", False)
 
     def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, tol: float | None = 1e-5, n_init: int = 1, callback: Callable | None = None,
-            reg_covar: float = 1e-6, init_method: str = "kmeans++", **options: Any) -> Fit:
+            reg_covar: float = 1e-6, init_method: str = "kmeans++", labels: Any = None, **options: Any) -> Fit:
         """Args: ``steps`` = max iterations (default 100); ``tol``: stop when the relative
         change of the mean log-likelihood is below it (:func:`probgen.registry.converged`;
         ``None`` or 0 runs all steps);
@@ -54,12 +58,16 @@ class MixtureEM(Method):
         ``callback``: called with each history record, ``True`` stops
         (:func:`probgen.loops.iterative.run`);
         ``reg_covar`` is added to every variance; ``init`` (a dict, possibly partial)
-        fixes the start of every restart; ``init_method`` "kmeans++" | "random"."""
-        check_options("em", options, ("tol", "n_init", "callback", "reg_covar", "init_method"))
+        fixes the start of every restart; ``init_method`` "kmeans++" | "random";
+        ``labels`` ``(N,)``: known components (−1 = unknown), clamped in every E-step, the
+        objective then being the log-likelihood of the data and the given labels."""
+        check_options("em", options, ("tol", "n_init", "callback", "reg_covar", "init_method", "labels"))
         if not reg_covar >= 0:
             raise ValueError(f"reg_covar must be >= 0, got {reg_covar!r}")
         steps = 100 if steps is None else steps
-        result = run(_Steps(model, data, init, reg_covar, init_method), objective=self.objective, steps=steps,
+        if labels is not None:
+            labels = model.check_labels(labels, data)
+        result = run(_Steps(model, data, init, reg_covar, init_method, labels), objective=self.objective, steps=steps,
                      tol=tol, seed=seed, n_init=n_init, progress=progress, callback=callback, desc="em")
         return Fit(model, result.state, result.history, engine=self.engine, method=self.name,
                    state=result.fit_state(),
@@ -69,9 +77,12 @@ class MixtureEM(Method):
 class _Steps:
     """EM of a mixture for :func:`probgen.loops.iterative.run`: the state is the params."""
 
-    def __init__(self, model: Any, x: torch.Tensor, init: dict | None, reg_covar: float, init_method: str):
+    def __init__(self, model: Any, x: torch.Tensor, init: dict | None, reg_covar: float, init_method: str,
+                 labels: torch.Tensor | None = None):
         self.model, self.x, self.init, self.reg_covar, self.init_method = model, x, init, reg_covar, init_method
         self.fused = getattr(model, "em_step", None)  # optional: both steps in one pass over the data
+        # partial labels are handed to the declaration's steps only when given
+        self.labels = {} if labels is None else {"labels": labels}
 
     def start(self, seed: int | None) -> dict:
         model, init = self.model, self.init
@@ -82,9 +93,9 @@ class _Steps:
 
     def step(self, params: dict) -> Update:
         if self.fused is not None:
-            log_norm, params = self.fused(params, self.x, reg_covar=self.reg_covar)
+            log_norm, params = self.fused(params, self.x, reg_covar=self.reg_covar, **self.labels)
         else:
-            log_norm, resp = self.model.e_step(params, self.x)
+            log_norm, resp = self.model.e_step(params, self.x, **self.labels)
             params = self.model.m_step(self.x, resp, reg_covar=self.reg_covar)
         return Update(params, float(log_norm.mean()))
 

@@ -6,7 +6,8 @@ the most probable state paths (Viterbi), batched over sequences.
 given parameters (``init``, else the model's ``init_params``) and records the
 log-evidence. Queries: ``pg.infer(fit, seqs, query="marginals")`` → (B, T, K) posterior
 state probabilities (zero on padded steps); ``"map"`` → (B, T) Viterbi paths (−1 on
-padded steps); ``"log_evidence"`` → (B,).
+padded steps); ``"log_evidence"`` → (B,); ``"impute"`` → the padded observations (B, T) /
+(B, T, D) with missing ones filled (conditional means, or most probable symbols / counts).
 Reference: Rabiner (1989), sections III.A–C.
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ from probgen.registry import Method, check_options, register
 
 from .._chain import emissions, start_params
 
-QUERIES = ("marginals", "map", "log_evidence")
+QUERIES = ("marginals", "map", "log_evidence", "impute")
 
 
 @register
@@ -31,6 +32,7 @@ class ChainExact(Method):
     name = "chain"
     needs = "a hidden Markov chain (initial, transition and per-step emission log-likelihoods)"
     queries = QUERIES
+    missing_values = True  # missing steps / dimensions: the declaration's emissions marginalise them
     objective = "log_likelihood"
     steps_unit = "none (exact: learns nothing; steps is ignored)"
 
@@ -60,4 +62,8 @@ class ChainExact(Method):
                 return chain.viterbi(init, trans, emissions(model, params, data), data.lengths)[0]
             if query == "log_evidence":
                 return chain.log_evidence(init, trans, model.log_emission(params, data), data.lengths)
+            if query == "impute" and hasattr(model, "impute"):
+                gamma = chain.forward_backward(init, trans, emissions(model, params, data), data.lengths,
+                                               pairwise=False)[1]
+                return model.impute(params, data, gamma)
         raise ValueError(f"unknown query {query!r}; known: {list(QUERIES)}")

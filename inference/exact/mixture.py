@@ -18,7 +18,8 @@ class MixturePosterior(Method):
     name = "mixture"
     needs = "responsibilities(params, x) (a mixture)"
     log_prob_kind = "exact"
-    queries = ("marginals", "map", "log_prob")
+    queries = ("marginals", "map", "log_prob", "impute")
+    missing_values = True  # the declaration's densities marginalise NaN cells
     objective = "log_likelihood"
     steps_unit = "none (exact: learns nothing; steps is ignored)"
 
@@ -40,7 +41,9 @@ class MixturePosterior(Method):
 
     def infer(self, model: Any, params: dict | None, data: Any, query: str, **options: Any) -> torch.Tensor:
         """``query="marginals"``: responsibilities ``(N, K)``; ``"map"``: the most probable
-        component of each example ``(N,)``; ``"log_prob"``: log p(x_n) ``(N,)``.
+        component of each example ``(N,)``; ``"log_prob"``: log p(x_n) ``(N,)`` (of the
+        observed cells where ``x`` has NaN); ``"impute"``: ``x`` with each NaN cell replaced by
+        its conditional mean given the row's observed cells (``model.impute``).
         A declaration holds no parameters: ask a fit (for given parameters,
         ``pg.fit(model, x, engine="exact", init=params)`` makes one)."""
         check_options("infer", options)
@@ -52,5 +55,9 @@ class MixturePosterior(Method):
         x = model.check_data(data)
         if query == "log_prob":
             return model.log_prob(params, x)
+        if query == "impute":
+            if not hasattr(model, "impute"):
+                raise ValueError(f"{type(model).__name__} has no impute hook")
+            return model.impute(params, x)
         resp = model.responsibilities(params, x)
         return resp if query == "marginals" else resp.argmax(1)

@@ -43,6 +43,7 @@ class Sequences:
     x: torch.Tensor
     lengths: torch.Tensor
     _columns: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
+    _missing: bool | None = field(default=None, init=False, repr=False, compare=False)
 
     def columns(self) -> torch.Tensor:
         """The observations one column per step, steps in (t, b) order: (D, T B) (or (T B,)
@@ -66,6 +67,17 @@ class Sequences:
     def mask(self) -> torch.Tensor:
         """(B, T) bool: True on the steps that belong to a sequence."""
         return pad_mask(self.lengths, self.x.shape[1])
+
+    @property
+    def any_missing(self) -> bool:
+        """Whether some observation is missing: NaN in float observations, −1 among symbols
+        (found once and kept: EM asks every iteration)."""
+        if self._missing is None:
+            x = self.x
+            # a finite sum: no NaN, without a mask the size of x (checked data hold no inf)
+            self._missing = (not bool(torch.isfinite(x.sum())) and bool(torch.isnan(x).any())
+                             if x.is_floating_point() else bool((x < 0).any()))
+        return self._missing
 
     def __len__(self) -> int:
         return len(self.lengths)
