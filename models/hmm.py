@@ -32,6 +32,7 @@ from probgen.declarations import Program
 from probgen.ops import chain
 from probgen.ops import gaussian_missing as gm
 from probgen.ops.chain import EmissionTable, Sequences
+from probgen.ops.gaussian import kmeans_resp
 from probgen.random import generator
 
 __all__ = ["HMM", "Sequences"]
@@ -402,7 +403,10 @@ class HMM(Program):
     # ---- initialisation ---------------------------------------------------------------
     def init_params(self, data: Any = None, seed: int | None = None) -> dict[str, torch.Tensor]:
         """Random starting parameters: uniform ``initial``, a sticky random ``transition``;
-        for Gaussians K distinct data points as means and the data's spread as scales."""
+        for Gaussians the k-means centres of the steps (k-means++ seeding, Arthur & Vassilvitskii
+        2007; hmmlearn starts from k-means too) as means and the data's spread as scales. Random
+        data points as means often put two states on one cluster, where Baum–Welch stays
+        (benchmarks/recovery.py)."""
         g = generator(seed)
         K = self.k
         p = {"initial": torch.full((K,), 1.0 / K, dtype=torch.float64)}
@@ -422,10 +426,14 @@ class HMM(Program):
         else:
             D = self.dim
             if flat is not None and len(flat) >= 1:
-                idx = torch.randperm(len(flat), generator=g)[:K]
-                loc = flat[idx]
-                if len(loc) < K:  # fewer steps than states: jitter repeats
-                    loc = loc[torch.arange(K) % len(loc)]
+                if len(flat) > K:  # k-means (k-means++ seeded) centres, as hmmlearn starts its means
+                    resp = kmeans_resp(flat, K, g)
+                    counts = resp.sum(0)
+                    loc = (resp.T @ flat) / counts.clamp_min(1).unsqueeze(1)
+                    empty = counts == 0
+                    loc[empty] = flat[torch.randint(len(flat), (int(empty.sum()),), generator=g)]
+                else:  # as many steps as states or fewer: the steps themselves, repeated
+                    loc = flat[torch.arange(K) % len(flat)]
                 var = flat.var(0) if len(flat) > 1 else torch.ones(D, dtype=torch.float64)
                 var = torch.where(var > 0, var, torch.ones_like(var))
                 loc = loc + 1e-3 * var.sqrt() * torch.randn(K, D, generator=g, dtype=torch.float64)

@@ -184,7 +184,7 @@ class GaussianMixture(Program):
             resp = torch.rand(n, self.k, dtype=torch.float64, generator=g)
             resp /= resp.sum(1, keepdim=True)
         elif method == "kmeans++":
-            resp = _kmeans_resp(x, self.k, g)
+            resp = gaussian.kmeans_resp(x, self.k, g)
         else:
             raise ValueError(f"init method must be 'kmeans++' or 'random', got {method!r}")
         return self.m_step(x, resp, reg_covar=reg_covar)
@@ -407,28 +407,6 @@ class _LazyInit:
                                                    else torch.ones(shapes["scale"], dtype=torch.float64))}
             return self.values[name]
         return value
-
-
-def _kmeans_resp(x: torch.Tensor, k: int, g: torch.Generator, iters: int = 10) -> torch.Tensor:
-    """Hard responsibilities ``(N, K)`` from k-means++ seeding plus ``iters`` Lloyd steps."""
-    n = len(x)
-    sq = x.square().sum(1)
-    centers = x[torch.randint(n, (1,), generator=g)]
-    d2 = (sq - 2 * x @ centers[0] + centers[0].square().sum()).clamp_min(0)
-    for _ in range(1, k):
-        p = d2 / d2.sum() if d2.sum() > 0 else torch.full_like(d2, 1.0 / n)
-        c = x[torch.multinomial(p, 1, generator=g)]
-        centers = torch.cat([centers, c])
-        d2 = torch.minimum(d2, (sq - 2 * x @ c[0] + c[0].square().sum()).clamp_min(0))
-    for _ in range(iters):
-        dist2 = sq.unsqueeze(1) - 2 * x @ centers.T + centers.square().sum(1)
-        label = dist2.argmin(1)
-        counts = torch.bincount(label, minlength=k).to(x.dtype)
-        sums = torch.zeros_like(centers).index_add_(0, label, x)
-        keep = counts > 0
-        centers[keep] = sums[keep] / counts[keep].unsqueeze(1)
-    label = (sq.unsqueeze(1) - 2 * x @ centers.T + centers.square().sum(1)).argmin(1)
-    return torch.nn.functional.one_hot(label, k).to(x.dtype)
 
 
 # ---- the Wishart carried to the Cholesky factor of the covariance --------------------

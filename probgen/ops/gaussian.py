@@ -261,3 +261,27 @@ def sample(weights: torch.Tensor, loc: torch.Tensor, factor: torch.Tensor, covar
         return x, z
     scale = factor[z] if covariance == "diag" else factor[z].unsqueeze(1)
     return loc[z] + eps * scale, z
+
+
+def kmeans_resp(x: torch.Tensor, k: int, g: torch.Generator, iters: int = 10) -> torch.Tensor:
+    """Hard responsibilities ``(N, K)`` of the rows of ``x (N, D)``: k-means++ seeding
+    (Arthur & Vassilvitskii 2007) then ``iters`` Lloyd steps; the start of mixtures' and
+    Gaussian HMMs' EM."""
+    n = len(x)
+    sq = x.square().sum(1)
+    centers = x[torch.randint(n, (1,), generator=g)]
+    d2 = (sq - 2 * x @ centers[0] + centers[0].square().sum()).clamp_min(0)
+    for _ in range(1, k):
+        p = d2 / d2.sum() if d2.sum() > 0 else torch.full_like(d2, 1.0 / n)
+        c = x[torch.multinomial(p, 1, generator=g)]
+        centers = torch.cat([centers, c])
+        d2 = torch.minimum(d2, (sq - 2 * x @ c[0] + c[0].square().sum()).clamp_min(0))
+    for _ in range(iters):
+        dist2 = sq.unsqueeze(1) - 2 * x @ centers.T + centers.square().sum(1)
+        label = dist2.argmin(1)
+        counts = torch.bincount(label, minlength=k).to(x.dtype)
+        sums = torch.zeros_like(centers).index_add_(0, label, x)
+        keep = counts > 0
+        centers[keep] = sums[keep] / counts[keep].unsqueeze(1)
+    label = (sq.unsqueeze(1) - 2 * x @ centers.T + centers.square().sum(1)).argmin(1)
+    return torch.nn.functional.one_hot(label, k).to(x.dtype)
