@@ -17,7 +17,9 @@ to the truth by the Hungarian assignment, are within the stated distance:
   topics with alpha=0.1; recovered when every matched topic is within 0.2 in total variation.
 * Categorical mixture (no peer): 3 components, 10 features with 4 values, each component
   putting 0.7 on its own value of each feature, N=600; recovered when every matched
-  probability is within 0.1 (~200 rows per component: standard error 0.03).
+  probability is within 0.15 (~200 rows per component: standard errors 0.032 for the 0.7
+  cells, 0.021 for the 0.1 cells, so 0.15 is over 4.6 of them for each of the 120 values;
+  at 0.1 global optima with a higher likelihood than the truth's failed on sampling error).
 
     python benchmarks/recovery.py [--seeds 10] [--json docs/benchmarks/recovery.json]
 """
@@ -112,7 +114,7 @@ def topics_ok(topics_true, topics_fit) -> bool:
 def categorical_ok(probs_true, probs_fit) -> bool:
     d = np.abs(probs_true[:, None] - probs_fit[None]).reshape(len(probs_true), len(probs_fit), -1).max(-1)
     p = _match(d)
-    return bool(d[np.arange(len(p)), p].max() < 0.1)
+    return bool(d[np.arange(len(p)), p].max() < 0.15)
 
 
 # ---- one seed of each row ----------------------------------------------------------------------
