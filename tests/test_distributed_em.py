@@ -37,7 +37,32 @@ def _gmm(covariance: str):
     return model, x, dict(engine="em", steps=15, tol=None, init=init)
 
 
+def _hmm(emission: str, covariance: str = "diag"):
+    from probgen.models import HMM
+    opts = {"n_symbols": 4} if emission == "categorical" else {"dim": 2, "covariance": covariance} \
+        if emission == "gaussian" else {}
+    model = HMM(3, emission, **opts)
+    truth = model.init_params(None, seed=5) if emission != "gaussian" else None
+    if emission == "gaussian":
+        truth = {"initial": torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64),
+                 "transition": torch.tensor([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]],
+                                            dtype=torch.float64),
+                 "loc": torch.tensor([[0.0, 0.0], [3.0, 1.0], [-2.0, 2.0]], dtype=torch.float64),
+                 "scale": torch.ones(3, 2, dtype=torch.float64)}
+        if covariance == "full":
+            truth["scale_tril"] = torch.eye(2, dtype=torch.float64).expand(3, 2, 2).clone()
+            del truth["scale"]
+    x = model.sample(truth, 9, seed=1, T=30)
+    data = [x[i, :30 - 2 * i] for i in range(9)]  # sequences of different lengths
+    init = {k: v for k, v in model.init_params(data, seed=0).items()}
+    return model, data, dict(engine="em", steps=10, tol=None, init=init)
+
+
 CASES = {
+    "hmm_categorical": lambda: _hmm("categorical"),
+    "hmm_poisson": lambda: _hmm("poisson"),
+    "hmm_gaussian": lambda: _hmm("gaussian"),
+    "hmm_gaussian_full": lambda: _hmm("gaussian", "full"),
     "gmm_full": lambda: _gmm("full"),
     "gmm_diag": lambda: _gmm("diag"),
     "gmm_spherical": lambda: _gmm("spherical"),
@@ -127,3 +152,7 @@ def _check(names: list[str]) -> None:
 
 def test_gaussian_mixture_em_two_ranks_equal_one_process():
     _check(["gmm_full", "gmm_diag", "gmm_spherical"])
+
+
+def test_baum_welch_two_ranks_equal_one_process():
+    _check(["hmm_categorical", "hmm_poisson", "hmm_gaussian", "hmm_gaussian_full"])
