@@ -67,7 +67,26 @@ def _catmix():
     return model, x, dict(engine="em", steps=10, tol=None, init=init)
 
 
+def _network(complete: bool = False, engine: str = "em"):
+    from probgen.models import BayesianNetwork
+    bn, x = BayesianNetwork.example(seed=0)
+    x = x.clone()
+    if not complete:
+        g = torch.Generator().manual_seed(4)
+        x[torch.rand(x.shape, generator=g) < 0.2] = -1  # 20% missing cells
+    init = bn.check_params(None) if not complete else None
+    kw = dict(engine=engine, steps=8, tol=None, pseudo_count=0.5)
+    if init is not None:  # a perturbed start: EM from uniform tables would stay symmetric in places
+        g = torch.Generator().manual_seed(6)
+        init = {k: v * (1 + torch.rand(v.shape, generator=g, dtype=torch.float64)) for k, v in init.items()}
+        kw["init"] = {k: v / v.sum(-1, keepdim=True) for k, v in init.items()}
+    return bn, x, kw
+
+
 CASES = {
+    "network_missing": _network,
+    "network_complete": lambda: _network(complete=True),
+    "network_bp": lambda: _network(engine="bp"),
     "categorical_mixture": _catmix,
     "hmm_categorical": lambda: _hmm("categorical"),
     "hmm_poisson": lambda: _hmm("poisson"),
@@ -176,3 +195,7 @@ def test_baum_welch_two_ranks_equal_one_process():
 
 def test_categorical_mixture_em_two_ranks_equal_one_process():
     _check(["categorical_mixture"])
+
+
+def test_bayesian_network_em_two_ranks_equal_one_process():
+    _check(["network_missing", "network_complete", "network_bp"])
