@@ -83,7 +83,18 @@ def _network(complete: bool = False, engine: str = "em"):
     return bn, x, kw
 
 
+def _pcfg(treebank: bool = False):
+    from probgen.models import PCFG
+    g, _ = PCFG.example()
+    trees = g.sample(None, 24, seed=3, max_length=8)
+    data = trees if treebank else [t.leaves() for t in trees]
+    return g, data, dict(engine="em", steps=6, tol=None, start="random", seed=2) if not treebank \
+        else dict(engine="em")
+
+
 CASES = {
+    "pcfg": _pcfg,
+    "pcfg_treebank": lambda: _pcfg(treebank=True),
     "network_missing": _network,
     "network_complete": lambda: _network(complete=True),
     "network_bp": lambda: _network(engine="bp"),
@@ -199,3 +210,7 @@ def test_categorical_mixture_em_two_ranks_equal_one_process():
 
 def test_bayesian_network_em_two_ranks_equal_one_process():
     _check(["network_missing", "network_complete", "network_bp"])
+
+
+def test_inside_outside_two_ranks_equal_one_process():
+    _check(["pcfg", "pcfg_treebank"])
