@@ -92,7 +92,23 @@ def _pcfg(treebank: bool = False):
         else dict(engine="em")
 
 
+def _lda(learn: bool = False):
+    from probgen.models import LDA
+    from probgen.models.lda import synthetic_corpus
+    docs, _ = synthetic_corpus(k=3, vocab_size=15, n_docs=41, length=20, seed=1)
+    model = LDA(3, 15)
+    # seed_docs=0: the Gamma-noise start, which depends on the seed only (not on rank 0's
+    # documents). e_step_tol=0: every document runs max_e_step sweeps. With a positive
+    # e_step_tol a converged document goes on sweeping until a quarter of its batch has
+    # converged (probgen.ops.lda.e_step), so its γ depends on the other documents of its
+    # rank at the e_step_tol level — the documented limit of LDA CAVI's equality.
+    return model, docs, dict(engine="meanfield", steps=6, tol=None, seed=3, seed_docs=0,
+                             learn_alpha=learn, learn_eta=learn, e_step_tol=0.0, max_e_step=25)
+
+
 CASES = {
+    "lda": _lda,
+    "lda_learn": lambda: _lda(learn=True),
     "pcfg": _pcfg,
     "pcfg_treebank": lambda: _pcfg(treebank=True),
     "network_missing": _network,
@@ -214,3 +230,7 @@ def test_bayesian_network_em_two_ranks_equal_one_process():
 
 def test_inside_outside_two_ranks_equal_one_process():
     _check(["pcfg", "pcfg_treebank"])
+
+
+def test_lda_cavi_two_ranks_equal_one_process():
+    _check(["lda", "lda_learn"])
