@@ -106,7 +106,16 @@ def _lda(learn: bool = False):
                              learn_alpha=learn, learn_eta=learn, e_step_tol=0.0, max_e_step=25)
 
 
+def _bayes_gmm():
+    from probgen.models import GaussianMixture
+    _, x, kw = _gmm("full")
+    model = GaussianMixture(3, 2, covariance="full", bayesian=True)  # data-derived prior defaults
+    resp = GaussianMixture(3, 2).responsibilities(kw["init"], x)
+    return model, x, dict(engine="meanfield", steps=10, tol=None, init_resp=resp)
+
+
 CASES = {
+    "bayes_gmm": _bayes_gmm,
     "lda": _lda,
     "lda_learn": lambda: _lda(learn=True),
     "pcfg": _pcfg,
@@ -234,3 +243,7 @@ def test_inside_outside_two_ranks_equal_one_process():
 
 def test_lda_cavi_two_ranks_equal_one_process():
     _check(["lda", "lda_learn"])
+
+
+def test_bayesian_mixture_cavi_two_ranks_equal_one_process():
+    _check(["bayes_gmm"])
