@@ -247,3 +247,60 @@ def test_lda_cavi_two_ranks_equal_one_process():
 
 def test_bayesian_mixture_cavi_two_ranks_equal_one_process():
     _check(["bayes_gmm"])
+
+
+def _restart_case():
+    from probgen.models import GaussianMixture
+    _, x, _ = _gmm("full")
+    # 4 components on 3 clusters from random responsibilities, 4 steps: restarts that end apart
+    # (1e-4 per example), so which one wins is not decided by round-off
+    return GaussianMixture(4, 2), x, dict(engine="em", steps=4, tol=None, init_method="random")
+
+
+def _restarts() -> bytes:
+    model, x, kw = _restart_case()
+    return _bytes(_plain(pg.fit(model, x, n_init=3, seed=1, progress=False, **kw)))
+
+
+def test_restarts_run_distributed():
+    """``n_init`` restarts under 2 ranks: each restart starts from rank 0's rows (k-means++ on
+    its block, broadcast), so the reference is three local fits from those starts on the whole
+    data, the best final log-likelihood winning."""
+    from probgen.loops.iterative import restart_seeds
+    ranks = [_unbytes(r) for r in run_ranks(_restarts)]
+    _identical(ranks[0], ranks[1], "n_init=3")
+    model, x, kw = _restart_case()
+    block0 = x[:(len(x) + 1) // 2]  # rank 0's rows (probgen.distributed.Context.block)
+    local = [_plain(pg.fit(model, x, progress=False, seed=1, **kw,
+                           init=model.init_params(block0, seed=s, method="random")))
+             for s in restart_seeds(1, 3)]
+    assert len({f["history"][-1]["log_likelihood"] for f in local}) == 3
+    finals = [f["history"][-1]["log_likelihood"] for f in local]
+    best = max(range(3), key=lambda i: (finals[i], -i))
+    assert ranks[0]["state"]["best_init"] == best
+    expected = dict(local[best], state={**local[best]["state"], "best_init": best})
+    _same_as_local(ranks[0], expected, "n_init=3")
+
+
+def coin_mixture(x=None):
+    """A program for the generic EM, which does not run data-parallel."""
+    import pyro
+    import pyro.distributions as dist
+    from pyro.distributions import constraints
+    p = pyro.param("p", torch.tensor([0.3, 0.7], dtype=torch.float64), constraint=constraints.unit_interval)
+    w = pyro.param("w", torch.tensor([0.5, 0.5], dtype=torch.float64), constraint=constraints.simplex)
+    with pyro.plate("N", 30 if x is None else len(x)):
+        z = pyro.sample("z", dist.Categorical(w))
+        pyro.sample("x", dist.Bernoulli(p[z]), obs=x)
+
+
+def _program_em():
+    x = (torch.rand(40, generator=torch.Generator().manual_seed(0)) < 0.6).double()
+    return pg.fit(coin_mixture, x, engine="em", steps=3, progress=False)
+
+
+def test_method_without_the_seam_says_distributed_false():
+    out = run_ranks(_program_em, errors=True)
+    for value, err in out:
+        assert value is None and err is not None
+        assert err.startswith("ValueError") and "distributed=False" in err, err
