@@ -211,42 +211,51 @@ def _identical(a: dict, b: dict, label: str) -> None:
     assert a["state"] == b["state"], label
 
 
-def _check(names: list[str]) -> None:
-    ranks = [_unbytes(r) for r in run_ranks(_on_ranks, names)]
+def _all_on_ranks() -> bytes:
+    """One spawn for every case and the restarts (spawning costs seconds under load)."""
+    return _bytes({"cases": _unbytes(_on_ranks(list(CASES))), "restarts": _unbytes(_restarts())})
+
+
+@pytest.fixture(scope="module")
+def spawned() -> list[dict]:
+    return [_unbytes(r) for r in run_ranks(_all_on_ranks, timeout=600)]
+
+
+def _check(spawned: list[dict], names: list[str]) -> None:
     for name in names:
         local = _fit(name)  # this process has no torchrun environment: the ordinary local fit
         for form in ("whole", "shard"):
             label = f"{name} ({form})"
-            _identical(ranks[0][name][form], ranks[1][name][form], label)
-            _same_as_local(ranks[0][name][form], local, label)
+            _identical(spawned[0]["cases"][name][form], spawned[1]["cases"][name][form], label)
+            _same_as_local(spawned[0]["cases"][name][form], local, label)
 
 
-def test_gaussian_mixture_em_two_ranks_equal_one_process():
-    _check(["gmm_full", "gmm_diag", "gmm_spherical"])
+def test_gaussian_mixture_em_two_ranks_equal_one_process(spawned):
+    _check(spawned, ["gmm_full", "gmm_diag", "gmm_spherical"])
 
 
-def test_baum_welch_two_ranks_equal_one_process():
-    _check(["hmm_categorical", "hmm_poisson", "hmm_gaussian", "hmm_gaussian_full"])
+def test_baum_welch_two_ranks_equal_one_process(spawned):
+    _check(spawned, ["hmm_categorical", "hmm_poisson", "hmm_gaussian", "hmm_gaussian_full"])
 
 
-def test_categorical_mixture_em_two_ranks_equal_one_process():
-    _check(["categorical_mixture"])
+def test_categorical_mixture_em_two_ranks_equal_one_process(spawned):
+    _check(spawned, ["categorical_mixture"])
 
 
-def test_bayesian_network_em_two_ranks_equal_one_process():
-    _check(["network_missing", "network_complete", "network_bp"])
+def test_bayesian_network_em_two_ranks_equal_one_process(spawned):
+    _check(spawned, ["network_missing", "network_complete", "network_bp"])
 
 
-def test_inside_outside_two_ranks_equal_one_process():
-    _check(["pcfg", "pcfg_treebank"])
+def test_inside_outside_two_ranks_equal_one_process(spawned):
+    _check(spawned, ["pcfg", "pcfg_treebank"])
 
 
-def test_lda_cavi_two_ranks_equal_one_process():
-    _check(["lda", "lda_learn"])
+def test_lda_cavi_two_ranks_equal_one_process(spawned):
+    _check(spawned, ["lda", "lda_learn"])
 
 
-def test_bayesian_mixture_cavi_two_ranks_equal_one_process():
-    _check(["bayes_gmm"])
+def test_bayesian_mixture_cavi_two_ranks_equal_one_process(spawned):
+    _check(spawned, ["bayes_gmm"])
 
 
 def _restart_case():
@@ -262,12 +271,12 @@ def _restarts() -> bytes:
     return _bytes(_plain(pg.fit(model, x, n_init=3, seed=1, progress=False, **kw)))
 
 
-def test_restarts_run_distributed():
-    """``n_init`` restarts under 2 ranks: each restart starts from rank 0's rows (k-means++ on
-    its block, broadcast), so the reference is three local fits from those starts on the whole
+def test_restarts_run_distributed(spawned):
+    """``n_init`` restarts under 2 ranks: each restart starts from rank 0's rows (random
+    responsibilities of its block, broadcast), so the reference is three local fits from those starts on the whole
     data, the best final log-likelihood winning."""
     from probgen.loops.iterative import restart_seeds
-    ranks = [_unbytes(r) for r in run_ranks(_restarts)]
+    ranks = [r["restarts"] for r in spawned]
     _identical(ranks[0], ranks[1], "n_init=3")
     model, x, kw = _restart_case()
     block0 = x[:(len(x) + 1) // 2]  # rank 0's rows (probgen.distributed.Context.block)
