@@ -12,6 +12,10 @@ Protocol (checked by ``accepts``, never by class):
   with ``labels=`` (partial labels, −1 = unknown) ``e_step`` / ``em_step`` also take
   ``labels`` (and ``model.check_labels(labels, x)`` checks them). Missing cells (NaN) are
   the declaration's business: its steps marginalise them (``missing_values``).
+  optionally ``model.em_statistics(params, x)`` -> dict of sums over the examples and
+  ``model.em_update(params, summed, reg_covar=...)`` -> params: the same iteration split at
+                                         its sums, so that it runs data-parallel
+                                         (:mod:`probgen.distributed`: summed over ranks).
 Declarations whose parameters are latent (``model.bayesian``) are left to meanfield /
 svi / mcmc.
 
@@ -29,6 +33,7 @@ from typing import Any, Callable
 import torch
 
 from probgen import protocols
+from probgen.data import has_missing
 from probgen.fit import Fit
 from probgen.loops.iterative import LOOP, Update, run
 from probgen.registry import Method, check_options, register
@@ -44,6 +49,7 @@ class MixtureEM(Method):
     devices = ("cpu", "cuda", "mps")  # torch only (CUDA / MPS written, not run here)
     loop = LOOP
     missing_values = True  # NaN cells: the declaration's E-step marginalises them
+    parallel = "data"  # declarations with em_statistics / em_update (the Gaussian mixture), complete and unlabelled data
 
     def accepts(self, model: Any) -> bool:
         return protocols.implements(model, protocols.EMHooks) and not getattr(model, "bayesian", False)
@@ -67,7 +73,12 @@ class MixtureEM(Method):
         steps = 100 if steps is None else steps
         if labels is not None:
             labels = model.check_labels(labels, data)
-        result = run(_Steps(model, data, init, reg_covar, init_method, labels), objective=self.objective, steps=steps,
+        # the split steps (data-parallel) sum complete, unlabelled rows; missing cells and labels
+        # take the fused local steps (a data-parallel fit of them says so: no statistics)
+        split = hasattr(model, "em_statistics") and hasattr(model, "em_update") and labels is None \
+            and not has_missing(data)
+        steps_of = _ParallelSteps if split else _Steps
+        result = run(steps_of(model, data, init, reg_covar, init_method, labels), objective=self.objective, steps=steps,
                      tol=tol, seed=seed, n_init=n_init, progress=progress, callback=callback, desc="em")
         return Fit(model, result.state, result.history, engine=self.engine, method=self.name,
                    state=result.fit_state(),
@@ -98,6 +109,18 @@ class _Steps:
             log_norm, resp = self.model.e_step(params, self.x, **self.labels)
             params = self.model.m_step(self.x, resp, reg_covar=self.reg_covar)
         return Update(params, float(log_norm.mean()))
+
+
+class _ParallelSteps(_Steps):
+    """:class:`_Steps` split for data-parallel EM (:class:`probgen.loops.iterative.DataParallel`):
+    the E-step's sums on this rank's rows, then the M-step from the sums over all ranks."""
+
+    def statistics(self, params: dict) -> dict:
+        return self.model.em_statistics(params, self.x)
+
+    def update(self, params: dict, stats: dict) -> Update:
+        new = self.model.em_update(params, stats, reg_covar=self.reg_covar)
+        return Update(new, float(stats["log_lik"] / stats["n"]))
 
 
 def _partial(model: Any, init: dict) -> bool:

@@ -81,7 +81,13 @@ class DataParallel(Iteration, Protocol):
     step split at the one place the ranks meet — :meth:`statistics` on this rank's rows, summed
     over the ranks by the driver in one ``all_reduce``, then :meth:`update` (the M-step, the
     same on every rank). ``update(state, statistics(state))`` on one process is :meth:`step`
-    (to float round-off)."""
+    (to float round-off).
+
+    Only global quantities travel: per-example local factors (LDA's document factors γ) stay
+    on their rank — :meth:`statistics` may keep them on the iteration for the :meth:`update`
+    that follows it (the state then holds this rank's own). An objective that needs the
+    summed statistics first (LDA's ELBO at the new topics) may be summed by :meth:`update`
+    itself with ``probgen.distributed.current().sum`` — a second ``all_reduce``, of a scalar."""
 
     def statistics(self, state: Any) -> dict[str, torch.Tensor]:
         """The E-step's sufficient statistics on this rank's data — sums over its examples
