@@ -193,6 +193,22 @@ class GaussianMixture(Program):
         log_norm, resp = self.e_step(params, x)
         return log_norm, self.m_step(x, resp, reg_covar=reg_covar)
 
+    def em_statistics(self, params: dict, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The E-step of :meth:`em_step` as sums over the rows of ``x`` ``(N, dim)``
+        (:func:`probgen.ops.gaussian.statistics`), for data-parallel EM: summed over ranks,
+        :meth:`em_update` is the M-step. The moments are taken about c = Σ_k π_k μ_k of
+        ``params`` — the same on every rank, and the data mean after one M-step."""
+        w, loc, f = self._unpack(params)
+        return gaussian.statistics(x, w, loc, f, self.covariance, _center(w, loc))
+
+    def em_update(self, params: dict, stats: dict[str, torch.Tensor], reg_covar: float = 1e-6
+                  ) -> dict[str, torch.Tensor]:
+        """The M-step from :meth:`em_statistics` summed over all the data (``params``: those
+        the statistics were taken at, which fix their centre)."""
+        w, loc, _ = self._unpack(params)
+        w, loc, f = gaussian.m_step_statistics(stats, self.covariance, _center(w, loc), reg_covar)
+        return {"weights": w, "loc": loc, self.factor_name: f}
+
     def responsibilities(self, params: dict, x: torch.Tensor) -> torch.Tensor:
         """p(z_n = k | x_n), shape ``(N, K)``."""
         return self.e_step(params, x)[1]
@@ -307,6 +323,11 @@ class GaussianMixture(Program):
             return dist.MultivariateNormal(loc[..., z, :], scale_tril=factor[..., z, :, :])
         s = factor[..., z, :] if self.covariance == "diag" else factor[..., z].unsqueeze(-1)
         return dist.Normal(loc[..., z, :], s).to_event(1)
+
+
+def _center(weights: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
+    """Σ_k π_k μ_k ``(D,)``: the centre of the data-parallel moments."""
+    return weights @ loc
 
 
 class _LazyInit:

@@ -183,7 +183,7 @@ def n_items(data: Any) -> int:
     if hasattr(data, "n_docs"):
         return int(data.n_docs)
     if isinstance(data, dict) or not hasattr(data, "__len__") or not (hasattr(data, "__getitem__")
-                                                                     or hasattr(data, "subset")):
+                                                                      or hasattr(data, "subset")):
         raise ValueError(f"minibatches, a validation split and a rank's shard take data items (a tensor's rows, "
                          f"a corpus's documents), not a {type(data).__name__}: pass the whole data (no "
                          "batch_size, validation=None, distributed=False) or validation= a data set")

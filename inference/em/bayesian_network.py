@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import torch
 
-from probgen import protocols
+from probgen import distributed, protocols
 from probgen.fit import Fit
 from probgen.inference.exact.bayesian_network import count_tables, normalise_counts
 from probgen.ops.bayesian_network import CompiledNetwork
@@ -27,6 +27,7 @@ class NetworkEM(Method):
     objective = "log_likelihood"
     steps_unit = "EM iterations (complete data: one closed-form step)"
     loop = LOOP
+    parallel = "data"  # rows are independent: expected family counts summed over ranks
 
     def accepts(self, model: Any) -> bool:
         return protocols.implements(model, protocols.NetworkWithTables)
@@ -49,7 +50,15 @@ class NetworkEM(Method):
         if pseudo_count < 0:
             raise ValueError(f"pseudo_count must be >= 0, got {pseudo_count}")
         x = data.numpy()
-        if not (x < 0).any():  # complete data: the M-step of the exact counts is the answer
+        ctx = distributed.current()
+        missing = bool((x < 0).any())
+        if ctx is not None:  # every rank takes the same branch: missing cells anywhere mean EM
+            missing = bool(ctx.sum({"missing": torch.tensor(float(missing))})["missing"] > 0)
+        if not missing and ctx is not None:
+            params, ll = _closed_form_distributed(model, x, data, pseudo_count, ctx)
+            return Fit(model, params, [{"step": 0, self.objective: ll}], engine=self.engine, method=self.name,
+                       state={"closed_form": True}, options={"pseudo_count": pseudo_count, "tol": tol})
+        if not missing:  # complete data: the M-step of the exact counts is the answer
             params = count_tables(model, x, pseudo_count)
             ll = float(model.log_prob(params, data).mean())
             return Fit(model, params, [{"step": 0, self.objective: ll}], engine=self.engine, method=self.name,
@@ -86,6 +95,37 @@ class _Steps:
         counts, ll = self.expected_counts(self.model, params, self.x)  # E-step at the current tables
         ll = (float(ll) + _log_prior(tables, self.pseudo_count)) / self.x.shape[0]  # per row
         return Update(normalise_counts(self.model, counts, self.pseudo_count), ll)  # M-step
+
+
+    def statistics(self, params: dict) -> dict:
+        """This rank's E-step: every family's expected counts (``counts_i``, in
+        ``model.variables`` order), the log-likelihood ``log_lik`` and the number of rows ``n``."""
+        counts, ll = self.expected_counts(self.model, params, self.x)
+        out = {f"counts_{i}": c for i, c in enumerate(counts)}
+        out.update(log_lik=torch.as_tensor(ll, dtype=torch.float64).reshape(()),
+                   n=torch.tensor(float(self.x.shape[0]), dtype=torch.float64))
+        return out
+
+    def update(self, params: dict, stats: dict) -> Update:
+        """The M-step of :meth:`step` from the counts summed over every rank's rows."""
+        tables = [params[f"probs_{v}"] for v in self.model.variables]
+        counts = [stats[f"counts_{i}"] for i in range(len(self.model.variables))]
+        ll = (float(stats["log_lik"]) + _log_prior(tables, self.pseudo_count)) / float(stats["n"])
+        return Update(normalise_counts(self.model, counts, self.pseudo_count), ll)
+
+
+def _closed_form_distributed(model: Any, x, data: torch.Tensor, pseudo_count: float, ctx: Any
+                             ) -> tuple[dict, float]:
+    """:func:`count_tables` over every rank's complete rows (the family counts summed), and
+    the log-likelihood per row of all of them: the local closed form, data-parallel."""
+    from probgen.ops.bayesian_network import compiled
+    params = model.check_params(None)
+    counts, _ = compiled(model, params).expected_counts([params[f"probs_{v}"] for v in model.variables], x)
+    summed = ctx.sum({f"counts_{i}": c for i, c in enumerate(counts)})
+    params = normalise_counts(model, [summed[f"counts_{i}"] for i in range(len(counts))], pseudo_count)
+    ll = ctx.sum({"log_lik": model.log_prob(params, data).sum(),
+                  "n": torch.tensor(float(len(data)), dtype=torch.float64)})
+    return params, float(ll["log_lik"] / ll["n"])
 
 
 def _break_symmetry(model: Any, params: dict, x, seed: int | None) -> dict:

@@ -22,6 +22,7 @@ class CategoricalMixtureEM(Method):
     steps_unit = "EM iterations"
     devices = ("cpu", "cuda", "mps")  # torch only (CUDA / MPS written, not run here)
     loop = LOOP
+    parallel = "data"  # rows are independent: expected counts summed over ranks
 
     def accepts(self, model: Any) -> bool:
         return protocols.implements(model, protocols.CategoricalMixtureModel)
@@ -63,3 +64,21 @@ class _Steps:
         params = {"weights": (r.sum(0) + 1e-12) / (r.sum() + 1e-12 * r.shape[1]),
                   "probs": counts / counts.sum(-1, keepdim=True)}
         return Update(params, float(ll.mean()))  # per row
+
+    def statistics(self, params: dict) -> dict:
+        """This process's E-step as sums over its rows: ``log_lik``, ``n``, ``nk`` Σ r_nk
+        ``(K,)`` and ``counts`` Σ r_nk [x_nd = v] ``(K, D, V)`` (for data-parallel EM)."""
+        if self.onehot is None:
+            self.onehot = torch.nn.functional.one_hot(self.data, params["probs"].shape[-1]).double()
+        lp = self.model.component_log_prob(params, self.data)
+        ll = torch.logsumexp(lp, -1)
+        r = torch.exp(lp - ll[:, None])
+        return {"log_lik": ll.sum(), "n": torch.tensor(float(len(ll)), dtype=torch.float64), "nk": r.sum(0),
+                "counts": torch.einsum("nk,ndv->kdv", r, self.onehot)}
+
+    def update(self, params: dict, stats: dict) -> Update:
+        """The M-step of :meth:`step` from the summed :meth:`statistics` (Σ_k N_k is N up to round-off)."""
+        nk, counts = stats["nk"], stats["counts"] + self.model.pseudo_count
+        params = {"weights": (nk + 1e-12) / (nk.sum() + 1e-12 * len(nk)),
+                  "probs": counts / counts.sum(-1, keepdim=True)}
+        return Update(params, float(stats["log_lik"] / stats["n"]))

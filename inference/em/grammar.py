@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import torch
 
-from probgen import protocols
+from probgen import distributed, protocols
 from probgen.fit import Fit
 from probgen.loops.iterative import LOOP, Update, check_callback, check_n_init, run
 from probgen.random import generator
@@ -38,6 +38,7 @@ class GrammarEM(Method):
     objective = "log_likelihood"
     steps_unit = "EM iterations (a treebank: one closed-form step)"
     loop = LOOP
+    parallel = "data"  # sentences are independent: expected rule counts summed over ranks
 
     def accepts(self, model: Any) -> bool:
         return protocols.implements(model, protocols.Grammar)
@@ -57,8 +58,15 @@ class GrammarEM(Method):
         steps_ = _Steps(model, data, init, start)
         if is_treebank(data):  # supervised: relative frequencies of the observed rules
             params = steps_.start(seed)
-            params = model.m_step(model.treebank_counts(data), params["probs"])
-            ll = float(model.log_prob(params, data).mean())
+            ctx = distributed.current()
+            if ctx is None:
+                params = model.m_step(model.treebank_counts(data), params["probs"])
+                ll = float(model.log_prob(params, data).mean())
+            else:  # every rank's rule counts, then the log-likelihood of every rank's trees
+                params = model.m_step(ctx.sum({"c": model.treebank_counts(data)})["c"], params["probs"])
+                lls = ctx.sum({"ll": model.log_prob(params, data).sum(),
+                               "n": torch.tensor(float(len(data)), dtype=torch.float64)})
+                ll = float(lls["ll"] / lls["n"])
             return Fit(model, params, [{"step": 0, "log_likelihood": ll}], engine=self.engine,
                        method=self.name, state={"closed_form": True}, options={"data": "treebank"})
         steps = 100 if steps is None else steps
@@ -87,3 +95,11 @@ class _Steps:
     def step(self, params: dict) -> Update:
         counts, ll = self.model.expected_counts(params, self.data)   # E-step at the current params
         return Update(self.model.m_step(counts, params["probs"]), float(ll.mean()))  # M-step; per sentence
+
+    def statistics(self, params: dict) -> dict:
+        """This rank's E-step: expected rule ``counts`` ``(R,)``, ``log_lik`` and ``n`` (sentences)."""
+        counts, ll = self.model.expected_counts(params, self.data)
+        return {"counts": counts, "log_lik": ll.sum(), "n": torch.tensor(float(len(ll)), dtype=torch.float64)}
+
+    def update(self, params: dict, stats: dict) -> Update:
+        return Update(self.model.m_step(stats["counts"], params["probs"]), float(stats["log_lik"] / stats["n"]))

@@ -79,6 +79,54 @@ def m_step(model: Any, data: Any, gamma: torch.Tensor, xi: torch.Tensor, min_cov
     return new
 
 
+def statistics(model: Any, data: Any, log_lik: torch.Tensor, gamma: torch.Tensor, xi: torch.Tensor) -> dict:
+    """The E-step's expected counts as sums over this process's sequences (data-parallel
+    Baum–Welch, :mod:`probgen.distributed`): ``log_lik`` Σ log p(x_b), ``n`` B, ``initial``
+    Σ_b γ_b0 ``(K,)``, ``transition`` Σ ξ ``(K, K)``, ``nk`` Σ γ ``(K,)`` and the emission
+    sums: ``counts`` ``(K, V)`` (categorical), ``first`` Σ γ x ``(K,)`` | ``(K, D)`` and, for
+    Gaussians, ``second`` Σ γ xxᵀ ``(K, D, D)`` | Σ γ x² ``(K, D)``.
+    Reference: Rabiner (1989) eqs. 40a–c; the sums of :func:`m_step`."""
+    K = gamma.shape[-1]
+    gk = gamma.permute(2, 1, 0).reshape(K, -1)               # (K, N), as in m_step
+    x = data.columns().t()
+    out = {"log_lik": log_lik.sum(), "n": torch.tensor(float(log_lik.numel()), dtype=gk.dtype),
+           "initial": gamma[:, 0].sum(0), "transition": xi, "nk": gk.sum(1)}
+    if model.emission == "categorical":
+        out["counts"] = torch.zeros(K, model.n_symbols, dtype=gk.dtype).index_add_(1, x, gk)
+    else:
+        out["first"] = gk @ x.to(gk.dtype)
+        if model.emission == "gaussian":
+            D = x.shape[1]
+            out["second"] = (gk @ (x[:, :, None] * x[:, None, :]).reshape(-1, D * D)).reshape(K, D, D) \
+                if model.covariance == "full" else gk @ (x * x)
+    return out
+
+
+def m_step_statistics(model: Any, stats: dict, min_covar: float) -> dict:
+    """:func:`m_step` from :func:`statistics` summed over all the sequences."""
+    tiny = torch.finfo(stats["nk"].dtype).tiny
+    g0, xi = stats["initial"], stats["transition"]
+    new = {"initial": g0 / g0.sum(), "transition": xi / xi.sum(-1, keepdim=True).clamp(min=tiny)}
+    safe = stats["nk"].clamp(min=tiny)
+    if model.emission == "categorical":
+        counts = stats["counts"]
+        new["probs"] = counts / counts.sum(-1, keepdim=True).clamp(min=tiny)
+    elif model.emission == "poisson":
+        new["rate"] = stats["first"] / safe
+    else:
+        loc = stats["first"] / safe[:, None]
+        new["loc"] = loc
+        if model.covariance == "full":
+            D = loc.shape[1]
+            cov = stats["second"] / safe[:, None, None] - loc[:, :, None] * loc[:, None, :]
+            cov = 0.5 * (cov + cov.transpose(-1, -2)) + min_covar * torch.eye(D, dtype=loc.dtype)
+            new["scale_tril"] = torch.linalg.cholesky(cov)
+        else:
+            var = stats["second"] / safe[:, None] - loc * loc
+            new["scale"] = (var.clamp(min=0) + min_covar).sqrt()
+    return new
+
+
 @register
 class BaumWelch(Method):
     engine = "em"
@@ -88,6 +136,7 @@ class BaumWelch(Method):
     steps_unit = "EM iterations"
     device_hint = "its forward-backward runs in compiled CPU loops, probgen.ops.chain_kernels"
     loop = LOOP
+    parallel = "data"  # sequences are independent: expected counts summed over ranks
 
     def accepts(self, model: Any) -> bool:
         return protocols.is_hidden_markov_chain(model) and getattr(model, "emission", None) in (
@@ -125,3 +174,11 @@ class _Steps:
         params = {**params, **m_step(self.model, self.data, gamma, xi, self.min_covar)}
         del gamma  # frees the E-step buffers before the next E-step allocates its own
         return Update(params, ll)
+
+    def statistics(self, params: dict) -> dict:
+        log_lik, gamma, xi = e_step(self.model, params, self.data)
+        return statistics(self.model, self.data, log_lik, gamma, xi)
+
+    def update(self, params: dict, stats: dict) -> Update:
+        ll = float(stats["log_lik"] / stats["n"])
+        return Update({**params, **m_step_statistics(self.model, stats, self.min_covar)}, ll)

@@ -8,7 +8,11 @@ Protocol (checked by ``accepts``, never by class):
   ``model.m_step(x, posterior, reg_covar=...)`` -> params maximising the expected
                                          complete-data log-likelihood;
   optionally ``model.em_step(params, x, reg_covar=...)`` -> ``(log p(x_n), new params)``,
-                                         both steps fused (used when present).
+                                         both steps fused (used when present);
+  optionally ``model.em_statistics(params, x)`` -> dict of sums over the examples and
+  ``model.em_update(params, summed, reg_covar=...)`` -> params: the same iteration split at
+                                         its sums, so that it runs data-parallel
+                                         (:mod:`probgen.distributed`: summed over ranks).
 Declarations whose parameters are latent (``model.bayesian``) are left to meanfield /
 svi / mcmc.
 
@@ -40,6 +44,7 @@ class MixtureEM(Method):
     steps_unit = "EM iterations"
     devices = ("cpu", "cuda", "mps")  # torch only (CUDA / MPS written, not run here)
     loop = LOOP
+    parallel = "data"  # declarations with em_statistics / em_update (the Gaussian mixture)
 
     def accepts(self, model: Any) -> bool:
         return protocols.implements(model, protocols.EMHooks) and not getattr(model, "bayesian", False)
@@ -59,7 +64,8 @@ class MixtureEM(Method):
         if not reg_covar >= 0:
             raise ValueError(f"reg_covar must be >= 0, got {reg_covar!r}")
         steps = 100 if steps is None else steps
-        result = run(_Steps(model, data, init, reg_covar, init_method), objective=self.objective, steps=steps,
+        steps_of = _ParallelSteps if hasattr(model, "em_statistics") and hasattr(model, "em_update") else _Steps
+        result = run(steps_of(model, data, init, reg_covar, init_method), objective=self.objective, steps=steps,
                      tol=tol, seed=seed, n_init=n_init, progress=progress, callback=callback, desc="em")
         return Fit(model, result.state, result.history, engine=self.engine, method=self.name,
                    state=result.fit_state(),
@@ -87,6 +93,18 @@ class _Steps:
             log_norm, resp = self.model.e_step(params, self.x)
             params = self.model.m_step(self.x, resp, reg_covar=self.reg_covar)
         return Update(params, float(log_norm.mean()))
+
+
+class _ParallelSteps(_Steps):
+    """:class:`_Steps` split for data-parallel EM (:class:`probgen.loops.iterative.DataParallel`):
+    the E-step's sums on this rank's rows, then the M-step from the sums over all ranks."""
+
+    def statistics(self, params: dict) -> dict:
+        return self.model.em_statistics(params, self.x)
+
+    def update(self, params: dict, stats: dict) -> Update:
+        new = self.model.em_update(params, stats, reg_covar=self.reg_covar)
+        return Update(new, float(stats["log_lik"] / stats["n"]))
 
 
 def _partial(model: Any, init: dict) -> bool:

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import torch
 
+from probgen import distributed
 from probgen.corpus import Corpus
 from probgen.fit import Fit
 from probgen.ops import lda as lda_ops
@@ -44,6 +45,7 @@ class LDACAVI(TopicModelMethod):
     steps_unit = "CAVI iterations"
     device_hint = "its E-step is NumPy code, probgen.ops.lda.e_step"
     loop = LOOP
+    parallel = "data"  # documents on their ranks; the topic-word expected counts summed
 
     def fit(self, model: Any, data: Corpus, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, tol: float | None = 1e-5, n_init: int = 1, callback: Callable | None = None,
@@ -66,14 +68,27 @@ class LDACAVI(TopicModelMethod):
         result = run(sweep, objective=self.objective, steps=steps, tol=tol, seed=seed, n_init=n_init,
                      progress=progress, callback=callback, desc="lda cavi")
         q = result.state
-        return make_fit(self, model, q["lambda"], q["alpha"], q["eta"], data, result.history,
-                        {"lambda": q["lambda"], **result.fit_state()},
-                        {"tol": tol, "n_init": n_init, "learn_alpha": learn_alpha, "learn_eta": learn_eta})
+        fit = make_fit(self, model, q["lambda"], q["alpha"], q["eta"], data, result.history,
+                       {"lambda": q["lambda"], **result.fit_state()},
+                       {"tol": tol, "n_init": n_init, "learn_alpha": learn_alpha, "learn_eta": learn_eta})
+        ctx = distributed.current()
+        if ctx is not None:  # the mean document length of every rank's documents
+            tot = ctx.sum({"tokens": data.lengths.sum().double(),
+                           "docs": torch.tensor(float(data.n_docs), dtype=torch.float64)})
+            fit.state["mean_length"] = float(tot["tokens"] / tot["docs"])
+        return fit
 
 
 class _Sweep:
     """One CAVI iteration for :func:`probgen.loops.iterative.run`; the state holds γ, λ, α, η
-    and E[log β] (digammas of λ, computed once per λ)."""
+    and E[log β] (digammas of λ, computed once per λ).
+
+    Data-parallel (:meth:`statistics` / :meth:`update`): the document factors γ are local —
+    each rank keeps its own documents' γ (warm starts included) and nothing of them travels;
+    only the global part is summed: the topic–word expected counts Σ_d c_dw φ_dwk, the number
+    of documents, Σ_d E[log θ_d] (for ``learn_alpha``) and the histogram of E-step sweeps.
+    The ELBO needs every document's bound at the *new* λ, so :meth:`update` sums that one
+    scalar in a second ``all_reduce``."""
 
     def __init__(self, model: Any, data: Corpus, init: dict | None, learn_alpha: bool, learn_eta: bool,
                  e_step_tol: float, max_e_step: int, seed_docs: int):
@@ -103,5 +118,35 @@ class _Sweep:
             lam = eta + sstats  # λ's optimum moves with η (still a coordinate maximisation)
         elog_beta = lda_ops.dirichlet_expectation(lam)
         value = elbo(data, gamma, lam, alpha, eta, elog_beta) / data.n_docs  # per document
+        return Update({"gamma": gamma, "lambda": lam, "alpha": alpha, "eta": eta, "elog_beta": elog_beta},
+                      value, {"e_step_iterations": inner})
+
+    def statistics(self, q: dict) -> dict:
+        gamma, sstats, inner = lda_ops.e_step(self.data, q["elog_beta"], q["alpha"], q["gamma"],
+                                              max_iter=self.max_e_step, tol=self.e_step_tol)
+        self._gamma = gamma  # this rank's documents' factors: local, handed to update
+        sweeps = torch.zeros(self.max_e_step + 1, dtype=torch.float64)
+        sweeps[inner] = 1.0  # summed over ranks: the slowest document's count is the highest non-zero bin
+        out = {"sstats": sstats, "n_docs": torch.tensor(float(self.data.n_docs), dtype=torch.float64),
+               "sweeps": sweeps}
+        if self.learn_alpha:
+            out["elog_theta"] = lda_ops.dirichlet_expectation(gamma).sum(0)
+        return out
+
+    def update(self, q: dict, s: dict) -> Update:
+        gamma, alpha, eta, sstats, n_docs = self._gamma, q["alpha"], q["eta"], s["sstats"], s["n_docs"]
+        lam = eta + sstats
+        if self.learn_alpha:
+            alpha = lda_ops.update_alpha(alpha, s["elog_theta"] / n_docs)
+        if self.learn_eta:
+            eta = lda_ops.update_eta(eta, lda_ops.dirichlet_expectation(lam).mean(), self.model.vocab_size)
+            lam = eta + sstats
+        elog_beta = lda_ops.dirichlet_expectation(lam)
+        bound = lda_ops.doc_bound(self.data, gamma, elog_beta, alpha).sum()
+        ctx = distributed.current()
+        if ctx is not None:  # the documents' bound at the new λ: the one value a second all_reduce sums
+            bound = ctx.sum({"bound": bound})["bound"]
+        value = float(bound + lda_ops.topic_bound(lam, eta, elog_beta)) / float(n_docs)
+        inner = int(s["sweeps"].nonzero().max())
         return Update({"gamma": gamma, "lambda": lam, "alpha": alpha, "eta": eta, "elog_beta": elog_beta},
                       value, {"e_step_iterations": inner})

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import torch
 
-from probgen import protocols
+from probgen import distributed, protocols
 from probgen.fit import Fit
 from probgen.ops import gaussian
 from probgen.loops.iterative import LOOP, Update, run
@@ -36,9 +36,21 @@ PRIORS = ("weight_concentration_prior", "mean_prior", "mean_precision_prior", "d
 OPTIONS = ("tol", "n_init", "callback", "reg_covar", "init_resp")
 
 
-def prior_values(model: Any, x: torch.Tensor) -> dict[str, Any]:
-    """The five hyperparameters as float64 values, scikit-learn's defaults where ``None``."""
-    if hasattr(model, "prior_hyperparameters"):
+def prior_values(model: Any, x: torch.Tensor, moments: tuple | None = None) -> dict[str, Any]:
+    """The five hyperparameters as float64 values, scikit-learn's defaults where ``None``.
+    ``moments``: ``(mean (D,), covariance (D, D))`` of all the data, for a data-parallel fit
+    whose ``x`` is one rank's rows (the data-derived defaults must be the whole data's)."""
+    if moments is not None:
+        h = dict(model.prior_hyperparameters(None)) if hasattr(model, "prior_hyperparameters") else \
+            {a: getattr(model, a) for a in PRIORS}
+        defaults = {"weight_concentration_prior": 1.0 / model.k, "mean_prior": moments[0],
+                    "mean_precision_prior": 1.0, "degrees_of_freedom_prior": float(model.dim),
+                    "covariance_prior": moments[1]}
+        for a in ("mean_prior", "covariance_prior"):  # the data-derived ones: from all the data
+            if getattr(model, a, None) is None:
+                h[a] = defaults[a]
+        h = {a: defaults[a] if h[a] is None else h[a] for a in PRIORS}
+    elif hasattr(model, "prior_hyperparameters"):
         h = dict(model.prior_hyperparameters(x))
     else:
         h = {a: getattr(model, a) for a in PRIORS}
@@ -60,6 +72,40 @@ def m_step(x: torch.Tensor, resp: torch.Tensor, p: dict, reg_covar: float) -> di
     """The variational M-step (PRML eqs. 10.58–10.63): the factors of q(π) q(μ, Λ)."""
     nk = resp.sum(0) + 10 * torch.finfo(resp.dtype).eps
     _, xk, sk_chol = gaussian.m_step(x, resp, "full", reg_covar)
+    return _factors(nk, xk, sk_chol, p)
+
+
+def sweep_statistics(x: torch.Tensor, r: torch.Tensor, center: torch.Tensor, log_r: torch.Tensor | None = None
+                     ) -> dict[str, torch.Tensor]:
+    """The sums over the rows of ``x`` ``(N, D)`` that the M-step and the bound need, from
+    the responsibilities ``r`` ``(N, K)``, moments about ``center`` (the same on every rank):
+    ``n``, ``nk``, ``first`` Σ r x̃ ``(K, D)``, ``second`` Σ r x̃x̃ᵀ ``(K, D, D)`` and, given
+    ``log_r``, ``r_log_r`` Σ r ln r (for data-parallel CAVI; Bishop 2006 eqs. 10.51–10.53)."""
+    n, d = x.shape
+    k = r.shape[1]
+    xc = x - center
+    chunk = gaussian.chunk_rows(k, d)
+    second = x.new_zeros(k * d, d)
+    for s in range(0, n, chunk):
+        xs, rs = xc[s:s + chunk], r[s:s + chunk]
+        second.addmm_((rs.unsqueeze(2) * xs.unsqueeze(1)).reshape(len(xs), k * d).T, xs)
+    out = {"n": torch.tensor(float(n), dtype=x.dtype), "nk": r.sum(0), "first": r.T @ xc,
+           "second": second.view(k, d, d)}
+    if log_r is not None:
+        out["r_log_r"] = (r * log_r).sum()
+    return out
+
+
+def m_step_statistics(stats: dict[str, torch.Tensor], center: torch.Tensor, p: dict, reg_covar: float
+                      ) -> dict[str, torch.Tensor]:
+    """:func:`m_step` from :func:`sweep_statistics` summed over all the rows."""
+    nk = stats["nk"] + 10 * torch.finfo(stats["nk"].dtype).eps
+    _, xk, sk_chol = gaussian.m_step_statistics(stats, "full", center, reg_covar)
+    return _factors(nk, xk, sk_chol, p)
+
+
+def _factors(nk: torch.Tensor, xk: torch.Tensor, sk_chol: torch.Tensor, p: dict) -> dict[str, torch.Tensor]:
+    """The factors of q(π) q(μ, Λ) from N_k, x̄_k and the Cholesky factor of S_k (eqs. 10.58–10.63)."""
     sk = sk_chol @ sk_chol.transpose(-1, -2)                                # S_k (+ reg_covar I)
     beta = p["beta0"] + nk
     diff = xk - p["m0"]
@@ -86,12 +132,17 @@ def log_resp(x: torch.Tensor, q: dict) -> torch.Tensor:
 def lower_bound(q: dict, log_r: torch.Tensor, d: int) -> float:
     """The ELBO up to an additive constant that depends only on the priors and N, in
     scikit-learn's form: −Σ r ln r − Σ_k ln B(W_k, ν_k) − ln C(α) − D/2 Σ_k ln β_k."""
+    return _bound(q, (torch.exp(log_r) * log_r).sum(), d)
+
+
+def _bound(q: dict, r_log_r: torch.Tensor, d: int) -> float:
+    """:func:`lower_bound` given Σ r ln r."""
     log_det_w_half = -torch.log(torch.diagonal(q["cov_chol"], dim1=-2, dim2=-1)).sum(-1) - 0.5 * d * torch.log(q["nu"])
     nu = q["nu"]
     log_wishart_norm = -(nu * log_det_w_half + nu * d * 0.5 * math.log(2.0)
                          + torch.lgamma(0.5 * (nu[:, None] - torch.arange(d, dtype=nu.dtype)[None, :])).sum(1))
     log_dirichlet_norm = torch.lgamma(q["alpha"].sum()) - torch.lgamma(q["alpha"]).sum()
-    return float(-(torch.exp(log_r) * log_r).sum() - log_wishart_norm.sum() - log_dirichlet_norm
+    return float(-r_log_r - log_wishart_norm.sum() - log_dirichlet_norm
                  - 0.5 * d * torch.log(q["beta"]).sum())
 
 
@@ -103,15 +154,39 @@ class _Sweep:
                  init_resp: Any):
         self.method, self.model, self.x, self.p, self.reg_covar, self.init_resp = \
             method, model, x, p, reg_covar, init_resp
+        self.center = p["m0"]  # the moments' centre for data-parallel sums: the same on every rank
 
     def start(self, seed: int | None) -> dict:
         resp = self.method._initial_resp(self.model, self.x, seed, self.init_resp)
-        return m_step(self.x, resp, self.p, self.reg_covar)
+        ctx = distributed.current()
+        if ctx is None:
+            return m_step(self.x, resp, self.p, self.reg_covar)
+        # data-parallel: every rank runs start, so the starting M-step sums every rank's rows
+        return m_step_statistics(ctx.sum(sweep_statistics(self.x, resp, self.center)), self.center, self.p,
+                                 self.reg_covar)
+
+    def statistics(self, q: dict) -> dict:
+        log_r = log_resp(self.x, q)
+        return sweep_statistics(self.x, torch.exp(log_r), self.center, log_r)
+
+    def update(self, q: dict, stats: dict) -> Update:
+        q = m_step_statistics(stats, self.center, self.p, self.reg_covar)
+        return Update(q, _bound(q, stats["r_log_r"], self.model.dim) / float(stats["n"]))
 
     def step(self, q: dict) -> Update:
         log_r = log_resp(self.x, q)
         q = m_step(self.x, torch.exp(log_r), self.p, self.reg_covar)
         return Update(q, lower_bound(q, log_r, self.model.dim) / len(self.x))  # per example
+
+
+def _moments(x: torch.Tensor, ctx: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and (unbiased) covariance of every rank's rows: two sums, the second about
+    the mean (no cancellation), once at the start of a data-parallel fit."""
+    s = ctx.sum({"sum": x.sum(0), "n": torch.tensor(float(len(x)), dtype=torch.float64)})
+    mean = s["sum"] / s["n"]
+    xc = x - mean
+    scatter = ctx.sum({"scatter": xc.T @ xc})["scatter"]
+    return mean, torch.atleast_2d(scatter / (s["n"] - 1))
 
 
 @register
@@ -125,6 +200,7 @@ class BayesianMixtureCAVI(Method):
     steps_unit = "CAVI iterations"
     devices = ("cpu", "cuda", "mps")  # torch only (CUDA / MPS written, not run here)
     loop = LOOP
+    parallel = "data"  # responsibility-weighted moments summed over ranks
     accepts_init = False
     init_hint = "it starts from responsibilities: pass init_resp=(N, K)"
 
@@ -145,7 +221,13 @@ class BayesianMixtureCAVI(Method):
         check_options("meanfield", options, OPTIONS)
         steps = 100 if steps is None else steps
         x = torch.as_tensor(data, dtype=torch.float64)
-        p = prior_values(model, x)
+        ctx = distributed.current()
+        p = prior_values(model, x, None if ctx is None else _moments(x, ctx))
+        if ctx is not None and init_resp is not None:  # the whole (N, K) matrix: this rank's block of it
+            sizes = ctx.sizes(len(x))
+            if len(init_resp) == sum(sizes) != len(x):
+                start = sum(sizes[:ctx.rank])
+                init_resp = torch.as_tensor(init_resp, dtype=torch.float64)[start:start + len(x)]
         sweep = _Sweep(self, model, x, p, reg_covar, init_resp)
         result = run(sweep, objective=self.objective, steps=steps, tol=tol, seed=seed, n_init=n_init,
                      progress=progress, callback=callback, desc="mixture cavi")

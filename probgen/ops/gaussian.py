@@ -170,10 +170,70 @@ def em_step_full(x: torch.Tensor, weights: torch.Tensor, loc: torch.Tensor, scal
     (against a 1e-6 parity target); :func:`log_gaussian` keeps whitened distances for
     ``log_prob`` and queries.
     """
+    n = x.shape[0]
+    center = x.mean(0)
+    log_norm = x.new_empty(n)
+    nk, first, second = _full_pass(x, weights, loc, scale_tril, center, log_norm, chunk)
+    return (log_norm, *_full_m_step(nk, first, second, n, center, reg_covar))
+
+
+def statistics_full(x: torch.Tensor, weights: torch.Tensor, loc: torch.Tensor, scale_tril: torch.Tensor,
+                    center: torch.Tensor, chunk: int | None = None) -> dict[str, torch.Tensor]:
+    """The E-step's sufficient statistics of ``x`` ``(N, D)`` for full covariances, summed over
+    its rows, about a given ``center`` ``(D,)`` (the same on every rank of a data-parallel fit):
+    ``log_lik`` Σ log p(x_n), ``n`` N, ``nk`` Σ r_nk ``(K,)``, ``first`` Σ r_nk x̃_n ``(K, D)``,
+    ``second`` Σ r_nk x̃_n x̃_nᵀ ``(K, D²)`` with x̃ = x − center. The pass of
+    :func:`em_step_full` (same kernel, same speed per row); :func:`m_step_statistics` is its
+    M-step. Reference: Bishop (2006) §9.2.2; Chu et al. (2006), "Map-Reduce for machine
+    learning on multicore" (EM as sums over examples)."""
+    log_norm = x.new_empty(x.shape[0])
+    nk, first, second = _full_pass(x, weights, loc, scale_tril, center, log_norm, chunk)
+    return {"log_lik": log_norm.sum(), "n": torch.tensor(float(x.shape[0]), dtype=x.dtype),
+            "nk": nk, "first": first, "second": second}
+
+
+def statistics(x: torch.Tensor, weights: torch.Tensor, loc: torch.Tensor, factor: torch.Tensor,
+               covariance: str, center: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The E-step's sufficient statistics for any ``covariance`` (as :func:`statistics_full`;
+    diagonal / spherical ones have ``second`` Σ r_nk x̃_n² ``(K, D)``)."""
+    if covariance == "full":
+        return statistics_full(x, weights, loc, factor, center)
+    log_norm, resp = e_step(x, weights, loc, factor, covariance)
+    xc = x - center
+    return {"log_lik": log_norm.sum(), "n": torch.tensor(float(x.shape[0]), dtype=x.dtype),
+            "nk": resp.sum(0), "first": resp.T @ xc, "second": resp.T @ xc.square()}
+
+
+def m_step_statistics(stats: dict[str, torch.Tensor], covariance: str, center: torch.Tensor,
+                      reg_covar: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The closed-form M-step from summed :func:`statistics` (taken about ``center``):
+    ``weights``, ``loc`` and the covariance factor, with the regularisation of :func:`m_step`
+    (``reg_covar`` on every variance, scikit-learn's ``10·eps`` on the masses)."""
+    n = stats["n"]
+    if covariance == "full":
+        return _full_m_step(stats["nk"].clone(), stats["first"], stats["second"], n, center, reg_covar)
+    nk = stats["nk"] + 10 * torch.finfo(stats["nk"].dtype).eps
+    mean_c = stats["first"] / nk.unsqueeze(1)
+    weights = nk / n
+    weights = weights / weights.sum()
+    var = stats["second"] / nk.unsqueeze(1) - mean_c.square() + reg_covar
+    if covariance == "spherical":
+        var = var.mean(1)
+    elif covariance != "diag":
+        raise ValueError(f"covariance must be one of {COVARIANCES}, got {covariance!r}")
+    if (var <= 0).any():
+        raise ValueError("a variance became non-positive (a collapsed component); increase reg_covar")
+    return weights, mean_c + center, var.sqrt()
+
+
+def _full_pass(x: torch.Tensor, weights: torch.Tensor, loc: torch.Tensor, scale_tril: torch.Tensor,
+               center: torch.Tensor, log_norm: torch.Tensor, chunk: int | None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The fused pass of :func:`em_step_full` about ``center``: fills ``log_norm`` (N,) and
+    returns the sums N_k, Σ r x̃, Σ r x̃x̃ᵀ (``(K,)``, ``(K, D)``, ``(K, D²)``)."""
     n, d = x.shape
     k = loc.shape[0]
     chunk = chunk or chunk_rows(k, d)
-    center = x.mean(0)
     m = loc - center
     prec = torch.cholesky_inverse(scale_tril)                                    # Λ_k  (K, D, D)
     quad = prec.reshape(k, d * d).T.contiguous()                                # (D², K)
@@ -182,7 +242,6 @@ def em_step_full(x: torch.Tensor, weights: torch.Tensor, loc: torch.Tensor, scal
     log_det = torch.log(torch.diagonal(scale_tril, dim1=-2, dim2=-1)).sum(-1)
     const = (torch.log(weights) - 0.5 * d * math.log(2 * math.pi) - log_det
              - 0.5 * (pm * m).sum(-1))                                          # (K,)
-    log_norm = x.new_empty(n)
 
     def block(lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sufficient statistics of rows [lo, hi): N_k, Σ r x̃, Σ r x̃x̃ᵀ."""
@@ -200,12 +259,19 @@ def em_step_full(x: torch.Tensor, weights: torch.Tensor, loc: torch.Tensor, scal
 
     parts = map_blocks(block, n, chunk)
     nk, first, second = (sum(p[i] for p in parts) for i in range(3))
-    nk += 10 * torch.finfo(x.dtype).eps                                          # as scikit-learn
+    return nk, first, second
+
+
+def _full_m_step(nk: torch.Tensor, first: torch.Tensor, second: torch.Tensor, n: Any, center: torch.Tensor,
+                 reg_covar: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The M-step of :func:`em_step_full` from the sums about ``center`` (``nk`` is updated in place)."""
+    k, d = first.shape
+    nk += 10 * torch.finfo(nk.dtype).eps                                         # as scikit-learn
     mean_c = first / nk.unsqueeze(1)
     new_weights = nk / n
     new_weights = new_weights / new_weights.sum()
     cov = second.view(k, d, d) / nk.view(k, 1, 1) - mean_c.unsqueeze(2) * mean_c.unsqueeze(1)
-    return log_norm, new_weights, mean_c + center, _cholesky(cov, reg_covar)
+    return new_weights, mean_c + center, _cholesky(cov, reg_covar)
 
 
 def map_blocks(fn: Any, n: int, chunk: int) -> list:
