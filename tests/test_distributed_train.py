@@ -162,27 +162,33 @@ def test_two_ranks_equal_one_process_over_the_first_steps(ranked, i):
     assert moved > 100 * ATOL
 
 
+VAE_SEEDS = (6, 7, 8, 9)
+
+
 def rank_quality() -> list:
     return [float(_fits("svi-mixture", 300).history[-1]["loss"]), _summary(_fits("flow", 300)),
-            float(_fits("vae", 30, validation=0.2).state["best_val_loss"])]
+            [float(_fits("vae", 30, validation=0.2, seed=s).state["best_val_loss"]) for s in VAE_SEEDS]]
 
 
 def test_two_ranks_train_to_the_same_quality():
-    """Over many steps: the SVI loss and the flow's held-out log-likelihood as the 1-process
-    fit's, within 1% (round-off grows, the optimum is the same); the VAE (whose
-    reparametrisation noise ε is drawn per rank, so its draws are not the 1-process draws:
-    only the quality can agree) within the spread of three 1-process seeds."""
+    """Over many steps: the SVI loss (an enumerated mixture with a global latent) and the
+    flow's loss as the 1-process fit's, within 1% (round-off grows, the optimum is the same).
+    The VAE draws its reparametrisation noise ε per rank, so its draws are not the 1-process
+    draws and only the quality can agree: over four seeds, the mean best validation loss of
+    the 2-rank fits is within 3 standard errors of the 1-process fits' (a two-sample test;
+    the seed-to-seed spread is ~0.2 nats)."""
     ranked = run_ranks(rank_quality)
     svi, flow, vae = ranked[0]
     assert ranked[0][0] == ranked[1][0] and ranked[0][2] == ranked[1][2]
     assert svi == pytest.approx(float(_fits("svi-mixture", 300).history[-1]["loss"]), rel=1e-2)
     local_flow = _fits("flow", 300)
-    x = flow_data()
     assert flow["history"][-1]["loss"] == pytest.approx(local_flow.history[-1]["loss"], rel=1e-2, abs=1e-2)
-    seeds = [float(_fits("vae", 30, validation=0.2, seed=s).state["best_val_loss"]) for s in (6, 7, 8)]
-    spread = max(seeds) - min(seeds)
-    assert min(seeds) - spread <= vae <= max(seeds) + spread, (vae, seeds)
+    x = flow_data()
     assert float(local_flow.log_prob(x).mean()) > float(_fits("flow", 0).log_prob(x).mean()) + 0.5
+    local = torch.tensor([float(_fits("vae", 30, validation=0.2, seed=s).state["best_val_loss"]) for s in VAE_SEEDS])
+    two = torch.tensor(vae)
+    se = (local.var() / len(local) + two.var() / len(two)).sqrt()
+    assert abs(float(two.mean() - local.mean())) <= 3 * float(se), (vae, local.tolist())
 
 
 def rank_refusals() -> list:
