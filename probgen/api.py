@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 from typing import Any
 
 import torch
@@ -59,7 +60,8 @@ def fit(model: Any, data: Any = None, engine: str | None = None, steps: int | No
     devices.check_method(method, dev)
     path, every = checkpoints.check_options(method, checkpoint, checkpoint_every)
     ctx = dist.context(distributed, dev)
-    data, seed = _distribute(ctx, model, method, data, seed, path)
+    with ctx.guard() if ctx is not None else contextlib.nullcontext():  # a rank's bad data ends the others
+        data, seed = _distribute(ctx, model, method, data, seed, path)
     if init is not None:
         init = _check_init(model, method, init, data)
     ck = None
@@ -146,6 +148,8 @@ def _run(model: Any, method: registry.Method, data: Any, steps: int | None, seed
     on = dev if dev is not None and dev.type != "cpu" else contextlib.nullcontext()
     # no checkpoint of its own: the caller's (an in-memory Hook) stays active
     active = checkpoints.activate(ck) if ck is not None else contextlib.nullcontext()
+    if ctx is not None:  # the loops read how this method runs data-parallel from the context
+        ctx = dataclasses.replace(ctx, parallel=method.parallel)
     with dist.active(ctx), seeded(seed), limited(), own_param_store() as store, active, on:
         result = method.fit(model, data, steps=steps, seed=seed, init=init, progress=progress, **options)
     if store["params"]:  # e.g. an SVI guide's parameters, read back when the fit is evaluated
