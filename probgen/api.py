@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 from typing import Any
 
 import torch
@@ -60,7 +61,8 @@ def fit(model: Any, data: Any = None, engine: str | None = None, steps: int | No
     devices.check_method(method, dev)
     path, every = checkpoints.check_options(method, checkpoint, checkpoint_every)
     ctx = dist.context(distributed, dev)
-    data, seed = _distribute(ctx, model, method, data, seed, path)
+    with ctx.guard() if ctx is not None else contextlib.nullcontext():  # a rank's bad data ends the others
+        data, seed = _distribute(ctx, model, method, data, seed, path)
     if init is not None:
         init = _check_init(model, method, init, data)
     ck = None
@@ -158,6 +160,8 @@ def _run(model: Any, method: registry.Method, data: Any, steps: int | None, seed
     on = dev if dev is not None and dev.type != "cpu" else contextlib.nullcontext()
     # no checkpoint of its own: the caller's (an in-memory Hook) stays active
     active = checkpoints.activate(ck) if ck is not None else contextlib.nullcontext()
+    if ctx is not None:  # the loops read how this method runs data-parallel from the context
+        ctx = dataclasses.replace(ctx, parallel=method.parallel)
     with dist.active(ctx), seeded(seed), limited(), own_param_store() as store, active, on:
         result = method.fit(model, data, steps=steps, seed=seed, init=init, progress=progress, **options)
     if store["params"]:  # e.g. an SVI guide's parameters, read back when the fit is evaluated
@@ -167,7 +171,7 @@ def _run(model: Any, method: registry.Method, data: Any, steps: int | None, seed
 
 
 def infer(model_or_fit: Any, data: Any = None, query: str = "marginals", engine: str | None = None,
-          **options: Any) -> Any:
+          distributed: bool | None = None, **options: Any) -> Any:
     """Posterior queries: ``query="marginals"`` (posterior marginals) or ``"map"``
     (most probable assignment); families add their own (``"encode"``, ...).
 
@@ -176,15 +180,26 @@ def infer(model_or_fit: Any, data: Any = None, query: str = "marginals", engine:
     the exact engine takes the model, else (a VAE's ``query="encode"``, say) the engine that
     made the fit. A named engine answers itself or refuses: ``engine="exact"`` never hands
     the query to an approximate engine. Options are the answering method's (checked by the
-    core: an unknown one is a ``ValueError``)."""
+    core: an unknown one is a ``ValueError``).
+
+    ``distributed``: as for :func:`fit` — ``None`` (the default): under ``torchrun`` (a
+    process group of several processes) a query the method answers row by row
+    (``Method.row_queries``: a Bayesian network's marginals / MAP over many evidence rows, a
+    grammar's parses of many sentences, an HMM's paths / marginals of many sequences) is
+    answered by each rank for its contiguous block of the rows and the answers are gathered
+    and joined in order, so that every rank returns the whole answer; any other query runs
+    whole on every rank. ``False``: answered here, whole; ``True``: split, or a ``ValueError``
+    without a process group. Every rank passes the whole data."""
+    ctx = dist.context(distributed)
     if isinstance(model_or_fit, Fit):
         with limited(), model_or_fit.own_param_store():
-            return _infer(model_or_fit, data, query, engine, options)
+            return _infer(model_or_fit, data, query, engine, options, ctx)
     with limited(), own_param_store():
-        return _infer(model_or_fit, data, query, engine, options)
+        return _infer(model_or_fit, data, query, engine, options, ctx)
 
 
-def _infer(model_or_fit: Any, data: Any, query: str, engine: str, options: dict) -> Any:
+def _infer(model_or_fit: Any, data: Any, query: str, engine: str, options: dict,
+           ctx: dist.Context | None = None) -> Any:
     if isinstance(model_or_fit, Fit):
         model, params = model_or_fit.model, model_or_fit.params
     else:
@@ -201,7 +216,29 @@ def _infer(model_or_fit: Any, data: Any, query: str, engine: str, options: dict)
     if method.queries and query not in method.queries:
         raise ValueError(f"engine {engine!r} answers queries {list(method.queries)} on "
                          f"{type(model).__name__}, not {query!r}")
+    if isinstance(data, dist.Shard):
+        raise ValueError("pg.infer takes the whole data on every rank (it splits the rows of a row-wise "
+                         "query itself), not a pg.distributed.Shard")
+    if ctx is not None and query in method.row_queries:
+        split = method.query_rows(model, data, query, options)  # on the whole data: alike on every rank
+        if split is not None:
+            return _infer_rows(ctx, method, model, params, query, *split)
     return method.infer(model, params, data, query, **options)
+
+
+def _infer_rows(ctx: dist.Context, method: registry.Method, model: Any, params: dict | None, query: str,
+                rows: Any, options: dict) -> Any:
+    """A row-wise query under ``ctx``: this rank answers its contiguous block of ``rows``, the
+    blocks' answers are gathered (one collective) and joined in rank order — the whole answer,
+    the same on every rank. Fewer rows than ranks are answered whole everywhere (nothing to split)."""
+    from probgen.data import n_items, take
+    n = n_items(rows)
+    if n < ctx.world_size:
+        return method.infer(model, params, rows, query, **options)
+    start, stop = ctx.block(n)
+    with dist.active(ctx):  # a rank that fails ends the others with its error
+        part = method.infer(model, params, take(rows, torch.arange(start, stop)), query, **options)
+        return method.join_answers(ctx.gather(part), query)
 
 
 _INFER_ARGS = ("model", "params", "data", "query")

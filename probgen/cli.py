@@ -2,7 +2,7 @@
 
   probgen list
   probgen fit MODEL --engine E [--data NAME|file.csv|file.npy] [--steps N] [--seed S] [--out DIR]
-              [--set k=v ...] [--option k=v ...]
+              [--set k=v ...] [--option k=v ...] [--nproc N]
   probgen sample DIR -n N -o FILE(.npy|.csv|.png)
   probgen graph MODEL -o FILE [--expand] [--params] [--data ...]
   probgen demo [--quick]
@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="model constructor arguments, e.g. --set k=3 covariance=diag")
     f.add_argument("--option", nargs="*", default=[], metavar="KEY=VALUE",
                    help="engine options, e.g. --option lr=0.01 tol=None")
+    f.add_argument("--nproc", type=int, default=None, metavar="N",
+                   help="fit data-parallel on N local processes, launched through torch.distributed.run "
+                        "(torchrun); rank 0 writes the outputs")
     s = sub.add_parser("sample", help="draw from a saved fit")
     s.add_argument("fit_dir")
     s.add_argument("-n", type=int, default=16)
@@ -76,7 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     shown = warnings.showwarning
     warnings.showwarning = _warning_line
     try:
+        argv = sys.argv[1:] if argv is None else list(argv)
         args = _parser().parse_args(argv)
+        if getattr(args, "nproc", None) is not None and args.nproc != 1:
+            return launch(argv, args.nproc)
         return {"list": cmd_list, "fit": cmd_fit, "sample": cmd_sample, "graph": cmd_graph,
                 "demo": cmd_demo}[args.command](args)
     except (UsageError, ValueError, RuntimeError, OSError) as exc:
@@ -91,6 +97,34 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # ---- helpers -------------------------------------------------------------------------
+
+def launch(argv: list[str], nproc: int) -> int:
+    """``probgen fit ... --nproc N``: the same command without ``--nproc`` on N local
+    processes, through ``torch.distributed.run`` (each a rank of one gloo process group:
+    ``pg.fit`` runs data-parallel, rank 0 prints and writes). The exit code is the launcher's."""
+    import subprocess
+    if nproc < 1:
+        raise UsageError(f"--nproc must be a positive number of processes, got {nproc}")
+    if "RANK" in os.environ:
+        raise UsageError("--nproc launches the processes itself; under torchrun (RANK is set) drop --nproc")
+    rest, skip = [], False
+    for i, a in enumerate(argv):
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            rest.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "probgen.cli", *rest]
+    return subprocess.call(cmd)
+
+
+def is_rank_zero() -> bool:
+    """Whether this process writes a data-parallel command's outputs (rank 0, or a local run)."""
+    import torch.distributed as dist
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
 
 def parse_settings(items: list[str], flag: str = "--set") -> dict[str, Any]:
     """``KEY=VALUE`` words as a dict, each value a Python literal where it parses as one."""
@@ -191,6 +225,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UsageError(f"--out names a folder to write fit.pt and history.png into; {args.out} is a file")
     fit = pg.fit(model, data, engine=args.engine, steps=args.steps, seed=args.seed, progress=True, **options)
+    if not is_rank_zero():  # under torchrun every rank holds the same fit: rank 0 writes it
+        return 0
     os.makedirs(args.out, exist_ok=True)
     fit.save(os.path.join(args.out, "fit.pt"))
     plot_history(fit, os.path.join(args.out, "history.png"))

@@ -254,3 +254,26 @@ def take(data: Any, idx: torch.Tensor) -> Any:
     if isinstance(data, list):
         return [data[i] for i in idx.tolist()]
     return data[idx]
+
+
+def join(parts: list, same: tuple[str, ...] = ()) -> Any:
+    """The inverse of :func:`take` over consecutive blocks: the answers (or data) for
+    consecutive blocks of items, in order, joined into those for all of them — tensors and
+    arrays concatenated on dim 0, lists extended, dicts and tuples joined entry by entry.
+    Dict entries named in ``same`` are not per item (labels, say): they are the first part's."""
+    if not parts:
+        raise ValueError("join needs at least one part")
+    first = parts[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(parts, 0)
+    if isinstance(first, np.ndarray):
+        return np.concatenate(parts, 0)
+    if isinstance(first, list):
+        return [v for p in parts for v in p]
+    if isinstance(first, dict):
+        return {k: first[k] if k in same else join([p[k] for p in parts], same) for k in first}
+    if isinstance(first, tuple):
+        joined = [join(list(entries), same) for entries in zip(*parts)]
+        return type(first)(*joined) if hasattr(first, "_fields") else tuple(joined)
+    raise ValueError(f"answers per item are tensors, arrays, lists, or dicts / tuples of them; "
+                     f"a {type(first).__name__} cannot be joined over blocks of items")

@@ -70,10 +70,14 @@ def _timeout() -> datetime.timedelta:
 @dataclass
 class Context:
     """The process group a data-parallel fit runs in: this process's ``rank`` of
-    ``world_size`` and the ``device`` collectives use (CPU for gloo, the rank's GPU for NCCL)."""
+    ``world_size`` and the ``device`` collectives use (CPU for gloo, the rank's GPU for NCCL).
+    ``parallel``: the running method's :attr:`probgen.registry.Method.parallel` (set by
+    ``pg.fit``): the gradient trainer averages gradients only under ``"data"`` and the MCMC
+    driver spreads chains only under ``"chains"`` (a sampler inside a training step stays local)."""
     rank: int
     world_size: int
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    parallel: str | None = None
 
     # ---- the data -------------------------------------------------------------------------
 

@@ -83,6 +83,11 @@ class Method:
     #: (each rank runs its share of the chains on the whole data) or ``None`` (each rank
     #: fits the whole data, alike)
     parallel: str | None = None
+    #: the queries of :meth:`infer` that answer row by row — one answer per evidence row,
+    #: sentence or sequence, each independent of the others: under ``torch.distributed``
+    #: ``pg.infer`` gives each rank its block of the rows (:meth:`query_rows`) and joins the
+    #: ranks' answers in order (:meth:`join_answers`); any other query runs whole on every rank
+    row_queries: tuple[str, ...] = ()
     device_hint: str = ""
 
     def accepts(self, model: Any) -> bool:  # pragma: no cover - abstract
@@ -106,6 +111,20 @@ class Method:
 
     def infer(self, model: Any, params: dict | None, data: Any, query: str, **options: Any):
         raise ValueError(f"engine {self.engine!r} answers no queries on {type(model).__name__}")
+
+    def query_rows(self, model: Any, data: Any, query: str, options: dict) -> tuple[Any, dict] | None:
+        """For a query in :attr:`row_queries`: the checked rows (a form
+        :func:`probgen.data.take` splits) and the options each block is answered with —
+        whatever depends on all the rows (which variables are unobserved somewhere, the padded
+        width) is fixed here on the whole data, so that the joined answer is the whole one.
+        ``None``: this call is not over rows (one assignment), every rank answers it whole."""
+        return model.check_data(data), options
+
+    def join_answers(self, parts: list, query: str) -> Any:
+        """The answer for all the rows from the answers for consecutive blocks of them, in
+        order (:func:`probgen.data.join`)."""
+        from probgen.data import join
+        return join(parts)
 
     def save_state(self, fit: "Fit") -> dict:
         """``fit.state`` in the form :meth:`probgen.Fit.save` writes (plain data, see

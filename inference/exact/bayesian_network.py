@@ -87,6 +87,7 @@ class NetworkExact(Method):
     name = "bayesian_network"
     needs = "a discrete Bayesian network (variables, parents, tables)"
     queries = ("marginals", "map")
+    row_queries = ("marginals", "map")  # over a table of evidence rows, row by row
     objective = "log_likelihood"
     steps_unit = "none (closed form: counting; steps is ignored)"
     accepts_init = False
@@ -109,6 +110,17 @@ class NetworkExact(Method):
         ll = float(model.log_prob(params, data).mean())  # per row
         return Fit(model, params, [{"step": 0, "log_likelihood": ll}], engine=self.engine, method=self.name,
                    state={"closed_form": True}, options={"pseudo_count": pseudo_count})
+
+    def query_rows(self, model: Any, data: Any, query: str, options: dict) -> tuple[Any, dict] | None:
+        """A table of evidence rows, with the query variables fixed on the whole table (by
+        default those unobserved in some row: a block may have them observed throughout);
+        ``None`` for one assignment."""
+        single, x = parse_evidence(model, data)
+        if single is not None:
+            return None
+        observed = set(j for j in range(x.shape[1]) if (x[:, j] >= 0).all())
+        targets = _targets(model, options.get("variables"), observed)
+        return torch.from_numpy(x), {**options, "variables": [model.variables[t] for t in targets]}
 
     def infer(self, model: Any, params: dict | None, data: Any, query: str, variables: Any = None,
               **options: Any) -> Any:

@@ -25,6 +25,7 @@ class GrammarExact(Method):
     needs = "a grammar declaration (inside / Viterbi charts)"
     log_prob_kind = "exact"
     queries = ("map", "marginals")
+    row_queries = ("map", "marginals")  # sentence by sentence
     objective = "log_likelihood"
     steps_unit = "none (exact: learns nothing; steps is ignored)"
 
@@ -37,6 +38,10 @@ class GrammarExact(Method):
         params = start_params(model, init)
         ll = float(model.log_prob(params, data).mean())  # per sentence
         return Fit(model, params, [{"step": 0, "log_likelihood": ll}], engine=self.engine, method=self.name)
+
+    def join_answers(self, parts: list, query: str) -> Any:
+        from probgen.data import join
+        return join(parts, same=("nonterminals",))  # the labels of the spans' last axis, not per sentence
 
     def infer(self, model: Any, params: dict | None, data: Any, query: str, **options: Any) -> Any:
         check_options("grammar query", options)

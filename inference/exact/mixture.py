@@ -19,6 +19,7 @@ class MixturePosterior(Method):
     needs = "responsibilities(params, x) (a mixture)"
     log_prob_kind = "exact"
     queries = ("marginals", "map", "log_prob", "impute")
+    row_queries = queries  # example by example
     missing_values = True  # the declaration's densities marginalise NaN cells
     objective = "log_likelihood"
     steps_unit = "none (exact: learns nothing; steps is ignored)"

@@ -8,7 +8,7 @@ import torch
 
 from probgen import protocols
 from probgen.fit import Fit
-from probgen.loops.gradient import GradientMethod, Trainer, Update
+from probgen.loops.gradient import GradientMethod, Trainer, Update, moments
 from probgen.nn import load_params
 from probgen.registry import register
 
@@ -22,6 +22,7 @@ class FlowLikelihood(GradientMethod):
     devices = ("cpu", "cuda", "mps")  # torch only (CUDA / MPS written, not run here)
     needs = "an invertible declaration (distribution() with an exact log_prob, e.g. Flow)"
     log_prob_kind = "exact"
+    parallel = "data"  # per-example NLL: gradients averaged over the global minibatch
 
     def accepts(self, model: Any) -> bool:
         return protocols.implements(model, protocols.Invertible) and bool(model.invertible)
@@ -36,8 +37,9 @@ class FlowLikelihood(GradientMethod):
         if init:
             load_params(net, init)
         else:  # standardise: the last transform maps unit-scale outputs onto the data's scale
-            net.data_loc.copy_(data.mean(0))
-            net.data_scale.copy_(data.std(0).clamp_min(1e-6) if len(data) > 1 else torch.ones(data.shape[1]))
+            loc, scale = moments(data)  # every rank's rows in a data-parallel fit
+            net.data_loc.copy_(loc)
+            net.data_scale.copy_(scale.clamp_min(1e-6))
 
         def nll(batch: torch.Tensor) -> torch.Tensor:
             return -net.distribution().log_prob(batch).mean()

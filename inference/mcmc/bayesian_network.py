@@ -178,6 +178,9 @@ class Query(Kernel):
 
 @register
 class NetworkGibbs(Method):
+    # chains spread over the ranks (probgen.loops.mcmc); each chain has its own generator
+    # from its global seed, so the split keeps every chain's draws
+    parallel = "chains"
     engine = "mcmc"
     name = "gibbs"
     needs = "a discrete Bayesian network (variables, parents, tables)"

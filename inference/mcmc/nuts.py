@@ -40,6 +40,9 @@ from .._program import enumerated, inspect_program, inspect_without_data
 
 @register
 class ProgramNUTS(Method):
+    # under torch.distributed each rank runs its block of the chains on the whole data; chain c
+    # is seeded by its global index, so it is the 1-process fit's chain c (probgen.loops.mcmc)
+    parallel = "chains"
     engine = "mcmc"
     name = "nuts"
     objective = "potential_energy"

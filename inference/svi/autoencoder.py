@@ -33,7 +33,7 @@ from pyro.infer import Trace_ELBO
 
 from probgen import protocols
 from probgen.fit import Fit
-from probgen.loops.gradient import GradientMethod, Trainer, Update, split
+from probgen.loops.gradient import GradientMethod, Trainer, Update, moments, split
 from probgen.registry import check_options, register
 
 
@@ -74,6 +74,9 @@ class AmortisedSVI(GradientMethod):
     needs = "an encoder/decoder program (program(x), guide(x), encode, reconstruct)"
     log_prob_kind = "bound"
     queries = ("encode", "reconstruct")
+    # per-example losses (every site in the data plate, scaled by 1 / len(x)): gradients
+    # averaged over the global minibatch
+    parallel = "data"
     trainer_defaults = {"optim": "clipped_adam", "lr_schedule": "exponential", "lr_decay": 1.0, "validation": 0.1}
 
     def accepts(self, model: Any) -> bool:
@@ -98,7 +101,9 @@ class AmortisedSVI(GradientMethod):
             opts["validation"] = None
         elif validation is not None and not isinstance(validation, (int, float)):
             opts["validation"] = model.check_data(validation)
-        x_train, _ = split(data, opts["validation"], seed)  # the trainer's split, for the start
+        # the trainer's split, for the start (data-parallel: of this rank's rows; the trainer
+        # then starts every rank from rank 0's parameters)
+        x_train, _ = split(data, opts["validation"], seed)
         names = self._seed_params(model, x_train, seed, init)
         elbo = Trace_ELBO(num_particles=num_particles, vectorize_particles=num_particles > 1,
                           max_plate_nesting=1)
@@ -118,9 +123,9 @@ class AmortisedSVI(GradientMethod):
         state = {}
         if model.encoder_dist == "delta":  # the aggregate code distribution, for sampling
             with torch.no_grad():
-                codes = model.encode(params, x_train)
-            state = {"code_loc": codes.mean(0), "code_scale": codes.std(0) if len(codes) > 1
-                     else torch.ones(codes.shape[1])}
+                codes = model.encode(params, trainer.train_rows())
+            loc, scale = moments(codes)  # of every rank's training rows in a data-parallel fit
+            state = {"code_loc": loc, "code_scale": scale}
         state.update(trainer.fit_state())
         return Fit(model, params, trainer.history, engine=self.engine, method=self.name, state=state,
                    options={"batch_size": batch_size, "lr": lr, "num_particles": num_particles, **trainer.options()},

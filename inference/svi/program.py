@@ -14,16 +14,19 @@ Rényi Divergence Variational Inference; Pyro's SVI.
 """
 from __future__ import annotations
 
+import contextlib
+import math
 from typing import Any
 
 import pyro
 import torch
 from pyro import poutine
+from pyro.poutine.messenger import Messenger
 from pyro.infer import RenyiELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 from pyro.infer.autoguide import AutoDelta, AutoMultivariateNormal, AutoNormal
 from pyro.infer.autoguide.initialization import init_to_median, init_to_value
 
-from probgen import protocols
+from probgen import distributed, protocols
 from probgen.declarations import Program
 from probgen.fit import Fit, own_param_store
 from probgen.loops.gradient import GradientMethod, Trainer, Update
@@ -52,6 +55,9 @@ class ProgramSVI(GradientMethod):
     devices = ("cpu", "cuda", "mps")  # torch only (CUDA / MPS written, not run here)
     generic = True
     needs = "a Pyro program"
+    # data-parallel: each rank's ELBO on its rows counts the sites outside the data plate (the
+    # globals) at its share of the rows, so that the ranks' sum is the whole data's ELBO
+    parallel = "data"
     queries = QUERIES
     trainer_defaults = {"optim": "clipped_adam", "lr_schedule": "exponential", "lr_decay": 0.1}
 
@@ -79,22 +85,37 @@ class ProgramSVI(GradientMethod):
         seed_param_store(info, {k: v for k, v in (init or {}).items() if k not in latent_init})
         if info.continuous and not latent_init and hasattr(model, "init_params"):
             latent_init = _default_start(model, data, seed, info.continuous)
+        ctx = distributed.current()
+        share = None
+        if ctx is not None and ctx.parallel == "data":
+            share = _RankShare(model, data, args, info, ctx, opts["validation"])
+            latent_init = ctx.broadcast(latent_init)  # rank 0's start, from its rows, on every rank
         guide_fn = self._guide(guide, program, info, latent_init)
         estimator = _elbo(info.discrete, info.max_plate_nesting, num_particles, elbo)
-        n = _examples(model, data, args)
+        n = _examples(model, data, args) if share is None else share.n
 
         def loss(x: Any) -> tuple[float, dict]:  # Pyro computes the gradients (surrogate losses)
-            value = estimator.loss_and_grads(program, guide_fn, *model.program_args(x))
+            with share.of(x, share.n_train) if share is not None else contextlib.nullcontext():
+                value = estimator.loss_and_grads(program, guide_fn, *model.program_args(x))
+            if share is not None and not share.synced:
+                # setting up an autoguide traces the program once, drawing every site (a summed-out
+                # assignment per row too): from here on every rank draws the globals as rank 0
+                torch.set_rng_state(ctx.broadcast(torch.get_rng_state()))
+                share.synced = True
             return value, {"loss": float(value) / (n or 1)}
 
         def validate(x: Any) -> float:
             m = _examples(model, x, model.program_args(x))
-            return float(estimator.loss(program, guide_fn, *model.program_args(x))) / (m or 1)
+            with share.of(x, share.n_val) if share is not None else contextlib.nullcontext():
+                value = float(estimator.loss(program, guide_fn, *model.program_args(x)))
+            # data-parallel, this rank's share of the validation loss per row of its own: the
+            # trainer's rows-weighted mean over the ranks is then the whole validation loss per row
+            return value / (m or 1)
 
         def params() -> dict:
             return dict(pyro.get_param_store().named_parameters())
 
-        trainer = Trainer([Update(loss, params, backward=False)], data, steps=steps, seed=seed, batch_size=None,
+        trainer = Trainer([Update(loss, params, backward=False, reduce="sum")], data, steps=steps, seed=seed, batch_size=None,
                           lr=lr, validate=validate, progress=progress, desc="svi", check=model.check_data,
                           **opts).run()
         history = trainer.history
@@ -242,6 +263,73 @@ def _guide_draws(fit: Fit, args: tuple, n: int) -> list[dict[str, torch.Tensor]]
     if guide is None or not sites:
         return [dict(fit.params) for _ in range(n)]
     return [dict(fit.params, **_draw(guide, args, sites)) for _ in range(n)]
+
+
+class _RankShare(Messenger):
+    """A data-parallel SVI fit's scaling (:mod:`probgen.distributed`): on a rank holding m of
+    the M rows, every sample site outside the data plates (the plates of size ``len(x)`` that
+    hold every observed site: the globals, their guide sites) is scaled by m / M, so that the
+    ranks' ELBOs sum to the whole data's — the factor Pyro's plate subsampling applies the
+    other way round (Hoffman et al. 2013). The program must declare its examples so, and have
+    no continuous latent site in the data plate: such per-row draws would advance the ranks'
+    random streams apart, and the draws of the globals must be the same on every rank."""
+
+    def __init__(self, model: Any, data: Any, args: tuple, info: Any, ctx: Any, validation: Any):
+        super().__init__()
+        self.plates = _data_plates(model, data, args)
+        if not self.plates:
+            raise ValueError("a data-parallel SVI fit needs a program that declares its examples: every observed "
+                             "site in a plate of size len(x) (pyro.plate('data', len(x))), x the data tensor; "
+                             "or pass distributed=False")
+        tr = _trace(model, args)
+        local = [k for k in info.continuous if k in tr.nodes and
+                 any(f.name in self.plates for f in tr.nodes[k]["cond_indep_stack"])]
+        if local:
+            raise ValueError(f"a data-parallel SVI fit cannot have continuous latent sites per example ({local}): "
+                             "their per-row draws would set the ranks' random streams apart; pass distributed=False")
+        self.n = sum(ctx.sizes(len(data)))  # the rows (examples) of all ranks
+        # the training and validation rows of all ranks (the trainer's split of the global rows)
+        if isinstance(validation, (int, float)):
+            self.n_val = int(math.floor(self.n * validation))
+            self.n_val = self.n_val if 1 <= self.n_val < self.n else None
+        else:
+            self.n_val = None if validation is None else len(validation)
+        self.n_train = self.n - (self.n_val or 0) if isinstance(validation, (int, float)) else self.n
+        self.factor = 1.0
+        self.synced = False
+
+    @contextlib.contextmanager
+    def of(self, x: Any, total: int) -> Any:
+        """Scale for a rank's ``x`` of ``total`` rows."""
+        self.factor = len(x) / total
+        with self:
+            yield
+
+    def _process_message(self, msg: dict) -> None:
+        if msg["type"] == "sample" and not any(f.name in self.plates for f in msg["cond_indep_stack"]):
+            msg["scale"] = self.factor * msg["scale"]
+
+
+def _trace(model: Any, args: tuple) -> Any:
+    """One run of the program, traced in a forked random state and param store scope (it
+    changes nothing of the fit); ``None`` where it fails (the method's own trace says why)."""
+    with torch.random.fork_rng(devices=[]), pyro.get_param_store().scope(), poutine.block():
+        try:
+            return poutine.trace(model.program).get_trace(*args)
+        except Exception:
+            return None
+
+
+def _data_plates(model: Any, data: Any, args: tuple) -> set[str]:
+    """The names of the plates of size ``len(data)`` that hold every observed site (see
+    :func:`_examples`; empty where there are none)."""
+    if _examples(model, data, args) is None:
+        return set()
+    tr = _trace(model, args)
+    n = len(data)
+    observed = [s for s in tr.nodes.values() if s["type"] == "sample" and s["is_observed"]]
+    names = [{f.name for f in s["cond_indep_stack"] if f.size == n and f.vectorized} for s in observed]
+    return set.intersection(*names) if names else set()
 
 
 def _default_start(model: Any, data: Any, seed: int | None, sites: list[str]) -> dict:

@@ -48,9 +48,10 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from probgen import checkpoint
+from probgen import checkpoint, distributed
 from probgen.data import n_items, take
 from probgen.progress import progress as bar
+from probgen.loops.mcmc import chain_seed
 from probgen.random import generator as seeded_generator
 from probgen.registry import Method, check_options, check_tol, converged
 
@@ -156,6 +157,57 @@ def split(data: Any, validation: Any, seed: int | None) -> tuple[Any, Any]:
     return take(data, perm[n_val:]), take(data, perm[:n_val])
 
 
+class GlobalRows:
+    """The rows of a data-parallel fit (:mod:`probgen.distributed`) numbered as the one-process
+    fit numbers them: ``ids`` (global row numbers, in this view's order) of the ``n`` rows all
+    ranks hold together, of which this rank holds ``[offset, offset + n_local)`` in ``data``.
+    ``n_items`` / ``take`` see the global rows, so the validation split and the minibatches
+    draw exactly the one-process permutations; :meth:`local` is this rank's part of a view
+    (its rows among ``ids``, in order), which is all a loss ever sees."""
+
+    def __init__(self, data: Any, ctx: Any, ids: torch.Tensor | None = None, offset: int | None = None):
+        self.data, self.ctx = data, ctx
+        if offset is None:
+            sizes = ctx.sizes(n_items(data))
+            offset, n = sum(sizes[:ctx.rank]), sum(sizes)
+            ids = torch.arange(n)
+        self.offset, self.ids = offset, ids
+        self.n_local = n_items(data)
+        self._local: tuple[Any, int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, idx: Any) -> "GlobalRows":
+        return self.subset(torch.as_tensor(idx).reshape(-1))
+
+    def subset(self, idx: torch.Tensor) -> "GlobalRows":
+        return GlobalRows(self.data, self.ctx, self.ids[idx], self.offset)
+
+    def local(self) -> tuple[Any, int]:
+        """``(rows, m)``: this rank's ``m`` rows of the view (``rows`` None where m = 0); kept
+        (a whole-data view is asked every step)."""
+        if self._local is None:
+            mine = self.ids[(self.ids >= self.offset) & (self.ids < self.offset + self.n_local)] - self.offset
+            self._local = (take(self.data, mine) if len(mine) else None), len(mine)
+        return self._local
+
+
+def moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mean, std)`` over the rows of ``x`` (N, D) — of every rank's rows together in a
+    data-parallel fit (:mod:`probgen.distributed`: two sums, in float64), else ``x.mean(0)``
+    and ``x.std(0)`` (unbiased; ones where N = 1), for a method's data-dependent start."""
+    ctx = distributed.current()
+    if ctx is None or ctx.parallel != "data":
+        return x.mean(0), (x.std(0) if len(x) > 1 else torch.ones(x.shape[1:], dtype=x.dtype))
+    d = x.double()
+    s = ctx.sum({"n": torch.tensor(float(len(x)), dtype=torch.float64), "sum": d.sum(0)})
+    mean = s["sum"] / s["n"]
+    sq = ctx.sum({"sq": ((d - mean) ** 2).sum(0)})["sq"]
+    std = (sq / (s["n"] - 1)).sqrt() if s["n"] > 1 else torch.ones_like(mean)
+    return mean.to(x.dtype), std.to(x.dtype)
+
+
 class Minibatches:
     """Minibatches of ``data`` over a random permutation, drawn anew each epoch.
 
@@ -164,16 +216,20 @@ class Minibatches:
     epoch is every item once, the last batch the remainder (:meth:`epoch`). The permutations
     come from ``generator`` (torch's global generator when ``None``, for methods whose own
     sampling, Pyro's, shares that stream). ``batch_size=None``: the whole data every time,
-    nothing drawn."""
+    nothing drawn. ``ctx`` (a data-parallel fit): permutations from torch's global generator
+    are rank 0's, broadcast (a seeded generator draws alike on every rank)."""
 
-    def __init__(self, data: Any, batch_size: int | None, generator: torch.Generator | None, whole: bool = False):
+    def __init__(self, data: Any, batch_size: int | None, generator: torch.Generator | None, whole: bool = False,
+                 ctx: Any = None):
         self.data, self.n = data, None if batch_size is None else n_items(data)
         self.batch_size = None if batch_size is None else min(batch_size, self.n)
-        self.generator, self.whole = generator, whole
+        self.generator, self.whole, self.ctx = generator, whole, ctx
         self.perm: torch.Tensor | None = None
         self.pos = 0
 
     def _permutation(self) -> torch.Tensor:
+        if self.ctx is not None and self.generator is None:
+            return self.ctx.broadcast(torch.randperm(self.n) if self.ctx.rank == 0 else None)
         return torch.randperm(self.n, generator=self.generator)
 
     def __next__(self) -> Any:
@@ -223,7 +279,10 @@ class Update:
     ``optim``/``optim_args``: this update's optimiser (``None``: the trainer's ``optim``) and
     the keywords it is built with besides ``lr``. ``params``: ``{name: tensor}`` or a function giving it, read after the first loss (Pyro
     creates its parameters on the first call). ``repeats``: optimiser steps of this update per
-    trainer step (a critic's n_critic), each on a fresh minibatch."""
+    trainer step (a critic's n_critic), each on a fresh minibatch. ``reduce``: what the loss
+    is of its batch, for a data-parallel fit (:mod:`probgen.distributed`): ``"mean"`` (per
+    example: each rank's gradients and record are weighted by its share of the batch's rows)
+    or ``"sum"`` (this rank's additive share of the global batch's loss: summed as they are)."""
     loss: Callable[[Any], Any]
     params: dict[str, torch.Tensor] | Callable[[], dict[str, torch.Tensor]]
     key: str = "loss"
@@ -232,6 +291,7 @@ class Update:
     repeats: int = 1
     takes_batch: bool = True
     backward: bool = True
+    reduce: str = "mean"
 
 
 class _Schedule:
@@ -304,6 +364,22 @@ class Trainer:
             raise ValueError(f"unit must be 'step' or 'epoch', got {unit!r}")
         if validation is not None and not isinstance(validation, (int, float)) and check is not None:
             validation = check(validation)
+        # data-parallel (probgen.distributed): the rows are numbered globally, so that the split
+        # and every minibatch are the one-process fit's; each rank computes on its rows of them
+        self.ctx = ctx = distributed.current()
+        if ctx is not None and ctx.parallel != "data":
+            self.ctx = ctx = None
+        if ctx is not None:
+            data = GlobalRows(data, ctx)
+            if data.n_local == 0:
+                raise ValueError(f"{desc}: rank {ctx.rank} has no rows of the data ({len(data)} rows over "
+                                 f"{ctx.world_size} ranks): use fewer ranks or distributed=False")
+            if validation is not None and not isinstance(validation, (int, float)):
+                validation = GlobalRows(ctx.shard(validation), ctx)
+            if shuffle == "global" and ctx.rank:
+                # torch's global stream then feeds only this rank's per-row noise (a VAE's ε):
+                # independent of rank 0's, which draws the permutations (broadcast)
+                torch.manual_seed(chain_seed(0 if seed is None else seed, ctx.rank))
         train, val = split(data, validation, seed)
         if val is not None and validate is None:
             raise ValueError(f"{desc} has no validation objective: pass validation=None")
@@ -317,7 +393,7 @@ class Trainer:
         self.validate, self.objective, self.maximise = validate, objective, maximise
         self.callback, self.progress, self.desc, self.unit, self.tol = callback, progress, desc, unit, tol
         self.batches = Minibatches(train, batch_size, seeded_generator(seed) if shuffle == "seeded" else None,
-                                   whole=unit == "epoch")
+                                   whole=unit == "epoch", ctx=ctx)
         self.generators, self.tensors = dict(generators or {}), dict(tensors or {})
         per_step = self.batches.batches_per_epoch() if unit == "epoch" else 1
         self.validate_every = 1 if unit == "epoch" else self.batches.batches_per_epoch()
@@ -350,6 +426,9 @@ class Trainer:
                 params[k] = v
         if not params:
             raise ValueError(f"{self.desc}: an update has no parameters to train")
+        if self.ctx is not None:  # every rank starts from rank 0's values
+            values = self.ctx.broadcast({k: v.detach().cpu() for k, v in params.items()})
+            _copy_into(params, values)
         self._params[i] = params
         self._lists[i] = list(params.values())
         self._merged = None
@@ -365,6 +444,10 @@ class Trainer:
                 "lr_schedule": self.schedule[0], "lr_decay": self.schedule[1], "clip_grad": self.clip_grad,
                 "ema": self.ema, "patience": self.patience,
                 "validation": validation if validation is None or isinstance(validation, (int, float)) else "data"}
+
+    def train_rows(self) -> Any:
+        """This rank's rows of the training split (the whole split in a local fit)."""
+        return self.train if self.ctx is None else self.train.local()[0]
 
     def fit_state(self) -> dict:
         """What a fit keeps of the run: the best validation objective and its step, where validated."""
@@ -389,6 +472,9 @@ class Trainer:
     # -- one optimiser step --
     def _apply(self, i: int, batch: Any) -> tuple[float, dict]:
         u, opt = self.updates[i], self.optimisers[i]
+        weight = 1.0
+        if self.ctx is not None:
+            batch, weight = self._local(u, batch)
         if isinstance(opt, torch.optim.LBFGS):  # its line search evaluates the loss again
             first: dict = {}
 
@@ -396,6 +482,9 @@ class Trainer:
                 opt.zero_grad()
                 loss, rec = _as_record(u.loss(batch), u.key)
                 loss.backward()
+                if self.ctx is not None:
+                    value, rec = self._reduce(i, float(loss.detach()), rec, weight)
+                    loss = torch.tensor(value)
                 self._clip(i)
                 if not first:  # the record is of the step's start, as the value LBFGS returns
                     first.update(rec)
@@ -417,6 +506,8 @@ class Trainer:
         if opt is None:  # parameters created by the first loss (a Pyro param store)
             self._build(i)
             opt = self.optimisers[i]
+        if self.ctx is not None:  # clipping, the schedule and the step see the global batch's gradient
+            value, record = self._reduce(i, value, record, weight)
         if self.clip_grad is not None:
             self._clip(i)
         if self._schedules[i].kind is not None:
@@ -424,6 +515,35 @@ class Trainer:
         opt.step()
         self._opt_steps[i] += 1
         return value, record
+
+    def _local(self, u: Update, batch: Any) -> tuple[Any, float]:
+        """This rank's rows of the global ``batch`` (a :class:`GlobalRows` view) and the weight
+        of its gradients and record in the batch's: its share m / B of the rows for a per-example
+        loss (``reduce="mean"``), 1 for a rank's share of a sum, 1 / world for an update that
+        takes no batch (every rank computes it alike). A rank with no rows in the batch computes
+        the loss on one row of its own with weight 0 (it still takes part in the sum)."""
+        if not u.takes_batch:
+            return batch, 1.0 / self.ctx.world_size
+        rows, m = batch.local()
+        if m == 0:
+            return take(batch.data, torch.arange(1)), 0.0
+        return rows, (m / len(batch) if u.reduce == "mean" else 1.0)
+
+    def _reduce(self, i: int, value: float, record: dict, weight: float) -> tuple[float, dict]:
+        """Sum update ``i``'s gradients (and its loss and record), each rank's times its
+        ``weight``, over the ranks in ONE all-reduce of a flat buffer, DistributedDataParallel's
+        scheme (Li et al. 2020): the step then equals the one-process step on the global batch,
+        to float round-off (the order of the summation differs), on every rank alike."""
+        params = self._lists[i]
+        dtype = params[0].dtype
+        parts = {f"g{j}": (p.grad if p.grad is not None else torch.zeros_like(p)) * weight
+                 for j, p in enumerate(params)}
+        parts.update({f"r{j}": torch.tensor(float(v) * weight, dtype=dtype) for j, v in enumerate(record.values())})
+        parts["value"] = torch.tensor(float(value) * weight, dtype=dtype)
+        out = self.ctx.sum(parts)
+        for j, p in enumerate(params):
+            p.grad = out[f"g{j}"]
+        return float(out["value"]), {k: float(out[f"r{j}"]) for j, k in enumerate(record)}
 
     def _clip(self, i: int) -> None:
         if self.clip_grad is not None and self._lists[i] is not None:
@@ -495,7 +615,7 @@ class Trainer:
         # not in a forked random state: a method whose validation samples from torch's global
         # generator (Pyro's ELBO) draws from the training stream, as it always has
         with self.averaged():
-            value = float(self.validate(self.val))
+            value = self._score(self.val)
         record[f"val_{self.objective}"] = value
         if not math.isfinite(value):
             better = False
@@ -508,6 +628,17 @@ class Trainer:
             return False
         self.stale += 1
         return self.patience is not None and self.stale >= self.patience
+
+    def _score(self, val: Any) -> float:
+        """The validation objective; data-parallel, the rows-weighted mean of the ranks' (the
+        objective per example on all the validation rows), the same on every rank."""
+        if self.ctx is None:
+            return float(self.validate(val))
+        rows, m = val.local()
+        value = float(self.validate(rows)) if m else 0.0
+        out = self.ctx.sum({"v": torch.tensor(value * m, dtype=torch.float64),
+                            "m": torch.tensor(float(m), dtype=torch.float64)})
+        return float(out["v"] / out["m"])
 
     # -- the loop --
     def run(self) -> "Trainer":
@@ -542,8 +673,12 @@ class Trainer:
                 self.converged = True
                 stop = True
             last = value
-            if self.callback is not None and self.callback(record) is True:
-                stop = True
+            if self.callback is not None:
+                verdict = self.callback(record) is True  # called on every rank, with the same record
+                if self.ctx is not None:  # rank 0's verdict is every rank's
+                    verdict = self.ctx.broadcast(verdict)
+                if verdict:
+                    stop = True
             if stop:
                 self.stopped = not self.converged
             if stop:

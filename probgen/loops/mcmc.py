@@ -32,6 +32,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from probgen import distributed
 from probgen.progress import progress as bar
 from probgen.random import seeded
 
@@ -122,8 +123,8 @@ class _Seeds(Sequence):
     """The chains' seeds, computed when asked for (a vectorised kernel with one generator for
     all its chains reads only the first of, say, 10,000)."""
 
-    def __init__(self, seed: int | None, n: int):
-        self.seed, self.n = seed, n
+    def __init__(self, seed: int | None, n: int, start: int = 0):
+        self.seed, self.n, self.start = seed, n, start  # the seeds of chains start, ..., start + n - 1
 
     def __len__(self) -> int:
         return self.n
@@ -133,7 +134,7 @@ class _Seeds(Sequence):
             return [self[i] for i in range(*c.indices(self.n))]
         if not -self.n <= c < self.n:
             raise IndexError(c)
-        return chain_seed(self.seed, c % self.n)
+        return chain_seed(self.seed, self.start + c % self.n)
 
 
 def _count(name: str, value: Any, least: int) -> int:
@@ -158,7 +159,54 @@ def run(kernel: Kernel, *, steps: int, warmup: int, num_chains: int = 1, thin: i
     check_budget(steps, warmup, num_chains, thin)
     if callback is not None and not callable(callback):
         raise ValueError(f"callback must be a function of the history record, got {type(callback).__name__}")
-    seeds = _Seeds(seed, num_chains)
+    ctx = distributed.current()
+    if ctx is not None and ctx.parallel == "chains":
+        # this rank's contiguous block of the chains, each seeded by its global index; a sampler
+        # the kernel runs inside stays local
+        lo, hi = ctx.block(num_chains)
+        with distributed.active(None):
+            mine = _run(kernel, range(lo, hi), steps, warmup, num_chains, thin, seed, progress, callback, desc)
+        return _gathered(ctx.gather(mine), mine, kernel.vectorised)
+    return _run(kernel, range(num_chains), steps, warmup, num_chains, thin, seed, progress, callback, desc)
+
+
+def _gathered(parts: list["Chains"], mine: "Chains", vectorised: bool) -> "Chains":
+    """The ranks' :class:`Chains` (blocks of chains, in rank order) as one: draws, statistics
+    and sums concatenated along the chain axis (cut to the draws every chain has, as a
+    callback's stop cuts them), histories in the 1-process order (sequential chains one after
+    another; vectorised ones transition by transition, chains in order; ``"step"`` renumbered), ``kept``
+    summed; ``states`` stay this rank's own."""
+    parts = [p for p in parts if p.draws or p.stats or p.sums or p.history]
+    if not parts:
+        return mine
+    length = min((next(iter(p.draws.values())).shape[1] for p in parts if p.draws), default=None)
+
+    def cat(tables: list[dict], cut: bool) -> dict:
+        out = {}
+        for k in tables[0]:
+            vs = [t[k][:, :length] if cut and length is not None else t[k] for t in tables]
+            out[k] = torch.cat(vs) if torch.is_tensor(vs[0]) else np.concatenate(vs)
+        return out
+
+    records = [r for p in parts for r in p.history]
+    if vectorised:  # each rank's records go transition by transition over its block of chains
+        order = []
+        for p in parts:
+            width = len({r["chain"] for r in p.history}) or 1
+            order += [(i // width, r["chain"]) for i, r in enumerate(p.history)]
+        records = [r for _, r in sorted(zip(order, records), key=lambda pair: pair[0])]
+    history = [dict(r, step=i) for i, r in enumerate(records)]
+    return Chains(cat([p.draws for p in parts if p.draws], True) if parts[0].draws else {},
+                  cat([p.stats for p in parts if p.stats], True) if parts[0].stats else {},
+                  history, mine.states, cat([p.sums for p in parts], False) if parts[0].sums else {},
+                  sum(p.kept for p in parts), any(p.stopped for p in parts))
+
+
+def _run(kernel: Kernel, chain_ids: range, steps: int, warmup: int, num_chains: int, thin: int, seed: int | None,
+         progress: bool, callback: Callable[[dict], Any] | None, desc: str | None) -> "Chains":
+    """The chains ``chain_ids`` (global indices) of :func:`run`."""
+    here = len(chain_ids)
+    seeds = _Seeds(seed, here, chain_ids.start)
     history: list[dict] = []
     # sequential kernels: per chain, per kept draw; vectorised ones: per kept draw, (chain, ...) each
     draws: list[list[dict]] = [[] for _ in range(num_chains)]
@@ -167,7 +215,7 @@ def run(kernel: Kernel, *, steps: int, warmup: int, num_chains: int = 1, thin: i
     vstats: list[dict] = []
     sums: dict[str, Any] = {}
     kept, stopped = 0, False
-    total = (warmup + steps) * (1 if kernel.vectorised else num_chains)
+    total = (warmup + steps) * (1 if kernel.vectorised else here)
     label = desc or kernel.name
     # no tqdm object at all without a bar: samplers called once per training step (Langevin) stay cheap
     progress_bar = bar(total=total, desc=label, enabled=progress) if progress else _NoBar()
@@ -221,14 +269,17 @@ def run(kernel: Kernel, *, steps: int, warmup: int, num_chains: int = 1, thin: i
 
     try:
         if kernel.vectorised:
-            states, stopped = transitions(kernel.init(seeds, list(range(num_chains)), warmup), list(range(num_chains)))
+            if here:
+                states, stopped = transitions(kernel.init(seeds, list(chain_ids), warmup), list(chain_ids))
+            else:
+                states = None
         else:
             states = []
-            for c in range(num_chains):
+            for c in chain_ids:
                 progress_bar.set_description(f"{label} chain {c + 1}/{num_chains}" if num_chains > 1 else label)
                 # chain 0 continues the caller's seeded stream; the others get their own seed
-                with seeded(seeds[c] if c else None):
-                    state, stopped = transitions(kernel.init(seeds[c], c, warmup), [c])
+                with seeded(seeds[c - chain_ids.start] if c else None):
+                    state, stopped = transitions(kernel.init(seeds[c - chain_ids.start], c, warmup), [c])
                 states.append(state)
                 if stopped:
                     break
