@@ -36,3 +36,17 @@ def test_categorical_mixture_defaults_recover_the_profiles(seed):
     codes, probs = recovery.categorical_data(seed)
     fit = pg.fit(CategoricalMixture(3), torch.from_numpy(codes), seed=seed, progress=False)
     assert recovery.categorical_ok(probs, fit.params["probs"].numpy())
+
+
+def test_readme_recovery_table_is_the_benchmark_json():
+    import json
+    import re
+    root = pathlib.Path(__file__).resolve().parents[1]
+    rows = json.loads((root / "docs" / "benchmarks" / "recovery.json").read_text())["rows"]
+    block = re.search(r"<!-- recovery:start -->\n(.*?)\n<!-- recovery:end -->", (root / "README.md").read_text(), re.S)
+    body = block.group(1).splitlines()[2:]
+    assert len(body) == len(rows)
+    for line, r in zip(body, rows):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[0] == r["model"] and cells[2] == f"{r['probgen']}/{r['seeds']}"
+        assert cells[3] == ("—" if r["peer_recovered"] is None else f"{r['peer_recovered']}/{r['seeds']}")
