@@ -6,7 +6,8 @@ standard environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``,
 ``MASTER_PORT``) and one thread, calls ``fn(*args)`` (a module-level function: it is pickled
 by name) in each, and returns the ranks' return values in rank order. A rank that raises, or
 a run past ``timeout`` seconds, fails the call with every rank's error; ``errors=True``
-returns ``(value or None, error message or None)`` per rank instead, for tests of failures.
+returns ``(value or None, error message or None)`` per rank instead, for tests of failures
+(a rank that exits without a result, ``os._exit`` say, has the message "exited with code").
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import os
 import pickle
 import queue
 import socket
+import time
 import traceback
 from typing import Any, Callable
 
@@ -53,13 +55,25 @@ def run_ranks(fn: Callable, *args: Any, world: int = 2, timeout: float = 240, er
     for p in procs:
         p.start()
     results: dict[int, tuple] = {}
+    deadline = time.monotonic() + timeout
     try:
         while len(results) < world:
             try:
-                r, value, err = out.get(timeout=timeout)
+                r, value, err = out.get(timeout=0.5)
             except queue.Empty:
-                raise AssertionError(f"the {world} ranks did not all finish within {timeout} s "
-                                     f"(finished: {sorted(results)})") from None
+                # a rank that died without a word (os._exit, a signal) is reported as such
+                for r, p in enumerate(procs):
+                    if r not in results and p.exitcode is not None:
+                        try:  # what it put just before it ended may still be in the pipe
+                            q, value, err = out.get(timeout=1.0)
+                            results[q] = (None if value is None else pickle.loads(value), err)
+                            break
+                        except queue.Empty:
+                            results[r] = (None, f"rank {r} exited with code {p.exitcode} without a result")
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"the {world} ranks did not all finish within {timeout} s "
+                                         f"(finished: {sorted(results)})") from None
+                continue
             results[r] = (None if value is None else pickle.loads(value), err)
     finally:
         for p in procs:

@@ -206,3 +206,24 @@ def test_svi_programs_that_cannot_run_data_parallel_are_refused():
     for messages in run_ranks(rank_refusals):
         assert "per example" in messages[0] and "distributed=False" in messages[0]
         assert "declares its examples" in messages[1] and "distributed=False" in messages[1]
+
+
+def _diffusion(seed: int) -> float:
+    from probgen.models import Diffusion
+    fit = pg.fit(Diffusion(2, steps=10, hidden=(16,)), flow_data(), steps=150, seed=seed, batch_size=32, lr=1e-2,
+                 validation=0.2, progress=False)
+    return float(fit.state["best_val_loss"])
+
+
+def rank_diffusion() -> list:
+    return [_diffusion(s) for s in VAE_SEEDS]
+
+
+def test_diffusion_trains_to_the_same_quality():
+    """Diffusion draws its (t, ε) per rank, so, as the VAE, only the quality can agree: the
+    mean best validation loss over four seeds within 3 standard errors of the 1-process fits'."""
+    ranked = run_ranks(rank_diffusion)
+    assert ranked[0] == ranked[1]
+    local, two = torch.tensor([_diffusion(s) for s in VAE_SEEDS]), torch.tensor(ranked[0])
+    se = (local.var() / len(local) + two.var() / len(two)).sqrt()
+    assert abs(float(two.mean() - local.mean())) <= 3 * float(se), (two.tolist(), local.tolist())

@@ -11,9 +11,10 @@ from typing import Any
 
 import torch
 
-from probgen import protocols
+from probgen import distributed, protocols
 from probgen.fit import Fit
-from probgen.loops.gradient import GradientMethod, Trainer, Update
+from probgen.loops.gradient import GradientMethod, Trainer, Update, moments
+from probgen.loops.mcmc import chain_seed
 from probgen.nn import load_params
 from probgen.random import generator
 from probgen.registry import register
@@ -29,6 +30,9 @@ class DDPM(GradientMethod):
     needs = "a diffusion declaration (q_sample, p_sample and a denoiser network)"
     log_prob_kind = "bound"
     trainer_defaults = {"clip_grad": 1.0, "ema": 0.999}
+    # per-example loss: gradients averaged over the global minibatch; the (t, ε) draws are
+    # each rank's own (rank 0's stream as in one process), so only the quality matches 1 process
+    parallel = "data"
 
     def sample(self, fit: Fit, n: int, seed: int | None = None, method: str = "ancestral",
                ddim_steps: int = 50, eta: float = 0.0) -> torch.Tensor:
@@ -50,19 +54,32 @@ class DDPM(GradientMethod):
         opts = self.trainer_options(model, options)
         steps = 2000 if steps is None else steps
         net = model.net
+        ctx = distributed.current()
+        ctx = ctx if ctx is not None and ctx.parallel == "data" else None
         if init:
             load_params(net, init)
         else:
             # centre each dimension but scale all by one pooled standard deviation: a per-dimension
             # scale would blow up nearly-constant dimensions (the digits' border pixels) into outliers
-            net.data_loc.copy_(data.mean(0))
-            pooled = (data - data.mean(0)).std() if len(data) > 1 else torch.tensor(1.0)
+            net.data_loc.copy_(moments(data)[0])
+            if ctx is None:
+                pooled = (data - data.mean(0)).std() if len(data) > 1 else torch.tensor(1.0)
+            else:  # over every rank's rows
+                d = (data - net.data_loc).double()
+                s = ctx.sum({"sq": (d ** 2).sum(), "n": torch.tensor(float(d.numel()), dtype=torch.float64)})
+                pooled = (s["sq"] / (s["n"] - 1)).sqrt() if s["n"] > data.shape[1] else torch.tensor(1.0)
             net.data_scale.fill_(float(pooled.clamp_min(1e-6)))
         x = (data - net.data_loc) / net.data_scale
         if not init:
-            span = float(x.max() - x.min())
-            net.x0_range.copy_(torch.tensor([float(x.min()) - 0.1 * span, float(x.max()) + 0.1 * span]))
-        g = generator(None if seed is None else seed + 1)
+            lo, hi = x.min(), x.max()
+            if ctx is not None:  # every rank's rows
+                ends = ctx.gather((float(lo), float(hi)))
+                lo, hi = torch.tensor(min(e[0] for e in ends)), torch.tensor(max(e[1] for e in ends))
+            span = float(hi - lo)
+            net.x0_range.copy_(torch.tensor([float(lo) - 0.1 * span, float(hi) + 0.1 * span]))
+        # data-parallel, ranks other than 0 draw their rows' (t, ε) from a stream of their own
+        g = generator(None if seed is None else seed + 1 if ctx is None or ctx.rank == 0
+                      else chain_seed(seed + 1, ctx.rank))
 
         def loss(batch: torch.Tensor, g: torch.Generator = g) -> torch.Tensor:
             x0 = (batch - net.data_loc) / net.data_scale
