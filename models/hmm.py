@@ -94,6 +94,21 @@ class HMM(Program):
             em = ("loc", "scale_tril" if self.covariance == "full" else "scale")
         return ("initial", "transition") + em
 
+    def num_free_params(self, params: dict | None = None) -> int:
+        """The number of free parameters (for BIC / AIC, :func:`probgen.select`): K − 1
+        initial and K (K − 1) transition probabilities, and K (V − 1) symbol probabilities |
+        K D means with K D (diag) or K D(D+1)/2 (full) covariance entries | K rates (hmmlearn's
+        ``_get_n_fit_scalars_per_param`` counts the same)."""
+        K = self.k
+        if self.emission == "categorical":
+            em = K * (self.n_symbols - 1)
+        elif self.emission == "poisson":
+            em = K
+        else:
+            D = self.dim
+            em = K * D + (K * D * (D + 1) // 2 if self.covariance == "full" else K * D)
+        return (K - 1) + K * (K - 1) + em
+
     @property
     def event_ndim(self) -> int:
         return 1 if self.emission == "gaussian" else 0
