@@ -212,9 +212,8 @@ class VariationalBayesHMM(Method):
     loop = LOOP
 
     def accepts(self, model: Any) -> bool:
-        return (protocols.is_hidden_markov_chain(model) and getattr(model, "bayesian", False) is True
-                and getattr(model, "emission", None) in ("categorical", "gaussian")
-                and hasattr(model, "prior_hyperparameters"))
+        return (protocols.is_hidden_markov_chain(model) and protocols.implements(model, protocols.BayesianHiddenMarkovChain)
+                and model.bayesian is True and model.emission in ("categorical", "gaussian"))
 
     def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, tol: float | None = 1e-8, n_init: int = 1, callback: Callable | None = None,
