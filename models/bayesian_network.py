@@ -115,6 +115,12 @@ class BayesianNetwork(Program):
         self._cache: dict = {}
 
     # ---- validation -----------------------------------------------------------------
+    def num_free_params(self, params: dict | None = None) -> int:
+        """The number of free parameters (for BIC / AIC): Σ_v q_v (r_v − 1), q_v the number of
+        parent configurations and r_v the states of v (the count of the ``"bic"`` structure
+        score, :mod:`probgen.ops.structure`)."""
+        return sum(math.prod(self.table_shape(v)[:-1]) * (len(self.states[v]) - 1) for v in self.variables)
+
     def table_shape(self, v: str) -> tuple[int, ...]:
         return tuple(len(self.states[p]) for p in self.parents[v]) + (len(self.states[v]),)
 

@@ -126,6 +126,13 @@ class CategoricalMixture(Declaration):
         probs = probs / probs.sum(-1, keepdim=True)
         return {"weights": torch.full((k,), 1.0 / k, dtype=torch.float64), "probs": probs}
 
+    def num_free_params(self, params: dict) -> int:
+        """The number of free parameters of a fit (for BIC / AIC): K − 1 weights and
+        K D (V − 1) category probabilities, D and V read from ``params["probs"]`` (K, D, V)
+        (V is sized by the data)."""
+        k, d, v = params["probs"].shape
+        return (k - 1) + k * d * (v - 1)
+
     def component_log_prob(self, params: dict, x: torch.Tensor) -> torch.Tensor:
         """``log weights_k + log p(x_n,obs | component k)``, ``(N, K)`` (missing cells left out)."""
         probs = params["probs"]

@@ -55,10 +55,26 @@ class HMM(Program):
       covariance: ``"diag"`` (parameter ``scale`` (K, D)) or ``"full"`` (``scale_tril``
         (K, D, D), the lower Cholesky factor of each state's covariance).
       n_symbols: alphabet size V for categorical emissions (symbols 0..V-1).
+      bayesian: conjugate priors on the parameters (categorical and Gaussian emissions), fitted
+        by variational Bayes (the ``meanfield`` engine, then the default; Beal 2003, ch. 3):
+
+          initial ~ Dirichlet(initial_prior)              default 1/K each
+          transition[i] ~ Dirichlet(transition_prior[i])  default 1/K each
+          probs[k] ~ Dirichlet(probs_prior[k])            default 1/V each
+          Gaussian, full:  Λ_k ~ Wishart(ν₀, W₀),  loc_k | Λ_k ~ Normal(m₀, (β₀ Λ_k)⁻¹)
+          Gaussian, diag:  λ_kd ~ Gamma(ν₀/2, rate = w₀_d/2),  loc_kd | λ_kd ~ Normal(m₀_d, 1/(β₀ λ_kd))
+
+        with ν₀ = ``degrees_of_freedom_prior`` (default D), W₀⁻¹ = ``covariance_prior`` ((D, D)
+        full, (D,) diag, or per state (K, D, D) / (K, D); default 10⁻³ I), m₀ = ``mean_prior``
+        ((D,) or (K, D); default the data mean) and β₀ = ``mean_precision_prior`` (default 1):
+        hmmlearn's ``VariationalCategoricalHMM`` / ``VariationalGaussianHMM`` priors and defaults
+        (their ``startprob_prior``, ``transmat_prior``, ``emissionprob_prior``, ``dof_prior``,
+        ``scale_prior``, ``means_prior``, ``beta_prior``). Scalars are repeated;
+        :meth:`prior_hyperparameters` returns the values in use.
 
     Parameters (``Fit.params``): ``initial`` (K,), ``transition`` (K, K) (rows sum to 1),
     and ``probs`` (K, V) | ``loc`` (K, D) with ``scale`` (K, D) or ``scale_tril`` (K, D, D)
-    | ``rate`` (K,).
+    | ``rate`` (K,) (for a Bayesian HMM, their posterior means: E[Λ_k]⁻¹ for the covariance).
 
     Missing observations: NaN (or −1 among integer symbols) marks a missing step, or, for
     Gaussian emissions, missing dimensions of a step. A missing step's emission
@@ -71,10 +87,13 @@ class HMM(Program):
     short_name = "hmm"
     default_engine = "em"
     default_dataset = "sunspots"
-    _repr_fields = ("k", "emission", "dim", "covariance", "n_symbols")
+    _repr_fields = ("k", "emission", "dim", "covariance", "n_symbols", "bayesian")
 
     def __init__(self, k: int, emission: str = "categorical", dim: int | None = None,
-                 covariance: str = "diag", n_symbols: int | None = None):
+                 covariance: str = "diag", n_symbols: int | None = None, bayesian: bool = False, *,
+                 initial_prior: Any = None, transition_prior: Any = None, probs_prior: Any = None,
+                 mean_prior: Any = None, mean_precision_prior: Any = None, degrees_of_freedom_prior: Any = None,
+                 covariance_prior: Any = None):
         if not isinstance(k, int) or k < 1:
             raise ValueError(f"k (number of states) must be a positive integer, got {k!r}")
         if emission not in EMISSIONS:
@@ -90,6 +109,79 @@ class HMM(Program):
         self.k, self.emission, self.dim = k, emission, dim if emission == "gaussian" else None
         self.covariance = covariance if emission == "gaussian" else None
         self.n_symbols = n_symbols if emission == "categorical" else None
+        self._init_priors(bool(bayesian), initial_prior=initial_prior, transition_prior=transition_prior,
+                          probs_prior=probs_prior, mean_prior=mean_prior, mean_precision_prior=mean_precision_prior,
+                          degrees_of_freedom_prior=degrees_of_freedom_prior, covariance_prior=covariance_prior)
+
+    # ---- priors of the Bayesian HMM (bayesian=True) ------------------------------------
+    _PRIOR_NAMES = {"categorical": ("initial_prior", "transition_prior", "probs_prior"),
+                    "gaussian": ("initial_prior", "transition_prior", "mean_prior", "mean_precision_prior",
+                                 "degrees_of_freedom_prior", "covariance_prior")}
+
+    def _init_priors(self, bayesian: bool, **given: Any) -> None:
+        self.bayesian = bayesian
+        set_ = sorted(n for n, v in given.items() if v is not None)
+        if not bayesian and set_:
+            raise ValueError(f"{set_} are priors of a Bayesian HMM: pass bayesian=True")
+        if bayesian:
+            if self.emission not in self._PRIOR_NAMES:
+                raise ValueError("bayesian=True needs categorical or gaussian emissions (variational Bayes), "
+                                 f"not {self.emission!r}")
+            wrong = sorted(set(set_) - set(self._PRIOR_NAMES[self.emission]))
+            if wrong:
+                raise ValueError(f"{wrong} are not priors of a {self.emission} HMM; its priors: "
+                                 f"{list(self._PRIOR_NAMES[self.emission])}")
+            # VB is its method: Baum–Welch, and the generic SVI / NUTS on the (maximum-likelihood)
+            # program, would ignore these priors
+            self.default_engine, self.generic_inference = "meanfield", False
+        self._priors = {n: None if v is None else torch.as_tensor(v, dtype=torch.float64) for n, v in given.items()}
+        if bayesian:
+            self.prior_hyperparameters()  # shapes and signs checked now (the data mean is filled in later)
+
+    def prior_hyperparameters(self, data: Any = None) -> dict[str, torch.Tensor]:
+        """The priors of a Bayesian HMM as float64 tensors of full shape: ``initial_prior``
+        (K,), ``transition_prior`` (K, K) and ``probs_prior`` (K, V) | ``mean_prior`` (K, D)
+        (the mean of ``data``'s steps where not given; zeros without data),
+        ``mean_precision_prior`` (K,), ``degrees_of_freedom_prior`` (K,),
+        ``covariance_prior`` (K, D, D) full / (K, D) diag (W₀⁻¹). ``ValueError`` for a wrong
+        shape or a non-positive value."""
+        if not self.bayesian:
+            raise ValueError("this HMM has no priors (bayesian=False)")
+        K, h = self.k, self._priors
+        D = self.dim
+
+        def full(name: str, default: Any, shapes: list[tuple], want: tuple, positive: bool = True) -> torch.Tensor:
+            v = h[name] if h[name] is not None else torch.as_tensor(default, dtype=torch.float64)
+            if tuple(v.shape) not in [()] + shapes:
+                raise ValueError(f"{name} must be a scalar or have shape "
+                                 f"{' or '.join(str(s) for s in shapes)}, got {tuple(v.shape)}")
+            if not torch.isfinite(v).all() or (positive and not (v > 0).all()):
+                raise ValueError(f"{name} must be finite" + (" and positive" if positive else ""))
+            return v.expand(want).clone()
+
+        out = {"initial_prior": full("initial_prior", 1.0 / K, [(K,)], (K,)),
+               "transition_prior": full("transition_prior", 1.0 / K, [(K, K)], (K, K))}
+        if self.emission == "categorical":
+            V = self.n_symbols
+            out["probs_prior"] = full("probs_prior", 1.0 / V, [(K, V)], (K, V))
+            return out
+        mean = torch.zeros(D, dtype=torch.float64)
+        if data is not None and h["mean_prior"] is None:
+            mean = self.check_data(data).flat().mean(0)
+        out["mean_prior"] = full("mean_prior", mean, [(D,), (K, D)], (K, D), positive=False)
+        out["mean_precision_prior"] = full("mean_precision_prior", 1.0, [(K,)], (K,))
+        nu = full("degrees_of_freedom_prior", float(D), [(K,)], (K,))
+        if self.covariance == "full":
+            if not (nu > D - 1).all():
+                raise ValueError(f"degrees_of_freedom_prior must exceed dim - 1 = {D - 1}, got {nu.tolist()}")
+            eye = 1e-3 * torch.eye(D, dtype=torch.float64)
+            w = full("covariance_prior", eye, [(D, D), (K, D, D)], (K, D, D), positive=False)
+            if not torch.allclose(w, w.transpose(-1, -2)) or bool((torch.linalg.eigvalsh(w) <= 0).any()):
+                raise ValueError("covariance_prior must be symmetric positive definite")
+        else:
+            w = full("covariance_prior", 1e-3, [(D,), (K, D)], (K, D))
+        out["degrees_of_freedom_prior"], out["covariance_prior"] = nu, w
+        return out
 
     # ---- facts -------------------------------------------------------------------------
     @property
@@ -102,6 +194,24 @@ class HMM(Program):
         else:
             em = ("loc", "scale_tril" if self.covariance == "full" else "scale")
         return ("initial", "transition") + em
+
+    def num_free_params(self, params: dict | None = None) -> int:
+        """The number of free parameters (for BIC / AIC, :func:`probgen.select`): K − 1
+        initial and K (K − 1) transition probabilities, and K (V − 1) symbol probabilities |
+        K D means with K D (diag) or K D(D+1)/2 (full) covariance entries | K rates (hmmlearn's
+        ``_get_n_fit_scalars_per_param`` counts the same)."""
+        if self.bayesian:
+            raise ValueError("a Bayesian HMM (bayesian=True) has no number of free parameters: its parameters "
+                             "are latent; compare such fits by their ELBO instead")
+        K = self.k
+        if self.emission == "categorical":
+            em = K * (self.n_symbols - 1)
+        elif self.emission == "poisson":
+            em = K
+        else:
+            D = self.dim
+            em = K * D + (K * D * (D + 1) // 2 if self.covariance == "full" else K * D)
+        return (K - 1) + K * (K - 1) + em
 
     @property
     def event_ndim(self) -> int:

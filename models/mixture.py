@@ -125,6 +125,18 @@ class GaussianMixture(Program):
         factor = {"full": (k, d, d), "diag": (k, d), "spherical": (k,)}[self.covariance]
         return {"weights": (k,), "loc": (k, d), self.factor_name: factor}
 
+    def num_free_params(self, params: dict | None = None) -> int:
+        """The number of free parameters (for BIC / AIC, :func:`probgen.select`): K − 1
+        weights, K D means and K D(D+1)/2 (full), K D (diag) or K (spherical) covariance
+        entries, as scikit-learn's ``GaussianMixture._n_parameters`` counts them.
+        ``ValueError`` for ``bayesian=True`` (its parameters are integrated, not free)."""
+        if self.bayesian:
+            raise ValueError("a Bayesian mixture (bayesian=True) has no number of free parameters: its "
+                             "parameters are latent; compare such fits by their ELBO instead")
+        k, d = self.k, self.dim
+        cov = {"full": k * d * (d + 1) // 2, "diag": k * d, "spherical": k}[self.covariance]
+        return (k - 1) + k * d + cov
+
     def check_params(self, params: dict) -> dict[str, torch.Tensor]:
         """``params`` as float64 tensors of the right shapes and supports; ``ValueError`` otherwise."""
         out = {}

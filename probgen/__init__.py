@@ -11,9 +11,10 @@ from probgen.declarations import Declaration, Program, UserProgram
 from probgen.fit import Fit
 from probgen.graph import d_separated, graph, markov_blanket, moral_graph, render
 from probgen.loops.iterative import ConvergenceWarning
+from probgen.selection import Selection, select
 
 __all__ = ["fit", "resume", "infer", "engines", "compatible", "load", "Fit", "graph", "render",
            "d_separated", "markov_blanket", "moral_graph", "load_dataset",
            "Declaration", "Program", "UserProgram", "set_num_threads", "num_threads",
-           "ConvergenceWarning", "distributed"]
+           "ConvergenceWarning", "distributed", "select", "Selection"]
 __version__ = "0.1.0"

@@ -6,6 +6,7 @@
   probgen sample DIR -n N -o FILE(.npy|.csv|.png)
   probgen graph MODEL -o FILE [--expand] [--params] [--data ...]
   probgen demo [--quick]
+  probgen select MODEL --data FILE -k 1:10 [--criterion bic|aic|heldout] [--engine E] [--out FILE.png]
 
 MODEL is a built-in short name (``gmm``), a class name (``GaussianMixture``) or
 ``path/to/file.py:function`` for your own Pyro program. Bad arguments print one line
@@ -64,6 +65,19 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--params", action="store_true", help="show parameters as nodes")
     g.add_argument("--data", default=None)
     g.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    c = sub.add_parser("select", help="fit one model per size (-k) and compare them by BIC, AIC or "
+                                      "held-out log-likelihood")
+    c.add_argument("model")
+    c.add_argument("--data", default=None, help="bundled dataset name, or a .csv / .npy file")
+    c.add_argument("-k", default="1:10", help="the values to try: FIRST:LAST (inclusive) or a comma list")
+    c.add_argument("--name", default="k", help="the constructor argument -k sets (default k)")
+    c.add_argument("--criterion", default="bic", choices=("bic", "aic", "heldout"))
+    c.add_argument("--engine", default=None)
+    c.add_argument("--steps", type=int, default=None)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--out", default="select.png", help="the PNG of the criterion curve")
+    c.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="other constructor arguments")
+    c.add_argument("--option", nargs="*", default=[], metavar="KEY=VALUE", help="engine options")
     d = sub.add_parser("demo", help="fit the Gaussian mixture on iris with em, svi and mcmc")
     d.add_argument("--quick", action="store_true", help="few steps (for tests)")
     d.add_argument("--out", default="probgen-demo")
@@ -84,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "nproc", None) is not None and args.nproc != 1:
             return launch(argv, args.nproc)
         return {"list": cmd_list, "fit": cmd_fit, "sample": cmd_sample, "graph": cmd_graph,
-                "demo": cmd_demo}[args.command](args)
+                "demo": cmd_demo, "select": cmd_select}[args.command](args)
     except (UsageError, ValueError, RuntimeError, OSError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"probgen: error: {msg}", file=sys.stderr)
@@ -269,6 +283,40 @@ def plot_history(fit: Any, path: str) -> int:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return len(rows)
+
+
+def parse_values(spec: str) -> list[int]:
+    """``-k`` of ``probgen select``: ``FIRST:LAST`` (inclusive) or ``a,b,c``, positive integers."""
+    try:
+        if ":" in spec:
+            first, last = (int(x) for x in spec.split(":"))
+            values = list(range(first, last + 1))
+        else:
+            values = [int(x) for x in spec.split(",")]
+    except ValueError:
+        raise UsageError(f"-k expects FIRST:LAST or a comma list of integers, got {spec!r}") from None
+    if not values or min(values) < 1:
+        raise UsageError(f"-k expects positive integers (FIRST <= LAST), got {spec!r}")
+    return values
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    cls = model_class(args.model)
+    if cls is None:
+        raise UsageError("select needs a built-in model (its size is set by -k)")
+    data = load_data(args.data, cls)
+    settings = parse_settings(args.set)
+    values = parse_values(args.k)
+    fit_options = parse_settings(args.option, "--option")
+    if args.steps is not None:
+        fit_options["steps"] = args.steps
+    result = pg.select(lambda v: build_model(args.model, data, {**settings, args.name: v}), data, values,
+                       criterion=args.criterion, engine=args.engine, seed=args.seed, progress=False,
+                       **fit_options)
+    print(result.table)
+    result.plot(args.out)
+    print(f"best {args.name}={result.best_value} by {args.criterion}; saved {args.out}")
+    return 0
 
 
 def cmd_sample(args: argparse.Namespace) -> int:

@@ -22,7 +22,8 @@ import torch
 
 __all__ = ["implements", "PyroProgram", "Priors", "UserFunction", "AmortisedProgram", "TopicModel",
            "HiddenMarkovChain", "is_hidden_markov_chain", "EMHooks", "Responsibilities",
-           "BayesianMixture", "CategoricalMixtureModel", "NetworkWithTables", "FactorGraphModel",
+           "BayesianMixture", "BayesianHiddenMarkovChain", "CategoricalMixtureModel", "NetworkWithTables",
+           "FactorGraphModel",
            "Grammar", "LayeredEnergyModel", "Invertible", "Denoising", "Adversarial",
            "AdversarialNetworks", "ContinuousEnergy", "CountingClassifier", "BayesRuleClassifier"]
 
@@ -155,6 +156,20 @@ class BayesianMixture(Protocol):
     covariance_prior: Any
 
     def check_data(self, data: Any) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class BayesianHiddenMarkovChain(Protocol):
+    """A hidden Markov chain (:func:`is_hidden_markov_chain`) with conjugate priors, for
+    variational Bayes (Beal 2003): ``bayesian`` true, ``emission`` ``"categorical"`` |
+    ``"gaussian"`` (with ``dim``, ``covariance``), ``prior_hyperparameters(data)`` -> the
+    Dirichlet / Normal–Wishart hyperparameters as full-shape tensors (``HMM``'s docstring)."""
+
+    k: int
+    emission: str
+    bayesian: bool
+
+    def prior_hyperparameters(self, data: Any = None) -> dict: ...
 
 
 @runtime_checkable

@@ -48,7 +48,7 @@ def _coin_mixture(x):
 
 def _extra_tol_examples():
     """Cases for methods that take ``tol`` but that no built-in example reaches iteratively:
-    the Bayesian mixture (meanfield), network EM with missing cells (exact, BP and mean-field
+    the Bayesian mixture and the Bayesian HMM (meanfield), network EM with missing cells (exact, BP and mean-field
     E-steps), and the generic EM of a user program."""
     from probgen.models import GaussianMixture
     x = registry.models()["gmm"].example(seed=0)[1]
@@ -56,7 +56,10 @@ def _extra_tol_examples():
     rows = rows.clone()
     rows[::2, 0] = -1
     coins = (torch.rand(80, generator=torch.Generator().manual_seed(0)) < 0.5).double()
+    hmm, seqs = registry.models()["hmm"].example(seed=0)
+    bhmm = type(hmm)(hmm.k, "categorical", n_symbols=hmm.n_symbols, bayesian=True)
     return {"bgmm-meanfield": (GaussianMixture(2, x.shape[1], bayesian=True), x, "meanfield"),
+            "bhmm-meanfield": (bhmm, seqs, "meanfield"),
             "bn_missing-em": (bn, rows, "em"), "bn_missing-bp": (bn, rows, "bp"),
             "bn_missing-meanfield": (bn, rows, "meanfield"), "program-em": (_coin_mixture, coins, "em")}
 

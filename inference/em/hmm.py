@@ -147,7 +147,7 @@ class BaumWelch(Method):
 
     def accepts(self, model: Any) -> bool:
         return protocols.is_hidden_markov_chain(model) and getattr(model, "emission", None) in (
-            "categorical", "gaussian", "poisson")
+            "categorical", "gaussian", "poisson") and not getattr(model, "bayesian", False)
 
     def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, tol: float | None = 1e-8, n_init: int = 1, callback: Callable | None = None,
