@@ -48,6 +48,8 @@ def run_hmmlearn(ref, start, x, steps):
     lengths = [len(s) for s in x]
     ref.init_params = ""
     ref.n_iter, ref.tol = steps, -np.inf
+    # the monitor is built in the constructor, from the tol / n_iter given there
+    ref.monitor_.n_iter, ref.monitor_.tol = steps, -np.inf
     ref.fit(X.astype(np.int64) if X.dtype.kind == "i" else X, lengths)
     return ref, np.array(ref.monitor_.history), sum(lengths)
 
