@@ -4,8 +4,10 @@ the fused, augmented-matrix loop for a bipartite pair (RBM) and the generic loop
 with laterals or several hidden layers (mean-field or Gibbs positive phase, Salakhutdinov &
 Hinton 2009) — and the training options shared by the engines that train them.
 
-These are gradient-training loops whose negative phase is k block-Gibbs sweeps; the Gibbs
-*sampler* of a fitted model is :class:`probgen.energy.BlockGibbs` on the MCMC driver.
+These are gradient trainings on :class:`probgen.loops.gradient.Trainer` (one step = one
+epoch) whose update is a method-computed gradient — the positive minus the negative
+statistics, the negative phase k block-Gibbs sweeps — applied by :class:`ContrastiveSGD`;
+the Gibbs *sampler* of a fitted model is :class:`probgen.energy.BlockGibbs` on the MCMC driver.
 
 References:
   Hinton (2002) "Training products of experts by minimizing contrastive divergence".
@@ -21,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from probgen.energy import LayeredEnergy
-from probgen.progress import progress as progress_bar
+from probgen.loops.gradient import Trainer, Update
 from probgen.registry import check_options
 
 
@@ -52,6 +54,14 @@ def training_options(engine: str, options: dict, extra: dict | None = None, **de
     if out["dtype"] not in ("float64", "float32"):
         raise ValueError(f"dtype must be 'float64' or 'float32', got {out['dtype']!r}")
     return out
+
+
+def split_trainer_options(method: Any, model: LayeredEnergy, options: dict) -> tuple[dict, dict]:
+    """(the gradient trainer's options with CD's defaults, the rest) of a fit's ``options``."""
+    from probgen.loops.gradient import TRAINER_OPTIONS
+    given = {k: v for k, v in options.items() if k in TRAINER_OPTIONS}
+    trainer = method.trainer_options(model, given)
+    return trainer, {k: v for k, v in options.items() if k not in TRAINER_OPTIONS}
 
 
 def _dtype(name: str) -> torch.dtype:
@@ -136,15 +146,125 @@ def tied_gibbs_step(h: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.
     return sv[:, :D], ph, hs[:, :H]
 
 
+class ContrastiveSGD(torch.optim.Optimizer):
+    """The update of contrastive divergence as Hinton (2010, §9–10) writes it: gradient ascent
+    on the log-likelihood with classical momentum m and L2 weight decay λ on the couplings,
+
+        v ← m·v + (lr/T)·(Δ − λT·θ),   θ ← θ + v,
+
+    with Δ = E_data[stat] − E_model[stat] (per example), i.e. −T × the gradient ``p.grad`` of
+    the negative mean log-likelihood that the CD step leaves. ``decayed``: the indices of the
+    parameters λ applies to. ``fused``: an RBM's augmented matrix (:class:`_Fused`): when the CD
+    step leaves no ``p.grad`` (no ``clip_grad``), it hands Δ over as its two factors and the
+    update is two ``addmm_`` on the matrix — the fast path, with the numbers CD always gave."""
+
+    def __init__(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
+                 decayed: tuple = (), T: float = 1.0, fused: "_Fused | None" = None):
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
+                                      decayed=list(decayed), T=T))
+        self.fused = fused
+        # called straight, not through the profiling / hook wrapper torch puts around a
+        # class's step() and zero_grad(): that wrapper costs about as much as a small RBM's
+        # whole minibatch update (the parameters never require grad: no no_grad needed)
+        self.step = self._step
+        self.zero_grad = self._zero_grad
+
+    def _zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.param_groups[0]["params"]:
+            if p.grad is not None:
+                p.grad = None
+
+    def _step(self, closure=None):
+        group = self.param_groups[0]
+        lr, m, wd, T = group["lr"], group["momentum"], group["weight_decay"], group["T"]
+        params = group["params"]
+        if params[0].grad is None:  # the factored Δ of the fused matrix
+            self.fused.apply(self.state[params[0]], lr / T, m, wd, T)
+            return None
+        for i, p in enumerate(params):
+            delta = p.grad.neg() if T == 1 else p.grad.mul(-T)
+            if wd and i in group["decayed"]:
+                delta = delta - wd * T * p
+            vel = self.state[p].get("velocity")
+            if vel is None:
+                vel = self.state[p]["velocity"] = torch.zeros_like(p)
+            vel.mul_(m).add_(delta, alpha=lr / T)
+            p += vel
+        return None
+
+
+class _Fused:
+    """An RBM's parameters as one augmented matrix Wa = [[W, b], [cᵀ, 0]] (D+1, H+1) and the
+    factors of the last CD step's Δ·B = ṽ₀ᵀh̃₀ − (B/B')·ṽᵀh̃ (:meth:`apply` adds it in)."""
+
+    def __init__(self, Wa: torch.Tensor):
+        self.Wa, self.D, self.H = Wa, Wa.shape[0] - 1, Wa.shape[1] - 1
+        self.pending: tuple | None = None
+
+    def apply(self, state: dict, s: float, momentum: float, weight_decay: float, T: float) -> None:
+        v0, hp, v, hn = self.pending
+        Wa, D, H = self.Wa, self.D, self.H
+        B, Bn = v0.shape[0], v.shape[0]
+        if momentum:
+            vel = state.get("velocity")
+            if vel is None:
+                vel = state["velocity"] = torch.zeros_like(Wa)
+            vel.mul_(momentum).addmm_(v0.T, hp, alpha=s / B).addmm_(v.T, hn, alpha=-s / Bn)
+            if weight_decay:
+                vel[:D, :H].add_(Wa[:D, :H], alpha=-s * weight_decay * T)
+            Wa += vel
+        else:
+            if weight_decay:
+                Wa[:D, :H].mul_(1 - s * weight_decay * T)
+            Wa.addmm_(v0.T, hp, alpha=s / B).addmm_(v.T, hn, alpha=-s / Bn)
+
+    def gradient(self, T: float) -> torch.Tensor:
+        """The pending Δ materialised, as −Δ/T (the gradient of the negative mean log-likelihood)."""
+        v0, hp, v, hn = self.pending
+        delta = torch.mm(v0.T, hp).div_(v0.shape[0]).sub_(torch.mm(v.T, hn).div_(v.shape[0]))
+        return delta.neg_() if T == 1 else delta.div_(-T)
+
+
+def _optimiser(trainer: dict, momentum: float, weight_decay: float, T: float, decayed: tuple,
+               fused: _Fused | None = None) -> tuple[Any, dict, bool]:
+    """(optimiser, its keywords, whether the CD step adds the weight decay to the gradient): the
+    default :class:`ContrastiveSGD` carries ``momentum`` and ``weight_decay``; another
+    ``optim=`` takes the L2 term in the gradient and has its own momentum, if any."""
+    optim = trainer["optim"]
+    if optim is ContrastiveSGD:
+        return optim, dict(momentum=momentum, weight_decay=weight_decay, decayed=decayed, T=T, fused=fused), False
+    if momentum:
+        raise ValueError(f"momentum= is that of the default CD update; with optim={optim!r} leave it 0 "
+                         "(the optimiser's own momentum, if any, applies)")
+    return optim, {}, bool(weight_decay)
+
+
+def _run_trainer(update: Update, data: torch.Tensor, trainer: dict, **kw: Any) -> Trainer:
+    opts = {k: v for k, v in trainer.items() if k != "optim"}
+    return Trainer([update], data, optim=update.optim, unit="epoch", maximise=False,
+                   objective="recon_error", **opts, **kw)
+
+
+#: the trainer's options of a CD run with the energy methods' defaults (momentum SGD, no schedule)
+CD_TRAINER = {"optim": ContrastiveSGD, "lr_schedule": None, "lr_decay": None, "clip_grad": None, "ema": None,
+              "validation": None, "patience": None, "callback": None}
+
+
 def train_bipartite(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.Tensor, *,
                     T: float = 1.0, visible: str = "bernoulli", up: int = 1, down: int = 1, steps: int,
                     batch_size: int, lr: float, k: int, persistent: bool, momentum: float,
                     weight_decay: float, n_chains: int | None, g: torch.Generator, progress: bool,
-                    desc: str = "rbm") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[dict]]:
-    """CD-k (Hinton 2002) or PCD-k (Tieleman 2008) for an RBM E = −bᵀv − cᵀh − vᵀWh,
-    minibatch gradient ascent on (E_data − E_model)[stat]/T with momentum and L2 weight
-    decay on W. The negative statistics use the sampled visible states and the hidden
-    conditional means given them (Rao-Blackwellised, as scikit-learn's BernoulliRBM).
+                    seed: int | None = None, trainer: dict | None = None,
+                    desc: str = "rbm") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[dict], Trainer]:
+    """CD-k (Hinton 2002) or PCD-k (Tieleman 2008) for an RBM E = −bᵀv − cᵀh − vᵀWh on the
+    gradient trainer (:class:`probgen.loops.gradient.Trainer`, one step = one epoch of
+    minibatches; ``trainer``: its options, :data:`CD_TRAINER` by default): minibatch gradient
+    ascent on (E_data − E_model)[stat]/T, by default with momentum and L2 weight decay on W
+    (:class:`ContrastiveSGD`). The negative statistics use the sampled visible states and the
+    hidden conditional means given them (Rao-Blackwellised, as scikit-learn's BernoulliRBM).
+    The persistent chains of PCD and the generator ``g`` are the trainer's saved state.
 
     ``up`` / ``down`` copies implement the tied-copies RBMs of DBM pretraining
     (Salakhutdinov & Hinton 2009, §3.1; Goodfellow, Bengio & Courville 2016, §20.4.5): ``up`` copies of the
@@ -153,19 +273,23 @@ def train_bipartite(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.
     doubled top-down weights for the top RBM). Copies are sampled independently; their
     sums are Binomial(copies, p).
 
-    Implementation: the parameters live in one augmented matrix Wa = [[W, b], [cᵀ, 0]] and
-    the states carry a column of ones, so each field is one matrix product and the whole
-    update (W, b and c) is two ``addmm_`` calls: Wa += lr/T·(ṽᵀh̃_data/B − ṽᵀh̃_model/B').
-    All of an epoch's random numbers are drawn at once.
+    Implementation: the parameters live in one augmented matrix Wa = [[W, b], [cᵀ, 0]] (W, b
+    and c are views of it) and the states carry a column of ones, so each field is one matrix
+    product and the default update (W, b and c) is two ``addmm_`` calls:
+    Wa += lr/T·(ṽᵀh̃_data/B − ṽᵀh̃_model/B'). All of an epoch's random numbers are drawn at once.
 
-    Shapes: x (N, D), W (D, H), b (D,), c (H,). Returns updated (W, b, c) and the
-    per-epoch history (reconstruction error, pseudo-log-likelihood for binary data)."""
+    Shapes: x (N, D), W (D, H), b (D,), c (H,). Returns updated (W, b, c), the per-epoch
+    history (reconstruction error, pseudo-log-likelihood for binary data) and the trainer."""
+    trainer = CD_TRAINER if trainer is None else trainer
     N, D = x.shape
     H = W.shape[1]
     dtype = x.dtype
     Wa = torch.zeros(D + 1, H + 1, dtype=dtype)
     Wa[:D, :H], Wa[:D, H], Wa[D, :H] = W, b, c
-    vel = torch.zeros_like(Wa) if momentum else None
+    fused = _Fused(Wa)
+    named = {"W": Wa[:D, :H], "b": Wa[:D, H], "c": Wa[D, :H]}  # views: the trainer steps Wa through them
+    optim, optim_args, decay_in_grad = _optimiser(trainer, momentum, weight_decay, T, (0,), fused)
+    materialise = optim is not ContrastiveSGD or trainer["clip_grad"] is not None
     xa = _augment(up * x) if up != 1 else _augment(x)       # [Σ v-copies, 1] for the data
     n_chains = n_chains or batch_size
     rows = n_chains if persistent else batch_size
@@ -173,71 +297,97 @@ def train_bipartite(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.
     sv = _augment(torch.zeros(rows, D, dtype=dtype))         # Σ v-copies (sampled), + ones
     hpos = _augment(torch.zeros(batch_size, H, dtype=dtype))  # down·P(h|v) for the data, + ones
     hneg = _augment(torch.zeros(rows, H, dtype=dtype))       # down·P(h|v) for the samples, + ones
+    draw_v = torch.randn if visible == "gaussian" else torch.rand
+    WaH, WaDT = Wa[:, :H], Wa[:D].T  # views: stay valid while Wa is updated in place
+    full = (hs, sv, hpos, hneg, hpos[:, :H], hneg[:, :H], (hs[:, :H], sv[:, :D], WaH, WaDT))
+    epoch = {"batch": 0, "uv": None, "uh": None}
+
+    def cd_step(v0: torch.Tensor):
+        bi = epoch["batch"]
+        if bi == 0:  # all of the epoch's random numbers at once (one call instead of one per block)
+            n_batches = run.batches.batches_per_epoch()
+            epoch["uv"] = draw_v((n_batches, k, up, rows, D), generator=g, dtype=dtype)
+            epoch["uh"] = torch.rand((n_batches, k + (0 if persistent else 1), down, rows, H), generator=g,
+                                     dtype=dtype)
+        epoch["batch"] = bi + 1
+        uv, uh = epoch["uv"], epoch["uh"]
+        B = v0.shape[0]
+        if B == batch_size:
+            h, v, hp, hn, hpH, hnH, views = full
+            ub, ubh = uv[bi], uh[bi]
+        else:  # the last, smaller minibatch
+            hp, hpH = hpos[:B], hpos[:B, :H]
+            h, v, hn, hnH, views = full[0], full[1], hneg, hneg[:, :H], full[6]
+            if not persistent:
+                h, v, hn = hs[:B], sv[:B], hneg[:B]
+                hnH, views = hn[:, :H], (h[:, :H], v[:, :D], WaH, WaDT)
+            ub, ubh = uv[bi, :, :, :v.shape[0]], uh[bi, :, :, :v.shape[0]]
+        # positive phase: the hidden copies' means given the (copied) data, P(h | v)
+        ph0 = torch.mm(v0, WaH, out=hpH)
+        ph0 = torch.sigmoid_(ph0 if T == 1 else ph0.div_(T))
+        # negative phase: k block-Gibbs steps from the data (CD) or the persistent chains (PCD)
+        if not persistent:
+            _draw_sum_into(views[0], ph0[:h.shape[0]], down, "bernoulli", T, ubh[k])
+        if down != 1:
+            hpH.mul_(down)
+        for step in range(k):
+            _gibbs_step_aug(h, v, Wa, T, visible, up, down, ub[step], ubh[step], ph_out=hnH, views=views)
+        if down != 1:
+            hnH.mul_(down)
+        fused.pending = (v0, hp, v, hn)
+        if materialise:  # the gradient in p.grad, for clip_grad and other optimisers
+            grad = fused.gradient(T)
+            grad[D, H] = 0.0  # the ones×ones corner is not a parameter
+            for name, view in named.items():
+                view.grad = _view_like(grad, name, D, H).clone()
+            if decay_in_grad:
+                named["W"].grad.add_(named["W"], alpha=weight_decay)
+        return None, {}
+
+    def measure() -> dict:
+        epoch["batch"] = 0
+        rec = _bipartite_record(0, eval_rows, named["W"], named["b"], named["c"], T, visible, up, down, g)
+        del rec["step"]
+        return rec
+
+    def validate(val: torch.Tensor) -> float:
+        v = val[:, :D] / up if up != 1 else val[:, :D]
+        return _recon_error(v, named["W"], named["b"], named["c"], T, visible, up, down)
+
+    update = Update(cd_step, named, optim=optim, optim_args=optim_args, backward=False)
+    run = _run_trainer(update, xa, trainer, steps=steps, seed=seed, batch_size=batch_size, lr=lr,
+                       validate=validate, progress=progress, desc=desc, shuffle=g, generators={"g": g},
+                       tensors={"chains": hs} if persistent else {}, measure=measure)
+    train = run.train
+    Nt = train.shape[0]
     if persistent:
-        v_init = xa[torch.randint(N, (n_chains,), generator=g)]
+        v_init = train[torch.randint(Nt, (n_chains,), generator=g)]
         p0 = torch.sigmoid(v_init @ Wa[:, :H] / T)
         _draw_sum_into(hs[:, :H], p0, down, "bernoulli", T,
                        torch.rand((down, n_chains, H), generator=g, dtype=dtype))
-    history = []
-    eval_rows = x[torch.randperm(N, generator=g)[:500]]
-    n_batches = -(-N // batch_size)
-    draw_v = torch.randn if visible == "gaussian" else torch.rand
-    s = lr / T
-    WaH, WaDT = Wa[:, :H], Wa[:D].T  # views: stay valid while Wa is updated in place
-    full = (hs, sv, hpos, hneg, hpos[:, :H], hneg[:, :H], (hs[:, :H], sv[:, :D], WaH, WaDT))
-    for epoch in progress_bar(range(steps), total=steps, desc=desc, enabled=progress):
-        xp = xa[torch.randperm(N, generator=g)]
-        # all of the epoch's random numbers at once (one call instead of one per block)
-        uv = draw_v((n_batches, k, up, rows, D), generator=g, dtype=dtype)
-        uh = torch.rand((n_batches, k + (0 if persistent else 1), down, rows, H), generator=g, dtype=dtype)
-        for bi in range(n_batches):
-            v0 = xp[bi * batch_size:(bi + 1) * batch_size]
-            B = v0.shape[0]
-            if B == batch_size:
-                h, v, hp, hn, hpH, hnH, views = full
-                ub, ubh = uv[bi], uh[bi]
-            else:  # the last, smaller minibatch
-                hp, hpH = hpos[:B], hpos[:B, :H]
-                h, v, hn, hnH, views = full[0], full[1], hneg, hneg[:, :H], full[6]
-                if not persistent:
-                    h, v, hn = hs[:B], sv[:B], hneg[:B]
-                    hnH, views = hn[:, :H], (h[:, :H], v[:, :D], WaH, WaDT)
-                ub, ubh = uv[bi, :, :, :v.shape[0]], uh[bi, :, :, :v.shape[0]]
-            # positive phase: the hidden copies' means given the (copied) data, P(h | v)
-            ph0 = torch.mm(v0, WaH, out=hpH)
-            ph0 = torch.sigmoid_(ph0 if T == 1 else ph0.div_(T))
-            # negative phase: k block-Gibbs steps from the data (CD) or the persistent chains (PCD)
-            if not persistent:
-                _draw_sum_into(views[0], ph0[:h.shape[0]], down, "bernoulli", T, ubh[k])
-            if down != 1:
-                hpH.mul_(down)
-            for step in range(k):
-                _gibbs_step_aug(h, v, Wa, T, visible, up, down, ub[step], ubh[step], ph_out=hnH, views=views)
-            if down != 1:
-                hnH.mul_(down)
-            Bn = v.shape[0]
-            if momentum:
-                vel.mul_(momentum).addmm_(v0.T, hp, alpha=s / B).addmm_(v.T, hn, alpha=-s / Bn)
-                if weight_decay:
-                    vel[:D, :H].add_(Wa[:D, :H], alpha=-s * weight_decay * T)
-                Wa += vel
-            else:
-                if weight_decay:
-                    Wa[:D, :H].mul_(1 - s * weight_decay * T)
-                Wa.addmm_(v0.T, hp, alpha=s / B).addmm_(v.T, hn, alpha=-s / Bn)
-        W, b, c = Wa[:D, :H], Wa[:D, H], Wa[D, :H]  # (the ones×ones corner is not a parameter)
-        history.append(_bipartite_record(epoch, eval_rows, W, b, c, T, visible, up, down, g))
-    return Wa[:D, :H].clone(), Wa[:D, H].clone(), Wa[D, :H].clone(), history
+    eval_rows = train[torch.randperm(Nt, generator=g)[:500], :D]
+    if up != 1:
+        eval_rows = eval_rows / up
+    run.run()
+    return Wa[:D, :H].clone(), Wa[:D, H].clone(), Wa[D, :H].clone(), run.history, run
+
+
+def _view_like(t: torch.Tensor, name: str, D: int, H: int) -> torch.Tensor:
+    return {"W": t[:D, :H], "b": t[:D, H], "c": t[D, :H]}[name]
+
+
+def _recon_error(v, W, b, c, T, visible, up, down) -> float:
+    """Mean squared reconstruction error of one up-down pass with means (per row)."""
+    ph = torch.sigmoid((c + up * (v @ W)) / T)
+    rec = _v_mean(b + down * (ph @ W.T), visible, T)
+    return float(((v - rec) ** 2).sum(1).mean())
 
 
 def _bipartite_record(epoch, v, W, b, c, T, visible, up, down, g) -> dict:
     """Reconstruction error (mean squared, one up-down pass with means) and, for binary
     data with single copies, the stochastic pseudo-log-likelihood of Besag (1975) as
     scikit-learn's BernoulliRBM.score_samples computes it (one random unit flipped)."""
-    ph = torch.sigmoid((c + up * (v @ W)) / T)
-    rec = _v_mean(b + down * (ph @ W.T), visible, T)
-    rec_err = float(((v - rec) ** 2).sum(1).mean())
-    out = {"step": epoch, "recon_error": rec_err}
+    out = {"step": epoch, "recon_error": _recon_error(v, W, b, c, T, visible, up, down)}
     if visible == "bernoulli" and up == 1 and down == 1:
         idx = torch.randint(v.shape[1], (v.shape[0],), generator=g)
         flipped = v.clone()
@@ -270,56 +420,90 @@ def sufficient_statistics(model: LayeredEnergy, states: list) -> dict[str, torch
 def train_layered(model: LayeredEnergy, x: torch.Tensor, params: dict, *, positive: str, steps: int,
                   batch_size: int, lr: float, k: int, persistent: bool, momentum: float,
                   weight_decay: float, n_chains: int | None, g: torch.Generator, progress: bool,
-                  mf_iters: int = 10, desc: str = "train") -> tuple[dict, list[dict], list]:
-    """Stochastic maximum likelihood for any layered energy model:
-    ∇ log p(v) = (E_data[stat] − E_model[stat]) / T.
+                  mf_iters: int = 10, seed: int | None = None, trainer: dict | None = None,
+                  desc: str = "train") -> tuple[dict, list[dict], list, Trainer]:
+    """Stochastic maximum likelihood for any layered energy model on the gradient trainer
+    (one step = one epoch; ``trainer``: its options, :data:`CD_TRAINER` by default):
+    ∇ log p(v) = (E_data[stat] − E_model[stat]) / T, by default with momentum and L2 weight
+    decay on couplings and laterals (:class:`ContrastiveSGD`).
 
     The positive phase is ``"meanfield"`` (fixed-point posterior means, Salakhutdinov &
     Hinton 2009) or ``"gibbs"`` (k clamped Gibbs sweeps from a mean-field start); the
     negative phase runs k sweeps of the model's coloured Gibbs schedule from the positive
-    states (CD) or from persistent chains (PCD). Returns (params, history, chains)."""
+    states (CD) or from persistent chains (PCD; the chains and ``g`` are the trainer's saved
+    state). The history's ``recon_error`` is the mean over the epoch's minibatches of the
+    reconstruction error after each update. Returns (params, history, chains, trainer)."""
+    trainer = CD_TRAINER if trainer is None else trainer
     params = {kk: v.clone() for kk, v in params.items()}
-    vel = {kk: torch.zeros_like(v) for kk, v in params.items()}
+    names = list(params)
+    lateral_or_coupling = set(model.coupling_names.values()) | set(model.lateral_names.values())
+    decayed = tuple(i for i, name in enumerate(names) if name in lateral_or_coupling)
+    optim, optim_args, decay_in_grad = _optimiser(trainer, momentum, weight_decay, model.T, decayed)
     hidden = [l for l in model.undirected_layers if l != 0]
     sched_all, sched_hidden = model.gibbs_schedule(), model.gibbs_schedule(hidden)
     N = x.shape[0]
     n_chains = n_chains or batch_size
     chains = model.random_states(n_chains, x.dtype, g)
     chains[0] = x[torch.randint(N, (n_chains,), generator=g)]
-    lateral_or_coupling = set(model.coupling_names.values()) | set(model.lateral_names.values())
-    history = []
-    for epoch in progress_bar(range(steps), total=steps, desc=desc, enabled=progress):
-        rec, nb = 0.0, 0
-        perm = torch.randperm(N, generator=g)
-        for start in range(0, N, batch_size):
-            v0 = x[perm[start:start + batch_size]]
-            clamped = [v0] + [None] * (model.n_layers - 1)
-            mu, _ = model.mean_field(params, clamped, hidden, iters=mf_iters if positive == "meanfield" else 5)
-            if positive == "meanfield":
-                pos = mu
-            else:
-                pos = [v0] + [model._draw(l, mu[l], g) for l in range(1, model.n_layers)]
-                for _ in range(k):
-                    pos = model.gibbs_sweep(params, pos, g, schedule=sched_hidden)
-            if persistent:
-                neg = chains
-            else:
-                neg = [v0] + [model._draw(l, pos[l], g) if positive == "meanfield" else pos[l]
-                              for l in range(1, model.n_layers)]
+    T = model.T
+    iters = mf_iters if positive == "meanfield" else 5
+    # the reconstruction error of a minibatch is scored after its update (the next step, or measure)
+    recon = {"sum": 0.0, "n": 0, "pending": None}
+
+    def score_pending() -> None:
+        if recon["pending"] is not None:
+            v0, mu = recon["pending"]
+            r = model.conditional_mean(params, [None] + [mu[l] for l in range(1, model.n_layers)], 0)
+            recon["sum"] += float(((v0 - r) ** 2).sum(1).mean())
+            recon["n"] += 1
+            recon["pending"] = None
+
+    def cd_step(v0: torch.Tensor):
+        score_pending()
+        clamped = [v0] + [None] * (model.n_layers - 1)
+        mu, _ = model.mean_field(params, clamped, hidden, iters=iters)
+        if positive == "meanfield":
+            pos = mu
+        else:
+            pos = [v0] + [model._draw(l, mu[l], g) for l in range(1, model.n_layers)]
             for _ in range(k):
-                neg = model.gibbs_sweep(params, neg, g, schedule=sched_all)
-            if persistent:
-                chains = neg
-            sp, sn = sufficient_statistics(model, pos), sufficient_statistics(model, neg)
-            B, Bn = v0.shape[0], neg[0].shape[0]
-            for name in params:
-                grad = sp[name] / B - sn[name] / Bn
-                if weight_decay and name in lateral_or_coupling:
-                    grad = grad - weight_decay * model.T * params[name]
-                vel[name].mul_(momentum).add_(grad, alpha=lr / model.T)
-                params[name] += vel[name]
-            recon = model.conditional_mean(params, [None] + [mu[l] for l in range(1, model.n_layers)], 0)
-            rec += float(((v0 - recon) ** 2).sum(1).mean())
-            nb += 1
-        history.append({"step": epoch, "recon_error": rec / max(nb, 1)})
-    return params, history, chains
+                pos = model.gibbs_sweep(params, pos, g, schedule=sched_hidden)
+        if persistent:
+            neg = chains
+        else:
+            neg = [v0] + [model._draw(l, pos[l], g) if positive == "meanfield" else pos[l]
+                          for l in range(1, model.n_layers)]
+        for _ in range(k):
+            neg = model.gibbs_sweep(params, neg, g, schedule=sched_all)
+        if persistent:  # into the trainer's chain tensors
+            for c, n in zip(chains, neg):
+                c.copy_(n)
+        sp, sn = sufficient_statistics(model, pos), sufficient_statistics(model, neg)
+        B, Bn = v0.shape[0], neg[0].shape[0]
+        for name, p in params.items():
+            grad = sp[name] / B - sn[name] / Bn          # Δ, per example
+            grad = grad.neg_() if T == 1 else grad.div_(-T)  # the gradient of −mean log p(v)
+            if decay_in_grad and name in lateral_or_coupling:
+                grad.add_(p, alpha=weight_decay)
+            p.grad = grad
+        recon["pending"] = (v0, mu)
+        return None, {}
+
+    def measure() -> dict:
+        score_pending()
+        out = {"recon_error": recon["sum"] / max(recon["n"], 1)}
+        recon["sum"], recon["n"] = 0.0, 0
+        return out
+
+    def validate(val: torch.Tensor) -> float:
+        mu, _ = model.mean_field(params, [val] + [None] * (model.n_layers - 1), hidden, iters=iters)
+        r = model.conditional_mean(params, [None] + [mu[l] for l in range(1, model.n_layers)], 0)
+        return float(((val - r) ** 2).sum(1).mean())
+
+    update = Update(cd_step, params, optim=optim, optim_args=optim_args, backward=False)
+    run = _run_trainer(update, x, trainer, steps=steps, seed=seed, batch_size=batch_size, lr=lr,
+                       validate=validate, progress=progress, desc=desc, shuffle=g, generators={"g": g},
+                       tensors={f"chain_{l}": c for l, c in enumerate(chains)} if persistent else {},
+                       measure=measure)
+    run.run()
+    return params, run.history, chains, run

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from probgen import checkpoint
 from probgen.energy import LayeredEnergy
 
 from ._energy_cd import train_bipartite
@@ -39,7 +40,8 @@ def pretraining_factors(n_links: int, kind: str) -> list[dict]:
 
 
 def greedy_pretrain(model: LayeredEnergy, x: torch.Tensor, params: dict, kind: str, opts: dict,
-                    steps: int, g: torch.Generator, progress: bool) -> tuple[dict, list[dict]]:
+                    steps: int, g: torch.Generator, progress: bool, seed: int | None = None,
+                    trainer: dict | None = None) -> tuple[dict, list[dict]]:
     """Train one RBM per link by CD-k, bottom-up, each on the previous RBM's hidden
     probabilities, and compose them (Hinton, Osindero & Teh 2006; Salakhutdinov & Hinton
     2009 pretrain with CD as well; ``persistent`` applies to the joint training only).
@@ -47,7 +49,12 @@ def greedy_pretrain(model: LayeredEnergy, x: torch.Tensor, params: dict, kind: s
     Biases: the visible bias from the bottom RBM; a DBN's layer l < L takes the bias of
     the RBM above it (its visible side, which generates layer l top-down) and the top
     layer its own; a DBM's inner layers average the two RBMs' biases (each RBM accounts
-    for half of the layer's input). Returns (params, stages)."""
+    for half of the layer's input). Returns (params, stages).
+
+    Each stage is a run of the gradient trainer with the fit's trainer options (``trainer``)
+    except its callback; the stages write no checkpoint (a resumed fit pretrains again, the
+    same way from the same seed, and continues its joint training from the checkpoint)."""
+    stage_trainer = None if trainer is None else dict(trainer, callback=None)
     links = sorted(model.coupling_names)
     factors = pretraining_factors(len(links), kind)
     params = dict(params)
@@ -56,12 +63,13 @@ def greedy_pretrain(model: LayeredEnergy, x: torch.Tensor, params: dict, kind: s
     for (i, j), fac in zip(links, factors):
         w = model.coupling_names[(i, j)]
         visible = model.layers[i].units
-        W, b, c, hist = train_bipartite(inp, params[w], params[model.bias_names[i]], params[model.bias_names[j]],
-                                        T=model.T, visible=visible, up=fac["up"], down=fac["down"], steps=steps,
-                                        batch_size=opts["batch_size"], lr=opts["lr"], k=opts["k"],
-                                        persistent=False, momentum=opts["momentum"],
-                                        weight_decay=opts["weight_decay"], n_chains=opts["n_chains"], g=g,
-                                        progress=progress, desc=f"pretrain {w}")
+        with checkpoint.activate(None):
+            W, b, c, hist, _ = train_bipartite(
+                inp, params[w], params[model.bias_names[i]], params[model.bias_names[j]], T=model.T,
+                visible=visible, up=fac["up"], down=fac["down"], steps=steps, batch_size=opts["batch_size"],
+                lr=opts["lr"], k=opts["k"], persistent=False, momentum=opts["momentum"],
+                weight_decay=opts["weight_decay"], n_chains=opts["n_chains"], g=g, progress=progress,
+                seed=seed, trainer=stage_trainer, desc=f"pretrain {w}")
         stages.append({"link": (i, j), "weight": w, **fac, "W": W, "b": b, "c": c, "history": hist})
         inp = stage_up(inp, stages[-1], model.T)
     for st in stages:

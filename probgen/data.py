@@ -231,6 +231,8 @@ def n_items(data: Any) -> int:
     """The number of data items (rows, documents, sequences, sentences) of ``data``: a tensor,
     a container with ``n_docs`` (a corpus) or ``__len__`` and ``subset`` (padded sequences),
     a list of items (sentences, trees), or a tuple of equally long tensors."""
+    if isinstance(data, torch.Tensor):  # the hot path: once per minibatch
+        return data.shape[0]
     if _parallel(data):
         return n_items(data[0])
     if hasattr(data, "n_docs"):
@@ -246,7 +248,7 @@ def n_items(data: Any) -> int:
 def take(data: Any, idx: torch.Tensor) -> Any:
     """The items ``idx`` (a 1-d long tensor) of ``data`` (see :func:`n_items`), in that order."""
     if isinstance(data, torch.Tensor):
-        return data[idx]
+        return data.index_select(0, idx)  # = data[idx], at a fraction of the indexing overhead
     if _parallel(data):
         return type(data)(take(d, idx) for d in data)
     if hasattr(data, "subset"):

@@ -331,3 +331,69 @@ def test_importance_sampled_log_unnormalized_matches_enumeration(model):
     # the weights' relative variance is below 1 for a 4-5-bit proposal space)
     se = reps.std(0) / math.sqrt(20)
     assert ((reps.mean(0) - exact).abs() < 4 * se + 0.01).all()
+
+
+# ---- contrastive divergence on the gradient trainer -----------------------------------------
+
+def _rbm_data():
+    model, data = RBM.example(seed=0)
+    return model, data
+
+
+def test_cd_fused_update_equals_the_materialised_gradient():
+    """The default CD update adds Δ into the augmented matrix as two factors (no gradient
+    tensor); with ``clip_grad`` set, the gradient is materialised in ``p.grad`` and the same
+    ContrastiveSGD rule applies it. With a bound no gradient reaches (1e9) the two must give the
+    same fit; in float64 their only difference is the order of a few roundings (~1e-16
+    relative), far below the 1e-9 checked here, and a Bernoulli draw flips only if a uniform
+    falls within that of its mean (probability ~1e-13 per draw)."""
+    model, data = _rbm_data()
+    kw = dict(engine="mcmc", steps=4, seed=0, progress=False, dtype="float64", persistent=True, momentum=0.5,
+              weight_decay=0.01, batch_size=7, lr=0.3)
+    fused = pg.fit(model, data, **kw)
+    materialised = pg.fit(model, data, clip_grad=1e9, **kw)
+    for k, v in fused.params.items():
+        assert torch.allclose(materialised.params[k], v, rtol=0, atol=1e-9), k
+    assert not torch.equal(fused.params["W"], RBM.example(seed=0)[0].init_params(data, seed=0)["W"].double())
+
+
+def test_pcd_chains_are_trainer_state():
+    """The persistent chains of PCD are saved with the trainer's state: they evolve from step to
+    step, a run continued from a saved state equals the uninterrupted one bit for bit, and one
+    continued with other chains does not (lr 2: weights large enough that the chains change
+    the Gibbs draws; deterministic on CPU with this seed)."""
+    import copy
+    from probgen.loops import gradient
+    model, data = _rbm_data()
+    kw = dict(engine="mcmc", steps=12, seed=0, progress=False, persistent=True, momentum=0.5, batch_size=8, lr=2.0)
+    states = []
+    with gradient.session(every=1, save=lambda s: states.append(copy.deepcopy(s))):
+        whole = pg.fit(model, data, **kw)
+    chains = [s["tensors"]["chains"] for s in states]
+    assert not torch.equal(chains[1], chains[2])
+    with gradient.session(resume=states[2]):
+        resumed = pg.fit(model, data, **kw)
+    assert torch.equal(resumed.params["W"], whole.params["W"])
+    other = copy.deepcopy(states[2])
+    other["tensors"]["chains"].copy_(chains[0])
+    with gradient.session(resume=other):
+        wrong = pg.fit(model, data, **kw)
+    assert not torch.equal(wrong.params["W"], whole.params["W"])
+
+
+def test_cd_takes_the_trainer_options():
+    """CD runs on the gradient trainer: a validation split scores ``val_recon_error`` every epoch
+    and restores the best epoch; another optimiser is refused with CD's ``momentum``; a DBN
+    (pretraining stages only) refuses a checkpoint."""
+    model, data = _rbm_data()
+    fit = pg.fit(model, data, engine="mcmc", steps=5, seed=0, progress=False, validation=0.25)
+    assert all("val_recon_error" in r for r in fit.history)
+    best = min(r["val_recon_error"] for r in fit.history)
+    assert fit.state["best_val_recon_error"] == best
+    adam = pg.fit(model, data, engine="mcmc", steps=3, seed=0, progress=False, optim="adam", lr=0.01)
+    assert adam.options["optim"] == "adam"
+    with pytest.raises(ValueError, match="momentum"):
+        pg.fit(model, data, engine="mcmc", steps=2, seed=0, progress=False, optim="adam", momentum=0.5)
+    dbn, x = DBN.example(seed=0)
+    with pytest.raises(ValueError, match="checkpoint"):
+        pg.fit(dbn, x, engine="mcmc", steps=2, seed=0, progress=False, checkpoint="/tmp/never-written.ckpt")

@@ -50,6 +50,12 @@ def _examples():
 
 
 EXAMPLES = _examples()
+# persistent contrastive divergence: its Markov chains are trainer state that a resume must restore
+# (lr 2: weights large enough that the chains' state changes the Gibbs draws — at the default
+# lr the example's weights stay so small that a resume with wrong chains went unnoticed)
+EXAMPLES["rbm-mcmc-pcd"] = (*registry.models()["rbm"].example(seed=0), "mcmc")
+#: options of a case besides ``tol``
+CASE_OPTIONS = {"rbm-mcmc-pcd": {"persistent": True, "momentum": 0.5, "batch_size": 8, "lr": 2.0}}
 CASES = sorted(EXAMPLES)
 
 
@@ -75,7 +81,7 @@ def _options(case):
     """``tol=None`` where the method takes it, so that the run is not cut short by convergence
     (a checkpoint is then always of a run in progress)."""
     model = registry.as_declaration(EXAMPLES[case][0])
-    return {"tol": None} if "tol" in _method(case).fit_options(model) else {}
+    return {**({"tol": None} if "tol" in _method(case).fit_options(model) else {}), **CASE_OPTIONS.get(case, {})}
 
 
 def _fit(case, steps, **kw):

@@ -133,8 +133,26 @@ def test_to_arviz_round_trips_through_arviz_summary(which, nuts4, gibbs4):
         assert mine["mcse"] == pytest.approx(row["mcse_mean"], rel=max(rel, 1e-10))
     if which == "nuts":
         stats = idata.sample_stats
-        assert {"step_size", "accept_prob", "diverging", "potential_energy"} <= set(stats.data_vars)
+        assert {"step_size", "accept_prob", "diverging", "potential_energy", "tree_depth",
+                "n_steps"} <= set(stats.data_vars)
         assert stats["potential_energy"].shape == (4, 400) and stats["diverging"].dtype == bool
+
+
+def test_nuts_reports_tree_depth_and_leapfrog_steps(nuts4):
+    """A trajectory of d doublings holds at most 2^d − 1 leapfrog steps (the last doubling
+    may stop half-way on a U-turn or a divergence, so at least 2^(d−1)), d ≤ max_tree_depth;
+    with max_tree_depth=1 every trajectory is one leapfrog step. The history carries the same
+    numbers per draw as ``sample_stats`` (chain, draw)."""
+    stats = nuts4.state["sample_stats"]
+    depth, n = stats["tree_depth"], stats["n_steps"]
+    assert depth.shape == n.shape == (4, 400)
+    assert bool(((depth >= 1) & (depth <= 10)).all())
+    assert bool((n <= 2 ** depth - 1).all()) and bool((n >= 2 ** (depth - 1)).all())
+    assert len(set(depth.flatten().tolist())) > 1          # the sampler adapts: not one fixed depth
+    assert [h["tree_depth"] for h in nuts4.history if h["chain"] == 0] == depth[0].tolist()
+    one = pg.fit(normal_mean, X, engine="mcmc", steps=20, warmup=20, seed=0, progress=False, max_tree_depth=1)
+    assert one.state["sample_stats"]["tree_depth"].eq(1).all() and one.state["sample_stats"]["n_steps"].eq(1).all()
+    assert {"diverging", "accept_prob", "step_size"} <= set(one.state["sample_stats"])
 
 
 def test_diagnostics_match_arviz_on_autocorrelated_chains():

@@ -14,21 +14,24 @@ from typing import Any
 
 import torch
 
-from probgen import protocols
+from probgen import checkpoint, protocols
 from probgen.energy import BlockGibbs, LayeredEnergy
 from probgen.fit import Fit
+from probgen.loops.gradient import TRAINER_OPTIONS, GradientMethod
 from probgen.loops.mcmc import run
 from probgen.random import generator
 from probgen.registry import register
 
 from .._energy import EnergyMethod
-from .._energy_cd import (TRAIN_OPTIONS, _dtype, is_bipartite_pair, start_params, train_bipartite, train_layered,
-                          training_options)
+from .._energy_cd import (TRAIN_OPTIONS, ContrastiveSGD, _dtype, is_bipartite_pair, split_trainer_options, start_params,
+                          train_bipartite, train_layered, training_options)
 from .._energy_pretrain import greedy_pretrain
 
 
 @register
-class EnergyGibbs(EnergyMethod):
+class EnergyGibbs(EnergyMethod, GradientMethod):
+    #: CD's momentum update is the default optimiser (``optim=`` another one: its own rule)
+    trainer_defaults = {"optim": ContrastiveSGD}
     engine = "mcmc"
     name = "cd"
     objective = "recon_error"
@@ -39,7 +42,7 @@ class EnergyGibbs(EnergyMethod):
         return protocols.implements(model, protocols.LayeredEnergyModel)
 
     def fit_options(self, model: LayeredEnergy) -> tuple[str, ...]:
-        return TRAIN_OPTIONS
+        return TRAIN_OPTIONS + TRAINER_OPTIONS
 
     def fit(self, model: LayeredEnergy, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, **options: Any) -> Fit:
@@ -47,9 +50,15 @@ class EnergyGibbs(EnergyMethod):
         ``persistent`` (PCD, False), ``momentum`` (0), ``weight_decay`` (0, L2 on couplings),
         ``n_chains`` (persistent chains, = batch_size), ``pretrain`` (greedy stacking first;
         always for a DBN), ``pretrain_steps`` (epochs per stacked RBM, = steps), ``dtype``
-        ("float64" | "float32" for training). ``steps`` = epochs (default 20)."""
+        ("float64" | "float32" for training), and the gradient trainer's options
+        (:data:`probgen.loops.gradient.TRAINER_OPTIONS`; the default ``optim`` is CD's momentum
+        update, :class:`ContrastiveSGD`). ``steps`` = epochs (default 20)."""
+        trainer, options = split_trainer_options(self, model, options)
         opts = training_options("mcmc", options)
         steps = 20 if steps is None else steps
+        if model.n_directed and checkpoint.active() is not None:
+            raise ValueError("a DBN is trained by greedy pretraining stages only, which write no checkpoint: "
+                             "fit it without checkpoint=")
         dtype = _dtype(opts["dtype"])
         x = data.to(dtype)
         g = generator(seed)
@@ -59,27 +68,29 @@ class EnergyGibbs(EnergyMethod):
         if model.n_directed or (opts["pretrain"] and len(model.coupling_names) > 1):
             kind = "dbn" if model.n_directed else "dbm"
             pre_steps = opts["pretrain_steps"] if opts["pretrain_steps"] is not None else steps
-            params, stages = greedy_pretrain(model, x, params, kind, opts, pre_steps, g, progress)
+            params, stages = greedy_pretrain(model, x, params, kind, opts, pre_steps, g, progress, seed, trainer)
             state["pretraining"] = [{k: v for k, v in s.items() if k != "history"} for s in stages]
             for s in stages:
                 history += [dict(r, stage=s["weight"]) for r in s["history"]]
         if not model.n_directed:
             if is_bipartite_pair(model):
                 (i, j), w = next(iter(model.coupling_names.items()))
-                W, b, c, hist = train_bipartite(
+                W, b, c, hist, run = train_bipartite(
                     x, params[w], params[model.bias_names[i]], params[model.bias_names[j]], T=model.T,
                     visible=model.layers[i].units, steps=steps, batch_size=opts["batch_size"], lr=opts["lr"],
                     k=opts["k"], persistent=opts["persistent"], momentum=opts["momentum"],
                     weight_decay=opts["weight_decay"], n_chains=opts["n_chains"], g=g, progress=progress,
-                    desc=type(model).__name__)
+                    seed=seed, trainer=trainer, desc=type(model).__name__)
                 params.update({w: W, model.bias_names[i]: b, model.bias_names[j]: c})
             else:
-                params, hist, _ = train_layered(
+                params, hist, _, run = train_layered(
                     model, x, params, positive="gibbs", steps=steps, batch_size=opts["batch_size"], lr=opts["lr"],
                     k=opts["k"], persistent=opts["persistent"], momentum=opts["momentum"],
                     weight_decay=opts["weight_decay"], n_chains=opts["n_chains"], g=g, progress=progress,
-                    desc=type(model).__name__)
+                    seed=seed, trainer=trainer, desc=type(model).__name__)
             history += hist
+            state.update(run.fit_state())
+            opts.update(run.options())
         return self.make_fit(model, params, history, state, dict(opts, steps=steps), data)
 
     def infer(self, model: LayeredEnergy, params: dict | None, data: Any, query: str, num_samples: int = 500,

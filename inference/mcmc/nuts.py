@@ -14,8 +14,11 @@ draws are ``fit.state["draws"]`` ``(chain, draw, ...)`` and ``fit.state["samples
 concatenated). ``fit.history`` has one record per kept draw, aligned with
 ``fit.state["samples"]``: ``step`` (the draw's index), ``chain``,
 and the sampler's statistics for that draw — ``step_size``, ``accept_prob`` (the mean
-Metropolis acceptance probability over the trajectory's proposals), ``diverging`` and
-``potential_energy`` (−log p(θ, data) in the unconstrained space, the Jacobian included).
+Metropolis acceptance probability over the trajectory's proposals), ``diverging``,
+``potential_energy`` (−log p(θ, data) in the unconstrained space, the Jacobian included),
+``tree_depth`` (the trajectory's doublings, at most ``max_tree_depth``) and ``n_steps`` (its
+leapfrog steps). The same statistics are ``fit.state["sample_stats"]`` ``(chain, draw)``, and
+``fit.to_arviz()``'s ``sample_stats``.
 """
 from __future__ import annotations
 
@@ -208,8 +211,12 @@ class NUTSKernel(Kernel):
     adapted ``step_size``; the draw's acceptance probability, recovered from the running
     mean the kernel keeps over the kept draws (m_n = m_{n-1} + (a_n - m_{n-1}) / n); a
     divergence (the kernel appends the draw's index to its list); and the potential energy
-    of the state it kept. Its tree depth is local to ``NUTS.sample``, so it is not reported.
-    Chains are not vectorised (Pyro's kernel moves one state)."""
+    of the state it kept. The tree depth and the number of leapfrog steps are local to
+    ``NUTS.sample``: they are counted by wrapping the kernel's ``_build_tree`` (a call from
+    ``sample`` itself, not from the recursion, is one doubling of the trajectory: ``tree_depth``
+    is their number, as Stan's ``treedepth__`` and NumPyro's ``tree_depth``; the trajectory then
+    has up to 2^depth − 1 leapfrog steps) and ``_build_basetree`` (one leapfrog step each:
+    ``n_steps``). Chains are not vectorised (Pyro's kernel moves one state)."""
 
     name = "nuts"
 
@@ -221,11 +228,13 @@ class NUTSKernel(Kernel):
         if self.start is not None:
             kernel.initial_params = self.start
         kernel.setup(warmup, *self.args)
+        counts = _count_tree(kernel)
         return {"kernel": kernel, "params": kernel.initial_params, "chain": chain, "t": 0, "warmup": warmup,
-                "mean": 0.0, "stats": {}}
+                "mean": 0.0, "stats": {}, "counts": counts}
 
     def step(self, state: dict, warmup: bool) -> dict:
-        kernel = state["kernel"]
+        kernel, counts = state["kernel"], state["counts"]
+        counts.update(doublings=0, leapfrogs=0, nesting=0)
         state["params"] = kernel.sample(state["params"])
         state["t"] += 1
         if not warmup:
@@ -236,7 +245,8 @@ class NUTSKernel(Kernel):
             divergences = kernel._divergences
             stats = {"step_size": float(kernel.step_size), "accept_prob": min(max(accept, 0.0), 1.0),
                      "diverging": bool(divergences and divergences[-1] == i),
-                     "potential_energy": float(kernel._potential_energy_last)}
+                     "potential_energy": float(kernel._potential_energy_last),
+                     "tree_depth": counts["doublings"], "n_steps": counts["leapfrogs"]}
             if not all(math.isfinite(stats[k]) for k in ("step_size", "accept_prob", "potential_energy")):
                 raise ValueError(f"NUTS draw {i} of chain {state['chain']} has non-finite statistics {stats}: "
                                  "the posterior has no finite density there (check the priors and the data)")
@@ -248,6 +258,31 @@ class NUTSKernel(Kernel):
 
     def stats(self, state: dict) -> dict:
         return dict(state["stats"])
+
+
+def _count_tree(kernel: NUTS) -> dict:
+    """Count, per transition, the trajectory doublings (``_build_tree`` called by ``sample``,
+    not by its own recursion) and the leapfrog steps (``_build_basetree``) of a Pyro NUTS
+    kernel: its bound methods are wrapped on the instance (the recursion calls
+    ``self._build_tree``, so it goes through the wrapper too)."""
+    counts = {"doublings": 0, "leapfrogs": 0, "nesting": 0}
+    build_tree, build_base = kernel._build_tree, kernel._build_basetree
+
+    def tree(*args, **kwargs):
+        if counts["nesting"] == 0:
+            counts["doublings"] += 1
+        counts["nesting"] += 1
+        try:
+            return build_tree(*args, **kwargs)
+        finally:
+            counts["nesting"] -= 1
+
+    def base(*args, **kwargs):
+        counts["leapfrogs"] += 1
+        return build_base(*args, **kwargs)
+
+    kernel._build_tree, kernel._build_basetree = tree, base
+    return counts
 
 
 def _priors(model: Any, args: tuple) -> dict:
