@@ -8,14 +8,17 @@ by ``exact`` (variable elimination; its largest intermediate is computed first, 
 the 2^27-entry limit it refuses), ``bp`` (loopy belief propagation) and ``mcmc`` (Gibbs,
 ``--samples`` sweeps). Errors are the largest absolute difference of a marginal
 probability from exact's, where exact ran. Seconds are wall time of one call on one
-thread. ``--json PATH`` writes the rows.
+thread. ``--json PATH`` writes the rows, merged by network name into the rows already
+in that file (a run over some networks replaces their rows and keeps the others).
 
     python benchmarks/networks.py [--networks asia,alarm] [--samples 2000] [--json docs/benchmarks/networks.json]
+    python benchmarks/networks.py --table docs/benchmarks/networks.json   # the README table
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import numpy as np
@@ -71,6 +74,21 @@ def run(name: str, samples: int, rows: int, seed: int) -> dict:
     return out
 
 
+HEADER = ("| network | vars | exact: largest intermediate | exact s | bp s | mcmc s | bp err | mcmc err "
+          "| batched 200 rows: exact s | bp s | mcmc s | bp err | mcmc err |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+def table_row(r: dict) -> str:
+    """One README table row from one JSON row."""
+    fmt = lambda v, spec: "—" if v is None else format(v, spec)  # noqa: E731
+    exact = f"{r['largest']:.3g}" + ("" if r["exact_ran"] else " (refused)")
+    return (f"| {r['network']} | {r['variables']} | {exact} | {fmt(r['exact_s'] if r['exact_ran'] else None, '.3f')} "
+            f"| {r['bp_s']:.3f} | {r['mcmc_s']:.3f} | {fmt(r['bp_err'], '.3f')} | {fmt(r['mcmc_err'], '.3f')} "
+            f"| {fmt(r['exact_batch_s'] if r['exact_ran'] else None, '.3f')} | {r['bp_batch_s']:.3f} "
+            f"| {r['mcmc_batch_s']:.3f} | {fmt(r['bp_batch_err'], '.3f')} | {fmt(r['mcmc_batch_err'], '.3f')} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--networks", default=",".join(BUNDLED))
@@ -78,25 +96,30 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=200, help="evidence rows of the batched query")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--table", default=None, metavar="JSON", help="only print the table of a JSON file's rows")
     args = ap.parse_args()
+    if args.table:
+        with open(args.table) as f:
+            print(HEADER + "\n" + "\n".join(table_row(r) for r in json.load(f)))
+        return
     pg.set_num_threads(1)
     results = []
-    print("| network | vars | exact: largest intermediate | exact s | bp s | mcmc s | bp err | mcmc err "
-          "| batched 200 rows: exact s | bp s | mcmc s | bp err | mcmc err |", flush=True)
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    fmt = lambda v, spec: "—" if v is None else format(v, spec)  # noqa: E731
+    kept = []
+    if args.json and os.path.exists(args.json):
+        with open(args.json) as f:
+            kept = json.load(f)
+    order = {n: k for k, n in enumerate(BUNDLED)}
+    print(HEADER, flush=True)
     for name in args.networks.split(","):
         r = run(name, args.samples, args.rows, args.seed)
         results.append(r)
         if args.json:  # after every network: a long run that is cut short keeps what it measured
+            done = {row["network"] for row in results}
+            rows = [row for row in kept if row["network"] not in done] + results
+            rows.sort(key=lambda row: order.get(row["network"], len(order)))
             with open(args.json, "w") as f:
-                json.dump(results, f, indent=1)
-        exact = f"{r['largest']:.3g}" + ("" if r["exact_ran"] else " (refused)")
-        print(f"| {name} | {r['variables']} | {exact} | {fmt(r['exact_s'] if r['exact_ran'] else None, '.3f')} "
-              f"| {r['bp_s']:.3f} | {r['mcmc_s']:.3f} | {fmt(r['bp_err'], '.3f')} | {fmt(r['mcmc_err'], '.3f')} "
-              f"| {fmt(r['exact_batch_s'] if r['exact_ran'] else None, '.3f')} | {r['bp_batch_s']:.3f} "
-              f"| {r['mcmc_batch_s']:.3f} | {fmt(r['bp_batch_err'], '.3f')} | {fmt(r['mcmc_batch_err'], '.3f')} |",
-              flush=True)
+                json.dump(rows, f, indent=1)
+        print(table_row(r), flush=True)
 
 
 if __name__ == "__main__":

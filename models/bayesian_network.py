@@ -325,8 +325,9 @@ class BayesianNetwork(Program):
           data: a dict of state columns (``None`` / NaN missing), a DataFrame, or an
             ``(N, V)`` array of state indices with -1 for missing (then ``states`` names
             the variables in column order, else ``X0..X{V-1}`` with ``max + 1`` states).
-          method: ``"hill-climb"`` (add / delete / reverse until no move improves),
-            ``"tabu"`` (tabu search; options ``tabu_length=10``, ``patience=10``),
+          method: ``"hill-climb"`` (add / delete / reverse until no move improves, with
+            sideways moves of equal score: at most ``patience=10`` in a row, none undoing
+            one of the last ``tabu_length=10``), ``"tabu"`` (tabu search, the same options),
             ``"chow-liu"`` (maximum mutual-information spanning tree, ``root=``),
             ``"tan"`` (tree-augmented naive Bayes, needs ``class_variable=``; ``root=``),
             ``"pc"`` (PC-stable; ``significance_level=0.01``, ``ci_test="g2" | "chi2"``,

@@ -121,20 +121,52 @@ def test_hill_climb_recovers_asia_no_worse_than_pgmpy(asia_5000):
     assert S.score(ours, true.decode(x)) >= float(peer.score(theirs)) - 1e-6
 
 
-def test_alarm_search_no_worse_than_pgmpy():
-    """Same 5,000 samples, same BIC, no parent limit (pgmpy's default). Greedy searches end
-    in a local optimum that depends on how ties between score-equivalent orientations
-    fall (pgmpy: set order; probgen: a seeded priority, best of ``restarts``): plain hill
-    climbing is not reliably as close to the truth as pgmpy's (SHD 23-34 over tie-breaking
-    seeds on this sample, pgmpy 24-29 over hash seeds; README). The tabu search, which escapes local optima, reaches a BIC
-    above pgmpy's and an SHD no worse than pgmpy's."""
+@pytest.mark.parametrize("sample_seed", [1, 2])
+def test_alarm_search_no_worse_than_pgmpy(sample_seed):
+    """Same 5,000 samples, same BIC, no parent limit (pgmpy's default). pgmpy's
+    ``HillClimbSearch.estimate`` takes the best improving move not undoing one of the last
+    100 (its tabu list) until none improves by 1e-4; its ties fall in set order, which
+    varies with Python's hash seed (SHD 21-34 on these samples in our runs). probgen's
+    hill climbing also takes sideways (equal-score) moves — reversals of covered edges,
+    at most ``patience=10`` in a row — so it walks the equivalence class instead of
+    stopping in the first DAG of it; a plain climb (no sideways moves) ended at SHD 33-34
+    on these samples. Both probgen searches must reach an SHD no worse than pgmpy's, and
+    the tabu search a BIC above pgmpy's."""
     true = BayesianNetwork.load_bundled("alarm")
-    x = true.sample(None, 5000, seed=1).numpy()
+    x = true.sample(None, 5000, seed=sample_seed).numpy()
     theirs, peer = _pgmpy_hill_climb(true, x)
-    tabu = BayesianNetwork.learn_structure(x, "tabu", states=_states(true), seed=0)
     d = true.decode(x)  # a learned network's variables are in its own topological order: pass names
-    assert S.score(tabu, d) >= float(peer.score(theirs))
+    hill = BayesianNetwork.learn_structure(x, "hill-climb", states=_states(true), seed=0)
+    tabu = BayesianNetwork.learn_structure(x, "tabu", states=_states(true), seed=0)
+    assert S.shd(true, hill) <= S.shd(true, theirs)
     assert S.shd(true, tabu) <= S.shd(true, theirs)
+    assert S.score(tabu, d) >= float(peer.score(theirs))
+
+
+def test_hill_climb_ends_in_a_local_maximum(asia_5000):
+    """Sideways moves do not stop the climb early or leave it on a worse graph: no single
+    edge addition, deletion or reversal of the result (kept acyclic) raises its BIC
+    (brute force over every move, each graph scored from scratch)."""
+    true, x = asia_5000
+    net = BayesianNetwork.learn_structure(x, states=_states(true), seed=0, restarts=1)
+    idx = {v: true.index[v] for v in true.variables}
+    counts = S.Counts(x, true.cards)
+
+    def bic(edges):
+        return sum(S.local_score(counts, idx[v], tuple(sorted(idx[u] for u, w in edges if w == v)), "bic")
+                   for v in true.variables)
+
+    edges = set(net.structure().edges())
+    base = bic(edges)
+    assert base == pytest.approx(S.score(net, true.decode(x)), abs=1e-6)
+    moves = 0
+    for u, w in itertools.permutations(true.variables, 2):
+        new = (edges - {(u, w)}) | {(w, u)} if (u, w) in edges else edges | {(u, w)}  # reverse / add
+        for g in (new, edges - {(u, w)}):  # ... and delete
+            if g != edges and nx.is_directed_acyclic_graph(_digraph(true.variables, g)):
+                moves += 1
+                assert bic(g) <= base + 1e-6, (u, w)
+    assert moves > 2 * len(edges)  # every deletion, and more: the loop did look at moves
 
 
 # ---- trees, PC ----------------------------------------------------------------------------------
@@ -182,6 +214,72 @@ def test_tan_is_a_tree_plus_the_class_as_parent_of_every_attribute():
     assert nx.is_arborescence(tree)
     with pytest.raises(ValueError, match="class_variable"):
         BayesianNetwork.learn_structure(x, "tan", states=states)
+
+
+def _colliders(d):
+    """Unshielded colliders i -> k <- j (i < j) of the directed part of a PDAG matrix."""
+    v = len(d)
+    dirc = d & ~d.T
+    return {(i, k, j) for k in range(v) for i, j in itertools.combinations(range(v), 2)
+            if dirc[i, k] and dirc[j, k] and not (d[i, j] or d[j, i])}
+
+
+def _extensions(d):
+    """Every DAG with the PDAG's skeleton and directed edges, acyclic, with no unshielded
+    collider the PDAG lacks (brute force over the orientations of its undirected edges)."""
+    v = len(d)
+    und = [(i, j) for i, j in itertools.combinations(range(v), 2) if d[i, j] and d[j, i]]
+    out = []
+    for bits in itertools.product([0, 1], repeat=len(und)):
+        g = d & ~d.T
+        for (i, j), b in zip(und, bits):
+            g[i, j], g[j, i] = (True, False) if b else (False, True)
+        if nx.is_directed_acyclic_graph(nx.DiGraph(list(zip(*np.nonzero(g))))) and \
+                _colliders(g) == _colliders(d):
+            out.append(g)
+    return out
+
+
+def test_meek_rule_4_orients_what_every_extension_orients():
+    """Meek (1995) R4: a - b, c -> d -> b, a adjacent to c and d, c and b not adjacent
+    give a -> b; R1-R3 orient nothing here. Variables a, b, c, d = 0, 1, 2, 3: a - b,
+    a - c, a - d undirected, c -> d -> b. After the rules, an edge is directed exactly when
+    every consistent DAG extension (brute force) directs it that way."""
+    d = np.zeros((4, 4), dtype=bool)
+    for i, j in [(0, 1), (0, 2), (0, 3)]:
+        d[i, j] = d[j, i] = True
+    d[2, 3] = d[3, 1] = True
+    ext = _extensions(d)
+    assert ext and all(g[0, 1] for g in ext)  # a -> b in every extension
+    S._meek(d)
+    assert d[0, 1] and not d[1, 0]
+    for i, j in itertools.permutations(range(4), 2):
+        if d[i, j] or d[j, i]:
+            fixed = all(g[i, j] for g in ext)
+            assert fixed == (d[i, j] and not d[j, i]), (i, j)
+
+
+def test_meek_rules_are_sound_and_complete_on_random_pdags():
+    """On random DAGs with some edges kept directed (the rest undirected, as knowledge
+    would leave them), the rules orient exactly the edges every consistent extension
+    orients alike (Meek 1995: R1-R4 are complete given background knowledge)."""
+    rng = np.random.default_rng(0)
+    checked = 0
+    for _ in range(200):
+        v = 6
+        dag = np.triu(rng.random((v, v)) < 0.5, 1)
+        keep = rng.random((v, v)) < 0.3
+        d = (dag & keep) | ((dag | dag.T) & ~(keep | keep.T))
+        if not _extensions(d):
+            continue
+        d0 = d.copy()
+        S._meek(d)
+        ext = _extensions(d0)
+        for i, j in itertools.permutations(range(v), 2):
+            if d0[i, j] or d0[j, i]:
+                assert all(g[i, j] for g in ext) == (d[i, j] and not d[j, i]), (d0, i, j)
+        checked += 1
+    assert checked > 50
 
 
 def test_pc_stable_recovers_a_faithful_skeleton_and_collider():
@@ -270,7 +368,8 @@ def test_white_and_black_lists_start_and_max_parents(asia_5000):
     (dict(bogus=1), "unknown learn_structure options"),
     (dict(method="chow-liu", max_parents=2), "score-based"),
     (dict(method="pc", significance_level=2.0), "significance_level"),
-    (dict(tabu_length=5), "method='tabu'"),
+    (dict(method="pc", tabu_length=5), "method='hill-climb' and method='tabu'"),
+    (dict(patience=-1), "patience"),
     (dict(max_parents=-1), "max_parents"),
     (dict(seed=-3), "seed"),
     (dict(method="pc", max_cond_vars=-1), "max_cond_vars"),

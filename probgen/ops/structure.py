@@ -200,12 +200,18 @@ def _closure(a: np.ndarray) -> np.ndarray:
 
 def search(scorer: Scorer, v: int, *, start: np.ndarray, allowed: np.ndarray, required: np.ndarray,
            max_parents: int, tabu_length: int = 0, patience: int = 0, max_iter: int | None = None,
-           progress: bool | None = None, desc: str = "hill-climb", seed: int | None = None) -> np.ndarray:
+           progress: bool | None = None, desc: str = "hill-climb", seed: int | None = None, sideways: bool = False) -> np.ndarray:
     """Greedy search over DAGs by single-edge additions, deletions and reversals
     (Koller & Friedman 2009, §18.4.3). ``tabu_length = 0``: hill climbing (the best
     improving move until none improves). ``tabu_length > 0``: tabu search — the best move
     not undoing one of the last ``tabu_length`` moves is taken even when it lowers the
     score, until ``patience`` moves pass without beating the best graph, which is returned.
+    ``sideways=True`` (with ``tabu_length > 0``): hill climbing with sideways moves
+    (Russell & Norvig 2010, §4.1.1) — the same, but a move that lowers the score ends the
+    search, so only improving and equal-score moves are taken. Equal-score moves are the
+    reversals of covered edges, which a score-equivalent score (BIC, BDeu) rates alike:
+    they walk the DAGs of one equivalence class (Chickering 1995), from which an improving
+    move a plain climb cannot see may become available.
 
     Adjacency matrices ``(V, V)`` bool, ``A[u, w]`` = edge u -> w: ``start``, ``allowed``
     (not black-listed), ``required`` (white-listed, never deleted or reversed).
@@ -253,7 +259,7 @@ def search(scorer: Scorer, v: int, *, start: np.ndarray, allowed: np.ndarray, re
             gains = np.stack([g_add, g_del, g_rev])
             gain = gains.max()
             tol = 1e-9 * (1.0 + abs(cur.sum()))  # below rounding of the summed scores
-            if not np.isfinite(gain) or (not tabu_length and gain <= tol):
+            if not np.isfinite(gain) or (not tabu_length and gain <= tol) or (sideways and gain < -tol):
                 break
             # ties (score-equivalent moves, equal up to rounding) go to the move of highest
             # random priority (``seed``): neither rounding noise nor the column order decides
@@ -332,7 +338,7 @@ def ci_test(counts: Counts, x: int, y: int, z: tuple[int, ...], test: str) -> fl
 def pc_stable(counts: Counts, v: int, alpha: float, test: str, max_cond: int | None,
               progress: bool | None = None) -> np.ndarray:
     """PC-stable: skeleton (adjacencies frozen per level, so the result does not depend on
-    the variable order), v-structures, Meek rules R1-R3, then a DAG in the CPDAG's class."""
+    the variable order), v-structures, Meek rules R1-R4, then a DAG in the CPDAG's class."""
     adj = ~np.eye(v, dtype=bool)
     sepset: dict = {}
     level = 0
@@ -366,7 +372,11 @@ def pc_stable(counts: Counts, v: int, alpha: float, test: str, max_cond: int | N
 
 
 def _meek(d: np.ndarray) -> None:
-    """Apply Meek's rules R1-R3 in place until nothing changes."""
+    """Apply Meek's (1995) rules R1-R4 in place until nothing changes. ``d`` (V, V) bool:
+    ``d[i, j] & ~d[j, i]`` is i -> j, both set i - j. R1-R3 complete a CPDAG's orientation
+    from its v-structures; R4 is needed when some orientations come from elsewhere (the
+    tests' conflicting answers, or knowledge), and with it the rules orient every edge that
+    all consistent DAG extensions orient alike (Meek 1995)."""
     v = len(d)
     und = lambda a_, b_: d[a_, b_] and d[b_, a_]  # noqa: E731
     dirc = lambda a_, b_: d[a_, b_] and not d[b_, a_]  # noqa: E731
@@ -384,7 +394,11 @@ def _meek(d: np.ndarray) -> None:
             # R3: a - c -> b, a - e -> b, c and e not adjacent  =>  a -> b
             cs = [c for c in range(v) if c not in (a_, b_) and und(a_, c) and dirc(c, b_)]
             r3 = any(not adjc(c, e) for c, e in itertools.combinations(cs, 2))
-            if r1 or r2 or r3:
+            # R4: c -> d -> b, a adjacent to c and d, c not adjacent to b  =>  a -> b (else
+            # b -> a forces d -> a, then c -> a, a collider c -> a <- b the PDAG lacks)
+            r4 = any(dirc(c, e) and dirc(e, b_) and adjc(a_, c) and adjc(a_, e) and not adjc(c, b_)
+                     for c in range(v) if c not in (a_, b_) for e in range(v) if e not in (a_, b_, c))
+            if r1 or r2 or r3 or r4:
                 d[b_, a_] = False
                 changed = True
 
@@ -598,8 +612,8 @@ def learn_structure(cls: type, data: Any, method: str = "hill-climb", score: str
     if "restarts" in options and method not in ("hill-climb", "tabu"):
         raise ValueError("restarts is an option of method='hill-climb' and method='tabu'")
     for k in ("tabu_length", "patience"):
-        if k in options and method != "tabu":
-            raise ValueError(f"{k} is an option of method='tabu'")
+        if k in options and method not in ("hill-climb", "tabu"):
+            raise ValueError(f"{k} is an option of method='hill-climb' and method='tabu'")
     for k in ("significance_level", "ci_test", "max_cond_vars"):
         if k in options and method != "pc":
             raise ValueError(f"{k} is an option of method='pc'")
@@ -630,11 +644,12 @@ def learn_structure(cls: type, data: Any, method: str = "hill-climb", score: str
             raise ValueError(f"the start graph (with the white list) gives a variable more than max_parents={maxp} parents")
         kw = dict(allowed=allowed, required=required, max_parents=maxp, max_iter=options.get("max_iter"),
                   progress=progress, desc=method)
-        if method == "tabu":
-            tl, pat = options.get("tabu_length", 10), options.get("patience", 10)
-            if not (isinstance(tl, int) and tl > 0 and isinstance(pat, int) and pat >= 0):
-                raise ValueError(f"tabu_length must be an integer > 0 and patience >= 0, got {tl!r}, {pat!r}")
-            kw.update(tabu_length=tl, patience=pat)
+        # both searches keep a tabu list; hill climbing takes only improving and sideways
+        # (equal-score) moves, at most ``patience`` in a row without a better graph
+        tl, pat = options.get("tabu_length", 10), options.get("patience", 10)
+        if not (isinstance(tl, int) and tl > 0 and isinstance(pat, int) and pat >= 0):
+            raise ValueError(f"tabu_length must be an integer > 0 and patience >= 0, got {tl!r}, {pat!r}")
+        kw.update(tabu_length=tl, patience=pat, sideways=method == "hill-climb")
 
         restarts = options.get("restarts", 8)
         if not (isinstance(restarts, int) and restarts >= 1):

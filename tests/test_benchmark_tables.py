@@ -1,0 +1,27 @@
+"""README tables generated from the benchmarks' JSON files equal those files."""
+import importlib.util
+import json
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _module(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("bench", ["networks", "bn_structure"])
+def test_readme_table_rows_are_the_json_rows(bench):
+    path = ROOT / "docs" / "benchmarks" / f"{bench}.json"
+    if not path.exists():
+        pytest.skip(f"{path.name} not written yet")
+    rows = [_module(bench).table_row(r) for r in json.loads(path.read_text())]
+    readme = (ROOT / "README.md").read_text().splitlines()
+    first = readme.index(rows[0])  # the table: the JSON's rows, in order, one after the other
+    assert readme[first:first + len(rows)] == rows
+    assert not readme[first + len(rows)].startswith("| "), "the README table has rows the JSON lacks"
