@@ -68,7 +68,8 @@ class Fit:
     def converged(self) -> bool | None:
         """Whether the fit stopped because its objective's relative change fell below ``tol``
         (``True``), or it ran out of ``steps`` or a callback stopped it (``False``);
-        ``None`` for fits not made by an iterative driver (EM, CAVI: :mod:`probgen.loops.iterative`)."""
+        ``None`` for fits not made by an iterative driver (EM, CAVI: :mod:`probgen.loops.iterative`).
+        A Bayes'-rule classifier's is every class fit's together (``state["class_converged"]``)."""
         return self.state.get("converged")
 
     def log_prob(self, x: Any, seed: int = 0, **options: Any) -> torch.Tensor:

@@ -165,3 +165,16 @@ def test_generative_classifier_with_gaussian_mixture_class_conditionals():
     assert post.shape == (150, 3)
     assert torch.allclose(post.sum(1), torch.ones(150, dtype=post.dtype), atol=1e-9)
     assert (post.argmax(1) == y).float().mean() > 0.95
+
+
+def test_bayes_rule_fit_reports_whether_every_class_fit_converged():
+    """``fit.converged`` of a Bayes'-rule classifier is every class-conditional fit's: one EM
+    step cannot meet tol=1e-3 from a random start, 500 steps do on iris."""
+    from probgen.models import GaussianMixture
+    X, y = pg.load_dataset("iris", with_target=True)
+    model = GenerativeClassifier(GaussianMixture(2, dim=4))
+    with pytest.warns(pg.ConvergenceWarning):
+        short = pg.fit(model, (X, y), engine="em", steps=1, tol=1e-3, seed=0, progress=False)
+    assert short.converged is False and short.state["class_converged"] == [False, False, False]
+    long = pg.fit(model, (X, y), engine="em", steps=500, tol=1e-3, seed=0, progress=False)
+    assert long.converged is True and long.state["class_converged"] == [True, True, True]

@@ -85,18 +85,22 @@ class BayesRuleFit(ClassifierQueries):
             raise ValueError(f"classes {torch.nonzero(counts == 0)[:, 0].tolist()} have no examples; "
                              "class codes must be 0..C-1 with every class present")
         params = {"weights": counts / counts.sum()}
-        history = []
+        history, converged = [], []
         opts = dict(model.fit_options, **options)
         for c in range(n_classes):
             xc = x[y == c]
             fc = method.fit(base, xc, steps=steps, seed=None if seed is None else seed + c,
                             init=init, progress=progress, **opts)
             params.update({f"c{c}.{k}": v for k, v in fc.params.items()})
+            converged.append(fc.converged)
             history.append({"step": c, "class": c, **{k: v for k, v in (fc.history[-1] if fc.history else {}).items()
                                                       if k != "step"}})
-        # one record per class (its class-conditional fit's last one), under that fit's objective
+        # one record per class (its class-conditional fit's last one), under that fit's objective;
+        # converged: every class's fit converged (False if one ran out of steps; None where the
+        # class-conditional's method does not say, as for non-iterative methods)
+        state = {"converged": None if None in converged else all(converged), "class_converged": converged}
         return Fit(model, params, history, engine=self.engine, method=self.name, options=opts,
-                   objective=method.objective)
+                   objective=method.objective, state=state)
 
 
 # one Bayes'-rule method per engine: the classifier is fitted by whatever fits its class-conditional
