@@ -372,7 +372,8 @@ def test_nuts_history_records_each_draws_statistics(x4):
     assert [h["step"] for h in fit.history] == list(range(80))
     assert [h["chain"] for h in fit.history] == [0] * 40 + [1] * 40
     for h, m in zip(fit.history, mu):
-        assert set(h) == {"step", "chain", "step_size", "accept_prob", "diverging", "potential_energy"}
+        assert set(h) == {"step", "chain", "step_size", "accept_prob", "diverging", "potential_energy",
+                          "tree_depth", "n_steps"}
         assert isinstance(h["diverging"], bool) and 0 <= h["accept_prob"] <= 1
         assert all(isinstance(h[k], float) and math.isfinite(h[k])
                    for k in ("step_size", "accept_prob", "potential_energy"))

@@ -25,7 +25,7 @@ run there (the chains are cut to the draws every started chain has).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from collections.abc import Sequence
 from typing import Any, Callable
 
@@ -166,7 +166,8 @@ def run(kernel: Kernel, *, steps: int, warmup: int, num_chains: int = 1, thin: i
         lo, hi = ctx.block(num_chains)
         with distributed.active(None):
             mine = _run(kernel, range(lo, hi), steps, warmup, num_chains, thin, seed, progress, callback, desc)
-        return _gathered(ctx.gather(mine), mine, kernel.vectorised)
+        # the states (live kernels, wrapped methods) stay on their rank: only the results travel
+        return _gathered(ctx.gather(replace(mine, states=None)), mine, kernel.vectorised)
     return _run(kernel, range(num_chains), steps, warmup, num_chains, thin, seed, progress, callback, desc)
 
 
