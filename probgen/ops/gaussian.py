@@ -145,13 +145,19 @@ def m_step(x: torch.Tensor, resp: torch.Tensor, covariance: str, reg_covar: floa
         cov = second.view(k, d, d) / nk.view(k, 1, 1) - mean_c.unsqueeze(2) * mean_c.unsqueeze(1)
         return weights, loc, _cholesky(cov, reg_covar)
     var = (resp.T @ xc.square()) / nk.unsqueeze(1) - mean_c.square() + reg_covar    # (K, D)
+    return weights, loc, _diagonal_scale(var, covariance)
+
+
+def _diagonal_scale(var: torch.Tensor, covariance: str) -> torch.Tensor:
+    """The scale of a ``"diag"`` (K, D) or ``"spherical"`` (K,) M-step from the regularised
+    per-dimension variances ``var`` (K, D); a ``ValueError`` for another kind or a collapsed one."""
     if covariance == "spherical":
         var = var.mean(1)
     elif covariance != "diag":
         raise ValueError(f"covariance must be one of {COVARIANCES}, got {covariance!r}")
     if (var <= 0).any():
         raise ValueError("a variance became non-positive (a collapsed component); increase reg_covar")
-    return weights, loc, var.sqrt()
+    return var.sqrt()
 
 
 def em_step_full(x: torch.Tensor, weights: torch.Tensor, loc: torch.Tensor, scale_tril: torch.Tensor,
@@ -217,13 +223,7 @@ def m_step_statistics(stats: dict[str, torch.Tensor], covariance: str, center: t
     weights = nk / n
     weights = weights / weights.sum()
     var = stats["second"] / nk.unsqueeze(1) - mean_c.square() + reg_covar
-    if covariance == "spherical":
-        var = var.mean(1)
-    elif covariance != "diag":
-        raise ValueError(f"covariance must be one of {COVARIANCES}, got {covariance!r}")
-    if (var <= 0).any():
-        raise ValueError("a variance became non-positive (a collapsed component); increase reg_covar")
-    return weights, mean_c + center, var.sqrt()
+    return weights, mean_c + center, _diagonal_scale(var, covariance)
 
 
 def _full_pass(x: torch.Tensor, weights: torch.Tensor, loc: torch.Tensor, scale_tril: torch.Tensor,
