@@ -59,8 +59,29 @@ class BayesianNetwork(Program):
         states named ``"0".."k-1"``).
       name: the network's name (written to BIF).
 
-    Attributes: ``variables`` (topological order), ``states``, ``parents``, ``tables``
-    (dict variable -> float64 tensor), ``cards``.
+    Attributes:
+      variables: the variable names in topological order.
+      states: ``{variable: [state name, ...]}``.
+      parents: ``{variable: [parent, ...]}``.
+      tables: ``{variable: float64 tensor}`` of shape ``(*parent cards, card)``.
+      cards: ``{variable: number of states}``.
+
+    The joint is p(x) = Π_v p(x_v | x_pa(v)) (Pearl 1988; Koller & Friedman 2009, ch. 3).
+    Parameters (``Fit.params``): ``probs_<v>`` per variable, shaped as ``tables[v]``.
+    Data: ``{variable: [state, ...]}`` rows, a DataFrame, or ``(N, V)`` state indices.
+
+    Example:
+        >>> import probgen as pg
+        >>> from probgen.models import BayesianNetwork
+        >>> bn = BayesianNetwork({
+        ...     "rain": {"states": ["no", "yes"], "parents": []},
+        ...     "wet": {"states": ["no", "yes"], "parents": ["rain"]}}, name="lawn")
+        >>> data = {"rain": ["no", "no", "yes", "no"], "wet": ["no", "yes", "yes", "no"]}
+        >>> fit = pg.fit(bn, data, seed=0, progress=False)  # complete data: counting, one step
+        >>> fit.params["probs_wet"].round(decimals=4).tolist()  # p(wet | rain), rows rain = no, yes
+        [[0.6667, 0.3333], [0.0, 1.0]]
+        >>> pg.infer(fit, {"wet": ["yes"]})["rain"].round(decimals=4).tolist()
+        [[0.5, 0.5]]
     """
 
     short_name = "bn"

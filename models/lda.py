@@ -45,6 +45,21 @@ class LDA(Program):
       alpha: document–topic Dirichlet prior, a scalar (symmetric) or (K,) sequence;
         default 1/K (as scikit-learn and gensim).
       eta: symmetric topic–word Dirichlet prior (scalar); default 1/K.
+
+    Parameters (``Fit.params``): ``topics`` (K, V) (rows on the simplex), ``alpha`` (K,),
+    ``eta``. Data: a list of documents, each a 1-D tensor of token ids. Fitted by CAVI
+    (Blei, Ng & Jordan 2003), online VB (Hoffman, Blei & Bach 2010) and collapsed Gibbs
+    sampling (Griffiths & Steyvers 2004).
+
+    Example:
+        >>> import probgen as pg
+        >>> from probgen.models import LDA
+        >>> model, docs = LDA.example(seed=0)  # 3 topics, 12 words, 20 documents
+        >>> fit = pg.fit(LDA(3, 12), docs, steps=5, seed=0, progress=False)
+        >>> fit.engine, fit.params["topics"].shape
+        ('meanfield', torch.Size([3, 12]))
+        >>> fit.log_prob(docs).shape, fit.log_prob_kind  # the ELBO per document
+        (torch.Size([20]), 'bound')
     """
 
     short_name = "lda"

@@ -75,6 +75,23 @@ class GaussianMixture(Program):
     correction (Ghahramani & Jordan 1994; :mod:`probgen.ops.gaussian_missing`). A row with
     every cell missing is refused. Partial labels (``labels``, −1 = unknown) clamp a row's
     component in the E-step.
+
+    Fitted by EM (Dempster, Laird & Rubin 1977; Bishop 2006, §9.2), CAVI for ``bayesian=True``
+    (Bishop 2006, §10.2), the generic SVI and NUTS.
+
+    Example:
+        >>> import torch
+        >>> import probgen as pg
+        >>> from probgen.models import GaussianMixture
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x = torch.cat([torch.randn(50, 2, generator=g) - 3, torch.randn(50, 2, generator=g) + 3]).double()
+        >>> fit = pg.fit(GaussianMixture(2, 2, covariance="diag"), x, steps=50, seed=0, progress=False)
+        >>> {name: tuple(p.shape) for name, p in fit.params.items()}
+        {'weights': (2,), 'loc': (2, 2), 'scale': (2, 2)}
+        >>> sorted(fit.params["weights"].round(decimals=2).tolist())
+        [0.5, 0.5]
+        >>> pg.infer(fit, x[:3], query="map").shape  # each row's most probable component
+        torch.Size([3])
     """
 
     short_name = "gmm"
