@@ -167,6 +167,28 @@ class Flow(Declaration):
     modules (base → data order). Parameters (``fit.params``) are the module's state dict.
     ``log_prob(params, x)`` is the exact density by the change of variables,
     ``log p(x) = log N(f⁻¹(x)) + log|det ∂f⁻¹/∂x|``.
+
+    RealNVP (Dinh, Sohl-Dickstein & Bengio 2017), MAF (Papamakarios, Pavlakou & Murray 2017)
+    or rational-quadratic neural splines (Durkan et al. 2019), trained by maximum likelihood.
+
+    Args:
+      dim: the data dimension D.
+      kind: ``"realnvp"``, ``"maf"`` or ``"spline"``.
+      transforms: the number of transforms.
+      hidden: the hidden widths of each transform's network.
+      bins: spline bins (``"spline"``).
+      net: your own ``nn.ModuleList`` of Pyro transform modules instead.
+      seed: seeds the default networks' initial weights.
+
+    Example:
+        >>> import probgen as pg
+        >>> from probgen.models import Flow
+        >>> x = pg.load_dataset("two-moons")[:256]
+        >>> fit = pg.fit(Flow(2, transforms=2, hidden=[16]), x, steps=5, seed=0, progress=False)
+        >>> fit.engine, fit.method, fit.log_prob_kind
+        ('flow', 'likelihood', 'exact')
+        >>> fit.log_prob(x[:5]).shape, fit.sample(3, seed=0).shape
+        (torch.Size([5]), torch.Size([3, 2]))
     """
 
     short_name = "flow"

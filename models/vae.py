@@ -43,6 +43,20 @@ class VAE(EncoderDecoder):
         hidden layers this is the linear-Gaussian model of probabilistic PCA).
       activation: hidden-layer nonlinearity.
       flow_layers: inverse autoregressive flow steps after the Gaussian encoder (0: none).
+
+    Kingma & Welling (2014), "Auto-encoding variational Bayes", trained by the amortised SVI on
+    the ELBO; ``log_prob`` is the importance-weighted bound IWAE-k (Burda, Grosse &
+    Salakhutdinov 2016); ``flow_layers`` adds inverse autoregressive flow (Kingma et al. 2016).
+
+    Example:
+        >>> import probgen as pg
+        >>> from probgen.models import VAE
+        >>> x = pg.load_dataset("digits-binary")[:64]  # 64 rows of 8 × 8 binary pixels
+        >>> fit = pg.fit(VAE(latent_dim=2, dims=(64, 16)), x, steps=2, seed=0, progress=False)
+        >>> fit.engine, fit.log_prob(x[:5]).shape
+        ('svi', torch.Size([5]))
+        >>> pg.infer(fit, x[:5], query="encode").shape  # the codes
+        torch.Size([5, 2])
     """
 
     short_name = "vae"

@@ -14,6 +14,19 @@ class Tree:
     ``str(tree)`` is NLTK's bracketed form on one line, ``(S (NP John) (VP (V ran)))``;
     :meth:`fromstring` reads it back. ``log_prob`` is the tree's log probability
     under the grammar that produced it (``None`` for a tree read from text).
+
+    Args:
+      label: the nonterminal at the root.
+      children: subtrees and words, left to right.
+      log_prob: the tree's log probability, if known.
+
+    Example:
+        >>> from probgen.models import Tree
+        >>> t = Tree.fromstring("(S (NP John) (VP (V ran)))")
+        >>> t.label, t.leaves(), t.height()
+        ('S', ['John', 'ran'], 4)
+        >>> print(t)
+        (S (NP John) (VP (V ran)))
     """
 
     __slots__ = ("label", "children", "log_prob")
