@@ -143,6 +143,14 @@ class BayesianNetwork(Program):
         return sum(math.prod(self.table_shape(v)[:-1]) * (len(self.states[v]) - 1) for v in self.variables)
 
     def table_shape(self, v: str) -> tuple[int, ...]:
+        """The shape of ``v``'s table: ``(*parent cards, card(v))``.
+
+        Args:
+          v: a variable name.
+
+        Returns:
+          The shape tuple.
+        """
         return tuple(len(self.states[p]) for p in self.parents[v]) + (len(self.states[v]),)
 
     def _check_table(self, v: str, cpt: Any, name: str | None = None) -> torch.Tensor:
@@ -376,6 +384,11 @@ class BayesianNetwork(Program):
 
     # ---- constructors ----------------------------------------------------------------
     def spec(self) -> dict:
+        """The constructor's spec of this network, with its current tables (copies).
+
+        Returns:
+          ``{variable: {"states": [...], "parents": [...], "cpt": tensor}}``.
+        """
         return {v: {"states": list(self.states[v]), "parents": list(self.parents[v]),
                     "cpt": self.tables[v].clone()} for v in self.variables}
 

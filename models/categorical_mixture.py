@@ -180,6 +180,16 @@ class CategoricalMixture(Declaration):
         return torch.logsumexp(self.component_log_prob(params, x), -1)
 
     def sample(self, params: dict, n: int, seed: int | None = None) -> torch.Tensor:
+        """``n`` rows drawn from the mixture: a component, then each feature's value.
+
+        Args:
+          params: ``weights`` (K,) and ``probs`` (K, F, V).
+          n: the number of rows.
+          seed: seeds the draws.
+
+        Returns:
+          An ``(n, F)`` int64 tensor.
+        """
         from probgen.random import generator
         g = generator(seed)
         z = torch.multinomial(params["weights"], n, replacement=True, generator=g)

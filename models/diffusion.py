@@ -133,6 +133,16 @@ class Diffusion(Declaration):
         return mean, var
 
     def p_sample(self, xt: torch.Tensor, t: int, g: torch.Generator) -> torch.Tensor:
+        """One reverse step x_{t−1} ~ p_θ(x_{t−1} | x_t) (Ho et al. 2020, Algorithm 2); the mean at t = 0.
+
+        Args:
+          xt: ``(B, D)`` states at step ``t``.
+          t: the step.
+          g: the generator of the noise.
+
+        Returns:
+          ``(B, D)`` states at step ``t − 1``.
+        """
         tt = torch.full((len(xt),), t, dtype=torch.long)
         mean, var = self.p_mean_variance(xt, tt)
         if t == 0:

@@ -222,14 +222,41 @@ class Flow(Declaration):
         return copy_params(self.net)
 
     def distribution(self, params: dict | None = None) -> dist.TransformedDistribution:
+        """The flow as a Pyro ``TransformedDistribution`` (a standard normal base, event shape ``(D,)``).
+
+        Args:
+          params: a state dict to load into the networks first (``None``: as they are).
+
+        Returns:
+          The distribution.
+        """
         if params is not None:
             self.net.load_state_dict(params)
         return self.net.distribution()
 
     def log_prob(self, params: dict, x: torch.Tensor) -> torch.Tensor:
+        """The exact log-density by the change of variables.
+
+        Args:
+          params: the networks' state dict (``Fit.params``).
+          x: ``(N, D)`` points.
+
+        Returns:
+          ``(N,)`` log-densities.
+        """
         return self.distribution(params).log_prob(x)
 
     def sample(self, params: dict, n: int, seed: int | None = None) -> torch.Tensor:
+        """``n`` draws from the flow.
+
+        Args:
+          params: the networks' state dict (``Fit.params``).
+          n: the number of draws.
+          seed: seeds the draws.
+
+        Returns:
+          An ``(n, D)`` tensor.
+        """
         with seeded(seed):
             return self.distribution(params).sample((n,))
 

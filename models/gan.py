@@ -99,6 +99,16 @@ class GAN(Program):
         return copy_params(self.net)
 
     def sample(self, params: dict, n: int, seed: int | None = None) -> torch.Tensor:
+        """``n`` draws G(z), z ~ N(0, I).
+
+        Args:
+          params: the networks' state dict (``Fit.params``).
+          n: the number of draws.
+          seed: seeds the draws.
+
+        Returns:
+          An ``(n, dim)`` tensor.
+        """
         self.net.load_state_dict(params)
         with seeded(seed), torch.no_grad():
             return self.program(n)

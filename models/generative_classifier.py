@@ -105,6 +105,15 @@ class GenerativeClassifier(Declaration):
         return torch.stack([torch.log(w[c]) + self.class_conditional.log_prob(p, x) for c, p in enumerate(per)], -1)
 
     def class_log_posterior(self, params: dict, x: Any) -> torch.Tensor:
+        """``log P(y = c | x_n)`` by Bayes' rule, normalised in log space.
+
+        Args:
+          params: the classifier's ``Fit.params``.
+          x: ``N`` rows the class-conditional takes.
+
+        Returns:
+          An ``(N, C)`` tensor whose rows log-sum-exp to 0.
+        """
         lj = self.class_log_joint(params, x)
         return lj - torch.logsumexp(lj, -1, keepdim=True)
 

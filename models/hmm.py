@@ -232,6 +232,7 @@ class HMM(Program):
 
     @property
     def event_ndim(self) -> int:
+        """The number of event dimensions of one step: 1 for Gaussian emissions (a vector), else 0."""
         return 1 if self.emission == "gaussian" else 0
 
     @property

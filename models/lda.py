@@ -93,6 +93,7 @@ class LDA(Program):
 
     @property
     def eta_tensor(self) -> torch.Tensor:
+        """The topic–word prior ``eta`` as a float64 scalar tensor."""
         return torch.tensor(self.eta, dtype=torch.float64)
 
     # ---- declaration hooks -------------------------------------------------------------
@@ -172,6 +173,14 @@ class LDA(Program):
 
     @classmethod
     def load_named_data(cls, name: str) -> Corpus | None:
+        """A corpus the CLI knows by name: ``"lee"`` (gensim's Lee background corpus, bundled).
+
+        Args:
+          name: the name.
+
+        Returns:
+          A :class:`probgen.corpus.Corpus`, or ``None`` for another name.
+        """
         return load_lee() if name == "lee" else None
 
     # ---- evaluation (one evaluator for every engine) ------------------------------------

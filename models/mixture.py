@@ -138,6 +138,12 @@ class GaussianMixture(Program):
         return "scale_tril" if self.covariance == "full" else "scale"
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The shape of every parameter.
+
+        Returns:
+          ``{"weights": (K,), "loc": (K, D), "scale_tril": (K, D, D)}`` (``"scale"``: ``(K, D)``
+          diagonal, ``(K,)`` spherical).
+        """
         k, d = self.k, self.dim
         factor = {"full": (k, d, d), "diag": (k, d), "spherical": (k,)}[self.covariance]
         return {"weights": (k,), "loc": (k, d), self.factor_name: factor}
@@ -344,6 +350,14 @@ class GaussianMixture(Program):
 
     @classmethod
     def load_named_data(cls, name: str) -> Any:
+        """A data set the CLI knows by name (none for mixtures: the bundled ``load_dataset`` ones serve).
+
+        Args:
+          name: the name.
+
+        Returns:
+          ``None``.
+        """
         return None
 
     # ---- priors ----------------------------------------------------------------------

@@ -76,6 +76,11 @@ class VAE(EncoderDecoder):
 
     # ---- the inverse autoregressive flow --------------------------------------------------
     def encoder_shapes(self) -> dict[str, tuple]:
+        """The shape of every encoder parameter, the IAF steps' included.
+
+        Returns:
+          ``{name: shape}``.
+        """
         shapes = super().encoder_shapes()
         c, h = self.code_dim, 2 * self.code_dim
         for l in range(1, self.flow_layers + 1):
@@ -130,6 +135,7 @@ class VAE(EncoderDecoder):
 
     @property
     def latent_dim(self) -> int:
+        """The code size C."""
         return self.code_dim
 
     def prior(self) -> dist.Distribution:

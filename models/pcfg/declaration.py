@@ -117,6 +117,7 @@ class PCFG(Declaration):
 
     @property
     def n_rules(self) -> int:
+        """The number of rules R."""
         return len(self.rules)
 
     def with_probs(self, probs: Any) -> "PCFG":

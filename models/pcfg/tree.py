@@ -37,6 +37,11 @@ class Tree:
         self.log_prob = log_prob
 
     def leaves(self) -> list[str]:
+        """The words at the leaves, left to right.
+
+        Returns:
+          A list of strings.
+        """
         out = []
         for c in self.children:
             out.extend(c.leaves() if isinstance(c, Tree) else [c])
@@ -52,6 +57,11 @@ class Tree:
         return out
 
     def height(self) -> int:
+        """The height, NLTK's convention: a preterminal over a word has height 2.
+
+        Returns:
+          An int.
+        """
         return 1 + max((c.height() if isinstance(c, Tree) else 1) for c in self.children)
 
     def __str__(self) -> str:
