@@ -142,7 +142,7 @@ class GaussianMixture(Program):
 
         Returns:
           ``{"weights": (K,), "loc": (K, D), "scale_tril": (K, D, D)}`` (``"scale"``: ``(K, D)``
-          diagonal, ``(K,)`` spherical).
+            diagonal, ``(K,)`` spherical).
         """
         k, d = self.k, self.dim
         factor = {"full": (k, d, d), "diag": (k, d), "spherical": (k,)}[self.covariance]

@@ -51,7 +51,7 @@ def fit(model: Any, data: Any = None, engine: str | None = None, steps: int | No
 
     Returns:
       A :class:`Fit`: ``params`` named and shaped as the declaration's, ``history`` (one record
-      per step, its objective per example), ``log_prob(x)`` of shape ``(N,)``, ``sample(n)``.
+        per step, its objective per example), ``log_prob(x)`` of shape ``(N,)``, ``sample(n)``.
 
     Raises:
       ValueError: bad data (naming the expected shape), an unknown engine or option, a bad
@@ -246,8 +246,8 @@ def infer(model_or_fit: Any, data: Any = None, query: str = "marginals", engine:
 
     Returns:
       The answer in the family's form; a Bayesian network's ``"marginals"`` are
-      ``{variable: (N, card) tensor}`` for the ``N`` evidence rows, its ``"map"``
-      ``{variable: [state, ...]}``.
+        ``{variable: (N, card) tensor}`` for the ``N`` evidence rows, its ``"map"``
+        ``{variable: [state, ...]}``.
 
     Raises:
       ValueError: an unknown query, engine or option, or an engine that cannot answer.

@@ -275,7 +275,7 @@ def read(path: str | os.PathLike) -> dict:
 
     Returns:
       The payload dict: ``"call"`` (the ``pg.fit`` call), the loop's state and the random
-      states.
+        states.
 
     Raises:
       ValueError: a missing, foreign, truncated or damaged file.

@@ -129,7 +129,7 @@ def check_tensor_tree(data: Any, name: str = "data") -> Any:
     return data
 
 
-def load_dataset(name: str, *, with_target: bool = False):
+def load_dataset(name: str, *, with_target: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """A bundled dataset as a float64 tensor (and its integer labels when asked).
 
     Args:
@@ -141,7 +141,7 @@ def load_dataset(name: str, *, with_target: bool = False):
 
     Returns:
       ``x`` of shape ``(N, D)``, float64; with ``with_target``, ``(x, y)`` with ``y`` of
-      shape ``(N,)``, int64.
+        shape ``(N,)``, int64.
 
     Raises:
       ValueError: an unknown name, listing the bundled ones.

@@ -128,7 +128,7 @@ def _rankdir(g: nx.Graph) -> str:
     return g.graph.get("rankdir") or ("TB" if g.is_directed() else "LR")
 
 
-def to_dot(g: nx.Graph):
+def to_dot(g: nx.Graph) -> graphviz.Digraph:
     """A ``graphviz.Digraph`` for ``g`` (when plates overlap without nesting, the nested
     approximation with one cluster per region: see the module docstring). The layout runs
     top to bottom for directed graphs and left to right for undirected ones unless
@@ -139,7 +139,7 @@ def to_dot(g: nx.Graph):
 
     Returns:
       A ``graphviz.Digraph`` (its ``.source`` is the DOT text): plates are clusters,
-      observed nodes shaded, parameters small points.
+        observed nodes shaded, parameters small points.
 
     Example:
         >>> import probgen as pg

@@ -69,7 +69,7 @@ class Fit:
 
         Returns:
           A context manager that yields the store's state dict
-          (``{"params": ..., "constraints": ...}``).
+            (``{"params": ..., "constraints": ...}``).
         """
         return own_param_store(self.state.get("param_store"))
 
@@ -152,7 +152,7 @@ class Fit:
 
         Returns:
           ``n`` draws in the declaration's data form: a ``(n, D)`` tensor for vector data,
-          a list of ``n`` sequences / sentences / trees for structured models.
+            a list of ``n`` sequences / sentences / trees for structured models.
         """
         if not isinstance(n, int) or n <= 0:
             raise ValueError(f"n must be a positive integer, got {n!r}")
@@ -289,7 +289,7 @@ def load(path: str | os.PathLike) -> Fit:
 
     Returns:
       The :class:`Fit`, equal to the saved one: bit-identical ``params``, ``log_prob(x)``
-      and ``sample(n, seed)``.
+        and ``sample(n, seed)``.
 
     Raises:
       ValueError: the file is missing, not a ``"probgen.fit/2"`` file, or damaged.

@@ -40,8 +40,8 @@ def graph(model: Any, *args: Any, params: bool = False, deterministic: bool = Fa
 
     Returns:
       A ``networkx`` graph (``DiGraph`` for directed models, ``Graph`` for undirected ones):
-      every node has ``kind`` (``"latent"``, ``"observed"``, ``"param"``, ``"factor"``, ...)
-      and ``plates``; ``g.graph["plates"]`` maps plate names to sizes.
+        every node has ``kind`` (``"latent"``, ``"observed"``, ``"param"``, ``"factor"``, ...)
+        and ``plates``; ``g.graph["plates"]`` maps plate names to sizes.
 
     Raises:
       ValueError: unknown options, or a model that declares no structure.
@@ -97,7 +97,7 @@ def program_graph(fn: Any, *args: Any, params: bool = False, deterministic: bool
 
     Returns:
       A ``networkx.DiGraph`` of the sample sites (``kind``, ``plates`` per node; plate
-      sizes in ``g.graph["plates"]``).
+        sizes in ``g.graph["plates"]``).
 
     Example:
         >>> import torch, pyro, pyro.distributions as dist

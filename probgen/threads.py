@@ -54,7 +54,7 @@ def num_threads() -> int | None:
 
     Returns:
       The count :func:`set_num_threads` set, else ``PROBGEN_NUM_THREADS`` (default 1);
-      ``None`` for torch's own setting.
+        ``None`` for torch's own setting.
 
     Raises:
       ValueError: ``PROBGEN_NUM_THREADS`` is not a non-negative integer.

@@ -155,7 +155,13 @@ def test_griffe_parses():
                 except (TypeError, ValueError):
                     parent = None
                 before = len(warnings)
-                griffe.parse_google(griffe.Docstring(doc, parent=parent))
+                sections = griffe.parse_google(griffe.Docstring(doc, parent=parent))
+                for section in sections:
+                    # one returned value each: a Returns item's continuation lines are indented
+                    # (unindented ones would render as further returned values)
+                    if section.kind.value in ("returns", "yields") and len(section.value) > 1:
+                        warnings.append(f"{len(section.value)} items in its {section.kind.value} section "
+                                        "(indent the continuation lines)")
                 warnings[before:] = [f"{name}.{getattr(f, '__name__', '')}: {w}" for w in warnings[before:]]
     finally:
         logger.removeHandler(handler)
