@@ -63,7 +63,7 @@ class AODE(Declaration):
     fitted in closed form by counting. Data: ``(X, y)`` with ``X`` an ``(N, F)`` integer tensor
     of values and ``y`` the ``(N,)`` classes.
 
-    Example:
+    Examples:
         >>> import probgen as pg
         >>> from probgen.models import AODE
         >>> model, (X, y) = AODE.example(seed=0)  # 80 rows, 3 features, 2 classes

@@ -371,7 +371,7 @@ class Autoencoder(EncoderDecoder):
     Reference: Goodfellow, Bengio & Courville (2016), Deep Learning, ch. 14; Vincent et al.
     (2008) (denoising); Rifai et al. (2011) (contractive).
 
-    Example:
+    Examples:
         >>> import probgen as pg
         >>> from probgen.models import Autoencoder
         >>> x = pg.load_dataset("digits-binary")[:64]  # 64 rows of 8 × 8 binary pixels

@@ -70,7 +70,7 @@ class BayesianNetwork(Program):
     Parameters (``Fit.params``): ``probs_<v>`` per variable, shaped as ``tables[v]``.
     Data: ``{variable: [state, ...]}`` rows, a DataFrame, or ``(N, V)`` state indices.
 
-    Example:
+    Examples:
         >>> import probgen as pg
         >>> from probgen.models import BayesianNetwork
         >>> bn = BayesianNetwork({
@@ -380,7 +380,7 @@ class BayesianNetwork(Program):
         With missing cells, hill-climb and tabu run structural EM (Friedman 1997).
 
         Returns:
-          A :class:`BayesianNetwork` whose variables are in topological order.
+          The learned network (a :class:`BayesianNetwork`), its variables in topological order.
         """
         from probgen.ops.structure import learn_structure
         return learn_structure(cls, data, method, score, max_parents=max_parents, white_list=white_list,

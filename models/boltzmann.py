@@ -121,7 +121,7 @@ class BoltzmannMachine(_LayeredDeclaration):
     Parameters (``Fit.params``): ``b`` (V,), ``c`` (H,), ``W`` (V, H), ``R`` (V, V), ``S`` (H, H).
     Data: ``(N, V)`` 0 / 1 tensors.
 
-    Example:
+    Examples:
         >>> import probgen as pg
         >>> from probgen.models import BoltzmannMachine
         >>> model, data = BoltzmannMachine.example(seed=0)  # 5 visible, 3 hidden units; 40 rows of 0 / 1
@@ -168,7 +168,7 @@ class RBM(_LayeredDeclaration):
 
     Parameters (``Fit.params``): ``b`` (V,), ``c`` (H,), ``W`` (V, H). Data: ``(N, V)``.
 
-    Example:
+    Examples:
         >>> import probgen as pg
         >>> from probgen.models import RBM
         >>> model, data = RBM.example(seed=0)  # 6 visible, 4 hidden units; 40 rows of 0 / 1
@@ -241,7 +241,7 @@ class DBM(_Stack):
     Parameters (``Fit.params``): ``b0`` … ``bL`` (one bias per layer), ``W1`` … ``WL``
     (``W_l`` of shape (size_{l−1}, size_l)). Data: ``(N, sizes[0])``.
 
-    Example:
+    Examples:
         >>> import probgen as pg
         >>> from probgen.models import DBM
         >>> model, data = DBM.example(seed=0)  # layers 6, 4, 3; 40 rows of 0 / 1
@@ -272,7 +272,7 @@ class DBN(_Stack):
 
     Parameters (``Fit.params``): ``b0`` … ``bL``, ``W1`` … ``WL`` as for :class:`DBM`.
 
-    Example:
+    Examples:
         >>> import probgen as pg
         >>> from probgen.models import DBN
         >>> model, data = DBN.example(seed=0)  # layers 6, 4, 3; 40 rows of 0 / 1

@@ -79,7 +79,7 @@ class CategoricalMixture(Declaration):
     Parameters (``Fit.params``): ``weights`` (K,), ``probs`` (K, F, V). Data: an ``(N, F)``
     integer tensor of values 0..V−1 (−1 for a missing cell).
 
-    Example:
+    Examples:
         >>> import probgen as pg
         >>> from probgen.models import CategoricalMixture
         >>> model, codes = CategoricalMixture.example(seed=0)  # 60 rows, 4 features of 3 values

@@ -69,7 +69,7 @@ class Diffusion(Declaration):
       denoiser: your own denoiser module instead.
       seed: seeds the default network's initial weights.
 
-    Example:
+    Examples:
         >>> import probgen as pg
         >>> from probgen.models import Diffusion
         >>> x = pg.load_dataset("two-moons")[:256]

@@ -77,7 +77,7 @@ class EnergyModel(Declaration):
       metropolis: add the Metropolis–Hastings correction (MALA).
       seed: seeds the default network's initial weights.
 
-    Example:
+    Examples:
         >>> import probgen as pg
         >>> from probgen.models import EnergyModel
         >>> x = pg.load_dataset("two-moons")[:256]

@@ -36,7 +36,7 @@ class FactorGraph(Declaration):
     Exact inference by variable elimination (Koller & Friedman 2009, ch. 9), approximate by
     loopy belief propagation and mean field; parameters fitted by L-BFGS on the likelihood.
 
-    Example:
+    Examples:
         >>> import torch
         >>> import probgen as pg
         >>> from probgen.models import FactorGraph

@@ -180,7 +180,7 @@ class Flow(Declaration):
       net: your own ``nn.ModuleList`` of Pyro transform modules instead.
       seed: seeds the default networks' initial weights.
 
-    Example:
+    Examples:
         >>> import probgen as pg
         >>> from probgen.models import Flow
         >>> x = pg.load_dataset("two-moons")[:256]

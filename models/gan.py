@@ -45,7 +45,7 @@ class GAN(Program):
       discriminator: your own discriminator module.
       seed: seeds the default networks' initial weights.
 
-    Example:
+    Examples:
         >>> import probgen as pg
         >>> from probgen.models import GAN
         >>> x = pg.load_dataset("two-moons")[:256]

@@ -39,7 +39,7 @@ class GenerativeClassifier(Declaration):
     generative classifiers"). Data: ``(X, y)``, ``y`` the ``(N,)`` classes 0..C−1;
     ``pg.infer(fit, X, query="marginals")`` is ``(N, C)``.
 
-    Example:
+    Examples:
         >>> import probgen as pg
         >>> from probgen.models import CategoricalMixture, GenerativeClassifier
         >>> model, (X, y) = GenerativeClassifier.example(seed=0)  # 60 rows, 3 binary features
@@ -162,7 +162,7 @@ class NaiveBayes(GenerativeClassifier):
     Fitted in closed form by counting (Manning, Raghavan & Schütze 2008, ch. 13).
     Data: ``(X, y)`` with ``X`` an ``(N, F)`` integer tensor and ``y`` the ``(N,)`` classes.
 
-    Example:
+    Examples:
         >>> import probgen as pg
         >>> from probgen.models import NaiveBayes
         >>> model, (X, y) = NaiveBayes.example(seed=0)  # 60 rows, 3 binary features, 2 classes

@@ -86,7 +86,7 @@ class HMM(Program):
     Fitted by Baum–Welch EM (Rabiner 1989), variational Bayes (``bayesian=True``), the generic
     SVI and NUTS; queries (``"map"``: Viterbi paths, ``"marginals"``: forward–backward) are exact.
 
-    Example:
+    Examples:
         >>> import probgen as pg
         >>> from probgen.models import HMM
         >>> model, seqs = HMM.example(seed=0)  # 2 states, 3 symbols; sequences of lengths 6, 4, 5

@@ -51,7 +51,7 @@ class LDA(Program):
     (Blei, Ng & Jordan 2003), online VB (Hoffman, Blei & Bach 2010) and collapsed Gibbs
     sampling (Griffiths & Steyvers 2004).
 
-    Example:
+    Examples:
         >>> import probgen as pg
         >>> from probgen.models import LDA
         >>> model, docs = LDA.example(seed=0)  # 3 topics, 12 words, 20 documents
@@ -179,7 +179,7 @@ class LDA(Program):
           name: the name.
 
         Returns:
-          A :class:`probgen.corpus.Corpus`, or ``None`` for another name.
+          The corpus (a :class:`probgen.corpus.Corpus`), or ``None`` for another name.
         """
         return load_lee() if name == "lee" else None
 

@@ -79,7 +79,7 @@ class GaussianMixture(Program):
     Fitted by EM (Dempster, Laird & Rubin 1977; Bishop 2006, §9.2), CAVI for ``bayesian=True``
     (Bishop 2006, §10.2), the generic SVI and NUTS.
 
-    Example:
+    Examples:
         >>> import torch
         >>> import probgen as pg
         >>> from probgen.models import GaussianMixture

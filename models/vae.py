@@ -48,7 +48,7 @@ class VAE(EncoderDecoder):
     the ELBO; ``log_prob`` is the importance-weighted bound IWAE-k (Burda, Grosse &
     Salakhutdinov 2016); ``flow_layers`` adds inverse autoregressive flow (Kingma et al. 2016).
 
-    Example:
+    Examples:
         >>> import probgen as pg
         >>> from probgen.models import VAE
         >>> x = pg.load_dataset("digits-binary")[:64]  # 64 rows of 8 × 8 binary pixels

@@ -50,14 +50,14 @@ def fit(model: Any, data: Any = None, engine: str | None = None, steps: int | No
         one is a ``ValueError`` naming the known ones, raised before any work.
 
     Returns:
-      A :class:`Fit`: ``params`` named and shaped as the declaration's, ``history`` (one record
+      The fitted model, a :class:`Fit`: ``params`` named and shaped as the declaration's, ``history`` (one record
         per step, its objective per example), ``log_prob(x)`` of shape ``(N,)``, ``sample(n)``.
 
     Raises:
       ValueError: bad data (naming the expected shape), an unknown engine or option, a bad
         ``steps`` / ``init`` / ``device`` / ``checkpoint``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> import probgen as pg
         >>> from probgen.models import GaussianMixture
@@ -147,13 +147,13 @@ def resume(path: Any, data: Any = None, *, progress: bool = True, callback: Any 
       callback: ``callback(record)`` after each step, as for :func:`fit` (not saved in the file).
 
     Returns:
-      The :class:`Fit` the uninterrupted call returns.
+      The fit (a :class:`Fit`) the uninterrupted call returns.
 
     Raises:
       ValueError: other data than the fit's, or a file that is not a probgen checkpoint
         (foreign, truncated, damaged).
 
-    Example:
+    Examples:
         >>> import torch
         >>> import probgen as pg
         >>> from probgen.models import GaussianMixture
@@ -252,7 +252,7 @@ def infer(model_or_fit: Any, data: Any = None, query: str = "marginals", engine:
     Raises:
       ValueError: an unknown query, engine or option, or an engine that cannot answer.
 
-    Example:
+    Examples:
         >>> import probgen as pg
         >>> from probgen.models import BayesianNetwork
         >>> bn = BayesianNetwork({

@@ -57,7 +57,7 @@ def active() -> "Checkpoint | None":
     Returns:
       The active :class:`Checkpoint`, or ``None`` (no call, or one without ``checkpoint=``).
 
-    Example:
+    Examples:
         >>> from probgen import checkpoint
         >>> checkpoint.active() is None
         True
@@ -208,7 +208,7 @@ def checkpointing_methods() -> list[str]:
     Returns:
       A list of ``"engine/method"`` strings, in the registry's order.
 
-    Example:
+    Examples:
         >>> from probgen import checkpoint
         >>> "em/mixture" in checkpoint.checkpointing_methods()
         True
@@ -231,7 +231,7 @@ def can_checkpoint(method: Any) -> bool:
     Returns:
       ``True`` or ``False``.
 
-    Example:
+    Examples:
         >>> from probgen import checkpoint
         >>> from probgen.models import GaussianMixture
         >>> from probgen.registry import find_method
@@ -280,7 +280,7 @@ def read(path: str | os.PathLike) -> dict:
     Raises:
       ValueError: a missing, foreign, truncated or damaged file.
 
-    Example:
+    Examples:
         >>> import torch
         >>> import probgen as pg
         >>> from probgen.models import GaussianMixture
@@ -313,7 +313,7 @@ def fingerprint(data: Any) -> str | None:
     Returns:
       A 64-character hex digest, or ``None``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from probgen import checkpoint
         >>> len(checkpoint.fingerprint(torch.zeros(3)))

@@ -146,7 +146,7 @@ def load_dataset(name: str, *, with_target: bool = False) -> torch.Tensor | tupl
     Raises:
       ValueError: an unknown name, listing the bundled ones.
 
-    Example:
+    Examples:
         >>> import probgen as pg
         >>> x, y = pg.load_dataset("iris", with_target=True)
         >>> x.shape, x.dtype, y.unique().tolist()

@@ -42,7 +42,7 @@ class Declaration:
       default_engine: engine used by ``pg.fit(model, data)``.
       default_dataset: bundled dataset name the CLI uses without ``--data``.
 
-    Example:
+    Examples:
         >>> import probgen as pg
         >>> from probgen.models import GaussianMixture
         >>> model, data = GaussianMixture.example(seed=0)  # a small instance and its data
@@ -137,7 +137,7 @@ class Program(Declaration):
     as in ``Fit.params``. ``observed`` names the observed sample sites. The generic engines
     (``svi``, ``mcmc``) fit any program (Bingham et al. 2019, Pyro).
 
-    Example:
+    Examples:
         >>> import torch, pyro, pyro.distributions as dist
         >>> from torch.distributions import constraints
         >>> import probgen as pg
@@ -188,7 +188,7 @@ class UserProgram(Program):
       fn: the Pyro function.
       spec: ``"path/to/file.py:name"`` when it was read from a file (kept for save / load).
 
-    Example:
+    Examples:
         >>> import torch, pyro, pyro.distributions as dist
         >>> from torch.distributions import constraints
         >>> import probgen as pg

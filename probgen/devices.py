@@ -24,7 +24,7 @@ def available() -> list[str]:
     Returns:
       A list of device names, ``"cpu"`` first.
 
-    Example:
+    Examples:
         >>> from probgen import devices
         >>> devices.available()[0]
         'cpu'
@@ -53,7 +53,7 @@ def check_device(device: Any) -> torch.device | None:
     Raises:
       ValueError: as above.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from probgen import devices
         >>> devices.check_device("cpu"), devices.check_device(None)
@@ -115,7 +115,7 @@ def to_device(obj: Any, device: torch.device) -> Any:
     Returns:
       ``obj`` rebuilt with its tensors on ``device`` (shapes and dtypes unchanged).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from probgen import devices
         >>> x = torch.zeros(2, 3)
@@ -179,7 +179,7 @@ def fit_to(fit: Any, device: Any) -> Any:
     Raises:
       ValueError: an absent device.
 
-    Example:
+    Examples:
         >>> import torch
         >>> import probgen as pg
         >>> from probgen.models import GaussianMixture
@@ -215,7 +215,7 @@ def table() -> str:
     Returns:
       The Markdown table, one row per method.
 
-    Example:
+    Examples:
         >>> from probgen import devices
         >>> print(devices.table().splitlines()[0])
         | engine | method | `device=` | `checkpoint=` |"""

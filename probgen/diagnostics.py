@@ -79,7 +79,7 @@ def split_rhat(x: Any) -> np.ndarray:
     Raises:
       ValueError: fewer than 4 draws per chain.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> draws = np.random.default_rng(0).normal(size=(4, 500, 2))  # 4 chains, 500 draws, 2 parameters
         >>> from probgen.diagnostics import split_rhat
@@ -110,7 +110,7 @@ def rhat(x: Any) -> np.ndarray:
     Raises:
       ValueError: fewer than 4 draws per chain.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> draws = np.random.default_rng(0).normal(size=(4, 500, 2))  # 4 chains, 500 draws, 2 parameters
         >>> from probgen.diagnostics import rhat
@@ -201,7 +201,7 @@ def ess(x: Any, method: str = "bulk") -> np.ndarray:
     Raises:
       ValueError: an unknown method or fewer than 4 draws per chain.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> draws = np.random.default_rng(0).normal(size=(4, 500, 2))  # 4 chains, 500 draws, 2 parameters
         >>> from probgen.diagnostics import ess
@@ -225,7 +225,7 @@ def mcse_mean(x: Any) -> np.ndarray:
     Returns:
       An array of shape ``shape``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> draws = np.random.default_rng(0).normal(size=(4, 500, 2))  # 4 chains, 500 draws, 2 parameters
         >>> from probgen.diagnostics import mcse_mean
@@ -242,7 +242,7 @@ class Diagnostics(list):
     (``"loc[1,0]"`` for an entry of a vector site); ``str()`` prints them as a table.
     What :func:`summary` and :meth:`probgen.Fit.diagnostics` return.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> draws = np.random.default_rng(0).normal(size=(4, 500, 2))  # 4 chains, 500 draws, 2 parameters
         >>> from probgen.diagnostics import summary
@@ -290,9 +290,9 @@ def summary(draws: dict[str, Any]) -> Diagnostics:
       draws: ``{name: (chain, draw, *shape)}`` arrays or tensors, at least 4 draws per chain.
 
     Returns:
-      A :class:`Diagnostics` table, one row per scalar entry.
+      The table (a :class:`Diagnostics`), one row per scalar entry.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> draws = np.random.default_rng(0).normal(size=(4, 500, 2))  # 4 chains, 500 draws, 2 parameters
         >>> from probgen.diagnostics import summary

@@ -42,7 +42,7 @@ class DistributedError(RuntimeError):
     """Another rank of a data-parallel fit failed (its error is in the message), or the
     connection to it was lost or timed out (after ``PROBGEN_DISTRIBUTED_TIMEOUT`` seconds).
 
-    Example:
+    Examples:
         >>> import probgen as pg
         >>> issubclass(pg.distributed.DistributedError, RuntimeError)
         True
@@ -60,7 +60,7 @@ class Shard:
       rows: this rank's rows, in any data form the model takes (an ``(N_rank, D)`` tensor,
         a list of sequences, ...).
 
-    Example:
+    Examples:
         >>> import torch
         >>> import probgen as pg
         >>> from probgen.models import GaussianMixture
@@ -103,7 +103,7 @@ class Context:
       device: where collectives run.
       parallel: ``"data"``, ``"chains"`` or ``None``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from probgen.distributed import Context
         >>> ctx = Context(rank=1, world_size=3)
@@ -234,7 +234,7 @@ def current() -> Context | None:
     Returns:
       The context, or ``None`` for a local fit (or outside any fit).
 
-    Example:
+    Examples:
         >>> from probgen.distributed import current
         >>> current() is None
         True
@@ -253,7 +253,7 @@ def active(ctx: Context | None) -> Iterator[Context | None]:
     Returns:
       A context manager yielding ``ctx``.
 
-    Example:
+    Examples:
         >>> from probgen.distributed import Context, active, rank, world_size
         >>> with active(Context(rank=1, world_size=3)):
         ...     print(rank(), world_size())
@@ -278,7 +278,7 @@ def rank() -> int:
     Returns:
       The rank (0 when local).
 
-    Example:
+    Examples:
         >>> import probgen as pg
         >>> pg.distributed.rank()
         0
@@ -293,7 +293,7 @@ def world_size() -> int:
     Returns:
       W (1 when local).
 
-    Example:
+    Examples:
         >>> import probgen as pg
         >>> pg.distributed.world_size()
         1
@@ -313,13 +313,13 @@ def context(distributed: bool | None = None, device: torch.device | None = None)
       device: the fit's device (picks NCCL for CUDA).
 
     Returns:
-      A :class:`Context`, or ``None`` for a local call.
+      The context (a :class:`Context`), or ``None`` for a local call.
 
     Raises:
       ValueError: ``distributed=True`` without a launcher's environment or process group,
         or a partial environment.
 
-    Example:
+    Examples:
         >>> from probgen.distributed import context
         >>> context() is None, context(False) is None  # not launched by torchrun
         (True, True)

@@ -70,7 +70,7 @@ def plate_regions(g: nx.Graph) -> tuple[dict[tuple, list], bool]:
     Returns:
       ``({plate chain (a tuple, outermost first): [node, ...]}, nested)``.
 
-    Example:
+    Examples:
         >>> import probgen as pg
         >>> from probgen.drawing import plate_regions
         >>> from probgen.models import GaussianMixture
@@ -141,7 +141,7 @@ def to_dot(g: nx.Graph) -> graphviz.Digraph:
       A ``graphviz.Digraph`` (its ``.source`` is the DOT text): plates are clusters,
         observed nodes shaded, parameters small points.
 
-    Example:
+    Examples:
         >>> import probgen as pg
         >>> from probgen.drawing import to_dot
         >>> from probgen.models import GaussianMixture
@@ -206,7 +206,7 @@ def unrolled_chains(g: nx.Graph) -> list[list]:
     Returns:
       A list of chains, each the list of its nodes in step order.
 
-    Example:
+    Examples:
         >>> import networkx as nx
         >>> from probgen.drawing import unrolled_chains
         >>> g = nx.DiGraph([("z_0", "z_1"), ("z_1", "z_2"), ("z_0", "x_0")])
@@ -404,7 +404,7 @@ def render_graph(g: nx.Graph, path: str | os.PathLike) -> str:
       ValueError: an unknown suffix.
       RuntimeError: Graphviz's ``dot`` is missing (for any format but ``.dot``).
 
-    Example:
+    Examples:
         >>> import probgen as pg
         >>> from probgen.drawing import render_graph
         >>> from probgen.models import GaussianMixture

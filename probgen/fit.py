@@ -32,7 +32,7 @@ class Fit:
         a guide, persistent chains), saved with the fit.
       options: the options the fit was made with.
 
-    Example:
+    Examples:
         >>> import torch
         >>> import probgen as pg
         >>> from probgen.models import GaussianMixture
@@ -221,7 +221,7 @@ class Fit:
         Needs at least 4 kept draws per chain.
 
         Returns:
-          A :class:`probgen.diagnostics.Diagnostics` table.
+          The table, a :class:`probgen.diagnostics.Diagnostics`.
 
         Raises:
           ValueError: the fit was not made by the MCMC driver.
@@ -288,13 +288,13 @@ def load(path: str | os.PathLike) -> Fit:
       path: a file written by :meth:`Fit.save`.
 
     Returns:
-      The :class:`Fit`, equal to the saved one: bit-identical ``params``, ``log_prob(x)``
+      The fit (a :class:`Fit`), equal to the saved one: bit-identical ``params``, ``log_prob(x)``
         and ``sample(n, seed)``.
 
     Raises:
       ValueError: the file is missing, not a ``"probgen.fit/2"`` file, or damaged.
 
-    Example:
+    Examples:
         >>> import torch
         >>> import probgen as pg
         >>> from probgen.models import GaussianMixture

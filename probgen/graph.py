@@ -46,7 +46,7 @@ def graph(model: Any, *args: Any, params: bool = False, deterministic: bool = Fa
     Raises:
       ValueError: unknown options, or a model that declares no structure.
 
-    Example:
+    Examples:
         >>> import probgen as pg
         >>> from probgen.models import BayesianNetwork
         >>> bn = BayesianNetwork({"rain": {"states": 2, "parents": []},
@@ -99,7 +99,7 @@ def program_graph(fn: Any, *args: Any, params: bool = False, deterministic: bool
       A ``networkx.DiGraph`` of the sample sites (``kind``, ``plates`` per node; plate
         sizes in ``g.graph["plates"]``).
 
-    Example:
+    Examples:
         >>> import torch, pyro, pyro.distributions as dist
         >>> from probgen.graph import program_graph
         >>> def model(x):
@@ -176,7 +176,7 @@ def plate_diagram(nodes: dict[str, dict], edges: Iterable[tuple[str, str]], plat
     Returns:
       A ``networkx.DiGraph`` (``Graph`` with ``undirected=True``).
 
-    Example:
+    Examples:
         >>> from probgen.graph import plate_diagram
         >>> g = plate_diagram({"z": {"kind": "latent", "plates": ("N",)},
         ...                    "x": {"kind": "observed", "plates": ("N",)}},
@@ -248,7 +248,7 @@ def moral_graph(model: Any, *args: Any) -> nx.Graph:
     Returns:
       An undirected ``networkx.Graph`` over the random variables.
 
-    Example:
+    Examples:
         >>> import probgen as pg
         >>> from probgen.models import BayesianNetwork
         >>> bn = BayesianNetwork({"rain": {"states": 2, "parents": []},
@@ -291,7 +291,7 @@ def markov_blanket(model: Any, node: Any, *args: Any) -> set:
     Raises:
       ValueError: ``node`` is not a variable of the graph.
 
-    Example:
+    Examples:
         >>> import probgen as pg
         >>> from probgen.models import BayesianNetwork
         >>> bn = BayesianNetwork({"rain": {"states": 2, "parents": []},
@@ -326,7 +326,7 @@ def d_separated(model: Any, xs: Iterable | Any, ys: Iterable | Any, given: Itera
     Raises:
       ValueError: an undirected model, unknown nodes, or overlapping sets.
 
-    Example:
+    Examples:
         >>> import probgen as pg
         >>> from probgen.models import BayesianNetwork
         >>> bn = BayesianNetwork({"rain": {"states": 2, "parents": []},
@@ -376,7 +376,7 @@ def render(model: Any, path: str, *args: Any, rankdir: str | None = None, **opti
     Raises:
       ValueError: a bad ``rankdir`` or an unknown suffix.
 
-    Example:
+    Examples:
         >>> import probgen as pg
         >>> from probgen.models import HMM
         >>> pg.render(HMM(2, n_symbols=3), "hmm.svg")

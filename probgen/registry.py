@@ -217,7 +217,7 @@ def engines() -> list[str]:
     Returns:
       A list of engine names (``"exact"``, ``"em"``, ``"meanfield"``, ...).
 
-    Example:
+    Examples:
         >>> import probgen as pg
         >>> pg.engines()
         ['exact', 'em', 'meanfield', 'bp', 'svi', 'mcmc', 'adversarial', 'flow', 'diffusion']
@@ -246,7 +246,7 @@ def compatible(model: Any) -> list[str]:
     Returns:
       The engines (in :func:`engines` order) that ``pg.fit(model, data, engine=e)`` takes.
 
-    Example:
+    Examples:
         >>> import probgen as pg
         >>> from probgen.models import GaussianMixture, HMM
         >>> pg.compatible(GaussianMixture(2, 2))

@@ -48,7 +48,7 @@ class Selection:
       best: its :class:`probgen.Fit`.
       fits: every fit by value.
 
-    Example:
+    Examples:
         >>> import torch
         >>> import probgen as pg
         >>> from probgen.models import GaussianMixture
@@ -132,13 +132,13 @@ def select(make_model: Callable[[Any], Any], data: Any, values: Iterable = range
     log-likelihood per held-out item.
 
     Returns:
-      A :class:`Selection`; the best fit is refitted on all the data for ``"heldout"``.
+      The scores and fits, a :class:`Selection`; the best fit is refitted on all the data for ``"heldout"``.
 
     Raises:
       ValueError: an unknown criterion, empty or repeated values, or BIC / AIC of a
         method whose log-likelihood is not exact or of a declaration without a count.
 
-    Example:
+    Examples:
         >>> import torch
         >>> import probgen as pg
         >>> from probgen.models import GaussianMixture

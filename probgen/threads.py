@@ -34,7 +34,7 @@ def set_num_threads(n: int | None) -> None:
     Raises:
       ValueError: ``n`` is negative or not an integer.
 
-    Example:
+    Examples:
         >>> import probgen as pg
         >>> pg.set_num_threads(2)
         >>> pg.num_threads()
@@ -59,7 +59,7 @@ def num_threads() -> int | None:
     Raises:
       ValueError: ``PROBGEN_NUM_THREADS`` is not a non-negative integer.
 
-    Example:
+    Examples:
         >>> import probgen as pg
         >>> pg.set_num_threads(3)
         >>> pg.num_threads()

@@ -1,4 +1,4 @@
-"""Every public function and class has a Google-style docstring with an ``Example`` that runs.
+"""Every public function and class has a Google-style docstring with an ``Examples`` section that runs.
 
 Public means what the package exports, written down here (``PUBLIC``): the names of
 ``import probgen as pg`` (``probgen.__all__``), every declaration class ``probgen.models``
@@ -92,8 +92,9 @@ def test_the_public_list_is_what_the_package_exports():
 def test_has_example(name):
     doc = inspect.getdoc(PUBLIC[name]) or ""
     assert doc.strip(), f"{name} has no docstring"
-    assert "\nExample:" in doc or "\nExamples:" in doc, f"{name}'s docstring has no Example: section"
-    assert ">>> " in doc, f"{name}'s Example has no >>> doctest"
+    # "Examples:" (plural): the heading griffe's Google-style parser reads as an examples section
+    assert "\nExamples:\n" in doc, f"{name}'s docstring has no Examples: section"
+    assert ">>> " in doc.split("\nExamples:\n", 1)[1], f"{name}'s Examples section has no >>> doctest"
 
 
 @pytest.mark.parametrize("name", sorted(n for n, o in PUBLIC.items() if inspect.isclass(o)))
@@ -156,12 +157,17 @@ def test_griffe_parses():
                     parent = None
                 before = len(warnings)
                 sections = griffe.parse_google(griffe.Docstring(doc, parent=parent))
+                if o is obj and "examples" not in [sec.kind.value for sec in sections]:
+                    warnings.append("griffe finds no examples section")
                 for section in sections:
                     # one returned value each: a Returns item's continuation lines are indented
                     # (unindented ones would render as further returned values)
                     if section.kind.value in ("returns", "yields") and len(section.value) > 1:
                         warnings.append(f"{len(section.value)} items in its {section.kind.value} section "
                                         "(indent the continuation lines)")
+                    if section.kind.value in ("returns", "yields") and any(r.name for r in section.value):
+                        # "A :class:`Fit`: ..." reads as a value named "A": start otherwise
+                        warnings.append(f"a named returned value {[r.name for r in section.value]}")
                 warnings[before:] = [f"{name}.{getattr(f, '__name__', '')}: {w}" for w in warnings[before:]]
     finally:
         logger.removeHandler(handler)

@@ -50,7 +50,7 @@ class PCFG(Declaration):
     learning inside–outside EM (Baker 1979; Lari & Young 1990; Manning & Schütze 1999, ch. 11)
     or counting from a treebank.
 
-    Example:
+    Examples:
         >>> import probgen as pg
         >>> from probgen.models import PCFG
         >>> grammar = PCFG.from_string('''

@@ -20,7 +20,7 @@ class Tree:
       children: subtrees and words, left to right.
       log_prob: the tree's log probability, if known.
 
-    Example:
+    Examples:
         >>> from probgen.models import Tree
         >>> t = Tree.fromstring("(S (NP John) (VP (V ran)))")
         >>> t.label, t.leaves(), t.height()

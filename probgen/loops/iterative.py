@@ -54,7 +54,7 @@ class ConvergenceWarning(UserWarning):
     or 0 (which ask for every step) nor when a ``callback`` stopped the fit. A ``UserWarning``;
     the fit is still returned, with ``fit.converged`` False.
 
-    Example:
+    Examples:
         >>> import warnings
         >>> import torch
         >>> import probgen as pg
