@@ -124,6 +124,26 @@ def test_doctest(name, tmp_path, monkeypatch):
     assert runner.failures == 0, "".join(failures)
 
 
+_MODULES = ["probgen", "probgen.models", "probgen.diagnostics", "probgen.distributed", "probgen.drawing",
+            "probgen.graph", "probgen.checkpoint", "probgen.devices"]
+
+
+@pytest.mark.parametrize("module", _MODULES)
+def test_module_docstring_examples_run(module, tmp_path, monkeypatch):
+    # the modules' own docstrings (the package's first example, say) run too, where they have one
+    monkeypatch.chdir(tmp_path)
+    importlib.import_module(module)
+    mod = sys.modules[module]  # probgen.graph the module, not the function pg.graph
+    tests = [t for t in doctest.DocTestFinder(recurse=False).find(mod, module, globs={}) if t.examples]
+    if module == "probgen":
+        assert tests, "the package docstring's example is found"
+    runner = doctest.DocTestRunner(optionflags=_FLAGS)
+    failures: list[str] = []
+    for t in tests:
+        runner.run(t, out=failures.append)
+    assert runner.failures == 0, "".join(failures)
+
+
 def test_griffe_parses():
     griffe = pytest.importorskip("griffe", reason="griffe (mkdocstrings' parser) is not installed")
     warnings: list[str] = []
