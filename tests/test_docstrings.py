@@ -8,8 +8,11 @@ exports, the ``__all__`` of ``probgen.diagnostics``, ``probgen.distributed`` and
 modules' other functions are the core's plumbing). A name added to one of those exports
 without a docstring example fails ``test_has_example``; every example runs as a doctest in
 ``test_doctest`` (tiny data, a few steps, ``seed=``: the whole file takes well under a
-minute). Where griffe (the parser mkdocstrings uses) is installed, ``test_griffe_parses``
-checks that it reads every docstring as Google style without a warning.
+minute), and so do the examples in those modules' own docstrings. The public methods of
+the public classes have docstrings (``test_methods_have_docstrings``). Where griffe (the
+parser mkdocstrings uses; the ``docs`` extra) is installed, ``test_griffe_parses`` checks
+that it reads every one of these docstrings as Google style without a warning, finds the
+``Examples`` section, and reads each ``Returns`` as one unnamed value.
 """
 from __future__ import annotations
 
