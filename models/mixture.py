@@ -75,6 +75,23 @@ class GaussianMixture(Program):
     correction (Ghahramani & Jordan 1994; :mod:`probgen.ops.gaussian_missing`). A row with
     every cell missing is refused. Partial labels (``labels``, −1 = unknown) clamp a row's
     component in the E-step.
+
+    Fitted by EM (Dempster, Laird & Rubin 1977; Bishop 2006, §9.2), CAVI for ``bayesian=True``
+    (Bishop 2006, §10.2), the generic SVI and NUTS.
+
+    Examples:
+        >>> import torch
+        >>> import probgen as pg
+        >>> from probgen.models import GaussianMixture
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x = torch.cat([torch.randn(50, 2, generator=g) - 3, torch.randn(50, 2, generator=g) + 3]).double()
+        >>> fit = pg.fit(GaussianMixture(2, 2, covariance="diag"), x, steps=50, seed=0, progress=False)
+        >>> {name: tuple(p.shape) for name, p in fit.params.items()}
+        {'weights': (2,), 'loc': (2, 2), 'scale': (2, 2)}
+        >>> sorted(fit.params["weights"].round(decimals=2).tolist())
+        [0.5, 0.5]
+        >>> pg.infer(fit, x[:3], query="map").shape  # each row's most probable component
+        torch.Size([3])
     """
 
     short_name = "gmm"
@@ -121,6 +138,12 @@ class GaussianMixture(Program):
         return "scale_tril" if self.covariance == "full" else "scale"
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The shape of every parameter.
+
+        Returns:
+          ``{"weights": (K,), "loc": (K, D), "scale_tril": (K, D, D)}`` (``"scale"``: ``(K, D)``
+            diagonal, ``(K,)`` spherical).
+        """
         k, d = self.k, self.dim
         factor = {"full": (k, d, d), "diag": (k, d), "spherical": (k,)}[self.covariance]
         return {"weights": (k,), "loc": (k, d), self.factor_name: factor}
@@ -327,6 +350,14 @@ class GaussianMixture(Program):
 
     @classmethod
     def load_named_data(cls, name: str) -> Any:
+        """A data set the CLI knows by name (none for mixtures: the bundled ``load_dataset`` ones serve).
+
+        Args:
+          name: the name.
+
+        Returns:
+          ``None``.
+        """
         return None
 
     # ---- priors ----------------------------------------------------------------------

@@ -51,7 +51,21 @@ LOOP = "iterative"
 class ConvergenceWarning(UserWarning):
     """An iterative fit used its whole budget (``steps``) before the relative change of its
     objective fell below ``tol``: raise ``steps`` (or ``tol``). Not raised for ``tol=None``
-    or 0 (which ask for every step) nor when a ``callback`` stopped the fit."""
+    or 0 (which ask for every step) nor when a ``callback`` stopped the fit. A ``UserWarning``;
+    the fit is still returned, with ``fit.converged`` False.
+
+    Examples:
+        >>> import warnings
+        >>> import torch
+        >>> import probgen as pg
+        >>> from probgen.models import GaussianMixture
+        >>> x = torch.randn(60, 2, generator=torch.Generator().manual_seed(0)).double()
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     fit = pg.fit(GaussianMixture(3, 2), x, steps=2, seed=0, progress=False)
+        >>> [w.category.__name__ for w in caught], fit.converged
+        (['ConvergenceWarning'], False)
+    """
 
 
 class Update(NamedTuple):
