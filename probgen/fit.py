@@ -106,6 +106,30 @@ class Fit:
         with torch.no_grad(), limited(), self.own_param_store():
             return method.sample(self, n, seed=seed, **options)
 
+    def update(self, data: Any, steps: int | None = None, seed: int | None = None, progress: bool = True,
+               **options: Any) -> "Fit":
+        """Continue this fit on new ``data``; returns the continued :class:`Fit` (this one is
+        left as it is: a fit is a value).
+
+        An online EM fit (``pg.fit(..., online=True)``) goes on stepwise from its running
+        sufficient statistics, its update count ``t`` (so ρ_t keeps decreasing) and the number
+        of items it has seen, for ``steps`` passes over ``data`` (a data set, an iterator of
+        chunks or a callable returning one; default: 1 pass for an iterator, else 5);
+        ``options``: ``batch_size``, ``t0``, ``kappa``, ``tol``, ``callback`` to change. A batch
+        EM fit keeps no statistics of its data: it is refit by batch EM on ``data`` alone, from
+        its parameters (``pg.fit(fit.model, data, init=fit.params, ...)`` with its options, for
+        ``steps`` EM iterations) — the old data are forgotten except through the start.
+        Methods without such a continuation refuse with a ``ValueError``.
+        Reference: Cappé & Moulines (2009) for the online case."""
+        method = self._method()
+        if not hasattr(method, "update"):
+            raise ValueError(f"the {self.engine!r} method {self.method!r} cannot continue a fit on new data "
+                             "(Fit.update is for EM fits of GaussianMixture, HMM and CategoricalMixture)")
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 0):
+            raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
+        with self.own_param_store():
+            return method.update(self, data, steps=steps, seed=seed, progress=progress, **options)
+
     def to(self, device: Any) -> "Fit":
         """A copy of the fit on ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``, a
         ``torch.device``): its ``params``, its declaration's networks and tensors and the tensors
