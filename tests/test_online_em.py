@@ -71,6 +71,19 @@ def _hmm_case(emission, seed, n=300, T=40):
     return model, [x[i] for i in range(n)]
 
 
+def test_poisson_hmm_online_on_in_memory_sequences():
+    model = HMM(2, "poisson")
+    params = {"initial": torch.tensor([0.5, 0.5], dtype=torch.float64),
+              "transition": torch.tensor([[0.9, 0.1], [0.2, 0.8]], dtype=torch.float64),
+              "rate": torch.tensor([1.0, 6.0], dtype=torch.float64)}
+    x = model.sample(params, 200, seed=0, T=30)
+    seqs = [x[i] for i in range(200)]
+    batch = pg.fit(model, seqs, seed=0, progress=False)
+    online = pg.fit(model, seqs, online=True, batch_size=10, tol=None, seed=0, progress=False)
+    _close(online, batch, seqs)
+    assert len(online.history) == 5 and online.state["online"]["n"] == 200  # 5 passes by default
+
+
 @pytest.mark.parametrize("emission", ["gaussian", "categorical"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_hmm_online_on_a_stream_of_sequences_reaches_the_batch_fit(emission, seed):
@@ -253,6 +266,8 @@ def test_update_of_a_batch_fit_is_batch_em_on_the_new_data_from_its_parameters()
     assert up.options["tol"] == 1e-6
     with pytest.raises(ValueError, match="batch EM"):
         fit.update(seqs[30:], online=True, progress=False)
+    with pytest.raises(ValueError, match="not a stream"):
+        fit.update(iter([seqs[30:]]), progress=False)
     with pytest.raises(ValueError, match="cannot continue"):
         pg.fit(GaussianMixture(2, 2), _gmm_data(0)[:50], engine="exact",
                init={"weights": torch.tensor([0.5, 0.5]), "loc": torch.zeros(2, 2),

@@ -37,7 +37,7 @@ from typing import Any, Callable
 
 import torch
 
-from probgen.data import is_stream, n_items, take  # noqa: F401  (is_stream: the one test of a stream)
+from probgen.data import is_stream, n_items, take
 from probgen.fit import Fit
 from probgen.loops.iterative import Loop, Update, check_step_size, run, step_size
 from probgen.random import generator
@@ -236,6 +236,9 @@ def update(method: Any, fit_: Fit, data: Any, *, steps: int | None, seed: int | 
             raise ValueError("this fit was made by batch EM, which keeps no running statistics: Fit.update "
                              "continues it by batch EM on the new data; fit with online=True to continue "
                              "online")
+        if is_stream(data):
+            raise ValueError("Fit.update of a batch EM fit refits it by batch EM on a data set in memory, not a "
+                             "stream of chunks: fit with online=True to continue on streams")
         kept = {k: v for k, v in fit_.options.items() if k in method.fit_options(fit_.model)}
         return api.fit(fit_.model, data, engine=fit_.engine, steps=steps, seed=seed, init=fit_.params,
                        progress=progress, **{**kept, **options})

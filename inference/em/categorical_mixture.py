@@ -23,7 +23,7 @@ class CategoricalMixtureEM(Method):
     name = "categorical_mixture"
     needs = "a mixture of categoricals (component_log_prob, weights / probs)"
     objective = "log_likelihood"
-    steps_unit = "EM iterations"
+    steps_unit = "EM iterations (`online=True`: passes over the data)"
     devices = ("cpu", "cuda", "mps")  # torch only (CUDA / MPS written, not run here)
     loop = LOOP
     missing_values = True  # missing cells (−1): left out of the products and the counts

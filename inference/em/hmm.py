@@ -140,7 +140,7 @@ class BaumWelch(Method):
     name = "baum-welch"
     needs = "a hidden Markov chain (initial, transition and per-step emission log-likelihoods)"
     objective = "log_likelihood"
-    steps_unit = "EM iterations"
+    steps_unit = "EM iterations (`online=True`: passes over the data)"
     device_hint = "its forward-backward runs in compiled CPU loops, probgen.ops.chain_kernels"
     loop = LOOP
     missing_values = True  # missing steps / dimensions: the declaration's emissions marginalise them

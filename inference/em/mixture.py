@@ -47,7 +47,7 @@ class MixtureEM(Method):
     needs = "e_step / m_step / init_params hooks (a mixture with point-estimated parameters)"
     log_prob_kind = "exact"
     objective = "log_likelihood"
-    steps_unit = "EM iterations"
+    steps_unit = "EM iterations (`online=True`: passes over the data)"
     devices = ("cpu", "cuda", "mps")  # torch only (CUDA / MPS written, not run here)
     loop = LOOP
     missing_values = True  # NaN cells: the declaration's E-step marginalises them
