@@ -17,7 +17,9 @@ as against the data seen. The statistics are the data-parallel EM's (``em_statis
 
 One driver step (:func:`probgen.loops.iterative.run`) is **one pass over the data**, so
 ``steps`` counts passes and ``tol``, ``n_init``, ``callback``, the history and checkpoints
-mean what they mean for every iterative method. The data are
+mean what they mean for every iterative method — but ``tol`` only when passed: the per-pass
+objective is a running estimate that wanders by about the batch defaults, so by default an
+online fit runs every pass (:class:`BatchTol`). The data are
 
 * an in-memory data set: each pass visits it in minibatches of ``batch_size`` items from a
   fresh permutation (drawn with ``seed``);
@@ -59,6 +61,21 @@ class Hooks:
                  fixed: Callable | None = None):
         self.check, self.start, self.statistics, self.update = check, start, statistics, update
         self.fixed = fixed or (lambda params: {})
+
+
+class BatchTol(float):
+    """The default ``tol`` of a method with an online form: a float equal to its batch default,
+    marked so that an online fit can tell it from a ``tol`` the caller passed. An online fit's
+    per-pass objective is a running estimate that wanders between passes by about the batch
+    defaults (1e-5 relative on a GMM pass), so by default it runs every pass (``tol=None``)."""
+
+
+def resolve_tol(tol: Any, online: Any) -> Any:
+    """``tol`` as the fit uses it: the batch default (:class:`BatchTol`) as a plain float for a
+    batch fit, ``None`` for an online one; a ``tol`` the caller passed as given."""
+    if isinstance(tol, BatchTol):
+        return None if online is True else float(tol)
+    return tol
 
 
 def check_options(online: Any, batch_size: Any, t0: Any, kappa: Any, labels: Any = None) -> None:

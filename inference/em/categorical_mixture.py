@@ -34,7 +34,8 @@ class CategoricalMixtureEM(Method):
         return protocols.implements(model, protocols.CategoricalMixtureModel)
 
     def fit(self, model: Any, data: torch.Tensor, *, steps: int | None, seed: int | None, init: dict | None,
-            progress: bool, tol: float | None = 1e-7, n_init: int = 1, callback: Callable | None = None,
+            progress: bool, tol: float | None = online_em.BatchTol(1e-7), n_init: int = 1,
+            callback: Callable | None = None,
             labels: Any = None, online: bool = False, batch_size: int | None = None, t0: float = 2.0,
             kappa: float = 0.6, **options: Any) -> Fit:
         """``steps`` (default 200) iterations; ``tol``, ``n_init`` (restarts from independent
@@ -46,6 +47,7 @@ class CategoricalMixtureEM(Method):
         iterator of chunks (or a callable returning one), and ``steps`` counts passes."""
         check_options("em", options, ("tol", "n_init", "callback", "labels") + online_em.OPTIONS)
         online_em.check_options(online, batch_size, t0, kappa, labels)
+        tol = online_em.resolve_tol(tol, online)
         if online:
             return online_em.fit(self, model, data, self.online_hooks(model, init), steps=steps, seed=seed, tol=tol,
                                  n_init=n_init, callback=callback, progress=progress, batch_size=batch_size, t0=t0,

@@ -151,7 +151,8 @@ class BaumWelch(Method):
             "categorical", "gaussian", "poisson") and not getattr(model, "bayesian", False)
 
     def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
-            progress: bool, tol: float | None = 1e-8, n_init: int = 1, callback: Callable | None = None,
+            progress: bool, tol: float | None = online_em.BatchTol(1e-8), n_init: int = 1,
+            callback: Callable | None = None,
             min_covar: float = 1e-6, labels: Any = None, online: bool = False, batch_size: int | None = None,
             t0: float = 2.0, kappa: float = 0.6, **options: Any) -> Fit:
         """``steps`` (default 100) iterations; ``tol``, ``n_init`` (restarts from independent
@@ -166,6 +167,7 @@ class BaumWelch(Method):
         if min_covar < 0:
             raise ValueError(f"min_covar must be >= 0, got {min_covar}")
         online_em.check_options(online, batch_size, t0, kappa, labels)
+        tol = online_em.resolve_tol(tol, online)
         if online:
             return online_em.fit(self, model, data, self.online_hooks(model, init, min_covar), steps=steps, seed=seed,
                                  tol=tol, n_init=n_init, callback=callback, progress=progress, batch_size=batch_size,

@@ -57,9 +57,10 @@ class MixtureEM(Method):
         return protocols.implements(model, protocols.EMHooks) and not getattr(model, "bayesian", False)
 
     def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
-            progress: bool, tol: float | None = 1e-5, n_init: int = 1, callback: Callable | None = None,
-            reg_covar: float = 1e-6, init_method: str = "kmeans++", labels: Any = None, online: bool = False,
-            batch_size: int | None = None, t0: float = 2.0, kappa: float = 0.6, **options: Any) -> Fit:
+            progress: bool, tol: float | None = online_em.BatchTol(1e-5), n_init: int = 1,
+            callback: Callable | None = None, reg_covar: float = 1e-6, init_method: str = "kmeans++",
+            labels: Any = None, online: bool = False, batch_size: int | None = None, t0: float = 2.0,
+            kappa: float = 0.6, **options: Any) -> Fit:
         """Args: ``steps`` = max iterations (default 100); ``tol``: stop when the relative
         change of the mean log-likelihood is below it (:func:`probgen.registry.converged`;
         ``None`` or 0 runs all steps);
@@ -73,15 +74,18 @@ class MixtureEM(Method):
         ``online=True``: stepwise EM (:mod:`inference.em._online`) over minibatches of
         ``batch_size`` rows, step sizes ρ_t = (t + ``t0``)^−``kappa``; ``data`` may then be an
         iterator of chunks (or a callable returning one), and ``steps`` counts passes."""
-        check_options("em", options, ("tol", "n_init", "callback", "reg_covar", "init_method", "labels") + online_em.OPTIONS)
+        check_options("em", options,
+                      ("tol", "n_init", "callback", "reg_covar", "init_method", "labels") + online_em.OPTIONS)
         if not reg_covar >= 0:
             raise ValueError(f"reg_covar must be >= 0, got {reg_covar!r}")
         online_em.check_options(online, batch_size, t0, kappa, labels)
+        tol = online_em.resolve_tol(tol, online)
         if online:
-            return online_em.fit(self, model, data, self.online_hooks(model, init, reg_covar, init_method), steps=steps,
-                                 seed=seed, tol=tol, n_init=n_init, callback=callback, progress=progress,
-                                 batch_size=batch_size, t0=t0, kappa=kappa,
-                                 options={"tol": tol, "n_init": n_init, "reg_covar": reg_covar, "init_method": init_method})
+            hooks = self.online_hooks(model, init, reg_covar, init_method)
+            return online_em.fit(self, model, data, hooks, steps=steps, seed=seed, tol=tol, n_init=n_init,
+                                 callback=callback, progress=progress, batch_size=batch_size, t0=t0, kappa=kappa,
+                                 options={"tol": tol, "n_init": n_init, "reg_covar": reg_covar,
+                                          "init_method": init_method})
         steps = 100 if steps is None else steps
         if labels is not None:
             labels = model.check_labels(labels, data)
