@@ -11,7 +11,6 @@ minibatches (equal to float round-off, 1e-12), and the uninterrupted fit for che
 import gc
 import weakref
 
-import numpy as np
 import pytest
 import torch
 
@@ -124,7 +123,7 @@ def test_missing_cells_stream_through_online_em():
     online = pg.fit(model, _chunks(xm, 1000), online=True, batch_size=200, seed=0, progress=False)
     _close(online, batch, xm)
     cm = CategoricalMixture(2)
-    codes, _ = CategoricalMixture.example(0)[1], None
+    codes = CategoricalMixture.example(0)[1]
     codes = codes.repeat(40, 1)
     full = codes.clone()
     codes[torch.rand(codes.shape, generator=g) < 0.2] = -1

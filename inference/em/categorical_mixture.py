@@ -35,9 +35,8 @@ class CategoricalMixtureEM(Method):
 
     def fit(self, model: Any, data: torch.Tensor, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, tol: float | None = online_em.BatchTol(1e-7), n_init: int = 1,
-            callback: Callable | None = None,
-            labels: Any = None, online: bool = False, batch_size: int | None = None, t0: float = 2.0,
-            kappa: float = 0.6, **options: Any) -> Fit:
+            callback: Callable | None = None, labels: Any = None, online: bool = False,
+            batch_size: int | None = None, t0: float = 2.0, kappa: float = 0.6, **options: Any) -> Fit:
         """``steps`` (default 200) iterations; ``tol``, ``n_init`` (restarts from independent
         seeds, the best final log-likelihood wins) and ``callback`` as in
         :func:`probgen.loops.iterative.run`; ``labels`` ``(N,)``: known components (−1 =
@@ -67,7 +66,6 @@ class CategoricalMixtureEM(Method):
         if params is None:
             raise ValueError(f"{type(model).__name__} holds no parameters of its own: pass a fit")
         return model.impute(params, data)
-
 
     def online_hooks(self, model: Any, init: dict | None, **_: Any) -> online_em.Hooks:
         """Online EM's steps: :func:`statistics` of a minibatch (missing cells, −1, left out)

@@ -152,9 +152,8 @@ class BaumWelch(Method):
 
     def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, tol: float | None = online_em.BatchTol(1e-8), n_init: int = 1,
-            callback: Callable | None = None,
-            min_covar: float = 1e-6, labels: Any = None, online: bool = False, batch_size: int | None = None,
-            t0: float = 2.0, kappa: float = 0.6, **options: Any) -> Fit:
+            callback: Callable | None = None, min_covar: float = 1e-6, labels: Any = None, online: bool = False,
+            batch_size: int | None = None, t0: float = 2.0, kappa: float = 0.6, **options: Any) -> Fit:
         """``steps`` (default 100) iterations; ``tol``, ``n_init`` (restarts from independent
         seeds, the best final log-likelihood wins) and ``callback`` as in
         :func:`probgen.loops.iterative.run`; ``min_covar`` is added to Gaussian variances;
@@ -180,7 +179,6 @@ class BaumWelch(Method):
                          seed=seed, n_init=n_init, progress=progress, callback=callback, desc="baum-welch")
         return Fit(model, result.state, result.history, engine=self.engine, method=self.name,
                    state=result.fit_state(), options={"tol": tol, "n_init": n_init, "min_covar": min_covar})
-
 
     def online_hooks(self, model: Any, init: dict | None, min_covar: float = 1e-6, **_: Any) -> online_em.Hooks:
         """Online EM's steps: the data-parallel expected counts (:func:`statistics`) of a

@@ -100,7 +100,6 @@ class MixtureEM(Method):
                    state=result.fit_state(),
                    options={"tol": tol, "n_init": n_init, "reg_covar": reg_covar, "init_method": init_method})
 
-
     def online_hooks(self, model: Any, init: dict | None, reg_covar: float = 1e-6,
                      init_method: str = "kmeans++", **_: Any) -> online_em.Hooks:
         """Online EM's steps: ``model.em_statistics`` / ``em_update`` about a centre fixed at the
