@@ -11,7 +11,7 @@ import torch
 from probgen import checkpoint as checkpoints
 from probgen import devices, registry
 from probgen import distributed as dist
-from probgen.data import has_missing
+from probgen.data import has_missing, is_stream
 from probgen.fit import Fit, load, own_param_store  # noqa: F401  (re-exported)
 from probgen.random import seeded
 from probgen.threads import limited, num_threads, set_num_threads  # noqa: F401  (re-exported)
@@ -76,15 +76,27 @@ def fit(model: Any, data: Any = None, engine: str | None = None, steps: int | No
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 0):
         raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
     known = method.fit_options(model)
+    if "online" in options and "online" not in known:
+        online = [f"{m.engine} {m.name!r}" for e in registry.engines() for m in registry.methods(e)
+                  if m.accepts(model) and "online" in m.fit_options(model)]
+        raise ValueError(f"the {method.engine!r} method {method.name!r} for {type(model).__name__} has no online "
+                         f"form (online=); methods that do: {online or 'none for this model'}")
     registry.check_options(method.engine, {k: v for k, v in options.items() if k not in known}, known)
     dev = devices.check_device(device)
     devices.check_method(method, dev)
     path, every = checkpoints.check_options(method, checkpoint, checkpoint_every)
     ctx = dist.context(distributed, dev)
+    stream = options.get("online") is True and is_stream(data)
+    if options.get("online") is True and ctx is not None:
+        raise ValueError("online EM runs on one process (its minibatch updates are sequential): pass "
+                         "distributed=False, or fit by batch EM, which runs data-parallel")
+    if stream and path is not None:
+        raise ValueError("a checkpoint of an online fit needs data it can check on resume: pass an in-memory "
+                         "data set (not an iterator or a callable of chunks), or drop checkpoint=")
     with ctx.guard() if ctx is not None else contextlib.nullcontext():  # a rank's bad data ends the others
-        data, seed = _distribute(ctx, model, method, data, seed, path)
-    if init is not None:
-        init = _check_init(model, method, init, data)
+        data, seed = (data, seed) if stream else _distribute(ctx, model, method, data, seed, path)
+    if init is not None:  # a stream's chunks are the method's to check: no shapes from the data here
+        init = _check_init(model, method, init, None if stream else data, shapes=not stream)
     ck = None
     if path is not None:  # the call as it is now, before training changes the declaration's networks
         call = checkpoints.record_call(model, method, data, steps=steps, seed=seed, init=init,
@@ -317,7 +329,8 @@ def _infer_rows(ctx: dist.Context, method: registry.Method, model: Any, params: 
 _INFER_ARGS = ("model", "params", "data", "query")
 
 
-def _check_init(model: Any, method: registry.Method, init: Any, data: Any) -> dict[str, torch.Tensor]:
+def _check_init(model: Any, method: registry.Method, init: Any, data: Any,
+                shapes: bool = True) -> dict[str, torch.Tensor]:
     """``init`` as tensors, checked once for every method: a dict, finite, refused by a method
     that does not start from parameters, and — where the declaration can state its parameters
     (``param_shapes()`` or ``init_params``) — only its parameter names, each with its shape."""
@@ -336,7 +349,7 @@ def _check_init(model: Any, method: registry.Method, init: Any, data: Any) -> di
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise ValueError(f"init[{k!r}] contains NaN or inf")
         out[k] = t
-    shapes = _param_shapes(model, data)
+    shapes = _param_shapes(model, data) if shapes or hasattr(model, "param_shapes") else None
     if shapes is not None:
         unknown = sorted(set(out) - set(shapes))
         if unknown:

@@ -248,6 +248,14 @@ def _parallel(data: Any) -> bool:
                                        and all(isinstance(d, (torch.Tensor, np.ndarray)) for d in data))
 
 
+def is_stream(data: Any) -> bool:
+    """Whether ``data`` is a stream of chunks — an iterator (a generator), or a callable that
+    returns one — rather than a data set: what online fits (``pg.fit(..., online=True)``) take
+    chunk by chunk, never checked (nor held) as a whole."""
+    from collections.abc import Iterator
+    return isinstance(data, Iterator) or (callable(data) and not isinstance(data, (torch.Tensor, np.ndarray)))
+
+
 def n_items(data: Any) -> int:
     """The number of data items (rows, documents, sequences, sentences) of ``data``: a tensor,
     a container with ``n_docs`` (a corpus) or ``__len__`` and ``subset`` (padded sequences),

@@ -161,6 +161,49 @@ class Fit:
         with torch.no_grad(), limited(), self.own_param_store():
             return method.sample(self, n, seed=seed, **options)
 
+    def update(self, data: Any, steps: int | None = None, seed: int | None = None, progress: bool = True,
+               **options: Any) -> "Fit":
+        """Continue this EM fit on new ``data`` (Cappé & Moulines 2009 for the online case).
+
+        An online EM fit (``pg.fit(..., online=True)``) goes on stepwise from its running
+        sufficient statistics, its update count ``t`` (so ρ_t keeps decreasing) and the number
+        of items it has seen. A batch EM fit keeps no statistics of its data: it is refit by
+        batch EM on ``data`` alone, from its parameters (``pg.fit(fit.model, data,
+        init=fit.params, ...)`` with its options) — the old data count only through the start.
+        Methods without such a continuation refuse with a ``ValueError``.
+
+        Args:
+          data: the new data: a data set; for an online fit also an iterator of chunks or a
+            callable returning a fresh one (as ``pg.fit(..., online=True)`` takes).
+          steps: online: passes over ``data`` (default 1 for an iterator, else 5); batch: EM
+            iterations (the method's default).
+          seed: seeds the minibatch order (online) or the refit.
+          progress: show a progress bar.
+          **options: online: ``batch_size``, ``t0``, ``kappa``, ``tol``, ``callback`` to change;
+            batch: any option of the method (its fit's own are kept otherwise).
+
+        Returns:
+          The continued :class:`Fit`; this one is left as it is (a fit is a value).
+
+        Examples:
+          >>> import torch, probgen as pg
+          >>> from probgen.models import GaussianMixture
+          >>> x = torch.randn(400, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+          >>> fit = pg.fit(GaussianMixture(2, 2), iter([x[:200], x[200:]]), online=True, seed=0, progress=False)
+          >>> fit.state["online"]["t"]
+          2
+          >>> fit.update(iter([x[:100]]), progress=False).state["online"]["t"]
+          3
+        """
+        method = self._method()
+        if not hasattr(method, "update"):
+            raise ValueError(f"the {self.engine!r} method {self.method!r} cannot continue a fit on new data "
+                             "(Fit.update is for EM fits of GaussianMixture, HMM and CategoricalMixture)")
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 0):
+            raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
+        with self.own_param_store():
+            return method.update(self, data, steps=steps, seed=seed, progress=progress, **options)
+
     def to(self, device: Any) -> "Fit":
         """A copy of the fit on ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``, a
         ``torch.device``): its ``params``, its declaration's networks and tensors and the tensors
