@@ -1,5 +1,6 @@
 """LDA on three engines (meanfield CAVI, svi online VB / amortised, mcmc collapsed Gibbs),
 its shared kernels and evaluation, and bad input."""
+import bisect
 import itertools
 import math
 
@@ -173,8 +174,75 @@ def test_amortized_encoder_svi_learns_topics(synthetic):
 
 # ---- mcmc: the collapsed Gibbs kernel against exact enumeration -------------------------
 
+def _reference_gibbs_sweep(z, w, d, ndk, nwk, nk, alpha, eta, u):
+    """Griffiths & Steyvers (2004): one sequential sweep of one chain, token by token, on
+    plain lists (the textbook loop; the interpreted kernel probgen ran before the compiled one)."""
+    V, K = len(nwk), len(nk)
+    for i in range(len(z)):
+        k = z[i]
+        ndk[d[i]][k] -= 1
+        nwk[w[i]][k] -= 1
+        nk[k] -= 1
+        p = [(ndk[d[i]][j] + alpha[j]) * (nwk[w[i]][j] + eta) / (nk[j] + V * eta) for j in range(K)]
+        cdf = list(itertools.accumulate(p))
+        k = min(bisect.bisect_left(cdf, u[i] * cdf[-1]), K - 1)
+        z[i] = k
+        ndk[d[i]][k] += 1
+        nwk[w[i]][k] += 1
+        nk[k] += 1
+
+
+def test_vectorised_gibbs_sweeps_equal_one_chain_at_a_time():
+    from probgen.inference.mcmc.lda import CollapsedGibbs, gibbs_sweeps
+    corpus = Corpus.build(synthetic_corpus(k=3, vocab_size=12, n_docs=15, length=12, seed=4)[0], 12)
+    toks = corpus.token_lists()
+    w = torch.cat(toks).numpy().astype(np.int64)
+    d = np.repeat(np.arange(corpus.n_docs), [len(t) for t in toks])
+    alpha, eta = np.array([0.2, 0.5, 0.3]), 0.1
+    kernel = CollapsedGibbs(3, 12, w, d, corpus.n_docs, alpha, eta, None)
+    state = kernel.init([11, 12, 13], [0, 1, 2], 0)
+    one = [{k: state[k][c].tolist() for k in ("z", "ndk", "nwk", "nk")} for c in range(3)]
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        u = rng.random((3, len(w)))
+        gibbs_sweeps(state["z"], w, d, state["ndk"], state["nwk"], state["nk"], alpha, eta, u)
+        for c in range(3):
+            _reference_gibbs_sweep(one[c]["z"], w.tolist(), d.tolist(), one[c]["ndk"], one[c]["nwk"], one[c]["nk"],
+                                   alpha.tolist(), eta, u[c].tolist())
+    for c in range(3):  # the same assignments and counts, exactly (the same float operations)
+        for k in ("z", "ndk", "nwk", "nk"):
+            assert np.array_equal(state[k][c], np.array(one[c][k])), (c, k)
+    # the counts stay those of the assignments
+    z = state["z"]
+    for c in range(3):
+        assert np.array_equal(state["ndk"][c], _counts(d, z[c], corpus.n_docs, 3))
+        assert np.array_equal(state["nwk"][c], _counts(w, z[c], 12, 3))
+    assert np.array_equal(state["nk"], state["nwk"].sum(1))
+
+
+def _counts(rows, z, n, k):
+    out = np.zeros((n, k))
+    np.add.at(out, (rows, z), 1.0)
+    return out
+
+
+def test_gibbs_fit_with_chains_equals_one_chain_at_a_time():
+    from probgen.loops.mcmc import chain_seed
+    docs, _ = synthetic_corpus(k=3, vocab_size=12, n_docs=20, length=15, seed=0)
+    many = pg.fit(LDA(3, 12), docs, engine="mcmc", steps=6, warmup=3, num_chains=3, seed=5, progress=False)
+    total = 0
+    for c in range(3):
+        one = pg.fit(LDA(3, 12), docs, engine="mcmc", steps=6, warmup=3, seed=chain_seed(5, c), progress=False)
+        assert [r["log_joint"] for r in many.history if r["chain"] == c] == [r["log_joint"] for r in one.history]
+        assert torch.equal(many.state["sample_stats"]["log_joint"][c], one.state["sample_stats"]["log_joint"][0])
+        total = total + one.params["topics"] * 6
+        if c == 0:
+            assert torch.equal(many.state["z"], one.state["z"])
+    torch.testing.assert_close(many.params["topics"], total / 18, rtol=1e-12, atol=0)
+
+
 def test_gibbs_kernel_samples_the_exact_posterior():
-    from probgen.inference.mcmc.lda import gibbs_sweep, log_joint
+    from probgen.inference.mcmc.lda import gibbs_sweeps, log_joint
     w, d = [0, 1, 1, 0], [0, 0, 1, 1]
     K, V, alpha, eta = 2, 2, [0.5, 0.8], 0.3
     # exact p(z | w) over all K^N assignments from the collapsed joint
@@ -187,17 +255,22 @@ def test_gibbs_kernel_samples_the_exact_posterior():
             nwk[wi, zi] += 1
         logp.append(log_joint(ndk, nwk, nwk.sum(0), np.array(alpha), eta))
     exact = torch.softmax(torch.tensor(logp), 0).numpy()
+    # C independent chains, all moved by each call, all starting from z = 0
+    C, n = 4, 5000
     rng = np.random.default_rng(0)
-    z = [0, 0, 0, 0]
-    ndk, nwk = [[4.0 - 2, 0.0], [2.0, 0.0]], [[2.0, 0.0], [2.0, 0.0]]
-    nk = [4.0, 0.0]
+    z = np.zeros((C, 4), dtype=np.int64)
+    ndk = np.tile(np.array([[2.0, 0.0], [2.0, 0.0]]), (C, 1, 1))
+    nwk = np.tile(np.array([[2.0, 0.0], [2.0, 0.0]]), (C, 1, 1))
+    nk = np.tile(np.array([4.0, 0.0]), (C, 1))
+    index = {s: i for i, s in enumerate(states)}
     counts = np.zeros(len(states))
-    n = 20000
+    wa, da, aa = np.array(w), np.array(d), np.array(alpha)
     for _ in range(n):
-        gibbs_sweep(z, w, d, ndk, nwk, nk, alpha, eta, rng.random(4).tolist())
-        counts[states.index(tuple(z))] += 1
-    # 16 states, 20000 correlated sweeps: Monte Carlo s.e. of each frequency <= ~0.008
-    np.testing.assert_allclose(counts / n, exact, atol=0.03)
+        gibbs_sweeps(z, wa, da, ndk, nwk, nk, aa, eta, rng.random((C, 4)))
+        for c in range(C):
+            counts[index[tuple(z[c])]] += 1
+    # 16 states, 4 x 5000 correlated sweeps: Monte Carlo s.e. of each frequency <= ~0.008
+    np.testing.assert_allclose(counts / (C * n), exact, atol=0.03)
 
 
 # ---- one evaluation for all engines ------------------------------------------------------
