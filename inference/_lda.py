@@ -71,7 +71,7 @@ class TopicModelMethod(Method):
     """Evaluation, sampling and queries shared by the LDA methods."""
 
     log_prob_kind = "bound"
-    queries = ("doc_topics",)
+    queries = ("doc_topics", "impute")
     needs = NEEDS
 
     def accepts(self, model: Any) -> bool:
@@ -79,7 +79,9 @@ class TopicModelMethod(Method):
 
     def log_prob(self, fit: Fit, x: Any, **options: Any) -> torch.Tensor:
         """Per-document lower bound on log p(w_d | topics, α) (the token sequence's
-        probability with θ_d integrated out), by fold-in with the fitted topics fixed."""
+        probability with θ_d integrated out), by fold-in with the fitted topics fixed; for a
+        document with missing counts (NaN), the bound on the probability of its observed
+        tokens (:func:`probgen.ops.lda.missing_log_scale`)."""
         corpus = fit.model.check_data(x)
         topics, alpha = fit.params["topics"].double(), fit.params["alpha"].double()
         gamma = lda_ops.fold_in(corpus, topics, alpha)
@@ -91,10 +93,14 @@ class TopicModelMethod(Method):
 
     def infer(self, model: Any, params: dict | None, data: Any, query: str, **options: Any) -> torch.Tensor:
         """``query="doc_topics"``: E[θ_d] (D, K) for each document, by fold-in with the
-        fitted topics fixed."""
+        fitted topics fixed. ``query="impute"``: the (D, V) count matrix with each missing
+        (NaN) count replaced by its expected value (convention:
+        :func:`probgen.ops.lda.impute_counts`)."""
         if params is None:
-            raise ValueError("the doc_topics query needs fitted topics: pass a Fit, not a declaration")
+            raise ValueError(f"the {query} query needs fitted topics: pass a Fit, not a declaration")
         corpus = model.check_data(data)
+        if query == "impute":
+            return lda_ops.impute_counts(corpus, params["topics"], params["alpha"])
         gamma = lda_ops.fold_in(corpus, params["topics"], params["alpha"])
         return gamma / gamma.sum(1, keepdim=True)
 

@@ -47,6 +47,7 @@ class LDACAVI(TopicModelMethod):
     device_hint = "its E-step is NumPy code, probgen.ops.lda.e_step"
     loop = LOOP
     parallel = "data"  # documents on their ranks; the topic-word expected counts summed
+    missing_values = True  # NaN counts: the E-step renormalises over each document's observed words
 
     def fit(self, model: Any, data: Corpus, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, tol: float | None = 1e-5, n_init: int = 1, callback: Callable | None = None,

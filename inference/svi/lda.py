@@ -64,6 +64,7 @@ class LDAOnlineVB(TopicModelMethod, GradientMethod):
     steps_unit = "minibatch updates"
     device_hint = "online VB's E-step is NumPy code, probgen.ops.lda.e_step"
     loop = LOOP
+    missing_values = True  # online VB: the E-step's renormalisation (inference="amortized" refuses them)
 
     def fit(self, model: Any, data: Corpus, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, inference: str = "online", batch_size: int = 32, tau0: float = 10.0,
@@ -89,6 +90,10 @@ class LDAOnlineVB(TopicModelMethod, GradientMethod):
         if not 0.5 < kappa <= 1 or tau0 < 0:
             raise ValueError(f"need kappa in (0.5, 1] and tau0 >= 0, got kappa={kappa}, tau0={tau0}")
         batch_size = min(batch_size, data.n_docs)
+        if inference == "amortized" and data.any_missing:
+            raise ValueError("the count matrix has missing cells (NaN), which inference='amortized' (an encoder "
+                             "of complete counts) does not handle; engine='meanfield' and engine='svi' "
+                             "(inference='online') marginalise them")
         if inference == "amortized":
             return self._amortized(model, data, steps, seed, init, progress, batch_size, lr, hidden,
                                    self.trainer_options(model, options))
