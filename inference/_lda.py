@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from probgen import protocols
+from probgen import distributed, protocols
 from probgen.corpus import Corpus
 from probgen.fit import Fit
 from probgen.ops import lda as lda_ops
@@ -39,7 +39,11 @@ def initial_lambda(model: Any, corpus: Corpus, eta: torch.Tensor, init: dict | N
         if topics.shape != (K, V) or (topics < 0).any():
             raise ValueError(f"init['topics'] must be a non-negative ({K}, {V}) matrix, got shape {tuple(topics.shape)}")
         topics = topics / topics.sum(1, keepdim=True)
-        return eta + topics * (corpus.n_tokens / K)
+        tokens = float(corpus.n_tokens)
+        ctx = distributed.current()
+        if ctx is not None:  # data-parallel: every rank's tokens, as one process would count them
+            tokens = float(ctx.sum({"tokens": torch.tensor(tokens, dtype=torch.float64)})["tokens"])
+        return eta + topics * (tokens / K)
     g = generator(seed)
     return torch._standard_gamma(torch.full((K, V), 100.0, dtype=torch.float64), generator=g) / 100.0
 
@@ -108,6 +112,12 @@ class TopicModelMethod(Method):
 def make_fit(method: Method, model: Any, lam_or_topics: torch.Tensor, alpha: torch.Tensor, eta: torch.Tensor,
              corpus: Corpus, history: list, state: dict, options: dict) -> Fit:
     topics = lam_or_topics / lam_or_topics.sum(1, keepdim=True)
-    state = dict(state, mean_length=float(corpus.lengths.mean()))
+    mean_length = float(corpus.lengths.mean())
+    ctx = distributed.current()
+    if ctx is not None and ctx.parallel == "data":  # the mean document length of every rank's documents
+        tot = ctx.sum({"tokens": corpus.lengths.sum().double(),
+                       "docs": torch.tensor(float(corpus.n_docs), dtype=torch.float64)})
+        mean_length = float(tot["tokens"] / tot["docs"])
+    state = dict(state, mean_length=mean_length)
     return Fit(model, {"topics": topics, "alpha": alpha.clone(), "eta": eta.clone()}, history,
                engine=method.engine, method=method.name, state=state, options=options)

@@ -80,16 +80,10 @@ class LDACAVI(TopicModelMethod):
         result = run(sweep, objective=self.objective, steps=steps, tol=tol, seed=seed, n_init=n_init,
                      progress=progress, callback=callback, desc="lda cavi")
         q = result.state
-        fit = make_fit(self, model, q["lambda"], q["alpha"], q["eta"], data, result.history,
-                       {"lambda": q["lambda"], **result.fit_state()},
-                       {"tol": tol, "n_init": n_init, "learn_alpha": learn_alpha, "learn_eta": learn_eta,
-                        "probes": probes, "probe_steps": probe_steps})
-        ctx = distributed.current()
-        if ctx is not None:  # the mean document length of every rank's documents
-            tot = ctx.sum({"tokens": data.lengths.sum().double(),
-                           "docs": torch.tensor(float(data.n_docs), dtype=torch.float64)})
-            fit.state["mean_length"] = float(tot["tokens"] / tot["docs"])
-        return fit
+        return make_fit(self, model, q["lambda"], q["alpha"], q["eta"], data, result.history,
+                        {"lambda": q["lambda"], **result.fit_state()},
+                        {"tol": tol, "n_init": n_init, "learn_alpha": learn_alpha, "learn_eta": learn_eta,
+                         "probes": probes, "probe_steps": probe_steps})
 
 
 class _Sweep:
