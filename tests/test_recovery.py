@@ -62,3 +62,13 @@ def test_lda_meanfield_defaults_recover_the_topics(seed):
     one = pg.fit(LDA(4, 40), docs, seed=seed, progress=False, probes=1)
     assert not recovery.topics_ok(topics, one.params["topics"].numpy())
     assert fit.history[-1]["elbo"] > one.history[-1]["elbo"]
+
+
+def test_lda_collapsed_gibbs_defaults_recover_the_topics():
+    from probgen.models import LDA
+    docs, topics = recovery.lda_data(8)  # the seed one random start missed (merged topics)
+    fit = pg.fit(LDA(4, 40), docs, engine="mcmc", seed=8, progress=False)
+    assert recovery.topics_ok(topics, fit.params["topics"].numpy())
+    one = pg.fit(LDA(4, 40), docs, engine="mcmc", seed=8, probes=1, progress=False)
+    assert not recovery.topics_ok(topics, one.params["topics"].numpy())
+    assert fit.history[-1]["log_joint"] > one.history[-1]["log_joint"]
