@@ -26,6 +26,10 @@ from probgen.registry import check_options, register
 
 from .._lda import TopicModelMethod, hyperparameters, initial_lambda, make_fit, seeded_lambda
 
+#: the probes' E-steps stop after this many sweeps per document (the winner's later steps
+#: converge them): a probe only has to rank its start, and a cold E-step is the costly one
+PROBE_E_STEP = 10
+
 OPTIONS = ("tol", "n_init", "callback", "learn_alpha", "learn_eta", "e_step_tol", "max_e_step", "seed_docs",
            "probes", "probe_steps")
 
@@ -114,6 +118,7 @@ class _Sweep:
             return self._random_start(seed)
         ctx = distributed.current()
         best, best_value = None, -float("inf")
+        full, self.max_e_step = self.max_e_step, min(self.max_e_step, PROBE_E_STEP)
         for s in restart_seeds(seed, self.probes):
             q = self._random_start(s)
             for _ in range(self.probe_steps):
@@ -121,6 +126,7 @@ class _Sweep:
                 q, value = update.state, update.objective
             if value > best_value:  # the earliest probe on a tie
                 best, best_value = q, value
+        self.max_e_step = full
         if ctx is not None:  # the document factors are this rank's: kept here, not broadcast
             self._local_gamma, best = best["gamma"], dict(best, gamma=None)
         return best
