@@ -106,6 +106,25 @@ def _lda(learn: bool = False):
                              learn_alpha=learn, learn_eta=learn, e_step_tol=0.0, max_e_step=25)
 
 
+def _lda_online(init: bool = False, missing: bool = False):
+    """Online VB (issue 16): from the same start and global minibatch order (the same seed),
+    each rank's part of the global minibatch summed in one all_reduce per update. ``init``:
+    a start from given topics (λ's pseudo-counts use every rank's tokens); ``missing``: 20%
+    of the counts NaN."""
+    from probgen.models import LDA
+    from probgen.models.lda import synthetic_corpus
+    from probgen.corpus import Corpus
+    docs, topics = synthetic_corpus(k=3, vocab_size=15, n_docs=41, length=20, seed=2)
+    data = docs
+    if missing:
+        x = Corpus.build(docs, 15).dense()
+        data = x.masked_fill(torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) < 0.2, float("nan"))
+    kw = dict(engine="svi", steps=7, batch_size=8, seed=4, e_step_tol=0.0, max_e_step=25)
+    if init:
+        kw["init"] = {"topics": topics + 0.05}
+    return LDA(3, 15), data, kw
+
+
 def _bayes_gmm():
     from probgen.models import GaussianMixture
     _, x, kw = _gmm("full")
@@ -118,6 +137,10 @@ CASES = {
     "bayes_gmm": _bayes_gmm,
     "lda": _lda,
     "lda_learn": lambda: _lda(learn=True),
+    "lda_missing": lambda: (_lda()[0], _lda_online(missing=True)[1], _lda()[2]),
+    "lda_online": _lda_online,
+    "lda_online_init": lambda: _lda_online(init=True),
+    "lda_online_missing": lambda: _lda_online(missing=True),
     "pcfg": _pcfg,
     "pcfg_treebank": lambda: _pcfg(treebank=True),
     "network_missing": _network,
@@ -251,7 +274,11 @@ def test_inside_outside_two_ranks_equal_one_process(spawned):
 
 
 def test_lda_cavi_two_ranks_equal_one_process(spawned):
-    _check(spawned, ["lda", "lda_learn"])
+    _check(spawned, ["lda", "lda_learn", "lda_missing"])
+
+
+def test_online_lda_two_ranks_equal_one_process(spawned):
+    _check(spawned, ["lda_online", "lda_online_init", "lda_online_missing"])
 
 
 def test_bayesian_mixture_cavi_two_ranks_equal_one_process(spawned):

@@ -50,3 +50,25 @@ def test_readme_recovery_table_is_the_benchmark_json():
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert cells[0] == r["model"] and cells[2] == f"{r['probgen']}/{r['seeds']}"
         assert cells[3] == ("—" if r["peer_recovered"] is None else f"{r['peer_recovered']}/{r['seeds']}")
+
+
+@pytest.mark.parametrize("seed", [2, 5, 8])  # the seeds one seeded start (probes=1) missed
+def test_lda_meanfield_defaults_recover_the_topics(seed):
+    from probgen.models import LDA
+    docs, topics = recovery.lda_data(seed)
+    fit = pg.fit(LDA(4, 40), docs, seed=seed, progress=False)
+    assert recovery.topics_ok(topics, fit.params["topics"].numpy())
+    # the probes pick by ELBO: the winner's is at least the single start's
+    one = pg.fit(LDA(4, 40), docs, seed=seed, progress=False, probes=1)
+    assert not recovery.topics_ok(topics, one.params["topics"].numpy())
+    assert fit.history[-1]["elbo"] > one.history[-1]["elbo"]
+
+
+def test_lda_collapsed_gibbs_defaults_recover_the_topics():
+    from probgen.models import LDA
+    docs, topics = recovery.lda_data(8)  # the seed one random start missed (merged topics)
+    fit = pg.fit(LDA(4, 40), docs, engine="mcmc", seed=8, progress=False)
+    assert recovery.topics_ok(topics, fit.params["topics"].numpy())
+    one = pg.fit(LDA(4, 40), docs, engine="mcmc", seed=8, probes=1, progress=False)
+    assert not recovery.topics_ok(topics, one.params["topics"].numpy())
+    assert fit.history[-1]["log_joint"] > one.history[-1]["log_joint"]
