@@ -18,7 +18,8 @@ is the same whether it runs alone or beside others). About 0.09 µs per token an
 K = 10 (benchmarks/gibbs_chains.py; the interpreted loop it replaced: 2 µs).
 
 Estimates: the topics are the posterior mean of β, averaged over the kept sweeps
-(after ``warmup`` sweeps): E[β_kw | z] = (n_kw + η) / (n_k + V η).
+(after ``warmup`` sweeps) of every chain, each chain's topics first matched to chain 0's
+(:func:`aligned`: the labels are exchangeable): E[β_kw | z] = (n_kw + η) / (n_k + V η).
 """
 from __future__ import annotations
 
@@ -87,6 +88,27 @@ def log_joint(ndk: np.ndarray, nwk: np.ndarray, nk: np.ndarray, alpha: np.ndarra
         + torch.lgamma(n_wk + e).sum((-2, -1)) - torch.lgamma(t(nk) + V * e).sum(-1)
     out = docs + topics
     return float(out) if out.dim() == 0 else out.numpy()
+
+
+def aligned(per_chain: Any) -> Any:
+    """Per-chain topic sums ``(C, K, V)`` with every chain's topics relabelled to match chain
+    0's. Topic labels are exchangeable in LDA, so independent chains find the same topics in
+    different orders (label switching, Stephens 2000); averaging them unmatched blurs the
+    topics together. Chain c's permutation minimises the total L1 distance between its
+    normalised topics and chain 0's (an assignment problem, solved exactly by
+    :func:`scipy.optimize.linear_sum_assignment`). Within one chain a collapsed Gibbs sampler
+    does not switch labels in practice, so its kept sweeps are summed as they are."""
+    from scipy.optimize import linear_sum_assignment
+
+    per_chain = np.asarray(per_chain, dtype=np.float64)
+    if per_chain.shape[0] < 2:
+        return per_chain
+    unit = per_chain / per_chain.sum(-1, keepdims=True)
+    out = per_chain.copy()
+    for c in range(1, per_chain.shape[0]):   # a handful of chains: K×K assignments, not a hot path
+        _, order = linear_sum_assignment(np.abs(unit[0][:, None, :] - unit[c][None, :, :]).sum(-1))
+        out[c] = per_chain[c][order]
+    return out
 
 
 class CollapsedGibbs(Kernel):
@@ -201,7 +223,7 @@ class LDACollapsedGibbs(TopicModelMethod):
         if chains.kept == 0:  # no kept sweep (steps=0): the first chain's current estimate
             topic_sum, kept = kernel.draw(last)["topics"][0], 1
         else:
-            topic_sum, kept = chains.sums["topics"].sum(0), chains.kept   # all chains' kept sweeps
+            topic_sum, kept = aligned(chains.sums["topics"]).sum(0), chains.kept   # all chains' kept sweeps
         topics = torch.as_tensor(topic_sum / kept)
         state = {"z": torch.as_tensor(last["z"][0]), "kept": kept, "draws": chains.draws,
                  "sample_stats": chains.stats}
