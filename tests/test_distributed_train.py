@@ -96,6 +96,10 @@ def _fits(kind: str, steps: int, **extra):
     if kind == "vae":
         return pg.fit(VAE(2, dims=(12, 8)), binary_data(), steps=steps, seed=extra.pop("seed", 6), batch_size=16, lr=2e-2,
                       progress=False, **extra)
+    if kind == "gan":
+        from probgen.models import GAN
+        return pg.fit(GAN(2, latent_dim=2, hidden=(16,)), flow_data(), steps=steps, seed=7, batch_size=16, lr=1e-2,
+                      progress=False, **extra)
     raise AssertionError(kind)
 
 
@@ -140,7 +144,8 @@ def assert_same_on_ranks(fits: list, what: str) -> None:
 
 PLAN = [("svi", 5, {}), ("svi", 4, {"validation": 0.25}), ("flow", 5, {}), ("ae", 3, {}),
         ("flow", 4, {"validation": 0.2, "clip_grad": 1.0, "ema": 0.9}),
-        ("ae", 3, {"validation": 0.25, "patience": 1})]
+        ("ae", 3, {"validation": 0.25, "patience": 1}),
+        ("gan", 4, {}), ("gan", 3, {"validation": 0.25, "gradient_penalty": 1.0, "d_steps": 2, "loss": "minimax"})]
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +156,9 @@ def ranked():
 @pytest.mark.parametrize("i", range(len(PLAN)))
 def test_two_ranks_equal_one_process_over_the_first_steps(ranked, i):
     """SVI (global latent + summed-out local ones), flow and autoencoder (minibatches, epochs),
-    with validation / early stopping, clipping after the reduce and EMA."""
+    with validation / early stopping, clipping after the reduce and EMA; the GAN's critic and
+    generator steps (each rank's slice of the one-process fit's fakes, the R1 penalty, two
+    critic steps per generator step)."""
     kind, steps, extra = PLAN[i]
     local = _summary(_fits(kind, steps, **extra))
     assert_same_on_ranks([r[i] for r in ranked], kind)
