@@ -100,6 +100,11 @@ def _fits(kind: str, steps: int, **extra):
         from probgen.models import GAN
         return pg.fit(GAN(2, latent_dim=2, hidden=(16,)), flow_data(), steps=steps, seed=7, batch_size=16, lr=1e-2,
                       progress=False, **extra)
+    if kind == "exact-energy":  # full-batch Adam on an RBM's exact likelihood (float64)
+        model, x = pg.registry.models()["rbm"].example(seed=0)
+        # the start from all the rows (a data-parallel fit otherwise starts from rank 0's)
+        init = pg.fit(model, x, engine="exact", steps=0, seed=0, progress=False, distributed=False).params
+        return pg.fit(model, x, engine="exact", steps=steps, seed=0, lr=0.05, init=init, progress=False, **extra)
     raise AssertionError(kind)
 
 
@@ -145,7 +150,8 @@ def assert_same_on_ranks(fits: list, what: str) -> None:
 PLAN = [("svi", 5, {}), ("svi", 4, {"validation": 0.25}), ("flow", 5, {}), ("ae", 3, {}),
         ("flow", 4, {"validation": 0.2, "clip_grad": 1.0, "ema": 0.9}),
         ("ae", 3, {"validation": 0.25, "patience": 1}),
-        ("gan", 4, {}), ("gan", 3, {"validation": 0.25, "gradient_penalty": 1.0, "d_steps": 2, "loss": "minimax"})]
+        ("gan", 4, {}), ("gan", 3, {"validation": 0.25, "gradient_penalty": 1.0, "d_steps": 2, "loss": "minimax"}),
+        ("exact-energy", 5, {}), ("exact-energy", 4, {"validation": 0.25})]
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +164,7 @@ def test_two_ranks_equal_one_process_over_the_first_steps(ranked, i):
     """SVI (global latent + summed-out local ones), flow and autoencoder (minibatches, epochs),
     with validation / early stopping, clipping after the reduce and EMA; the GAN's critic and
     generator steps (each rank's slice of the one-process fit's fakes, the R1 penalty, two
-    critic steps per generator step)."""
+    critic steps per generator step); the exact energy model's full-batch Adam."""
     kind, steps, extra = PLAN[i]
     local = _summary(_fits(kind, steps, **extra))
     assert_same_on_ranks([r[i] for r in ranked], kind)
