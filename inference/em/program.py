@@ -291,7 +291,10 @@ class ProgramEM(Method):
         :func:`probgen.loops.iterative.run`: restarts start from the program's own
         ``pyro.param`` initial values drawn under each restart's seed (they differ only if
         those values are random) or from ``init``. ``m_steps``: L-BFGS iterations of a
-        numerical M-step."""
+        numerical M-step. Under ``torch.distributed`` each rank fits its block of the examples
+        (:class:`_Steps`: the E-step's sums in one ``all_reduce``; what needs the new
+        parameters — the scale CM-step, the safeguard's Q, each L-BFGS evaluation — summed
+        after it), for a program whose latent sites all lie in its data plate."""
         check_options("em", options, ("tol", "n_init", "callback", "m_steps"))
         steps = 100 if steps is None else steps
         args = model.program_args(_float64(data))
