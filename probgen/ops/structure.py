@@ -133,11 +133,38 @@ def _segment_scores(c: np.ndarray, seg: np.ndarray, nij: np.ndarray, pseg: np.nd
 
 
 class Scorer:
-    """Local scores cached per (child, parent set)."""
+    """Local scores cached per (child, parent set), and the score changes of every single-edge
+    move into a child cached per (child, parent set): a search revisiting a family (after a
+    move is undone, or in another tie-breaking restart) re-scores nothing."""
 
     def __init__(self, counts: Counts, score: str, ess: float):
         self.counts, self.score, self.ess = counts, score, ess
         self.cache: dict = {}
+        self.moves_cache: dict = {}
+
+    def moves(self, child: int, parents: frozenset, room: bool) -> tuple[float, np.ndarray, np.ndarray]:
+        """``(s, add, delete)`` for one family: ``s = self(child, parents)``; ``add[u]`` the
+        gain of adding ``u -> child`` (``-inf`` for ``u`` in ``parents``, ``u = child``, or
+        every ``u`` when ``room`` is False: a full parent set takes no additions);
+        ``delete[u]`` the gain of deleting ``u -> child`` (``-inf`` unless ``u`` is a parent).
+        Both ``(V,)``, read-only (shared through the cache)."""
+        key = (child, parents, room)
+        hit = self.moves_cache.get(key)
+        if hit is not None:
+            return hit
+        v = len(self.counts.cards)
+        cur = self(child, parents)
+        add = np.full(v, -np.inf)
+        dele = np.full(v, -np.inf)
+        for u in parents:
+            dele[u] = self(child, parents - {u}) - cur
+        if room:
+            cand = [u for u in range(v) if u != child and u not in parents]
+            if cand:
+                add[cand] = self.add_one(child, parents, cand) - cur
+        add.flags.writeable = dele.flags.writeable = False
+        hit = self.moves_cache[key] = (cur, add, dele)
+        return hit
 
     def add_one(self, child: int, parents: set, candidates: list[int]) -> np.ndarray:
         """``self(child, parents | {u})`` for every ``u`` in ``candidates``: the families not
@@ -157,25 +184,26 @@ class Scorer:
         r = cnt.cards[child]
         pa = sorted(parents)
         q0 = math.prod(cnt.cards[p] for p in pa)
-        us = [candidates[i] for i in todo]
-        qs = np.array([q0 * cnt.cards[u] for u in us], dtype=np.float64)
+        us = np.array([candidates[i] for i in todo])
+        cu = np.asarray(cnt.cards)[us]
+        qs = (q0 * cu).astype(np.float64)
         if qs.sum() * r > DENSE_CELLS:  # large tables: one family at a time, sparsely
             for i in todo:
                 out[i] = self(child, parents | {candidates[i]})
             return out
         base = cnt._codes(pa) if pa else np.zeros(len(cnt.x), dtype=np.int64)
-        sizes = (qs * r).astype(np.int64)
+        sizes = (q0 * cu * r).astype(np.int64)
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        codes = np.concatenate([((base * cnt.cards[u] + cnt.columns[u]) * r + cnt.columns[child]) + off
-                                for u, off in zip(us, offsets)])
+        # (K, N) codes of the K families at once: parents, then the candidate, then the child
+        codes = (base[None, :] * cu[:, None] + cnt.columns[us]) * r + cnt.columns[child][None, :] + offsets[:, None]
         w = None if cnt.w is None else np.tile(cnt.w, len(us))
-        c = np.bincount(codes, weights=w, minlength=int(sizes.sum())).astype(np.float64)
+        c = np.bincount(codes.ravel(), weights=w, minlength=int(sizes.sum())).astype(np.float64)
         seg = np.repeat(np.arange(len(us)), sizes)
         nij = c.reshape(-1, r).sum(1)  # every family's block is (q_u, r), row-major
         pseg = np.repeat(np.arange(len(us)), (sizes // r))
         scores = _segment_scores(c, seg, nij, pseg, qs, r, cnt.n, len(us), self.score, self.ess)
-        for i, u, sc in zip(todo, us, scores):
-            out[i] = self.cache[(child, frozenset(parents | {u}))] = float(sc)
+        for i, u, sc in zip(todo, us.tolist(), scores.tolist()):
+            out[i] = self.cache[(child, frozenset(parents | {u}))] = sc
         return out
 
     def __call__(self, child: int, parents: Iterable[int]) -> float:
@@ -188,13 +216,13 @@ class Scorer:
 
 # ---- score-based search ------------------------------------------------------------------
 def _closure(a: np.ndarray) -> np.ndarray:
-    """``R[u, v]``: a directed path of length >= 1 from u to v."""
-    r = a.copy()
+    """``R[u, v]``: a directed path of length >= 1 from u to v (repeated squaring, on
+    float32 so the products are BLAS calls; entries are path counts capped at 1)."""
+    r = a.astype(np.float32)
     while True:  # squaring: paths double in length per round
-        ri = r.astype(np.int32)
-        nxt = r | ((ri @ ri) > 0)
+        nxt = np.minimum(r + r @ r, 1.0)
         if (nxt == r).all():
-            return r
+            return r > 0
         r = nxt
 
 
@@ -216,23 +244,21 @@ def search(scorer: Scorer, v: int, *, start: np.ndarray, allowed: np.ndarray, re
     Adjacency matrices ``(V, V)`` bool, ``A[u, w]`` = edge u -> w: ``start``, ``allowed``
     (not black-listed), ``required`` (white-listed, never deleted or reversed).
     Score deltas are kept per child column and recomputed only for children whose parents
-    changed (the score is decomposable)."""
+    changed (the score is decomposable), from :meth:`Scorer.moves`' cache. The
+    reachability matrix is updated in place after an addition (every ancestor of ``u``,
+    ``u`` included, now reaches every descendant of ``j``, ``j`` included) and recomputed
+    only after a deletion or a reversal."""
     a = start.copy()
     eye = np.eye(v, dtype=bool)
     priority = np.random.default_rng(seed).random((3, v, v))
-    cur = np.array([scorer(j, np.flatnonzero(a[:, j])) for j in range(v)])
+    cur = np.zeros(v)
     d_add = np.full((v, v), -np.inf)  # d_add[u, j]: gain of adding u -> j
     d_del = np.full((v, v), -np.inf)  # d_del[u, j]: gain of deleting u -> j
+    npar = a.sum(0)
 
     def refresh(j: int) -> None:
-        pa = set(np.flatnonzero(a[:, j]).tolist())
-        cur[j] = scorer(j, pa)
-        d_add[:, j] = d_del[:, j] = -np.inf
-        for u in pa:
-            d_del[u, j] = scorer(j, pa - {u}) - cur[j]
-        cand = [u for u in range(v) if u != j and u not in pa]
-        if cand and len(pa) < max_parents:  # a full parent set takes no additions
-            d_add[cand, j] = scorer.add_one(j, pa, cand) - cur[j]
+        pa = frozenset(np.flatnonzero(a[:, j]).tolist())
+        cur[j], d_add[:, j], d_del[:, j] = scorer.moves(j, pa, len(pa) < max_parents)
 
     for j in range(v):
         refresh(j)
@@ -240,23 +266,26 @@ def search(scorer: Scorer, v: int, *, start: np.ndarray, allowed: np.ndarray, re
     best_a, best = a.copy(), cur.sum()
     since_best = 0
     it = 0
+    r = _closure(a)
+    base_add = allowed & ~eye
+    base_rev = ~required & allowed.T
+    neg = np.full((3, v, v), -np.inf)
     with bar(total=max_iter, desc=desc, enabled=progress) as pbar:
         while max_iter is None or it < max_iter:
             it += 1
-            r = _closure(a)
-            npar = a.sum(0)
             room = npar < max_parents
-            ok_add = ~a & ~a.T & ~r.T & allowed & room[None, :] & ~eye
+            ok_add = base_add & ~a & ~r.T & room[None, :]  # no edge yet, no path j ~> u
             ok_del = a & ~required
-            other_path = (a.astype(np.int32) @ r.astype(np.int32)) > 0  # u -> w ~> j, w != j
-            ok_rev = a & ~required & allowed.T & room[:, None] & ~other_path
+            # reversing u -> j is acyclic unless u reaches j another way: u -> w ~> j
+            other_path = (a.astype(np.float32) @ r.astype(np.float32)) > 0
+            ok_rev = a & base_rev & room[:, None] & ~other_path
             if tabu_length:
                 for op, u, j in tabu:
                     (ok_add if op == "+" else ok_del if op == "-" else ok_rev)[u, j] = False
-            g_add = np.where(ok_add, d_add, -np.inf)
-            g_del = np.where(ok_del, d_del, -np.inf)
-            g_rev = np.where(ok_rev, d_del + d_add.T, -np.inf)
-            gains = np.stack([g_add, g_del, g_rev])
+            gains = neg.copy()
+            np.copyto(gains[0], d_add, where=ok_add)
+            np.copyto(gains[1], d_del, where=ok_del)
+            np.copyto(gains[2], d_del + d_add.T, where=ok_rev)
             gain = gains.max()
             tol = 1e-9 * (1.0 + abs(cur.sum()))  # below rounding of the summed scores
             if not np.isfinite(gain) or (not tabu_length and gain <= tol) or (sideways and gain < -tol):
@@ -267,17 +296,26 @@ def search(scorer: Scorer, v: int, *, start: np.ndarray, allowed: np.ndarray, re
             op, u, j = np.unravel_index(k, gains.shape)
             if op == 0:
                 a[u, j] = True
+                npar[j] += 1
                 tabu.append(("-", u, j))
                 refresh(j)
+                src, dst = r[:, u].copy(), r[j, :].copy()
+                src[u] = dst[j] = True
+                r |= src[:, None] & dst[None, :]
             elif op == 1:
                 a[u, j] = False
+                npar[j] -= 1
                 tabu.append(("+", u, j))
                 refresh(j)
+                r = _closure(a)
             else:
                 a[u, j], a[j, u] = False, True
+                npar[j] -= 1
+                npar[u] += 1
                 tabu.append(("rev", j, u))
                 refresh(j)
                 refresh(u)
+                r = _closure(a)
             pbar.update(1)
             total = cur.sum()
             if total > best + tol:
