@@ -60,6 +60,14 @@ class Counts:
         self.w = None if weights is None else np.asarray(weights, dtype=np.float64)
         self.n = float(len(self.x) if self.w is None else self.w.sum()) if n is None else float(n)
 
+    def state_ids(self) -> np.ndarray:
+        """``(V, N)``: each cell's state as a global index among all variables' states
+        (variable ``u``'s states are ``offset[u] .. offset[u] + cards[u] - 1``)."""
+        if getattr(self, "_state_ids", None) is None:
+            off = np.concatenate([[0], np.cumsum(self.cards)[:-1]]).astype(np.int64)
+            self._state_ids = self.columns + off[:, None]
+        return self._state_ids
+
     def table(self, cols: Iterable[int]) -> np.ndarray:
         """Dense counts of the joint states of ``cols``, shape ``cards[cols]``."""
         cols = list(cols)
@@ -167,44 +175,32 @@ class Scorer:
         return hit
 
     def add_one(self, child: int, parents: set, candidates: list[int]) -> np.ndarray:
-        """``self(child, parents | {u})`` for every ``u`` in ``candidates``: the families not
-        yet cached are counted together, in one ``bincount`` over their codes shifted into
-        disjoint ranges (one pass over the rows for all of them)."""
-        out = np.empty(len(candidates))
-        todo = []
-        for i, u in enumerate(candidates):
-            s = self.cache.get((child, frozenset(parents | {u})))
-            if s is None:
-                todo.append(i)
-            else:
-                out[i] = s
-        if not todo:
-            return out
+        """``self(child, parents | {u})`` for every ``u`` in ``candidates``, counted together:
+        one ``bincount`` of ``state_id(u) * q0 r + code(parents, child)`` over every column
+        ``u`` at once (``state_id``: the global index of ``u``'s state among all variables'
+        states, so the families' tables land in disjoint blocks ``(r_u, q0, r)``; one pass
+        over the ``(V, N)`` cells, no loop over candidates or rows). The scores are cached."""
         cnt = self.counts
         r = cnt.cards[child]
         pa = sorted(parents)
         q0 = math.prod(cnt.cards[p] for p in pa)
-        us = np.array([candidates[i] for i in todo])
-        cu = np.asarray(cnt.cards)[us]
-        qs = (q0 * cu).astype(np.float64)
-        if qs.sum() * r > DENSE_CELLS:  # large tables: one family at a time, sparsely
-            for i in todo:
-                out[i] = self(child, parents | {candidates[i]})
-            return out
-        base = cnt._codes(pa) if pa else np.zeros(len(cnt.x), dtype=np.int64)
-        sizes = (q0 * cu * r).astype(np.int64)
-        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        # (K, N) codes of the K families at once: parents, then the candidate, then the child
-        codes = (base[None, :] * cu[:, None] + cnt.columns[us]) * r + cnt.columns[child][None, :] + offsets[:, None]
-        w = None if cnt.w is None else np.tile(cnt.w, len(us))
-        c = np.bincount(codes.ravel(), weights=w, minlength=int(sizes.sum())).astype(np.float64)
-        seg = np.repeat(np.arange(len(us)), sizes)
-        nij = c.reshape(-1, r).sum(1)  # every family's block is (q_u, r), row-major
-        pseg = np.repeat(np.arange(len(us)), (sizes // r))
-        scores = _segment_scores(c, seg, nij, pseg, qs, r, cnt.n, len(us), self.score, self.ess)
-        for i, u, sc in zip(todo, us.tolist(), scores.tolist()):
-            out[i] = self.cache[(child, frozenset(parents | {u}))] = sc
-        return out
+        cards = np.asarray(cnt.cards)
+        if q0 * r * int(cards.sum()) > DENSE_CELLS:  # large tables: one family at a time, sparsely
+            return np.array([self(child, parents | {u}) for u in candidates])
+        us = np.asarray(candidates, dtype=np.int64)
+        base = cnt._codes(pa + [child])  # (N,) code of (parents, child), child fastest
+        codes = cnt.state_ids() * (q0 * r)
+        codes += base[None, :]
+        c = np.bincount(codes.ravel(), weights=None if cnt.w is None else np.tile(cnt.w, len(cards)),
+                        minlength=int(cards.sum()) * q0 * r).astype(np.float64)
+        v = len(cards)
+        seg = np.repeat(np.arange(v), cards * q0 * r)  # the cells' family (column u)
+        nij = c.reshape(-1, r).sum(1)  # parent configurations (u's state, parents' configuration)
+        pseg = np.repeat(np.arange(v), cards * q0)
+        scores = _segment_scores(c, seg, nij, pseg, (cards * q0).astype(np.float64), r, cnt.n, v,
+                                 self.score, self.ess)[us]
+        self.cache.update({(child, frozenset(parents | {u})): sc for u, sc in zip(us.tolist(), scores.tolist())})
+        return scores
 
     def __call__(self, child: int, parents: Iterable[int]) -> float:
         key = (child, frozenset(parents))
@@ -697,12 +693,14 @@ def learn_structure(cls: type, data: Any, method: str = "hill-climb", score: str
         def run(counts: Counts, a_start: np.ndarray) -> np.ndarray:
             # one search per tie-breaking seed, sharing the cache of local scores; the graph
             # of highest score wins (only the score decides: nothing else is looked at)
+            # (score-equivalent graphs tie up to rounding: the earliest restart keeps them, so
+            # neither summation order nor float noise picks among equal scores)
             scorer = Scorer(counts, score, ess)
             best, best_s = None, -np.inf
             for s_ in seeds:
                 a = search(scorer, v, start=a_start, seed=int(s_), **kw)
                 total = sum(scorer(j, np.flatnonzero(a[:, j])) for j in range(v))
-                if total > best_s:
+                if best is None or total > best_s + 1e-9 * (1.0 + abs(best_s)):
                     best, best_s = a, total
             return best
 
