@@ -224,103 +224,123 @@ def _closure(a: np.ndarray) -> np.ndarray:
 
 def search(scorer: Scorer, v: int, *, start: np.ndarray, allowed: np.ndarray, required: np.ndarray,
            max_parents: int, tabu_length: int = 0, patience: int = 0, max_iter: int | None = None,
-           progress: bool | None = None, desc: str = "hill-climb", seed: int | None = None, sideways: bool = False) -> np.ndarray:
+           progress: bool | None = None, desc: str = "hill-climb", seeds: Iterable[int | None] = (None,),
+           sideways: bool = False) -> list[np.ndarray]:
     """Greedy search over DAGs by single-edge additions, deletions and reversals
-    (Koller & Friedman 2009, §18.4.3). ``tabu_length = 0``: hill climbing (the best
-    improving move until none improves). ``tabu_length > 0``: tabu search — the best move
-    not undoing one of the last ``tabu_length`` moves is taken even when it lowers the
-    score, until ``patience`` moves pass without beating the best graph, which is returned.
-    ``sideways=True`` (with ``tabu_length > 0``): hill climbing with sideways moves
-    (Russell & Norvig 2010, §4.1.1) — the same, but a move that lowers the score ends the
-    search, so only improving and equal-score moves are taken. Equal-score moves are the
-    reversals of covered edges, which a score-equivalent score (BIC, BDeu) rates alike:
-    they walk the DAGs of one equivalence class (Chickering 1995), from which an improving
-    move a plain climb cannot see may become available.
+    (Koller & Friedman 2009, §18.4.3), one search per tie-breaking seed in ``seeds``, run
+    side by side. ``tabu_length = 0``: hill climbing (the best improving move until none
+    improves). ``tabu_length > 0``: tabu search — the best move not undoing one of the last
+    ``tabu_length`` moves is taken even when it lowers the score, until ``patience`` moves
+    pass without beating the best graph, which is returned. ``sideways=True`` (with
+    ``tabu_length > 0``): hill climbing with sideways moves (Russell & Norvig 2010, §4.1.1)
+    — the same, but a move that lowers the score ends the search, so only improving and
+    equal-score moves are taken. Equal-score moves are the reversals of covered edges,
+    which a score-equivalent score (BIC, BDeu) rates alike: they walk the DAGs of one
+    equivalence class (Chickering 1995), from which an improving move a plain climb cannot
+    see may become available. Ties (moves of equal gain up to rounding) go to the move of
+    highest random priority, drawn from the search's seed.
 
     Adjacency matrices ``(V, V)`` bool, ``A[u, w]`` = edge u -> w: ``start``, ``allowed``
-    (not black-listed), ``required`` (white-listed, never deleted or reversed).
-    Score deltas are kept per child column and recomputed only for children whose parents
-    changed (the score is decomposable), from :meth:`Scorer.moves`' cache. The
-    reachability matrix is updated in place after an addition (every ancestor of ``u``,
+    (not black-listed), ``required`` (white-listed, never deleted or reversed). The ``S``
+    searches' states are stacked ``(S, V, V)``, so finding every search's best legal move
+    is one set of array operations per step, whatever ``S``; each search's moves are the
+    ones it would make alone. Score gains are kept per child column and re-read only for
+    children whose parents changed (the score is decomposable), from :meth:`Scorer.moves`'
+    cache. Reachability is updated in place after an addition (every ancestor of ``u``,
     ``u`` included, now reaches every descendant of ``j``, ``j`` included) and recomputed
-    only after a deletion or a reversal."""
-    a = start.copy()
+    only after a deletion or a reversal. Returns each search's graph, in ``seeds`` order."""
+    seeds = list(seeds)
+    ns = len(seeds)
+    a = np.repeat(start[None], ns, axis=0)
     eye = np.eye(v, dtype=bool)
-    priority = np.random.default_rng(seed).random((3, v, v))
-    cur = np.zeros(v)
-    d_add = np.full((v, v), -np.inf)  # d_add[u, j]: gain of adding u -> j
-    d_del = np.full((v, v), -np.inf)  # d_del[u, j]: gain of deleting u -> j
-    npar = a.sum(0)
+    priority = np.stack([np.random.default_rng(sd).random((3, v, v)) for sd in seeds])
+    cur = np.zeros((ns, v))
+    d_add = np.full((ns, v, v), -np.inf)  # d_add[s, u, j]: gain of adding u -> j
+    d_del = np.full((ns, v, v), -np.inf)  # d_del[s, u, j]: gain of deleting u -> j
+    npar = a.sum(1)
 
-    def refresh(j: int) -> None:
-        pa = frozenset(np.flatnonzero(a[:, j]).tolist())
-        cur[j], d_add[:, j], d_del[:, j] = scorer.moves(j, pa, len(pa) < max_parents)
+    def refresh(i: int, j: int) -> None:
+        pa = frozenset(np.flatnonzero(a[i, :, j]).tolist())
+        cur[i, j], d_add[i, :, j], d_del[i, :, j] = scorer.moves(j, pa, len(pa) < max_parents)
 
     for j in range(v):
-        refresh(j)
-    tabu: deque = deque(maxlen=max(tabu_length, 1))
-    best_a, best = a.copy(), cur.sum()
-    since_best = 0
-    it = 0
-    r = _closure(a)
+        refresh(0, j)
+    cur[1:], d_add[1:], d_del[1:] = cur[0], d_add[0], d_del[0]
+    r = np.repeat(_closure(start)[None], ns, axis=0)
+    tabu = [deque() for _ in range(ns)]
+    banned = np.zeros((ns, 3, v, v), dtype=np.int32)  # moves on the tabu list (counts)
+    best_a, best = a.copy(), cur.sum(1)
+    since_best = np.zeros(ns, dtype=np.int64)
+    live = np.ones(ns, dtype=bool)
     base_add = allowed & ~eye
     base_rev = ~required & allowed.T
-    neg = np.full((3, v, v), -np.inf)
-    with bar(total=max_iter, desc=desc, enabled=progress) as pbar:
-        while max_iter is None or it < max_iter:
+    it = 0
+    with bar(total=None if max_iter is None else max_iter * ns, desc=desc, enabled=progress) as pbar:
+        while live.any() and (max_iter is None or it < max_iter):
             it += 1
-            room = npar < max_parents
-            ok_add = base_add & ~a & ~r.T & room[None, :]  # no edge yet, no path j ~> u
-            ok_del = a & ~required
+            idx = np.flatnonzero(live)
+            al, rl = a[idx], r[idx]
+            room = npar[idx] < max_parents
+            ok = np.empty((len(idx), 3, v, v), dtype=bool)
+            ok[:, 0] = base_add & ~al & ~rl.transpose(0, 2, 1) & room[:, None, :]  # no path j ~> u
+            ok[:, 1] = al & ~required
             # reversing u -> j is acyclic unless u reaches j another way: u -> w ~> j
-            other_path = (a.astype(np.float32) @ r.astype(np.float32)) > 0
-            ok_rev = a & base_rev & room[:, None] & ~other_path
+            other_path = np.matmul(al.astype(np.float32), rl.astype(np.float32)) > 0
+            ok[:, 2] = al & base_rev & room[:, :, None] & ~other_path
             if tabu_length:
-                for op, u, j in tabu:
-                    (ok_add if op == "+" else ok_del if op == "-" else ok_rev)[u, j] = False
-            gains = neg.copy()
-            np.copyto(gains[0], d_add, where=ok_add)
-            np.copyto(gains[1], d_del, where=ok_del)
-            np.copyto(gains[2], d_del + d_add.T, where=ok_rev)
-            gain = gains.max()
-            tol = 1e-9 * (1.0 + abs(cur.sum()))  # below rounding of the summed scores
-            if not np.isfinite(gain) or (not tabu_length and gain <= tol) or (sideways and gain < -tol):
-                break
-            # ties (score-equivalent moves, equal up to rounding) go to the move of highest
-            # random priority (``seed``): neither rounding noise nor the column order decides
-            k = int(np.argmax(np.where(gains >= gain - tol, priority, -1.0)))
-            op, u, j = np.unravel_index(k, gains.shape)
-            if op == 0:
-                a[u, j] = True
-                npar[j] += 1
-                tabu.append(("-", u, j))
-                refresh(j)
-                src, dst = r[:, u].copy(), r[j, :].copy()
-                src[u] = dst[j] = True
-                r |= src[:, None] & dst[None, :]
-            elif op == 1:
-                a[u, j] = False
-                npar[j] -= 1
-                tabu.append(("+", u, j))
-                refresh(j)
-                r = _closure(a)
-            else:
-                a[u, j], a[j, u] = False, True
-                npar[j] -= 1
-                npar[u] += 1
-                tabu.append(("rev", j, u))
-                refresh(j)
-                refresh(u)
-                r = _closure(a)
-            pbar.update(1)
-            total = cur.sum()
-            if total > best + tol:
-                best_a, best, since_best = a.copy(), total, 0
-            elif tabu_length:
-                since_best += 1
-                if since_best > patience:
-                    break
-    return best_a if tabu_length else a
+                ok &= banned[idx] == 0
+            gains = np.where(ok, np.stack([d_add[idx], d_del[idx], d_del[idx] + d_add[idx].transpose(0, 2, 1)], 1),
+                             -np.inf)
+            gain = gains.reshape(len(idx), -1).max(1)
+            tol = 1e-9 * (1.0 + np.abs(cur[idx].sum(1)))  # below rounding of the summed scores
+            stop = ~np.isfinite(gain)
+            if not tabu_length:
+                stop |= gain <= tol
+            if sideways:
+                stop |= gain < -tol
+            live[idx[stop]] = False
+            pick = np.where(gains >= (gain - tol)[:, None, None, None], priority[idx], -1.0)
+            ks = pick.reshape(len(idx), -1).argmax(1)
+            for i, k, halt, tol_i in zip(idx.tolist(), ks.tolist(), stop.tolist(), tol.tolist()):
+                if halt:
+                    continue
+                op, u, j = np.unravel_index(k, (3, v, v))
+                if op == 0:
+                    a[i, u, j] = True
+                    npar[i, j] += 1
+                    undo = (1, u, j)  # deleting it again
+                    refresh(i, j)
+                    src, dst = r[i, :, u].copy(), r[i, j, :].copy()
+                    src[u] = dst[j] = True
+                    r[i] |= src[:, None] & dst[None, :]
+                elif op == 1:
+                    a[i, u, j] = False
+                    npar[i, j] -= 1
+                    undo = (0, u, j)
+                    refresh(i, j)
+                    r[i] = _closure(a[i])
+                else:
+                    a[i, u, j], a[i, j, u] = False, True
+                    npar[i, j] -= 1
+                    npar[i, u] += 1
+                    undo = (2, j, u)
+                    refresh(i, j)
+                    refresh(i, u)
+                    r[i] = _closure(a[i])
+                if tabu_length:
+                    tabu[i].append(undo)
+                    banned[(i,) + undo] += 1
+                    if len(tabu[i]) > tabu_length:
+                        banned[(i,) + tabu[i].popleft()] -= 1
+                pbar.update(1)
+                total = cur[i].sum()
+                if total > best[i] + tol_i:
+                    best_a[i], best[i], since_best[i] = a[i], total, 0
+                elif tabu_length:
+                    since_best[i] += 1
+                    if since_best[i] > patience:
+                        live[i] = False
+    return list(best_a) if tabu_length else list(a)
 
 
 # ---- trees ------------------------------------------------------------------------------
@@ -697,8 +717,7 @@ def learn_structure(cls: type, data: Any, method: str = "hill-climb", score: str
             # neither summation order nor float noise picks among equal scores)
             scorer = Scorer(counts, score, ess)
             best, best_s = None, -np.inf
-            for s_ in seeds:
-                a = search(scorer, v, start=a_start, seed=int(s_), **kw)
+            for a in search(scorer, v, start=a_start, seeds=[int(s_) for s_ in seeds], **kw):
                 total = sum(scorer(j, np.flatnonzero(a[:, j])) for j in range(v))
                 if best is None or total > best_s + 1e-9 * (1.0 + abs(best_s)):
                     best, best_s = a, total
