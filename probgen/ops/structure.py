@@ -36,6 +36,7 @@ from probgen.registry import check_options
 METHODS = ("hill-climb", "tabu", "chow-liu", "tan", "pc")
 SCORES = ("bic", "bdeu", "k2")
 CI_TESTS = ("g2", "chi2")
+DOF_RULES = ("adjusted", "full")
 #: families whose joint table has more cells than this are counted sparsely (np.unique)
 DENSE_CELLS = 1 << 22
 #: an incomplete row is completed exactly (every joint state of its missing cells) when it
@@ -372,10 +373,9 @@ def _max_tree(weights: np.ndarray, nodes: list[int], root: int) -> list[tuple[in
 
 
 # ---- PC-stable --------------------------------------------------------------------------
-def ci_test(counts: Counts, x: int, y: int, z: tuple[int, ...], test: str) -> float:
-    """p-value of ``X ⟂ Y | Z`` by the G² (likelihood-ratio) or Pearson χ² statistic,
-    summed over the configurations of Z, with ``(r_x - 1)(r_y - 1) q_z`` degrees of freedom
-    (Spirtes et al. 2000, §5.5)."""
+def ci_statistic(counts: Counts, x: int, y: int, z: tuple[int, ...], test: str,
+                 dof: str = "adjusted") -> tuple[float, int]:
+    """``(statistic, degrees of freedom)`` of :func:`ci_test` (same arguments)."""
     t = counts.table(list(z) + [x, y]).reshape(-1, counts.cards[x], counts.cards[y])
     nz = t.sum((1, 2), keepdims=True)
     e = t.sum(2, keepdims=True) * t.sum(1, keepdims=True) / np.where(nz > 0, nz, 1.0)
@@ -384,13 +384,41 @@ def ci_test(counts: Counts, x: int, y: int, z: tuple[int, ...], test: str) -> fl
             stat = 2.0 * np.where(t > 0, t * np.log(t / e), 0.0).sum()
         else:
             stat = np.where(e > 0, (t - e) ** 2 / e, 0.0).sum()
-    dof = (counts.cards[x] - 1) * (counts.cards[y] - 1) * t.shape[0]
+    if dof == "full":
+        return float(stat), max((counts.cards[x] - 1) * (counts.cards[y] - 1) * t.shape[0], 1)
+    rx = (t.sum(2) > 0).sum(1)  # states of X seen in each configuration of Z
+    ry = (t.sum(1) > 0).sum(1)
+    return float(stat), int((np.maximum(rx - 1, 0) * np.maximum(ry - 1, 0)).sum())
+
+
+def ci_test(counts: Counts, x: int, y: int, z: tuple[int, ...], test: str, dof: str = "adjusted") -> float:
+    """p-value of ``X ⟂ Y | Z`` by the G² (likelihood-ratio) or Pearson χ² statistic,
+    summed over the configurations of Z (Spirtes et al. 2000, §5.5).
+
+    Args:
+      counts: the data's counts; ``x``, ``y`` variable indices; ``z`` the conditioning set.
+      test: ``"g2"`` or ``"chi2"``.
+      dof: ``"adjusted"``: each configuration of Z contributes ``(r'_x - 1)(r'_y - 1)``
+        degrees of freedom, ``r'`` the number of states of X (of Y) that occur in it, and
+        configurations that never occur contribute none — the structural zeros of a sparse
+        table estimate nothing (Fienberg 1977; as Tetrad's and pgmpy's tests, and pcalg's
+        ``adaptDF``); with no degree of freedom left the statistic is 0 and the test cannot
+        reject independence (p = 1; pgmpy's p-value is NaN there, which its comparison reads
+        as dependent — keeping every edge whose tests run out of data, and the conditioning
+        sets growing with them). ``"full"``: ``(r_x - 1)(r_y - 1) q_z`` whatever the data,
+        which at small N and large Z makes almost every test pass.
+
+    Returns:
+      The p-value (a float)."""
+    stat, df = ci_statistic(counts, x, y, z, test, dof)
+    if df == 0:
+        return 1.0
     from scipy.stats import chi2  # scipy.stats takes a second to import: only PC needs it
-    return float(chi2.sf(stat, max(dof, 1)))
+    return float(chi2.sf(stat, df))
 
 
 def pc_stable(counts: Counts, v: int, alpha: float, test: str, max_cond: int | None,
-              progress: bool | None = None) -> np.ndarray:
+              progress: bool | None = None, dof: str = "adjusted") -> np.ndarray:
     """PC-stable: skeleton (adjacencies frozen per level, so the result does not depend on
     the variable order), v-structures, Meek rules R1-R4, then a DAG in the CPDAG's class."""
     adj = ~np.eye(v, dtype=bool)
@@ -407,7 +435,7 @@ def pc_stable(counts: Counts, v: int, alpha: float, test: str, max_cond: int | N
                 others = [k for k in np.flatnonzero(frozen[i]) if k != j]
                 for z in itertools.combinations(others, level):
                     pbar.update(1)
-                    if ci_test(counts, i, j, z, test) > alpha:
+                    if ci_test(counts, i, j, z, test, dof) > alpha:
                         adj[i, j] = adj[j, i] = False
                         sepset[frozenset((i, j))] = set(z)
                         break
@@ -629,7 +657,7 @@ def learn_structure(cls: type, data: Any, method: str = "hill-climb", score: str
                     start: Any = None, states: Any = None, seed: int | None = None,
                     **options: Any) -> Any:
     """See :meth:`BayesianNetwork.learn_structure`."""
-    known = ("ess", "class_variable", "root", "significance_level", "ci_test", "max_cond_vars",
+    known = ("ess", "class_variable", "root", "significance_level", "ci_test", "max_cond_vars", "dof",
              "tabu_length", "patience", "max_iter", "pseudo_count", "em_steps", "progress", "restarts")
     check_options("learn_structure", {k: o for k, o in options.items() if k not in known}, known)
     ess = options.get("ess", 10.0)
@@ -668,7 +696,7 @@ def learn_structure(cls: type, data: Any, method: str = "hill-climb", score: str
     for k in ("tabu_length", "patience"):
         if k in options and method not in ("hill-climb", "tabu"):
             raise ValueError(f"{k} is an option of method='hill-climb' and method='tabu'")
-    for k in ("significance_level", "ci_test", "max_cond_vars"):
+    for k in ("significance_level", "ci_test", "max_cond_vars", "dof"):
         if k in options and method != "pc":
             raise ValueError(f"{k} is an option of method='pc'")
     if "class_variable" in options and method != "tan":
@@ -741,7 +769,10 @@ def learn_structure(cls: type, data: Any, method: str = "hill-climb", score: str
             raise ValueError(f"significance_level must be a float in (0, 1), got {alpha!r}")
         if test not in CI_TESTS:
             raise ValueError(f"unknown ci_test {test!r}; tests: {', '.join(CI_TESTS)}")
-        a = pc_stable(counts, v, alpha, test, options.get("max_cond_vars"), progress)
+        dof = options.get("dof", "adjusted")
+        if dof not in DOF_RULES:
+            raise ValueError(f"unknown dof rule {dof!r}; rules: {', '.join(DOF_RULES)}")
+        a = pc_stable(counts, v, alpha, test, options.get("max_cond_vars"), progress, dof)
     elif method == "chow-liu":
         root = options.get("root", vs[0])
         if root not in index:
