@@ -341,7 +341,8 @@ class BayesianNetwork(Program):
             ``"chow-liu"`` (maximum mutual-information spanning tree, ``root=``),
             ``"tan"`` (tree-augmented naive Bayes, needs ``class_variable=``; ``root=``),
             ``"pc"`` (PC-stable; ``significance_level=0.01``, ``ci_test="g2" | "chi2"``,
-            ``max_cond_vars=None``).
+            ``max_cond_vars=None``, ``dof="adjusted" | "full"``: the tests' degrees of
+            freedom, see :func:`probgen.ops.structure.ci_test`).
           score: ``"bic"``, ``"bdeu"`` (``ess=10``, the equivalent sample size) or ``"k2"``
             for the score-based methods.
           max_parents, white_list (edges that must be present), black_list (edges that
