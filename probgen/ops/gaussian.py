@@ -236,9 +236,9 @@ def _full_pass(x: torch.Tensor, weights: torch.Tensor, loc: torch.Tensor, scale_
     chunk = chunk or chunk_rows(k, d)
     m = loc - center
     prec = torch.cholesky_inverse(scale_tril)                                    # Λ_k  (K, D, D)
-    quad = prec.reshape(k, d * d).T.contiguous()                                # (D², K)
+    quad = prec.reshape(k, d * d)                                               # (K, D²)
     pm = torch.einsum("kde,ke->kd", prec, m)                                    # Λ_k m_k
-    lin = (-2.0 * pm).T.contiguous()                                            # (D, K)
+    lin = -2.0 * pm                                                             # (K, D)
     log_det = torch.log(torch.diagonal(scale_tril, dim1=-2, dim2=-1)).sum(-1)
     const = (torch.log(weights) - 0.5 * d * math.log(2 * math.pi) - log_det
              - 0.5 * (pm * m).sum(-1))                                          # (K,)
@@ -246,11 +246,14 @@ def _full_pass(x: torch.Tensor, weights: torch.Tensor, loc: torch.Tensor, scale_
     def block(lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sufficient statistics of rows [lo, hi): N_k, Σ r x̃, Σ r x̃x̃ᵀ."""
         nk, first, second = x.new_zeros(k), x.new_zeros(k, d), x.new_zeros(k, d * d)
+        buffer = x.new_empty(min(chunk, hi - lo), d, d)  # reused: a fresh 2 MB block per chunk page-faults
         for s in range(lo, hi, chunk):
             e = min(s + chunk, hi)
             xc = x[s:e] - center
-            outer = (xc.unsqueeze(2) * xc.unsqueeze(1)).reshape(len(xc), d * d)    # (c, D²)
-            lp = torch.addmm(xc @ lin, outer, quad, alpha=-0.5, beta=-0.5).add_(const)
+            outer = torch.mul(xc.unsqueeze(2), xc.unsqueeze(1), out=buffer[:e - s]).view(e - s, d * d)  # (c, D²)
+            # as (K, c) @ (c, D²)ᵀ, then transposed: BLAS (MKL on AMD above all) runs this
+            # orientation 2-3× faster than the tall-skinny (c, D²) @ (D², K)
+            lp = torch.addmm(lin @ xc.T, quad, outer.T, alpha=-0.5, beta=-0.5).T.contiguous().add_(const)
             log_norm[s:e], resp = normalize_log(lp)                                  # resp (c, K)
             nk += resp.sum(0)
             first.addmm_(resp.T, xc)
