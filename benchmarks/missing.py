@@ -135,7 +135,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true", help="smaller data, one seed")
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "docs", "benchmarks", "missing.json"))
+    p.add_argument("--json", "--out", dest="out", default=os.path.join(os.path.dirname(__file__), "..", "docs", "benchmarks", "missing.json"))
     a = p.parse_args()
     torch.set_num_threads(1)
     seeds = 1 if a.quick else a.seeds

@@ -334,18 +334,19 @@ class BayesianNetwork(Program):
             ``max_cond_vars=None``).
           score: ``"bic"``, ``"bdeu"`` (``ess=10``, the equivalent sample size) or ``"k2"``
             for the score-based methods.
-          max_parents, white_list (edges that must be present), black_list (edges that
-            must not), start (a network or edge list to start the search from): the
-            score-based methods only.
+          max_parents: the most parents a node may get (score-based methods only).
+          white_list: edges that must be present (score-based methods only).
+          black_list: edges that must not be present (score-based methods only).
+          start: a network or edge list to start the search from (score-based methods only).
           states: ``{variable: [states] | k}``: the variables and their states (default:
             the data's distinct values, sorted).
           seed: the random priorities that break ties between equally good moves of the
             greedy searches, and the Monte Carlo completion of rows with many missing
             cells (structural EM); the same seed gives the same network.
-          Other options: ``restarts=8`` (greedy searches with different tie-breaking, the
-          best-scoring kept), ``pseudo_count=1`` (the tables' Dirichlet pseudo-count),
-          ``max_iter`` (search moves), ``em_steps=10`` (structural EM rounds),
-          ``progress`` (a bar; ``None`` = on a terminal).
+          **options: ``restarts=8`` (greedy searches with different tie-breaking, the
+            best-scoring kept), ``pseudo_count=1`` (the tables' Dirichlet pseudo-count),
+            ``max_iter`` (search moves), ``em_steps=10`` (structural EM rounds),
+            ``progress`` (a bar; ``None`` = on a terminal).
 
         With missing cells, hill-climb and tabu run structural EM (Friedman 1997). Returns
         a :class:`BayesianNetwork` whose variables are in topological order."""

@@ -20,14 +20,15 @@ class Fit:
     """A fitted model.
 
     Attributes:
-      model – the declaration that was fitted.
-      params – ``dict[str, Tensor]`` named as the declaration names them.
-      history – list of per-step records, each with ``"step"`` and the key :attr:`objective`
+      model: the declaration that was fitted.
+      params: ``dict[str, Tensor]`` named as the declaration names them.
+      history: list of per-step records, each with ``"step"`` and the key :attr:`objective`
         names (its value per example), e.g. ``{"step": i, "log_likelihood": ...}``.
-      engine, method – the engine name and the method (algorithm) that made the fit.
-      state – engine-specific extras needed to evaluate or sample (posterior samples,
+      engine: the engine name that made the fit.
+      method: the method (algorithm) of that engine that made the fit.
+      state: engine-specific extras needed to evaluate or sample (posterior samples,
         a guide, persistent chains), saved with the fit.
-      options – the options the fit was made with.
+      options: the options the fit was made with.
     """
 
     def __init__(self, model: Any, params: dict[str, torch.Tensor], history: list[dict] | None = None,

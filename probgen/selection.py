@@ -91,7 +91,9 @@ def select(make_model: Callable[[Any], Any], data: Any, values: Iterable = range
       values: the values to try (at least one, each once).
       criterion: ``"bic"``, ``"aic"`` (need an exact log-likelihood and the declaration's
         ``num_free_params``) or ``"heldout"``.
-      engine, seed, fit_options: passed to every :func:`probgen.fit` (the same seed for each).
+      engine: passed to every :func:`probgen.fit`.
+      seed: passed to every :func:`probgen.fit` (the same seed for each).
+      **fit_options: passed to every :func:`probgen.fit`.
       test_fraction: the held-out share of the data items (rows, or sequences) for
         ``"heldout"``; the split is drawn from ``seed``.
     Returns: a :class:`Selection`; the best fit is refitted on all the data for ``"heldout"``.
