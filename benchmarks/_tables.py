@@ -33,9 +33,21 @@ def markdown(t: dict) -> str:
     return "\n".join(lines)
 
 
-def emit(path: str | None, command: str, tables: dict[str, dict]) -> None:
-    """Print every table as Markdown and, with ``path``, write them in the format."""
-    for t in tables.values():
+def emit(path: str | None, command: str, tables: dict[str, dict], merge: bool = False, show: bool = True) -> None:
+    """Print every table as Markdown and, with ``path``, write them in the format.
+
+    With ``merge``, the rows of the file's table whose first cell no new row has are kept
+    (before the new rows): runs of one case at a time (``--threads 1``, then ``2``) make one table.
+    ``show=False``: the caller printed the rows as they came.
+    """
+    if path and merge and os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f).get("tables", {})
+        for name, t in tables.items():
+            if name in old and old[name]["columns"] == t["columns"]:
+                new_keys = {r[0] for r in t["rows"]}
+                t["rows"] = [r for r in old[name]["rows"] if r[0] not in new_keys] + t["rows"]
+    for t in tables.values() if show else ():
         print("\n" + markdown(t), flush=True)
     if path:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
