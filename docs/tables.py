@@ -6,9 +6,9 @@ what makes it:
 * ``table``, ``methods``, ``devices``: the registry (``probgen list``: the models × engines
   table, each method's ``steps`` unit and objective, devices and checkpoints);
 * ``cli``: the command line's ``--help`` texts (the argparse parser itself);
-* ``recovery``, ``missing``, ``networks``, ``bn_structure``, ``distributed``: those
-  benchmarks' own JSON files under ``docs/benchmarks/``, rendered by the benchmark's own
-  table function;
+* ``NAME`` with a ``docs/benchmarks/NAME.json`` (``recovery``, ``missing``, ``networks``,
+  ``bn_structure``, ``distributed``): that benchmark's own JSON format, rendered by the
+  benchmark's own ``table(doc)`` (or ``HEADER`` and ``table_row(row)``);
 * ``bench:FILE/TABLE``: table ``TABLE`` of ``docs/benchmarks/FILE.json``, in the benchmarks'
   shared format (``benchmarks/_tables.py``).
 
@@ -92,17 +92,19 @@ def render(name: str) -> str:
         return devices.table()
     if name == "cli":
         return cli_help()
-    if name in ("networks", "bn_structure"):
-        mod = _benchmark(name)
-        return "\n".join([mod.HEADER] + [mod.table_row(r) for r in _json(name)])
-    if name in ("recovery", "missing", "distributed"):
-        return _benchmark(name).table(_json(name))
     if name.startswith("bench:"):
         file, _, table = name[len("bench:"):].partition("/")
         tables = _json(file)["tables"]
         if table not in tables:
             raise ValueError(f"docs/benchmarks/{file}.json has no table {table!r} (it has {sorted(tables)})")
         return _benchmark("_tables").markdown(tables[table])
+    if (BENCH_JSON / f"{name}.json").exists():  # a benchmark with a JSON format of its own
+        mod = _benchmark(name)
+        if hasattr(mod, "table"):
+            return mod.table(_json(name))
+        if hasattr(mod, "table_row") and hasattr(mod, "HEADER"):
+            return "\n".join([mod.HEADER] + [mod.table_row(r) for r in _json(name)])
+        raise ValueError(f"benchmarks/{name}.py has neither table(doc) nor HEADER and table_row(row)")
     raise ValueError(f"unknown generated block {name!r}")
 
 
