@@ -57,6 +57,23 @@ class AODE(Declaration):
       m: the frequency limit: a super-parent value must occur at least ``m`` times in
         training for its SPODE to take part (Webb et al. use 30; 1 keeps every seen one).
       pseudo_count: Laplace smoothing ``a`` of every estimate.
+
+    Webb, Boughton & Wang (2005), "Not so naive Bayes: aggregating one-dependence
+    estimators": p(y, x) is the average over super-parents i of p(y, x_i) Π_j p(x_j | y, x_i);
+    fitted in closed form by counting. Data: ``(X, y)`` with ``X`` an ``(N, F)`` integer tensor
+    of values and ``y`` the ``(N,)`` classes.
+
+    Examples:
+        >>> import probgen as pg
+        >>> from probgen.models import AODE
+        >>> model, (X, y) = AODE.example(seed=0)  # 80 rows, 3 features, 2 classes
+        >>> fit = pg.fit(AODE(), (X, y), progress=False)
+        >>> fit.engine, fit.method
+        ('exact', 'counting_classifier')
+        >>> pg.infer(fit, X[:4], query="marginals").shape  # p(y | x) per row
+        torch.Size([4, 2])
+        >>> pg.infer(fit, X[:4], query="map").shape
+        torch.Size([4])
     """
 
     short_name = "aode"

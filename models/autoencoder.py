@@ -370,6 +370,16 @@ class Autoencoder(EncoderDecoder):
       contraction: λ of the contractive penalty λ‖∂h/∂x‖²_F (``contractive``).
     Reference: Goodfellow, Bengio & Courville (2016), Deep Learning, ch. 14; Vincent et al.
     (2008) (denoising); Rifai et al. (2011) (contractive).
+
+    Examples:
+        >>> import probgen as pg
+        >>> from probgen.models import Autoencoder
+        >>> x = pg.load_dataset("digits-binary")[:64]  # 64 rows of 8 × 8 binary pixels
+        >>> fit = pg.fit(Autoencoder(dims=(64, 16), code_dim=4), x, steps=2, seed=0, progress=False)
+        >>> fit.engine, fit.log_prob(x[:5]).shape
+        ('svi', torch.Size([5]))
+        >>> pg.infer(fit, x[:5], query="encode").shape  # the codes
+        torch.Size([5, 4])
     """
 
     short_name = "autoencoder"

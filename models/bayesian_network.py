@@ -59,8 +59,29 @@ class BayesianNetwork(Program):
         states named ``"0".."k-1"``).
       name: the network's name (written to BIF).
 
-    Attributes: ``variables`` (topological order), ``states``, ``parents``, ``tables``
-    (dict variable -> float64 tensor), ``cards``.
+    Attributes:
+      variables: the variable names in topological order.
+      states: ``{variable: [state name, ...]}``.
+      parents: ``{variable: [parent, ...]}``.
+      tables: ``{variable: float64 tensor}`` of shape ``(*parent cards, card)``.
+      cards: ``{variable: number of states}``.
+
+    The joint is p(x) = Π_v p(x_v | x_pa(v)) (Pearl 1988; Koller & Friedman 2009, ch. 3).
+    Parameters (``Fit.params``): ``probs_<v>`` per variable, shaped as ``tables[v]``.
+    Data: ``{variable: [state, ...]}`` rows, a DataFrame, or ``(N, V)`` state indices.
+
+    Examples:
+        >>> import probgen as pg
+        >>> from probgen.models import BayesianNetwork
+        >>> bn = BayesianNetwork({
+        ...     "rain": {"states": ["no", "yes"], "parents": []},
+        ...     "wet": {"states": ["no", "yes"], "parents": ["rain"]}}, name="lawn")
+        >>> data = {"rain": ["no", "no", "yes", "no"], "wet": ["no", "yes", "yes", "no"]}
+        >>> fit = pg.fit(bn, data, seed=0, progress=False)  # complete data: counting, one step
+        >>> fit.params["probs_wet"].round(decimals=4).tolist()  # p(wet | rain), rows rain = no, yes
+        [[0.6667, 0.3333], [0.0, 1.0]]
+        >>> pg.infer(fit, {"wet": ["yes"]})["rain"].round(decimals=4).tolist()
+        [[0.5, 0.5]]
     """
 
     short_name = "bn"
@@ -122,6 +143,14 @@ class BayesianNetwork(Program):
         return sum(math.prod(self.table_shape(v)[:-1]) * (len(self.states[v]) - 1) for v in self.variables)
 
     def table_shape(self, v: str) -> tuple[int, ...]:
+        """The shape of ``v``'s table: ``(*parent cards, card(v))``.
+
+        Args:
+          v: a variable name.
+
+        Returns:
+          The shape tuple.
+        """
         return tuple(len(self.states[p]) for p in self.parents[v]) + (len(self.states[v]),)
 
     def _check_table(self, v: str, cpt: Any, name: str | None = None) -> torch.Tensor:
@@ -334,7 +363,7 @@ class BayesianNetwork(Program):
             ``max_cond_vars=None``).
           score: ``"bic"``, ``"bdeu"`` (``ess=10``, the equivalent sample size) or ``"k2"``
             for the score-based methods.
-          max_parents: the most parents a node may get (score-based methods only).
+          max_parents: the most parents a variable may have (score-based methods only).
           white_list: edges that must be present (score-based methods only).
           black_list: edges that must not be present (score-based methods only).
           start: a network or edge list to start the search from (score-based methods only).
@@ -348,14 +377,22 @@ class BayesianNetwork(Program):
             ``max_iter`` (search moves), ``em_steps=10`` (structural EM rounds),
             ``progress`` (a bar; ``None`` = on a terminal).
 
-        With missing cells, hill-climb and tabu run structural EM (Friedman 1997). Returns
-        a :class:`BayesianNetwork` whose variables are in topological order."""
+        With missing cells, hill-climb and tabu run structural EM (Friedman 1997).
+
+        Returns:
+          The learned network (a :class:`BayesianNetwork`), its variables in topological order.
+        """
         from probgen.ops.structure import learn_structure
         return learn_structure(cls, data, method, score, max_parents=max_parents, white_list=white_list,
                                black_list=black_list, start=start, states=states, seed=seed, **options)
 
     # ---- constructors ----------------------------------------------------------------
     def spec(self) -> dict:
+        """The constructor's spec of this network, with its current tables (copies).
+
+        Returns:
+          ``{variable: {"states": [...], "parents": [...], "cpt": tensor}}``.
+        """
         return {v: {"states": list(self.states[v]), "parents": list(self.parents[v]),
                     "cpt": self.tables[v].clone()} for v in self.variables}
 

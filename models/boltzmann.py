@@ -113,7 +113,24 @@ class BoltzmannMachine(_LayeredDeclaration):
     Sejnowski 1985). ``R`` (n_visible × n_visible) and ``S`` (n_hidden × n_hidden) are
     symmetric with zero diagonal. Gibbs sweeps go unit by unit inside each layer.
 
-    Args: n_visible, n_hidden (sizes), T (temperature)."""
+    Args:
+      n_visible: the number of visible units V.
+      n_hidden: the number of hidden units H.
+      T: the temperature.
+
+    Parameters (``Fit.params``): ``b`` (V,), ``c`` (H,), ``W`` (V, H), ``R`` (V, V), ``S`` (H, H).
+    Data: ``(N, V)`` 0 / 1 tensors.
+
+    Examples:
+        >>> import probgen as pg
+        >>> from probgen.models import BoltzmannMachine
+        >>> model, data = BoltzmannMachine.example(seed=0)  # 5 visible, 3 hidden units; 40 rows of 0 / 1
+        >>> fit = pg.fit(model, data, steps=3, seed=0, progress=False)
+        >>> fit.engine, fit.method, fit.params["W"].shape, fit.params["R"].shape
+        ('mcmc', 'cd', torch.Size([5, 3]), torch.Size([5, 5]))
+        >>> fit.log_prob(data).shape, fit.log_prob_kind
+        (torch.Size([40]), 'exact')
+    """
 
     short_name = "bm"
     _repr_fields = ("n_visible", "n_hidden", "T")
@@ -143,7 +160,24 @@ class RBM(_LayeredDeclaration):
     ``visible="gaussian"`` gives unit-variance Gaussian visible units (E gains ½‖v‖²,
     v | h ~ N(b + Wh, T); standardise the data first).
 
-    Args: n_visible, n_hidden, visible ("bernoulli" | "gaussian"), T."""
+    Args:
+      n_visible: the number of visible units V.
+      n_hidden: the number of hidden units H.
+      visible: ``"bernoulli"`` or ``"gaussian"`` visible units.
+      T: the temperature.
+
+    Parameters (``Fit.params``): ``b`` (V,), ``c`` (H,), ``W`` (V, H). Data: ``(N, V)``.
+
+    Examples:
+        >>> import probgen as pg
+        >>> from probgen.models import RBM
+        >>> model, data = RBM.example(seed=0)  # 6 visible, 4 hidden units; 40 rows of 0 / 1
+        >>> fit = pg.fit(model, data, steps=3, seed=0, progress=False)
+        >>> fit.engine, fit.method, fit.params["W"].shape
+        ('mcmc', 'cd', torch.Size([6, 4]))
+        >>> fit.log_prob(data).shape, fit.log_prob_kind
+        (torch.Size([40]), 'exact')
+    """
 
     short_name = "rbm"
     _repr_fields = ("n_visible", "n_hidden", "visible", "T")
@@ -200,7 +234,23 @@ class DBM(_Stack):
     E(v,h¹,…,h^L) = −Σ_l b_lᵀh_l − Σ_l h_{l−1}ᵀ W_l h_l (Goodfellow et al. 2016, §20.4; Salakhutdinov &
     Hinton 2009). Odd and even layers form the two Gibbs / mean-field blocks.
 
-    Args: sizes (visible, hidden₁, …), T."""
+    Args:
+      *sizes: the layer sizes, visible first (visible, hidden₁, …).
+      T: the temperature.
+
+    Parameters (``Fit.params``): ``b0`` … ``bL`` (one bias per layer), ``W1`` … ``WL``
+    (``W_l`` of shape (size_{l−1}, size_l)). Data: ``(N, sizes[0])``.
+
+    Examples:
+        >>> import probgen as pg
+        >>> from probgen.models import DBM
+        >>> model, data = DBM.example(seed=0)  # layers 6, 4, 3; 40 rows of 0 / 1
+        >>> fit = pg.fit(model, data, steps=3, seed=0, progress=False)
+        >>> fit.engine, fit.method, fit.params["W1"].shape, fit.params["W2"].shape
+        ('meanfield', 'energy', torch.Size([6, 4]), torch.Size([4, 3]))
+        >>> fit.log_prob(data).shape, fit.log_prob_kind
+        (torch.Size([40]), 'exact')
+    """
 
     short_name = "dbm"
     default_engine = "meanfield"
@@ -216,7 +266,22 @@ class DBN(_Stack):
     (Goodfellow et al. 2016, §20.3; Hinton, Osindero & Teh 2006). Trained by greedy stacking of RBMs
     (weights copied). A DBN with one hidden layer is an RBM.
 
-    Args: sizes (visible, hidden₁, …), T."""
+    Args:
+      *sizes: the layer sizes, visible first (visible, hidden₁, …).
+      T: the temperature.
+
+    Parameters (``Fit.params``): ``b0`` … ``bL``, ``W1`` … ``WL`` as for :class:`DBM`.
+
+    Examples:
+        >>> import probgen as pg
+        >>> from probgen.models import DBN
+        >>> model, data = DBN.example(seed=0)  # layers 6, 4, 3; 40 rows of 0 / 1
+        >>> fit = pg.fit(model, data, steps=3, seed=0, progress=False)
+        >>> fit.engine, fit.method, fit.params["W1"].shape, fit.params["W2"].shape
+        ('mcmc', 'cd', torch.Size([6, 4]), torch.Size([4, 3]))
+        >>> fit.log_prob(data).shape, fit.log_prob_kind
+        (torch.Size([40]), 'exact')
+    """
 
     short_name = "dbn"
 

@@ -68,7 +68,26 @@ class CategoricalMixture(Declaration):
     """Mixture of ``n_components`` products of categoricals over discrete features.
 
     ``pseudo_count``: a symmetric Dirichlet pseudo-count added to the expected counts in
-    every M-step (``1`` = Laplace smoothing, so unseen values keep some probability)."""
+    every M-step (``1`` = Laplace smoothing, so unseen values keep some probability).
+    Fitted by EM (Dempster, Laird & Rubin 1977); the latent class model of Lazarsfeld (1950).
+
+    Args:
+      n_components: the number of components K.
+      pseudo_count: the Dirichlet pseudo-count.
+      n_values: the number of values V of every feature (``None``: from the data).
+
+    Parameters (``Fit.params``): ``weights`` (K,), ``probs`` (K, F, V). Data: an ``(N, F)``
+    integer tensor of values 0..V−1 (−1 for a missing cell).
+
+    Examples:
+        >>> import probgen as pg
+        >>> from probgen.models import CategoricalMixture
+        >>> model, codes = CategoricalMixture.example(seed=0)  # 60 rows, 4 features of 3 values
+        >>> fit = pg.fit(model, codes, steps=10, seed=0, progress=False)
+        >>> fit.params["weights"].shape, fit.params["probs"].shape
+        (torch.Size([2]), torch.Size([2, 4, 3]))
+        >>> fit.log_prob(codes).shape, fit.log_prob_kind
+        (torch.Size([60]), 'exact')"""
 
     short_name = "catmix"
     default_engine = "em"
@@ -161,6 +180,16 @@ class CategoricalMixture(Declaration):
         return torch.logsumexp(self.component_log_prob(params, x), -1)
 
     def sample(self, params: dict, n: int, seed: int | None = None) -> torch.Tensor:
+        """``n`` rows drawn from the mixture: a component, then each feature's value.
+
+        Args:
+          params: ``weights`` (K,) and ``probs`` (K, F, V).
+          n: the number of rows.
+          seed: seeds the draws.
+
+        Returns:
+          An ``(n, F)`` int64 tensor.
+        """
         from probgen.random import generator
         g = generator(seed)
         z = torch.multinomial(params["weights"], n, replacement=True, generator=g)

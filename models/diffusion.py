@@ -57,6 +57,27 @@ class Diffusion(Declaration):
 
     Data are standardised (per-dimension mean, one pooled scale; set by the engine); densities
     are reported for the original data (the log-Jacobian of the standardisation is added).
+
+    Denoising diffusion (Ho, Jain & Abbeel 2020, DDPM; the cosine schedule of Nichol &
+    Dhariwal 2021); ``log_prob`` is the variational bound.
+
+    Args:
+      dim: the data dimension D.
+      steps: the number of diffusion steps T.
+      schedule: ``"linear"`` or ``"cosine"`` noise schedule.
+      hidden: the hidden widths of the default denoiser.
+      denoiser: your own denoiser module instead.
+      seed: seeds the default network's initial weights.
+
+    Examples:
+        >>> import probgen as pg
+        >>> from probgen.models import Diffusion
+        >>> x = pg.load_dataset("two-moons")[:256]
+        >>> fit = pg.fit(Diffusion(2, steps=10, hidden=[16]), x, steps=5, seed=0, progress=False)
+        >>> fit.engine, fit.method, fit.log_prob_kind
+        ('diffusion', 'ddpm', 'bound')
+        >>> fit.log_prob(x[:5]).shape, fit.sample(3, seed=0).shape
+        (torch.Size([5]), torch.Size([3, 2]))
     """
 
     short_name = "diffusion"
@@ -112,6 +133,16 @@ class Diffusion(Declaration):
         return mean, var
 
     def p_sample(self, xt: torch.Tensor, t: int, g: torch.Generator) -> torch.Tensor:
+        """One reverse step x_{t−1} ~ p_θ(x_{t−1} | x_t) (Ho et al. 2020, Algorithm 2); the mean at t = 0.
+
+        Args:
+          xt: ``(B, D)`` states at step ``t``.
+          t: the step.
+          g: the generator of the noise.
+
+        Returns:
+          ``(B, D)`` states at step ``t − 1``.
+        """
         tt = torch.full((len(xt),), t, dtype=torch.long)
         mean, var = self.p_mean_variance(xt, tt)
         if t == 0:

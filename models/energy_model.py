@@ -62,6 +62,30 @@ class EnergyModel(Declaration):
     ``sample_steps``, ``step_size`` and ``metropolis`` set how ``sample`` runs Langevin
     dynamics: x ← x − (ε²/2) ∇E(x)/T + ε ξ, with a Metropolis–Hastings accept step when
     ``metropolis=True`` (then the chain leaves p exactly invariant).
+
+    p(x) ∝ exp(−E(x)/T) (LeCun et al. 2006, "A tutorial on energy-based learning"), trained
+    with Langevin-sampled negatives (Du & Mordatch 2019); ``log_prob`` is an importance-sampling
+    estimate of the normalised density.
+
+    Args:
+      dim: the data dimension D.
+      hidden: the hidden widths of the default MLP energy.
+      energy_net: your own energy module.
+      temperature: T.
+      sample_steps: Langevin steps of ``sample``.
+      step_size: the Langevin step ε.
+      metropolis: add the Metropolis–Hastings correction (MALA).
+      seed: seeds the default network's initial weights.
+
+    Examples:
+        >>> import probgen as pg
+        >>> from probgen.models import EnergyModel
+        >>> x = pg.load_dataset("two-moons")[:256]
+        >>> fit = pg.fit(EnergyModel(2, hidden=[16], sample_steps=10), x, steps=5, seed=0, progress=False)
+        >>> fit.engine, fit.method, fit.log_prob_kind
+        ('mcmc', 'langevin', 'estimate')
+        >>> fit.log_prob(x[:5]).shape, fit.sample(3, seed=0).shape
+        (torch.Size([5]), torch.Size([3, 2]))
     """
 
     short_name = "ebm"

@@ -32,6 +32,21 @@ class FactorGraph(Declaration):
 
     Parameters (``Fit.params``) are the log-potential tables, keyed by factor name.
     Data: an ``(N, V)`` integer tensor of full assignments, columns in ``variables`` order.
+
+    Exact inference by variable elimination (Koller & Friedman 2009, ch. 9), approximate by
+    loopy belief propagation and mean field; parameters fitted by L-BFGS on the likelihood.
+
+    Examples:
+        >>> import torch
+        >>> import probgen as pg
+        >>> from probgen.models import FactorGraph
+        >>> fg = FactorGraph({"a": 2, "b": 2}, [(("a", "b"), torch.tensor([[1.0, 0.0], [0.0, 1.0]]))])
+        >>> pg.infer(fg)["a"].round(decimals=4).tolist()  # symmetric: each state has probability 1/2
+        [0.5, 0.5]
+        >>> model, x = FactorGraph.example(seed=0)  # a (2), b (3), c (2); f0(a, b), f1(b, c)
+        >>> fit = pg.fit(model, x, steps=5, seed=0, progress=False)
+        >>> fit.params["f0"].shape, fit.log_prob(x).shape
+        (torch.Size([2, 3]), torch.Size([30]))
     """
 
     short_name = "factor_graph"

@@ -32,6 +32,28 @@ class GAN(Program):
     ``g(z (B, latent_dim)) -> (B, dim)`` and ``d(x (B, dim)) -> (B, 1)`` logits.
     Parameters are the state dict of both networks (``generator.*``, ``discriminator.*``);
     ``seed`` sets the default networks' initial weights.
+
+    Goodfellow et al. (2014), "Generative adversarial nets", with the non-saturating
+    generator loss by default; ``log_prob`` is a Parzen-window estimate from generated
+    samples (such estimates are poor, Theis et al. 2016).
+
+    Args:
+      dim: the data dimension D.
+      latent_dim: the noise dimension.
+      hidden: the hidden widths of the default networks.
+      generator: your own generator module.
+      discriminator: your own discriminator module.
+      seed: seeds the default networks' initial weights.
+
+    Examples:
+        >>> import probgen as pg
+        >>> from probgen.models import GAN
+        >>> x = pg.load_dataset("two-moons")[:256]
+        >>> fit = pg.fit(GAN(2, hidden=[16]), x, steps=5, seed=0, progress=False)
+        >>> fit.engine, fit.method, fit.log_prob_kind
+        ('adversarial', 'gan', 'estimate')
+        >>> fit.log_prob(x[:5]).shape, fit.sample(3, seed=0).shape
+        (torch.Size([5]), torch.Size([3, 2]))
     """
 
     short_name = "gan"
@@ -77,6 +99,16 @@ class GAN(Program):
         return copy_params(self.net)
 
     def sample(self, params: dict, n: int, seed: int | None = None) -> torch.Tensor:
+        """``n`` draws G(z), z ~ N(0, I).
+
+        Args:
+          params: the networks' state dict (``Fit.params``).
+          n: the number of draws.
+          seed: seeds the draws.
+
+        Returns:
+          An ``(n, dim)`` tensor.
+        """
         self.net.load_state_dict(params)
         with seeded(seed), torch.no_grad():
             return self.program(n)

@@ -29,7 +29,25 @@ class GenerativeClassifier(Declaration):
     Any engine that fits the class-conditional fits the classifier
     (``pg.fit(GenerativeClassifier(GaussianMixture(2, dim=4)), (X, y), engine="em")``); queries
     (``pg.infer(fit, X, query="map" | "marginals")``) use the exact class posterior.
-    ``fit_options`` are passed to every per-class fit."""
+    ``fit_options`` are passed to every per-class fit.
+
+    Args:
+      class_conditional: the declaration fitted to each class's rows.
+      **fit_options: options of every per-class fit.
+
+    Bayes' rule, p(y | x) ∝ p(y) p(x | y) (Ng & Jordan 2002, "On discriminative vs.
+    generative classifiers"). Data: ``(X, y)``, ``y`` the ``(N,)`` classes 0..C−1;
+    ``pg.infer(fit, X, query="marginals")`` is ``(N, C)``.
+
+    Examples:
+        >>> import probgen as pg
+        >>> from probgen.models import CategoricalMixture, GenerativeClassifier
+        >>> model, (X, y) = GenerativeClassifier.example(seed=0)  # 60 rows, 3 binary features
+        >>> clf = GenerativeClassifier(CategoricalMixture(2))
+        >>> fit = pg.fit(clf, (X, y), steps=50, seed=0, progress=False)
+        >>> pg.infer(fit, X[:4]).shape, pg.infer(fit, X[:4], query="map").shape
+        (torch.Size([4, 2]), torch.Size([4]))
+    """
 
     short_name = "bayes_classifier"
     _repr_fields = ("class_conditional",)
@@ -87,6 +105,15 @@ class GenerativeClassifier(Declaration):
         return torch.stack([torch.log(w[c]) + self.class_conditional.log_prob(p, x) for c, p in enumerate(per)], -1)
 
     def class_log_posterior(self, params: dict, x: Any) -> torch.Tensor:
+        """``log P(y = c | x_n)`` by Bayes' rule, normalised in log space.
+
+        Args:
+          params: the classifier's ``Fit.params``.
+          x: ``N`` rows the class-conditional takes.
+
+        Returns:
+          An ``(N, C)`` tensor whose rows log-sum-exp to 0.
+        """
         lj = self.class_log_joint(params, x)
         return lj - torch.logsumexp(lj, -1, keepdim=True)
 
@@ -127,7 +154,23 @@ class GenerativeClassifier(Declaration):
 class NaiveBayes(GenerativeClassifier):
     """Naive Bayes over discrete features: the generative classifier whose class-conditional
     is one product of categoricals (features independent given the class), Laplace-smoothed
-    with ``pseudo_count``."""
+    with ``pseudo_count``.
+
+    Args:
+      pseudo_count: Laplace smoothing of every count.
+
+    Fitted in closed form by counting (Manning, Raghavan & Schütze 2008, ch. 13).
+    Data: ``(X, y)`` with ``X`` an ``(N, F)`` integer tensor and ``y`` the ``(N,)`` classes.
+
+    Examples:
+        >>> import probgen as pg
+        >>> from probgen.models import NaiveBayes
+        >>> model, (X, y) = NaiveBayes.example(seed=0)  # 60 rows, 3 binary features, 2 classes
+        >>> fit = pg.fit(NaiveBayes(), (X, y), progress=False)
+        >>> posterior = pg.infer(fit, X[:4])  # p(y | x), rows summing to one
+        >>> posterior.shape, posterior.sum(-1).round(decimals=6).tolist()
+        (torch.Size([4, 2]), [1.0, 1.0, 1.0, 1.0])
+    """
 
     short_name = "naive_bayes"
     _repr_fields = ("pseudo_count",)

@@ -82,6 +82,23 @@ class HMM(Program):
     marginal of its observed dimensions; Baum–Welch's M-step takes the conditional
     expectations of the missing dimensions (Ghahramani & Jordan 1994). A sequence with
     every step missing is refused.
+
+    Fitted by Baum–Welch EM (Rabiner 1989), variational Bayes (``bayesian=True``), the generic
+    SVI and NUTS; queries (``"map"``: Viterbi paths, ``"marginals"``: forward–backward) are exact.
+
+    Examples:
+        >>> import probgen as pg
+        >>> from probgen.models import HMM
+        >>> model, seqs = HMM.example(seed=0)  # 2 states, 3 symbols; sequences of lengths 6, 4, 5
+        >>> [len(s) for s in seqs]
+        [6, 4, 5]
+        >>> fit = pg.fit(HMM(2, n_symbols=3), seqs, steps=5, seed=0, progress=False)
+        >>> fit.method, fit.params["transition"].shape, fit.params["probs"].shape
+        ('baum-welch', torch.Size([2, 2]), torch.Size([2, 3]))
+        >>> fit.log_prob(seqs).shape  # one log-likelihood per sequence
+        torch.Size([3])
+        >>> pg.infer(fit, seqs, query="map").shape  # Viterbi paths, padded to the longest
+        torch.Size([3, 6])
     """
 
     short_name = "hmm"
@@ -215,6 +232,7 @@ class HMM(Program):
 
     @property
     def event_ndim(self) -> int:
+        """The number of event dimensions of one step: 1 for Gaussian emissions (a vector), else 0."""
         return 1 if self.emission == "gaussian" else 0
 
     @property

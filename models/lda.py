@@ -45,6 +45,21 @@ class LDA(Program):
       alpha: document–topic Dirichlet prior, a scalar (symmetric) or (K,) sequence;
         default 1/K (as scikit-learn and gensim).
       eta: symmetric topic–word Dirichlet prior (scalar); default 1/K.
+
+    Parameters (``Fit.params``): ``topics`` (K, V) (rows on the simplex), ``alpha`` (K,),
+    ``eta``. Data: a list of documents, each a 1-D tensor of token ids. Fitted by CAVI
+    (Blei, Ng & Jordan 2003), online VB (Hoffman, Blei & Bach 2010) and collapsed Gibbs
+    sampling (Griffiths & Steyvers 2004).
+
+    Examples:
+        >>> import probgen as pg
+        >>> from probgen.models import LDA
+        >>> model, docs = LDA.example(seed=0)  # 3 topics, 12 words, 20 documents
+        >>> fit = pg.fit(LDA(3, 12), docs, steps=5, seed=0, progress=False)
+        >>> fit.engine, fit.params["topics"].shape
+        ('meanfield', torch.Size([3, 12]))
+        >>> fit.log_prob(docs).shape, fit.log_prob_kind  # the ELBO per document
+        (torch.Size([20]), 'bound')
     """
 
     short_name = "lda"
@@ -78,6 +93,7 @@ class LDA(Program):
 
     @property
     def eta_tensor(self) -> torch.Tensor:
+        """The topic–word prior ``eta`` as a float64 scalar tensor."""
         return torch.tensor(self.eta, dtype=torch.float64)
 
     # ---- declaration hooks -------------------------------------------------------------
@@ -157,6 +173,14 @@ class LDA(Program):
 
     @classmethod
     def load_named_data(cls, name: str) -> Corpus | None:
+        """A corpus the CLI knows by name: ``"lee"`` (gensim's Lee background corpus, bundled).
+
+        Args:
+          name: the name.
+
+        Returns:
+          The corpus (a :class:`probgen.corpus.Corpus`), or ``None`` for another name.
+        """
         return load_lee() if name == "lee" else None
 
     # ---- evaluation (one evaluator for every engine) ------------------------------------

@@ -75,6 +75,23 @@ class GaussianMixture(Program):
     correction (Ghahramani & Jordan 1994; :mod:`probgen.ops.gaussian_missing`). A row with
     every cell missing is refused. Partial labels (``labels``, −1 = unknown) clamp a row's
     component in the E-step.
+
+    Fitted by EM (Dempster, Laird & Rubin 1977; Bishop 2006, §9.2), CAVI for ``bayesian=True``
+    (Bishop 2006, §10.2), the generic SVI and NUTS.
+
+    Examples:
+        >>> import torch
+        >>> import probgen as pg
+        >>> from probgen.models import GaussianMixture
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x = torch.cat([torch.randn(50, 2, generator=g) - 3, torch.randn(50, 2, generator=g) + 3]).double()
+        >>> fit = pg.fit(GaussianMixture(2, 2, covariance="diag"), x, steps=50, seed=0, progress=False)
+        >>> {name: tuple(p.shape) for name, p in fit.params.items()}
+        {'weights': (2,), 'loc': (2, 2), 'scale': (2, 2)}
+        >>> sorted(fit.params["weights"].round(decimals=2).tolist())
+        [0.5, 0.5]
+        >>> pg.infer(fit, x[:3], query="map").shape  # each row's most probable component
+        torch.Size([3])
     """
 
     short_name = "gmm"
@@ -121,6 +138,12 @@ class GaussianMixture(Program):
         return "scale_tril" if self.covariance == "full" else "scale"
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The shape of every parameter.
+
+        Returns:
+          ``{"weights": (K,), "loc": (K, D), "scale_tril": (K, D, D)}`` (``"scale"``: ``(K, D)``
+            diagonal, ``(K,)`` spherical).
+        """
         k, d = self.k, self.dim
         factor = {"full": (k, d, d), "diag": (k, d), "spherical": (k,)}[self.covariance]
         return {"weights": (k,), "loc": (k, d), self.factor_name: factor}
@@ -270,20 +293,35 @@ class GaussianMixture(Program):
         log_norm, resp = self.e_step(params, x, labels)
         return log_norm, self.m_step(x, resp, reg_covar=reg_covar, params=params)
 
-    def em_statistics(self, params: dict, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def em_statistics(self, params: dict, x: torch.Tensor, center: torch.Tensor | None = None
+                      ) -> dict[str, torch.Tensor]:
         """The E-step of :meth:`em_step` as sums over the rows of ``x`` ``(N, dim)``
-        (:func:`probgen.ops.gaussian.statistics`), for data-parallel EM: summed over ranks,
-        :meth:`em_update` is the M-step. The moments are taken about c = Σ_k π_k μ_k of
-        ``params`` — the same on every rank, and the data mean after one M-step."""
+        (:func:`probgen.ops.gaussian.statistics`): summed over ranks (data-parallel EM) or
+        averaged over minibatches (online EM), :meth:`em_update` is the M-step. The moments
+        are taken about ``center`` ``(dim,)``, by default c = Σ_k π_k μ_k of ``params`` — the
+        same on every rank, and the data mean after one M-step; an online fit fixes one.
+        Rows with NaN cells contribute their expected moments given the observed cells
+        (:func:`probgen.ops.gaussian_missing.em_pass`, Ghahramani & Jordan 1994), in the same
+        layout: ``second`` ``(K, D²)`` (full) or its diagonal ``(K, D)``."""
         w, loc, f = self._unpack(params)
-        return gaussian.statistics(x, w, loc, f, self.covariance, _center(w, loc))
+        center = _center(w, loc) if center is None else center
+        if not has_missing(x):
+            return gaussian.statistics(x, w, loc, f, self.covariance, center)
+        log_norm, nk, first, second = gm.em_pass(x, torch.log(w), loc, gm.covariance_matrices(f, self.covariance, self.dim),
+                                                 None, center)
+        second = second.reshape(self.k, -1) if self.covariance == "full" else torch.diagonal(second, dim1=-2, dim2=-1)
+        return {"log_lik": log_norm.sum(), "n": torch.tensor(float(len(x)), dtype=x.dtype),
+                "nk": nk, "first": first, "second": second}
 
-    def em_update(self, params: dict, stats: dict[str, torch.Tensor], reg_covar: float = 1e-6
-                  ) -> dict[str, torch.Tensor]:
+    def em_update(self, params: dict, stats: dict[str, torch.Tensor], reg_covar: float = 1e-6,
+                  center: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The M-step from :meth:`em_statistics` summed over all the data (``params``: those
-        the statistics were taken at, which fix their centre)."""
-        w, loc, _ = self._unpack(params)
-        w, loc, f = gaussian.m_step_statistics(stats, self.covariance, _center(w, loc), reg_covar)
+        the statistics were taken at, which fix their default centre; or the ``center`` they
+        were taken about)."""
+        if center is None:
+            w, loc, _ = self._unpack(params)
+            center = _center(w, loc)
+        w, loc, f = gaussian.m_step_statistics(stats, self.covariance, center, reg_covar)
         return {"weights": w, "loc": loc, self.factor_name: f}
 
     def responsibilities(self, params: dict, x: torch.Tensor) -> torch.Tensor:
@@ -327,6 +365,14 @@ class GaussianMixture(Program):
 
     @classmethod
     def load_named_data(cls, name: str) -> Any:
+        """A data set the CLI knows by name (none for mixtures: the bundled ``load_dataset`` ones serve).
+
+        Args:
+          name: the name.
+
+        Returns:
+          ``None``.
+        """
         return None
 
     # ---- priors ----------------------------------------------------------------------

@@ -43,6 +43,20 @@ class VAE(EncoderDecoder):
         hidden layers this is the linear-Gaussian model of probabilistic PCA).
       activation: hidden-layer nonlinearity.
       flow_layers: inverse autoregressive flow steps after the Gaussian encoder (0: none).
+
+    Kingma & Welling (2014), "Auto-encoding variational Bayes", trained by the amortised SVI on
+    the ELBO; ``log_prob`` is the importance-weighted bound IWAE-k (Burda, Grosse &
+    Salakhutdinov 2016); ``flow_layers`` adds inverse autoregressive flow (Kingma et al. 2016).
+
+    Examples:
+        >>> import probgen as pg
+        >>> from probgen.models import VAE
+        >>> x = pg.load_dataset("digits-binary")[:64]  # 64 rows of 8 × 8 binary pixels
+        >>> fit = pg.fit(VAE(latent_dim=2, dims=(64, 16)), x, steps=2, seed=0, progress=False)
+        >>> fit.engine, fit.log_prob(x[:5]).shape
+        ('svi', torch.Size([5]))
+        >>> pg.infer(fit, x[:5], query="encode").shape  # the codes
+        torch.Size([5, 2])
     """
 
     short_name = "vae"
@@ -62,6 +76,11 @@ class VAE(EncoderDecoder):
 
     # ---- the inverse autoregressive flow --------------------------------------------------
     def encoder_shapes(self) -> dict[str, tuple]:
+        """The shape of every encoder parameter, the IAF steps' included.
+
+        Returns:
+          ``{name: shape}``.
+        """
         shapes = super().encoder_shapes()
         c, h = self.code_dim, 2 * self.code_dim
         for l in range(1, self.flow_layers + 1):
@@ -116,6 +135,7 @@ class VAE(EncoderDecoder):
 
     @property
     def latent_dim(self) -> int:
+        """The code size C."""
         return self.code_dim
 
     def prior(self) -> dist.Distribution:

@@ -11,7 +11,7 @@ import torch
 from probgen import checkpoint as checkpoints
 from probgen import devices, registry
 from probgen import distributed as dist
-from probgen.data import has_missing
+from probgen.data import has_missing, is_stream
 from probgen.fit import Fit, load, own_param_store  # noqa: F401  (re-exported)
 from probgen.random import seeded
 from probgen.threads import limited, num_threads, set_num_threads  # noqa: F401  (re-exported)
@@ -46,8 +46,28 @@ def fit(model: Any, data: Any = None, engine: str | None = None, steps: int | No
         of the rows, or passing its own part as ``pg.distributed.Shard(rows)``
         (:mod:`probgen.distributed`); ``False``: a local fit on this process's data; ``True``:
         data-parallel or a ``ValueError``. The returned fit is the same on every rank.
-      options: engine options (``tol``, ``n_init``, ``lr``, ``batch_size``, ...).
-    Returns: a :class:`Fit`.
+      **options: engine options (``tol``, ``n_init``, ``lr``, ``batch_size``, ...); an unknown
+        one is a ``ValueError`` naming the known ones, raised before any work.
+
+    Returns:
+      The fitted model, a :class:`Fit`: ``params`` named and shaped as the declaration's, ``history`` (one record
+        per step, its objective per example), ``log_prob(x)`` of shape ``(N,)``, ``sample(n)``.
+
+    Raises:
+      ValueError: bad data (naming the expected shape), an unknown engine or option, a bad
+        ``steps`` / ``init`` / ``device`` / ``checkpoint``.
+
+    Examples:
+        >>> import torch
+        >>> import probgen as pg
+        >>> from probgen.models import GaussianMixture
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x = torch.cat([torch.randn(50, 2, generator=g) - 3, torch.randn(50, 2, generator=g) + 3]).double()
+        >>> fit = pg.fit(GaussianMixture(2, 2), x, engine="em", steps=50, seed=0, progress=False)
+        >>> fit.converged, fit.objective, fit.params["loc"].shape
+        (True, 'log_likelihood', torch.Size([2, 2]))
+        >>> sorted(fit.params["loc"][:, 0].round().tolist())
+        [-3.0, 3.0]
     """
     # a fit is a value: it trains its own copy of the declaration (neural declarations hold
     # networks that training would otherwise change in place) in its own Pyro param store
@@ -56,15 +76,27 @@ def fit(model: Any, data: Any = None, engine: str | None = None, steps: int | No
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 0):
         raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
     known = method.fit_options(model)
+    if "online" in options and "online" not in known:
+        online = [f"{m.engine} {m.name!r}" for e in registry.engines() for m in registry.methods(e)
+                  if m.accepts(model) and "online" in m.fit_options(model)]
+        raise ValueError(f"the {method.engine!r} method {method.name!r} for {type(model).__name__} has no online "
+                         f"form (online=); methods that do: {online or 'none for this model'}")
     registry.check_options(method.engine, {k: v for k, v in options.items() if k not in known}, known)
     dev = devices.check_device(device)
     devices.check_method(method, dev)
     path, every = checkpoints.check_options(method, checkpoint, checkpoint_every)
     ctx = dist.context(distributed, dev)
+    stream = options.get("online") is True and is_stream(data)
+    if options.get("online") is True and ctx is not None:
+        raise ValueError("online EM runs on one process (its minibatch updates are sequential): pass "
+                         "distributed=False, or fit by batch EM, which runs data-parallel")
+    if stream and path is not None:
+        raise ValueError("a checkpoint of an online fit needs data it can check on resume: pass an in-memory "
+                         "data set (not an iterator or a callable of chunks), or drop checkpoint=")
     with ctx.guard() if ctx is not None else contextlib.nullcontext():  # a rank's bad data ends the others
-        data, seed = _distribute(ctx, model, method, data, seed, path)
-    if init is not None:
-        init = _check_init(model, method, init, data)
+        data, seed = (data, seed) if stream else _distribute(ctx, model, method, data, seed, path)
+    if init is not None:  # a stream's chunks are the method's to check: no shapes from the data here
+        init = _check_init(model, method, init, None if stream else data, shapes=not stream)
     ck = None
     if path is not None:  # the call as it is now, before training changes the declaration's networks
         call = checkpoints.record_call(model, method, data, steps=steps, seed=seed, init=init,
@@ -118,8 +150,32 @@ def resume(path: Any, data: Any = None, *, progress: bool = True, callback: Any 
     the uninterrupted ``pg.fit`` call would have returned (on CPU, bit for bit). The call —
     declaration, engine, steps, seed, init, options, device — is the file's; it goes on writing
     checkpoints to ``path``. ``callback`` (not saved in the file) is given to the method again
-    where it takes one. Data other than the fit's, or a file that is not a probgen checkpoint
-    (foreign, truncated, damaged), is a ``ValueError``."""
+    where it takes one.
+
+    Args:
+      path: the checkpoint file (:mod:`probgen.checkpoint`).
+      data: the data the fit was started on (checked against the file's SHA-256 fingerprint).
+      progress: show a progress bar (not saved in the file).
+      callback: ``callback(record)`` after each step, as for :func:`fit` (not saved in the file).
+
+    Returns:
+      The fit (a :class:`Fit`) the uninterrupted call returns.
+
+    Raises:
+      ValueError: other data than the fit's, or a file that is not a probgen checkpoint
+        (foreign, truncated, damaged).
+
+    Examples:
+        >>> import torch
+        >>> import probgen as pg
+        >>> from probgen.models import GaussianMixture
+        >>> x = torch.randn(60, 2, generator=torch.Generator().manual_seed(0)).double()
+        >>> full = pg.fit(GaussianMixture(2, 2), x, steps=10, seed=0, tol=None, progress=False,
+        ...               checkpoint="gmm.ckpt", checkpoint_every=5)
+        >>> again = pg.resume("gmm.ckpt", x, progress=False)  # as if the first call had died
+        >>> torch.equal(again.params["loc"], full.params["loc"]), len(again.history)
+        (True, 10)
+    """
     from probgen.plain import from_plain
     path = checkpoints.check_path(path)
     payload = checkpoints.read(path)
@@ -189,7 +245,36 @@ def infer(model_or_fit: Any, data: Any = None, query: str = "marginals", engine:
     answered by each rank for its contiguous block of the rows and the answers are gathered
     and joined in order, so that every rank returns the whole answer; any other query runs
     whole on every rank. ``False``: answered here, whole; ``True``: split, or a ``ValueError``
-    without a process group. Every rank passes the whole data."""
+    without a process group. Every rank passes the whole data.
+
+    Args:
+      model_or_fit: a :class:`Fit` or a declaration.
+      data: the evidence (a Bayesian network's ``{variable: [state, ...]}`` rows, an HMM's
+        sequences, a grammar's sentences, ...).
+      query: ``"marginals"``, ``"map"`` or a family's own query.
+      engine: the answering engine; ``None`` as above.
+      distributed: as above.
+      **options: the answering method's options.
+
+    Returns:
+      The answer in the family's form; a Bayesian network's ``"marginals"`` are
+        ``{variable: (N, card) tensor}`` for the ``N`` evidence rows, its ``"map"``
+        ``{variable: [state, ...]}``.
+
+    Raises:
+      ValueError: an unknown query, engine or option, or an engine that cannot answer.
+
+    Examples:
+        >>> import probgen as pg
+        >>> from probgen.models import BayesianNetwork
+        >>> bn = BayesianNetwork({
+        ...     "rain": {"states": ["no", "yes"], "parents": [], "cpt": [0.8, 0.2]},
+        ...     "wet": {"states": ["no", "yes"], "parents": ["rain"], "cpt": [[0.9, 0.1], [0.2, 0.8]]}})
+        >>> pg.infer(bn, {"wet": ["yes"]})["rain"].round(decimals=4).tolist()  # Bayes' rule: .16 / .24
+        [[0.3333, 0.6667]]
+        >>> pg.infer(bn, {"wet": ["yes"]}, query="map")
+        {'rain': ['yes']}
+    """
     ctx = dist.context(distributed)
     if isinstance(model_or_fit, Fit):
         with limited(), model_or_fit.own_param_store():
@@ -244,7 +329,8 @@ def _infer_rows(ctx: dist.Context, method: registry.Method, model: Any, params: 
 _INFER_ARGS = ("model", "params", "data", "query")
 
 
-def _check_init(model: Any, method: registry.Method, init: Any, data: Any) -> dict[str, torch.Tensor]:
+def _check_init(model: Any, method: registry.Method, init: Any, data: Any,
+                shapes: bool = True) -> dict[str, torch.Tensor]:
     """``init`` as tensors, checked once for every method: a dict, finite, refused by a method
     that does not start from parameters, and — where the declaration can state its parameters
     (``param_shapes()`` or ``init_params``) — only its parameter names, each with its shape."""
@@ -263,7 +349,7 @@ def _check_init(model: Any, method: registry.Method, init: Any, data: Any) -> di
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise ValueError(f"init[{k!r}] contains NaN or inf")
         out[k] = t
-    shapes = _param_shapes(model, data)
+    shapes = _param_shapes(model, data) if shapes or hasattr(model, "param_shapes") else None
     if shapes is not None:
         unknown = sorted(set(out) - set(shapes))
         if unknown:

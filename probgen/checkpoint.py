@@ -51,7 +51,17 @@ _ACTIVE: contextvars.ContextVar["Checkpoint | None"] = contextvars.ContextVar("p
 
 
 def active() -> "Checkpoint | None":
-    """The checkpoint of the ``pg.fit`` / ``pg.resume`` call running now (``None``: none)."""
+    """The checkpoint of the ``pg.fit`` / ``pg.resume`` call running now: how a loop learns of
+    it (the methods' signatures do not carry it).
+
+    Returns:
+      The active :class:`Checkpoint`, or ``None`` (no call, or one without ``checkpoint=``).
+
+    Examples:
+        >>> from probgen import checkpoint
+        >>> checkpoint.active() is None
+        True
+    """
     return _ACTIVE.get()
 
 
@@ -194,7 +204,16 @@ def check_path(path: Any) -> str:
 
 
 def checkpointing_methods() -> list[str]:
-    """``"engine/method"`` for every registered method whose loop writes checkpoints."""
+    """``"engine/method"`` for every registered method whose loop writes checkpoints.
+
+    Returns:
+      A list of ``"engine/method"`` strings, in the registry's order.
+
+    Examples:
+        >>> from probgen import checkpoint
+        >>> "em/mixture" in checkpoint.checkpointing_methods()
+        True
+    """
     from probgen import registry
     return [f"{e}/{m.name}" for e in registry.engines() for m in registry.methods(e) if can_checkpoint(m)]
 
@@ -204,7 +223,24 @@ LOOPS = ("iterative", "gradient")
 
 
 def can_checkpoint(method: Any) -> bool:
-    """Whether ``method``'s fit runs on a loop that writes checkpoints (:data:`LOOPS`)."""
+    """Whether ``method``'s fit runs on a loop that writes checkpoints (:data:`LOOPS`): the
+    gradient trainer and the iterative driver.
+
+    Args:
+      method: a registered :class:`probgen.registry.Method`.
+
+    Returns:
+      ``True`` or ``False``.
+
+    Examples:
+        >>> from probgen import checkpoint
+        >>> from probgen.models import GaussianMixture
+        >>> from probgen.registry import find_method
+        >>> checkpoint.can_checkpoint(find_method(GaussianMixture(2, 2), "em"))  # the iterative driver
+        True
+        >>> checkpoint.can_checkpoint(find_method(GaussianMixture(2, 2), "mcmc"))  # NUTS
+        False
+    """
     return getattr(method, "loop", None) in LOOPS
 
 
@@ -233,8 +269,30 @@ def _frozen(plain: Any) -> Any:
 
 
 def read(path: str | os.PathLike) -> dict:
-    """A checkpoint file's payload; a ``ValueError`` for a missing, foreign, truncated or
-    damaged file."""
+    """A checkpoint file's payload, read with ``torch.load(weights_only=True)`` (no code runs).
+
+    Args:
+      path: a file written by ``pg.fit(..., checkpoint=path)``.
+
+    Returns:
+      The payload dict: ``"call"`` (the ``pg.fit`` call), the loop's state and the random
+        states.
+
+    Raises:
+      ValueError: a missing, foreign, truncated or damaged file.
+
+    Examples:
+        >>> import torch
+        >>> import probgen as pg
+        >>> from probgen.models import GaussianMixture
+        >>> x = torch.randn(40, 2, generator=torch.Generator().manual_seed(0)).double()
+        >>> fit = pg.fit(GaussianMixture(2, 2), x, steps=3, seed=0, tol=None, progress=False,
+        ...              checkpoint="gmm.ckpt")
+        >>> from probgen import checkpoint
+        >>> payload = checkpoint.read("gmm.ckpt")
+        >>> payload["call"]["engine"], payload["call"]["steps"]
+        ('em', 3)
+    """
     from probgen.plain import read_file
     path = os.fspath(path)
     payload = read_file(path, FORMAT, "probgen checkpoint file", missing="checkpoint")
@@ -248,7 +306,21 @@ def fingerprint(data: Any) -> str | None:
     """A SHA-256 digest of checked data (tensors' dtype, shape and bytes; lists, tuples,
     dicts, dataclasses such as :class:`probgen.corpus.Corpus`, numbers, strings), so that
     ``pg.resume`` can tell data that differ from the fit's; ``None`` for data of another kind
-    (not checked)."""
+    (not checked).
+
+    Args:
+      data: data as a declaration's ``check_data`` returns them.
+
+    Returns:
+      A 64-character hex digest, or ``None``.
+
+    Examples:
+        >>> import torch
+        >>> from probgen import checkpoint
+        >>> len(checkpoint.fingerprint(torch.zeros(3)))
+        64
+        >>> checkpoint.fingerprint(torch.zeros(3)) == checkpoint.fingerprint(torch.ones(3))
+        False"""
     h = hashlib.sha256()
 
     def feed(obj: Any) -> bool:

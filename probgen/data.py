@@ -129,8 +129,29 @@ def check_tensor_tree(data: Any, name: str = "data") -> Any:
     return data
 
 
-def load_dataset(name: str, *, with_target: bool = False):
-    """A bundled dataset as a float64 tensor (and its integer labels when asked)."""
+def load_dataset(name: str, *, with_target: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """A bundled dataset as a float64 tensor (and its integer labels when asked).
+
+    Args:
+      name: ``"iris"`` (Fisher 1936: 150 × 4, 3 classes), ``"digits"`` (scikit-learn's
+        8 × 8 handwritten digits: 1797 × 64, values 0–16, 10 classes), ``"digits-binary"``
+        (the same thresholded at 8 to 0 / 1) or ``"two-moons"`` (2000 × 2, 2 classes,
+        :func:`two_moons` with ``seed=0``).
+      with_target: also return the labels.
+
+    Returns:
+      ``x`` of shape ``(N, D)``, float64; with ``with_target``, ``(x, y)`` with ``y`` of
+        shape ``(N,)``, int64.
+
+    Raises:
+      ValueError: an unknown name, listing the bundled ones.
+
+    Examples:
+        >>> import probgen as pg
+        >>> x, y = pg.load_dataset("iris", with_target=True)
+        >>> x.shape, x.dtype, y.unique().tolist()
+        (torch.Size([150, 4]), torch.float64, [0, 1, 2])
+    """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; bundled datasets: {list(DATASETS)}")
     if name == "two-moons":
@@ -225,6 +246,14 @@ def _parallel(data: Any) -> bool:
     """A tuple (or a list of tensors) of equally long arrays: items are taken from each."""
     return isinstance(data, tuple) or (isinstance(data, list) and bool(data)
                                        and all(isinstance(d, (torch.Tensor, np.ndarray)) for d in data))
+
+
+def is_stream(data: Any) -> bool:
+    """Whether ``data`` is a stream of chunks — an iterator (a generator), or a callable that
+    returns one — rather than a data set: what online fits (``pg.fit(..., online=True)``) take
+    chunk by chunk, never checked (nor held) as a whole."""
+    from collections.abc import Iterator
+    return isinstance(data, Iterator) or (callable(data) and not isinstance(data, (torch.Tensor, np.ndarray)))
 
 
 def n_items(data: Any) -> int:

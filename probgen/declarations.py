@@ -34,12 +34,22 @@ def _recording_arguments(init: Callable) -> Callable:
 
 
 class Declaration:
-    """Base of all declarations.
+    """Base of all declarations: a model that states what it is (its parameters, data,
+    structure) and never imports an engine; the registry's methods say which engines fit it.
 
-    Class attributes:
-      ``short_name`` – CLI / registry name (``"gmm"``); a class with one registers itself.
-      ``default_engine`` – engine used by ``pg.fit(model, data)``.
-      ``default_dataset`` – bundled dataset name the CLI uses without ``--data``.
+    Attributes:
+      short_name: CLI / registry name (``"gmm"``); a class with one registers itself.
+      default_engine: engine used by ``pg.fit(model, data)``.
+      default_dataset: bundled dataset name the CLI uses without ``--data``.
+
+    Examples:
+        >>> import probgen as pg
+        >>> from probgen.models import GaussianMixture
+        >>> model, data = GaussianMixture.example(seed=0)  # a small instance and its data
+        >>> isinstance(model, pg.Declaration), model.short_name, model.default_engine, tuple(data.shape)
+        (True, 'gmm', 'em', (60, 2))
+        >>> model.init_arguments  # how fit.save writes it: the constructor's arguments
+        ((2, 2), {})
     """
 
     short_name: str | None = None
@@ -64,22 +74,54 @@ class Declaration:
 
     # --- hooks a family overrides -------------------------------------------------
     def check_data(self, data: Any) -> Any:
-        """Validated data in the form the engines use; ``ValueError`` naming the problem
-        and the expected shape otherwise."""
+        """Validated data in the form the engines use.
+
+        Args:
+          data: the user's data.
+
+        Returns:
+          The data as the engines take them (e.g. a float64 ``(N, D)`` tensor).
+
+        Raises:
+          ValueError: naming the problem and the expected shape.
+        """
         return data
 
     def init_params(self, data: Any, seed: int | None = None) -> dict[str, torch.Tensor]:
-        """Starting parameters (named as in ``Fit.params``)."""
+        """Starting parameters (named as in ``Fit.params``).
+
+        Args:
+          data: the checked data.
+          seed: seeds a random start.
+
+        Returns:
+          ``{name: tensor}`` with the declaration's shapes.
+        """
         raise NotImplementedError(f"{type(self).__name__} has no parameter initialisation")
 
     @classmethod
     def for_data(cls, data: Any, **options: Any) -> "Declaration":
-        """A default-sized instance for ``data`` (used by the CLI)."""
+        """A default-sized instance for ``data`` (used by the CLI).
+
+        Args:
+          data: the data to size it for.
+          **options: constructor arguments that override the defaults.
+
+        Returns:
+          A declaration.
+        """
         return cls(**options)
 
     @classmethod
     def example(cls, seed: int = 0) -> tuple["Declaration", Any]:
-        """A small instance with a small dataset, for the contract test and the CLI."""
+        """A small instance with a small dataset, for the contract test and the CLI.
+
+        Args:
+          seed: seeds the data (and any random parameters).
+
+        Returns:
+          ``(declaration, data)``.
+        """
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -92,7 +134,25 @@ class Program(Declaration):
     """A declaration written as a Pyro program.
 
     Subclasses implement ``program(data)``; parameters are ``pyro.param`` sites named
-    as in ``Fit.params``. ``observed`` names the observed sample sites.
+    as in ``Fit.params``. ``observed`` names the observed sample sites. The generic engines
+    (``svi``, ``mcmc``) fit any program (Bingham et al. 2019, Pyro).
+
+    Examples:
+        >>> import torch, pyro, pyro.distributions as dist
+        >>> from torch.distributions import constraints
+        >>> import probgen as pg
+        >>> class Coin(pg.Program):
+        ...     observed = ("x",)
+        ...     def program(self, data=None):
+        ...         p = pyro.param("p", torch.tensor(0.5), constraint=constraints.unit_interval)
+        ...         with pyro.plate("flips", 10 if data is None else len(data)):
+        ...             return pyro.sample("x", dist.Bernoulli(p), obs=data)
+        >>> x = torch.tensor([1.0, 1.0, 1.0, 0.0] * 5)
+        >>> pg.compatible(Coin())
+        ['svi', 'mcmc']
+        >>> fit = pg.fit(Coin(), x, engine="svi", steps=300, lr=0.05, seed=0, progress=False)
+        >>> abs(float(fit.params["p"]) - 0.75) < 0.01  # the maximum-likelihood 15 / 20
+        True
     """
 
     observed: tuple[str, ...] = ()
@@ -100,6 +160,14 @@ class Program(Declaration):
     generic_inference: bool = True
 
     def program(self, data: Any = None) -> Any:  # pragma: no cover - abstract
+        """The Pyro program: ``pyro.param`` / ``pyro.sample`` statements over ``data``.
+
+        Args:
+          data: the checked data (``None``: sample from the model).
+
+        Returns:
+          Whatever the program returns (usually the observed values).
+        """
         raise NotImplementedError
 
     def __call__(self, data: Any = None) -> Any:
@@ -111,7 +179,28 @@ class Program(Declaration):
 
 
 class UserProgram(Program):
-    """A user's own Pyro function ``fn(data)`` (or ``fn(*data)`` for a tuple) as a model."""
+    """A user's own Pyro function ``fn(data)`` (or ``fn(*data)`` for a tuple) as a model.
+
+    ``pg.fit(fn, data)`` wraps a plain function in one; the generic engines fit it (``em``
+    where every latent site is discrete and enumerable, ``svi``, ``mcmc``).
+
+    Args:
+      fn: the Pyro function.
+      spec: ``"path/to/file.py:name"`` when it was read from a file (kept for save / load).
+
+    Examples:
+        >>> import torch, pyro, pyro.distributions as dist
+        >>> from torch.distributions import constraints
+        >>> import probgen as pg
+        >>> def coin(data):
+        ...     p = pyro.param("p", torch.tensor(0.5), constraint=constraints.unit_interval)
+        ...     with pyro.plate("flips", len(data)):
+        ...         pyro.sample("x", dist.Bernoulli(p), obs=data)
+        >>> x = torch.tensor([1.0, 1.0, 1.0, 0.0] * 5)
+        >>> fit = pg.fit(coin, x, engine="em", seed=0, progress=False)
+        >>> fit.model, round(float(fit.params["p"]), 4)
+        (UserProgram(coin), 0.75)
+    """
 
     def __init__(self, fn: Callable, spec: str | None = None):
         if not callable(fn):
@@ -122,6 +211,14 @@ class UserProgram(Program):
         self._n_args = _n_positional(fn)
 
     def program(self, *args: Any) -> Any:
+        """Call the user's function.
+
+        Args:
+          *args: its positional arguments (:meth:`program_args` of the data).
+
+        Returns:
+          What the function returns.
+        """
         return self.fn(*args)
 
     def __call__(self, *args: Any) -> Any:

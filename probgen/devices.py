@@ -19,7 +19,16 @@ import torch
 
 
 def available() -> list[str]:
-    """The devices this machine has: ``"cpu"``, ``"cuda:i"`` for each GPU, ``"mps"``."""
+    """The devices this machine has: ``"cpu"``, ``"cuda:i"`` for each GPU, ``"mps"``.
+
+    Returns:
+      A list of device names, ``"cpu"`` first.
+
+    Examples:
+        >>> from probgen import devices
+        >>> devices.available()[0]
+        'cpu'
+    """
     out = ["cpu"]
     if torch.cuda.is_available():
         out += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
@@ -32,7 +41,27 @@ def available() -> list[str]:
 def check_device(device: Any) -> torch.device | None:
     """``device`` as a ``torch.device`` (``None`` stays ``None``: the default, nothing moved);
     ``ValueError`` for another type, a name torch does not know, or a device this machine
-    does not have (no CUDA, a GPU index out of range, no MPS), naming those it has."""
+    does not have (no CUDA, a GPU index out of range, no MPS), naming those it has.
+
+    Args:
+      device: ``None``, a name (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``) or a
+        ``torch.device``.
+
+    Returns:
+      A ``torch.device``, or ``None``.
+
+    Raises:
+      ValueError: as above.
+
+    Examples:
+        >>> import torch
+        >>> from probgen import devices
+        >>> devices.check_device("cpu"), devices.check_device(None)
+        (device(type='cpu'), None)
+        >>> devices.check_device("cuda:99") if torch.cuda.device_count() < 100 else None
+        Traceback (most recent call last):
+        ...
+        ValueError: ..."""
     if device is None:
         return None
     if not isinstance(device, (str, torch.device)):
@@ -77,7 +106,22 @@ def to_device(obj: Any, device: torch.device) -> Any:
     dataclasses (a :class:`probgen.corpus.Corpus`, HMM ``Sequences``; their cached fields,
     ``init=False``, are dropped and recomputed) are rebuilt around moved tensors; a tensor
     already there is returned as it is (so ``device="cpu"`` moves and copies nothing);
-    anything else (numbers, strings, NumPy arrays) is returned unchanged."""
+    anything else (numbers, strings, NumPy arrays) is returned unchanged.
+
+    Args:
+      obj: any value.
+      device: the target ``torch.device``.
+
+    Returns:
+      ``obj`` rebuilt with its tensors on ``device`` (shapes and dtypes unchanged).
+
+    Examples:
+        >>> import torch
+        >>> from probgen import devices
+        >>> x = torch.zeros(2, 3)
+        >>> moved = devices.to_device({"x": [x], "n": 3}, torch.device("cpu"))
+        >>> moved["x"][0] is x, moved["n"]  # already there: not copied
+        (True, 3)"""
     if isinstance(obj, torch.Tensor):
         return obj.to(device)
     if type(obj) is list:
@@ -123,7 +167,28 @@ def _copy_declaration(model: Any) -> Any:
 def fit_to(fit: Any, device: Any) -> Any:
     """A copy of ``fit`` on ``device`` (:meth:`probgen.Fit.to`): its parameters, its
     declaration's networks and tensors, and the tensors of its state (posterior draws, the
-    Pyro param store) moved there; ``fit`` itself is unchanged."""
+    Pyro param store) moved there; ``fit`` itself is unchanged.
+
+    Args:
+      fit: a :class:`probgen.Fit`.
+      device: as for :func:`check_device`.
+
+    Returns:
+      A new :class:`probgen.Fit`.
+
+    Raises:
+      ValueError: an absent device.
+
+    Examples:
+        >>> import torch
+        >>> import probgen as pg
+        >>> from probgen.models import GaussianMixture
+        >>> x = torch.randn(40, 2, generator=torch.Generator().manual_seed(0)).double()
+        >>> from probgen import devices
+        >>> fit = pg.fit(GaussianMixture(2, 2), x, steps=3, seed=0, progress=False)
+        >>> copy = devices.fit_to(fit, "cpu")
+        >>> copy is not fit, torch.equal(copy.log_prob(x), fit.log_prob(x))
+        (True, True)"""
     dev = check_device(device)
     out = copy.copy(fit)
     out.model = move_declaration(_copy_declaration(fit.model), dev)
@@ -145,7 +210,15 @@ def table() -> str:
     """Every method's devices and whether it checkpoints (Markdown; the README's table, which
     a test keeps equal to the registry): the device types of ``Method.devices`` (``cpu`` only:
     with the reason, ``Method.device_hint``, where a CPU-only kernel is the cause) and whether
-    its loop writes checkpoints (:func:`probgen.checkpoint.can_checkpoint`)."""
+    its loop writes checkpoints (:func:`probgen.checkpoint.can_checkpoint`).
+
+    Returns:
+      The Markdown table, one row per method.
+
+    Examples:
+        >>> from probgen import devices
+        >>> print(devices.table().splitlines()[0])
+        | engine | method | `device=` | `checkpoint=` |"""
     from probgen import registry
     from probgen.checkpoint import can_checkpoint
     rows: dict[tuple, list[str]] = {}

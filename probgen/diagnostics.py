@@ -68,7 +68,27 @@ def _need(a: np.ndarray, what: str) -> None:
 
 
 def split_rhat(x: Any) -> np.ndarray:
-    """Split R-hat (BDA3 §11.4) of draws ``(chain, draw, *shape)``; returns ``shape``."""
+    """Split R-hat (Gelman et al., BDA3 §11.4) of draws ``(chain, draw, *shape)``.
+
+    Args:
+      x: draws, an array or tensor of shape ``(chain, draw, *shape)``, at least 4 per chain.
+
+    Returns:
+      An array of shape ``shape``: ~1 for chains that agree, > 1 for chains that do not.
+
+    Raises:
+      ValueError: fewer than 4 draws per chain.
+
+    Examples:
+        >>> import numpy as np
+        >>> draws = np.random.default_rng(0).normal(size=(4, 500, 2))  # 4 chains, 500 draws, 2 parameters
+        >>> from probgen.diagnostics import split_rhat
+        >>> split_rhat(draws).round(2).tolist()
+        [1.0, 1.0]
+        >>> draws[0] += 3  # one chain elsewhere
+        >>> split_rhat(draws).round(1).tolist()
+        [1.7, 1.7]
+    """
     a = _draws(x)
     _need(a, "split R-hat")
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -76,7 +96,27 @@ def split_rhat(x: Any) -> np.ndarray:
 
 
 def rhat(x: Any) -> np.ndarray:
-    """Rank-normalised split R-hat (Vehtari et al. 2021): max of bulk and folded-tail R-hat."""
+    """Rank-normalised split R-hat (Vehtari et al. 2021, §4.2): max of bulk and folded-tail R-hat.
+
+    What :meth:`probgen.Fit.diagnostics` reports as ``r_hat``; equal to ArviZ's
+    ``rhat(method="rank")`` to float error.
+
+    Args:
+      x: draws, shape ``(chain, draw, *shape)``, at least 4 per chain.
+
+    Returns:
+      An array of shape ``shape``.
+
+    Raises:
+      ValueError: fewer than 4 draws per chain.
+
+    Examples:
+        >>> import numpy as np
+        >>> draws = np.random.default_rng(0).normal(size=(4, 500, 2))  # 4 chains, 500 draws, 2 parameters
+        >>> from probgen.diagnostics import rhat
+        >>> rhat(draws).round(2).tolist()
+        [1.0, 1.0]
+    """
     a = _draws(x)
     _need(a, "R-hat")
     sp = _split(a)
@@ -145,9 +185,29 @@ def _ess(a: np.ndarray) -> np.ndarray:
 
 
 def ess(x: Any, method: str = "bulk") -> np.ndarray:
-    """Effective sample size of draws ``(chain, draw, *shape)``; returns ``shape``.
-    ``method="bulk"``: of the rank-normalised split chains (Vehtari et al. 2021);
-    ``"mean"``: of the raw split chains (BDA3 §11.5, the ESS of the mean)."""
+    """Effective sample size of draws ``(chain, draw, *shape)``.
+
+    Autocorrelations are estimated over all chains by FFT and truncated by Geyer's initial
+    monotone sequence (Geyer 1992); ArviZ's ``ess(method="bulk" | "mean")`` to float error.
+
+    Args:
+      x: draws, shape ``(chain, draw, *shape)``, at least 4 per chain.
+      method: ``"bulk"``: of the rank-normalised split chains (Vehtari et al. 2021, §3.2);
+        ``"mean"``: of the raw split chains (BDA3 §11.5, the ESS of the mean).
+
+    Returns:
+      An array of shape ``shape``; about ``chain × draw`` for independent draws.
+
+    Raises:
+      ValueError: an unknown method or fewer than 4 draws per chain.
+
+    Examples:
+        >>> import numpy as np
+        >>> draws = np.random.default_rng(0).normal(size=(4, 500, 2))  # 4 chains, 500 draws, 2 parameters
+        >>> from probgen.diagnostics import ess
+        >>> ess(draws).round(-2).tolist()  # 2000 independent draws
+        [1700.0, 2000.0]
+    """
     if method not in ("bulk", "mean"):
         raise ValueError(f"ess method must be 'bulk' or 'mean', got {method!r}")
     a = _draws(x)
@@ -157,7 +217,21 @@ def ess(x: Any, method: str = "bulk") -> np.ndarray:
 
 
 def mcse_mean(x: Any) -> np.ndarray:
-    """Monte Carlo standard error of the posterior mean: sd / sqrt(ESS_mean); returns ``shape``."""
+    """Monte Carlo standard error of the posterior mean: sd / sqrt(ESS_mean) (BDA3 §10.5).
+
+    Args:
+      x: draws, shape ``(chain, draw, *shape)``, at least 4 per chain.
+
+    Returns:
+      An array of shape ``shape``.
+
+    Examples:
+        >>> import numpy as np
+        >>> draws = np.random.default_rng(0).normal(size=(4, 500, 2))  # 4 chains, 500 draws, 2 parameters
+        >>> from probgen.diagnostics import mcse_mean
+        >>> mcse_mean(draws).round(2).tolist()  # about 1 / sqrt(2000)
+        [0.02, 0.02]
+    """
     a = _draws(x)
     sd = a.reshape(-1, a.shape[2]).std(axis=0, ddof=1)
     return (sd / np.sqrt(ess(x, "mean").reshape(-1))).reshape(np.shape(x)[2:])
@@ -165,7 +239,19 @@ def mcse_mean(x: Any) -> np.ndarray:
 
 class Diagnostics(list):
     """Rows ``{"parameter", "mean", "sd", "mcse", "ess", "r_hat"}``, one per scalar parameter
-    (``"loc[1,0]"`` for an entry of a vector site); ``str()`` prints them as a table."""
+    (``"loc[1,0]"`` for an entry of a vector site); ``str()`` prints them as a table.
+    What :func:`summary` and :meth:`probgen.Fit.diagnostics` return.
+
+    Examples:
+        >>> import numpy as np
+        >>> draws = np.random.default_rng(0).normal(size=(4, 500, 2))  # 4 chains, 500 draws, 2 parameters
+        >>> from probgen.diagnostics import summary
+        >>> table = summary({"loc": draws})
+        >>> print(str(table).splitlines()[0])
+        parameter mean sd mcse ess r_hat
+        >>> [r["parameter"] for r in table], round(table.row("loc[1]")["r_hat"], 2)
+        (['loc[0]', 'loc[1]'], 1.0)
+    """
 
     columns = ("mean", "sd", "mcse", "ess", "r_hat")
 
@@ -179,7 +265,17 @@ class Diagnostics(list):
         return "\n".join(lines)
 
     def row(self, parameter: str) -> dict:
-        """The row of ``parameter`` (e.g. ``"mu"`` or ``"loc[1,0]"``)."""
+        """The row of ``parameter``.
+
+        Args:
+          parameter: its label (e.g. ``"mu"`` or ``"loc[1,0]"``).
+
+        Returns:
+          The row dict.
+
+        Raises:
+          ValueError: no such parameter (the known ones are named).
+        """
         for r in self:
             if r["parameter"] == parameter:
                 return r
@@ -187,7 +283,25 @@ class Diagnostics(list):
 
 
 def summary(draws: dict[str, Any]) -> Diagnostics:
-    """The diagnostics table of ``{name: (chain, draw, *shape)}`` draws (see :class:`Diagnostics`)."""
+    """The diagnostics table of ``{name: (chain, draw, *shape)}`` draws (see :class:`Diagnostics`):
+    mean, sd, :func:`mcse_mean`, bulk :func:`ess` and :func:`rhat` of every scalar entry.
+
+    Args:
+      draws: ``{name: (chain, draw, *shape)}`` arrays or tensors, at least 4 draws per chain.
+
+    Returns:
+      The table (a :class:`Diagnostics`), one row per scalar entry.
+
+    Examples:
+        >>> import numpy as np
+        >>> draws = np.random.default_rng(0).normal(size=(4, 500, 2))  # 4 chains, 500 draws, 2 parameters
+        >>> from probgen.diagnostics import summary
+        >>> table = summary({"mu": draws[..., 0], "loc": draws})
+        >>> [r["parameter"] for r in table]
+        ['mu', 'loc[0]', 'loc[1]']
+        >>> round(table.row("mu")["mean"], 1), round(table.row("mu")["sd"], 1)
+        (-0.0, 1.0)
+    """
     rows = Diagnostics()
     for name, x in draws.items():
         a = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=np.float64)

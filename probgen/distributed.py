@@ -40,14 +40,36 @@ ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 class DistributedError(RuntimeError):
     """Another rank of a data-parallel fit failed (its error is in the message), or the
-    connection to it was lost or timed out."""
+    connection to it was lost or timed out (after ``PROBGEN_DISTRIBUTED_TIMEOUT`` seconds).
+
+    Examples:
+        >>> import probgen as pg
+        >>> issubclass(pg.distributed.DistributedError, RuntimeError)
+        True
+    """
 
 
 @dataclass(frozen=True)
 class Shard:
     """This rank's own part of the data, for data that do not fit one machine:
     ``pg.fit(model, pg.distributed.Shard(local_rows), ...)`` on every rank, each with its own
-    rows (in rank order they make the whole data). ``rows``: any data form the model takes."""
+    rows (in rank order they make the whole data). Only methods that run data-parallel
+    (``Method.parallel == "data"``) take a shard; a local fit refuses one.
+
+    Attributes:
+      rows: this rank's rows, in any data form the model takes (an ``(N_rank, D)`` tensor,
+        a list of sequences, ...).
+
+    Examples:
+        >>> import torch
+        >>> import probgen as pg
+        >>> from probgen.models import GaussianMixture
+        >>> shard = pg.distributed.Shard(torch.zeros(4, 2))
+        >>> pg.fit(GaussianMixture(2, 2), shard, progress=False)  # no torchrun here: a local fit
+        Traceback (most recent call last):
+        ...
+        ValueError: pg.distributed.Shard is one rank's part of the data of a data-parallel fit; ...
+    """
     rows: Any
 
 
@@ -73,7 +95,21 @@ class Context:
     ``world_size`` and the ``device`` collectives use (CPU for gloo, the rank's GPU for NCCL).
     ``parallel``: the running method's :attr:`probgen.registry.Method.parallel` (set by
     ``pg.fit``): the gradient trainer averages gradients only under ``"data"`` and the MCMC
-    driver spreads chains only under ``"chains"`` (a sampler inside a training step stays local)."""
+    driver spreads chains only under ``"chains"`` (a sampler inside a training step stays local).
+
+    Attributes:
+      rank: this process's rank, 0 ≤ rank < world_size.
+      world_size: the number of processes W.
+      device: where collectives run.
+      parallel: ``"data"``, ``"chains"`` or ``None``.
+
+    Examples:
+        >>> import torch
+        >>> from probgen.distributed import Context
+        >>> ctx = Context(rank=1, world_size=3)
+        >>> ctx.block(10), ctx.shard(torch.arange(10)).tolist()  # ranks take 4, 3, 3 rows
+        ((4, 7), [4, 5, 6])
+    """
     rank: int
     world_size: int
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
@@ -193,13 +229,38 @@ _CURRENT: contextvars.ContextVar[Context | None] = contextvars.ContextVar("probg
 
 
 def current() -> Context | None:
-    """The :class:`Context` of the data-parallel fit running now (``None``: a local one)."""
+    """The :class:`Context` of the data-parallel fit running now.
+
+    Returns:
+      The context, or ``None`` for a local fit (or outside any fit).
+
+    Examples:
+        >>> from probgen.distributed import current
+        >>> current() is None
+        True
+    """
     return _CURRENT.get()
 
 
 @contextlib.contextmanager
 def active(ctx: Context | None) -> Iterator[Context | None]:
-    """Make ``ctx`` :func:`current` for a block (``None``: a local block), guarded."""
+    """Make ``ctx`` :func:`current` for a block (``None``: a local block), guarded
+    (:meth:`Context.guard`: an error in the block ends the other ranks with it).
+
+    Args:
+      ctx: the context, or ``None``.
+
+    Returns:
+      A context manager yielding ``ctx``.
+
+    Examples:
+        >>> from probgen.distributed import Context, active, rank, world_size
+        >>> with active(Context(rank=1, world_size=3)):
+        ...     print(rank(), world_size())
+        1 3
+        >>> rank(), world_size()
+        (0, 1)
+    """
     token = _CURRENT.set(ctx)
     try:
         if ctx is None:
@@ -212,13 +273,31 @@ def active(ctx: Context | None) -> Iterator[Context | None]:
 
 
 def rank() -> int:
-    """This process's rank in the running data-parallel fit (0 when local)."""
+    """This process's rank in the running data-parallel fit.
+
+    Returns:
+      The rank (0 when local).
+
+    Examples:
+        >>> import probgen as pg
+        >>> pg.distributed.rank()
+        0
+    """
     ctx = current()
     return 0 if ctx is None else ctx.rank
 
 
 def world_size() -> int:
-    """The number of ranks of the running data-parallel fit (1 when local)."""
+    """The number of ranks of the running data-parallel fit.
+
+    Returns:
+      W (1 when local).
+
+    Examples:
+        >>> import probgen as pg
+        >>> pg.distributed.world_size()
+        1
+    """
     ctx = current()
     return 1 if ctx is None else ctx.world_size
 
@@ -227,8 +306,24 @@ def context(distributed: bool | None = None, device: torch.device | None = None)
     """The :class:`Context` a call runs in: ``None`` (local) for ``distributed=False``, or when
     no process group of more than one process is initialised and the environment names none;
     else the process group, initialised here when the user has not (NCCL when ``device`` is
-    CUDA, else gloo; with the collective timeout). ``distributed=True`` without a launcher's
-    environment is a ``ValueError``."""
+    CUDA, else gloo; with the collective timeout).
+
+    Args:
+      distributed: ``None`` (data-parallel when launched so), ``True`` (must be) or ``False``.
+      device: the fit's device (picks NCCL for CUDA).
+
+    Returns:
+      The context (a :class:`Context`), or ``None`` for a local call.
+
+    Raises:
+      ValueError: ``distributed=True`` without a launcher's environment or process group,
+        or a partial environment.
+
+    Examples:
+        >>> from probgen.distributed import context
+        >>> context() is None, context(False) is None  # not launched by torchrun
+        (True, True)
+    """
     if distributed is not None and not isinstance(distributed, bool):
         raise ValueError(f"distributed must be True, False or None, got {distributed!r}")
     if distributed is False:

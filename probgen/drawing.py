@@ -62,7 +62,20 @@ _PLATE_LABEL = 16.0   # points reserved under a plate box's contents for its lab
 def plate_regions(g: nx.Graph) -> tuple[dict[tuple, list], bool]:
     """Group nodes by their chain of plates, larger plates outside (ties: the node's own
     order, outermost first). Returns ``{chain: nodes}`` and whether the plates nest, i.e.
-    each plate ends exactly one chain prefix (so one Graphviz cluster per plate works)."""
+    each plate ends exactly one chain prefix (so one Graphviz cluster per plate works).
+
+    Args:
+      g: a graph from :func:`probgen.graph` (nodes with ``plates``; sizes in ``g.graph``).
+
+    Returns:
+      ``({plate chain (a tuple, outermost first): [node, ...]}, nested)``.
+
+    Examples:
+        >>> import probgen as pg
+        >>> from probgen.drawing import plate_regions
+        >>> from probgen.models import GaussianMixture
+        >>> plate_regions(pg.graph(GaussianMixture(2, 2)))
+        ({('data',): ['z', 'x']}, True)"""
     members: dict[str, set] = {}
     for n, ps in g.nodes(data="plates"):
         for p in ps or ():
@@ -115,11 +128,26 @@ def _rankdir(g: nx.Graph) -> str:
     return g.graph.get("rankdir") or ("TB" if g.is_directed() else "LR")
 
 
-def to_dot(g: nx.Graph):
+def to_dot(g: nx.Graph) -> graphviz.Digraph:
     """A ``graphviz.Digraph`` for ``g`` (when plates overlap without nesting, the nested
     approximation with one cluster per region: see the module docstring). The layout runs
     top to bottom for directed graphs and left to right for undirected ones unless
-    ``g.graph["rankdir"]`` says otherwise."""
+    ``g.graph["rankdir"]`` says otherwise.
+
+    Args:
+      g: a graph from :func:`probgen.graph`.
+
+    Returns:
+      A ``graphviz.Digraph`` (its ``.source`` is the DOT text): plates are clusters,
+        observed nodes shaded, parameters small points.
+
+    Examples:
+        >>> import probgen as pg
+        >>> from probgen.drawing import to_dot
+        >>> from probgen.models import GaussianMixture
+        >>> dot = to_dot(pg.graph(GaussianMixture(2, 2)))
+        >>> [line.strip() for line in dot.source.splitlines()[:3]]
+        ['digraph model {', 'rankdir=TB', 'subgraph cluster_data {']"""
     import graphviz
     dot = graphviz.Digraph(name=g.graph.get("name", "model"))
     dot.attr(rankdir=_rankdir(g))
@@ -170,7 +198,21 @@ def to_dot(g: nx.Graph):
 def unrolled_chains(g: nx.Graph) -> list[list]:
     """Chains unrolled from a loop (``pyro.markov``): nodes named ``<prefix>_<t>`` or
     ``<prefix>[t]`` outside any plate, with an edge from each step to the next, at least 3
-    long. Drawn in one row, so an HMM looks like the textbook picture."""
+    long. Drawn in one row, so an HMM looks like the textbook picture.
+
+    Args:
+      g: a graph from :func:`probgen.graph`.
+
+    Returns:
+      A list of chains, each the list of its nodes in step order.
+
+    Examples:
+        >>> import networkx as nx
+        >>> from probgen.drawing import unrolled_chains
+        >>> g = nx.DiGraph([("z_0", "z_1"), ("z_1", "z_2"), ("z_0", "x_0")])
+        >>> nx.set_node_attributes(g, (), "plates")
+        >>> unrolled_chains(g)
+        [['z_0', 'z_1', 'z_2']]"""
     import re
     if not g.is_directed():
         return []
@@ -349,7 +391,27 @@ def _overlapping_plates_source(g: nx.Graph) -> str:
 def render_graph(g: nx.Graph, path: str | os.PathLike) -> str:
     """Write ``g`` to ``path``; the format comes from the suffix (.svg, .png, .pdf, .dot).
     Without Graphviz's ``dot`` program only ``.dot`` works (a ``RuntimeError`` says how to
-    install it otherwise)."""
+    install it otherwise).
+
+    Args:
+      g: a graph from :func:`probgen.graph`.
+      path: the output file.
+
+    Returns:
+      ``path`` as a string.
+
+    Raises:
+      ValueError: an unknown suffix.
+      RuntimeError: Graphviz's ``dot`` is missing (for any format but ``.dot``).
+
+    Examples:
+        >>> import probgen as pg
+        >>> from probgen.drawing import render_graph
+        >>> from probgen.models import GaussianMixture
+        >>> render_graph(pg.graph(GaussianMixture(2, 2)), "gmm.dot")
+        'gmm.dot'
+        >>> open("gmm.dot").read().startswith("digraph")
+        True"""
     path = os.fspath(path)
     suffix = os.path.splitext(path)[1].lower()
     if suffix not in FORMATS:

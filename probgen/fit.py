@@ -17,18 +17,36 @@ FORMAT = "probgen.fit/2"
 
 
 class Fit:
-    """A fitted model.
+    """A fitted model: what :func:`probgen.fit` returns (a value: fitting never changes another fit).
 
     Attributes:
-      model: the declaration that was fitted.
-      params: ``dict[str, Tensor]`` named as the declaration names them.
+      model: the declaration that was fitted (a copy of the one passed to ``pg.fit``).
+      params: ``dict[str, Tensor]`` named as the declaration names them, each with the
+        declaration's shape (a ``GaussianMixture(k, d)``: ``weights (k,)``, ``loc (k, d)``,
+        ``scale_tril (k, d, d)``).
       history: list of per-step records, each with ``"step"`` and the key :attr:`objective`
         names (its value per example), e.g. ``{"step": i, "log_likelihood": ...}``.
-      engine: the engine name that made the fit.
-      method: the method (algorithm) of that engine that made the fit.
+      engine: the engine name that made the fit (``"em"``, ``"svi"``, ...).
+      method: the method (algorithm) of that engine that made the fit (``"mixture"``, ...).
       state: engine-specific extras needed to evaluate or sample (posterior samples,
         a guide, persistent chains), saved with the fit.
       options: the options the fit was made with.
+
+    Examples:
+        >>> import torch
+        >>> import probgen as pg
+        >>> from probgen.models import GaussianMixture
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x = torch.cat([torch.randn(50, 2, generator=g) - 3, torch.randn(50, 2, generator=g) + 3]).double()
+        >>> fit = pg.fit(GaussianMixture(2, 2), x, engine="em", steps=50, seed=0, progress=False)
+        >>> fit.engine, fit.method, fit.objective, fit.converged
+        ('em', 'mixture', 'log_likelihood', True)
+        >>> {name: tuple(p.shape) for name, p in fit.params.items()}
+        {'weights': (2,), 'loc': (2, 2), 'scale_tril': (2, 2, 2)}
+        >>> fit.log_prob(x).shape, fit.log_prob_kind
+        (torch.Size([100]), 'exact')
+        >>> fit.sample(5, seed=0).shape
+        torch.Size([5, 2])
     """
 
     def __init__(self, model: Any, params: dict[str, torch.Tensor], history: list[dict] | None = None,
@@ -47,7 +65,12 @@ class Fit:
     def own_param_store(self) -> contextlib.AbstractContextManager:
         """Pyro's global param store holding this fit's own parameters (``state["param_store"]``,
         saved by :func:`probgen.fit` from the store the fit was trained in) for the duration of
-        a ``with`` block; outside it, and after it, the user's store is as it was."""
+        a ``with`` block; outside it, and after it, the user's store is as it was.
+
+        Returns:
+          A context manager that yields the store's state dict
+            (``{"params": ..., "constraints": ...}``).
+        """
         return own_param_store(self.state.get("param_store"))
 
     # -- the method object that made this fit: evaluation and sampling go through it
@@ -74,8 +97,20 @@ class Fit:
         return self.state.get("converged")
 
     def log_prob(self, x: Any, seed: int = 0, **options: Any) -> torch.Tensor:
-        """Per-example log-likelihood of ``x`` (shape ``(N,)``); see :attr:`log_prob_kind`.
-        Monte Carlo estimates and bounds use ``seed``, so the same call gives the same answer."""
+        """Per-example log-likelihood of ``x``; see :attr:`log_prob_kind`.
+
+        Monte Carlo estimates and bounds use ``seed``, so the same call gives the same answer.
+
+        Args:
+          x: ``N`` examples in the form the declaration's ``check_data`` takes (a ``(N, D)``
+            tensor, a list of sequences, of sentences, ...).
+          seed: seeds a Monte Carlo estimate or bound (ignored by exact ones).
+          **options: the method's evaluation options (``num_samples``, ...); an unknown one is
+            a ``ValueError`` naming the known ones.
+
+        Returns:
+          A tensor of shape ``(N,)``: one log-likelihood (or bound / estimate) per example.
+        """
         from probgen.random import seeded
         method = self._method()
         registry.check_named_options("log_prob", method.log_prob, options, ("fit", "x", "seed"))
@@ -86,9 +121,19 @@ class Fit:
             return method.log_prob(self, x, **options)
 
     def log_partition(self, method: str = "auto", **options: Any) -> Any:
-        """log Z of an undirected model through the method that made the fit (``method``:
-        e.g. ``"exact"`` or ``"ais"``); an object with ``.value`` and ``.stderr``.
-        Methods without partition functions raise ``ValueError``."""
+        """log Z of an undirected model through the method that made the fit.
+
+        Args:
+          method: how to compute it: ``"auto"``, ``"exact"`` (enumeration) or ``"ais"``
+            (annealed importance sampling, Neal 2001).
+          **options: the method's options (e.g. the number of AIS runs).
+
+        Returns:
+          An object with ``.value`` (log Z) and ``.stderr`` (0 for an exact value).
+
+        Raises:
+          ValueError: the method that made the fit computes no partition function.
+        """
         m = self._method()
         if not hasattr(m, "log_partition"):
             raise ValueError(f"the {self.engine!r} method {self.method!r} computes no partition function "
@@ -97,9 +142,18 @@ class Fit:
             return m.log_partition(self, method, **options)
 
     def sample(self, n: int, seed: int | None = None, **options: Any) -> Any:
-        """``n`` draws from the fitted generative model; ``options`` are the sampling options
-        of the method that made the fit (e.g. ``warmup`` for Boltzmann machines); an unknown
-        one is a ``ValueError`` naming the known ones."""
+        """``n`` draws from the fitted generative model.
+
+        Args:
+          n: the number of draws (a positive integer).
+          seed: seeds the draws (``None``: torch's global generator).
+          **options: the sampling options of the method that made the fit (e.g. ``warmup``
+            for Boltzmann machines); an unknown one is a ``ValueError`` naming the known ones.
+
+        Returns:
+          ``n`` draws in the declaration's data form: a ``(n, D)`` tensor for vector data,
+            a list of ``n`` sequences / sentences / trees for structured models.
+        """
         if not isinstance(n, int) or n <= 0:
             raise ValueError(f"n must be a positive integer, got {n!r}")
         method = self._method()
@@ -107,12 +161,65 @@ class Fit:
         with torch.no_grad(), limited(), self.own_param_store():
             return method.sample(self, n, seed=seed, **options)
 
+    def update(self, data: Any, steps: int | None = None, seed: int | None = None, progress: bool = True,
+               **options: Any) -> "Fit":
+        """Continue this EM fit on new ``data`` (Cappé & Moulines 2009 for the online case).
+
+        An online EM fit (``pg.fit(..., online=True)``) goes on stepwise from its running
+        sufficient statistics, its update count ``t`` (so ρ_t keeps decreasing) and the number
+        of items it has seen. A batch EM fit keeps no statistics of its data: it is refit by
+        batch EM on ``data`` alone, from its parameters (``pg.fit(fit.model, data,
+        init=fit.params, ...)`` with its options) — the old data count only through the start.
+        Methods without such a continuation refuse with a ``ValueError``.
+
+        Args:
+          data: the new data: a data set; for an online fit also an iterator of chunks or a
+            callable returning a fresh one (as ``pg.fit(..., online=True)`` takes).
+          steps: online: passes over ``data`` (default 1 for an iterator, else 5); batch: EM
+            iterations (the method's default).
+          seed: seeds the minibatch order (online) or the refit.
+          progress: show a progress bar.
+          **options: online: ``batch_size``, ``t0``, ``kappa``, ``tol``, ``callback`` to change;
+            batch: any option of the method (its fit's own are kept otherwise).
+
+        Returns:
+          The continued :class:`Fit`; this one is left as it is (a fit is a value).
+
+        Examples:
+          >>> import torch, probgen as pg
+          >>> from probgen.models import GaussianMixture
+          >>> x = torch.randn(400, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+          >>> fit = pg.fit(GaussianMixture(2, 2), iter([x[:200], x[200:]]), online=True, seed=0, progress=False)
+          >>> fit.state["online"]["t"]
+          2
+          >>> fit.update(iter([x[:100]]), progress=False).state["online"]["t"]
+          3
+        """
+        method = self._method()
+        if not hasattr(method, "update"):
+            raise ValueError(f"the {self.engine!r} method {self.method!r} cannot continue a fit on new data "
+                             "(Fit.update is for EM fits of GaussianMixture, HMM and CategoricalMixture)")
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 0):
+            raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
+        with self.own_param_store():
+            return method.update(self, data, steps=steps, seed=seed, progress=progress, **options)
+
     def to(self, device: Any) -> "Fit":
         """A copy of the fit on ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``, a
         ``torch.device``): its ``params``, its declaration's networks and tensors and the tensors
         of its ``state`` (posterior draws, the Pyro param store) moved there; this fit is left as
-        it is. An absent device is a ``ValueError`` naming the devices there are
-        (:func:`probgen.devices.check_device`)."""
+        it is.
+
+        Args:
+          device: where to move the copy.
+
+        Returns:
+          A new :class:`Fit`.
+
+        Raises:
+          ValueError: an absent device, naming the devices there are
+            (:func:`probgen.devices.check_device`).
+        """
         from probgen.devices import fit_to
         return fit_to(self, device)
 
@@ -122,8 +229,15 @@ class Fit:
         :func:`load` reads with ``torch.load(weights_only=True)``. The declaration is written as
         its class and constructor arguments (with its networks' ``state_dict``), a user program
         as its importable ``module:qualname``; state entries named ``*_cache`` are left out
-        (recomputed on use). Something that cannot be written so is a ``ValueError`` naming it,
-        raised before the file is touched."""
+        (recomputed on use).
+
+        Args:
+          path: the file to write.
+
+        Raises:
+          ValueError: something in the fit cannot be written so (a lambda, a program defined
+            in ``__main__``, ...), naming it; raised before the file is touched.
+        """
         from probgen.plain import to_plain, write_file
         state = {k: v for k, v in self._method().save_state(self).items() if not k.endswith("_cache")}
         payload = {"format": FORMAT, "model": to_plain(self.model, "the model"),
@@ -147,8 +261,14 @@ class Fit:
         for the sampler's objective statistic (``potential_energy``, ``log_likelihood``, …):
         ``mean``, ``sd``, ``mcse`` (of the mean), ``ess`` (bulk) and ``r_hat``
         (rank-normalised split R-hat, Vehtari et al. 2021; :mod:`probgen.diagnostics`).
-        Needs at least 4 kept draws per chain; a fit not made by the MCMC driver is a
-        ``ValueError``."""
+        Needs at least 4 kept draws per chain.
+
+        Returns:
+          The table, a :class:`probgen.diagnostics.Diagnostics`.
+
+        Raises:
+          ValueError: the fit was not made by the MCMC driver.
+        """
         from probgen.diagnostics import summary
         draws, stats = self._chains()
         tracked = dict(draws)
@@ -160,7 +280,14 @@ class Fit:
         """The draws of an MCMC fit as an ``arviz.InferenceData``: ``posterior`` with every
         kept site shaped ``(chain, draw, ...)``, ``sample_stats`` with the sampler's per-draw
         statistics (NUTS: ``step_size``, ``accept_prob``, ``diverging``, ``potential_energy``).
-        Needs ArviZ (``pip install probgen[arviz]``)."""
+
+        Returns:
+          An ``arviz.InferenceData``.
+
+        Raises:
+          ValueError: the fit was not made by the MCMC driver, or ArviZ is not installed
+            (``pip install probgen[arviz]``).
+        """
         draws, stats = self._chains()
         try:
             import arviz
@@ -198,7 +325,29 @@ def load(path: str | os.PathLike) -> Fit:
     never runs code from the file; anything that is not a ``"probgen.fit/2"`` file (a pickle
     of other objects, the old format 1) is a ``ValueError``. The declaration is rebuilt from
     its constructor arguments and a user program imported by its saved name (a ``ValueError``
-    says which name could not be imported), without disturbing the caller's random state."""
+    says which name could not be imported), without disturbing the caller's random state.
+
+    Args:
+      path: a file written by :meth:`Fit.save`.
+
+    Returns:
+      The fit (a :class:`Fit`), equal to the saved one: bit-identical ``params``, ``log_prob(x)``
+        and ``sample(n, seed)``.
+
+    Raises:
+      ValueError: the file is missing, not a ``"probgen.fit/2"`` file, or damaged.
+
+    Examples:
+        >>> import torch
+        >>> import probgen as pg
+        >>> from probgen.models import GaussianMixture
+        >>> x = torch.randn(40, 2, generator=torch.Generator().manual_seed(0)).double()
+        >>> fit = pg.fit(GaussianMixture(2, 2), x, steps=5, seed=0, progress=False)
+        >>> fit.save("gmm.fit")
+        >>> again = pg.load("gmm.fit")
+        >>> torch.equal(again.params["loc"], fit.params["loc"]), torch.equal(again.log_prob(x), fit.log_prob(x))
+        (True, True)
+    """
     from probgen.plain import from_plain, read_file
     path = os.fspath(path)
     payload = read_file(path, FORMAT, "probgen fit file",

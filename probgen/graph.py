@@ -35,8 +35,28 @@ def graph(model: Any, *args: Any, params: bool = False, deterministic: bool = Fa
         ``structure`` method receive them too.
       params: add ``pyro.param`` sites as ``kind="param"`` nodes (edges param → site).
       deterministic: keep ``pyro.deterministic`` sites as ``kind="deterministic"`` nodes.
-      options: declaration-specific (``expand=True`` for one node per unit, ``factors=True``
+      **options: declaration-specific (``expand=True`` for one node per unit, ``factors=True``
         for a factor graph's bipartite form, ...).
+
+    Returns:
+      A ``networkx`` graph (``DiGraph`` for directed models, ``Graph`` for undirected ones):
+        every node has ``kind`` (``"latent"``, ``"observed"``, ``"param"``, ``"factor"``, ...)
+        and ``plates``; ``g.graph["plates"]`` maps plate names to sizes.
+
+    Raises:
+      ValueError: unknown options, or a model that declares no structure.
+
+    Examples:
+        >>> import probgen as pg
+        >>> from probgen.models import BayesianNetwork
+        >>> bn = BayesianNetwork({"rain": {"states": 2, "parents": []},
+        ...                       "sprinkler": {"states": 2, "parents": []},
+        ...                       "wet": {"states": 2, "parents": ["rain", "sprinkler"]}})
+        >>> g = pg.graph(bn)
+        >>> sorted(g.edges)
+        [('rain', 'wet'), ('sprinkler', 'wet')]
+        >>> g.nodes["wet"]["kind"]
+        'latent'
     """
     from probgen import registry
     from probgen.declarations import Program
@@ -64,7 +84,31 @@ def program_graph(fn: Any, *args: Any, params: bool = False, deterministic: bool
     the trace (run without data) sampled them.
 
     Sites inside a ``pyro.markov`` loop appear once per step (``z_0 → z_1 → ...``): the
-    graph is the unrolled trace, with the dependencies that provenance tracking finds.
+    graph is the unrolled trace, with the dependencies that provenance tracking finds
+    (Pyro's ``get_dependencies``).
+
+    Args:
+      fn: a Pyro program.
+      *args: its positional arguments (usually its data).
+      params: add ``pyro.param`` sites as ``kind="param"`` nodes.
+      deterministic: keep ``pyro.deterministic`` sites.
+      observed: sites drawn as observed.
+      **kwargs: its keyword arguments.
+
+    Returns:
+      A ``networkx.DiGraph`` of the sample sites (``kind``, ``plates`` per node; plate
+        sizes in ``g.graph["plates"]``).
+
+    Examples:
+        >>> import torch, pyro, pyro.distributions as dist
+        >>> from probgen.graph import program_graph
+        >>> def model(x):
+        ...     mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        ...     with pyro.plate("data", len(x)):
+        ...         pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+        >>> g = program_graph(model, torch.zeros(3))
+        >>> dict(g.nodes(data="kind")), list(g.edges), g.graph["plates"]
+        ({'mu': 'latent', 'x': 'observed'}, [('mu', 'x')], {'data': 3})
     """
     import pyro
     import torch
@@ -120,7 +164,26 @@ def plate_diagram(nodes: dict[str, dict], edges: Iterable[tuple[str, str]], plat
     they apply, ``distribution`` and ``plates``), ``edges`` parent -> child (or undirected
     pairs with ``undirected=True``), ``plates`` plate name -> size (None when unknown) and
     ``params`` parameter name -> the nodes it feeds (``kind="param"`` nodes, drawn when the
-    caller asked ``params=True``)."""
+    caller asked ``params=True``). Declarations build their ``structure`` with it.
+
+    Args:
+      nodes: node name -> attributes.
+      edges: ``(parent, child)`` pairs (or undirected pairs).
+      plates: plate name -> size.
+      params: parameter name -> the nodes it feeds.
+      undirected: build an undirected graph.
+
+    Returns:
+      A ``networkx.DiGraph`` (``Graph`` with ``undirected=True``).
+
+    Examples:
+        >>> from probgen.graph import plate_diagram
+        >>> g = plate_diagram({"z": {"kind": "latent", "plates": ("N",)},
+        ...                    "x": {"kind": "observed", "plates": ("N",)}},
+        ...                   [("z", "x")], plates={"N": 10}, params={"loc": ["x"]})
+        >>> sorted(g.edges), g.graph["plates"]
+        ([('loc', 'x'), ('z', 'x')], {'N': 10})
+    """
     g = nx.Graph() if undirected else nx.DiGraph()
     for name, attrs in nodes.items():
         g.add_node(name, **{"plates": (), **attrs})
@@ -176,7 +239,24 @@ def _undirected_edges(g: nx.Graph) -> list:
 def moral_graph(model: Any, *args: Any) -> nx.Graph:
     """The moral graph: each node's parents married, directions dropped; an undirected
     model's Markov network passes through; a factor graph's factors connect their scopes;
-    a mixed graph keeps its undirected edges. Reference: Koller & Friedman (2009), §4.5.3."""
+    a mixed graph keeps its undirected edges. Reference: Koller & Friedman (2009), §4.5.3.
+
+    Args:
+      model: a declaration, a Pyro program, a :class:`probgen.Fit` or a ``networkx`` graph.
+      *args: what :func:`graph` needs to trace a program (its data).
+
+    Returns:
+      An undirected ``networkx.Graph`` over the random variables.
+
+    Examples:
+        >>> import probgen as pg
+        >>> from probgen.models import BayesianNetwork
+        >>> bn = BayesianNetwork({"rain": {"states": 2, "parents": []},
+        ...                       "sprinkler": {"states": 2, "parents": []},
+        ...                       "wet": {"states": 2, "parents": ["rain", "sprinkler"]}})
+        >>> sorted(tuple(sorted(e)) for e in pg.moral_graph(bn).edges)  # the parents married
+        [('rain', 'sprinkler'), ('rain', 'wet'), ('sprinkler', 'wet')]
+    """
     g = _as_graph(model, *args)
     factors = [n for n, k in g.nodes(data="kind") if k == "factor"]
     if factors and not g.is_directed():  # bipartite factor graph → Markov network
@@ -197,7 +277,29 @@ def moral_graph(model: Any, *args: Any) -> nx.Graph:
 
 def markov_blanket(model: Any, node: Any, *args: Any) -> set:
     """The Markov blanket of ``node``: parents, children and the children's other parents
-    (the neighbours in the moral graph; the neighbours in an undirected model)."""
+    (the neighbours in the moral graph; the neighbours in an undirected model).
+    Reference: Pearl (1988); Koller & Friedman (2009), §3.2.2.
+
+    Args:
+      model: a declaration, a Pyro program, a :class:`probgen.Fit` or a ``networkx`` graph.
+      node: a variable's name.
+      *args: what :func:`graph` needs to trace a program (its data).
+
+    Returns:
+      The set of node names.
+
+    Raises:
+      ValueError: ``node`` is not a variable of the graph.
+
+    Examples:
+        >>> import probgen as pg
+        >>> from probgen.models import BayesianNetwork
+        >>> bn = BayesianNetwork({"rain": {"states": 2, "parents": []},
+        ...                       "sprinkler": {"states": 2, "parents": []},
+        ...                       "wet": {"states": 2, "parents": ["rain", "sprinkler"]}})
+        >>> sorted(pg.markov_blanket(bn, "rain"))  # its child and the child's other parent
+        ['sprinkler', 'wet']
+    """
     g = _as_graph(model, *args)
     m = moral_graph(g)
     if node not in m:
@@ -209,7 +311,30 @@ def d_separated(model: Any, xs: Iterable | Any, ys: Iterable | Any, given: Itera
                 *args: Any) -> bool:
     """Whether the node sets ``xs`` and ``ys`` are d-separated by ``given`` in a directed
     model (Pearl 1988; Koller & Friedman 2009, §3.3.1). Single node names are accepted.
-    A ``pyro.factor`` site counts as an observed child of its arguments."""
+    A ``pyro.factor`` site counts as an observed child of its arguments.
+
+    Args:
+      model: a directed declaration, a Pyro program, a :class:`probgen.Fit` or a graph.
+      xs: a node name or a set of them.
+      ys: a node name or a set of them.
+      given: the conditioning nodes (disjoint from ``xs`` and ``ys``).
+      *args: what :func:`graph` needs to trace a program (its data).
+
+    Returns:
+      ``True`` when every path between ``xs`` and ``ys`` is blocked by ``given``.
+
+    Raises:
+      ValueError: an undirected model, unknown nodes, or overlapping sets.
+
+    Examples:
+        >>> import probgen as pg
+        >>> from probgen.models import BayesianNetwork
+        >>> bn = BayesianNetwork({"rain": {"states": 2, "parents": []},
+        ...                       "sprinkler": {"states": 2, "parents": []},
+        ...                       "wet": {"states": 2, "parents": ["rain", "sprinkler"]}})
+        >>> pg.d_separated(bn, "rain", "sprinkler"), pg.d_separated(bn, "rain", "sprinkler", given="wet")
+        (True, False)
+    """
     g = _probabilistic(_as_graph(model, *args), factors=True)
     if not g.is_directed() or _undirected_edges(g):
         raise ValueError("d-separation is defined for directed graphs; this model has undirected "
@@ -236,7 +361,27 @@ def render(model: Any, path: str, *args: Any, rankdir: str | None = None, **opti
     """Draw ``model``'s structure to ``path`` (.svg, .png, .pdf or .dot by suffix); returns
     ``path``. ``args`` and ``options`` are as for :func:`graph`; ``rankdir`` ("TB", "LR",
     ...) overrides the layout direction (top to bottom for directed models, left to right
-    for undirected ones)."""
+    for undirected ones). Drawn by Graphviz ``dot`` (:mod:`probgen.drawing`), plates as boxes.
+
+    Args:
+      model: a declaration, a Pyro program, a :class:`probgen.Fit` or a ``networkx`` graph.
+      path: the output file; its suffix picks the format.
+      *args: as for :func:`graph`.
+      rankdir: ``"TB"``, ``"LR"``, ``"BT"`` or ``"RL"``.
+      **options: as for :func:`graph`.
+
+    Returns:
+      ``path``.
+
+    Raises:
+      ValueError: a bad ``rankdir`` or an unknown suffix.
+
+    Examples:
+        >>> import probgen as pg
+        >>> from probgen.models import HMM
+        >>> pg.render(HMM(2, n_symbols=3), "hmm.svg")
+        'hmm.svg'
+    """
     from probgen.drawing import render_graph
     g = model if isinstance(model, nx.Graph) else graph(model, *args, **options)
     if rankdir is not None:

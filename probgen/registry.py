@@ -212,7 +212,16 @@ def _load() -> None:
 
 
 def engines() -> list[str]:
-    """Names of all engines that have at least one method, in the README's order."""
+    """Names of all engines that have at least one method, in the README's order.
+
+    Returns:
+      A list of engine names (``"exact"``, ``"em"``, ``"meanfield"``, ...).
+
+    Examples:
+        >>> import probgen as pg
+        >>> pg.engines()
+        ['exact', 'em', 'meanfield', 'bp', 'svi', 'mcmc', 'adversarial', 'flow', 'diffusion']
+    """
     _load()
     return [e for e in ENGINE_DESCRIPTIONS if _METHODS.get(e)]
 
@@ -229,7 +238,22 @@ def methods(engine: str) -> list[Method]:
 
 
 def compatible(model: Any) -> list[str]:
-    """Engine names with a method that accepts ``model``."""
+    """Engine names with a method that accepts ``model``.
+
+    Args:
+      model: a declaration or a Pyro function ``fn(data)``.
+
+    Returns:
+      The engines (in :func:`engines` order) that ``pg.fit(model, data, engine=e)`` takes.
+
+    Examples:
+        >>> import probgen as pg
+        >>> from probgen.models import GaussianMixture, HMM
+        >>> pg.compatible(GaussianMixture(2, 2))
+        ['exact', 'em', 'svi', 'mcmc']
+        >>> pg.compatible(HMM(2, n_symbols=3, bayesian=True))  # variational Bayes: meanfield
+        ['exact', 'meanfield']
+    """
     _load()
     model = as_declaration(model)
     return [e for e in engines() if any(m.accepts(model) for m in _METHODS[e])]

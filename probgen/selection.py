@@ -38,7 +38,30 @@ class Selection:
     score is computed on — all of it for BIC / AIC, the held-out part for ``"heldout"`` —,
     ``num_free_params`` ``None`` where the score needs none, ``seconds`` the fit's wall time);
     ``best_value`` and ``best`` (its :class:`probgen.Fit`, on all the data); ``fits``: every
-    fit by value (for ``"heldout"``, fitted on the training part)."""
+    fit by value (for ``"heldout"``, fitted on the training part).
+
+    Attributes:
+      criterion: ``"bic"``, ``"aic"`` or ``"heldout"``.
+      rows: one dict per value (``value``, ``criterion``, ``log_likelihood``,
+        ``num_free_params``, ``seconds``).
+      best_value: the value with the best score (the first on a tie).
+      best: its :class:`probgen.Fit`.
+      fits: every fit by value.
+
+    Examples:
+        >>> import torch
+        >>> import probgen as pg
+        >>> from probgen.models import GaussianMixture
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x = torch.cat([torch.randn(60, 2, generator=g) - 4, torch.randn(60, 2, generator=g) + 4]).double()
+        >>> result = pg.select(lambda k: GaussianMixture(k, 2), x, values=[1, 2, 3], seed=0,
+        ...                    progress=False)
+        >>> result.best_value, [r["num_free_params"] for r in result.rows]
+        (2, [5, 11, 17])
+        >>> print(result.table.splitlines()[0])
+        value  bic  log-likelihood  free params  seconds
+        >>> result.plot("bic.png")
+    """
     criterion: str
     rows: list[dict]
     best_value: Any
@@ -47,7 +70,7 @@ class Selection:
 
     @property
     def table(self) -> str:
-        """The rows as an aligned text table, the best value marked ``*``."""
+        """The rows as an aligned text table (``str(selection)``), the best value marked ``*``."""
         head = ["value", self.criterion, "log-likelihood", "free params", "seconds"]
         body = [[("*" if r["value"] == self.best_value else " ") + str(r["value"]), f"{r['criterion']:.6g}",
                  f"{r['log_likelihood']:.6g}", "-" if r["num_free_params"] is None else str(r["num_free_params"]),
@@ -59,7 +82,11 @@ class Selection:
         return self.table
 
     def plot(self, path: str) -> None:
-        """A PNG of the criterion against the value, the best one marked."""
+        """Write a PNG of the criterion against the value, the best one marked.
+
+        Args:
+          path: the PNG file to write.
+        """
         from probgen.plots import _plt
         plt = _plt()
         fig, ax = plt.subplots(figsize=(5, 3.2))
@@ -91,12 +118,36 @@ def select(make_model: Callable[[Any], Any], data: Any, values: Iterable = range
       values: the values to try (at least one, each once).
       criterion: ``"bic"``, ``"aic"`` (need an exact log-likelihood and the declaration's
         ``num_free_params``) or ``"heldout"``.
+      data: the data every fit gets.
       engine: passed to every :func:`probgen.fit`.
-      seed: passed to every :func:`probgen.fit` (the same seed for each).
-      **fit_options: passed to every :func:`probgen.fit`.
+      seed: passed to every :func:`probgen.fit` (the same seed for each); also draws the
+        ``"heldout"`` split.
       test_fraction: the held-out share of the data items (rows, or sequences) for
-        ``"heldout"``; the split is drawn from ``seed``.
-    Returns: a :class:`Selection`; the best fit is refitted on all the data for ``"heldout"``.
+        ``"heldout"``.
+      **fit_options: passed to every :func:`probgen.fit`.
+
+    BIC is −2 log L + p log N (Schwarz 1978), AIC −2 log L + 2p (Akaike 1974), with log L
+    the exact log-likelihood of all the data, N the number of observations (rows; time
+    steps for sequences) and p the declaration's ``num_free_params``; ``"heldout"`` the mean
+    log-likelihood per held-out item.
+
+    Returns:
+      The scores and fits, a :class:`Selection`; the best fit is refitted on all the data for ``"heldout"``.
+
+    Raises:
+      ValueError: an unknown criterion, empty or repeated values, or BIC / AIC of a
+        method whose log-likelihood is not exact or of a declaration without a count.
+
+    Examples:
+        >>> import torch
+        >>> import probgen as pg
+        >>> from probgen.models import GaussianMixture
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x = torch.cat([torch.randn(60, 2, generator=g) - 4, torch.randn(60, 2, generator=g) + 4]).double()
+        >>> result = pg.select(lambda k: GaussianMixture(k, 2), x, values=[1, 2, 3], seed=0,
+        ...                    progress=False)
+        >>> result.best_value, result.best.params["loc"].shape
+        (2, torch.Size([2, 2]))
     """
     from probgen.api import fit as pg_fit
     from probgen.registry import as_declaration, find_method

@@ -21,8 +21,28 @@ _setting: int | None = None  # None: not set in this process, read the environme
 
 
 def set_num_threads(n: int | None) -> None:
-    """Threads for probgen's calls: a positive ``n``, or ``None`` / ``0`` to leave torch's
-    setting (``torch.set_num_threads``) as the caller has it."""
+    """Threads for probgen's calls (``pg.fit``, ``fit.log_prob`` / ``sample``, ``pg.infer``).
+
+    Each call sets torch's thread count for its duration and restores the caller's; the
+    default (``PROBGEN_NUM_THREADS``, else 1) is one thread, which on a shared machine made
+    small and medium fits 5–65× faster than torch's one per core (``benchmarks/threads.py``).
+
+    Args:
+      n: a positive number of threads, or ``None`` / ``0`` to leave torch's setting
+        (``torch.set_num_threads``) as the caller has it.
+
+    Raises:
+      ValueError: ``n`` is negative or not an integer.
+
+    Examples:
+        >>> import probgen as pg
+        >>> pg.set_num_threads(2)
+        >>> pg.num_threads()
+        2
+        >>> pg.set_num_threads(None)  # torch's own setting
+        >>> pg.num_threads() is None
+        True
+    """
     global _setting
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
         raise ValueError(f"threads must be a non-negative integer or None, got {n!r}")
@@ -30,7 +50,21 @@ def set_num_threads(n: int | None) -> None:
 
 
 def num_threads() -> int | None:
-    """The threads probgen's calls use (``None``: torch's own setting)."""
+    """The threads probgen's calls use.
+
+    Returns:
+      The count :func:`set_num_threads` set, else ``PROBGEN_NUM_THREADS`` (default 1);
+        ``None`` for torch's own setting.
+
+    Raises:
+      ValueError: ``PROBGEN_NUM_THREADS`` is not a non-negative integer.
+
+    Examples:
+        >>> import probgen as pg
+        >>> pg.set_num_threads(3)
+        >>> pg.num_threads()
+        3
+    """
     if _setting is not None:
         return _setting or None
     raw = os.environ.get("PROBGEN_NUM_THREADS", "1").strip()

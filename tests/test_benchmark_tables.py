@@ -16,7 +16,7 @@ def _module(name):
     return mod
 
 
-@pytest.mark.parametrize("bench", ["networks", "bn_structure"])
+@pytest.mark.parametrize("bench", ["networks", "bn_structure", "online"])
 def test_docs_table_rows_are_the_json_rows(bench):
     path = ROOT / "docs" / "benchmarks" / f"{bench}.json"
     if not path.exists():

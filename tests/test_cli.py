@@ -21,7 +21,7 @@ def probgen(*args, cwd=None):
 def test_list_fit_sample_graph(tmp_path):
     out = probgen("list")
     assert out.returncode == 0 and "`GaussianMixture` (gmm)" in out.stdout
-    assert "| em | `mixture` | EM iterations | `log_likelihood` | yes |" in out.stdout  # steps unit per method
+    assert "| em | `mixture` | EM iterations (`online=True`: passes over the data) | `log_likelihood` | yes |" in out.stdout  # steps unit per method
     fit_dir = tmp_path / "fit"
     out = probgen("fit", "gmm", "--engine", "em", "--steps", "30", "--seed", "1", "--out", str(fit_dir))
     assert out.returncode == 0, out.stderr

@@ -38,6 +38,7 @@ from probgen.data import has_missing
 from probgen.registry import Method, check_options, register
 
 from .._chain import emissions, start_params
+from . import _online as online_em
 
 
 def e_step(model: Any, params: dict, data: Any, labels: torch.Tensor | None = None):
@@ -139,7 +140,7 @@ class BaumWelch(Method):
     name = "baum-welch"
     needs = "a hidden Markov chain (initial, transition and per-step emission log-likelihoods)"
     objective = "log_likelihood"
-    steps_unit = "EM iterations"
+    steps_unit = "EM iterations (`online=True`: passes over the data)"
     device_hint = "its forward-backward runs in compiled CPU loops, probgen.ops.chain_kernels"
     loop = LOOP
     missing_values = True  # missing steps / dimensions: the declaration's emissions marginalise them
@@ -150,16 +151,26 @@ class BaumWelch(Method):
             "categorical", "gaussian", "poisson") and not getattr(model, "bayesian", False)
 
     def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
-            progress: bool, tol: float | None = 1e-8, n_init: int = 1, callback: Callable | None = None,
-            min_covar: float = 1e-6, labels: Any = None, **options: Any) -> Fit:
+            progress: bool, tol: float | None = online_em.BatchTol(1e-8), n_init: int = 1,
+            callback: Callable | None = None, min_covar: float = 1e-6, labels: Any = None, online: bool = False,
+            batch_size: int | None = None, t0: float = 2.0, kappa: float = 0.6, **options: Any) -> Fit:
         """``steps`` (default 100) iterations; ``tol``, ``n_init`` (restarts from independent
         seeds, the best final log-likelihood wins) and ``callback`` as in
         :func:`probgen.loops.iterative.run`; ``min_covar`` is added to Gaussian variances;
         ``labels``: known states at some steps (a list of (T_i,) arrays or a (B, T) array,
-        −1 = unknown), clamped in every E-step; the objective is then log p(x, labels)."""
-        check_options("em", options, ("tol", "n_init", "callback", "min_covar", "labels"))
+        −1 = unknown), clamped in every E-step; the objective is then log p(x, labels).
+        ``online=True``: stepwise EM (:mod:`inference.em._online`) over minibatches of
+        ``batch_size`` sequences, step sizes ρ_t = (t + ``t0``)^−``kappa``; ``data`` may then be
+        an iterator of chunks of sequences (or a callable returning one), ``steps`` counts passes."""
+        check_options("em", options, ("tol", "n_init", "callback", "min_covar", "labels") + online_em.OPTIONS)
         if min_covar < 0:
             raise ValueError(f"min_covar must be >= 0, got {min_covar}")
+        online_em.check_options(online, batch_size, t0, kappa, labels)
+        tol = online_em.resolve_tol(tol, online)
+        if online:
+            return online_em.fit(self, model, data, self.online_hooks(model, init, min_covar), steps=steps, seed=seed,
+                                 tol=tol, n_init=n_init, callback=callback, progress=progress, batch_size=batch_size,
+                                 t0=t0, kappa=kappa, options={"tol": tol, "n_init": n_init, "min_covar": min_covar})
         steps = 100 if steps is None else steps
         if labels is not None:
             labels = model.check_labels(labels, data)
@@ -168,6 +179,29 @@ class BaumWelch(Method):
                          seed=seed, n_init=n_init, progress=progress, callback=callback, desc="baum-welch")
         return Fit(model, result.state, result.history, engine=self.engine, method=self.name,
                    state=result.fit_state(), options={"tol": tol, "n_init": n_init, "min_covar": min_covar})
+
+    def online_hooks(self, model: Any, init: dict | None, min_covar: float = 1e-6, **_: Any) -> online_em.Hooks:
+        """Online EM's steps: the data-parallel expected counts (:func:`statistics`) of a
+        minibatch of sequences and their M-step (:func:`m_step_statistics`)."""
+        def check(chunk: Any) -> Any:
+            seqs = model.check_data(chunk)
+            if seqs.any_missing:  # the M-step's conditional moments need each step's posterior
+                raise ValueError("online Baum-Welch takes complete sequences; with missing observations "
+                                 "fit with online=False")
+            return seqs
+
+        def stats(params: dict, seqs: Any, fixed: dict) -> dict:
+            return statistics(model, seqs, *e_step(model, params, seqs))
+
+        return online_em.Hooks(
+            check=check, start=lambda seqs, seed: start_params(model, seqs, init, seed), statistics=stats,
+            update=lambda p, s, fixed: {**p, **m_step_statistics(model, s, min_covar)})
+
+    def update(self, fit: Fit, data: Any, *, steps: int | None, seed: int | None, progress: bool,
+               **options: Any) -> Fit:
+        """:meth:`probgen.Fit.update` (:func:`inference.em._online.update`)."""
+        return online_em.update(self, fit, data, steps=steps, seed=seed, progress=progress, options=options,
+                                hooks=lambda opts: self.online_hooks(fit.model, None, **opts))
 
 
 class _Steps:

@@ -38,6 +38,8 @@ from probgen.fit import Fit
 from probgen.loops.iterative import LOOP, Update, run
 from probgen.registry import Method, check_options, register
 
+from . import _online as online_em
+
 @register
 class MixtureEM(Method):
     engine = "em"
@@ -45,7 +47,7 @@ class MixtureEM(Method):
     needs = "e_step / m_step / init_params hooks (a mixture with point-estimated parameters)"
     log_prob_kind = "exact"
     objective = "log_likelihood"
-    steps_unit = "EM iterations"
+    steps_unit = "EM iterations (`online=True`: passes over the data)"
     devices = ("cpu", "cuda", "mps")  # torch only (CUDA / MPS written, not run here)
     loop = LOOP
     missing_values = True  # NaN cells: the declaration's E-step marginalises them
@@ -55,8 +57,10 @@ class MixtureEM(Method):
         return protocols.implements(model, protocols.EMHooks) and not getattr(model, "bayesian", False)
 
     def fit(self, model: Any, data: Any, *, steps: int | None, seed: int | None, init: dict | None,
-            progress: bool, tol: float | None = 1e-5, n_init: int = 1, callback: Callable | None = None,
-            reg_covar: float = 1e-6, init_method: str = "kmeans++", labels: Any = None, **options: Any) -> Fit:
+            progress: bool, tol: float | None = online_em.BatchTol(1e-5), n_init: int = 1,
+            callback: Callable | None = None, reg_covar: float = 1e-6, init_method: str = "kmeans++",
+            labels: Any = None, online: bool = False, batch_size: int | None = None, t0: float = 2.0,
+            kappa: float = 0.6, **options: Any) -> Fit:
         """Args: ``steps`` = max iterations (default 100); ``tol``: stop when the relative
         change of the mean log-likelihood is below it (:func:`probgen.registry.converged`;
         ``None`` or 0 runs all steps);
@@ -66,10 +70,22 @@ class MixtureEM(Method):
         ``reg_covar`` is added to every variance; ``init`` (a dict, possibly partial)
         fixes the start of every restart; ``init_method`` "kmeans++" | "random";
         ``labels`` ``(N,)``: known components (−1 = unknown), clamped in every E-step, the
-        objective then being the log-likelihood of the data and the given labels."""
-        check_options("em", options, ("tol", "n_init", "callback", "reg_covar", "init_method", "labels"))
+        objective then being the log-likelihood of the data and the given labels.
+        ``online=True``: stepwise EM (:mod:`inference.em._online`) over minibatches of
+        ``batch_size`` rows, step sizes ρ_t = (t + ``t0``)^−``kappa``; ``data`` may then be an
+        iterator of chunks (or a callable returning one), and ``steps`` counts passes."""
+        check_options("em", options,
+                      ("tol", "n_init", "callback", "reg_covar", "init_method", "labels") + online_em.OPTIONS)
         if not reg_covar >= 0:
             raise ValueError(f"reg_covar must be >= 0, got {reg_covar!r}")
+        online_em.check_options(online, batch_size, t0, kappa, labels)
+        tol = online_em.resolve_tol(tol, online)
+        if online:
+            hooks = self.online_hooks(model, init, reg_covar, init_method)
+            return online_em.fit(self, model, data, hooks, steps=steps, seed=seed, tol=tol, n_init=n_init,
+                                 callback=callback, progress=progress, batch_size=batch_size, t0=t0, kappa=kappa,
+                                 options={"tol": tol, "n_init": n_init, "reg_covar": reg_covar,
+                                          "init_method": init_method})
         steps = 100 if steps is None else steps
         if labels is not None:
             labels = model.check_labels(labels, data)
@@ -83,6 +99,26 @@ class MixtureEM(Method):
         return Fit(model, result.state, result.history, engine=self.engine, method=self.name,
                    state=result.fit_state(),
                    options={"tol": tol, "n_init": n_init, "reg_covar": reg_covar, "init_method": init_method})
+
+    def online_hooks(self, model: Any, init: dict | None, reg_covar: float = 1e-6,
+                     init_method: str = "kmeans++", **_: Any) -> online_em.Hooks:
+        """Online EM's steps: ``model.em_statistics`` / ``em_update`` about a centre fixed at the
+        start's Σ_k π_k μ_k (running averages of moments about a moving centre would not add up);
+        rows with NaN cells give their expected moments."""
+        def start(x: torch.Tensor, seed: int | None) -> dict:
+            return _Steps(model, x, init, reg_covar, init_method).start(seed)
+
+        return online_em.Hooks(
+            check=model.check_data, start=start,
+            fixed=lambda p: {"center": (p["weights"].to(torch.float64) @ p["loc"].to(torch.float64))},
+            statistics=lambda p, x, fixed: model.em_statistics(p, x, center=fixed["center"]),
+            update=lambda p, stats, fixed: model.em_update(p, stats, reg_covar=reg_covar, center=fixed["center"]))
+
+    def update(self, fit: Fit, data: Any, *, steps: int | None, seed: int | None, progress: bool,
+               **options: Any) -> Fit:
+        """:meth:`probgen.Fit.update` (:func:`inference.em._online.update`)."""
+        return online_em.update(self, fit, data, steps=steps, seed=seed, progress=progress, options=options,
+                                hooks=lambda opts: self.online_hooks(fit.model, None, **opts))
 
 
 class _Steps:

@@ -31,7 +31,7 @@ from probgen.corpus import Corpus
 from probgen.fit import Fit
 from probgen.loops.gradient import TRAINER_OPTIONS, GradientMethod, Trainer
 from probgen.loops.gradient import Update as GradientUpdate
-from probgen.loops.iterative import LOOP, Update, run
+from probgen.loops.iterative import LOOP, Update, check_step_size, run, step_size
 from probgen.ops import lda as lda_ops
 from probgen.progress import progress as bar
 from probgen.random import generator
@@ -86,8 +86,7 @@ class LDAOnlineVB(TopicModelMethod, GradientMethod):
             raise ValueError(f"inference must be 'online' or 'amortized', got {inference!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if not 0.5 < kappa <= 1 or tau0 < 0:
-            raise ValueError(f"need kappa in (0.5, 1] and tau0 >= 0, got kappa={kappa}, tau0={tau0}")
+        tau0, kappa = check_step_size(tau0, kappa, "tau0")
         batch_size = min(batch_size, data.n_docs)
         if inference == "amortized":
             return self._amortized(model, data, steps, seed, init, progress, batch_size, lr, hidden,
@@ -174,7 +173,7 @@ class _OnlineUpdates:
         scale = D / len(idx)
         # noisy ELBO estimate at the current λ: the minibatch's documents scaled up to D
         elbo = scale * bound.sum() + lda_ops.topic_bound(lam, eta, elog_beta)
-        rho = (self.tau0 + t + 1) ** (-self.kappa)
+        rho = step_size(t + 1, self.tau0, self.kappa)
         q["lambda"], q["t"] = (1 - rho) * lam + rho * (eta + scale * sstats), t + 1
         return Update(q, float(elbo) / D, {"rho": rho})  # per document
 

@@ -45,6 +45,26 @@ class PCFG(Declaration):
 
     Data are a list of sentences (token lists, or strings split on whitespace) or a
     treebank (a list of :class:`Tree` or bracketed strings).
+
+    Parsing is CKY (Viterbi, ``query="map"``), sentence probabilities the inside algorithm,
+    learning inside–outside EM (Baker 1979; Lari & Young 1990; Manning & Schütze 1999, ch. 11)
+    or counting from a treebank.
+
+    Examples:
+        >>> import probgen as pg
+        >>> from probgen.models import PCFG
+        >>> grammar = PCFG.from_string('''
+        ...     S -> NP VP [1.0]
+        ...     NP -> 'she' [0.6] | 'he' [0.4]
+        ...     VP -> 'runs' [0.5] | 'sleeps' [0.5]
+        ... ''')
+        >>> grammar.start, len(grammar.rules)
+        ('S', 5)
+        >>> fit = pg.fit(grammar, [["she", "runs"], ["he", "sleeps"]], engine="exact", progress=False)
+        >>> fit.log_prob([["she", "runs"]]).exp().round(decimals=4).tolist()  # 0.6 × 0.5
+        [0.3]
+        >>> print(pg.infer(fit, [["she", "runs"]], query="map")[0])
+        (S (NP she) (VP runs))
     """
 
     short_name = "pcfg"
@@ -97,6 +117,7 @@ class PCFG(Declaration):
 
     @property
     def n_rules(self) -> int:
+        """The number of rules R."""
         return len(self.rules)
 
     def with_probs(self, probs: Any) -> "PCFG":

@@ -14,6 +14,19 @@ class Tree:
     ``str(tree)`` is NLTK's bracketed form on one line, ``(S (NP John) (VP (V ran)))``;
     :meth:`fromstring` reads it back. ``log_prob`` is the tree's log probability
     under the grammar that produced it (``None`` for a tree read from text).
+
+    Args:
+      label: the nonterminal at the root.
+      children: subtrees and words, left to right.
+      log_prob: the tree's log probability, if known.
+
+    Examples:
+        >>> from probgen.models import Tree
+        >>> t = Tree.fromstring("(S (NP John) (VP (V ran)))")
+        >>> t.label, t.leaves(), t.height()
+        ('S', ['John', 'ran'], 4)
+        >>> print(t)
+        (S (NP John) (VP (V ran)))
     """
 
     __slots__ = ("label", "children", "log_prob")
@@ -24,6 +37,11 @@ class Tree:
         self.log_prob = log_prob
 
     def leaves(self) -> list[str]:
+        """The words at the leaves, left to right.
+
+        Returns:
+          A list of strings.
+        """
         out = []
         for c in self.children:
             out.extend(c.leaves() if isinstance(c, Tree) else [c])
@@ -39,6 +57,11 @@ class Tree:
         return out
 
     def height(self) -> int:
+        """The height, NLTK's convention: a preterminal over a word has height 2.
+
+        Returns:
+          An int.
+        """
         return 1 + max((c.height() if isinstance(c, Tree) else 1) for c in self.children)
 
     def __str__(self) -> str:

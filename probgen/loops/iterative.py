@@ -51,7 +51,21 @@ LOOP = "iterative"
 class ConvergenceWarning(UserWarning):
     """An iterative fit used its whole budget (``steps``) before the relative change of its
     objective fell below ``tol``: raise ``steps`` (or ``tol``). Not raised for ``tol=None``
-    or 0 (which ask for every step) nor when a ``callback`` stopped the fit."""
+    or 0 (which ask for every step) nor when a ``callback`` stopped the fit. A ``UserWarning``;
+    the fit is still returned, with ``fit.converged`` False.
+
+    Examples:
+        >>> import warnings
+        >>> import torch
+        >>> import probgen as pg
+        >>> from probgen.models import GaussianMixture
+        >>> x = torch.randn(60, 2, generator=torch.Generator().manual_seed(0)).double()
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     fit = pg.fit(GaussianMixture(3, 2), x, steps=2, seed=0, progress=False)
+        >>> [w.category.__name__ for w in caught], fit.converged
+        (['ConvergenceWarning'], False)
+    """
 
 
 class Update(NamedTuple):
@@ -266,6 +280,25 @@ def run(iteration: Iteration, *, objective: str, steps: int, tol: float | None, 
                       f"tol={tol:g}{change}; raise steps or tol",
                       ConvergenceWarning, stacklevel=5)
     return Result(best.state, best.history, best.converged, best.index, loop.stopped)
+
+
+def step_size(t: int, t0: float, kappa: float) -> float:
+    """The Robbins–Monro step ρ_t = (t + t0)^−κ of update ``t`` = 1, 2, … of a stochastic
+    fixed-point method: online EM's blend of sufficient statistics (Cappé & Moulines 2009)
+    and online VB's of λ (Hoffman, Blei & Bach 2010, with τ0 = ``t0``). κ ∈ (0.5, 1] makes
+    Σ ρ_t = ∞ and Σ ρ_t² < ∞ (:func:`check_step_size`); ``t0`` ≥ 0 damps the early steps."""
+    return float((t + t0) ** (-kappa))
+
+
+def check_step_size(t0: Any, kappa: Any, t0_name: str = "t0") -> tuple[float, float]:
+    """``(t0, kappa)`` of :func:`step_size`, checked: κ ∈ (0.5, 1] and ``t0`` ≥ 0, numbers."""
+    for name, v in ((t0_name, t0), ("kappa", kappa)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"{name} must be a number, got {v!r}")
+    if not 0.5 < kappa <= 1 or t0 < 0:
+        raise ValueError(f"need kappa in (0.5, 1] and {t0_name} >= 0 (steps rho_t = ({t0_name} + t)^-kappa), "
+                         f"got kappa={kappa}, {t0_name}={t0}")
+    return float(t0), float(kappa)
 
 
 def _final(restart: Restart, objective: str) -> float:
