@@ -154,7 +154,7 @@ def launch(ranks: int, part: str, config: dict, tmp: str) -> dict:
 def spark_missing() -> str | None:
     """Why Spark cannot run here (``None``: it can)."""
     if importlib.util.find_spec("pyspark") is None:
-        return "pyspark is not installed (pip install pyspark)"
+        return "pyspark is not installed (pip install -e '.[spark]', or pip install pyspark)"
     if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
         return "no Java runtime (e.g. apt-get install openjdk-17-jre-headless)"
     return None

@@ -85,6 +85,7 @@ def main() -> None:
         ("gensim LdaModel, 1 pass", gensim_fit(1), SEEDS, True),
         ("gensim LdaModel, 10 passes", gensim_fit(10), SEEDS, True),
         ("probgen meanfield (CAVI)", probgen_fit("meanfield"), SEEDS, False),
+        ("probgen meanfield, one start (probes=1)", probgen_fit("meanfield", probes=1), SEEDS, False),
         ("probgen meanfield, Gamma-noise start (seed_docs=0)", probgen_fit("meanfield", seed_docs=0), SEEDS, False),
         ("probgen meanfield, learn_eta", probgen_fit("meanfield", learn_eta=True), SEEDS, False),
         ("probgen svi (online VB)", probgen_fit("svi"), SEEDS, False),
@@ -93,6 +94,8 @@ def main() -> None:
         ("probgen svi (amortized encoder, 300 steps)", probgen_fit("svi", inference="amortized", batch_size=64, steps=300),
          SEEDS, False),
         ("probgen mcmc (collapsed Gibbs, 100+100)", probgen_fit("mcmc", steps=100, warmup=100), (0,), False),
+        ("probgen mcmc (collapsed Gibbs, 100+100), one start (probes=1)",
+         probgen_fit("mcmc", steps=100, warmup=100, probes=1), (0,), False),
     ]
     results, first_fit = [], None
     for name, run, seeds, peer in rows:

@@ -29,7 +29,8 @@ class EnergyMethod(Method):
     def make_fit(self, model: LayeredEnergy, params: dict, history: list, state: dict, options: dict,
                  data: torch.Tensor) -> Fit:
         params = {k: v.detach().double() for k, v in params.items()}
-        m = data.double().mean(0).clamp(1e-3, 1 - 1e-3)
+        from probgen.loops.gradient import moments
+        m = moments(data.double())[0].clamp(1e-3, 1 - 1e-3)  # of every rank's rows, data-parallel
         if model.layers[0].units == "bernoulli":
             state["base_visible"] = torch.log(m / (1 - m)) * model.T
         kind = "exact" if exact_feasible(model) else "estimate"

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from probgen import protocols
+from probgen import distributed, protocols
 from probgen.corpus import Corpus
 from probgen.fit import Fit
 from probgen.ops import lda as lda_ops
@@ -39,7 +39,11 @@ def initial_lambda(model: Any, corpus: Corpus, eta: torch.Tensor, init: dict | N
         if topics.shape != (K, V) or (topics < 0).any():
             raise ValueError(f"init['topics'] must be a non-negative ({K}, {V}) matrix, got shape {tuple(topics.shape)}")
         topics = topics / topics.sum(1, keepdim=True)
-        return eta + topics * (corpus.n_tokens / K)
+        tokens = float(corpus.n_tokens)
+        ctx = distributed.current()
+        if ctx is not None:  # data-parallel: every rank's tokens, as one process would count them
+            tokens = float(ctx.sum({"tokens": torch.tensor(tokens, dtype=torch.float64)})["tokens"])
+        return eta + topics * (tokens / K)
     g = generator(seed)
     return torch._standard_gamma(torch.full((K, V), 100.0, dtype=torch.float64), generator=g) / 100.0
 
@@ -71,7 +75,7 @@ class TopicModelMethod(Method):
     """Evaluation, sampling and queries shared by the LDA methods."""
 
     log_prob_kind = "bound"
-    queries = ("doc_topics",)
+    queries = ("doc_topics", "impute")
     needs = NEEDS
 
     def accepts(self, model: Any) -> bool:
@@ -79,7 +83,9 @@ class TopicModelMethod(Method):
 
     def log_prob(self, fit: Fit, x: Any, **options: Any) -> torch.Tensor:
         """Per-document lower bound on log p(w_d | topics, α) (the token sequence's
-        probability with θ_d integrated out), by fold-in with the fitted topics fixed."""
+        probability with θ_d integrated out), by fold-in with the fitted topics fixed; for a
+        document with missing counts (NaN), the bound on the probability of its observed
+        tokens (:func:`probgen.ops.lda.missing_log_scale`)."""
         corpus = fit.model.check_data(x)
         topics, alpha = fit.params["topics"].double(), fit.params["alpha"].double()
         gamma = lda_ops.fold_in(corpus, topics, alpha)
@@ -91,10 +97,14 @@ class TopicModelMethod(Method):
 
     def infer(self, model: Any, params: dict | None, data: Any, query: str, **options: Any) -> torch.Tensor:
         """``query="doc_topics"``: E[θ_d] (D, K) for each document, by fold-in with the
-        fitted topics fixed."""
+        fitted topics fixed. ``query="impute"``: the (D, V) count matrix with each missing
+        (NaN) count replaced by its expected value (convention:
+        :func:`probgen.ops.lda.impute_counts`)."""
         if params is None:
-            raise ValueError("the doc_topics query needs fitted topics: pass a Fit, not a declaration")
+            raise ValueError(f"the {query} query needs fitted topics: pass a Fit, not a declaration")
         corpus = model.check_data(data)
+        if query == "impute":
+            return lda_ops.impute_counts(corpus, params["topics"], params["alpha"])
         gamma = lda_ops.fold_in(corpus, params["topics"], params["alpha"])
         return gamma / gamma.sum(1, keepdim=True)
 
@@ -102,6 +112,12 @@ class TopicModelMethod(Method):
 def make_fit(method: Method, model: Any, lam_or_topics: torch.Tensor, alpha: torch.Tensor, eta: torch.Tensor,
              corpus: Corpus, history: list, state: dict, options: dict) -> Fit:
     topics = lam_or_topics / lam_or_topics.sum(1, keepdim=True)
-    state = dict(state, mean_length=float(corpus.lengths.mean()))
+    mean_length = float(corpus.lengths.mean())
+    ctx = distributed.current()
+    if ctx is not None and ctx.parallel == "data":  # the mean document length of every rank's documents
+        tot = ctx.sum({"tokens": corpus.lengths.sum().double(),
+                       "docs": torch.tensor(float(corpus.n_docs), dtype=torch.float64)})
+        mean_length = float(tot["tokens"] / tot["docs"])
+    state = dict(state, mean_length=mean_length)
     return Fit(model, {"topics": topics, "alpha": alpha.clone(), "eta": eta.clone()}, history,
                engine=method.engine, method=method.name, state=state, options=options)

@@ -135,3 +135,50 @@ def seed_param_store(info: ProgramInfo, init: dict | None) -> None:
 def param_values(names: Any) -> dict[str, torch.Tensor]:
     store = pyro.get_param_store()
     return {n: store[n].detach().clone() for n in names if n in store}
+
+
+# ---- the examples a program declares (data-parallel fits split them over ranks) ----------------
+
+def traced(model: Any, args: tuple) -> Any:
+    """One run of the program, traced in a forked random state and param store scope (it
+    changes nothing of the fit); ``None`` where it fails (the method's own trace says why)."""
+    with torch.random.fork_rng(devices=[]), pyro.get_param_store().scope(), poutine.block():
+        try:
+            return poutine.trace(model.program).get_trace(*args)
+        except Exception:
+            return None
+
+
+def data_plates(model: Any, data: Any, args: tuple) -> set[str]:
+    """The names of the plates of size ``len(data)`` that hold every observed site (see
+    :func:`examples`; empty where there are none)."""
+    if examples(model, data, args) is None:
+        return set()
+    tr = traced(model, args)
+    n = len(data)
+    observed = [s for s in tr.nodes.values() if s["type"] == "sample" and s["is_observed"]]
+    names = [{f.name for f in s["cond_indep_stack"] if f.size == n and f.vectorized} for s in observed]
+    return set.intersection(*names) if names else set()
+
+
+def examples(model: Any, data: Any, args: tuple) -> int | None:
+    """The number of examples the program declares for ``data``: ``len(x)`` where ``x``, the
+    data, is a tensor (or has a length: sequences, not a tuple or dict of arguments) and every
+    observed site of one run lies in a plate of that size (as ``fit.log_prob`` of a NUTS fit
+    reads it); else ``None``. The run is traced in a forked random state and param store
+    scope, so that it changes nothing of the fit."""
+    if isinstance(data, torch.Tensor):
+        if data.dim() == 0:
+            return None
+    elif isinstance(data, (tuple, list, dict, str)) or not hasattr(data, "__len__"):
+        return None
+    n = len(data)
+    with torch.random.fork_rng(devices=[]), pyro.get_param_store().scope(), poutine.block():
+        try:
+            tr = poutine.trace(model.program).get_trace(*args)
+        except Exception:  # the method's own trace says why a program fails
+            return None
+    observed = [s for s in tr.nodes.values() if s["type"] == "sample" and s["is_observed"]]
+    if observed and all(any(f.size == n and f.vectorized for f in s["cond_indep_stack"]) for s in observed):
+        return n
+    return None

@@ -94,19 +94,21 @@ def fit(model: Any, data: Any = None, engine: str | None = None, steps: int | No
         raise ValueError("a checkpoint of an online fit needs data it can check on resume: pass an in-memory "
                          "data set (not an iterator or a callable of chunks), or drop checkpoint=")
     with ctx.guard() if ctx is not None else contextlib.nullcontext():  # a rank's bad data ends the others
-        data, seed = (data, seed) if stream else _distribute(ctx, model, method, data, seed, path)
+        data, seed = (data, seed) if stream else _distribute(ctx, model, method, data, seed)
     if init is not None:  # a stream's chunks are the method's to check: no shapes from the data here
         init = _check_init(model, method, init, None if stream else data, shapes=not stream)
     ck = None
     if path is not None:  # the call as it is now, before training changes the declaration's networks
         call = checkpoints.record_call(model, method, data, steps=steps, seed=seed, init=init,
                                        options=options, device=dev)
+        if ctx is not None:  # rank 0 writes the file; pg.resume checks every rank's data against it
+            call = {**call, "world_size": ctx.world_size, "data": ctx.gather(call["data"])}
         ck = checkpoints.Checkpoint(path, every, {**call, "every": every})
     return _run(model, method, data, steps, seed, init, progress, options, dev, ck, ctx)
 
 
-def _distribute(ctx: dist.Context | None, model: Any, method: registry.Method, data: Any, seed: int | None,
-                path: Any) -> tuple[Any, int | None]:
+def _distribute(ctx: dist.Context | None, model: Any, method: registry.Method, data: Any,
+                seed: int | None) -> tuple[Any, int | None]:
     """The checked data this rank fits and the seed every rank uses: under a data-parallel
     ``ctx``, a method that runs data-parallel (``Method.parallel == "data"``) gets this rank's
     block of the rows (or its :class:`~probgen.distributed.Shard`), any other the whole data on
@@ -119,9 +121,6 @@ def _distribute(ctx: dist.Context | None, model: Any, method: registry.Method, d
                              "pass the whole data")
         return _checked(model, method, data), seed
     what = f"the {method.engine!r} method {method.name!r} for {type(model).__name__}"
-    if path is not None:
-        raise ValueError(f"checkpoints of data-parallel fits are not supported: drop checkpoint= or "
-                         f"pass distributed=False")
     if shard and method.parallel != "data":
         raise ValueError(f"{what} does not run data-parallel, so every rank needs the whole data: "
                          "pass it, not a Shard")
@@ -152,6 +151,11 @@ def resume(path: Any, data: Any = None, *, progress: bool = True, callback: Any 
     checkpoints to ``path``. ``callback`` (not saved in the file) is given to the method again
     where it takes one.
 
+    A data-parallel fit's checkpoint (:mod:`probgen.distributed`) is resumed the same way, on
+    every rank of a launch with as many ranks as wrote it (each passing the whole data, or its
+    own ``pg.distributed.Shard`` as before): every rank reads the same file and continues from
+    its own saved state; another number of ranks is a ``ValueError``.
+
     Args:
       path: the checkpoint file (:mod:`probgen.checkpoint`).
       data: the data the fit was started on (checked against the file's SHA-256 fingerprint).
@@ -163,7 +167,8 @@ def resume(path: Any, data: Any = None, *, progress: bool = True, callback: Any 
 
     Raises:
       ValueError: other data than the fit's, or a file that is not a probgen checkpoint
-        (foreign, truncated, damaged).
+        (foreign, truncated, damaged), or a data-parallel checkpoint resumed on another
+        number of ranks.
 
     Examples:
         >>> import torch
@@ -189,18 +194,28 @@ def resume(path: Any, data: Any = None, *, progress: bool = True, callback: Any 
             call["steps"], call["seed"]
         dev = devices.check_device(call["device"])
         ck = checkpoints.Checkpoint(path, call["every"], call, saved=payload)
-        expected = call["data"]
+        expected, world = call["data"], call.get("world_size", 1)
     except (KeyError, TypeError, AttributeError, IndexError) as exc:  # plain data, but not what fit writes
         raise ValueError(f"{path} is a damaged probgen checkpoint file ({type(exc).__name__}: {exc})") from None
     if callback is not None:
         if "callback" not in method.fit_options(model):
             raise ValueError(f"the {method.engine!r} method {method.name!r} takes no callback")
         options["callback"] = callback
-    data = model.check_data(data)
+    ctx = dist.context(None, dev)
+    if (1 if ctx is None else ctx.world_size) != world:
+        raise ValueError(f"the fit in {path} ran on {world} rank{'s' * (world > 1)}; resume it under a launch "
+                         f"of {world} (torchrun --nproc-per-node {world} ...)" if world > 1 else
+                         f"the fit in {path} ran in one process; resume it in one process (outside torchrun)")
+    if ctx is None:
+        data = model.check_data(data)
+    else:
+        with ctx.guard():
+            data, _ = _distribute(ctx, model, method, data, seed)
+            expected = expected[ctx.rank]
     if expected is not None and checkpoints.fingerprint(data) != expected:
         raise ValueError(f"the data differ from those the fit in {path} was started on: resume it with the "
                          "same data")
-    return _run(model, method, data, steps, seed, init, progress, options, dev, ck)
+    return _run(model, method, data, steps, seed, init, progress, options, dev, ck, ctx)
 
 
 def _run(model: Any, method: registry.Method, data: Any, steps: int | None, seed: int | None,

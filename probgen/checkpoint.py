@@ -25,6 +25,14 @@ half-written) and read with ``torch.load(weights_only=True)`` (no code from it r
 This is the checkpoint/restart scheme of Lightning's ``ModelCheckpoint`` and Orbax: the
 state after step ``t`` plus the random streams, so that the continued run draws exactly the
 numbers the uninterrupted one would have.
+
+Under ``torch.distributed`` (:mod:`probgen.distributed`) every rank's state is gathered to
+rank 0 (one collective), rank 0 writes the one file (atomically, as above) and every rank
+waits at a barrier until it is written: the top-level entries are rank 0's, ``"ranks"``
+holds the other ranks' (a rank's random streams and loop state may be its own: a trainer's
+per-rank generator, a rank's chains), and the call records the world size and every rank's
+data fingerprint. ``pg.resume`` under the same launch (the same number of ranks, each
+reading the same file: a file system every rank sees) gives each rank its own state back.
 """
 from __future__ import annotations
 
@@ -104,14 +112,18 @@ class Checkpoint:
         self._started = True
         if self._saved is None:
             return None
+        from probgen import distributed
         from probgen.plain import from_plain
         where = f"the checkpoint {self.path}"
-        rng = from_plain(self._saved["rng"], where)
+        saved, r = self._saved, distributed.rank()
+        if r:  # this rank's own state (checked against the world size by pg.resume)
+            saved = saved["ranks"][str(r)]
+        rng = from_plain(saved["rng"], where)
         torch.set_rng_state(rng["torch"])
         np.random.set_state(rng["numpy"])
         _random.setstate(rng["random"])
-        _restore_param_store(from_plain(self._saved["param_store"], where))
-        return from_plain(self._saved["loop"], where)
+        _restore_param_store(from_plain(saved["param_store"], where))
+        return from_plain(saved["loop"], where)
 
     def due(self, done: int) -> bool:
         """Whether a checkpoint is written after ``done`` steps."""
@@ -125,14 +137,24 @@ class Checkpoint:
     def save(self, loop: dict) -> None:
         """Write the checkpoint now, with the loop's state ``loop`` (plain data, or what
         :func:`probgen.plain.to_plain` writes), the global random states and the param store."""
+        from probgen import distributed
         from probgen.plain import to_plain, write_file
         store = pyro.get_param_store().get_state()
-        payload = {"format": FORMAT, "call": self.call, "loop": to_plain(loop, "the loop state"),
-                   "rng": to_plain({"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                                    "random": _random.getstate()}, "the random states"),
-                   "param_store": to_plain({"params": {k: v.detach() for k, v in store["params"].items()},
-                                            "constraints": store["constraints"]}, "the param store")}
-        write_file(self.path, payload)
+        own = {"loop": to_plain(loop, "the loop state"),
+               "rng": to_plain({"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                                "random": _random.getstate()}, "the random states"),
+               "param_store": to_plain({"params": {k: v.detach() for k, v in store["params"].items()},
+                                        "constraints": store["constraints"]}, "the param store")}
+        ctx = distributed.current()
+        if ctx is None:
+            write_file(self.path, {"format": FORMAT, "call": self.call, **own})
+            return
+        states = ctx.collect(own)  # every rank's, on rank 0
+        if ctx.rank == 0:
+            with ctx.guard():  # a rank 0 that cannot write ends the others with its error
+                write_file(self.path, {"format": FORMAT, "call": self.call, **states[0],
+                                       "ranks": {str(r): st for r, st in enumerate(states) if r}})
+        ctx.barrier()  # no rank goes on (or ends) before the file is there
 
 
 class Hook(Checkpoint):

@@ -11,6 +11,11 @@ is built from token lists it also keeps each document's tokens in their original
 ``(docs, vocab)`` tuple adding a vocabulary (list of strings) to any of these; or a
 ``Corpus``. It raises ``ValueError`` for empty corpora or documents, ids outside the
 vocabulary, negative / fractional / non-finite counts.
+
+Missing counts: in a dense count matrix a NaN cell is a count that is not known (not a
+zero). The corpus keeps those cells apart (``missing_doc``, ``missing_word``) and the
+variational engines marginalise them (:func:`probgen.ops.lda.e_step`); a document with no
+observed count (every cell NaN, or its known cells all zero) is refused.
 """
 from __future__ import annotations
 
@@ -31,6 +36,8 @@ class Corpus:
       n_docs, vocab_size – the matrix shape.
       vocab – optional list of ``vocab_size`` words.
       tokens – optional list of ``n_docs`` int64 tensors: each document's tokens in order.
+      missing_doc, missing_word – ``(n_missing,)`` int64 cells whose count is unknown (NaN
+        in a dense matrix), sorted by document; ``None`` when every count is known.
     """
 
     doc: torch.Tensor
@@ -40,6 +47,13 @@ class Corpus:
     vocab_size: int
     vocab: list[str] | None = None
     tokens: list[torch.Tensor] | None = field(default=None, repr=False)
+    missing_doc: torch.Tensor | None = field(default=None, repr=False)
+    missing_word: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def any_missing(self) -> bool:
+        """Whether some counts are unknown (read by :func:`probgen.data.has_missing`)."""
+        return self.missing_doc is not None
 
     # ---- construction --------------------------------------------------------------
     @classmethod
@@ -51,7 +65,7 @@ class Corpus:
             corpus = data
             if vocab is not None:
                 corpus = Corpus(data.doc, data.word, data.count, data.n_docs, data.vocab_size, list(vocab),
-                                data.tokens)
+                                data.tokens, data.missing_doc, data.missing_word)
         elif isinstance(data, (list, tuple)) and (len(data) == 0 or _is_token_list(data[0])):
             corpus = cls.from_tokens(data, vocab_size)
         elif hasattr(data, "tocoo") or (isinstance(data, torch.Tensor) and data.is_sparse):
@@ -68,7 +82,7 @@ class Corpus:
                              f"{vocab_size} words: expected shape (D, {vocab_size})")
         if vocab_size is not None and corpus.vocab_size < vocab_size:
             corpus = Corpus(corpus.doc, corpus.word, corpus.count, corpus.n_docs, vocab_size, corpus.vocab,
-                            corpus.tokens)
+                            corpus.tokens, corpus.missing_doc, corpus.missing_word)
         if corpus.vocab is not None and len(corpus.vocab) != corpus.vocab_size:
             raise ValueError(f"the vocabulary lists {len(corpus.vocab)} words but the model has "
                              f"vocab_size={corpus.vocab_size}")
@@ -109,15 +123,31 @@ class Corpus:
 
     @classmethod
     def from_counts(cls, x: Any) -> "Corpus":
-        """From a dense ``(D, V)`` count matrix."""
+        """From a dense ``(D, V)`` count matrix; NaN cells are missing counts."""
         try:
             t = torch.as_tensor(np.asarray(x, dtype=np.float64)) if not isinstance(x, torch.Tensor) else x.double()
         except (TypeError, ValueError) as exc:
             raise ValueError(f"the count matrix must be numeric, shape (D, V) ({exc})") from None
         if t.dim() != 2:
             raise ValueError(f"the count matrix must have shape (D, V), got shape {tuple(t.shape)}")
-        nz = t.nonzero()
-        return cls._checked(nz[:, 0], nz[:, 1], t[nz[:, 0], nz[:, 1]], t.shape[0], t.shape[1])
+        nan = torch.isnan(t)
+        if not nan.any():
+            nz = t.nonzero()
+            return cls._checked(nz[:, 0], nz[:, 1], t[nz[:, 0], nz[:, 1]], t.shape[0], t.shape[1])
+        if t.shape[0] and t.shape[1]:
+            known = t.masked_fill(nan, 0.0)
+            empty = (known.sum(1) == 0) & torch.isfinite(known.sum(1))
+            if empty.any():
+                d = int(empty.nonzero()[0])
+                what = "entirely missing (every count NaN)" if bool(nan[d].all()) else \
+                    "without an observed token (its known counts are all zero, the others NaN)"
+                raise ValueError(f"document {d} is {what}: it carries no information about the topics; "
+                                 "drop it")
+        nz = torch.nan_to_num(t, nan=0.0).nonzero()
+        out = cls._checked(nz[:, 0], nz[:, 1], t[nz[:, 0], nz[:, 1]], t.shape[0], t.shape[1])
+        miss = nan.nonzero()                                     # row-major: sorted by document
+        out.missing_doc, out.missing_word = miss[:, 0], miss[:, 1]
+        return out
 
     @classmethod
     def from_sparse(cls, x: Any) -> "Corpus":
@@ -170,9 +200,11 @@ class Corpus:
         return int(self.count.sum())
 
     def dense(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        """The ``(n_docs, vocab_size)`` count matrix."""
+        """The ``(n_docs, vocab_size)`` count matrix (NaN at missing cells)."""
         out = torch.zeros(self.n_docs, self.vocab_size, dtype=dtype)
         out[self.doc, self.word] = self.count.to(dtype)
+        if self.missing_doc is not None:
+            out[self.missing_doc, self.missing_word] = float("nan")
         return out
 
     def token_lists(self) -> list[torch.Tensor]:
@@ -194,7 +226,15 @@ class Corpus:
             order = torch.argsort(doc * self.vocab_size + word)
             doc, word, count = doc[order], word[order], count[order]
         tokens = [self.tokens[i] for i in idx.tolist()] if self.tokens is not None else None
-        return Corpus(doc, word, count, len(idx), self.vocab_size, self.vocab, tokens)
+        mdoc = mword = None
+        if self.missing_doc is not None:
+            mkeep = new[self.missing_doc] >= 0
+            mdoc, mword = new[self.missing_doc[mkeep]], self.missing_word[mkeep]
+            order = torch.argsort(mdoc * self.vocab_size + mword)
+            mdoc, mword = mdoc[order], mword[order]
+            if len(mdoc) == 0:
+                mdoc = mword = None
+        return Corpus(doc, word, count, len(idx), self.vocab_size, self.vocab, tokens, mdoc, mword)
 
     def halves(self, seed: int = 0) -> tuple["Corpus", "Corpus"]:
         """Split every document's tokens into a first and a second half (document completion).

@@ -170,6 +170,26 @@ class Context:
         self._collective(dist.all_gather_object, out, obj)
         return out
 
+    def collect(self, obj: Any, dst: int = 0) -> list | None:
+        """Every rank's ``obj`` (picklable), in rank order, on rank ``dst`` (``None`` on the
+        others): what only one rank needs, e.g. the states a checkpoint writes. The objects
+        travel as ``torch.save`` bytes: ``gather_object``'s own pickling of tensors fails to
+        load them back in torch 2.13 (its legacy storage path)."""
+        import io
+
+        import torch.distributed as dist
+        buf = io.BytesIO()
+        torch.save(obj, buf)
+        out = [None] * self.world_size if self.rank == dst else None
+        self._collective(dist.gather_object, buf.getvalue(), out, dst=dst)
+        # the bytes are this job's own ranks' (as any collective's are)
+        return None if out is None else [torch.load(io.BytesIO(b), weights_only=False) for b in out]
+
+    def barrier(self) -> None:
+        """Wait until every rank is here."""
+        import torch.distributed as dist
+        self._collective(dist.barrier)
+
     def _collective(self, op: Any, *args: Any, **kw: Any) -> Any:
         try:
             return op(*args, **kw)

@@ -106,6 +106,25 @@ def _lda(learn: bool = False):
                              learn_alpha=learn, learn_eta=learn, e_step_tol=0.0, max_e_step=25)
 
 
+def _lda_online(init: bool = False, missing: bool = False):
+    """Online VB (issue 16): from the same start and global minibatch order (the same seed),
+    each rank's part of the global minibatch summed in one all_reduce per update. ``init``:
+    a start from given topics (λ's pseudo-counts use every rank's tokens); ``missing``: 20%
+    of the counts NaN."""
+    from probgen.models import LDA
+    from probgen.models.lda import synthetic_corpus
+    from probgen.corpus import Corpus
+    docs, topics = synthetic_corpus(k=3, vocab_size=15, n_docs=41, length=20, seed=2)
+    data = docs
+    if missing:
+        x = Corpus.build(docs, 15).dense()
+        data = x.masked_fill(torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) < 0.2, float("nan"))
+    kw = dict(engine="svi", steps=7, batch_size=8, seed=4, e_step_tol=0.0, max_e_step=25)
+    if init:
+        kw["init"] = {"topics": topics + 0.05}
+    return LDA(3, 15), data, kw
+
+
 def _bayes_gmm():
     from probgen.models import GaussianMixture
     _, x, kw = _gmm("full")
@@ -114,10 +133,63 @@ def _bayes_gmm():
     return model, x, dict(engine="meanfield", steps=10, tol=None, init_resp=resp)
 
 
+def coin_mixture(x=None):
+    """Generic EM's closed forms: a mixing table and Bernoulli probabilities indexed by z."""
+    import pyro
+    import pyro.distributions as dist
+    from pyro.distributions import constraints
+    p = pyro.param("p", torch.tensor([0.3, 0.7], dtype=torch.float64), constraint=constraints.unit_interval)
+    w = pyro.param("w", torch.tensor([0.5, 0.5], dtype=torch.float64), constraint=constraints.simplex)
+    with pyro.plate("N", 30 if x is None else len(x)):
+        z = pyro.sample("z", dist.Categorical(w))
+        pyro.sample("x", dist.Bernoulli(p[z]), obs=x)
+
+
+def normal_mixture(x=None):
+    """Closed-form locations, then scales about them (the second CM-step: a second sum)."""
+    import pyro
+    import pyro.distributions as dist
+    from pyro.distributions import constraints
+    w = pyro.param("w", torch.tensor([0.4, 0.6], dtype=torch.float64), constraint=constraints.simplex)
+    loc = pyro.param("loc", torch.tensor([-1.0, 1.0], dtype=torch.float64))
+    scale = pyro.param("scale", torch.tensor([1.0, 2.0], dtype=torch.float64), constraint=constraints.positive)
+    with pyro.plate("N", len(x)):
+        z = pyro.sample("z", dist.Categorical(w))
+        pyro.sample("x", dist.Normal(loc[z], scale[z]), obs=x)
+
+
+def logit_mixture(x=None):
+    """A parameter no closed form recognises (Bernoulli logits): L-BFGS on the whole data's Q."""
+    import pyro
+    import pyro.distributions as dist
+    from pyro.distributions import constraints
+    w = pyro.param("w", torch.tensor([0.5, 0.5], dtype=torch.float64), constraint=constraints.simplex)
+    a = pyro.param("a", torch.tensor([-1.0, 0.5], dtype=torch.float64))
+    with pyro.plate("N", len(x)):
+        z = pyro.sample("z", dist.Categorical(w))
+        pyro.sample("x", dist.Bernoulli(logits=2.0 * a[z] + 0.1), obs=x)
+
+
+def _program(program):
+    g = torch.Generator().manual_seed(0)
+    if program is normal_mixture:
+        x = torch.where(torch.rand(101, generator=g) < 0.3, -2.0, 3.0).double() + torch.randn(101, generator=g).double()
+    else:
+        x = (torch.rand(101, generator=g) < 0.6).double()
+    return program, x, dict(engine="em", steps=6, tol=None)
+
+
 CASES = {
+    "program_coin": lambda: _program(coin_mixture),
+    "program_normal": lambda: _program(normal_mixture),
+    "program_numeric": lambda: _program(logit_mixture),
     "bayes_gmm": _bayes_gmm,
     "lda": _lda,
     "lda_learn": lambda: _lda(learn=True),
+    "lda_missing": lambda: (_lda()[0], _lda_online(missing=True)[1], _lda()[2]),
+    "lda_online": _lda_online,
+    "lda_online_init": lambda: _lda_online(init=True),
+    "lda_online_missing": lambda: _lda_online(missing=True),
     "pcfg": _pcfg,
     "pcfg_treebank": lambda: _pcfg(treebank=True),
     "network_missing": _network,
@@ -154,7 +226,8 @@ def _fit(name: str, shard: bool = False, **extra) -> dict:
     kw = {**kw, **extra}
     if shard:
         import torch.distributed as dist  # the group the first fit of the spawn initialised
-        data = pg.distributed.Shard(_rows(model.check_data(data), dist.get_rank(), dist.get_world_size()))
+        decl = pg.registry.as_declaration(model)
+        data = pg.distributed.Shard(_rows(decl.check_data(data), dist.get_rank(), dist.get_world_size()))
     return _plain(pg.fit(model, data, progress=False, seed=kw.pop("seed", 0), **kw))
 
 
@@ -251,11 +324,22 @@ def test_inside_outside_two_ranks_equal_one_process(spawned):
 
 
 def test_lda_cavi_two_ranks_equal_one_process(spawned):
-    _check(spawned, ["lda", "lda_learn"])
+    _check(spawned, ["lda", "lda_learn", "lda_missing"])
+
+
+def test_online_lda_two_ranks_equal_one_process(spawned):
+    _check(spawned, ["lda_online", "lda_online_init", "lda_online_missing"])
 
 
 def test_bayesian_mixture_cavi_two_ranks_equal_one_process(spawned):
     _check(spawned, ["bayes_gmm"])
+
+
+def test_generic_program_em_two_ranks_equal_one_process(spawned):
+    """Closed-form tables and Bernoulli probabilities (one sum), locations then scales (a
+    second sum, of the scale statistics at the new locations) and L-BFGS on Q (Q and its
+    gradient summed at every evaluation)."""
+    _check(spawned, ["program_coin", "program_normal", "program_numeric"])
 
 
 def _restart_case():
@@ -291,25 +375,56 @@ def test_restarts_run_distributed(spawned):
     _same_as_local(ranks[0], expected, "n_init=3")
 
 
-def coin_mixture(x=None):
-    """A program for the generic EM, which does not run data-parallel."""
+def _vb_hmm():
+    """A Bayesian HMM's variational Bayes, which does not run data-parallel (no statistics / update split)."""
+    from probgen.models import HMM
+    model = HMM(2, "categorical", n_symbols=3, bayesian=True)
+    x = torch.randint(0, 3, (4, 12), generator=torch.Generator().manual_seed(0))
+    return pg.fit(model, x, engine="meanfield", steps=3, progress=False)
+
+
+def test_method_without_the_seam_says_distributed_false():
+    out = run_ranks(_vb_hmm, errors=True)
+    for value, err in out:
+        assert value is None and err is not None
+        assert err.startswith("ValueError") and "distributed=False" in err, err
+
+
+def global_latent(x=None):
+    """A program whose latent is shared by every row: its log-evidence is no sum over rows."""
     import pyro
     import pyro.distributions as dist
     from pyro.distributions import constraints
     p = pyro.param("p", torch.tensor([0.3, 0.7], dtype=torch.float64), constraint=constraints.unit_interval)
-    w = pyro.param("w", torch.tensor([0.5, 0.5], dtype=torch.float64), constraint=constraints.simplex)
-    with pyro.plate("N", 30 if x is None else len(x)):
-        z = pyro.sample("z", dist.Categorical(w))
+    z = pyro.sample("z", dist.Categorical(torch.tensor([0.5, 0.5], dtype=torch.float64)))
+    with pyro.plate("N", len(x)):
         pyro.sample("x", dist.Bernoulli(p[z]), obs=x)
 
 
-def _program_em():
+def _program_refusals():
     x = (torch.rand(40, generator=torch.Generator().manual_seed(0)) < 0.6).double()
-    return pg.fit(coin_mixture, x, engine="em", steps=3, progress=False)
+    out = []
+    for program in (global_latent, no_plate):
+        try:
+            pg.fit(program, x, engine="em", steps=2, progress=False)
+            out.append(None)
+        except ValueError as exc:
+            out.append(str(exc))
+    return out
 
 
-def test_method_without_the_seam_says_distributed_false():
-    out = run_ranks(_program_em, errors=True)
-    for value, err in out:
-        assert value is None and err is not None
-        assert err.startswith("ValueError") and "distributed=False" in err, err
+def no_plate(x=None):
+    """A program that does not declare its examples (no plate of size len(x))."""
+    import pyro
+    import pyro.distributions as dist
+    from pyro.distributions import constraints
+    p = pyro.param("p", torch.tensor(0.3, dtype=torch.float64), constraint=constraints.unit_interval)
+    z = pyro.sample("z", dist.Categorical(torch.tensor([0.5, 0.5], dtype=torch.float64)))
+    pyro.sample("x", dist.Bernoulli(p * (1 + z) / 2).expand([len(x)]).to_event(1), obs=x)
+
+
+def test_generic_em_refuses_programs_whose_rows_are_not_independent():
+    out = run_ranks(_program_refusals)
+    for messages in out:
+        assert "outside it" in messages[0] and "distributed=False" in messages[0], messages[0]
+        assert "declares its examples" in messages[1] and "distributed=False" in messages[1], messages[1]

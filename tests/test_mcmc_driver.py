@@ -221,8 +221,9 @@ def test_lda_chains_and_diagnostics():
     two = pg.fit(model, docs, engine="mcmc", steps=8, warmup=4, num_chains=2, seed=0, progress=False)
     assert len(two.history) == 2 * 12 and two.state["kept"] == 16
     assert two.state["sample_stats"]["log_joint"].shape == (2, 8)
-    # chain 0 of two chains is the one-chain run
-    assert [h["log_joint"] for h in two.history[:12]] == [h["log_joint"] for h in one.history]
+    # chain 0 of two chains is the one-chain run (vectorised: the records go sweep by sweep, chains in order)
+    assert [h["chain"] for h in two.history[:4]] == [0, 1, 0, 1]
+    assert [h["log_joint"] for h in two.history if h["chain"] == 0] == [h["log_joint"] for h in one.history]
     assert [r["parameter"] for r in two.diagnostics()] == ["log_joint"]
 
 

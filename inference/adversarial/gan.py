@@ -34,6 +34,8 @@ class Adversarial(GradientMethod):
     devices = ("cpu", "cuda", "mps")  # torch only (CUDA / MPS written, not run here)
     needs = "a generator and a discriminator network (net.generator, net.discriminator)"
     log_prob_kind = "estimate"
+    # critic and generator gradients each averaged over the ranks; the fakes split by rank
+    parallel = "data"
 
     def accepts(self, model: Any) -> bool:
         return protocols.implements(model, protocols.Adversarial) and \
@@ -59,9 +61,13 @@ class Adversarial(GradientMethod):
             load_params(net, init)
         g = generator(None if seed is None else seed + 1)
 
-        def loss_d(real: torch.Tensor, g: torch.Generator = g, penalty: float = gradient_penalty
-                   ) -> tuple[torch.Tensor, dict]:
-            z = torch.randn(len(real), model.latent_dim, generator=g)
+        def loss_d(real: torch.Tensor, g: torch.Generator = g, penalty: float = gradient_penalty,
+                   at: tuple[int, int] | None = None) -> tuple[torch.Tensor, dict]:
+            # one fake per real row; data-parallel, this rank's slice of the global batch's
+            # draws (every rank draws them all: the stream stays the one-process fit's)
+            start, total = trainer.rows_of(len(real)) if at is None else at
+            z = torch.randn(total, model.latent_dim, generator=g)
+            z = z if total == len(real) else z[start:start + len(real)]
             fake = net.generator(z).detach()
             real = real.requires_grad_(penalty > 0)
             d_real, d_fake = net.discriminator(real).reshape(-1), net.discriminator(fake).reshape(-1)
@@ -75,22 +81,27 @@ class Adversarial(GradientMethod):
 
         def loss_g(_: Any) -> torch.Tensor:
             z = torch.randn(batch_size, model.latent_dim, generator=g)
-            logits = net.discriminator(net.generator(z)).reshape(-1)
+            start, stop = trainer.rank_block(batch_size)  # data-parallel: this rank's block of the draws
+            logits = net.discriminator(net.generator(z if stop - start == batch_size else z[start:stop])).reshape(-1)
             # minimax: minimise log(1 − D) = −softplus(logit); non-saturating: minimise −log D = softplus(−logit)
-            return -F.softplus(logits).mean() if loss == "minimax" else F.softplus(-logits).mean()
+            per = -F.softplus(logits) if loss == "minimax" else F.softplus(-logits)
+            # this rank's additive share of the batch's mean (reduce="sum"): the mean itself locally
+            return per.mean() if stop - start == batch_size else per.sum() / batch_size
 
         def validate(x: torch.Tensor) -> float:  # the log-loss (no penalty) against the same fakes every time
+            at = (0, len(x)) if trainer.ctx is None else trainer.val.position()
             with torch.no_grad():
-                return float(loss_d(x, generator(None if seed is None else seed + 2), 0.0)[0])
+                return float(loss_d(x, generator(None if seed is None else seed + 2), 0.0, at)[0])
 
         adam = {"betas": (0.5, 0.999)} if opts["optim"] == "adam" else {}
         updates = [Update(loss_d, dict(net.discriminator.named_parameters(prefix="discriminator")), key="loss_d", optim_args=adam,
                           repeats=d_steps),
                    Update(loss_g, dict(net.generator.named_parameters(prefix="generator")), key="loss_g", optim_args=adam,
-                          takes_batch=False)]
+                          takes_batch=False, reduce="sum")]
         trainer = Trainer(updates, data, steps=steps, seed=seed, batch_size=batch_size, lr=lr, objective="loss_d",
                           validate=validate, progress=progress,
-                          desc="adversarial", generators={"noise": g}, check=model.check_data, **opts).run()
+                          desc="adversarial", generators={"noise": g}, check=model.check_data, **opts)
+        trainer.run()  # (the losses read the trainer: where this rank's rows sit in a batch)
         return Fit(model, model.init_params(), trainer.history, engine=self.engine, method=self.name,
                    state=trainer.fit_state(),
                    options={"loss": loss, "lr": lr, "batch_size": batch_size, "gradient_penalty": gradient_penalty,

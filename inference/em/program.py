@@ -47,13 +47,13 @@ from pyro.infer import TraceEnum_ELBO, config_enumerate
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
-from probgen import protocols
+from probgen import distributed, protocols
 from probgen.declarations import Program
 from probgen.fit import Fit
 from probgen.loops.iterative import LOOP, Update, run
 from probgen.registry import Method, check_options, register
 
-from .._program import ProgramInfo, inspect_program, inspect_without_data
+from .._program import ProgramInfo, data_plates, inspect_program, inspect_without_data, traced
 
 
 # ---- tracing with probes ---------------------------------------------------------------
@@ -258,6 +258,7 @@ class ProgramEM(Method):
     steps_unit = "EM iterations"
     generic = True
     loop = LOOP
+    parallel = "data"  # a program that declares its examples: log Z and the E-step's sums add over rows
     needs = "a Pyro program whose latent sites are all discrete and enumerable, with pyro.param parameters"
 
     _cache: dict = {}
@@ -290,14 +291,19 @@ class ProgramEM(Method):
         :func:`probgen.loops.iterative.run`: restarts start from the program's own
         ``pyro.param`` initial values drawn under each restart's seed (they differ only if
         those values are random) or from ``init``. ``m_steps``: L-BFGS iterations of a
-        numerical M-step."""
+        numerical M-step. Under ``torch.distributed`` each rank fits its block of the examples
+        (:class:`_Steps`: the E-step's sums in one ``all_reduce``; what needs the new
+        parameters — the scale CM-step, the safeguard's Q, each L-BFGS evaluation — summed
+        after it), for a program whose latent sites all lie in its data plate."""
         check_options("em", options, ("tol", "n_init", "callback", "m_steps"))
         steps = 100 if steps is None else steps
         args = model.program_args(_float64(data))
         info = inspect_program(model.program, args)
         if refusal(info):
             raise ValueError(refusal(info))
-        result = run(_Steps(self, model, args, info, init, m_steps), objective=self.objective, steps=steps,
+        ctx = distributed.current()
+        n = _check_parallel(model, data, args, info, ctx) if ctx is not None else None
+        result = run(_Steps(self, model, args, info, init, m_steps, n), objective=self.objective, steps=steps,
                      tol=tol, seed=seed, n_init=n_init, progress=progress, callback=callback, desc="em")
         params = {k: v.detach() for k, v in result.state.items()}
         return Fit(model, params, result.history, engine=self.engine, method=self.name,
@@ -383,24 +389,62 @@ class ProgramEM(Method):
         return plan
 
     # -- M-step ---------------------------------------------------------------------------------
-    def m_step(self, runner: _Runner, params: dict, weights: dict, info: Any, plan: dict,
-               m_steps: int) -> dict:
+    def statistics(self, runner: _Runner, params: dict, log_z: torch.Tensor, weights: dict, info: Any,
+                   plan: dict) -> dict:
+        """The E-step's sums over this process's examples, in a layout fixed by the
+        parameters alone (so that the ranks of a data-parallel fit sum the same entries):
+        ``log_z``; per parameter ``θ``, ``θ/kind`` (a one-hot over :data:`_KINDS`: how this
+        process's plan updates θ, zeros where numerically), ``θ/num`` and ``θ/den`` (θ's
+        shape: a table's expected counts, or a weighted mean's numerator and denominator);
+        ``q_old`` (Q at ``params``, for the M-step's safeguard; 0 without a closed-form plan)."""
+        out = {"log_z": log_z.detach().to(torch.float64)}
+        for name in info.params:
+            p = params[name]
+            kind, stats = plan.get(name, (None, []))
+            onehot = torch.zeros(len(_KINDS), dtype=torch.float64)
+            num = den = torch.zeros(p.shape, dtype=torch.float64)
+            if kind is not None:
+                onehot[_KINDS.index(kind)] = 1.0
+            if kind == "table":
+                num = sum(stats).reshape(p.shape)
+            elif kind in ("bernoulli", "loc"):
+                num, den = sum(s[0] for s in stats), sum(s[1] for s in stats)
+            out[f"{name}/kind"], out[f"{name}/num"], out[f"{name}/den"] = onehot, num, den
+        out["q_old"] = _q(runner.trace({k: v.detach() for k, v in params.items()}), weights).detach() \
+            if plan else torch.zeros((), dtype=torch.float64)
+        return out
+
+    def m_step(self, runner: _Runner, params: dict, weights: dict, info: Any, sums: dict, m_steps: int,
+               plan: dict, total: Callable[[dict], dict] | None = None) -> dict:
+        """The M-step from ``sums`` (:meth:`statistics`, summed over the ranks in a
+        data-parallel fit), this process's ``weights`` and ``plan`` (the sites of each
+        closed-form parameter). ``total``: sums a dict of tensors over the ranks (``None``: one
+        process) — for what needs the new parameters first: the second CM-step's scale
+        statistics, Q at the new parameters (the safeguard) and every L-BFGS evaluation of Q
+        and its gradient, so that every rank takes the same steps on the whole data's Q."""
         old = {k: v.detach() for k, v in params.items()}
         new = dict(old)
-        for name, (kind, stats) in plan.items():
+        # the closed-form parameters every rank's plan agrees on (one process: its own plan)
+        agreed, world = {}, 1 if total is None else distributed.world_size()
+        for name in info.params:
+            hits = (sums[f"{name}/kind"] == float(world)).nonzero()
+            if len(hits):
+                agreed[name] = _KINDS[int(hits[0])]
+        for name, kind in agreed.items():
+            num, den = sums[f"{name}/num"], sums[f"{name}/den"]
             if kind == "table":
-                counts = sum(stats)
+                V = old[name].shape[-1]
+                counts = num.reshape(-1, V)
                 tot = counts.sum(-1, keepdim=True)
                 table = old[name].reshape(counts.shape)
                 new[name] = torch.where(tot > 0, counts / tot.clamp(min=1e-300), table).reshape(old[name].shape)
             elif kind in ("bernoulli", "loc"):
-                num = sum(s[0] for s in stats)
-                den = sum(s[1] for s in stats)
                 new[name] = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), old[name])
-        scales = {n: (k, s) for n, (k, s) in plan.items() if k in ("scale", "scale_tril")}
+        scales = {n: (k, plan[n][1]) for n, k in agreed.items() if k in ("scale", "scale_tril")}
         if scales:  # second CM-step: scales about the new locations
             leaves = {k: v.clone().requires_grad_(True) for k, v in new.items()}
             record = runner.trace(leaves)
+            moments = {}
             for name, (kind, sites) in scales.items():
                 num, den = 0.0, 0.0
                 for site in sites:
@@ -419,6 +463,11 @@ class ProgramEM(Method):
                         we = w[..., None, None].expand(torch.broadcast_shapes(w.shape + (1, 1), outer.shape))
                         num = num + _vjp(base.scale_tril, leaves[name], we * outer)
                         den = den + _vjp(base.scale_tril, leaves[name], we)
+                moments[f"{name}/num"], moments[f"{name}/den"] = num, den
+            if total is not None:
+                moments = total(moments)
+            for name, (kind, sites) in scales.items():
+                num, den = moments[f"{name}/num"], moments[f"{name}/den"]
                 if kind == "scale":
                     new[name] = torch.where(den > 0, (num / torch.where(den > 0, den, torch.ones_like(den))).sqrt(),
                                             old[name])
@@ -427,20 +476,24 @@ class ProgramEM(Method):
                     cov = num / den.clamp(min=1e-300)
                     cov = 0.5 * (cov + cov.transpose(-1, -2))
                     new[name] = torch.linalg.cholesky(cov)
-        numeric = [n for n in info.params if n not in plan]
-        if plan:
+        numeric = [n for n in info.params if n not in agreed]
+        if agreed:
             # safeguard: a closed-form step must not lower Q (it cannot when the recognition is right)
-            q_old = _q(runner.trace(old), weights)
+            q_old = sums["q_old"]
             q_new = _q(runner.trace(new), weights)
+            if total is not None:
+                q_new = total({"q": q_new.detach()})["q"]
             if not bool(q_new >= q_old - 1e-9 * (1 + abs(q_old))) or not all(torch.isfinite(v).all() for v in new.values()):
                 new, numeric = dict(old), list(info.params)
         if numeric and m_steps > 0:
-            new = self._numeric(runner, new, weights, info, numeric, m_steps)
+            new = self._numeric(runner, new, weights, info, numeric, m_steps, total)
         return new
 
     def _numeric(self, runner: _Runner, params: dict, weights: dict, info: Any, names: list[str],
-                 m_steps: int) -> dict:
-        """Maximise Q over ``names`` with L-BFGS in the unconstrained space."""
+                 m_steps: int, total: Callable[[dict], dict] | None = None) -> dict:
+        """Maximise Q over ``names`` with L-BFGS in the unconstrained space; ``total`` (a
+        data-parallel fit) sums Q and its gradient over the ranks at every evaluation, so that
+        L-BFGS, deterministic in what it is given, takes the same steps on every rank."""
         transforms = {n: torch.distributions.biject_to(info.params[n]) for n in names}
         free = {n: transforms[n].inv(params[n]).detach().clone().requires_grad_(True) for n in names}
         opt = torch.optim.LBFGS(list(free.values()), max_iter=m_steps, line_search_fn="strong_wolfe")
@@ -451,32 +504,82 @@ class ProgramEM(Method):
             current = dict(fixed, **{n: transforms[n](free[n]) for n in names})
             loss = -_q(runner.trace(current), weights)
             loss.backward()
-            return loss
+            if total is None:
+                return loss
+            grads = {n: free[n].grad if free[n].grad is not None else torch.zeros_like(free[n]) for n in names}
+            summed = total({"loss": loss.detach(), **{f"grad/{n}": g for n, g in grads.items()}})
+            for n in names:
+                free[n].grad = summed[f"grad/{n}"]
+            return summed["loss"]
+
+        def q_at(values: dict) -> float:
+            q = _q(runner.trace(values), weights).detach()
+            return float(q if total is None else total({"q": q})["q"])
 
         with torch.no_grad():
-            before = float(_q(runner.trace(params), weights))
+            before = q_at(params)
         opt.step(closure)
         with torch.no_grad():
             out = dict(fixed, **{n: transforms[n](free[n]).detach() for n in names})
-            after = float(_q(runner.trace(out), weights))
+            after = q_at(out)
         return out if after >= before else params
 
 
+#: how :meth:`ProgramEM.m_step` updates a parameter in closed form (the layout of its statistics)
+_KINDS = ("table", "bernoulli", "loc", "scale", "scale_tril")
+
+
 class _Steps:
-    """Generic EM for :func:`probgen.loops.iterative.run`: the state is the params."""
+    """Generic EM for :func:`probgen.loops.iterative.run`: the state is the params. Split for
+    a data-parallel fit (:class:`probgen.loops.iterative.DataParallel`): :meth:`statistics`
+    on this rank's examples (its posterior weights kept for :meth:`update`), summed over the
+    ranks by the driver; :meth:`update` the M-step from the sums. ``n_examples``: the examples
+    of every rank (the objective is per example of the whole data)."""
 
     def __init__(self, method: ProgramEM, model: Program, args: tuple, info: ProgramInfo, init: dict | None,
-                 m_steps: int):
+                 m_steps: int, n_examples: int | None = None):
         self.method, self.model, self.args, self.info, self.init, self.m_steps = method, model, args, info, init, m_steps
+        self.n_examples = info.n_examples if n_examples is None else n_examples
         self.runner = _Runner(model, args, info.max_plate_nesting)
+        self._local: tuple | None = None
 
     def start(self, seed: int | None) -> dict:
         return _initial(self.model, self.args, self.info, self.init)
 
+    def statistics(self, params: dict) -> dict:
+        log_z, weights, plan = self.method.e_step(self.runner, params, self.info)
+        self._local = (weights, plan)  # this rank's, for the update that follows
+        return self.method.statistics(self.runner, params, log_z, weights, self.info, plan)
+
+    def update(self, params: dict, sums: dict, total: Callable[[dict], dict] | None = None) -> Update:
+        ctx = distributed.current()
+        total = ctx.sum if ctx is not None else total
+        weights, plan = self._local
+        new = self.method.m_step(self.runner, params, weights, self.info, sums, self.m_steps, plan, total)
+        return Update(new, float(sums["log_z"]) / self.n_examples)  # per example
+
     def step(self, params: dict) -> Update:
-        log_z, weights, cf = self.method.e_step(self.runner, params, self.info)
-        params = self.method.m_step(self.runner, params, weights, self.info, cf, self.m_steps)
-        return Update(params, float(log_z) / self.info.n_examples)  # per example
+        return self.update(params, self.statistics(params))
+
+
+def _check_parallel(model: Program, data: Any, args: tuple, info: ProgramInfo, ctx: Any) -> int:
+    """The examples of every rank of a data-parallel generic EM fit, or a ``ValueError``
+    where the program's log-evidence is not a sum over its rows: every observed site must be
+    in a plate of size ``len(x)`` (the program declares its examples) and every latent site in
+    that plate too (a latent outside it couples the rows of every rank)."""
+    plates = data_plates(model, data, args)
+    if not plates:
+        raise ValueError("a data-parallel generic EM fit needs a program that declares its examples: every "
+                         "observed site in a plate of size len(x) (pyro.plate('data', len(x))), x the data "
+                         "tensor; or pass distributed=False")
+    tr = traced(model, args)
+    shared = [k for k in info.discrete if k in tr.nodes and
+              not any(f.name in plates for f in tr.nodes[k]["cond_indep_stack"])]
+    if shared:
+        raise ValueError(f"a data-parallel generic EM fit needs every latent site in the data plate; {shared} "
+                         "are outside it (shared by all rows, so the rows of different ranks are not "
+                         "independent): pass distributed=False")
+    return sum(ctx.sizes(len(data)))
 
 
 def refusal(info: ProgramInfo) -> str | None:

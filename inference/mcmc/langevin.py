@@ -5,6 +5,15 @@ and a persistent replay buffer (Du & Mordatch 2019):
 
 the model expectation taken over short Langevin (or MALA) chains started 95% of the time
 from a replay buffer of earlier negatives and 5% from uniform noise over the data's box.
+
+Data-parallel (:mod:`probgen.distributed`): the positive phase is the trainer's global
+minibatch (each rank its rows of it, gradients averaged in one all-reduce per step); the
+negative phase is per rank — each rank keeps its own block of the ``buffer_size`` persistent
+chains, drawn from its own stream (rank 0's is the one-process stream, the others' seeded by
+:func:`probgen.loops.mcmc.chain_seed`), and runs one chain per row it holds of the batch. The
+negatives are therefore other draws than the one-process fit's (so the fits agree in quality,
+not to round-off); the data's box and the proposal's moments are of all the rows, and the
+returned buffer is every rank's block in rank order (the same ``Fit`` on every rank).
 """
 from __future__ import annotations
 
@@ -12,9 +21,10 @@ from typing import Any
 
 import torch
 
-from probgen import protocols
+from probgen import distributed, protocols
 from probgen.fit import Fit
 from probgen.loops.gradient import GradientMethod, Trainer, Update
+from probgen.loops.mcmc import chain_seed
 from probgen.nn import load_params
 from probgen.random import generator
 from probgen.registry import register
@@ -29,6 +39,7 @@ class LangevinCD(GradientMethod):
     devices = ("cpu", "cuda", "mps")  # torch only (CUDA / MPS written, not run here)
     needs = "a continuous energy-based declaration (energy(x), langevin(...))"
     log_prob_kind = "estimate"
+    parallel = "data"  # the positive phase's gradients averaged; each rank its own negative chains
 
     def accepts(self, model: Any) -> bool:
         return protocols.implements(model, protocols.ContinuousEnergy) and bool(model.continuous_energy)
@@ -47,14 +58,26 @@ class LangevinCD(GradientMethod):
         net = model.net
         if init:
             load_params(net, init)
-        g = generator(None if seed is None else seed + 1)
+        ctx = distributed.current()
+        ctx = ctx if ctx is not None and ctx.parallel == "data" else None
+        rank = 0 if ctx is None else ctx.rank
+        g = generator(None if seed is None else chain_seed(seed + 1, rank))
         lo, hi = data.min(0).values, data.max(0).values
+        if ctx is not None:  # the box of every rank's rows
+            boxes = ctx.gather((lo, hi))
+            lo, hi = torch.stack([b[0] for b in boxes]).min(0).values, torch.stack([b[1] for b in boxes]).max(0).values
         span = (hi - lo).clamp_min(1e-3)
         lo, hi = lo - 0.25 * span, hi + 0.25 * span
 
         def noise(n: int) -> torch.Tensor:
             return lo + (hi - lo) * torch.rand(n, data.shape[1], generator=g)
 
+        if ctx is not None:  # this rank's block of the persistent chains
+            start, stop = ctx.block(buffer_size)
+            if stop - start < 1:
+                raise ValueError(f"buffer_size={buffer_size} persistent chains cannot be split over "
+                                 f"{ctx.world_size} ranks: raise buffer_size")
+            buffer_size = stop - start
         buffer = noise(buffer_size)
 
         def cd(e_pos: torch.Tensor, e_neg: torch.Tensor) -> torch.Tensor:
@@ -82,9 +105,12 @@ class LangevinCD(GradientMethod):
                           **opts).run()
         history = trainer.history
         d = data.double()
-        cov = torch.cov(d.T).reshape(data.shape[1], data.shape[1]) + 1e-6 * torch.eye(data.shape[1], dtype=d.dtype)
+        mean, cov = _moments(d, ctx)
+        cov = cov + 1e-6 * torch.eye(data.shape[1], dtype=d.dtype)
         # the importance proposal for log Z: the data's Gaussian, widened to cover the model's tails
-        proposal = (d.mean(0), 1.5 * torch.linalg.cholesky(cov))
+        proposal = (mean, 1.5 * torch.linalg.cholesky(cov))
+        if ctx is not None:  # every rank's chains, in rank order: the same fit everywhere
+            buffer = torch.cat(ctx.gather(buffer))
         return Fit(model, model.init_params(), history, engine=self.engine, method=self.name,
                    state={"buffer": buffer, "proposal": proposal, **trainer.fit_state()},
                    options={"k": k, "step_size": step_size, "lr": lr, "metropolis": metropolis,
@@ -104,3 +130,14 @@ class LangevinCD(GradientMethod):
         buf = fit.state["buffer"]
         start = buf[torch.randint(len(buf), (n,), generator=g)]
         return fit.model.sample(fit.params, n, seed=seed, start=start)
+
+
+def _moments(d: torch.Tensor, ctx: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and (unbiased) covariance of the rows of ``d`` (N, D) — of every rank's rows in
+    a data-parallel fit (two sums: the mean, then the scatter about it)."""
+    if ctx is None:
+        return d.mean(0), torch.cov(d.T).reshape(d.shape[1], d.shape[1])
+    s = ctx.sum({"n": torch.tensor(float(len(d)), dtype=torch.float64), "sum": d.sum(0)})
+    mean = s["sum"] / s["n"]
+    c = d - mean
+    return mean, ctx.sum({"sq": c.T @ c})["sq"] / (s["n"] - 1)

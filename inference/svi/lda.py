@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.distributions import constraints
 
+from probgen import distributed
 from probgen.corpus import Corpus
 from probgen.fit import Fit
 from probgen.loops.gradient import TRAINER_OPTIONS, GradientMethod, Trainer
@@ -43,9 +44,10 @@ OPTIONS = ("inference", "batch_size", "tau0", "kappa", "e_step_tol", "max_e_step
 
 
 class DirichletEncoder(nn.Module):
-    """Counts (B, V) → Dirichlet concentration (B, K): an MLP on log(1 + counts). A fit
-    keeps its weights in ``fit.state["encoder"]`` (``load_state_dict`` them into
-    ``DirichletEncoder(V, K, fit.state["encoder_hidden"])`` to encode new documents)."""
+    """Counts (B, V) → expected topic counts (B, K): an MLP on log(1 + counts); q(θ_d) is
+    Dirichlet(α + encoder(c_d)). A fit keeps its weights in ``fit.state["encoder"]``
+    (``load_state_dict`` them into ``DirichletEncoder(V, K, fit.state["encoder_hidden"])`` to
+    encode new documents)."""
 
     def __init__(self, vocab_size: int, k: int, hidden: int = 100):
         super().__init__()
@@ -64,6 +66,8 @@ class LDAOnlineVB(TopicModelMethod, GradientMethod):
     steps_unit = "minibatch updates"
     device_hint = "online VB's E-step is NumPy code, probgen.ops.lda.e_step"
     loop = LOOP
+    missing_values = True  # online VB: the E-step's renormalisation (inference="amortized" refuses them)
+    parallel = "data"  # online VB: each rank's part of the global minibatch, its statistics summed
 
     def fit(self, model: Any, data: Corpus, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, inference: str = "online", batch_size: int = 32, tau0: float = 10.0,
@@ -88,6 +92,13 @@ class LDAOnlineVB(TopicModelMethod, GradientMethod):
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         tau0, kappa = check_step_size(tau0, kappa, "tau0")
         batch_size = min(batch_size, data.n_docs)
+        if inference == "amortized" and data.any_missing:
+            raise ValueError("the count matrix has missing cells (NaN), which inference='amortized' (an encoder "
+                             "of complete counts) does not handle; engine='meanfield' and engine='svi' "
+                             "(inference='online') marginalise them")
+        if inference == "amortized" and distributed.current() is not None:
+            raise ValueError("inference='amortized' does not run data-parallel (the encoder's trainer is not "
+                             "split over ranks here): pass distributed=False, or use inference='online'")
         if inference == "amortized":
             return self._amortized(model, data, steps, seed, init, progress, batch_size, lr, hidden,
                                    self.trainer_options(model, options))
@@ -112,7 +123,7 @@ class LDAOnlineVB(TopicModelMethod, GradientMethod):
             torch.as_tensor(init["topics"], dtype=torch.float64)
         pyro.param("topics", topics0.float(), constraint=constraints.simplex)
         encoder = DirichletEncoder(model.vocab_size, model.k, hidden)
-        guide = _EncoderGuide(encoder, batch_size)
+        guide = _EncoderGuide(encoder, batch_size, alpha.float())
         elbo = pyro.infer.Trace_ELBO()
 
         def program(c: torch.Tensor) -> Any:
@@ -143,48 +154,93 @@ class LDAOnlineVB(TopicModelMethod, GradientMethod):
 
 class _OnlineUpdates:
     """Online VB (Hoffman et al. 2010, Algorithm 2) for :func:`probgen.loops.iterative.run`:
-    one step is one minibatch update of λ; the state holds λ, the (D, K) warm starts of γ,
-    the rest of the current pass's minibatches and the generator that orders the passes."""
+    one step is one minibatch update of λ; the state holds λ, the rest of the current pass's
+    minibatches (global document indices), the generator that orders the passes and — on one
+    process — the (D, K) warm starts of γ.
+
+    Data-parallel (:meth:`statistics` / :meth:`update`, issue 16): the minibatches are drawn
+    over the global document numbering (rank r holds documents offset_r … offset_r + D_r − 1,
+    contiguous by rank), the same on every rank (the same seed); each rank runs the E-step
+    on its documents of the global minibatch, and their expected counts, bound and number
+    are summed in one ``all_reduce`` per update, so the update is the one-process update of
+    the union. γ's warm starts stay on their rank. One process: ``step`` is
+    ``update(statistics)``."""
 
     def __init__(self, model: Any, data: Corpus, init: dict | None, batch_size: int, tau0: float, kappa: float,
                  e_step_tol: float, max_e_step: int):
         self.model, self.data, self.init, self.batch_size = model, data, init, batch_size
         self.tau0, self.kappa, self.e_step_tol, self.max_e_step = tau0, kappa, e_step_tol, max_e_step
+        self.local: dict | None = None   # data-parallel: this rank's γ and place in the numbering
 
     def start(self, seed: int | None) -> dict:
         model, data = self.model, self.data
         alpha, eta = hyperparameters(model, self.init)
         lam = initial_lambda(model, data, eta, self.init, seed)
-        return {"lambda": lam, "alpha": alpha, "eta": eta, "t": 0, "generator": generator(seed), "batches": [],
-                "gamma": (alpha + (data.lengths / model.k)[:, None]).clone()}   # (D, K) warm starts
+        gamma = (alpha + (data.lengths / model.k)[:, None]).clone()   # (D, K) warm starts
+        q = {"lambda": lam, "alpha": alpha, "eta": eta, "t": 0, "generator": generator(seed), "batches": [],
+             "gamma": gamma}
+        ctx = distributed.current()
+        if ctx is not None:
+            sizes = ctx.sizes(data.n_docs)
+            self.local = {"gamma": q.pop("gamma"), "offset": sum(sizes[:ctx.rank]), "n_docs": sum(sizes)}
+        return q
+
+    def _where(self, q: dict) -> tuple[torch.Tensor, int, int]:
+        """This process's γ, the global index of its first document and the global number."""
+        if self.local is None:
+            return q["gamma"], 0, self.data.n_docs
+        return self.local["gamma"], self.local["offset"], self.local["n_docs"]
 
     def step(self, q: dict) -> Update:
-        data, lam, eta, alpha, gamma, t = self.data, q["lambda"], q["eta"], q["alpha"], q["gamma"], q["t"]
-        D = data.n_docs
-        if not q["batches"]:  # a new pass over the documents in a new random order
+        return self.update(q, self.statistics(q))
+
+    def statistics(self, q: dict) -> dict:
+        gamma, offset, D = self._where(q)
+        if not q["batches"]:  # a new pass over the (global) documents in a new random order
             q["batches"] = [b.sort().values for b in
                             torch.split(torch.randperm(D, generator=q["generator"]), self.batch_size)]
         idx = q["batches"].pop(0)
-        sub = data.subset(idx)
-        elog_beta = lda_ops.dirichlet_expectation(lam)
-        gamma_b, sstats, _, bound = lda_ops.e_step(sub, elog_beta, alpha, gamma[idx], max_iter=self.max_e_step,
-                                                   tol=self.e_step_tol, with_bound=True)
-        gamma[idx] = gamma_b
-        scale = D / len(idx)
+        mine = idx[(idx >= offset) & (idx < offset + self.data.n_docs)] - offset   # this rank's part
+        K, V = q["lambda"].shape
+        self._elog_beta = elog_beta = lda_ops.dirichlet_expectation(q["lambda"])
+        out = {"n": torch.tensor(float(len(mine)), dtype=torch.float64)}   # summed: the global batch's size
+        if len(mine):
+            sub = self.data.subset(mine)
+            gamma_b, sstats, _, bound = lda_ops.e_step(sub, elog_beta, q["alpha"], gamma[mine],
+                                                       max_iter=self.max_e_step, tol=self.e_step_tol,
+                                                       with_bound=True)
+            gamma[mine] = gamma_b
+            out.update(sstats=sstats, bound=bound.sum())
+        else:
+            out.update(sstats=torch.zeros(K, V, dtype=torch.float64), bound=torch.zeros((), dtype=torch.float64))
+        return out
+
+    def update(self, q: dict, s: dict) -> Update:
+        lam, eta, t = q["lambda"], q["eta"], q["t"]
+        _, _, D = self._where(q)
+        elog_beta = getattr(self, "_elog_beta", None)
+        elog_beta = lda_ops.dirichlet_expectation(lam) if elog_beta is None else elog_beta
+        scale = D / float(s["n"])
         # noisy ELBO estimate at the current λ: the minibatch's documents scaled up to D
-        elbo = scale * bound.sum() + lda_ops.topic_bound(lam, eta, elog_beta)
+        elbo = scale * s["bound"] + lda_ops.topic_bound(lam, eta, elog_beta)
         rho = step_size(t + 1, self.tau0, self.kappa)
-        q["lambda"], q["t"] = (1 - rho) * lam + rho * (eta + scale * sstats), t + 1
+        q["lambda"], q["t"] = (1 - rho) * lam + rho * (eta + scale * s["sstats"]), t + 1
+        self._elog_beta = None
         return Update(q, float(elbo) / D, {"rho": rho})  # per document
 
 
 class _EncoderGuide:
-    """q(θ_d) = Dirichlet(encoder(c_d)) in the same subsampled ``documents`` plate as the program."""
+    """q(θ_d) = Dirichlet(α + encoder(c_d)) in the same subsampled ``documents`` plate as the
+    program: the encoder gives the document's expected topic counts, as CAVI's γ_d = α + Σ c φ
+    (the exact posterior's concentration is never below the prior's). The floor α also keeps
+    the reparameterised draw finite in float32: from concentrations near the encoder's own
+    floor (1e-3) every Gamma variate underflows to 0 with probability ≈ e^(−87.5·10⁻³) ≈ 0.9
+    and θ = 0/0 (the NaN the fits raised on simulated corpora)."""
 
-    def __init__(self, encoder: DirichletEncoder, batch_size: int):
-        self.encoder, self.batch_size = encoder, batch_size
+    def __init__(self, encoder: DirichletEncoder, batch_size: int, alpha: torch.Tensor):
+        self.encoder, self.batch_size, self.alpha = encoder, batch_size, alpha
 
     def __call__(self, counts: torch.Tensor) -> None:
         pyro.module("encoder", self.encoder)
         with pyro.plate("documents", counts.shape[0], subsample_size=min(self.batch_size, counts.shape[0])) as idx:
-            pyro.sample("theta", dist.Dirichlet(self.encoder(counts[idx])))
+            pyro.sample("theta", dist.Dirichlet(self.alpha + self.encoder(counts[idx])))

@@ -34,7 +34,8 @@ from probgen.random import seeded
 from probgen.registry import Method, register
 
 from .._posterior import QUERIES, check_count, map_discrete, posterior_draws, predictive_draws, program_sample, stack
-from .._program import enumerated, inspect_program, param_values, seed_param_store
+from .._program import data_plates as _data_plates, enumerated, examples as _examples, inspect_program, \
+    param_values, seed_param_store, traced as _trace
 
 GUIDES = {"normal": AutoNormal, "delta": AutoDelta, "mvn": AutoMultivariateNormal}
 #: elbo= names; with discrete latent sites only "trace" applies (as TraceEnum_ELBO, which sums them out)
@@ -310,28 +311,6 @@ class _RankShare(Messenger):
             msg["scale"] = self.factor * msg["scale"]
 
 
-def _trace(model: Any, args: tuple) -> Any:
-    """One run of the program, traced in a forked random state and param store scope (it
-    changes nothing of the fit); ``None`` where it fails (the method's own trace says why)."""
-    with torch.random.fork_rng(devices=[]), pyro.get_param_store().scope(), poutine.block():
-        try:
-            return poutine.trace(model.program).get_trace(*args)
-        except Exception:
-            return None
-
-
-def _data_plates(model: Any, data: Any, args: tuple) -> set[str]:
-    """The names of the plates of size ``len(data)`` that hold every observed site (see
-    :func:`_examples`; empty where there are none)."""
-    if _examples(model, data, args) is None:
-        return set()
-    tr = _trace(model, args)
-    n = len(data)
-    observed = [s for s in tr.nodes.values() if s["type"] == "sample" and s["is_observed"]]
-    names = [{f.name for f in s["cond_indep_stack"] if f.size == n and f.vectorized} for s in observed]
-    return set.intersection(*names) if names else set()
-
-
 def _default_start(model: Any, data: Any, seed: int | None, sites: list[str]) -> dict:
     """The declaration's ``init_params(data, seed)`` restricted to the latent ``sites``."""
     try:
@@ -369,26 +348,3 @@ def _elbo(discrete: Any, max_plate_nesting: int, num_particles: int, name: str) 
         return TraceEnum_ELBO(max_plate_nesting=max_plate_nesting, num_particles=num_particles)
     # RenyiELBO with alpha = 0 over num_particles draws is the importance-weighted bound
     return ELBOS[name](max_plate_nesting=max_plate_nesting, num_particles=num_particles)
-
-
-def _examples(model: Any, data: Any, args: tuple) -> int | None:
-    """The number of examples the program declares for ``data``: ``len(x)`` where ``x``, the
-    data, is a tensor (or has a length: sequences, not a tuple or dict of arguments) and every
-    observed site of one run lies in a plate of that size (as ``fit.log_prob`` of a NUTS fit
-    reads it); else ``None``. The run is traced in a forked random state and param store
-    scope, so that it changes nothing of the fit."""
-    if isinstance(data, torch.Tensor):
-        if data.dim() == 0:
-            return None
-    elif isinstance(data, (tuple, list, dict, str)) or not hasattr(data, "__len__"):
-        return None
-    n = len(data)
-    with torch.random.fork_rng(devices=[]), pyro.get_param_store().scope(), poutine.block():
-        try:
-            tr = poutine.trace(model.program).get_trace(*args)
-        except Exception:  # the method's own trace says why a program fails
-            return None
-    observed = [s for s in tr.nodes.values() if s["type"] == "sample" and s["is_observed"]]
-    if observed and all(any(f.size == n and f.vectorized for f in s["cond_indep_stack"]) for s in observed):
-        return n
-    return None

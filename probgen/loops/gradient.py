@@ -184,6 +184,13 @@ class GlobalRows:
     def subset(self, idx: torch.Tensor) -> "GlobalRows":
         return GlobalRows(self.data, self.ctx, self.ids[idx], self.offset)
 
+    def position(self) -> tuple[int, int]:
+        """``(start, n)``: this rank's rows are rows ``[start, start + m)`` of the view's ``n``
+        rows taken rank by rank (the rows of lower ranks first) — where a loss that draws noise
+        per row of its batch (a GAN's fakes) takes its slice of the ``n`` draws the one-process
+        fit makes, so that the ranks' draws together are that fit's."""
+        return int((self.ids < self.offset).sum()), len(self.ids)
+
     def local(self) -> tuple[Any, int]:
         """``(rows, m)``: this rank's ``m`` rows of the view (``rows`` None where m = 0); kept
         (a whole-data view is asked every step)."""
@@ -381,6 +388,7 @@ class Trainer:
         self.ctx = ctx = distributed.current()
         if ctx is not None and ctx.parallel != "data":
             self.ctx = ctx = None
+        self.rows_at: tuple[int, int] | None = None  # this rank's rows in the batch (rows_of)
         if ctx is not None:
             data = GlobalRows(data, ctx)
             if data.n_local == 0:
@@ -543,12 +551,25 @@ class Trainer:
         loss (``reduce="mean"``), 1 for a rank's share of a sum, 1 / world for an update that
         takes no batch (every rank computes it alike). A rank with no rows in the batch computes
         the loss on one row of its own with weight 0 (it still takes part in the sum)."""
-        if not u.takes_batch:
-            return batch, 1.0 / self.ctx.world_size
+        if not u.takes_batch:  # a "sum" share: the loss splits its own draws (rank_block)
+            return batch, 1.0 if u.reduce == "sum" else 1.0 / self.ctx.world_size
         rows, m = batch.local()
         if m == 0:
+            self.rows_at = (0, len(batch))
             return take(batch.data, torch.arange(1)), 0.0
+        self.rows_at = batch.position()
         return rows, (m / len(batch) if u.reduce == "mean" else 1.0)
+
+    def rows_of(self, n: int) -> tuple[int, int]:
+        """``(start, total)``: where the ``n`` rows a loss was given sit among the rows of the
+        global batch (:meth:`GlobalRows.position`) — ``(0, n)`` in a local fit. A loss that
+        draws noise per row draws ``total`` and keeps ``[start, start + n)``."""
+        return (0, n) if self.ctx is None or self.rows_at is None else self.rows_at
+
+    def rank_block(self, n: int) -> tuple[int, int]:
+        """``[start, stop)``: this rank's contiguous block of ``n`` draws an update makes on
+        its own (a GAN generator step's ``n`` latent draws; the whole ``(0, n)`` locally)."""
+        return (0, n) if self.ctx is None else self.ctx.block(n)
 
     def _reduce(self, i: int, value: float, record: dict, weight: float) -> tuple[float, dict]:
         """Sum update ``i``'s gradients (and its loss and record), each rank's times its

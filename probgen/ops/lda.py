@@ -37,6 +37,38 @@ def dirichlet_kl_terms(q: torch.Tensor, prior: torch.Tensor, elog: torch.Tensor)
             + ((prior - q) * elog).sum(-1))
 
 
+def missing_log_scale(corpus: Corpus, elog_beta: torch.Tensor) -> torch.Tensor | None:
+    """−log(1 − S_dk), S_dk = Σ_{v ∈ M_d} exp(E[log β_kv]), for every document d and topic k,
+    (D, K); ``None`` when the corpus has no missing cell.
+
+    Missing counts (NaN cells; M_d the words of document d whose count is unknown, O_d the
+    others). The observed part of a document is its n_O = Σ_{w∈O_d} c_dw tokens, each drawn
+    from the topics restricted to the observed vocabulary:
+
+        z ~ Categorical(θ_d),   w | z ~ β_z renormalised over O_d:  β_zw / B_z(O_d),
+        B_k(O) = Σ_{w∈O} β_kw,
+
+    so that p(c_{d,O} | θ_d, β, n_O) = Multinomial(n_O; Σ_k θ_dk β_kw / B_k(O_d), w ∈ O_d), the
+    multinomial of the observed tokens with every topic–word distribution renormalised over the
+    document's observed vocabulary, with θ_d ~ Dirichlet(α) the topic proportions of the
+    observed tokens. (The full LDA marginal of the observed cells is this likelihood in the
+    tilted proportions θ'_k ∝ θ_k B_k(O), under the prior θ ~ Dirichlet(α) induces on θ'; we
+    take Dirichlet(α) on θ' itself, which keeps CAVI conjugate; both are LDA exactly when
+    nothing is missing.) The renormalisation is exact data augmentation — draw w from β_z
+    until it lands in O_d: 1/B_k(O) = Σ_m B_k(M)^m counts the rejected draws, which fall on
+    the missing words — so mean-field over z and the rejected draws stays conjugate. With
+    q(β_k) = Dirichlet(λ_k) the rejected draws sum out in closed form to the factor
+    Σ_m S_dk^m = 1/(1 − S_dk) on every observed token's φ (S_dk < 1 by Jensen), and each
+    observed token of topic k sends exp(E[log β_kv]) / (1 − S_dk) expected draws to each
+    missing word v (:func:`e_step`'s statistics). With fixed topics (``elog_beta = log β``)
+    S_dk = B_k(M_d) and the factor is 1/B_k(O_d), the renormalisation itself."""
+    if corpus.missing_doc is None:
+        return None
+    s = torch.zeros(corpus.n_docs, elog_beta.shape[0], dtype=elog_beta.dtype).index_add_(
+        0, corpus.missing_doc, torch.exp(elog_beta).T[corpus.missing_word])
+    return -torch.log1p(-s.clamp_max(1.0 - 1e-15))
+
+
 def e_step(corpus: Corpus, elog_beta: torch.Tensor, alpha: torch.Tensor, gamma: torch.Tensor | None = None,
            max_iter: int = 100, tol: float = 1e-3, sstats: bool = True, with_bound: bool = False):
     """Batched document-level CAVI: alternate φ and γ updates for all documents at once.
@@ -52,6 +84,10 @@ def e_step(corpus: Corpus, elog_beta: torch.Tensor, alpha: torch.Tensor, gamma: 
         Converged documents leave the batch (its non-zero cells are compacted whenever
         a quarter of the active documents have converged), so slow documents do not
         hold the work of the others.
+      Missing cells of ``corpus`` (NaN counts) are marginalised: every observed token's
+      word probabilities carry the document's factor 1/(1 − S_dk) of
+      :func:`missing_log_scale`, and the statistics add the expected draws that fell on the
+      missing words; without missing cells nothing changes (the same operations).
     Returns:
       ``(gamma, sstats, n_iter)``: the (D, K) γ, the (K, V) expected topic–word counts
       Σ_d c_dw φ_dwk for φ optimal given the returned γ (``None`` if not asked), and the
@@ -67,6 +103,9 @@ def e_step(corpus: Corpus, elog_beta: torch.Tensor, alpha: torch.Tensor, gamma: 
     D, K = corpus.n_docs, elog_beta.shape[0]
     exp_elog_beta = torch.exp(elog_beta)
     exp_elog_beta_w = exp_elog_beta.T[corpus.word]                     # (nnz, K), fixed in this step
+    log_scale = missing_log_scale(corpus, elog_beta)                     # (D, K) or None
+    if log_scale is not None:  # the renormalisation over each document's observed words
+        exp_elog_beta_w = exp_elog_beta_w * torch.exp(log_scale)[corpus.doc]
     gamma = (alpha + (corpus.lengths / K)[:, None]).expand(D, K).clone() if gamma is None else gamma.clone()
     # The sweeps run in NumPy: at a minibatch's size (~10^3 non-zeros) a sweep is ~10 small
     # array ops and torch's per-op dispatch cost (~5-8 µs) dominated; NumPy's is ~1 µs.
@@ -102,7 +141,18 @@ def e_step(corpus: Corpus, elog_beta: torch.Tensor, alpha: torch.Tensor, gamma: 
     theta_w = torch.exp(elog_theta)[corpus.doc]
     phinorm = (theta_w * exp_elog_beta_w).sum(1) + TINY
     V = elog_beta.shape[1]
-    per_word = torch.zeros(V, K, dtype=gamma.dtype).index_add_(0, corpus.word, theta_w * (corpus.count / phinorm)[:, None])
+    weight = theta_w * (corpus.count / phinorm)[:, None]                  # c_dw φ_dwk / exp(E[log β_kw])
+    if log_scale is not None:
+        scale = torch.exp(log_scale)
+        weight = weight * scale[corpus.doc]
+        # the observed tokens' expected topic counts n_dk = Σ_w c_dw φ_dwk; each sends
+        # exp(E[log β_kv]) / (1 − S_dk) expected rejected draws to every missing word v
+        n_dk = torch.zeros(D, K, dtype=gamma.dtype).index_add_(0, corpus.doc, weight * exp_elog_beta_w
+                                                               / scale[corpus.doc])
+        per_word = torch.zeros(V, K, dtype=gamma.dtype).index_add_(0, corpus.word, weight).index_add_(
+            0, corpus.missing_word, (n_dk * scale)[corpus.missing_doc])
+    else:
+        per_word = torch.zeros(V, K, dtype=gamma.dtype).index_add_(0, corpus.word, weight)
     if not with_bound:
         return gamma, per_word.T * exp_elog_beta, n_iter
     # Σ_w c_dw log Σ_k exp(E[log θ_dk] + E[log β_kw]) = Σ_w c_dw log phinorm_dw (doc_bound's word term)
@@ -116,9 +166,14 @@ def doc_bound(corpus: Corpus, gamma: torch.Tensor, elog_beta: torch.Tensor, alph
     Σ_w c_dw log Σ_k exp(E[log θ_dk] + E[log β_kw]) + E[log p(θ_d | α)] − E[log q(θ_d | γ_d)].
 
     With ``elog_beta = log(topics)`` this is a lower bound on log p(w_d | topics, α), the
-    probability of the document's token sequence (no multinomial coefficient)."""
+    probability of the document's token sequence (no multinomial coefficient); with missing
+    cells, of its observed tokens' sequence, each word's probability renormalised over the
+    document's observed vocabulary (:func:`missing_log_scale`, whose factor enters the sum)."""
     elog_theta = dirichlet_expectation(gamma)
     s = elog_theta[corpus.doc] + elog_beta.T[corpus.word]             # (nnz, K)
+    log_scale = missing_log_scale(corpus, elog_beta)
+    if log_scale is not None:
+        s = s + log_scale[corpus.doc]
     words = torch.zeros(corpus.n_docs, dtype=gamma.dtype).index_add_(
         0, corpus.doc, corpus.count * torch.logsumexp(s, 1))
     return words + dirichlet_kl_terms(gamma, alpha, elog_theta)
@@ -171,6 +226,32 @@ def fold_in(corpus: Corpus, topics: torch.Tensor, alpha: torch.Tensor, max_iter:
     log_topics = torch.log(topics.double().clamp_min(TINY))
     gamma, _, _ = e_step(corpus, log_topics, alpha.double(), max_iter=max_iter, tol=tol, sstats=False)
     return gamma
+
+
+def impute_counts(corpus: Corpus, topics: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """The count matrix (D, V) with every missing cell replaced by its expected count.
+
+    Convention (the document's length is not known when some counts are): a missing cell's
+    expected count is the expected number of draws that land on its word while the
+    document's n_O observed tokens are drawn (the augmentation of :func:`missing_log_scale`):
+    E[c_dv] = Σ_k n_dk β_kv / B_k(O_d), with n_dk = Σ_{w∈O_d} c_dw φ_dwk the observed tokens'
+    expected topic counts by fold-in (θ_d's factor γ_d with the topics fixed). Equivalently
+    the document's length is taken as n_O plus those draws; for a single topic it is
+    n_O / B(O_d), the length at which the observed count is its expected share."""
+    out = corpus.dense()
+    if corpus.missing_doc is None:
+        return out
+    topics = topics.double()
+    log_topics = torch.log(topics.clamp_min(TINY))
+    gamma = fold_in(corpus, topics, alpha)
+    scale = torch.exp(missing_log_scale(corpus, log_topics))              # 1 / B_k(O_d), (D, K)
+    theta_w = torch.exp(dirichlet_expectation(gamma))[corpus.doc]
+    ebw = topics.T[corpus.word] * scale[corpus.doc]
+    phinorm = (theta_w * ebw).sum(1, keepdim=True) + TINY
+    n_dk = torch.zeros_like(gamma).index_add_(0, corpus.doc, theta_w * ebw * (corpus.count[:, None] / phinorm))
+    out[corpus.missing_doc, corpus.missing_word] = (
+        (n_dk * scale)[corpus.missing_doc] * topics.T[corpus.missing_word]).sum(1)
+    return out
 
 
 def completion_log_lik(topics: torch.Tensor, alpha: torch.Tensor, corpus: Corpus, seed: int = 0):
