@@ -17,7 +17,13 @@ to every learner as the same table of state names. Rows (learner pairs):
   at the network's first variable;
 * PC-stable: probgen's ``"pc"`` against pgmpy's ``PC(variant="stable")``, both with the G²
   test, significance 0.01 and at most 5 conditioning variables (pgmpy's default), and
-  pyAgrum's MIIC (its constraint-based learner) in the pyAgrum columns.
+  pyAgrum's MIIC (its constraint-based learner) in the pyAgrum columns. Both count the
+  degrees of freedom of the states seen in each configuration of the conditioning set
+  (probgen's ``dof="adjusted"``); they differ where pgmpy (through scipy's
+  ``chi2_contingency``) applies Yates' correction to 2 x 2 strata, reads a test with no
+  degree of freedom as dependence (NaN p-value), and removes edges as it goes (its
+  "stable" variant does not freeze the adjacencies per level, so it depends on the
+  variable order).
 
 Each row: seconds (wall, one call) and the structural Hamming distance to the true DAG (a
 reversed edge counts 1; for PC the DAG each library extends its CPDAG to). A peer call

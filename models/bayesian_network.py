@@ -246,6 +246,16 @@ class BayesianNetwork(Program):
                 except (KeyError, TypeError):
                     out[:, j] = [self.encode(c, x) for x in col]
             return torch.from_numpy(out)
+        if isinstance(data, np.ndarray) and data.dtype.kind in "iu" and data.ndim == 2 \
+                and data.shape[1] == len(self.variables) and data.shape[0] > 0:
+            # integer codes (the common case, e.g. ``sample().numpy()``): checked in NumPy,
+            # without the float round trip that NaN-coded input needs
+            bad = (data < -1) | (data >= np.asarray(self.cards))
+            if bad.any():
+                i, j = np.argwhere(bad)[0].tolist()
+                raise ValueError(f"data[{i}, {j}] = {data[i, j]} is not a state index of variable "
+                                 f"{self.variables[j]!r} (0..{self.cards[j] - 1}, or -1 for missing)")
+            return torch.from_numpy(data.astype(np.int64, copy=True))
         arr = torch.as_tensor(np.asarray(data.detach().cpu() if isinstance(data, torch.Tensor) else data,
                                          dtype=np.float64))
         if arr.dim() == 1 and arr.shape[0] == len(self.variables):
@@ -360,7 +370,8 @@ class BayesianNetwork(Program):
             ``"chow-liu"`` (maximum mutual-information spanning tree, ``root=``),
             ``"tan"`` (tree-augmented naive Bayes, needs ``class_variable=``; ``root=``),
             ``"pc"`` (PC-stable; ``significance_level=0.01``, ``ci_test="g2" | "chi2"``,
-            ``max_cond_vars=None``).
+            ``max_cond_vars=None``, ``dof="adjusted" | "full"``: the tests' degrees of
+            freedom, see :func:`probgen.ops.structure.ci_test`).
           score: ``"bic"``, ``"bdeu"`` (``ess=10``, the equivalent sample size) or ``"k2"``
             for the score-based methods.
           max_parents: the most parents a variable may have (score-based methods only).

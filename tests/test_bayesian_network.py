@@ -251,6 +251,12 @@ def test_validation_names_the_variable():
         bn.check_data({"c": ["x"]})
     with pytest.raises(ValueError, match=r"data\[0, 1\] = 2 is not a state index of variable 'b'"):
         bn.check_data([[0, 2]])
+    # integer arrays take the NumPy path: the same checks, the same codes as the float path
+    with pytest.raises(ValueError, match=r"data\[1, 0\] = -2 is not a state index of variable 'a'"):
+        bn.check_data(np.array([[0, 1], [-2, 0]]))
+    codes = np.array([[0, 1], [-1, 0], [1, -1]], dtype=np.int32)
+    assert torch.equal(bn.check_data(codes), bn.check_data(codes.astype(float)))
+    assert bn.check_data(codes).dtype == torch.int64
     with pytest.raises(ValueError, match="probability zero"):
         pg.infer(BayesianNetwork(dict(base, a=dict(base["a"], cpt=[1.0, 0.0]))), {"a": "y"})
 

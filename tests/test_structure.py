@@ -301,6 +301,65 @@ def test_pc_stable_recovers_a_faithful_skeleton_and_collider():
         assert edges == {("a", "c"), ("b", "c"), ("c", "d"), ("d", "e")}
 
 
+def test_ci_test_g2_and_dof_by_hand():
+    """A hand-computed G² and its degrees of freedom. X, Y ternary given Z binary:
+
+    z = 0: the 3 x 3 table [[4, 1, 0], [1, 4, 0], [0, 0, 0]] — X and Y only take states
+    0, 1 there, so it has (2 - 1)(2 - 1) = 1 degree of freedom, not 4; expected counts
+    2.5 everywhere, G² = 2 (2 · 4 log(4 / 2.5) + 2 · 1 log(1 / 2.5)).
+    z = 1: [[3, 3, 3], [0, 0, 0], [0, 0, 0]] — one state of X: no degree of freedom, G² = 0.
+    Adjusted: G² on 1 dof; full: on (3 - 1)(3 - 1) · 2 = 8."""
+    rows = [(0, 0, 0)] * 4 + [(0, 1, 0)] + [(1, 0, 0)] + [(1, 1, 0)] * 4 + [(0, y, 1) for y in (0, 1, 2)] * 3
+    x = np.array(rows)  # columns X, Y, Z
+    counts = S.Counts(x, [3, 3, 2])
+    g2 = 2 * (2 * 4 * np.log(4 / 2.5) + 2 * 1 * np.log(1 / 2.5))
+    from scipy.stats import chi2
+    assert S.ci_test(counts, 0, 1, (2,), "g2") == pytest.approx(chi2.sf(g2, 1), rel=1e-12)
+    assert S.ci_test(counts, 0, 1, (2,), "g2", dof="full") == pytest.approx(chi2.sf(g2, 8), rel=1e-12)
+    x2 = 2 * (2 * 1.5 ** 2 / 2.5 + 2 * 1.5 ** 2 / 2.5) / 2  # Pearson: sum (o - e)^2 / e over the 4 cells
+    assert S.ci_test(counts, 0, 1, (2,), "chi2") == pytest.approx(chi2.sf(x2, 1), rel=1e-12)
+    # only the z = 1 stratum (no degree of freedom): nothing can reject independence
+    assert S.ci_statistic(S.Counts(x[10:], [3, 3, 2]), 0, 1, (2,), "g2") == (0.0, 0)
+    assert S.ci_test(S.Counts(x[10:], [3, 3, 2]), 0, 1, (2,), "g2") == 1.0
+
+
+def test_ci_test_equals_pgmpys_g_sq_where_it_applies_no_yates_correction():
+    """pgmpy's ``g_sq`` sums scipy's ``chi2_contingency`` over the observed configurations of
+    Z, on the states seen in each: the same statistic and degrees of freedom as
+    ``dof="adjusted"``. Strata here are 3 x 3 or larger once unseen states are dropped, so
+    scipy's Yates correction (applied to 2 x 2 strata only; not part of ours) never enters."""
+    from pgmpy.estimators.CITests import g_sq
+    rng = np.random.default_rng(3)
+    n = 3000
+    z = rng.integers(0, 3, (n, 2))
+    xa = (z[:, 0] + rng.integers(0, 2, n)) % 4  # X, Y depend on Z (and a little on each other)
+    ya = np.where(rng.random(n) < 0.03, xa, (z[:, 1] + rng.integers(0, 3, n)) % 4)
+    x = np.stack([xa, ya, z[:, 0], z[:, 1]], 1)
+    df = pd.DataFrame({c: x[:, j] for j, c in enumerate("XYZW")})
+    counts = S.Counts(x, [4, 4, 3, 3])
+    for zs in [(), (2,), (2, 3), (3,)]:
+        stat, p_theirs, dof = g_sq("X", "Y", ["ZW"[k - 2] for k in zs], df, boolean=False)
+        ours, our_dof = S.ci_statistic(counts, 0, 1, zs, "g2")
+        # sums of O(100) terms of size O(100): float64 rounding ~1e-12 relative
+        assert (ours, our_dof) == (pytest.approx(float(stat), rel=1e-10), int(dof)), zs
+        # pgmpy's p-value is 1 - cdf (0 below 1e-16), ours the survival function
+        assert S.ci_test(counts, 0, 1, zs, "g2") == pytest.approx(p_theirs, rel=1e-6, abs=1e-15), zs
+
+
+def test_pc_dof_rule_is_checked_and_full_keeps_fewer_edges():
+    true = BayesianNetwork.load_bundled("child")
+    x = true.sample(None, 500, seed=1).numpy()
+    kw = dict(states=_states(true), significance_level=0.01, max_cond_vars=3)
+    adj = BayesianNetwork.learn_structure(x, "pc", **kw)
+    full = BayesianNetwork.learn_structure(x, "pc", dof="full", **kw)
+    n_edges = lambda net: sum(len(net.parents[v]) for v in net.variables)  # noqa: E731
+    assert n_edges(full) < n_edges(adj)  # "full" counts degrees of freedom the data cannot have
+    with pytest.raises(ValueError, match="unknown dof rule"):
+        BayesianNetwork.learn_structure(x, "pc", dof="exact", **kw)
+    with pytest.raises(ValueError, match="dof is an option of method='pc'"):
+        BayesianNetwork.learn_structure(x, "hill-climb", dof="full", states=_states(true))
+
+
 # ---- missing cells: structural EM -----------------------------------------------------------------
 def test_structural_em_with_20_percent_missing_is_within_shd_2(asia_5000):
     true, x = asia_5000

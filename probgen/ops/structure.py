@@ -36,6 +36,7 @@ from probgen.registry import check_options
 METHODS = ("hill-climb", "tabu", "chow-liu", "tan", "pc")
 SCORES = ("bic", "bdeu", "k2")
 CI_TESTS = ("g2", "chi2")
+DOF_RULES = ("adjusted", "full")
 #: families whose joint table has more cells than this are counted sparsely (np.unique)
 DENSE_CELLS = 1 << 22
 #: an incomplete row is completed exactly (every joint state of its missing cells) when it
@@ -59,6 +60,14 @@ class Counts:
         self.cards = [int(c) for c in cards]
         self.w = None if weights is None else np.asarray(weights, dtype=np.float64)
         self.n = float(len(self.x) if self.w is None else self.w.sum()) if n is None else float(n)
+
+    def state_ids(self) -> np.ndarray:
+        """``(V, N)``: each cell's state as a global index among all variables' states
+        (variable ``u``'s states are ``offset[u] .. offset[u] + cards[u] - 1``)."""
+        if getattr(self, "_state_ids", None) is None:
+            off = np.concatenate([[0], np.cumsum(self.cards)[:-1]]).astype(np.int64)
+            self._state_ids = self.columns + off[:, None]
+        return self._state_ids
 
     def table(self, cols: Iterable[int]) -> np.ndarray:
         """Dense counts of the joint states of ``cols``, shape ``cards[cols]``."""
@@ -133,50 +142,66 @@ def _segment_scores(c: np.ndarray, seg: np.ndarray, nij: np.ndarray, pseg: np.nd
 
 
 class Scorer:
-    """Local scores cached per (child, parent set)."""
+    """Local scores cached per (child, parent set), and the score changes of every single-edge
+    move into a child cached per (child, parent set): a search revisiting a family (after a
+    move is undone, or in another tie-breaking restart) re-scores nothing."""
 
     def __init__(self, counts: Counts, score: str, ess: float):
         self.counts, self.score, self.ess = counts, score, ess
         self.cache: dict = {}
+        self.moves_cache: dict = {}
+
+    def moves(self, child: int, parents: frozenset, room: bool) -> tuple[float, np.ndarray, np.ndarray]:
+        """``(s, add, delete)`` for one family: ``s = self(child, parents)``; ``add[u]`` the
+        gain of adding ``u -> child`` (``-inf`` for ``u`` in ``parents``, ``u = child``, or
+        every ``u`` when ``room`` is False: a full parent set takes no additions);
+        ``delete[u]`` the gain of deleting ``u -> child`` (``-inf`` unless ``u`` is a parent).
+        Both ``(V,)``, read-only (shared through the cache)."""
+        key = (child, parents, room)
+        hit = self.moves_cache.get(key)
+        if hit is not None:
+            return hit
+        v = len(self.counts.cards)
+        cur = self(child, parents)
+        add = np.full(v, -np.inf)
+        dele = np.full(v, -np.inf)
+        for u in parents:
+            dele[u] = self(child, parents - {u}) - cur
+        if room:
+            cand = [u for u in range(v) if u != child and u not in parents]
+            if cand:
+                add[cand] = self.add_one(child, parents, cand) - cur
+        add.flags.writeable = dele.flags.writeable = False
+        hit = self.moves_cache[key] = (cur, add, dele)
+        return hit
 
     def add_one(self, child: int, parents: set, candidates: list[int]) -> np.ndarray:
-        """``self(child, parents | {u})`` for every ``u`` in ``candidates``: the families not
-        yet cached are counted together, in one ``bincount`` over their codes shifted into
-        disjoint ranges (one pass over the rows for all of them)."""
-        out = np.empty(len(candidates))
-        todo = []
-        for i, u in enumerate(candidates):
-            s = self.cache.get((child, frozenset(parents | {u})))
-            if s is None:
-                todo.append(i)
-            else:
-                out[i] = s
-        if not todo:
-            return out
+        """``self(child, parents | {u})`` for every ``u`` in ``candidates``, counted together:
+        one ``bincount`` of ``state_id(u) * q0 r + code(parents, child)`` over every column
+        ``u`` at once (``state_id``: the global index of ``u``'s state among all variables'
+        states, so the families' tables land in disjoint blocks ``(r_u, q0, r)``; one pass
+        over the ``(V, N)`` cells, no loop over candidates or rows). The scores are cached."""
         cnt = self.counts
         r = cnt.cards[child]
         pa = sorted(parents)
         q0 = math.prod(cnt.cards[p] for p in pa)
-        us = [candidates[i] for i in todo]
-        qs = np.array([q0 * cnt.cards[u] for u in us], dtype=np.float64)
-        if qs.sum() * r > DENSE_CELLS:  # large tables: one family at a time, sparsely
-            for i in todo:
-                out[i] = self(child, parents | {candidates[i]})
-            return out
-        base = cnt._codes(pa) if pa else np.zeros(len(cnt.x), dtype=np.int64)
-        sizes = (qs * r).astype(np.int64)
-        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        codes = np.concatenate([((base * cnt.cards[u] + cnt.columns[u]) * r + cnt.columns[child]) + off
-                                for u, off in zip(us, offsets)])
-        w = None if cnt.w is None else np.tile(cnt.w, len(us))
-        c = np.bincount(codes, weights=w, minlength=int(sizes.sum())).astype(np.float64)
-        seg = np.repeat(np.arange(len(us)), sizes)
-        nij = c.reshape(-1, r).sum(1)  # every family's block is (q_u, r), row-major
-        pseg = np.repeat(np.arange(len(us)), (sizes // r))
-        scores = _segment_scores(c, seg, nij, pseg, qs, r, cnt.n, len(us), self.score, self.ess)
-        for i, u, sc in zip(todo, us, scores):
-            out[i] = self.cache[(child, frozenset(parents | {u}))] = float(sc)
-        return out
+        cards = np.asarray(cnt.cards)
+        if q0 * r * int(cards.sum()) > DENSE_CELLS:  # large tables: one family at a time, sparsely
+            return np.array([self(child, parents | {u}) for u in candidates])
+        us = np.asarray(candidates, dtype=np.int64)
+        base = cnt._codes(pa + [child])  # (N,) code of (parents, child), child fastest
+        codes = cnt.state_ids() * (q0 * r)
+        codes += base[None, :]
+        c = np.bincount(codes.ravel(), weights=None if cnt.w is None else np.tile(cnt.w, len(cards)),
+                        minlength=int(cards.sum()) * q0 * r).astype(np.float64)
+        v = len(cards)
+        seg = np.repeat(np.arange(v), cards * q0 * r)  # the cells' family (column u)
+        nij = c.reshape(-1, r).sum(1)  # parent configurations (u's state, parents' configuration)
+        pseg = np.repeat(np.arange(v), cards * q0)
+        scores = _segment_scores(c, seg, nij, pseg, (cards * q0).astype(np.float64), r, cnt.n, v,
+                                 self.score, self.ess)[us]
+        self.cache.update({(child, frozenset(parents | {u})): sc for u, sc in zip(us.tolist(), scores.tolist())})
+        return scores
 
     def __call__(self, child: int, parents: Iterable[int]) -> float:
         key = (child, frozenset(parents))
@@ -188,105 +213,135 @@ class Scorer:
 
 # ---- score-based search ------------------------------------------------------------------
 def _closure(a: np.ndarray) -> np.ndarray:
-    """``R[u, v]``: a directed path of length >= 1 from u to v."""
-    r = a.copy()
+    """``R[u, v]``: a directed path of length >= 1 from u to v (repeated squaring, on
+    float32 so the products are BLAS calls; entries are path counts capped at 1)."""
+    r = a.astype(np.float32)
     while True:  # squaring: paths double in length per round
-        ri = r.astype(np.int32)
-        nxt = r | ((ri @ ri) > 0)
+        nxt = np.minimum(r + r @ r, 1.0)
         if (nxt == r).all():
-            return r
+            return r > 0
         r = nxt
 
 
 def search(scorer: Scorer, v: int, *, start: np.ndarray, allowed: np.ndarray, required: np.ndarray,
            max_parents: int, tabu_length: int = 0, patience: int = 0, max_iter: int | None = None,
-           progress: bool | None = None, desc: str = "hill-climb", seed: int | None = None, sideways: bool = False) -> np.ndarray:
+           progress: bool | None = None, desc: str = "hill-climb", seeds: Iterable[int | None] = (None,),
+           sideways: bool = False) -> list[np.ndarray]:
     """Greedy search over DAGs by single-edge additions, deletions and reversals
-    (Koller & Friedman 2009, §18.4.3). ``tabu_length = 0``: hill climbing (the best
-    improving move until none improves). ``tabu_length > 0``: tabu search — the best move
-    not undoing one of the last ``tabu_length`` moves is taken even when it lowers the
-    score, until ``patience`` moves pass without beating the best graph, which is returned.
-    ``sideways=True`` (with ``tabu_length > 0``): hill climbing with sideways moves
-    (Russell & Norvig 2010, §4.1.1) — the same, but a move that lowers the score ends the
-    search, so only improving and equal-score moves are taken. Equal-score moves are the
-    reversals of covered edges, which a score-equivalent score (BIC, BDeu) rates alike:
-    they walk the DAGs of one equivalence class (Chickering 1995), from which an improving
-    move a plain climb cannot see may become available.
+    (Koller & Friedman 2009, §18.4.3), one search per tie-breaking seed in ``seeds``, run
+    side by side. ``tabu_length = 0``: hill climbing (the best improving move until none
+    improves). ``tabu_length > 0``: tabu search — the best move not undoing one of the last
+    ``tabu_length`` moves is taken even when it lowers the score, until ``patience`` moves
+    pass without beating the best graph, which is returned. ``sideways=True`` (with
+    ``tabu_length > 0``): hill climbing with sideways moves (Russell & Norvig 2010, §4.1.1)
+    — the same, but a move that lowers the score ends the search, so only improving and
+    equal-score moves are taken. Equal-score moves are the reversals of covered edges,
+    which a score-equivalent score (BIC, BDeu) rates alike: they walk the DAGs of one
+    equivalence class (Chickering 1995), from which an improving move a plain climb cannot
+    see may become available. Ties (moves of equal gain up to rounding) go to the move of
+    highest random priority, drawn from the search's seed.
 
     Adjacency matrices ``(V, V)`` bool, ``A[u, w]`` = edge u -> w: ``start``, ``allowed``
-    (not black-listed), ``required`` (white-listed, never deleted or reversed).
-    Score deltas are kept per child column and recomputed only for children whose parents
-    changed (the score is decomposable)."""
-    a = start.copy()
+    (not black-listed), ``required`` (white-listed, never deleted or reversed). The ``S``
+    searches' states are stacked ``(S, V, V)``, so finding every search's best legal move
+    is one set of array operations per step, whatever ``S``; each search's moves are the
+    ones it would make alone. Score gains are kept per child column and re-read only for
+    children whose parents changed (the score is decomposable), from :meth:`Scorer.moves`'
+    cache. Reachability is updated in place after an addition (every ancestor of ``u``,
+    ``u`` included, now reaches every descendant of ``j``, ``j`` included) and recomputed
+    only after a deletion or a reversal. Returns each search's graph, in ``seeds`` order."""
+    seeds = list(seeds)
+    ns = len(seeds)
+    a = np.repeat(start[None], ns, axis=0)
     eye = np.eye(v, dtype=bool)
-    priority = np.random.default_rng(seed).random((3, v, v))
-    cur = np.array([scorer(j, np.flatnonzero(a[:, j])) for j in range(v)])
-    d_add = np.full((v, v), -np.inf)  # d_add[u, j]: gain of adding u -> j
-    d_del = np.full((v, v), -np.inf)  # d_del[u, j]: gain of deleting u -> j
+    priority = np.stack([np.random.default_rng(sd).random((3, v, v)) for sd in seeds])
+    cur = np.zeros((ns, v))
+    d_add = np.full((ns, v, v), -np.inf)  # d_add[s, u, j]: gain of adding u -> j
+    d_del = np.full((ns, v, v), -np.inf)  # d_del[s, u, j]: gain of deleting u -> j
+    npar = a.sum(1)
 
-    def refresh(j: int) -> None:
-        pa = set(np.flatnonzero(a[:, j]).tolist())
-        cur[j] = scorer(j, pa)
-        d_add[:, j] = d_del[:, j] = -np.inf
-        for u in pa:
-            d_del[u, j] = scorer(j, pa - {u}) - cur[j]
-        cand = [u for u in range(v) if u != j and u not in pa]
-        if cand and len(pa) < max_parents:  # a full parent set takes no additions
-            d_add[cand, j] = scorer.add_one(j, pa, cand) - cur[j]
+    def refresh(i: int, j: int) -> None:
+        pa = frozenset(np.flatnonzero(a[i, :, j]).tolist())
+        cur[i, j], d_add[i, :, j], d_del[i, :, j] = scorer.moves(j, pa, len(pa) < max_parents)
 
     for j in range(v):
-        refresh(j)
-    tabu: deque = deque(maxlen=max(tabu_length, 1))
-    best_a, best = a.copy(), cur.sum()
-    since_best = 0
+        refresh(0, j)
+    cur[1:], d_add[1:], d_del[1:] = cur[0], d_add[0], d_del[0]
+    r = np.repeat(_closure(start)[None], ns, axis=0)
+    tabu = [deque() for _ in range(ns)]
+    banned = np.zeros((ns, 3, v, v), dtype=np.int32)  # moves on the tabu list (counts)
+    best_a, best = a.copy(), cur.sum(1)
+    since_best = np.zeros(ns, dtype=np.int64)
+    live = np.ones(ns, dtype=bool)
+    base_add = allowed & ~eye
+    base_rev = ~required & allowed.T
     it = 0
-    with bar(total=max_iter, desc=desc, enabled=progress) as pbar:
-        while max_iter is None or it < max_iter:
+    with bar(total=None if max_iter is None else max_iter * ns, desc=desc, enabled=progress) as pbar:
+        while live.any() and (max_iter is None or it < max_iter):
             it += 1
-            r = _closure(a)
-            npar = a.sum(0)
-            room = npar < max_parents
-            ok_add = ~a & ~a.T & ~r.T & allowed & room[None, :] & ~eye
-            ok_del = a & ~required
-            other_path = (a.astype(np.int32) @ r.astype(np.int32)) > 0  # u -> w ~> j, w != j
-            ok_rev = a & ~required & allowed.T & room[:, None] & ~other_path
+            idx = np.flatnonzero(live)
+            al, rl = a[idx], r[idx]
+            room = npar[idx] < max_parents
+            ok = np.empty((len(idx), 3, v, v), dtype=bool)
+            ok[:, 0] = base_add & ~al & ~rl.transpose(0, 2, 1) & room[:, None, :]  # no path j ~> u
+            ok[:, 1] = al & ~required
+            # reversing u -> j is acyclic unless u reaches j another way: u -> w ~> j
+            other_path = np.matmul(al.astype(np.float32), rl.astype(np.float32)) > 0
+            ok[:, 2] = al & base_rev & room[:, :, None] & ~other_path
             if tabu_length:
-                for op, u, j in tabu:
-                    (ok_add if op == "+" else ok_del if op == "-" else ok_rev)[u, j] = False
-            g_add = np.where(ok_add, d_add, -np.inf)
-            g_del = np.where(ok_del, d_del, -np.inf)
-            g_rev = np.where(ok_rev, d_del + d_add.T, -np.inf)
-            gains = np.stack([g_add, g_del, g_rev])
-            gain = gains.max()
-            tol = 1e-9 * (1.0 + abs(cur.sum()))  # below rounding of the summed scores
-            if not np.isfinite(gain) or (not tabu_length and gain <= tol) or (sideways and gain < -tol):
-                break
-            # ties (score-equivalent moves, equal up to rounding) go to the move of highest
-            # random priority (``seed``): neither rounding noise nor the column order decides
-            k = int(np.argmax(np.where(gains >= gain - tol, priority, -1.0)))
-            op, u, j = np.unravel_index(k, gains.shape)
-            if op == 0:
-                a[u, j] = True
-                tabu.append(("-", u, j))
-                refresh(j)
-            elif op == 1:
-                a[u, j] = False
-                tabu.append(("+", u, j))
-                refresh(j)
-            else:
-                a[u, j], a[j, u] = False, True
-                tabu.append(("rev", j, u))
-                refresh(j)
-                refresh(u)
-            pbar.update(1)
-            total = cur.sum()
-            if total > best + tol:
-                best_a, best, since_best = a.copy(), total, 0
-            elif tabu_length:
-                since_best += 1
-                if since_best > patience:
-                    break
-    return best_a if tabu_length else a
+                ok &= banned[idx] == 0
+            gains = np.where(ok, np.stack([d_add[idx], d_del[idx], d_del[idx] + d_add[idx].transpose(0, 2, 1)], 1),
+                             -np.inf)
+            gain = gains.reshape(len(idx), -1).max(1)
+            tol = 1e-9 * (1.0 + np.abs(cur[idx].sum(1)))  # below rounding of the summed scores
+            stop = ~np.isfinite(gain)
+            if not tabu_length:
+                stop |= gain <= tol
+            if sideways:
+                stop |= gain < -tol
+            live[idx[stop]] = False
+            pick = np.where(gains >= (gain - tol)[:, None, None, None], priority[idx], -1.0)
+            ks = pick.reshape(len(idx), -1).argmax(1)
+            for i, k, halt, tol_i in zip(idx.tolist(), ks.tolist(), stop.tolist(), tol.tolist()):
+                if halt:
+                    continue
+                op, u, j = np.unravel_index(k, (3, v, v))
+                if op == 0:
+                    a[i, u, j] = True
+                    npar[i, j] += 1
+                    undo = (1, u, j)  # deleting it again
+                    refresh(i, j)
+                    src, dst = r[i, :, u].copy(), r[i, j, :].copy()
+                    src[u] = dst[j] = True
+                    r[i] |= src[:, None] & dst[None, :]
+                elif op == 1:
+                    a[i, u, j] = False
+                    npar[i, j] -= 1
+                    undo = (0, u, j)
+                    refresh(i, j)
+                    r[i] = _closure(a[i])
+                else:
+                    a[i, u, j], a[i, j, u] = False, True
+                    npar[i, j] -= 1
+                    npar[i, u] += 1
+                    undo = (2, j, u)
+                    refresh(i, j)
+                    refresh(i, u)
+                    r[i] = _closure(a[i])
+                if tabu_length:
+                    tabu[i].append(undo)
+                    banned[(i,) + undo] += 1
+                    if len(tabu[i]) > tabu_length:
+                        banned[(i,) + tabu[i].popleft()] -= 1
+                pbar.update(1)
+                total = cur[i].sum()
+                if total > best[i] + tol_i:
+                    best_a[i], best[i], since_best[i] = a[i], total, 0
+                elif tabu_length:
+                    since_best[i] += 1
+                    if since_best[i] > patience:
+                        live[i] = False
+    return list(best_a) if tabu_length else list(a)
 
 
 # ---- trees ------------------------------------------------------------------------------
@@ -318,10 +373,9 @@ def _max_tree(weights: np.ndarray, nodes: list[int], root: int) -> list[tuple[in
 
 
 # ---- PC-stable --------------------------------------------------------------------------
-def ci_test(counts: Counts, x: int, y: int, z: tuple[int, ...], test: str) -> float:
-    """p-value of ``X ⟂ Y | Z`` by the G² (likelihood-ratio) or Pearson χ² statistic,
-    summed over the configurations of Z, with ``(r_x - 1)(r_y - 1) q_z`` degrees of freedom
-    (Spirtes et al. 2000, §5.5)."""
+def ci_statistic(counts: Counts, x: int, y: int, z: tuple[int, ...], test: str,
+                 dof: str = "adjusted") -> tuple[float, int]:
+    """``(statistic, degrees of freedom)`` of :func:`ci_test` (same arguments)."""
     t = counts.table(list(z) + [x, y]).reshape(-1, counts.cards[x], counts.cards[y])
     nz = t.sum((1, 2), keepdims=True)
     e = t.sum(2, keepdims=True) * t.sum(1, keepdims=True) / np.where(nz > 0, nz, 1.0)
@@ -330,13 +384,41 @@ def ci_test(counts: Counts, x: int, y: int, z: tuple[int, ...], test: str) -> fl
             stat = 2.0 * np.where(t > 0, t * np.log(t / e), 0.0).sum()
         else:
             stat = np.where(e > 0, (t - e) ** 2 / e, 0.0).sum()
-    dof = (counts.cards[x] - 1) * (counts.cards[y] - 1) * t.shape[0]
+    if dof == "full":
+        return float(stat), max((counts.cards[x] - 1) * (counts.cards[y] - 1) * t.shape[0], 1)
+    rx = (t.sum(2) > 0).sum(1)  # states of X seen in each configuration of Z
+    ry = (t.sum(1) > 0).sum(1)
+    return float(stat), int((np.maximum(rx - 1, 0) * np.maximum(ry - 1, 0)).sum())
+
+
+def ci_test(counts: Counts, x: int, y: int, z: tuple[int, ...], test: str, dof: str = "adjusted") -> float:
+    """p-value of ``X ⟂ Y | Z`` by the G² (likelihood-ratio) or Pearson χ² statistic,
+    summed over the configurations of Z (Spirtes et al. 2000, §5.5).
+
+    Args:
+      counts: the data's counts; ``x``, ``y`` variable indices; ``z`` the conditioning set.
+      test: ``"g2"`` or ``"chi2"``.
+      dof: ``"adjusted"``: each configuration of Z contributes ``(r'_x - 1)(r'_y - 1)``
+        degrees of freedom, ``r'`` the number of states of X (of Y) that occur in it, and
+        configurations that never occur contribute none — the structural zeros of a sparse
+        table estimate nothing (Fienberg 1977; as Tetrad's and pgmpy's tests, and pcalg's
+        ``adaptDF``); with no degree of freedom left the statistic is 0 and the test cannot
+        reject independence (p = 1; pgmpy's p-value is NaN there, which its comparison reads
+        as dependent — keeping every edge whose tests run out of data, and the conditioning
+        sets growing with them). ``"full"``: ``(r_x - 1)(r_y - 1) q_z`` whatever the data,
+        which at small N and large Z makes almost every test pass.
+
+    Returns:
+      The p-value (a float)."""
+    stat, df = ci_statistic(counts, x, y, z, test, dof)
+    if df == 0:
+        return 1.0
     from scipy.stats import chi2  # scipy.stats takes a second to import: only PC needs it
-    return float(chi2.sf(stat, max(dof, 1)))
+    return float(chi2.sf(stat, df))
 
 
 def pc_stable(counts: Counts, v: int, alpha: float, test: str, max_cond: int | None,
-              progress: bool | None = None) -> np.ndarray:
+              progress: bool | None = None, dof: str = "adjusted") -> np.ndarray:
     """PC-stable: skeleton (adjacencies frozen per level, so the result does not depend on
     the variable order), v-structures, Meek rules R1-R4, then a DAG in the CPDAG's class."""
     adj = ~np.eye(v, dtype=bool)
@@ -353,7 +435,7 @@ def pc_stable(counts: Counts, v: int, alpha: float, test: str, max_cond: int | N
                 others = [k for k in np.flatnonzero(frozen[i]) if k != j]
                 for z in itertools.combinations(others, level):
                     pbar.update(1)
-                    if ci_test(counts, i, j, z, test) > alpha:
+                    if ci_test(counts, i, j, z, test, dof) > alpha:
                         adj[i, j] = adj[j, i] = False
                         sepset[frozenset((i, j))] = set(z)
                         break
@@ -575,7 +657,7 @@ def learn_structure(cls: type, data: Any, method: str = "hill-climb", score: str
                     start: Any = None, states: Any = None, seed: int | None = None,
                     **options: Any) -> Any:
     """See :meth:`BayesianNetwork.learn_structure`."""
-    known = ("ess", "class_variable", "root", "significance_level", "ci_test", "max_cond_vars",
+    known = ("ess", "class_variable", "root", "significance_level", "ci_test", "max_cond_vars", "dof",
              "tabu_length", "patience", "max_iter", "pseudo_count", "em_steps", "progress", "restarts")
     check_options("learn_structure", {k: o for k, o in options.items() if k not in known}, known)
     ess = options.get("ess", 10.0)
@@ -614,7 +696,7 @@ def learn_structure(cls: type, data: Any, method: str = "hill-climb", score: str
     for k in ("tabu_length", "patience"):
         if k in options and method not in ("hill-climb", "tabu"):
             raise ValueError(f"{k} is an option of method='hill-climb' and method='tabu'")
-    for k in ("significance_level", "ci_test", "max_cond_vars"):
+    for k in ("significance_level", "ci_test", "max_cond_vars", "dof"):
         if k in options and method != "pc":
             raise ValueError(f"{k} is an option of method='pc'")
     if "class_variable" in options and method != "tan":
@@ -659,12 +741,13 @@ def learn_structure(cls: type, data: Any, method: str = "hill-climb", score: str
         def run(counts: Counts, a_start: np.ndarray) -> np.ndarray:
             # one search per tie-breaking seed, sharing the cache of local scores; the graph
             # of highest score wins (only the score decides: nothing else is looked at)
+            # (score-equivalent graphs tie up to rounding: the earliest restart keeps them, so
+            # neither summation order nor float noise picks among equal scores)
             scorer = Scorer(counts, score, ess)
             best, best_s = None, -np.inf
-            for s_ in seeds:
-                a = search(scorer, v, start=a_start, seed=int(s_), **kw)
+            for a in search(scorer, v, start=a_start, seeds=[int(s_) for s_ in seeds], **kw):
                 total = sum(scorer(j, np.flatnonzero(a[:, j])) for j in range(v))
-                if total > best_s:
+                if best is None or total > best_s + 1e-9 * (1.0 + abs(best_s)):
                     best, best_s = a, total
             return best
 
@@ -686,7 +769,10 @@ def learn_structure(cls: type, data: Any, method: str = "hill-climb", score: str
             raise ValueError(f"significance_level must be a float in (0, 1), got {alpha!r}")
         if test not in CI_TESTS:
             raise ValueError(f"unknown ci_test {test!r}; tests: {', '.join(CI_TESTS)}")
-        a = pc_stable(counts, v, alpha, test, options.get("max_cond_vars"), progress)
+        dof = options.get("dof", "adjusted")
+        if dof not in DOF_RULES:
+            raise ValueError(f"unknown dof rule {dof!r}; rules: {', '.join(DOF_RULES)}")
+        a = pc_stable(counts, v, alpha, test, options.get("max_cond_vars"), progress, dof)
     elif method == "chow-liu":
         root = options.get("root", vs[0])
         if root not in index:
