@@ -3,7 +3,7 @@ stratified cross-validation: AODE (Webb et al. 2005), naive Bayes, a per-class m
 of categoricals (the generative classifier by Bayes' rule), and logistic regression
 (scikit-learn, the discriminative baseline, on the same one-hot features).
 
-    python benchmarks/aode.py [--bins 5] [--folds 5]
+    python benchmarks/aode.py [--bins 5] [--folds 5] [--json docs/benchmarks/aode.json]
 
 Data: scikit-learn's bundled breast-cancer, wine and digits sets (loaded offline),
 each feature cut into ``--bins`` quantile bins whose edges come from the training fold
@@ -63,6 +63,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bins", type=int, default=5)
     ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--json", default=None, metavar="PATH", help="write the table(s) as JSON (docs/benchmarks/aode.json; benchmarks/_tables.py)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
@@ -70,8 +71,10 @@ def main() -> None:
             "digits": load_digits(return_X_y=True)}
     print(f"{args.folds}-fold stratified CV, features cut into {args.bins} quantile bins (edges from the "
           "training fold)\n")
-    print("| data (N x D, classes) | classifier | accuracy | log-loss | seconds |")
-    print("|---|---|---|---|---|")
+    from _tables import emit, table
+    columns = ["data (N x D, classes)", "classifier", "accuracy", "log-loss", f"fit+predict s ({args.folds} folds)"]
+    print("| " + " | ".join(columns) + " |\n|---|---|---|---|---|")
+    rows = []
     for name, (x, y) in sets.items():
         c = int(y.max()) + 1
         folds = list(StratifiedKFold(args.folds, shuffle=True, random_state=0).split(x, y))
@@ -84,8 +87,11 @@ def main() -> None:
                 secs += time.perf_counter() - t
                 accs.append(float((p.argmax(1) == y[te]).mean()))
                 losses.append(log_loss(y[te], np.clip(p, 1e-15, 1), labels=list(range(c))))
-            print(f"| {name} ({x.shape[0]} x {x.shape[1]}, {c}) | {label} | {np.mean(accs):.3f} | "
-                  f"{np.mean(losses):.3f} | {secs:.1f} |", flush=True)
+            rows.append([f"{name} ({x.shape[0]} x {x.shape[1]}, {c})", label, f"{np.mean(accs):.3f}",
+                         f"{np.mean(losses):.3f}", f"{secs:.1f}"])
+            print("| " + " | ".join(rows[-1]) + " |", flush=True)
+    emit(args.json, f"python benchmarks/aode.py --bins {args.bins} --folds {args.folds}",
+         {"classifiers": table(columns, rows)}, show=False)
 
 
 if __name__ == "__main__":

@@ -117,23 +117,30 @@ def main() -> None:
     ap.add_argument("--networks", default=",".join(NETWORKS))
     ap.add_argument("--queries", type=int, default=50)
     ap.add_argument("--rows", type=int, default=1000)
+    ap.add_argument("--json", default=None, metavar="PATH", help="write the table(s) as JSON (docs/benchmarks/bn.json; benchmarks/_tables.py)")
     args = ap.parse_args()
     logging.disable(logging.WARNING)
     warnings.filterwarnings("ignore")
     print(f"single: {args.queries} queries x 3 evidence vars, one call each; batched: 1 target, "
           f"{args.rows} rows x 5 observed vars (pgmpy row by row, probgen one call)\n")
-    print("| network | vars | single: probgen ms/query | pgmpy ms/query | ratio | batched: probgen ms | "
-          "pgmpy ms | ratio | 10% missing: probgen ms | pgmpy ms | ratio | max abs diff |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    from _tables import emit, table
+    columns = ["network", "vars", "single: probgen ms/query", "pgmpy ms/query", "ratio",
+               f"batched {args.rows:,} rows: probgen ms", "pgmpy ms", "ratio", "10% cells missing: probgen ms", "pgmpy ms",
+               "ratio", "max abs diff"]
+    print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
+    rows = []
     for name in args.networks.split(","):
         r = run(name, args.queries, args.rows)
         err = max(r["single_err"], r["batch_err"])
-        print(f"| {name} | {r['vars']} | {r['single_ours_ms']:.3f} | {r['single_pgmpy_ms']:.3f} | "
-              f"{r['single_ratio']:.1f}x | {r['batch_ours_ms']:.2f} | {r['batch_pgmpy_ms']:.0f} | "
-              f"{r['batch_ratio']:.0f}x | {r['gap_ours_ms']:.1f} | {r['gap_pgmpy_ms']:.0f} | "
-              f"{r['gap_ratio']:.0f}x | {err:.1e} |", flush=True)
+        rows.append([name, r['vars'], f"{r['single_ours_ms']:.3f}", f"{r['single_pgmpy_ms']:.3f}",
+                     f"{r['single_ratio']:.1f}x", f"{r['batch_ours_ms']:.2f}", f"{r['batch_pgmpy_ms']:.0f}",
+                     f"{r['batch_ratio']:.0f}x", f"{r['gap_ours_ms']:.1f}", f"{r['gap_pgmpy_ms']:.0f}",
+                     f"{r['gap_ratio']:.0f}x", f"{err:.1e}"])
+        print("| " + " | ".join(map(str, rows[-1])) + " |", flush=True)
         if err > 1e-9:
             raise SystemExit(f"{name}: answers differ from pgmpy by {err:.2e} > 1e-9")
+    emit(args.json, f"python benchmarks/bn.py --queries {args.queries} --rows {args.rows}", {"queries": table(columns, rows)},
+         show=False)
 
 
 if __name__ == "__main__":

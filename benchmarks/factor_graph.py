@@ -2,7 +2,7 @@
 pgmpy (variable elimination / belief propagation on a junction tree), same model, same
 process.
 
-    python benchmarks/factor_graph.py [--repeat 5]
+    python benchmarks/factor_graph.py [--repeat 5] [--json docs/benchmarks/factor_graph.json]
 
 Models: n×n grid Markov random fields with random log-potentials (cardinality k) and
 random unary terms. Tasks: log Z (pgmpy: variable elimination); every variable's marginal given evidence on one corner;
@@ -64,7 +64,7 @@ def best(fn, repeat):
     return out, min(times)
 
 
-def main(repeat: int) -> None:
+def main(repeat: int, json_path: str | None = None) -> None:
     from pgmpy.inference import BeliefPropagation, VariableElimination
     rows = []
     for n, k in ((3, 2), (4, 2), (4, 3), (5, 2)):
@@ -99,13 +99,15 @@ def main(repeat: int) -> None:
         assert abs(float(fg.unnormalized_log_prob(None, x(map_pg)) - fg.unnormalized_log_prob(None, x(map_peer)))) < 1e-8
         rows.append((f"{n}x{n} grid, k={k}", "MAP given evidence", t_pg, t_peer))
 
-    print("| model | task | probgen (ms) | pgmpy (ms) | pgmpy / probgen |")
-    print("|---|---|---|---|---|")
-    for model, task, a, b in rows:
-        print(f"| {model} | {task} | {a * 1e3:.1f} | {b * 1e3:.1f} | {b / a:.1f}× |")
+    from _tables import emit, table
+    emit(json_path, f"python benchmarks/factor_graph.py --repeat {repeat}", {"grids": table(
+        ["model", "task", "probgen (ms)", "pgmpy (ms)", "pgmpy / probgen"],
+        [[model, task, f"{a * 1e3:.1f}", f"{b * 1e3:.1f}", f"{b / a:.1f}×"] for model, task, a, b in rows])})
 
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeat", type=int, default=5)
-    main(p.parse_args().repeat)
+    p.add_argument("--json", default=None, metavar="PATH", help="write the table(s) as JSON (docs/benchmarks/factor_graph.json; benchmarks/_tables.py)")
+    a = p.parse_args()
+    main(a.repeat, a.json)

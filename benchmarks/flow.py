@@ -7,7 +7,7 @@ probgen's flows standardise the data (a fixed affine last transform); for a like
 NLL, zuko is also trained on the standardised data ("zuko std"), its NLL corrected by the
 standardisation's log-determinant (time not compared: the same training loop).
 
-    python benchmarks/flow.py [--steps 3000]
+    python benchmarks/flow.py [--steps 3000] [--json docs/benchmarks/flow.json]
 """
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--json", default=None, metavar="PATH", help="write the table(s) as JSON (docs/benchmarks/flow.json; benchmarks/_tables.py)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     pg.set_num_threads(args.threads)  # probgen's calls use the same count (their default is 1)
@@ -69,6 +70,14 @@ def main() -> None:
         name = "NSF" if kind == "spline" else "MAF"
         print(f"{name:8} {pnll:12.4f} {znll:9.4f} {pnll - znll:+7.4f} {snll:13.4f} {pnll - snll:+9.4f} "
               f"{pt:10.1f} {zt:7.1f} {pt / zt:10.2f} {pn:>8}/{zn}")
+    from _tables import emit, table
+    sign = lambda v: f"{v:+.3f}".replace("-", "−")  # noqa: E731
+    emit(args.json, f"python benchmarks/flow.py --steps {args.steps} --threads {args.threads}", {"two-moons": table(
+        ["flow", "probgen test NLL", "zuko test NLL", "Δ NLL", "zuko on standardised data", "Δ NLL",
+         "time ratio probgen / zuko", "parameters"],
+        [[("NSF (`kind=\"spline\"`)" if kind == "spline" else "MAF (`kind=\"maf\"`)"), f"{pnll:.4f}", f"{znll:.4f}",
+          sign(pnll - znll), f"{snll:.4f}", sign(pnll - snll), f"{pt / zt:.2f}", f"{pn:,} / {zn:,}"]
+         for kind, pnll, znll, snll, pt, zt, pn, zn in rows])})
 
 
 if __name__ == "__main__":

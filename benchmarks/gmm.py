@@ -6,6 +6,7 @@ iterations with tol=0 (both run every iteration), both on the same number of thr
 iteration, the ratio, and the final log-likelihood (mean per example) of each.
 
     python benchmarks/gmm.py [--n 100000] [--d 16] [--k 16] [--iters 20] [--threads 2] [--repeats 3]
+        [--json docs/benchmarks/gmm.json]   # one row per --threads, merged into the file's rows
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ def main() -> None:
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3, help="best of this many timed runs each")
+    p.add_argument("--json", default=None, metavar="PATH", help="write the table(s) as JSON (docs/benchmarks/gmm.json; benchmarks/_tables.py)")
     a = p.parse_args()
 
     from sklearn.mixture import GaussianMixture as SkGMM
@@ -93,6 +95,13 @@ def main() -> None:
           f"log-likelihood relative difference: {rel:.1e}   max |means difference|: {mean_diff:.1e}")
     print("(on a machine shared with other jobs, wall time is noisy; with --threads 1 the CPU "
           "time is the cleaner measure)")
+    from _tables import emit, table
+    # one row per thread count: run once per --threads; --json merges the rows by thread count
+    emit(a.json, "python benchmarks/gmm.py --threads T", {"threads": table(
+        ["threads", f"scikit-learn s/iter", "probgen s/iter", "speed-up (wall)", "speed-up (CPU time)",
+         "log-lik relative difference"],
+        [[a.threads, f"{s_sk:.3f}", f"{s_pg:.3f}", f"{s_sk / s_pg:.1f}×", f"{c_sk / c_pg:.1f}×",
+          "0" if rel == 0 else f"{rel:.1e}"]])}, merge=True)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ one thread (torch.set_num_threads(1); threadpoolctl limits NumPy's BLAS to one).
 probgen's forward–backward and Viterbi loops are compiled by Numba on first use (then
 cached on disk): a tiny fit runs first, and its time is printed separately.
 
-Run: python benchmarks/hmm.py [--quick]
+Run: python benchmarks/hmm.py [--quick] [--json docs/benchmarks/hmm.json]
 """
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def case(name, model, B, T, iters, hl, implementation):
             "same_paths": float((paths == their_paths).mean())}
 
 
-def main(quick: bool = False) -> None:
+def main(quick: bool = False, json_path: str | None = None) -> None:
     from hmmlearn import hmm as hl
     B, T, iters = (40, 200, 5) if quick else (200, 500, 10)
     torch.set_num_threads(1)
@@ -96,14 +96,14 @@ def main(quick: bool = False) -> None:
                 rows.append(case(f"{name} (hmmlearn {implementation})", model, B, T, iters, hl, implementation))
     print(f"{B} sequences x {T} steps, {iters} Baum-Welch iterations, 1 thread each")
     print(f"first probgen call (compiles the Numba kernels, or loads them from the disk cache): {first:.2f} s\n")
-    print("| case | probgen s/iter | hmmlearn s/iter | speed-up | probgen Viterbi s | hmmlearn Viterbi s "
-          "| speed-up | log-lik rel. diff | same Viterbi states |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['case']} | {r['ours_iter']:.3f} | {r['their_iter']:.3f} | {r['their_iter'] / r['ours_iter']:.1f}x "
-              f"| {r['ours_vit']:.3f} | {r['their_vit']:.3f} | {r['their_vit'] / r['ours_vit']:.1f}x "
-              f"| {r['rel_ll']:.1e} | {100 * r['same_paths']:.2f}% |")
+    from _tables import emit, table
+    emit(json_path, "python benchmarks/hmm.py" + (" --quick" if quick else ""), {"baum_welch": table(
+        ["case", "probgen s/iter", "hmmlearn s/iter", "speed-up", "probgen Viterbi s", "hmmlearn Viterbi s",
+         "speed-up", "log-lik rel. diff", "same Viterbi states"],
+        [[r['case'], f"{r['ours_iter']:.3f}", f"{r['their_iter']:.3f}", f"{r['their_iter'] / r['ours_iter']:.1f}x",
+          f"{r['ours_vit']:.3f}", f"{r['their_vit']:.3f}", f"{r['their_vit'] / r['ours_vit']:.1f}x",
+          f"{r['rel_ll']:.1e}", f"{100 * r['same_paths']:.2f}%"] for r in rows])})
 
 
 if __name__ == "__main__":
-    main(quick="--quick" in sys.argv)
+    main(quick="--quick" in sys.argv, json_path=sys.argv[sys.argv.index("--json") + 1] if "--json" in sys.argv else None)

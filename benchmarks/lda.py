@@ -74,6 +74,7 @@ def probgen_fit(engine, **options):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--figure", default=None, help="write the top words of probgen's meanfield fit here")
+    ap.add_argument("--json", default=None, metavar="PATH", help="write the table(s) as JSON (docs/benchmarks/lda.json; benchmarks/_tables.py)")
     args = ap.parse_args()
     corpus = load_lee()
     train, test = corpus.subset(range(250)), corpus.subset(range(250, 300))
@@ -118,12 +119,14 @@ def main() -> None:
     best = min(np.mean(r[2]) for r in results if r[4])
     print(f"\nLee corpus: 250 training / 50 held-out documents, V = {corpus.vocab_size}, K = {K}, "
           f"{train.n_tokens} training tokens; seeds {SEEDS} (Gibbs: seed 0)\n")
-    print("| method | fit s | × fastest peer | held-out perplexity | × best peer | UMass coherence |")
-    print("|---|---|---|---|---|---|")
+    from _tables import emit, table
+    rows = []
     for name, t, ppl, coh, _ in results:
         sd = f" ± {np.std(ppl):.0f}" if len(ppl) > 1 else ""
-        print(f"| {name} | {t:.2f} | {t / fastest:.2f} | {np.mean(ppl):.0f}{sd} | {np.mean(ppl) / best:.3f} "
-              f"| {np.mean(coh):.1f} |")
+        rows.append([name, f"{t:.2f}", f"{t / fastest:.2f}", f"{np.mean(ppl):.0f}{sd}", f"{np.mean(ppl) / best:.3f}",
+                     f"{np.mean(coh):.1f}"])
+    emit(args.json, "python benchmarks/lda.py", {"lee": table(
+        ["method", "fit s", "× fastest peer", "held-out perplexity", "× best peer", "UMass coherence"], rows)})
     print("\nTop words per topic, probgen meanfield (seed 0):")
     for k, words in enumerate(first_fit.model.top_words(first_fit.params, 8, corpus.vocab)):
         print(f"  {k}: {' '.join(words)}")

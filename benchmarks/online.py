@@ -38,8 +38,12 @@ def simulate(n: int, d: int, k: int, seed: int = 0) -> np.ndarray:
     return centers[z] + np.einsum("nij,nj->ni", a[z], rng.normal(size=(n, d))) + 0.3 * rng.normal(size=(n, d))
 
 
+HEADER = ("| run | seconds | ratio to scikit-learn | log-likelihood / row | iterations |\n"
+          "|---|---|---|---|---|")
+
+
 def table_row(r: dict) -> str:
-    """One README row from a JSON row."""
+    """One docs-table row from a JSON row (the table: ``HEADER`` and these rows)."""
     return (f"| {r['name']} | {r['seconds']:.2f} | {r['ratio']:.2f} | {r['log_likelihood']:.4f} | "
             f"{r['iterations']} |")
 
@@ -118,8 +122,7 @@ def main() -> None:
          "iterations": f"{len(ba.history)} EM iterations"},
     ]
     print(f"N={a.n:,} D={a.d} K={a.k} full; one thread each; best of {a.repeats}")
-    print("| run | seconds | ratio to scikit-learn | log-likelihood / row | iterations |")
-    print("|---|---|---|---|---|")
+    print(HEADER)
     for r in rows:
         print(table_row(r))
     print(f"the start (k-means++ on one {a.chunk:,}-row chunk): {start_seconds:.2f} s")

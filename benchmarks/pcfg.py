@@ -152,17 +152,18 @@ def plot(rows, path):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--json", default=None, metavar="PATH", help="write the table(s) as JSON (docs/benchmarks/pcfg.json; benchmarks/_tables.py)")
     args = ap.parse_args()
     n = 40 if args.quick else 200
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
     rows = [compare("toy_pcfg1", TOY_PCFG1, n, 12), compare("toy_pcfg2", TOY_PCFG2, n, 12)]
-    print("\n| grammar | sentences (mean words) | best parses: probgen / NLTK (ms) | ratio | inside: probgen / NLTK (ms) "
-          "| ratio | max rel. diff (inside, best) | same best trees |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['grammar']} | {r['n']} ({r['mean_len']:.1f}) | {r['t_map'] * 1e3:.2f} / {r['n_map'] * 1e3:.0f} | "
-              f"{r['n_map'] / r['t_map']:.0f}× | {r['t_in'] * 1e3:.2f} / {r['n_in'] * 1e3:.0f} | {r['n_in'] / r['t_in']:.0f}× | "
-              f"{r['err_in']:.1e}, {r['err_map']:.1e} | {r['same']}/{r['n']} |")
+    from _tables import emit, table
+    emit(args.json, "python benchmarks/pcfg.py" + (" --quick" if args.quick else ""), {"parsing": table(
+        ["grammar", "sentences (mean words)", "best parses: probgen / NLTK (ms)", "ratio", "inside: probgen / NLTK (ms)",
+         "ratio", "max rel. diff (inside, best)", "same best trees"],
+        [[r['grammar'], f"{r['n']} ({r['mean_len']:.1f})", f"{r['t_map'] * 1e3:.2f} / {r['n_map'] * 1e3:.0f}",
+          f"{r['n_map'] / r['t_map']:.0f}×", f"{r['t_in'] * 1e3:.2f} / {r['n_in'] * 1e3:.0f}", f"{r['n_in'] / r['t_in']:.0f}×",
+          f"{r['err_in']:.1e}, {r['err_map']:.1e}", f"{r['same']}/{r['n']}"] for r in rows])})
     print("\n(differing best trees are exact ties between PP attachments; their probabilities agree)\n")
     lengths = [10, 20] if args.quick else [10, 15, 20, 25, 30, 35, 40]
     print("time per sentence against length, bundled grammar:")

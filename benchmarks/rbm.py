@@ -9,7 +9,7 @@ with the same number of threads.
 Speed: both train with PCD-1 (scikit-learn's algorithm: persistent chains, one Gibbs
 step, n_chains = batch size); probgen in its default float32 training precision (and,
 for reference, float64). Quality: exact test log-likelihood of both PCD-1 and probgen's
-default CD-1, three seeds each. Run:  python benchmarks/rbm.py [--quick]
+default CD-1, three seeds each. Run:  python benchmarks/rbm.py [--quick] [--json docs/benchmarks/rbm.json]
 """
 from __future__ import annotations
 
@@ -58,6 +58,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="fewer epochs and rows in (b)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--epochs-b", type=int, default=5)
+    ap.add_argument("--json", default=None, metavar="PATH", help="write the table(s) as JSON (docs/benchmarks/rbm.json; benchmarks/_tables.py)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     pg.set_num_threads(args.threads)  # probgen's calls use the same count (their default is 1)
@@ -94,15 +95,14 @@ def main():
                 f, _ = pg_fit(x_train, 12, 20, 0.05, 30, seed=seed, persistent=pers)
                 ll[name].append(exact_test_ll(f.params, x_train, x_test))
     print(f"threads: {args.threads}")
-    print("| case | scikit-learn s/epoch | probgen s/epoch | speed-up |")
-    print("|---|---:|---:|---:|")
-    for name, s, p in rows:
-        print(f"| {name} | {s:.4f} | {p:.4f} | {s / p:.2f}× |")
-    print()
-    print("| 12-hidden RBM, batch 20, lr 0.05, 30 epochs | exact test log-likelihood, nats/image (seeds 0, 1, 2) | mean |")
-    print("|---|---:|---:|")
-    for name, vals in ll.items():
-        print(f"| {name} | {', '.join(f'{v:.2f}' for v in vals)} | {np.mean(vals):.2f} |")
+    from _tables import emit, table
+    emit(args.json, "python benchmarks/rbm.py" + (" --quick" if args.quick else ""), {
+        "speed": table(["case", "scikit-learn s/epoch", "probgen s/epoch", "speed-up"],
+                       [[name, f"{s:.4f}", f"{p:.4f}", f"{s / p:.2f}×"] for name, s, p in rows], ["", "r", "r", "r"]),
+        "quality": table(["12-hidden RBM, batch 20, lr 0.05, 30 epochs",
+                          f"exact test log-likelihood, nats/image (seeds {', '.join(map(str, seeds))})", "mean"],
+                         [[name, ", ".join(f"{v:.2f}" for v in vals), f"{np.mean(vals):.2f}"] for name, vals in ll.items()],
+                         ["", "r", "r"])})
 
 
 if __name__ == "__main__":

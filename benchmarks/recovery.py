@@ -195,15 +195,22 @@ def main() -> None:
                "peer_only": [s for s in range(a.seeds) if peer[0] is not None and peer[s] and not ours[k][s]],
                "probgen_failed": [s for s in range(a.seeds) if not ours[k][s]]}
         rows.append(row)
-    print(f"\n| model | peer | probgen recovered | peer recovered | seeds the peer recovers and probgen misses |")
-    print("|---|---|---|---|---|")
-    for r in rows:
-        peer = "—" if r["peer_recovered"] is None else f"{r['peer_recovered']}/{r['seeds']}"
-        print(f"| {r['model']} | {r['peer']} | {r['probgen']}/{r['seeds']} | {peer} | "
-              f"{', '.join(map(str, r['peer_only'])) or 'none'} |")
+    doc = {"command": "python benchmarks/recovery.py --seeds %d" % a.seeds, "rows": rows}
+    print("\n" + table(doc))
     if a.json:
         with open(a.json, "w") as fh:
-            json.dump({"command": "python benchmarks/recovery.py --seeds %d" % a.seeds, "rows": rows}, fh, indent=1)
+            json.dump(doc, fh, indent=1)
+
+
+def table(doc: dict) -> str:
+    """The docs' table (Markdown) from the JSON ``main`` writes."""
+    out = ["| model | peer | probgen recovered | peer recovered | seeds the peer recovers and probgen misses |",
+           "|---|---|---|---|---|"]
+    for r in doc["rows"]:
+        peer = "—" if r["peer_recovered"] is None else f"{r['peer_recovered']}/{r['seeds']}"
+        out.append(f"| {r['model']} | {r['peer']} | {r['probgen']}/{r['seeds']} | {peer} | "
+                   f"{', '.join(map(str, r['peer_only'])) or 'none'} |")
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

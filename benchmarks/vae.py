@@ -89,6 +89,7 @@ def main():
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--k", type=int, default=5000, help="importance samples of the IWAE bound")
     p.add_argument("--rounds", type=int, default=4, help="alternating short timing runs per loop")
+    p.add_argument("--json", default=None, metavar="PATH", help="write the table(s) as JSON (docs/benchmarks/vae.json; benchmarks/_tables.py)")
     args = p.parse_args()
     torch.set_num_threads(1)  # a shared machine: one thread each, no oversubscription noise
 
@@ -134,11 +135,13 @@ def main():
     print(f"VAE {x.shape[1]}-{HIDDEN}-{LATENT}, binarised digits: {len(x_train)} train / {len(x_test)} test, "
           f"batch {args.batch_size}, lr {args.lr}, {args.epochs} epochs")
     print()
-    print("| | probgen svi | plain Pyro SVI | ratio |")
-    print("|---|---|---|---|")
-    print(f"| CPU seconds / epoch ({cpu['ours'][1]} epochs each) | {so:.4f} | {sp:.4f} | {so / sp:.2f} |")
-    print(f"| test NLL, IWAE-{args.k} (nats) | {nll_ours:.2f} | {nll_plain:.2f} | {nll_ours / nll_plain:.3f} |")
-    print(f"| test −ELBO (nats) | {elbo_ours:.2f} | | |")
+    from _tables import emit, table
+    emit(args.json, f"python benchmarks/vae.py --epochs {args.epochs} --k {args.k}", {"digits": table(
+        [f"VAE {x.shape[1]}-{HIDDEN}-{LATENT}, binarised digits, {args.epochs} epochs, batch {args.batch_size}",
+         "probgen svi", "plain Pyro SVI", "ratio"],
+        [[f"CPU seconds / epoch ({cpu['ours'][1]} epochs each, one thread)", f"{so:.4f}", f"{sp:.4f}", f"{so / sp:.2f}"],
+         [f"test NLL, IWAE-{args.k} (nats)", f"{nll_ours:.2f}", f"{nll_plain:.2f}", f"{nll_ours / nll_plain:.2f}"],
+         ["test −ELBO (nats)", f"{elbo_ours:.2f}", "", ""]])})
 
 
 if __name__ == "__main__":

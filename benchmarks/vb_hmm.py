@@ -10,7 +10,7 @@ seconds per iteration, against both of hmmlearn's implementations ("log", its de
 −D/2 log 2π per step, added back). One thread each (torch.set_num_threads(1),
 threadpoolctl for NumPy); a one-iteration warm-up fit first (Numba's compiled kernels).
 
-Run: python benchmarks/vb_hmm.py [--quick]
+Run: python benchmarks/vb_hmm.py [--quick] [--json docs/benchmarks/vb_hmm.json]
 """
 from __future__ import annotations
 
@@ -71,18 +71,22 @@ def case(kind: str, B: int, T: int, K: int = 8, D: int = 4, V: int = 32, iters: 
             "probgen": ours, "hmmlearn": theirs, "rel": rel}
 
 
-def main(quick: bool = False) -> None:
+def main(quick: bool = False, json_path: str | None = None) -> None:
     torch.set_num_threads(1)
     B, T = (20, 100) if quick else (100, 500)
     print(f"{B} sequences x {T} steps, 20 VB iterations from the same start\n")
-    print("| case | probgen s/iter | hmmlearn s/iter | speed-up | final ELBO rel. diff |")
-    print("|---|---|---|---|---|")
+    from _tables import emit, table
+    columns = ["case", "probgen s/iter", "hmmlearn s/iter", "speed-up", "final ELBO rel. diff"]
+    print("| " + " | ".join(columns) + " |\n|---|---|---|---|---|")
+    rows = []
     for kind in ("categorical", "full"):
         for implementation in ("log", "scaling"):
             r = case(kind, B, T, implementation=implementation)
-            print(f"| {r['case']} | {r['probgen']:.4f} | {r['hmmlearn']:.4f} | {r['hmmlearn'] / r['probgen']:.1f}x "
-                  f"| {r['rel']:.1e} |")
+            rows.append([r['case'], f"{r['probgen']:.4f}", f"{r['hmmlearn']:.4f}", f"{r['hmmlearn'] / r['probgen']:.1f}x",
+                         f"{r['rel']:.1e}"])
+            print("| " + " | ".join(rows[-1]) + " |", flush=True)
+    emit(json_path, "python benchmarks/vb_hmm.py" + (" --quick" if quick else ""), {"vb": table(columns, rows)}, show=False)
 
 
 if __name__ == "__main__":
-    main("--quick" in sys.argv)
+    main("--quick" in sys.argv, sys.argv[sys.argv.index("--json") + 1] if "--json" in sys.argv else None)

@@ -3,6 +3,7 @@ with annealed importance sampling, and draw samples, filters and the model graph
 
     python examples/boltzmann_digits.py            # writes docs/img/boltzmann_*.png|svg
     python examples/boltzmann_digits.py --quick    # a smoke run
+    python examples/boltzmann_digits.py --json docs/benchmarks/boltzmann_digits.json   # the docs' table
 
 Test log-likelihood (nats per image, the fixed 20 % test split): log p*(v) with the hidden
 units summed out (RBM: exactly; DBM: the odd layer exactly, the even one by importance
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 import torch
@@ -30,6 +32,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=IMG)
+    ap.add_argument("--json", default=None, metavar="PATH", help="write the table(s) as JSON (docs/benchmarks/boltzmann_digits.json; benchmarks/_tables.py)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     epochs = 3 if args.quick else 100
@@ -68,10 +71,12 @@ def main():
             except ValueError as exc:  # no Graphviz
                 print(exc)
     render(RBM(6, 4), os.path.join(args.out, "boltzmann_rbm_units.svg"), expand=True)
-    print("| model | train LL | test LL | log Z (AIS) ± s.e. | kind | train s |")
-    print("|---|---:|---:|---:|---|---:|")
-    for name, tr, te, z, se, kind, s in rows:
-        print(f"| {name} | {tr:.2f} | {te:.2f} | {z:.2f} ± {se:.2f} | {kind} | {s:.0f} |")
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks"))
+    from _tables import emit, table  # the benchmarks' shared JSON table format
+    emit(args.json, "python examples/boltzmann_digits.py" + (" --quick" if args.quick else ""), {"digits": table(
+        ["model", "train LL", "test LL", "log Z (AIS) ± s.e.", "kind", "train s"],
+        [[name, f"{tr:.2f}", f"{te:.2f}", f"{z:.2f} ± {se:.2f}", kind, f"{s:.0f}"] for name, tr, te, z, se, kind, s in rows],
+        ["", "r", "r", "r", "", "r"])})
 
 
 if __name__ == "__main__":

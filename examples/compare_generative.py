@@ -4,12 +4,14 @@ data (Gaussian kernel, median-heuristic bandwidth fixed per data set) and the mo
 log-likelihood where it has one (exact, a bound or an estimate, as `log_prob_kind` says).
 Writes docs/img/compare_<data>.png (sample grids) and prints Markdown tables.
 
-    python examples/compare_generative.py [--quick]
+    python examples/compare_generative.py [--quick] [--json docs/benchmarks/compare_generative.json]
 """
 from __future__ import annotations
 
 import argparse
 import math
+import os
+import sys
 import time
 
 import matplotlib
@@ -52,7 +54,7 @@ def candidates(dim: int, binary: bool, quick: bool) -> list[tuple[str, object, d
     return out
 
 
-def run(name: str, x: torch.Tensor, binary: bool, quick: bool) -> list[str]:
+def run(name: str, x: torch.Tensor, binary: bool, quick: bool) -> tuple[list[str], list[list[str]]]:
     train, test = split(x, test_fraction=0.2, seed=0)
     h = median_bandwidth(test)
     rows, grids = [], []
@@ -62,17 +64,16 @@ def run(name: str, x: torch.Tensor, binary: bool, quick: bool) -> list[str]:
             fit = pg.fit(model, train, seed=0, progress=False, **opts)
             res = evaluate(fit, test, num_samples=1000, seed=0, bandwidth=h)
         except Exception as exc:  # report, do not hide: a row saying why
-            rows.append(f"| {label} | failed: {type(exc).__name__}: {str(exc)[:60]} | | | |")
+            rows.append([label, f"failed: {type(exc).__name__}: {str(exc)[:60]}", "", "", ""])
             continue
         secs = time.perf_counter() - t0
         lp = "—" if res["log_prob"] is None else f"{res['log_prob']:.2f}"
-        rows.append(f"| {label} | {res['mmd2']:.4f} | {lp} | {res['log_prob_kind']} | {secs:.0f} |")
+        rows.append([label, f"{res['mmd2']:.4f}", lp, res["log_prob_kind"], f"{secs:.0f}"])
         grids.append((label, fit.sample(64 if x.shape[1] > 2 else 1000, seed=1)))
     floor = evaluate_floor(train, test, h)
-    rows.append(f"| training data (floor) | {floor:.4f} | | | |")
+    rows.append(["training data (floor)", f"{floor:.4f}", "", "", ""])
     draw(name, grids, x.shape[1])
-    head = ["| model | MMD² to test | log p(test) per example | kind | seconds |", "|---|---|---|---|---|"]
-    return head + rows
+    return [name, "MMD² to test", "log p(test) per example", "kind", "seconds"], rows
 
 
 def evaluate_floor(train: torch.Tensor, test: torch.Tensor, h: float) -> float:
@@ -103,11 +104,15 @@ def draw(name: str, grids: list, dim: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--json", default=None, metavar="PATH", help="write the table(s) as JSON (docs/benchmarks/compare_generative.json; benchmarks/_tables.py)")
     args = ap.parse_args()
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks"))
+    from _tables import emit, table  # the benchmarks' shared JSON table format
+    tables = {}
     for name, x, binary in [("two-moons", load_dataset("two-moons").float(), False),
                             ("digits", load_dataset("digits-binary").float(), True)]:
-        print(f"\n### {name}\n")
-        print("\n".join(run(name, x, binary, args.quick)))
+        tables[name] = table(*run(name, x, binary, args.quick))
+    emit(args.json, "python examples/compare_generative.py" + (" --quick" if args.quick else ""), tables)
 
 
 if __name__ == "__main__":

@@ -87,8 +87,9 @@ class Checkpoint:
     """The checkpoint of one fit: where it is written, how often, and the call it continues.
 
     Attributes:
-      path – the file. every – write after every ``every`` steps (``None``: only at the end).
-      call – the recorded ``pg.fit`` call (plain data, written into every file).
+      path: the file.
+      every: write after every ``every`` steps (``None``: only at the end).
+      call: the recorded ``pg.fit`` call (plain data, written into every file).
     """
 
     def __init__(self, path: str, every: int | None, call: dict, saved: dict | None = None):

@@ -138,6 +138,6 @@ def test_fit_to_cuda_and_back():
 
 
 def test_the_readme_table_matches_the_registry():
-    """The README's devices / checkpoints table is :func:`probgen.devices.table`."""
-    from test_readme import _assert_generated_table
+    """The docs' devices / checkpoints table (docs/fits.md) is :func:`probgen.devices.table`."""
+    from test_docs import _assert_generated_table
     _assert_generated_table("devices", "devices and checkpoints table", devices.table())

@@ -85,16 +85,17 @@ def test_protocols_are_structural():
 
 
 def test_readme_where_things_live_names_only_what_exists():
+    """The docs' 'Where things live' listing (docs/concepts.md, moved from the README)."""
     import re
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "concepts.md").read_text()
     block = re.search(r"### Where things live\n.*?```\n(.*?)```", readme, re.S)
-    assert block, "README has a 'Where things live' listing"
+    assert block, "docs/concepts.md has a 'Where things live' listing"
     names = set(re.findall(r"(?<![\w.])([A-Za-z_]\w*(?:\.py|/))(?=\s|$)", block.group(1)))
     assert len(names) > 40
     here = {p.name + ("/" if p.is_dir() else "") for top in ("probgen", "models", "inference")
             for p in (ROOT / top).rglob("*") if "__pycache__" not in p.parts} | {"probgen/", "models/", "inference/"}
-    assert not names - here, f"the README's listing names what does not exist: {sorted(names - here)}"
+    assert not names - here, f"the docs' listing names what does not exist: {sorted(names - here)}"
     # and every package folder is in it
     folders = {p.name + "/" for top in ("probgen", "models", "inference") for p in (ROOT / top).rglob("__init__.py")
                for p in [p.parent] if p != ROOT / top}
-    assert not folders - names, f"package folders missing from the README's listing: {sorted(folders - names)}"
+    assert not folders - names, f"package folders missing from the docs' listing: {sorted(folders - names)}"

@@ -44,7 +44,7 @@ def test_readme_recovery_table_is_the_benchmark_json():
     import re
     root = pathlib.Path(__file__).resolve().parents[1]
     rows = json.loads((root / "docs" / "benchmarks" / "recovery.json").read_text())["rows"]
-    block = re.search(r"<!-- recovery:start -->\n(.*?)\n<!-- recovery:end -->", (root / "README.md").read_text(), re.S)
+    block = re.search(r"<!-- recovery:start -->\n(.*?)\n<!-- recovery:end -->", (root / "docs" / "recovery.md").read_text(), re.S)
     body = block.group(1).splitlines()[2:]
     assert len(body) == len(rows)
     for line, r in zip(body, rows):

@@ -1,0 +1,134 @@
+"""The README and the documentation site (docs/*.md) stay true: every generated block
+(the registry's tables, the CLI's help, the benchmark tables) equals its source, the two
+commands are the ones CI runs, every ``python`` block runs as written, the README is short
+and its links resolve, and the gallery shows what its examples write."""
+import importlib.util
+import pathlib
+import re
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+DOCS = ROOT / "docs"
+PAGES = sorted(DOCS.rglob("*.md"))
+
+
+def _tables():
+    spec = importlib.util.spec_from_file_location("_probgen_docs_tables", DOCS / "tables.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _assert_generated_table(marker: str, what: str, table: str, pages=None) -> None:
+    """Every block between ``<!-- marker:start -->`` and ``<!-- marker:end -->`` of the docs
+    pages and the README is ``table``, and there is at least one."""
+    found = 0
+    for path in pages or PAGES + [ROOT / "README.md"]:
+        for name, body in _tables().blocks(path.read_text()):
+            if name == marker:
+                found += 1
+                assert body.strip() == table.strip(), (
+                    f"{path.relative_to(ROOT)}: the {what} is stale: run `python docs/tables.py`")
+    assert found, f"no page has a {what} between {marker} markers"
+
+
+def test_models_engines_table_matches_registry():
+    from probgen.cli import compatibility_table
+    _assert_generated_table("table", "models × engines table", compatibility_table(), [ROOT / "README.md"])
+    _assert_generated_table("table", "models × engines table", compatibility_table(), [DOCS / "concepts.md"])
+
+
+def test_methods_table_matches_registry():
+    from probgen.cli import methods_table
+    _assert_generated_table("methods", "methods table (steps unit, history objective)", methods_table())
+
+
+def test_every_generated_block_equals_its_source():
+    """The benchmark tables equal their JSON files, the CLI listing its parser, the registry
+    tables the registry: ``python docs/tables.py --check``."""
+    assert _tables().stale() == [], "run `python docs/tables.py` to rewrite the stale blocks"
+
+
+def test_every_benchmark_json_is_shown_and_every_table_cell_comes_from_it():
+    """Each ``docs/benchmarks/*.json`` has a block on the benchmarks page, and the shared
+    format's tables are rectangular (what ``benchmarks/_tables.py`` writes)."""
+    import json
+    page = (DOCS / "benchmarks.md").read_text()
+    names = {n.split(":")[-1].split("/")[0] for n, _ in _tables().blocks(page)}
+    for path in (DOCS / "benchmarks").glob("*.json"):
+        assert path.stem in names, f"{path.name} has no table on docs/benchmarks.md"
+        doc = json.loads(path.read_text())
+        for t in (doc.get("tables", {}).values() if isinstance(doc, dict) else []):
+            assert all(len(r) == len(t["columns"]) == len(t["align"]) for r in t["rows"]), path.name
+
+
+def test_readme_commands_are_what_ci_runs():
+    ci = (ROOT / ".ci" / "run").read_text()
+    for text in (README, (DOCS / "getting-started.md").read_text()):
+        assert 'pip install torch==2.13.0 -e ".[dev]" && probgen demo' in text
+        assert "\npytest\n" in text
+    assert 'pip install -q torch==2.13.0 -e ".[dev]"' in ci
+    assert "\npytest\n" in ci
+    assert "mkdocs build --strict" in ci
+
+
+def test_readme_is_one_screen_and_its_links_resolve():
+    assert len(README.splitlines()) <= 200
+    links = re.findall(r"\]\(((?!https?:)[^)#]+)(?:#[^)]*)?\)", README)
+    assert any(l.startswith("docs/") for l in links)
+    missing = [l for l in links if not (ROOT / l).exists()]
+    assert not missing, f"README links to files that do not exist: {missing}"
+    assert "mkdocs serve" in README
+
+
+def test_every_image_on_the_site_exists():
+    for page in PAGES:
+        for src in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", page.read_text()):
+            assert (page.parent / src).exists(), f"{page.relative_to(ROOT)} shows {src}, which does not exist"
+
+
+def test_gallery_shows_what_its_commands_write():
+    """Under each ``## ... — `examples/X.py``` heading of the gallery, every picture is a file
+    that script writes (its name, or its prefix before a formatted part, is in the source)."""
+    text = (DOCS / "gallery.md").read_text()
+    sections = re.split(r"\n## ", text)[1:]
+    checked = 0
+    for section in sections:
+        m = re.search(r"`((?:examples|benchmarks)/\w+\.py)`", section)
+        scripts = re.findall(r"python ((?:examples|benchmarks)/\w+\.py)", section)
+        assert m or scripts, f"gallery section without its command: {section.splitlines()[0]}"
+        for src in re.findall(r"!\[[^\]]*\]\(img/([^)]+)\)", section):
+            stem = src.rsplit(".", 1)[0]
+            sources = [(ROOT / s).read_text() for s in ([m.group(1)] if m else scripts)]
+            prefixes = {stem, stem.split("_")[0] + "_", stem.rsplit("_", 1)[0] + "_", stem.split("-")[0] + "_"}
+            assert any(p in s for p in prefixes for s in sources), f"gallery: img/{src} is not written by {m or scripts}"
+            checked += 1
+    assert checked >= 20
+
+
+def _python_blocks():
+    blocks = [("README.md", b) for b in re.findall(r"```python\n(.*?)```", README, re.S)]
+    for page in PAGES:
+        blocks += [(str(page.relative_to(ROOT)), b) for b in re.findall(r"```python\n(.*?)```", page.read_text(), re.S)]
+    return blocks
+
+
+@pytest.mark.parametrize("index", range(len(_python_blocks())))
+def test_code_block_runs_as_written(index, monkeypatch, tmp_path):
+    """Every ```python block of the README and the docs pages runs on its own, as written —
+    only the iteration budgets are cut to 2 (``steps`` of ``pg.fit``) so that the suite stays
+    fast: the names, options and data forms a reader copies are the ones the library takes."""
+    import probgen as pg
+    real_fit = pg.fit
+
+    def short_fit(*args, **kwargs):
+        kwargs["steps"] = min(kwargs.get("steps") or 2, 2)
+        kwargs["progress"] = False
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(pg, "fit", short_fit)
+    monkeypatch.chdir(tmp_path)
+    where, code = _python_blocks()[index]
+    exec(compile(code, f"{where} python block {index}", "exec"), {"__name__": "readme_block"})
