@@ -11,10 +11,12 @@ to every learner as the same table of state names. Rows (learner pairs):
   ``"hill-climb"`` (defaults: sideways moves, 8 tie-breaking restarts) against pgmpy's
   ``HillClimbSearch().estimate()`` (defaults: tabu list 100, epsilon 1e-4) with its
   ``BIC`` / ``BDeu`` given the network's state names (so both score the same tables), and
-  pyAgrum's ``BNLearner.useGreedyHillClimbing()`` with ``useScoreBIC`` / ``useScoreBDeu``
-  (pyAgrum sees only the states present in the sample); no parent limit anywhere;
-* Chow-Liu: probgen's ``"chow-liu"`` against pgmpy's ``TreeSearch`` (chow-liu), both rooted
-  at the network's first variable;
+  pyAgrum's ``BNLearner.useGreedyHillClimbing()`` with ``useScoreBIC`` plus
+  ``useSmoothingPrior(1)`` (its BIC refuses a sample in which a parent configuration it
+  considers never occurs) / ``useScoreBDeu`` (pyAgrum sees only the states present in the
+  sample; one thread, ``setNumberOfThreads(1)``); no parent limit anywhere;
+* Chow-Liu: probgen's ``"chow-liu"`` against pgmpy's ``TreeSearch`` (chow-liu), both at
+  their default root (the variable of largest total mutual information with the others);
 * PC-stable: probgen's ``"pc"`` against pgmpy's ``PC(variant="stable")``, both with the G²
   test, significance 0.01 and at most 5 conditioning variables (pgmpy's default), and
   pyAgrum's MIIC (its constraint-based learner) in the pyAgrum columns. Both count the
@@ -28,16 +30,22 @@ to every learner as the same table of state names. Rows (learner pairs):
 Each row: seconds (wall, one call) and the structural Hamming distance to the true DAG (a
 reversed edge counts 1; for PC the DAG each library extends its CPDAG to). A peer call
 runs in a child process killed after ``--cap`` seconds (the row says "capped"); a peer
-that raises is "refused" (the JSON keeps its message: pyAgrum's BIC refuses a sample in
-which some parent configuration it considers never occurs). Ratio = pgmpy seconds /
-probgen seconds. ``--json`` writes every row (the README table's source).
+that raises is "refused" (the JSON keeps its message). Ratio = pgmpy seconds / probgen
+seconds. ``--json`` writes every row (the README table's source).
+
+pgmpy's searches iterate over Python sets of edges, so their ties (and so its graphs) follow
+Python's string hashing: the script re-runs itself with ``PYTHONHASHSEED=0`` unless the
+variable is set, so that a run is reproducible (pgmpy's SHD on insurance N=500 BIC was 39-45
+over hash seeds 0-5).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import multiprocessing as mp
+import os
 import queue
+import sys
 import time
 import warnings
 
@@ -66,11 +74,22 @@ def _pgmpy(kind: str, df: pd.DataFrame, states: dict, root: str) -> list:
 def _pyagrum(kind: str, df: pd.DataFrame, states: dict, root: str) -> list:
     import pyagrum as gum
     learner = gum.BNLearner(df.astype(str))
+    # one thread, as pgmpy (n_jobs=1): with its default (one per core) pyAgrum's learner hangs
+    # in the forked child once the parent has run probgen (threads after fork), and on this
+    # loaded 2-core machine 2 threads took 4.6 s where 1 took 0.2 s (alarm, N=5000, BDeu)
+    learner.setNumberOfThreads(1)
     if kind == "miic":
         learner.useMIIC()
     else:
         learner.useGreedyHillClimbing()
-        learner.useScoreBIC() if kind == "bic" else learner.useScoreBDeu()  # pyAgrum's own BDeu ESS
+        if kind == "bic":
+            # pyAgrum's BIC refuses a sample in which a parent configuration it considers never
+            # occurs; a smoothing prior (Laplace: weight 1 added to every cell) lets it score
+            # every row; the counts it scores differ from probgen's and pgmpy's by that 1
+            learner.useScoreBIC()
+            learner.useSmoothingPrior(1.0)
+        else:
+            learner.useScoreBDeu()  # pyAgrum's own BDeu ESS
     bn = learner.learnBN()
     return [(bn.variable(a).name(), bn.variable(b).name()) for a, b in bn.arcs()]
 
@@ -120,6 +139,9 @@ HEADER = ("| network | N | method | probgen s | probgen SHD | pgmpy s | pgmpy SH
 
 
 def main() -> None:
+    if "PYTHONHASHSEED" not in os.environ:  # pgmpy's set iteration order: a reproducible run
+        os.environ["PYTHONHASHSEED"] = "0"
+        os.execv(sys.executable, [sys.executable] + sys.argv)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--networks", default="alarm,child,insurance")
     ap.add_argument("--rows", default="500,1000,5000")
@@ -145,14 +167,12 @@ def main() -> None:
     for name in args.networks.split(","):
         true = BayesianNetwork.load_bundled(name)
         states = {v: list(true.states[v]) for v in true.variables}
-        root = true.variables[0]
+        root = None  # Chow-Liu: both libraries' default root (largest total mutual information)
         for n in [int(r) for r in args.rows.split(",")]:
             x = true.sample(None, n, seed=args.seed).numpy()
             df = pd.DataFrame(true.decode(x))
             for label, ours, peer_kind, agrum_kind in ROWS:
                 kw = dict(ours)
-                if kw["method"] == "chow-liu":
-                    kw["root"] = root
                 t = time.perf_counter()
                 net = BayesianNetwork.learn_structure(x, states=states, seed=0, progress=False, **kw)
                 t_ours = time.perf_counter() - t
