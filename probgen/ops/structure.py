@@ -363,12 +363,14 @@ def mutual_information(counts: Counts, i: int, j: int, given: int | None = None)
     pz = t.sum((1, 2), keepdims=True)
     pxz = t.sum(2, keepdims=True)
     pyz = t.sum(1, keepdims=True)
-    if np.allclose(t * pz, pxz * pyz, rtol=1e-12, atol=0.0):
+    outer = pxz * pyz
+    if (np.abs(t * pz - outer) <= 1e-12 * outer).all():
         return 0.0
 
     def xlogx(c: np.ndarray) -> float:
-        c = np.sort(c[c > 0], axis=None)
-        return float(np.sum(c * np.log(c)))
+        c = c[c > 0]  # a copy, sorted in place
+        c.sort()
+        return float((c * np.log(c)).sum())
 
     return (xlogx(t) + xlogx(pz) - (xlogx(pxz) + xlogx(pyz))) / float(n)
 
@@ -390,11 +392,14 @@ def _max_tree(weights: np.ndarray, nodes: list[int], root: int | None = None) ->
     pairs = [(a_, b_) for a_, b_ in itertools.combinations(nodes, 2) if weights[a_, b_] > 0]
     w = np.array([weights[e] for e in pairs])
     tol = 1e-12 * (float(w.max()) if len(w) else 0.0)
-    order, rest = [], sorted(range(len(pairs)), key=lambda k: -w[k])
-    while rest:  # the heaviest remaining pair and every pair within rounding of it, in pair order
-        tied = [k for k in rest if w[k] >= w[rest[0]] - tol]
-        order += sorted(tied)
-        rest = [k for k in rest if w[k] < w[rest[0]] - tol]
+    srt = sorted(range(len(pairs)), key=lambda k: -w[k])
+    order, i = [], 0
+    while i < len(srt):  # the heaviest remaining pair and every pair within rounding of it, in pair order
+        j = i
+        while j < len(srt) and w[srt[j]] >= w[srt[i]] - tol:
+            j += 1
+        order += sorted(srt[i:j])
+        i = j
     tree = nx.Graph()
     tree.add_nodes_from(nodes)
     comp = {u: u for u in nodes}  # union-find (Kruskal)
