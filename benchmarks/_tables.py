@@ -55,3 +55,16 @@ def emit(path: str | None, command: str, tables: dict[str, dict], merge: bool = 
             json.dump({"command": command, "tables": tables}, f, indent=1, ensure_ascii=False)
             f.write("\n")
         print("wrote", path)
+
+
+def row_table_args(ap) -> None:
+    """The ``--json PATH`` / ``--table JSON`` options of a benchmark whose JSON is a list of
+    row dicts rendered by its own ``HEADER`` and ``table_row`` (``networks``, ``bn_structure``)."""
+    ap.add_argument("--json", default=None, metavar="PATH", help="write every row as JSON")
+    ap.add_argument("--table", default=None, metavar="JSON", help="only print the table of a JSON file's rows")
+
+
+def print_row_table(path: str, header: str, table_row) -> None:
+    """Print the Markdown table of a row-list JSON file (``--table``)."""
+    with open(path) as f:
+        print(header + "\n" + "\n".join(table_row(r) for r in json.load(f)))

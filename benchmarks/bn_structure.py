@@ -147,13 +147,11 @@ def main() -> None:
     ap.add_argument("--rows", default="500,1000,5000")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--cap", type=float, default=300.0, help="seconds a peer call may take")
-    ap.add_argument("--json", default=None)
-    ap.add_argument("--table", default=None, metavar="JSON", help="only print the table of a JSON file's rows")
+    from _tables import print_row_table, row_table_args
+    row_table_args(ap)
     args = ap.parse_args()
     if args.table:
-        with open(args.table) as f:
-            print(HEADER + "\n" + "\n".join(table_row(r) for r in json.load(f)))
-        return
+        return print_row_table(args.table, HEADER, table_row)
     warnings.filterwarnings("ignore")
     import pgmpy.estimators  # noqa: F401  (imported here, before the peers' child processes fork:
     # their seconds do not include the import)

@@ -95,13 +95,11 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=2000, help="Gibbs sweeps per mcmc query")
     ap.add_argument("--rows", type=int, default=200, help="evidence rows of the batched query")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", default=None)
-    ap.add_argument("--table", default=None, metavar="JSON", help="only print the table of a JSON file's rows")
+    from _tables import print_row_table, row_table_args
+    row_table_args(ap)
     args = ap.parse_args()
     if args.table:
-        with open(args.table) as f:
-            print(HEADER + "\n" + "\n".join(table_row(r) for r in json.load(f)))
-        return
+        return print_row_table(args.table, HEADER, table_row)
     pg.set_num_threads(1)
     results = []
     kept = []
