@@ -29,7 +29,9 @@ to every learner as the same table of state names. Rows (learner pairs):
 
 Each row: seconds (wall, one call) and the structural Hamming distance to the true DAG (a
 reversed edge counts 1; for PC the DAG each library extends its CPDAG to). A peer call
-runs in a child process killed after ``--cap`` seconds (the row says "capped"); a peer
+runs in a child process (pgmpy forked; pyAgrum spawned afresh, since forked from a process
+that has run threaded numpy / torch its learners hang) killed after ``--cap`` seconds
+(the row says "capped"); a peer
 that raises is "refused" (the JSON keeps its message). Ratio = pgmpy seconds / probgen
 seconds. ``--json`` writes every row (the README table's source).
 
@@ -74,9 +76,8 @@ def _pgmpy(kind: str, df: pd.DataFrame, states: dict, root: str) -> list:
 def _pyagrum(kind: str, df: pd.DataFrame, states: dict, root: str) -> list:
     import pyagrum as gum
     learner = gum.BNLearner(df.astype(str))
-    # one thread, as pgmpy (n_jobs=1): with its default (one per core) pyAgrum's learner hangs
-    # in the forked child once the parent has run probgen (threads after fork), and on this
-    # loaded 2-core machine 2 threads took 4.6 s where 1 took 0.2 s (alarm, N=5000, BDeu)
+    # one thread, as pgmpy (n_jobs=1): on this loaded 2-core machine its default (one thread
+    # per core) took 4.6 s where 1 took 0.2 s (alarm, N=5000, BDeu)
     learner.setNumberOfThreads(1)
     if kind == "miic":
         learner.useMIIC()
@@ -95,6 +96,8 @@ def _pyagrum(kind: str, df: pd.DataFrame, states: dict, root: str) -> list:
 
 
 def _child(fn, kind, df, states, root, q):
+    if fn is _pyagrum:  # a spawned child: the import is not part of the call's seconds
+        import pyagrum  # noqa: F401
     t = time.perf_counter()
     try:
         edges = fn(kind, df, states, root)
@@ -107,8 +110,12 @@ def _child(fn, kind, df, states, root, q):
 def _capped(fn, kind: str, df: pd.DataFrame, states: dict, root: str, cap: float):
     """``(edges, seconds, error)`` of a peer call in a child process: ``(None, cap, "capped")``
     past the cap, ``(None, seconds, message)`` when the peer raised."""
-    q = mp.get_context("fork").Queue()
-    p = mp.get_context("fork").Process(target=_child, args=(fn, kind, df, states, root, q))
+    # pyAgrum in a fresh (spawned) process: forked from this one, which has run probgen's
+    # threaded numpy / torch, its learners hung (MIIC even on one thread: > 120 s where a
+    # plain process took 1.5 s on child N=5000); pgmpy (pure Python) is forked
+    ctx = mp.get_context("spawn" if fn is _pyagrum else "fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_child, args=(fn, kind, df, states, root, q))
     p.start()
     try:
         return q.get(timeout=cap)
