@@ -13,7 +13,6 @@ default CD-1, three seeds each. Run:  python benchmarks/rbm.py [--quick] [--json
 """
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
@@ -54,11 +53,11 @@ def sk_params(rbm):
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    from _tables import parser
+    ap = parser("rbm", __doc__)
     ap.add_argument("--quick", action="store_true", help="fewer epochs and rows in (b)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--epochs-b", type=int, default=5)
-    ap.add_argument("--json", default=None, metavar="PATH", help="write the table(s) as JSON (docs/benchmarks/rbm.json; benchmarks/_tables.py)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     pg.set_num_threads(args.threads)  # probgen's calls use the same count (their default is 1)
@@ -102,7 +101,7 @@ def main():
         "quality": table(["12-hidden RBM, batch 20, lr 0.05, 30 epochs",
                           f"exact test log-likelihood, nats/image (seeds {', '.join(map(str, seeds))})", "mean"],
                          [[name, ", ".join(f"{v:.2f}" for v in vals), f"{np.mean(vals):.2f}"] for name, vals in ll.items()],
-                         ["", "r", "r"])})
+                         ["", "r", "r"])}, peers=("scikit-learn",), note=f"{args.threads} thread(s) each")
 
 
 if __name__ == "__main__":
