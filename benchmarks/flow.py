@@ -41,7 +41,7 @@ def main() -> None:
     from _tables import parser
     ap = parser("flow", __doc__)
     ap.add_argument("--steps", type=int, default=3000)
-    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: the machine is shared)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     pg.set_num_threads(args.threads)  # probgen's calls use the same count (their default is 1)
