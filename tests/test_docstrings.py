@@ -201,8 +201,9 @@ _SPHINX_ROLE = __import__("re").compile(r":(?:py:)?(?:func|class|meth|mod|attr|d
 
 
 def test_no_sphinx_roles_in_docstrings():
-    """mkdocstrings renders Markdown: a Sphinx role (``:func:`x```) would show literally on the
-    API pages. The rule: a name in a docstring is a code span, `x` (``` `x` ```)."""
+    """mkdocstrings renders Markdown: a Sphinx role (``:func:``, ``:class:``, ``:meth:``, ...
+    before a backticked name) would show literally on the API pages. The rule: a name in a
+    docstring is a Markdown code span, the name between single backticks."""
     import ast
     import pathlib
     root = pathlib.Path(__file__).resolve().parents[1]
