@@ -173,3 +173,30 @@ def test_inline_values_come_from_the_json(tmp_path, monkeypatch):
         mod.value("demo/t/c/ratio")      # two columns are called "ratio": give the index
     with pytest.raises(ValueError, match="no row"):
         mod.value("demo/t/z/1")
+
+
+def test_benchmark_json_records_its_run(tmp_path, capsys, monkeypatch):
+    """``benchmarks/_tables.py``: ``parser`` gives ``--json`` and ``--table``; ``emit`` writes
+    the tables with the command line, start and end, the load and the versions (a peer that
+    is not installed says so); ``--table`` prints the file's provenance and tables again."""
+    import json
+    import sys
+    mod = _tables()._benchmark("_tables")
+    ap = mod.parser("demo", "Demo benchmark.\n\nMore text.")
+    path = tmp_path / "demo.json"
+    monkeypatch.setattr(sys, "argv", ["benchmarks/demo.py", "--json", str(path)])
+    a = ap.parse_args()
+    mod.emit(a.json, "python benchmarks/demo.py", {"t": mod.table(["case", "ratio"], [["a", "2.0×"]])},
+             peers=("pytest", "no-such-peer-dist"), note="3 rows")
+    doc = json.loads(path.read_text())
+    run = doc["run"]
+    assert run["argv"] == f"python benchmarks/demo.py --json {path}" and doc["note"] == "3 rows"
+    assert "load average" in run["load"] and run["started"] <= run["finished"]
+    assert run["versions"]["no-such-peer-dist"] == "absent" and run["versions"]["pytest"] == pytest.__version__
+    sentence = mod.provenance(doc)
+    assert sentence.startswith("*Run `python benchmarks/demo.py") and "3 rows." in sentence
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        ap.parse_args(["--table", str(path)])
+    out = capsys.readouterr().out
+    assert sentence in out and "| a | 2.0× |" in out
