@@ -200,3 +200,11 @@ def test_benchmark_json_records_its_run(tmp_path, capsys, monkeypatch):
         ap.parse_args(["--table", str(path)])
     out = capsys.readouterr().out
     assert sentence in out and "| a | 2.0× |" in out
+
+
+def test_no_line_starts_with_an_inline_value():
+    """A line that begins with ``<!--`` starts an HTML block (Markdown and GitHub) and
+    breaks the sentence it belongs to: an inline value never opens a line."""
+    for page in PAGES + [ROOT / "README.md"]:
+        for i, line in enumerate(page.read_text().splitlines(), 1):
+            assert not line.startswith("<!-- value:"), f"{page.relative_to(ROOT)}:{i} starts with an inline value"
