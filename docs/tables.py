@@ -14,7 +14,8 @@ what makes it:
 * ``run:FILE``: the sentence saying what made ``docs/benchmarks/FILE.json`` (its command line,
   date, load, the peers' versions, the sizes: ``provenance`` in ``benchmarks/_tables.py``);
 * ``value:FILE/TABLE/ROW/COLUMN``: one cell of such a table, inline in prose (ROW: the row
-  whose first cell is ROW; COLUMN: a column name, or its index where names repeat), written
+  whose first cell is ROW, slashes allowed; COLUMN: a column name without a slash, or its
+  index where names repeat), written
   ``<!-- value:...:start -->6.7×<!-- value:...:end -->`` on one line.
 
 No number on the site is typed by hand: ``python docs/tables.py`` rewrites every block in
@@ -123,7 +124,8 @@ def value(spec: str) -> str:
     """One cell, ``FILE/TABLE/ROW/COLUMN`` (see the module docstring): the number a sentence
     quotes, from the same JSON as the table next to it."""
     try:
-        file, table, row, column = spec.split("/", 3)
+        file, table, rest = spec.split("/", 2)
+        row, column = rest.rsplit("/", 1)  # a row's name may hold a slash, a column's not
     except ValueError:
         raise ValueError(f"value:{spec}: write value:FILE/TABLE/ROW/COLUMN") from None
     tables = _json(file)["tables"]
