@@ -49,6 +49,10 @@ class _Parser(argparse.ArgumentParser):
         if getattr(a, "table", None):
             with open(a.table) as f:
                 doc = json.load(f)
+            if isinstance(doc, list) and self.rows:  # a list of row dicts (networks, bn_structure)
+                header, table_row = self.rows
+                print(header + "\n" + "\n".join(table_row(r) for r in doc))
+                raise SystemExit(0)
             print(provenance(doc))
             for t in doc["tables"].values():
                 print("\n" + markdown(t))
@@ -56,13 +60,16 @@ class _Parser(argparse.ArgumentParser):
         return a
 
 
-def parser(name: str, doc: str | None = None) -> argparse.ArgumentParser:
+def parser(name: str, doc: str | None = None, rows=None) -> argparse.ArgumentParser:
     """The argument parser every benchmark starts from: its description (the first line of
     ``doc``, the script's docstring, shown whole under ``--help``), ``--json PATH`` (write the
     tables, `emit`) and ``--table JSON`` (print the tables of a file this benchmark wrote, and
-    exit). Records the start (time, ``uptime``) that `emit` writes into the file."""
+    exit). Records the start (time, ``uptime``) that `emit` writes into the file.
+    ``rows=(HEADER, table_row)``: the script's JSON is a list of row dicts instead (``networks``,
+    ``bn_structure``), which ``--table`` prints as ``HEADER`` and one ``table_row(row)`` each."""
     _STARTED.update(started=_now(), load_at_start=_uptime())
     ap = _Parser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.rows = rows
     ap.add_argument("--json", default=None, metavar="PATH",
                     help=f"write the table(s) as JSON (docs/benchmarks/{name}.json; benchmarks/_tables.py)")
     ap.add_argument("--table", default=None, metavar="JSON", help="only print the table(s) of a JSON file this wrote")
@@ -146,15 +153,3 @@ def emit(path: str | None, command: str, tables: dict[str, dict], merge: bool = 
             f.write("\n")
         print("wrote", path)
 
-
-def row_table_args(ap) -> None:
-    """The ``--json PATH`` / ``--table JSON`` options of a benchmark whose JSON is a list of
-    row dicts rendered by its own ``HEADER`` and ``table_row`` (``networks``, ``bn_structure``)."""
-    ap.add_argument("--json", default=None, metavar="PATH", help="write every row as JSON")
-    ap.add_argument("--table", default=None, metavar="JSON", help="only print the table of a JSON file's rows")
-
-
-def print_row_table(path: str, header: str, table_row) -> None:
-    """Print the Markdown table of a row-list JSON file (``--table``)."""
-    with open(path) as f:
-        print(header + "\n" + "\n".join(table_row(r) for r in json.load(f)))

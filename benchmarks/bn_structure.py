@@ -42,7 +42,6 @@ over hash seeds 0-5).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing as mp
 import os
@@ -149,16 +148,13 @@ def main() -> None:
     if "PYTHONHASHSEED" not in os.environ:  # pgmpy's set iteration order: a reproducible run
         os.environ["PYTHONHASHSEED"] = "0"
         os.execv(sys.executable, [sys.executable] + sys.argv)
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from _tables import parser
+    ap = parser("bn_structure", __doc__, rows=(HEADER, table_row))
     ap.add_argument("--networks", default="alarm,child,insurance")
     ap.add_argument("--rows", default="500,1000,5000")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--cap", type=float, default=300.0, help="seconds a peer call may take")
-    from _tables import print_row_table, row_table_args
-    row_table_args(ap)
     args = ap.parse_args()
-    if args.table:
-        return print_row_table(args.table, HEADER, table_row)
     warnings.filterwarnings("ignore")
     import pgmpy.estimators  # noqa: F401  (imported here, before the peers' child processes fork:
     # their seconds do not include the import)
