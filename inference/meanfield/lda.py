@@ -90,6 +90,15 @@ class LDACAVI(TopicModelMethod):
                          "probes": probes, "probe_steps": probe_steps})
 
 
+def probed_start(model: Any, data: Corpus, init: dict | None, seed: int | None, probes: int = 4,
+                 probe_steps: int = 2, seed_docs: int = 2) -> torch.Tensor:
+    """The (K, V) topic factor λ that CAVI starts from (:meth:`LDACAVI.fit`'s ``probes`` /
+    ``probe_steps`` / ``seed_docs``): the best by ELBO of ``probes`` document-seeded starts
+    after ``probe_steps`` CAVI iterations each (their E-steps capped at ``PROBE_E_STEP``
+    sweeps). Also the amortised encoder's start (:mod:`inference.svi.lda`)."""
+    return _Sweep(model, data, init, False, False, 1e-3, 100, seed_docs, probes, probe_steps).start(seed)["lambda"]
+
+
 class _Sweep:
     """One CAVI iteration for :func:`probgen.loops.iterative.run`; the state holds γ, λ, α, η
     and E[log β] (digammas of λ, computed once per λ).

@@ -18,7 +18,6 @@ product of experts, so the fitted model is the same declaration.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Any
 
@@ -28,23 +27,23 @@ import torch
 from torch import nn
 from torch.distributions import constraints
 
-from probgen import checkpoint, distributed
+from probgen import distributed
 from probgen.corpus import Corpus
 from probgen.fit import Fit
 from probgen.loops.gradient import TRAINER_OPTIONS, GradientMethod, Trainer
 from probgen.loops.gradient import Update as GradientUpdate
-from probgen.loops.iterative import LOOP, Update, check_step_size, restart_seeds, run, step_size
+from probgen.loops.iterative import LOOP, Update, check_step_size, run, step_size
 from probgen.ops import lda as lda_ops
 from probgen.progress import progress as bar
-from probgen.random import generator, seeded
+from probgen.random import generator
 from probgen.registry import check_options, register
 
-from .._lda import TopicModelMethod, hyperparameters, initial_lambda, make_fit, seeded_lambda
+from .._lda import TopicModelMethod, hyperparameters, initial_lambda, make_fit
 
 OPTIONS = ("inference", "batch_size", "tau0", "kappa", "e_step_tol", "max_e_step", "lr", "hidden", "callback",
            "probes", "probe_steps", "seed_docs")
 #: the options of inference="amortized" only
-AMORTIZED_OPTIONS = ("probes", "probe_steps", "seed_docs")
+AMORTIZED_OPTIONS = ("probes", "probe_steps", "seed_docs")  # CAVI's start (inference.meanfield.lda)
 
 
 class DirichletEncoder(nn.Module):
@@ -76,7 +75,7 @@ class LDAOnlineVB(TopicModelMethod, GradientMethod):
     def fit(self, model: Any, data: Corpus, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, inference: str = "online", batch_size: int = 32, tau0: float = 10.0,
             kappa: float = 0.7, e_step_tol: float = 1e-3, max_e_step: int = 100, lr: float = 0.01,
-            hidden: int = 100, probes: int = 4, probe_steps: int = 200, seed_docs: int = 2,
+            hidden: int = 100, probes: int = 4, probe_steps: int = 2, seed_docs: int = 2,
             **options: Any) -> Fit:
         """``steps``: minibatch updates (default: 4 passes over the documents for
         ``"online"``, 1000 for ``"amortized"``). ``batch_size``: documents per minibatch.
@@ -86,16 +85,15 @@ class LDAOnlineVB(TopicModelMethod, GradientMethod):
         (both; for ``"online"`` as in :func:`probgen.loops.iterative.run`): called with each
         history record, ``True`` stops. The trainer's other options (:mod:`probgen.loops.gradient`)
         apply to ``"amortized"`` only. ``probes`` / ``probe_steps`` / ``seed_docs``
-        (``"amortized"``): the fit is the best, by the fold-in ELBO of the corpus
-        (:meth:`log_prob`'s bound) after ``probe_steps`` steps, of ``probes`` starts, each from
-        topics seeded by ``seed_docs`` documents (:func:`inference._lda.seeded_lambda`), run
-        for ``steps`` (the winner's run replayed from its seed: ``probes · probe_steps``
-        extra steps); ``probes=1`` is one start, and so is ``init["topics"]``."""
+        (``"amortized"``): the topics start where batch CAVI (``engine="meanfield"``) starts,
+        the best by ELBO of ``probes`` document-seeded starts after ``probe_steps`` CAVI
+        iterations (:func:`inference.meanfield.lda.probed_start`); ``probes=1``: one seeded
+        start; ``init["topics"]`` replaces the start."""
         check_options("svi", {k: v for k, v in options.items() if k not in TRAINER_OPTIONS}, OPTIONS + TRAINER_OPTIONS)
         given = {k for k, v in (("probes", probes), ("probe_steps", probe_steps), ("seed_docs", seed_docs))
-                 if v != {"probes": 4, "probe_steps": 200, "seed_docs": 2}[k]}
+                 if v != {"probes": 4, "probe_steps": 2, "seed_docs": 2}[k]}
         if inference == "online" and given:
-            raise ValueError(f"{sorted(given)} apply to inference='amortized' (the encoder's starts); online VB "
+            raise ValueError(f"{sorted(given)} apply to inference='amortized' (its CAVI-probed start); online VB "
                              "starts from Gamma noise")
         for name, v, least in (("probes", probes, 1), ("probe_steps", probe_steps, 0), ("seed_docs", seed_docs, 0)):
             if isinstance(v, bool) or not isinstance(v, int) or v < least:
@@ -133,47 +131,29 @@ class LDAOnlineVB(TopicModelMethod, GradientMethod):
 
     def _amortized(self, model: Any, data: Corpus, steps: int | None, seed: int | None, init: dict | None,
                    progress: bool, batch_size: int, lr: float, hidden: int, opts: dict, probes: int = 4,
-                   probe_steps: int = 200, seed_docs: int = 2) -> Fit:
-        """The encoder's fit from the best of ``probes`` starts (see :meth:`fit`).
+                   probe_steps: int = 2, seed_docs: int = 2) -> Fit:
+        """The encoder's fit from CAVI's probed start (see :meth:`fit`).
 
-        Why probes: from one start the encoder's fit ends with two true topics merged into
-        one and another split in two on about half the starts of some corpora (seeds 1 and 8
-        of benchmarks/recovery.py: a fold-in ELBO 14 nats per document below the truth's
-        after the default 1000 steps, and still there after more) — a local optimum, as batch
-        CAVI's and collapsed Gibbs's (Biernacki, Celeux & Govaert 2003: short runs from
-        several starts, keep the best by the likelihood). The rank uses the deterministic
-        fold-in bound of the corpus under each probe's topics (the noisy minibatch ELBO of
-        the trainer would rank noise); a probe's start is the document-seeded topics of
-        Blei's lda-c (the CAVI start, :func:`inference._lda.seeded_lambda`) instead of
-        Dirichlet(1) noise."""
+        Why that start: from Dirichlet(1) topics the encoder's fit ended with two true topics
+        merged into one and another split in two on seeds 1 and 8 of benchmarks/recovery.py
+        (a fold-in ELBO 14 nats per document below a recovered fit's after the default 1000
+        steps, still there after more: a local optimum), from one document-seeded start on
+        seeds 2 and 5, and from the best by fold-in ELBO of 4 seeded starts after 200 encoder
+        steps on 2 of 5 corpora with K = 6; CAVI's probes (Biernacki, Celeux & Govaert 2003:
+        short runs from several starts, the best kept) cost a few CAVI iterations."""
+        from probgen.inference.meanfield.lda import probed_start
         steps = 1000 if steps is None else steps
         alpha, eta = hyperparameters(model, init)
-        counts = data.dense(torch.float32)
-        given = init is not None and "topics" in init
+        counts = data.dense(torch.float64)  # float64: see _EncoderGuide
         if opts["validation"] is not None and not isinstance(opts["validation"], (int, float)):
-            opts["validation"] = model.check_data(opts["validation"]).dense(torch.float32)
-
-        def start(s: int | None) -> torch.Tensor:
-            if given:
-                return torch.as_tensor(init["topics"], dtype=torch.float64)
-            lam = seeded_lambda(data, model.k, eta, seed_docs, s)
-            return lam / lam.sum(1, keepdim=True)
-
-        best, probed = seed, probes > 1 and probe_steps > 0 and not given and steps > 0
-        if probed:
-            quiet = {**opts, "callback": None, "validation": None, "patience": None}
-            best_value = -float("inf")
-            for s in restart_seeds(seed, probes):
-                with checkpoint.activate(None), seeded(s):  # a probe neither writes nor resumes one
-                    topics, _, _ = self._train(model, counts, start(s), alpha, min(probe_steps, steps), s, False,
-                                               batch_size, lr, hidden, quiet)
-                value = float(lda_ops.doc_bound(data, lda_ops.fold_in(data, topics, alpha),
-                                                torch.log(topics.clamp_min(lda_ops.TINY)), alpha).mean())
-                if value > best_value:  # the earliest probe on a tie
-                    best, best_value = s, value
-        with seeded(best) if probed else contextlib.nullcontext():  # the winner replayed from its start
-            topics, encoder, trainer = self._train(model, counts, start(best), alpha, steps, best, progress,
-                                                   batch_size, lr, hidden, opts)
+            opts["validation"] = model.check_data(opts["validation"]).dense(torch.float64)
+        if init is not None and "topics" in init:
+            topics0 = torch.as_tensor(init["topics"], dtype=torch.float64)
+        else:
+            lam = probed_start(model, data, init, seed, probes, probe_steps, seed_docs)
+            topics0 = lam / lam.sum(1, keepdim=True)
+        topics, encoder, trainer = self._train(model, counts, topics0, alpha, steps, seed, progress, batch_size,
+                                               lr, hidden, opts)
         # the encoder as weights (a module that went through pyro.module holds weak references)
         state = {"encoder": {k: v.detach().clone() for k, v in encoder.state_dict().items()},
                  "encoder_hidden": hidden, **trainer.fit_state()}
@@ -187,9 +167,9 @@ class LDAOnlineVB(TopicModelMethod, GradientMethod):
                opts: dict) -> tuple[torch.Tensor, "DirichletEncoder", Trainer]:
         """One run of the encoder's trainer from the topics ``topics0``: (topics, encoder, trainer)."""
         pyro.clear_param_store()
-        pyro.param("topics", topics0.float(), constraint=constraints.simplex)
-        encoder = DirichletEncoder(model.vocab_size, model.k, hidden)
-        guide = _EncoderGuide(encoder, batch_size, alpha.float())
+        pyro.param("topics", topics0.double(), constraint=constraints.simplex)
+        encoder = DirichletEncoder(model.vocab_size, model.k, hidden).double()
+        guide = _EncoderGuide(encoder, batch_size, alpha.double())
         elbo = pyro.infer.Trace_ELBO()
 
         def program(c: torch.Tensor) -> Any:
@@ -291,9 +271,13 @@ class _EncoderGuide:
     """q(θ_d) = Dirichlet(α + encoder(c_d)) in the same subsampled ``documents`` plate as the
     program: the encoder gives the document's expected topic counts, as CAVI's γ_d = α + Σ c φ
     (the exact posterior's concentration is never below the prior's). The floor α also keeps
-    the reparameterised draw finite in float32: from concentrations near the encoder's own
-    floor (1e-3) every Gamma variate underflows to 0 with probability ≈ e^(−87.5·10⁻³) ≈ 0.9
-    and θ = 0/0 (the NaN the fits raised on simulated corpora)."""
+    the reparameterised draw finite: from concentrations near the encoder's own floor (1e-3)
+    every float32 Gamma variate underflows to 0 with probability ≈ e^(−87.5·10⁻³) ≈ 0.9 and
+    θ = 0/0 (the NaN the fits raised on simulated corpora). The fit trains in float64: at
+    concentration a one float32 variate underflows with probability ≈ (10⁻³⁸)^a / Γ(1 + a),
+    3·10⁻⁷ at α = 1/6, so over the ~10⁶ draws of a K = 6 fit some θ_dk is exactly 0, and
+    where it owns the document's words θ·β underflows and the ELBO's gradient is NaN (seen
+    on a K = 6 corpus); in float64 the same probability is ≈ 10⁻⁵¹."""
 
     def __init__(self, encoder: DirichletEncoder, batch_size: int, alpha: torch.Tensor):
         self.encoder, self.batch_size, self.alpha = encoder, batch_size, alpha
