@@ -177,7 +177,7 @@ class BaumWelch(Method):
     device_hint = "its forward-backward runs in compiled CPU loops, probgen.ops.chain_kernels"
     loop = LOOP
     missing_values = True  # missing steps / dimensions: the declaration's emissions marginalise them
-    parallel = "data"  # sequences are independent: expected counts summed over ranks (complete data)
+    parallel = "data"  # sequences are independent: expected counts summed over ranks (gaps too)
 
     def accepts(self, model: Any) -> bool:
         return protocols.is_hidden_markov_chain(model) and getattr(model, "emission", None) in (
@@ -255,13 +255,14 @@ class _Steps:
         del gamma  # frees the E-step buffers before the next E-step allocates its own
         return Update(params, ll)
 
+    def _center(self, params: dict) -> torch.Tensor | None:
+        """The Gaussian moments' centre: from the params, so the same on every rank."""
+        return params["loc"].to(torch.float64).mean(0) if self.model.emission == "gaussian" else None
+
     def statistics(self, params: dict) -> dict:
-        if self.data.any_missing:  # the M-step's conditional moments need each step's posterior
-            raise ValueError("data-parallel Baum-Welch takes complete sequences; with missing observations "
-                             "pass distributed=False")
         log_lik, gamma, xi = e_step(self.model, params, self.data, self.labels)
-        return statistics(self.model, self.data, log_lik, gamma, xi)
+        return statistics(self.model, self.data, log_lik, gamma, xi, params=params, center=self._center(params))
 
     def update(self, params: dict, stats: dict) -> Update:
         ll = float(stats["log_lik"] / stats["n"])
-        return Update({**params, **m_step_statistics(self.model, stats, self.min_covar)}, ll)
+        return Update({**params, **m_step_statistics(self.model, stats, self.min_covar, self._center(params))}, ll)
