@@ -186,6 +186,11 @@ def test_amortized_encoder_starts_where_cavi_starts():
         lam = probed_start(model, model.check_data(docs), None, 3, **options)
         torch.testing.assert_close(fit.params["topics"], lam / lam.sum(1, keepdim=True), rtol=0, atol=1e-12)
         torch.testing.assert_close(cavi.params["topics"], fit.params["topics"], rtol=0, atol=1e-12)
+    # the default number of probes grows with the topics: max(4, K)
+    assert fit.options["probes"] == 2 and pg.fit(model, docs, steps=0, progress=False).options["probes"] == 4
+    assert pg.fit(LDA(6, 12), docs, steps=0, progress=False).options["probes"] == 6
+    assert pg.fit(LDA(6, 12), docs, engine="svi", inference="amortized", steps=0,
+                  progress=False).options["probes"] == 6
     with pytest.raises(ValueError, match="apply to inference='amortized'"):
         pg.fit(model, docs, engine="svi", probes=2, steps=1, progress=False)
     with pytest.raises(ValueError, match="probes must be an integer >= 1"):

@@ -75,7 +75,7 @@ class LDAOnlineVB(TopicModelMethod, GradientMethod):
     def fit(self, model: Any, data: Corpus, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, inference: str = "online", batch_size: int = 32, tau0: float = 10.0,
             kappa: float = 0.7, e_step_tol: float = 1e-3, max_e_step: int = 100, lr: float = 0.01,
-            hidden: int = 100, probes: int = 4, probe_steps: int = 2, seed_docs: int = 2,
+            hidden: int = 100, probes: int | None = None, probe_steps: int = 2, seed_docs: int = 2,
             **options: Any) -> Fit:
         """``steps``: minibatch updates (default: 4 passes over the documents for
         ``"online"``, 1000 for ``"amortized"``). ``batch_size``: documents per minibatch.
@@ -86,15 +86,17 @@ class LDAOnlineVB(TopicModelMethod, GradientMethod):
         history record, ``True`` stops. The trainer's other options (:mod:`probgen.loops.gradient`)
         apply to ``"amortized"`` only. ``probes`` / ``probe_steps`` / ``seed_docs``
         (``"amortized"``): the topics start where batch CAVI (``engine="meanfield"``) starts,
-        the best by ELBO of ``probes`` document-seeded starts after ``probe_steps`` CAVI
-        iterations (:func:`inference.meanfield.lda.probed_start`); ``probes=1``: one seeded
-        start; ``init["topics"]`` replaces the start."""
+        the best by ELBO of ``probes`` (default max(4, K)) document-seeded starts after
+        ``probe_steps`` CAVI iterations (:func:`inference.meanfield.lda.probed_start`);
+        ``probes=1``: one seeded start; ``init["topics"]`` replaces the start."""
         check_options("svi", {k: v for k, v in options.items() if k not in TRAINER_OPTIONS}, OPTIONS + TRAINER_OPTIONS)
         given = {k for k, v in (("probes", probes), ("probe_steps", probe_steps), ("seed_docs", seed_docs))
-                 if v != {"probes": 4, "probe_steps": 2, "seed_docs": 2}[k]}
+                 if v != {"probes": None, "probe_steps": 2, "seed_docs": 2}[k]}
         if inference == "online" and given:
             raise ValueError(f"{sorted(given)} apply to inference='amortized' (its CAVI-probed start); online VB "
                              "starts from Gamma noise")
+        from probgen.inference.meanfield.lda import default_probes
+        probes = default_probes(model) if probes is None else probes
         for name, v, least in (("probes", probes, 1), ("probe_steps", probe_steps, 0), ("seed_docs", seed_docs, 0)):
             if isinstance(v, bool) or not isinstance(v, int) or v < least:
                 raise ValueError(f"{name} must be an integer >= {least}, got {v!r}")
@@ -130,8 +132,8 @@ class LDAOnlineVB(TopicModelMethod, GradientMethod):
                         {"inference": "online", "batch_size": batch_size, "tau0": tau0, "kappa": kappa})
 
     def _amortized(self, model: Any, data: Corpus, steps: int | None, seed: int | None, init: dict | None,
-                   progress: bool, batch_size: int, lr: float, hidden: int, opts: dict, probes: int = 4,
-                   probe_steps: int = 2, seed_docs: int = 2) -> Fit:
+                   progress: bool, batch_size: int, lr: float, hidden: int, opts: dict, probes: int,
+                   probe_steps: int, seed_docs: int) -> Fit:
         """The encoder's fit from CAVI's probed start (see :meth:`fit`).
 
         Why that start: from Dirichlet(1) topics the encoder's fit ended with two true topics
