@@ -54,7 +54,7 @@ def run_ranks(fn: Callable, *args: Any, world: int = 2, timeout: float = 240, er
              for r in range(world)]
     for p in procs:
         p.start()
-    results: dict[int, tuple] = {}
+    results: dict[int, tuple] = {}  # rank -> (pickled value or None, error text or None)
     deadline = time.monotonic() + timeout
     try:
         while len(results) < world:
@@ -66,7 +66,7 @@ def run_ranks(fn: Callable, *args: Any, world: int = 2, timeout: float = 240, er
                     if r not in results and p.exitcode is not None:
                         try:  # what it put just before it ended may still be in the pipe
                             q, value, err = out.get(timeout=1.0)
-                            results[q] = (None if value is None else pickle.loads(value), err)
+                            results[q] = (value, err)
                             break
                         except queue.Empty:
                             results[r] = (None, f"rank {r} exited with code {p.exitcode} without a result")
@@ -74,12 +74,13 @@ def run_ranks(fn: Callable, *args: Any, world: int = 2, timeout: float = 240, er
                     raise AssertionError(f"the {world} ranks did not all finish within {timeout} s "
                                          f"(finished: {sorted(results)})") from None
                 continue
-            results[r] = (None if value is None else pickle.loads(value), err)
+            results[r] = (value, err)
     finally:
         for p in procs:
             p.join(timeout=10)
             if p.is_alive():
                 p.kill()
+    results = {r: (None if value is None else pickle.loads(value), err) for r, (value, err) in results.items()}
     if errors:
         return [results[r] for r in range(world)]
     failed = [f"rank {r}: {results[r][1]}" for r in range(world) if results[r][1] is not None]

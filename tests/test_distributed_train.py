@@ -22,19 +22,12 @@ import probgen as pg
 from probgen.models import Autoencoder, Flow, VAE
 
 from ranks import run_ranks
+# pyro.param locations, a continuous global latent shift (guide: AutoNormal), local assignments
+# summed out: the prior and guide of `shift` are counted once by the ranks together only if
+# each counts its rows' share
+from test_programs import shifted_mixture
 
 RTOL, ATOL = 1e-5, 1e-6
-
-
-def shifted_mixture(x):
-    """pyro.param locations, a continuous global latent shift (guide: AutoNormal), local
-    assignments summed out: the prior and guide of ``shift`` are counted once by the ranks
-    together only if each counts its rows' share."""
-    loc = pyro.param("loc", torch.tensor([-1.0, 1.0]))
-    shift = pyro.sample("shift", dist.Normal(0.0, 1.0))
-    with pyro.plate("N", len(x)):
-        z = pyro.sample("z", dist.Categorical(torch.ones(2) / 2))
-        pyro.sample("x", dist.Normal(loc[z] + shift, 1.0), obs=x)
 
 
 def noisy_mean(x):
