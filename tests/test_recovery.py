@@ -100,3 +100,11 @@ def test_lda_amortized_encoder_defaults_recover_the_topics(seed):
     fit = pg.fit(LDA(4, 40), docs, engine="svi", inference="amortized", seed=seed, progress=False)
     assert recovery.topics_ok(topics, fit.params["topics"].numpy())
     assert fit.options["probes"] == 4 and fit.params["topics"].dtype == torch.float64
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lda_online_vb_defaults_recover_the_topics(seed):
+    from probgen.models import LDA
+    docs, topics = recovery.lda_data(seed)
+    fit = pg.fit(LDA(4, 40), docs, engine="svi", seed=seed, progress=False)
+    assert recovery.topics_ok(topics, fit.params["topics"].numpy())
