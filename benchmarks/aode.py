@@ -11,7 +11,6 @@ only. Reports accuracy and log-loss (mean over folds) and fit+predict seconds.
 """
 from __future__ import annotations
 
-import argparse
 import time
 import warnings
 
@@ -60,10 +59,10 @@ def main() -> None:
     from sklearn.datasets import load_breast_cancer, load_digits, load_wine
     from sklearn.metrics import log_loss
     from sklearn.model_selection import StratifiedKFold
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    from _tables import parser
+    ap = parser("aode", __doc__)
     ap.add_argument("--bins", type=int, default=5)
     ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--json", default=None, metavar="PATH", help="write the table(s) as JSON (docs/benchmarks/aode.json; benchmarks/_tables.py)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
@@ -91,7 +90,9 @@ def main() -> None:
                          f"{np.mean(losses):.3f}", f"{secs:.1f}"])
             print("| " + " | ".join(rows[-1]) + " |", flush=True)
     emit(args.json, f"python benchmarks/aode.py --bins {args.bins} --folds {args.folds}",
-         {"classifiers": table(columns, rows)}, show=False)
+         {"classifiers": table(columns, rows)}, show=False, peers=("scikit-learn",),
+         note=f"{args.folds}-fold stratified cross-validation, features cut into {args.bins} quantile bins "
+         "(edges from the training fold), 1 torch thread")
 
 
 if __name__ == "__main__":

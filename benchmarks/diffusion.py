@@ -5,11 +5,10 @@ floor a perfect model reaches) and a full-covariance Gaussian fitted to the trai
 Where diffusers is installed, its DDPMScheduler runs the same reverse chain with our
 denoiser for a sampling-time comparison.
 
-    python benchmarks/diffusion.py [--steps 10000] [--T 200]
+    python benchmarks/diffusion.py [--steps 10000] [--T 200] [--json docs/benchmarks/diffusion.json]
 """
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
@@ -21,7 +20,8 @@ from probgen.models import Diffusion
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    from _tables import emit, parser, table
+    ap = parser("diffusion", __doc__)
     ap.add_argument("--steps", type=int, default=10000)
     ap.add_argument("--T", type=int, default=200)
     ap.add_argument("--n", type=int, default=500, help="samples drawn for the MMD")
@@ -53,10 +53,22 @@ def main() -> None:
     print(f"variational bound on test: {bound:.1f} nats per image")
     from probgen.plots import save_samples_png
     save_samples_png(ddim[:40], "docs/img/diffusion_digits.png", title="diffusion (DDIM, 50 steps)")
+    rows = [[f"training, {args.steps} steps of batch 128", f"{train_s:.1f}", f"{1000 * train_s / args.steps:.1f} ms/step", ""],
+            [f"ancestral sampling ({args.T} steps)", f"{anc_s:.2f}", "", f"{mmd2(anc, test, h):.4f}"],
+            ["DDIM sampling (50 steps)", f"{ddim_s:.2f}", "", f"{mmd2(ddim, test, h):.4f}"]]
+    refs = [["full-covariance Gaussian fitted to the training set", "", "", f"{mmd2(gauss, test, h):.4f}"],
+            ["the training set itself (floor)", "", "", f"{mmd2(train[:args.n], test, h):.4f}"]]
+    columns = ["digits scaled to [0, 1]", "seconds", "", f"MMD² to test ({args.n} samples)"]
+    note = f"T={args.T}, cosine schedule, MLP denoiser (256, 256), MMD² bandwidth {h:.3f} (median heuristic)"
+
+    def write(extra=()):
+        emit(args.json, f"python benchmarks/diffusion.py --steps {args.steps} --T {args.T}",
+             {"digits": table(columns, rows + list(extra) + refs)}, peers=("diffusers",), note=note)
     try:
         import diffusers
     except ImportError:
         print("(diffusers not installed: no scheduler comparison)")
+        write()
         return
     sched = diffusers.DDPMScheduler(num_train_timesteps=args.T, beta_schedule="squaredcos_cap_v2",
                                     variance_type="fixed_small")
@@ -67,8 +79,10 @@ def main() -> None:
         for t in sched.timesteps:
             eps = model.net.denoiser(xt, torch.full((args.n,), int(t)))
             xt = sched.step(eps, int(t), xt, generator=g).prev_sample
-    print(f"diffusers DDPMScheduler, same denoiser: {time.perf_counter() - t0:.2f} s "
-          f"(ratio probgen/diffusers {anc_s / (time.perf_counter() - t0):.2f})")
+    peer_s = time.perf_counter() - t0
+    print(f"diffusers DDPMScheduler, same denoiser: {peer_s:.2f} s (ratio probgen/diffusers {anc_s / peer_s:.2f})")
+    write([[f"diffusers DDPMScheduler, same denoiser ({args.T} steps)", f"{peer_s:.2f}",
+            f"probgen / diffusers {anc_s / peer_s:.2f}", ""]])
 
 
 if __name__ == "__main__":

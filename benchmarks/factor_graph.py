@@ -11,7 +11,6 @@ agree before timing is reported.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 import warnings
@@ -102,12 +101,13 @@ def main(repeat: int, json_path: str | None = None) -> None:
     from _tables import emit, table
     emit(json_path, f"python benchmarks/factor_graph.py --repeat {repeat}", {"grids": table(
         ["model", "task", "probgen (ms)", "pgmpy (ms)", "pgmpy / probgen"],
-        [[model, task, f"{a * 1e3:.1f}", f"{b * 1e3:.1f}", f"{b / a:.1f}×"] for model, task, a, b in rows])})
+        [[model, task, f"{a * 1e3:.1f}", f"{b * 1e3:.1f}", f"{b / a:.1f}×"] for model, task, a, b in rows])},
+        peers=("pgmpy",), note=f"Best of {repeat} calls each")
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from _tables import parser
+    p = parser("factor_graph", __doc__)
     p.add_argument("--repeat", type=int, default=5)
-    p.add_argument("--json", default=None, metavar="PATH", help="write the table(s) as JSON (docs/benchmarks/factor_graph.json; benchmarks/_tables.py)")
     a = p.parse_args()
     main(a.repeat, a.json)

@@ -11,7 +11,6 @@ standardisation's log-determinant (time not compared: the same training loop).
 """
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
@@ -39,10 +38,10 @@ def zuko_fit(kind: str, train: torch.Tensor, steps: int, batch: int, seed: int):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    from _tables import parser
+    ap = parser("flow", __doc__)
     ap.add_argument("--steps", type=int, default=3000)
-    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
-    ap.add_argument("--json", default=None, metavar="PATH", help="write the table(s) as JSON (docs/benchmarks/flow.json; benchmarks/_tables.py)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: the machine is shared)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     pg.set_num_threads(args.threads)  # probgen's calls use the same count (their default is 1)
@@ -77,7 +76,8 @@ def main() -> None:
          "time ratio probgen / zuko", "parameters"],
         [[("NSF (`kind=\"spline\"`)" if kind == "spline" else "MAF (`kind=\"maf\"`)"), f"{pnll:.4f}", f"{znll:.4f}",
           sign(pnll - znll), f"{snll:.4f}", sign(pnll - snll), f"{pt / zt:.2f}", f"{pn:,} / {zn:,}"]
-         for kind, pnll, znll, snll, pt, zt, pn, zn in rows])})
+         for kind, pnll, znll, snll, pt, zt, pn, zn in rows])}, peers=("zuko",),
+        note=f"Two-moons, 20,000 train / 5,000 test points, {args.steps} steps, batch 256, {args.threads} thread(s)")
 
 
 if __name__ == "__main__":

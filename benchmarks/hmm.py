@@ -97,7 +97,8 @@ def main(quick: bool = False, json_path: str | None = None) -> None:
     print(f"{B} sequences x {T} steps, {iters} Baum-Welch iterations, 1 thread each")
     print(f"first probgen call (compiles the Numba kernels, or loads them from the disk cache): {first:.2f} s\n")
     from _tables import emit, table
-    emit(json_path, "python benchmarks/hmm.py" + (" --quick" if quick else ""), {"baum_welch": table(
+    emit(json_path, "python benchmarks/hmm.py" + (" --quick" if quick else ""), peers=("hmmlearn",),
+         note=f"{B} sequences x {T} steps, {iters} Baum-Welch iterations, 1 thread each", tables={"baum_welch": table(
         ["case", "probgen s/iter", "hmmlearn s/iter", "speed-up", "probgen Viterbi s", "hmmlearn Viterbi s",
          "speed-up", "log-lik rel. diff", "same Viterbi states"],
         [[r['case'], f"{r['ours_iter']:.3f}", f"{r['their_iter']:.3f}", f"{r['their_iter'] / r['ours_iter']:.1f}x",
@@ -106,4 +107,8 @@ def main(quick: bool = False, json_path: str | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main(quick="--quick" in sys.argv, json_path=sys.argv[sys.argv.index("--json") + 1] if "--json" in sys.argv else None)
+    from _tables import parser
+    ap = parser("hmm", __doc__)
+    ap.add_argument("--quick", action="store_true", help="40 sequences x 200 steps, 5 iterations")
+    a = ap.parse_args()
+    main(quick=a.quick, json_path=a.json)

@@ -25,7 +25,6 @@ import os
 for _v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ[_v] = "1"
 
-import argparse  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
@@ -72,9 +71,9 @@ def probgen_fit(engine, **options):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    from _tables import parser
+    ap = parser("lda", __doc__)
     ap.add_argument("--figure", default=None, help="write the top words of probgen's meanfield fit here")
-    ap.add_argument("--json", default=None, metavar="PATH", help="write the table(s) as JSON (docs/benchmarks/lda.json; benchmarks/_tables.py)")
     args = ap.parse_args()
     corpus = load_lee()
     train, test = corpus.subset(range(250)), corpus.subset(range(250, 300))
@@ -117,8 +116,9 @@ def main() -> None:
         print(f"  {name}: {statistics.median(times):.2f} s, perplexity {np.mean(ppl):.0f}", flush=True)
     fastest = min(r[1] for r in results if r[4])
     best = min(np.mean(r[2]) for r in results if r[4])
-    print(f"\nLee corpus: 250 training / 50 held-out documents, V = {corpus.vocab_size}, K = {K}, "
-          f"{train.n_tokens} training tokens; seeds {SEEDS} (Gibbs: seed 0)\n")
+    note = (f"Lee corpus: 250 training / 50 held-out documents, V = {corpus.vocab_size}, K = {K}, "
+            f"{train.n_tokens} training tokens; seeds {SEEDS} (Gibbs: seed 0); one thread each")
+    print(f"\n{note}\n")
     from _tables import emit, table
     rows = []
     for name, t, ppl, coh, _ in results:
@@ -126,7 +126,8 @@ def main() -> None:
         rows.append([name, f"{t:.2f}", f"{t / fastest:.2f}", f"{np.mean(ppl):.0f}{sd}", f"{np.mean(ppl) / best:.3f}",
                      f"{np.mean(coh):.1f}"])
     emit(args.json, "python benchmarks/lda.py", {"lee": table(
-        ["method", "fit s", "× fastest peer", "held-out perplexity", "× best peer", "UMass coherence"], rows)})
+        ["method", "fit s", "× fastest peer", "held-out perplexity", "× best peer", "UMass coherence"], rows)},
+        peers=("scikit-learn", "gensim"), note=note)
     print("\nTop words per topic, probgen meanfield (seed 0):")
     for k, words in enumerate(first_fit.model.top_words(first_fit.params, 8, corpus.vocab)):
         print(f"  {k}: {' '.join(words)}")

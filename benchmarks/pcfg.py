@@ -18,7 +18,6 @@ Run:  python benchmarks/pcfg.py            (a few minutes)
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
@@ -150,9 +149,9 @@ def plot(rows, path):
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    from _tables import parser
+    ap = parser("pcfg", __doc__)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--json", default=None, metavar="PATH", help="write the table(s) as JSON (docs/benchmarks/pcfg.json; benchmarks/_tables.py)")
     args = ap.parse_args()
     n = 40 if args.quick else 200
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
@@ -163,7 +162,8 @@ def main():
          "ratio", "max rel. diff (inside, best)", "same best trees"],
         [[r['grammar'], f"{r['n']} ({r['mean_len']:.1f})", f"{r['t_map'] * 1e3:.2f} / {r['n_map'] * 1e3:.0f}",
           f"{r['n_map'] / r['t_map']:.0f}×", f"{r['t_in'] * 1e3:.2f} / {r['n_in'] * 1e3:.0f}", f"{r['n_in'] / r['t_in']:.0f}×",
-          f"{r['err_in']:.1e}, {r['err_map']:.1e}", f"{r['same']}/{r['n']}"] for r in rows])})
+          f"{r['err_in']:.1e}, {r['err_map']:.1e}", f"{r['same']}/{r['n']}"] for r in rows])},
+         peers=("nltk",), note=f"{n} sentences per grammar, {torch.get_num_threads()} torch thread(s)")
     print("\n(differing best trees are exact ties between PP attachments; their probabilities agree)\n")
     lengths = [10, 20] if args.quick else [10, 15, 20, 25, 30, 35, 40]
     print("time per sentence against length, bundled grammar:")

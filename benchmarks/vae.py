@@ -12,7 +12,6 @@ the same IWAE-k estimator (k = 5000 by default; Burda et al. 2016), on the fixed
 """
 from __future__ import annotations
 
-import argparse
 import time
 
 import pyro
@@ -83,13 +82,13 @@ def plain_epochs(x, epochs, batch_size, lr, seed, times):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from _tables import parser
+    p = parser("vae", __doc__)
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--k", type=int, default=5000, help="importance samples of the IWAE bound")
     p.add_argument("--rounds", type=int, default=4, help="alternating short timing runs per loop")
-    p.add_argument("--json", default=None, metavar="PATH", help="write the table(s) as JSON (docs/benchmarks/vae.json; benchmarks/_tables.py)")
     args = p.parse_args()
     torch.set_num_threads(1)  # a shared machine: one thread each, no oversubscription noise
 
@@ -141,7 +140,8 @@ def main():
          "probgen svi", "plain Pyro SVI", "ratio"],
         [[f"CPU seconds / epoch ({cpu['ours'][1]} epochs each, one thread)", f"{so:.4f}", f"{sp:.4f}", f"{so / sp:.2f}"],
          [f"test NLL, IWAE-{args.k} (nats)", f"{nll_ours:.2f}", f"{nll_plain:.2f}", f"{nll_ours / nll_plain:.2f}"],
-         ["test −ELBO (nats)", f"{elbo_ours:.2f}", "", ""]])})
+         ["test −ELBO (nats)", f"{elbo_ours:.2f}", "", ""]])}, peers=("pyro-ppl",),
+         note=f"{len(x_train)} train / {len(x_test)} test images, lr {args.lr}, one thread")
 
 
 if __name__ == "__main__":

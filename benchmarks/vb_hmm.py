@@ -85,8 +85,13 @@ def main(quick: bool = False, json_path: str | None = None) -> None:
             rows.append([r['case'], f"{r['probgen']:.4f}", f"{r['hmmlearn']:.4f}", f"{r['hmmlearn'] / r['probgen']:.1f}x",
                          f"{r['rel']:.1e}"])
             print("| " + " | ".join(rows[-1]) + " |", flush=True)
-    emit(json_path, "python benchmarks/vb_hmm.py" + (" --quick" if quick else ""), {"vb": table(columns, rows)}, show=False)
+    emit(json_path, "python benchmarks/vb_hmm.py" + (" --quick" if quick else ""), {"vb": table(columns, rows)}, show=False,
+         peers=("hmmlearn",), note=f"{B} sequences x {T} steps, 20 VB iterations from the same start, 1 thread each")
 
 
 if __name__ == "__main__":
-    main("--quick" in sys.argv, sys.argv[sys.argv.index("--json") + 1] if "--json" in sys.argv else None)
+    from _tables import parser
+    ap = parser("vb_hmm", __doc__)
+    ap.add_argument("--quick", action="store_true", help="20 sequences x 100 steps")
+    a = ap.parse_args()
+    main(a.quick, a.json)

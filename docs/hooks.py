@@ -24,4 +24,7 @@ def _table_pipes(line: str) -> str:
 
 def on_page_markdown(markdown, page, config, files):
     text = tables.regenerate(markdown)
+    # an inline value's markers are HTML comments: on the site only the cell is left, so that
+    # the sentence stays one paragraph whatever the markers' place
+    text = tables.INLINE.sub(lambda m: m.group(2), text)
     return "\n".join(_table_pipes(line) for line in text.split("\n"))

@@ -10,7 +10,13 @@ what makes it:
   ``bn_structure``, ``distributed``): that benchmark's own JSON format, rendered by the
   benchmark's own ``table(doc)`` (or ``HEADER`` and ``table_row(row)``);
 * ``bench:FILE/TABLE``: table ``TABLE`` of ``docs/benchmarks/FILE.json``, in the benchmarks'
-  shared format (``benchmarks/_tables.py``).
+  shared format (``benchmarks/_tables.py``);
+* ``run:FILE``: the sentence saying what made ``docs/benchmarks/FILE.json`` (its command line,
+  date, load, the peers' versions, the sizes: ``provenance`` in ``benchmarks/_tables.py``);
+* ``value:FILE/TABLE/ROW/COLUMN``: one cell of such a table, inline in prose (ROW: the row
+  whose first cell is ROW, slashes allowed; COLUMN: a column name without a slash, or its
+  index where names repeat), written
+  ``<!-- value:...:start -->6.7×<!-- value:...:end -->`` on one line.
 
 No number on the site is typed by hand: ``python docs/tables.py`` rewrites every block in
 place, ``python docs/tables.py --check`` lists the stale ones (exit 1); the site's build
@@ -31,6 +37,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 BENCH_JSON = DOCS / "benchmarks"
 BLOCK = re.compile(r"<!-- ([\w:/.-]+):start -->\n(.*?)\n?<!-- \1:end -->", re.S)
+# an inline value: start and end markers on one line, no newlines around the cell
+INLINE = re.compile(r"<!-- (value:[^\n]*?):start -->([^\n]*?)<!-- \1:end -->")
 
 
 @functools.lru_cache(maxsize=None)
@@ -98,6 +106,10 @@ def render(name: str) -> str:
         if table not in tables:
             raise ValueError(f"docs/benchmarks/{file}.json has no table {table!r} (it has {sorted(tables)})")
         return _benchmark("_tables").markdown(tables[table])
+    if name.startswith("run:"):
+        return _benchmark("_tables").provenance(_json(name[len("run:"):]))
+    if name.startswith("value:"):
+        return value(name[len("value:"):])
     if (BENCH_JSON / f"{name}.json").exists():  # a benchmark with a JSON format of its own
         mod = _benchmark(name)
         if hasattr(mod, "table"):
@@ -108,18 +120,44 @@ def render(name: str) -> str:
     raise ValueError(f"unknown generated block {name!r}")
 
 
+def value(spec: str) -> str:
+    """One cell, ``FILE/TABLE/ROW/COLUMN`` (see the module docstring): the number a sentence
+    quotes, from the same JSON as the table next to it."""
+    try:
+        file, table, rest = spec.split("/", 2)
+        row, column = rest.rsplit("/", 1)  # a row's name may hold a slash, a column's not
+    except ValueError:
+        raise ValueError(f"value:{spec}: write value:FILE/TABLE/ROW/COLUMN") from None
+    tables = _json(file)["tables"]
+    if table not in tables:
+        raise ValueError(f"value:{spec}: docs/benchmarks/{file}.json has no table {table!r} (it has {sorted(tables)})")
+    t = tables[table]
+    rows = [r for r in t["rows"] if r[0] == row]
+    if not rows:
+        raise ValueError(f"value:{spec}: table {table!r} has no row {row!r} (rows: {[r[0] for r in t['rows']]})")
+    if column.isdigit():
+        j = int(column)
+    elif t["columns"].count(column) == 1:
+        j = t["columns"].index(column)
+    else:
+        raise ValueError(f"value:{spec}: column {column!r} is not one column of {t['columns']} (give its index)")
+    return rows[0][j]
+
+
 _render = functools.lru_cache(maxsize=None)(render)
 
 
 def regenerate(text: str, cached: bool = True) -> str:
-    """``text`` with every generated block replaced by what :func:`render` makes now."""
+    """``text`` with every generated block replaced by what `render` makes now."""
     r = _render if cached else render
-    return BLOCK.sub(lambda m: f"<!-- {m.group(1)}:start -->\n{r(m.group(1))}\n<!-- {m.group(1)}:end -->", text)
+    text = BLOCK.sub(lambda m: f"<!-- {m.group(1)}:start -->\n{r(m.group(1))}\n<!-- {m.group(1)}:end -->", text)
+    return INLINE.sub(lambda m: f"<!-- {m.group(1)}:start -->{r(m.group(1))}<!-- {m.group(1)}:end -->", text)
 
 
 def blocks(text: str) -> list[tuple[str, str]]:
-    """Every generated block of ``text``: (name, current content)."""
-    return [(m.group(1), m.group(2)) for m in BLOCK.finditer(text)]
+    """Every generated block of ``text``, inline values included: (name, current content)."""
+    return ([(m.group(1), m.group(2)) for m in BLOCK.finditer(text)]
+            + [(m.group(1), m.group(2)) for m in INLINE.finditer(text)])
 
 
 def pages() -> list[pathlib.Path]:
@@ -128,7 +166,7 @@ def pages() -> list[pathlib.Path]:
 
 
 def stale() -> list[tuple[str, str]]:
-    """(file, block) of every block whose committed content differs from :func:`render`."""
+    """(file, block) of every block whose committed content differs from `render`."""
     out = []
     for path in pages():
         for name, body in blocks(path.read_text()):

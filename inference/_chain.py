@@ -1,7 +1,7 @@
 """The setup the hidden-Markov-chain methods (exact, em) share: a declaration's emissions
-in the form the chain kernels (:mod:`probgen.ops.chain`) read fastest, and its starting
+in the form the chain kernels (`probgen.ops.chain`) read fastest, and its starting
 parameters as checked float64 tensors. What a chain declaration offers is
-:class:`probgen.protocols.HiddenMarkovChain`."""
+`probgen.protocols.HiddenMarkovChain`."""
 from __future__ import annotations
 
 from typing import Any

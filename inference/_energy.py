@@ -1,9 +1,9 @@
 """The method behaviour shared by the engines for layered energy models
-(:class:`probgen.energy.LayeredEnergy`: BM, RBM, DBN, DBM): making the fit, ``log_prob``,
+(`probgen.energy.LayeredEnergy`: BM, RBM, DBN, DBM): making the fit, ``log_prob``,
 ``log_partition`` (cached), ``sample`` and mean-field ``marginals``. The algorithms live in
 modules of one role each: ``_energy_cd`` (CD / PCD training), ``_energy_pretrain`` (greedy
 stacking), ``_energy_ais`` (AIS and log Z), ``_energy_eval`` (log p*(v), exact marginals);
-the Gibbs sampler is :class:`probgen.energy.BlockGibbs`.
+the Gibbs sampler is `probgen.energy.BlockGibbs`.
 """
 from __future__ import annotations
 

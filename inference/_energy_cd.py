@@ -1,13 +1,13 @@
-"""Contrastive divergence for layered energy models (:class:`probgen.energy.LayeredEnergy`):
+"""Contrastive divergence for layered energy models (`probgen.energy.LayeredEnergy`):
 CD-k (Hinton 2002) and persistent CD-k (Tieleman 2008) with momentum and weight decay —
 the fused, augmented-matrix loop for a bipartite pair (RBM) and the generic loop for models
 with laterals or several hidden layers (mean-field or Gibbs positive phase, Salakhutdinov &
 Hinton 2009) — and the training options shared by the engines that train them.
 
-These are gradient trainings on :class:`probgen.loops.gradient.Trainer` (one step = one
+These are gradient trainings on `probgen.loops.gradient.Trainer` (one step = one
 epoch) whose update is a method-computed gradient — the positive minus the negative
-statistics, the negative phase k block-Gibbs sweeps — applied by :class:`ContrastiveSGD`;
-the Gibbs *sampler* of a fitted model is :class:`probgen.energy.BlockGibbs` on the MCMC driver.
+statistics, the negative phase k block-Gibbs sweeps — applied by `ContrastiveSGD`;
+the Gibbs *sampler* of a fitted model is `probgen.energy.BlockGibbs` on the MCMC driver.
 
 References:
   Hinton (2002) "Training products of experts by minimizing contrastive divergence".
@@ -154,7 +154,7 @@ class ContrastiveSGD(torch.optim.Optimizer):
 
     with Δ = E_data[stat] − E_model[stat] (per example), i.e. −T × the gradient ``p.grad`` of
     the negative mean log-likelihood that the CD step leaves. ``decayed``: the indices of the
-    parameters λ applies to. ``fused``: an RBM's augmented matrix (:class:`_Fused`): when the CD
+    parameters λ applies to. ``fused``: an RBM's augmented matrix (`_Fused`): when the CD
     step leaves no ``p.grad`` (no ``clip_grad``), it hands Δ over as its two factors and the
     update is two ``addmm_`` on the matrix — the fast path, with the numbers CD always gave."""
 
@@ -197,7 +197,7 @@ class ContrastiveSGD(torch.optim.Optimizer):
 
 class _Fused:
     """An RBM's parameters as one augmented matrix Wa = [[W, b], [cᵀ, 0]] (D+1, H+1) and the
-    factors of the last CD step's Δ·B = ṽ₀ᵀh̃₀ − (B/B')·ṽᵀh̃ (:meth:`apply` adds it in)."""
+    factors of the last CD step's Δ·B = ṽ₀ᵀh̃₀ − (B/B')·ṽᵀh̃ (`apply` adds it in)."""
 
     def __init__(self, Wa: torch.Tensor):
         self.Wa, self.D, self.H = Wa, Wa.shape[0] - 1, Wa.shape[1] - 1
@@ -230,7 +230,7 @@ class _Fused:
 def _optimiser(trainer: dict, momentum: float, weight_decay: float, T: float, decayed: tuple,
                fused: _Fused | None = None) -> tuple[Any, dict, bool]:
     """(optimiser, its keywords, whether the CD step adds the weight decay to the gradient): the
-    default :class:`ContrastiveSGD` carries ``momentum`` and ``weight_decay``; another
+    default `ContrastiveSGD` carries ``momentum`` and ``weight_decay``; another
     ``optim=`` takes the L2 term in the gradient and has its own momentum, if any."""
     optim = trainer["optim"]
     if optim is ContrastiveSGD:
@@ -259,10 +259,10 @@ def train_bipartite(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.
                     seed: int | None = None, trainer: dict | None = None,
                     desc: str = "rbm") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[dict], Trainer]:
     """CD-k (Hinton 2002) or PCD-k (Tieleman 2008) for an RBM E = −bᵀv − cᵀh − vᵀWh on the
-    gradient trainer (:class:`probgen.loops.gradient.Trainer`, one step = one epoch of
-    minibatches; ``trainer``: its options, :data:`CD_TRAINER` by default): minibatch gradient
+    gradient trainer (`probgen.loops.gradient.Trainer`, one step = one epoch of
+    minibatches; ``trainer``: its options, `CD_TRAINER` by default): minibatch gradient
     ascent on (E_data − E_model)[stat]/T, by default with momentum and L2 weight decay on W
-    (:class:`ContrastiveSGD`). The negative statistics use the sampled visible states and the
+    (`ContrastiveSGD`). The negative statistics use the sampled visible states and the
     hidden conditional means given them (Rao-Blackwellised, as scikit-learn's BernoulliRBM).
     The persistent chains of PCD and the generator ``g`` are the trainer's saved state.
 
@@ -423,9 +423,9 @@ def train_layered(model: LayeredEnergy, x: torch.Tensor, params: dict, *, positi
                   mf_iters: int = 10, seed: int | None = None, trainer: dict | None = None,
                   desc: str = "train") -> tuple[dict, list[dict], list, Trainer]:
     """Stochastic maximum likelihood for any layered energy model on the gradient trainer
-    (one step = one epoch; ``trainer``: its options, :data:`CD_TRAINER` by default):
+    (one step = one epoch; ``trainer``: its options, `CD_TRAINER` by default):
     ∇ log p(v) = (E_data[stat] − E_model[stat]) / T, by default with momentum and L2 weight
-    decay on couplings and laterals (:class:`ContrastiveSGD`).
+    decay on couplings and laterals (`ContrastiveSGD`).
 
     The positive phase is ``"meanfield"`` (fixed-point posterior means, Salakhutdinov &
     Hinton 2009) or ``"gibbs"`` (k clamped Gibbs sweeps from a mean-field start); the

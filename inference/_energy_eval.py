@@ -138,7 +138,7 @@ def exact_marginals(model: LayeredEnergy, params: dict, x: torch.Tensor, *, max_
                     chunk: int = 1 << 18) -> list[torch.Tensor]:
     """Exact posterior means E[s_l | v] of every layer, ``[v, m_1, …, m_L]`` (each ``(N, size_l)``).
 
-    The cheaper set of hidden layers (:func:`visible_bits`; a DBN: its layers below the top)
+    The cheaper set of hidden layers (`visible_bits`; a DBN: its layers below the top)
     is enumerated with weights p(s_E | v) = softmax over the configurations of
     log Σ_{s_U} p*(v, s_E, s_U), computed in log space; the summed-out layers' means are the
     weighted averages of their conditional means E[s_U | v, s_E]. ValueError beyond

@@ -1,6 +1,6 @@
 """The setup the grammar methods (exact, em) share: which kind of data they were given
 (sentences or a treebank) and the starting parameters from ``init``. What a grammar
-declaration offers is :class:`probgen.protocols.Grammar`."""
+declaration offers is `probgen.protocols.Grammar`."""
 from __future__ import annotations
 
 from typing import Any

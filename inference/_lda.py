@@ -1,8 +1,8 @@
 """The common base of the LDA methods of every engine (meanfield CAVI, online SVI,
 collapsed Gibbs): their starting values (hyperparameters, the starting topic factor) and
-:class:`TopicModelMethod` — per-document evaluation (a bound on log p(w_d | topics, α) by
+`TopicModelMethod` — per-document evaluation (a bound on log p(w_d | topics, α) by
 fold-in), sampling and the ``doc_topics`` query. What a topic model offers is
-:class:`probgen.protocols.TopicModel`; the maths lives in :mod:`probgen.ops.lda`."""
+`probgen.protocols.TopicModel`; the maths lives in `probgen.ops.lda`."""
 from __future__ import annotations
 
 from typing import Any
@@ -85,7 +85,7 @@ class TopicModelMethod(Method):
         """Per-document lower bound on log p(w_d | topics, α) (the token sequence's
         probability with θ_d integrated out), by fold-in with the fitted topics fixed; for a
         document with missing counts (NaN), the bound on the probability of its observed
-        tokens (:func:`probgen.ops.lda.missing_log_scale`)."""
+        tokens (`probgen.ops.lda.missing_log_scale`)."""
         corpus = fit.model.check_data(x)
         topics, alpha = fit.params["topics"].double(), fit.params["alpha"].double()
         gamma = lda_ops.fold_in(corpus, topics, alpha)
@@ -99,7 +99,7 @@ class TopicModelMethod(Method):
         """``query="doc_topics"``: E[θ_d] (D, K) for each document, by fold-in with the
         fitted topics fixed. ``query="impute"``: the (D, V) count matrix with each missing
         (NaN) count replaced by its expected value (convention:
-        :func:`probgen.ops.lda.impute_counts`)."""
+        `probgen.ops.lda.impute_counts`)."""
         if params is None:
             raise ValueError(f"the {query} query needs fitted topics: pass a Fit, not a declaration")
         corpus = model.check_data(data)

@@ -2,7 +2,7 @@
 tracing a declaration's program once to learn its sites (parameters and their constraints,
 continuous and discrete latents, plate depth), tracing a user's program without its data
 (for ``pg.compatible``), marking discrete sites for enumeration, and setting up and reading
-the param store. The posterior queries of the fits are :mod:`probgen.inference._posterior`."""
+the param store. The posterior queries of the fits are `probgen.inference._posterior`."""
 from __future__ import annotations
 
 import inspect
@@ -87,7 +87,7 @@ _DATA_FREE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def inspect_without_data(model: Any) -> ProgramInfo | None:
-    """The sites of a user's program (a :class:`probgen.declarations.UserProgram`) traced with
+    """The sites of a user's program (a `probgen.declarations.UserProgram`) traced with
     a placeholder for every data argument (positional parameters without a default or with
     default ``None``), or ``None`` when the program cannot run so. Seeded, with the caller's
     random state, param store and handlers left as they were; cached per function."""
@@ -124,7 +124,7 @@ def enumerated(fn: Callable, info: ProgramInfo) -> Callable:
 
 def seed_param_store(info: ProgramInfo, init: dict | None) -> None:
     """Register ``init`` values with their sites' constraints in the param store (the fit's
-    own: :func:`probgen.fit` runs every fit in a fresh store)."""
+    own: `probgen.fit` runs every fit in a fresh store)."""
     for name, value in (init or {}).items():
         if name not in info.params:
             raise ValueError(f"init names {name!r}, which is not a parameter of the program; "
@@ -151,7 +151,7 @@ def traced(model: Any, args: tuple) -> Any:
 
 def data_plates(model: Any, data: Any, args: tuple) -> set[str]:
     """The names of the plates of size ``len(data)`` that hold every observed site (see
-    :func:`examples`; empty where there are none)."""
+    `examples`; empty where there are none)."""
     if examples(model, data, args) is None:
         return set()
     tr = traced(model, args)

@@ -98,7 +98,7 @@ class EncoderDecoder(Program):
     """What the autoencoders and the VAE share: an MLP encoder (the guide) and an MLP
     decoder with a Bernoulli or Gaussian likelihood (the model), written as Pyro programs.
 
-    Subclasses choose the prior on the code (:meth:`prior`), the encoder's distribution
+    Subclasses choose the prior on the code (`prior`), the encoder's distribution
     (``encoder_dist`` = ``"delta"`` or ``"gaussian"``) and any corruption / penalty.
     """
 
@@ -186,7 +186,7 @@ class EncoderDecoder(Program):
         return out
 
     def _params(self, names: Any) -> dict[str, torch.Tensor]:
-        """``pyro.param`` sites; a program run outside an engine starts from :meth:`init_params`."""
+        """``pyro.param`` sites; a program run outside an engine starts from `init_params`."""
         default: dict = {}
 
         def init(name: str):

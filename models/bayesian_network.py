@@ -9,13 +9,13 @@ plate. The joint is ``p(x) = prod_v p(x_v | x_pa(v))`` (Pearl 1988; Koller & Fri
 
 Data are tables of states, one row per case: a dict ``{variable: [state, ...]}`` (``None``
 or NaN for a missing cell; absent columns are missing), a pandas DataFrame, or an
-``(N, V)`` integer array of state indices in :attr:`BayesianNetwork.variables` order with
-``-1`` for missing. :meth:`BayesianNetwork.check_data` turns each into an ``(N, V)``
+``(N, V)`` integer array of state indices in `BayesianNetwork.variables` order with
+``-1`` for missing. `BayesianNetwork.check_data` turns each into an ``(N, V)``
 int64 tensor with ``-1`` for missing cells.
 
 Networks are read from and written to the BIF interchange format (Cozman 1998) with a
-parser of our own (:mod:`probgen.models.bif`; :meth:`BayesianNetwork.from_bif`,
-:meth:`BayesianNetwork.to_bif`).
+parser of our own (`probgen.models.bif`; `BayesianNetwork.from_bif`,
+`BayesianNetwork.to_bif`).
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from torch.distributions import constraints
 from probgen.declarations import Program
 from probgen.models import bif
 
-#: networks bundled with pgmpy, readable offline by :meth:`BayesianNetwork.load_bundled`
+#: networks bundled with pgmpy, readable offline by `BayesianNetwork.load_bundled`
 BUNDLED = ("asia", "cancer", "earthquake", "survey", "sachs", "child", "alarm", "insurance",
            "hepar2", "win95pts", "water", "hailfinder", "andes", "barley", "diabetes", "link",
            "mildew", "munin", "munin1", "munin2", "munin3", "munin4", "pathfinder", "pigs")
@@ -139,7 +139,7 @@ class BayesianNetwork(Program):
     def num_free_params(self, params: dict | None = None) -> int:
         """The number of free parameters (for BIC / AIC): Σ_v q_v (r_v − 1), q_v the number of
         parent configurations and r_v the states of v (the count of the ``"bic"`` structure
-        score, :mod:`probgen.ops.structure`)."""
+        score, `probgen.ops.structure`)."""
         return sum(math.prod(self.table_shape(v)[:-1]) * (len(self.states[v]) - 1) for v in self.variables)
 
     def table_shape(self, v: str) -> tuple[int, ...]:
@@ -217,7 +217,7 @@ class BayesianNetwork(Program):
         return all(s.lstrip("-").isdigit() for s in self.states[v])
 
     def check_data(self, data: Any) -> torch.Tensor:
-        """An ``(N, V)`` int64 tensor of state indices (columns in :attr:`variables` order,
+        """An ``(N, V)`` int64 tensor of state indices (columns in `variables` order,
         -1 for missing cells)."""
         if data is None:
             raise ValueError("a Bayesian network needs data: a dict {variable: [states]}, a DataFrame or an "
@@ -358,7 +358,7 @@ class BayesianNetwork(Program):
                         start: Any = None, states: Any = None, seed: int | None = None,
                         **options: Any) -> "BayesianNetwork":
         """Learn a network (DAG and tables) from data; implemented in
-        :mod:`probgen.ops.structure`.
+        `probgen.ops.structure`.
 
         Args:
           data: a dict of state columns (``None`` / NaN missing), a DataFrame, or an
@@ -371,7 +371,7 @@ class BayesianNetwork(Program):
             ``"tan"`` (tree-augmented naive Bayes, needs ``class_variable=``; ``root=``),
             ``"pc"`` (PC-stable; ``significance_level=0.01``, ``ci_test="g2" | "chi2"``,
             ``max_cond_vars=None``, ``dof="adjusted" | "full"``: the tests' degrees of
-            freedom, see :func:`probgen.ops.structure.ci_test`).
+            freedom, see `probgen.ops.structure.ci_test`).
           score: ``"bic"``, ``"bdeu"`` (``ess=10``, the equivalent sample size) or ``"k2"``
             for the score-based methods.
           max_parents: the most parents a variable may have (score-based methods only).
@@ -391,7 +391,7 @@ class BayesianNetwork(Program):
         With missing cells, hill-climb and tabu run structural EM (Friedman 1997).
 
         Returns:
-          The learned network (a :class:`BayesianNetwork`), its variables in topological order.
+          The learned network (a `BayesianNetwork`), its variables in topological order.
         """
         from probgen.ops.structure import learn_structure
         return learn_structure(cls, data, method, score, max_parents=max_parents, white_list=white_list,
@@ -420,7 +420,7 @@ class BayesianNetwork(Program):
         """Read a network from BIF text, or a ``.bif`` / ``.bif.gz`` file path.
 
         ``table`` entries list the child's states outermost (pgmpy's reading); rows
-        ``(parent states) p1, p2, ...;`` may come in any order (:mod:`probgen.models.bif`).
+        ``(parent states) p1, p2, ...;`` may come in any order (`probgen.models.bif`).
         Malformed text raises ``ValueError`` with the line number."""
         name, spec, lines = bif.parse(*bif.read_text(source))
         try:
@@ -438,7 +438,7 @@ class BayesianNetwork(Program):
         return cls.from_bif(path)
 
     def to_bif(self) -> str:
-        """The network as BIF text (:func:`probgen.models.bif.write`: floats written with
+        """The network as BIF text (`probgen.models.bif.write`: floats written with
         ``repr``, so reading it back gives the same tables bit for bit)."""
         return bif.write(self)
 

@@ -1,6 +1,6 @@
 """The BIF interchange format for discrete Bayesian networks (Cozman 1998), read and
-written with a parser of our own: :func:`read_text` (text or a ``.bif`` / ``.bif.gz``
-path), :func:`parse` (text → name, spec, lines), :func:`write` (a network → text; floats
+written with a parser of our own: `read_text` (text or a ``.bif`` / ``.bif.gz``
+path), `parse` (text → name, spec, lines), `write` (a network → text; floats
 written with ``repr``, so reading it back gives the same tables bit for bit).
 """
 from __future__ import annotations
@@ -95,7 +95,7 @@ def _number(tok: _Tokens) -> float:
 def parse(text: str, name: str | None = None) -> tuple[str, dict, dict[str, int]]:
     """Read BIF ``text``: the network's name (``name``, e.g. the file's, when the text
     says none or pgmpy's ``unknown``), its spec ``{variable: {"states", "parents",
-    "cpt"}}`` (the constructor's argument of :class:`~probgen.models.BayesianNetwork`;
+    "cpt"}}`` (the constructor's argument of `BayesianNetwork`;
     ``table`` entries list the child's states outermost, pgmpy's reading; rows
     ``(parent states) p1, p2, ...;`` in any order) and the line of each variable's
     probability block. ``ValueError`` with the line number for malformed text."""

@@ -1,18 +1,18 @@
 """Boltzmann machines as layered energy declarations (Goodfellow, Bengio & Courville 2016, §§20.1-20.4).
 
-* :class:`BoltzmannMachine` – visible and hidden units with lateral couplings,
+* `BoltzmannMachine` – visible and hidden units with lateral couplings,
   E(v,h) = −vᵀRv − vᵀWh − hᵀSh − bᵀv − cᵀh (``R``, ``S`` symmetric, zero diagonal).
-* :class:`RBM` – no laterals: E(v,h) = −bᵀv − cᵀh − vᵀWh; Bernoulli–Bernoulli or
+* `RBM` – no laterals: E(v,h) = −bᵀv − cᵀh − vᵀWh; Bernoulli–Bernoulli or
   Gaussian–Bernoulli (unit-variance visible units: + ½‖v‖²).
-* :class:`DBM` – a stack of undirected links, E = −Σ_l b_lᵀh_l − Σ_l h_{l−1}ᵀ W_l h_l.
-* :class:`DBN` – a stack whose top pair is an RBM and whose lower links are directed
+* `DBM` – a stack of undirected links, E = −Σ_l b_lᵀh_l − Σ_l h_{l−1}ᵀ W_l h_l.
+* `DBN` – a stack whose top pair is an RBM and whose lower links are directed
   (P(h_{l−1} = 1 | h_l) = σ(b_{l−1} + W_l h_l)).
 
 All take a temperature ``T``: p ∝ exp(−E/T). Parameters: ``W``, ``b``, ``c`` (+ ``R``,
 ``S``) for BM / RBM; ``W1…WL`` (``W_l`` of shape (size_{l−1}, size_l)) and ``b0…bL`` for
 stacks. Training, evaluation and sampling live in the engines (``mcmc``: CD-k / PCD;
 ``meanfield``: DBM mean-field + PCD; ``exact``: enumeration); the energy maths in
-:mod:`probgen.energy`.
+`probgen.energy`.
 """
 from __future__ import annotations
 
@@ -270,7 +270,7 @@ class DBN(_Stack):
       *sizes: the layer sizes, visible first (visible, hidden₁, …).
       T: the temperature.
 
-    Parameters (``Fit.params``): ``b0`` … ``bL``, ``W1`` … ``WL`` as for :class:`DBM`.
+    Parameters (``Fit.params``): ``b0`` … ``bL``, ``W1`` … ``WL`` as for `DBM`.
 
     Examples:
         >>> import probgen as pg

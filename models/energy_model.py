@@ -121,7 +121,7 @@ class EnergyModel(Declaration):
     def langevin(self, x: torch.Tensor, steps: int, step_size: float, g: torch.Generator,
                  metropolis: bool = False) -> tuple[torch.Tensor, float]:
         """Run ``steps`` Langevin (or MALA) steps from ``x`` (B, D), one chain per row, on the
-        MCMC driver (:class:`Langevin` is the transition); returns (x, acceptance rate)."""
+        MCMC driver (`Langevin` is the transition); returns (x, acceptance rate)."""
         from probgen.loops.mcmc import run
         if steps == 0:
             return x.detach(), 1.0

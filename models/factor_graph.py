@@ -6,7 +6,7 @@ Reference: Kschischang, Frey & Loeliger (2001), "Factor graphs and the sum-produ
 algorithm"; Koller & Friedman (2009), ch. 4. ``structure(factors=True)`` is the bipartite
 variable/factor graph; ``structure()`` the Markov network (variables joined when they
 share a factor). The exact engine answers log Z, marginals and MAP by log-space tensor
-variable elimination (:mod:`probgen.ops.elimination`, in log space).
+variable elimination (`probgen.ops.elimination`, in log space).
 """
 from __future__ import annotations
 

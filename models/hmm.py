@@ -11,7 +11,7 @@ in speech recognition", Proc. IEEE 77(2).
 
 Data: a list of sequences ((T_i,) symbols / counts, or (T_i, D) observations), one
 tensor ((T,) / (T, D): one sequence; (B, T) / (B, T, D): B sequences of equal length), or a
-:class:`Sequences` (a padded tensor plus ``lengths``): ``Sequences(x_padded, lengths)``.
+`Sequences` (a padded tensor plus ``lengths``): ``Sequences(x_padded, lengths)``.
 ``check_data`` turns all of these into a ``Sequences``.
 """
 from __future__ import annotations
@@ -70,7 +70,7 @@ class HMM(Program):
         hmmlearn's ``VariationalCategoricalHMM`` / ``VariationalGaussianHMM`` priors and defaults
         (their ``startprob_prior``, ``transmat_prior``, ``emissionprob_prior``, ``dof_prior``,
         ``scale_prior``, ``means_prior``, ``beta_prior``). Scalars are repeated;
-        :meth:`prior_hyperparameters` returns the values in use.
+        `prior_hyperparameters` returns the values in use.
 
     Parameters (``Fit.params``): ``initial`` (K,), ``transition`` (K, K) (rows sum to 1),
     and ``probs`` (K, V) | ``loc`` (K, D) with ``scale`` (K, D) or ``scale_tril`` (K, D, D)
@@ -213,7 +213,7 @@ class HMM(Program):
         return ("initial", "transition") + em
 
     def num_free_params(self, params: dict | None = None) -> int:
-        """The number of free parameters (for BIC / AIC, :func:`probgen.select`): K − 1
+        """The number of free parameters (for BIC / AIC, `probgen.select`): K − 1
         initial and K (K − 1) transition probabilities, and K (V − 1) symbol probabilities |
         K D means with K D (diag) or K D(D+1)/2 (full) covariance entries | K rates (hmmlearn's
         ``_get_n_fit_scalars_per_param`` counts the same)."""
@@ -241,7 +241,7 @@ class HMM(Program):
 
     # ---- data --------------------------------------------------------------------------
     def check_data(self, data: Any) -> Sequences:
-        """A :class:`Sequences` (padded batch + lengths) for ``data``; ``ValueError`` on a
+        """A `Sequences` (padded batch + lengths) for ``data``; ``ValueError`` on a
         wrong dimension, NaN / inf, zero-length sequences, symbols outside
         ``0..n_symbols-1`` or negative / non-integer Poisson counts."""
         if data is None:
@@ -351,7 +351,7 @@ class HMM(Program):
     # ---- exact evaluation --------------------------------------------------------------
     def log_emission(self, params: dict[str, torch.Tensor], data: Sequences) -> torch.Tensor:
         """log p(x_t | z_t = k) for every step: (B, T, K) (padded steps hold finite junk),
-        the view of a state-major (K, T, B) buffer (:meth:`emission_table`, dense)."""
+        the view of a state-major (K, T, B) buffer (`emission_table`, dense)."""
         return self.emission_table(params, data).dense()
 
     def emission_table(self, params: dict[str, torch.Tensor], data: Sequences,

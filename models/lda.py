@@ -16,7 +16,7 @@ Parameters (``fit.params``): ``topics`` (K, V) rows on the simplex; ``alpha`` (K
 ``eta`` (scalar tensor).
 
 Data: a list of token-id lists, a dense or sparse (D, V) count matrix, a
-``(documents, vocabulary)`` tuple, or a :class:`probgen.corpus.Corpus`.
+``(documents, vocabulary)`` tuple, or a `probgen.corpus.Corpus`.
 """
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ class LDA(Program):
 
     # ---- declaration hooks -------------------------------------------------------------
     def check_data(self, data: Any) -> Corpus:
-        """A validated :class:`Corpus` (errors: empty corpus or documents, ids outside
+        """A validated `Corpus` (errors: empty corpus or documents, ids outside
         [0, vocab_size), negative or fractional counts, a matrix with the wrong width)."""
         if data is None:
             raise ValueError("LDA needs documents: a list of token-id lists or a (D, V) count matrix")
@@ -179,7 +179,7 @@ class LDA(Program):
           name: the name.
 
         Returns:
-          The corpus (a :class:`probgen.corpus.Corpus`), or ``None`` for another name.
+          The corpus (a `probgen.corpus.Corpus`), or ``None`` for another name.
         """
         return load_lee() if name == "lee" else None
 

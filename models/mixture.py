@@ -44,7 +44,7 @@ class GaussianMixture(Program):
     Priors (``bayesian=True``; hyperparameters named, and defaulted, exactly as in
     scikit-learn's ``BayesianGaussianMixture`` with
     ``weight_concentration_prior_type="dirichlet_distribution"``; ``None`` means "computed
-    from the data" and :meth:`prior_hyperparameters` returns the values in use):
+    from the data" and `prior_hyperparameters` returns the values in use):
 
       weights ~ Dirichlet(weight_concentration_prior · 1_K)     default 1 / K
       Λ_k     ~ Wishart(ν₀ = degrees_of_freedom_prior, W₀ = covariance_prior⁻¹)
@@ -53,7 +53,7 @@ class GaussianMixture(Program):
                 default mean_prior = the data mean, mean_precision_prior = 1
 
     with Σ_k = Λ_k⁻¹ and the site ``scale_tril`` = chol(Σ_k) (the Wishart is carried to
-    the Cholesky factor of Σ_k with its exact Jacobian, :class:`CholeskyInverseWishart`, so
+    the Cholesky factor of Σ_k with its exact Jacobian, `CholeskyInverseWishart`, so
     the site keeps its public name and NUTS / autoguides work on it). ``"diag"`` uses one
     Wishart per dimension, i.e. precision_kd ~ Gamma(ν₀/2, rate = covariance_prior_d / 2)
     with ``covariance_prior`` a ``(D,)`` vector (default the per-dimension variances) and
@@ -62,17 +62,17 @@ class GaussianMixture(Program):
     Normal–Wishart (Normal–Gamma) pairs that a coordinate-ascent ``meanfield`` method
     updates in closed form.
 
-    :meth:`priors` gives the same families as independent priors over the parameters of a
+    `priors` gives the same families as independent priors over the parameters of a
     plain mixture (``loc_k ~ Normal(mean_prior, covariance_prior / mean_precision_prior)``
     independent of Σ_k); the ``mcmc`` engine lifts a plain mixture's parameters to them.
 
-    Hooks for the engines: :meth:`e_step` / :meth:`m_step` / :meth:`em_step` (EM), :meth:`responsibilities`
-    (exact queries), :meth:`log_prob` (exact per-example log-likelihood), :meth:`impute`, :meth:`sample`.
+    Hooks for the engines: `e_step` / `m_step` / `em_step` (EM), `responsibilities`
+    (exact queries), `log_prob` (exact per-example log-likelihood), `impute`, `sample`.
 
     Missing values: NaN cells in ``x`` are missing (at random). The E-step, ``log_prob`` and
     the queries use each row's exact marginal over its observed cells; the M-step the
     conditional expectations of the missing cells, with the conditional-covariance
-    correction (Ghahramani & Jordan 1994; :mod:`probgen.ops.gaussian_missing`). A row with
+    correction (Ghahramani & Jordan 1994; `probgen.ops.gaussian_missing`). A row with
     every cell missing is refused. Partial labels (``labels``, −1 = unknown) clamp a row's
     component in the E-step.
 
@@ -149,7 +149,7 @@ class GaussianMixture(Program):
         return {"weights": (k,), "loc": (k, d), self.factor_name: factor}
 
     def num_free_params(self, params: dict | None = None) -> int:
-        """The number of free parameters (for BIC / AIC, :func:`probgen.select`): K − 1
+        """The number of free parameters (for BIC / AIC, `probgen.select`): K − 1
         weights, K D means and K D(D+1)/2 (full), K D (diag) or K (spherical) covariance
         entries, as scikit-learn's ``GaussianMixture._n_parameters`` counts them.
         ``ValueError`` for ``bayesian=True`` (its parameters are integrated, not free)."""
@@ -295,13 +295,13 @@ class GaussianMixture(Program):
 
     def em_statistics(self, params: dict, x: torch.Tensor, center: torch.Tensor | None = None
                       ) -> dict[str, torch.Tensor]:
-        """The E-step of :meth:`em_step` as sums over the rows of ``x`` ``(N, dim)``
-        (:func:`probgen.ops.gaussian.statistics`): summed over ranks (data-parallel EM) or
-        averaged over minibatches (online EM), :meth:`em_update` is the M-step. The moments
+        """The E-step of `em_step` as sums over the rows of ``x`` ``(N, dim)``
+        (`probgen.ops.gaussian.statistics`): summed over ranks (data-parallel EM) or
+        averaged over minibatches (online EM), `em_update` is the M-step. The moments
         are taken about ``center`` ``(dim,)``, by default c = Σ_k π_k μ_k of ``params`` — the
         same on every rank, and the data mean after one M-step; an online fit fixes one.
         Rows with NaN cells contribute their expected moments given the observed cells
-        (:func:`probgen.ops.gaussian_missing.em_pass`, Ghahramani & Jordan 1994), in the same
+        (`probgen.ops.gaussian_missing.em_pass`, Ghahramani & Jordan 1994), in the same
         layout: ``second`` ``(K, D²)`` (full) or its diagonal ``(K, D)``."""
         w, loc, f = self._unpack(params)
         center = _center(w, loc) if center is None else center
@@ -315,7 +315,7 @@ class GaussianMixture(Program):
 
     def em_update(self, params: dict, stats: dict[str, torch.Tensor], reg_covar: float = 1e-6,
                   center: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """The M-step from :meth:`em_statistics` summed over all the data (``params``: those
+        """The M-step from `em_statistics` summed over all the data (``params``: those
         the statistics were taken at, which fix their default centre; or the ``center`` they
         were taken about)."""
         if center is None:

@@ -16,7 +16,7 @@ log N(z₀; μ(x), σ(x)²) − Σ_l Σ_j log g_lj. (The flow is shared by all x
 amortised.) In the guide the base draw z₀ is an auxiliary site and h a ``Delta`` carrying the
 log-determinant, so Pyro's ELBO and the IWAE bound see log q(h|x) exactly.
 
-Parameters: as :mod:`probgen.models.autoencoder` (decoder ``W1…``, ``b0…``, ``scale``;
+Parameters: as `probgen.models.autoencoder` (decoder ``W1…``, ``b0…``, ``scale``;
 encoder ``enc_W…``, ``enc_b…``, ``enc_loc_W``, ``enc_loc_b``, ``enc_scale_W``, ``enc_scale_b``
 with σ(x) = softplus(·) + 1e-4), and per flow step l: ``iaf{l}_W`` (H, C), ``iaf{l}_b`` (H,),
 ``iaf{l}_m_W``, ``iaf{l}_s_W`` (C, H), ``iaf{l}_m_b``, ``iaf{l}_s_b`` (C,), with H = 2C hidden units.

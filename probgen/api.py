@@ -35,22 +35,22 @@ def fit(model: Any, data: Any = None, engine: str | None = None, steps: int | No
       init: starting parameters, named as in ``Fit.params``.
       progress: show a progress bar on long runs (only on a terminal).
       device: ``None`` (the default: where the data are, as ever), ``"cpu"``, ``"cuda"``,
-        ``"cuda:1"``, ``"mps"`` or a ``torch.device`` (:mod:`probgen.devices`): the data,
+        ``"cuda:1"``, ``"mps"`` or a ``torch.device`` (`probgen.devices`): the data,
         ``init`` and the declaration's networks are moved there once and the method runs there;
         an absent device, or one the method's kernels do not run on, is a ``ValueError``.
-      checkpoint: a file to write the fit's state to (:mod:`probgen.checkpoint`), every
+      checkpoint: a file to write the fit's state to (`probgen.checkpoint`), every
         ``checkpoint_every`` steps (``None``: only at the end) and at the end, atomically;
-        :func:`resume` continues from it. Only methods whose loop saves its state take it.
+        `resume` continues from it. Only methods whose loop saves its state take it.
       distributed: ``None`` (the default): data-parallel when launched by ``torchrun`` (or in an
         initialised process group of several processes), every rank taking its contiguous block
         of the rows, or passing its own part as ``pg.distributed.Shard(rows)``
-        (:mod:`probgen.distributed`); ``False``: a local fit on this process's data; ``True``:
+        (`probgen.distributed`); ``False``: a local fit on this process's data; ``True``:
         data-parallel or a ``ValueError``. The returned fit is the same on every rank.
       **options: engine options (``tol``, ``n_init``, ``lr``, ``batch_size``, ...); an unknown
         one is a ``ValueError`` naming the known ones, raised before any work.
 
     Returns:
-      The fitted model, a :class:`Fit`: ``params`` named and shaped as the declaration's, ``history`` (one record
+      The fitted model, a `Fit`: ``params`` named and shaped as the declaration's, ``history`` (one record
         per step, its objective per example), ``log_prob(x)`` of shape ``(N,)``, ``sample(n)``.
 
     Raises:
@@ -111,7 +111,7 @@ def _distribute(ctx: dist.Context | None, model: Any, method: registry.Method, d
                 seed: int | None) -> tuple[Any, int | None]:
     """The checked data this rank fits and the seed every rank uses: under a data-parallel
     ``ctx``, a method that runs data-parallel (``Method.parallel == "data"``) gets this rank's
-    block of the rows (or its :class:`~probgen.distributed.Shard`), any other the whole data on
+    block of the rows (or its `Shard`), any other the whole data on
     every rank; the seed is rank 0's (drawn there when ``None``), so that every rank draws alike."""
     shard = isinstance(data, dist.Shard)
     if ctx is None:
@@ -145,25 +145,25 @@ def _checked(model: Any, method: registry.Method, data: Any) -> Any:
 
 def resume(path: Any, data: Any = None, *, progress: bool = True, callback: Any = None) -> Fit:
     """Continue the fit whose checkpoint is at ``path`` (written by ``pg.fit(...,
-    checkpoint=path)``) on the same ``data``, to its original budget; returns the :class:`Fit`
+    checkpoint=path)``) on the same ``data``, to its original budget; returns the `Fit`
     the uninterrupted ``pg.fit`` call would have returned (on CPU, bit for bit). The call —
     declaration, engine, steps, seed, init, options, device — is the file's; it goes on writing
     checkpoints to ``path``. ``callback`` (not saved in the file) is given to the method again
     where it takes one.
 
-    A data-parallel fit's checkpoint (:mod:`probgen.distributed`) is resumed the same way, on
+    A data-parallel fit's checkpoint (`probgen.distributed`) is resumed the same way, on
     every rank of a launch with as many ranks as wrote it (each passing the whole data, or its
     own ``pg.distributed.Shard`` as before): every rank reads the same file and continues from
     its own saved state; another number of ranks is a ``ValueError``.
 
     Args:
-      path: the checkpoint file (:mod:`probgen.checkpoint`).
+      path: the checkpoint file (`probgen.checkpoint`).
       data: the data the fit was started on (checked against the file's SHA-256 fingerprint).
       progress: show a progress bar (not saved in the file).
-      callback: ``callback(record)`` after each step, as for :func:`fit` (not saved in the file).
+      callback: ``callback(record)`` after each step, as for `fit` (not saved in the file).
 
     Returns:
-      The fit (a :class:`Fit`) the uninterrupted call returns.
+      The fit (a `Fit`) the uninterrupted call returns.
 
     Raises:
       ValueError: other data than the fit's, or a file that is not a probgen checkpoint
@@ -221,7 +221,7 @@ def resume(path: Any, data: Any = None, *, progress: bool = True, callback: Any 
 def _run(model: Any, method: registry.Method, data: Any, steps: int | None, seed: int | None,
          init: dict | None, progress: bool, options: dict, dev: torch.device | None,
          ck: checkpoints.Checkpoint | None, ctx: dist.Context | None = None) -> Fit:
-    """Run a checked call of ``method`` (from :func:`fit` or :func:`resume`): moved to ``dev``,
+    """Run a checked call of ``method`` (from `fit` or `resume`): moved to ``dev``,
     seeded, single-threaded, in its own param store, with ``ck`` the active checkpoint."""
     if dev is not None:
         data, init = devices.to_device(data, dev), devices.to_device(init, dev)
@@ -246,14 +246,14 @@ def infer(model_or_fit: Any, data: Any = None, query: str = "marginals", engine:
     """Posterior queries: ``query="marginals"`` (posterior marginals) or ``"map"``
     (most probable assignment); families add their own (``"encode"``, ...).
 
-    With a :class:`Fit` the fitted parameters are used; with a declaration, its own
+    With a `Fit` the fitted parameters are used; with a declaration, its own
     (declared) parameters. ``engine``: the engine that answers; ``None`` = ``"exact"`` where
     the exact engine takes the model, else (a VAE's ``query="encode"``, say) the engine that
     made the fit. A named engine answers itself or refuses: ``engine="exact"`` never hands
     the query to an approximate engine. Options are the answering method's (checked by the
     core: an unknown one is a ``ValueError``).
 
-    ``distributed``: as for :func:`fit` — ``None`` (the default): under ``torchrun`` (a
+    ``distributed``: as for `fit` — ``None`` (the default): under ``torchrun`` (a
     process group of several processes) a query the method answers row by row
     (``Method.row_queries``: a Bayesian network's marginals / MAP over many evidence rows, a
     grammar's parses of many sentences, an HMM's paths / marginals of many sequences) is
@@ -263,7 +263,7 @@ def infer(model_or_fit: Any, data: Any = None, query: str = "marginals", engine:
     without a process group. Every rank passes the whole data.
 
     Args:
-      model_or_fit: a :class:`Fit` or a declaration.
+      model_or_fit: a `Fit` or a declaration.
       data: the evidence (a Bayesian network's ``{variable: [state, ...]}`` rows, an HMM's
         sequences, a grammar's sentences, ...).
       query: ``"marginals"``, ``"map"`` or a family's own query.

@@ -1,32 +1,32 @@
 """Checkpoints of a running fit, and resuming one: ``pg.fit(..., checkpoint=PATH,
 checkpoint_every=N)`` and ``pg.resume(PATH, data)``.
 
-The core (:func:`probgen.fit`) validates the two options, records the call and makes a
-:class:`Checkpoint` *active* for the duration of the method's ``fit``; the loops (the
-iterative driver, the gradient trainer) ask :func:`active` for it — no method's signature
+The core (`probgen.fit`) validates the two options, records the call and makes a
+`Checkpoint` *active* for the duration of the method's ``fit``; the loops (the
+iterative driver, the gradient trainer) ask `active` for it — no method's signature
 carries it. A loop that can checkpoint:
 
-1. calls :meth:`Checkpoint.start` once, just before its first step: ``None`` on a fresh
+1. calls `Checkpoint.start` once, just before its first step: ``None`` on a fresh
    fit; on a resume, the loop state it saved (the core has restored, at that moment, every
    global random state and the Pyro param store to what they were when it was saved), from
    which it continues;
-2. calls :meth:`Checkpoint.step` after each of its steps with the count of steps done and a
+2. calls `Checkpoint.step` after each of its steps with the count of steps done and a
    function returning its whole state (parameters, optimiser / scheduler / sampler state, its
-   own generators' states, history, step) as plain data (:mod:`probgen.plain`);
-3. calls :meth:`Checkpoint.save` once at the end with its final state.
+   own generators' states, history, step) as plain data (`probgen.plain`);
+3. calls `Checkpoint.save` once at the end with its final state.
 
 A file holds, in format ``"probgen.checkpoint/1"``: the call (the declaration as
-:mod:`probgen.plain` writes it, engine and method, steps, seed, init, options, device, the
+`probgen.plain` writes it, engine and method, steps, seed, init, options, device, the
 checkpoint interval, a fingerprint of the data), the loop's state, the global random states
 (torch, NumPy, Python ``random``: Pyro's are these) and the Pyro param store. It is written
-with :func:`probgen.plain.write_file` (temporary file + ``fsync`` + ``os.replace``: never
+with `probgen.plain.write_file` (temporary file + ``fsync`` + ``os.replace``: never
 half-written) and read with ``torch.load(weights_only=True)`` (no code from it runs).
 
 This is the checkpoint/restart scheme of Lightning's ``ModelCheckpoint`` and Orbax: the
 state after step ``t`` plus the random streams, so that the continued run draws exactly the
 numbers the uninterrupted one would have.
 
-Under ``torch.distributed`` (:mod:`probgen.distributed`) every rank's state is gathered to
+Under ``torch.distributed`` (`probgen.distributed`) every rank's state is gathered to
 rank 0 (one collective), rank 0 writes the one file (atomically, as above) and every rank
 waits at a barrier until it is written: the top-level entries are rank 0's, ``"ranks"``
 holds the other ranks' (a rank's random streams and loop state may be its own: a trainer's
@@ -63,7 +63,7 @@ def active() -> "Checkpoint | None":
     it (the methods' signatures do not carry it).
 
     Returns:
-      The active :class:`Checkpoint`, or ``None`` (no call, or one without ``checkpoint=``).
+      The active `Checkpoint`, or ``None`` (no call, or one without ``checkpoint=``).
 
     Examples:
         >>> from probgen import checkpoint
@@ -130,13 +130,13 @@ class Checkpoint:
         return self.every is not None and done > 0 and done % self.every == 0
 
     def step(self, done: int, state: Callable[[], dict]) -> None:
-        """After a step: write ``state()`` when :meth:`due` (``done``: the steps done so far)."""
+        """After a step: write ``state()`` when `due` (``done``: the steps done so far)."""
         if self.due(done):
             self.save(state())
 
     def save(self, loop: dict) -> None:
         """Write the checkpoint now, with the loop's state ``loop`` (plain data, or what
-        :func:`probgen.plain.to_plain` writes), the global random states and the param store."""
+        `probgen.plain.to_plain` writes), the global random states and the param store."""
         from probgen import distributed
         from probgen.plain import to_plain, write_file
         store = pyro.get_param_store().get_state()
@@ -159,9 +159,9 @@ class Checkpoint:
 
 class Hook(Checkpoint):
     """An in-memory checkpoint, for code that watches or restarts a loop without a file
-    (:func:`probgen.loops.gradient.session`, tests): :meth:`start` gives ``resume`` (the
+    (`probgen.loops.gradient.session`, tests): `start` gives ``resume`` (the
     loop's own state, e.g. a ``Trainer.state_dict()``; nothing global is restored besides
-    what that state holds) and :meth:`save` calls ``save(state)``."""
+    what that state holds) and `save` calls ``save(state)``."""
 
     def __init__(self, resume: dict | None = None, every: int | None = None,
                  save: Callable[[dict], None] | None = None):
@@ -240,16 +240,16 @@ def checkpointing_methods() -> list[str]:
     return [f"{e}/{m.name}" for e in registry.engines() for m in registry.methods(e) if can_checkpoint(m)]
 
 
-#: the loops (``Method.loop``) that save and restore their state through :func:`active`
+#: the loops (``Method.loop``) that save and restore their state through `active`
 LOOPS = ("iterative", "gradient")
 
 
 def can_checkpoint(method: Any) -> bool:
-    """Whether ``method``'s fit runs on a loop that writes checkpoints (:data:`LOOPS`): the
+    """Whether ``method``'s fit runs on a loop that writes checkpoints (`LOOPS`): the
     gradient trainer and the iterative driver.
 
     Args:
-      method: a registered :class:`probgen.registry.Method`.
+      method: a registered `probgen.registry.Method`.
 
     Returns:
       ``True`` or ``False``.
@@ -279,7 +279,7 @@ def record_call(model: Any, method: Any, data: Any, *, steps: int | None, seed: 
 
 
 def _frozen(plain: Any) -> Any:
-    """``plain`` with its tensors copied: :func:`probgen.plain.to_plain` gives views of the
+    """``plain`` with its tensors copied: `probgen.plain.to_plain` gives views of the
     declaration's weights, which training would go on changing in place."""
     if isinstance(plain, torch.Tensor):
         return plain.clone()
@@ -326,7 +326,7 @@ def read(path: str | os.PathLike) -> dict:
 
 def fingerprint(data: Any) -> str | None:
     """A SHA-256 digest of checked data (tensors' dtype, shape and bytes; lists, tuples,
-    dicts, dataclasses such as :class:`probgen.corpus.Corpus`, numbers, strings), so that
+    dicts, dataclasses such as `probgen.corpus.Corpus`, numbers, strings), so that
     ``pg.resume`` can tell data that differ from the fit's; ``None`` for data of another kind
     (not checked).
 

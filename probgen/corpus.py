@@ -1,6 +1,6 @@
 """A corpus of documents as a sparse document–term count matrix (the form topic models use).
 
-:class:`Corpus` stores only the non-zero cells ``(doc, word, count)`` in coordinate form,
+`Corpus` stores only the non-zero cells ``(doc, word, count)`` in coordinate form,
 sorted by document, so engines batch their per-document updates over all non-zeros at
 once (gathers and ``index_add``) instead of looping over documents or tokens. When a corpus
 is built from token lists it also keeps each document's tokens in their original order
@@ -14,7 +14,7 @@ vocabulary, negative / fractional / non-finite counts.
 
 Missing counts: in a dense count matrix a NaN cell is a count that is not known (not a
 zero). The corpus keeps those cells apart (``missing_doc``, ``missing_word``) and the
-variational engines marginalise them (:func:`probgen.ops.lda.e_step`); a document with no
+variational engines marginalise them (`probgen.ops.lda.e_step`); a document with no
 observed count (every cell NaN, or its known cells all zero) is refused.
 """
 from __future__ import annotations
@@ -52,7 +52,7 @@ class Corpus:
 
     @property
     def any_missing(self) -> bool:
-        """Whether some counts are unknown (read by :func:`probgen.data.has_missing`)."""
+        """Whether some counts are unknown (read by `probgen.data.has_missing`)."""
         return self.missing_doc is not None
 
     # ---- construction --------------------------------------------------------------

@@ -73,7 +73,7 @@ def check_matrix(x: Any, dim: int | None = None, *, name: str = "data",
 def has_missing(data: Any) -> bool:
     """Whether checked data (a float tensor, or an object with a tensor ``x`` such as a
     padded batch of sequences) hold NaN cells, i.e. missing values; data that say it
-    themselves (``any_missing``, as :class:`probgen.ops.chain.Sequences`) are asked."""
+    themselves (``any_missing``, as `probgen.ops.chain.Sequences`) are asked."""
     flag = getattr(data, "any_missing", None)
     if flag is not None:
         return bool(flag)
@@ -136,7 +136,7 @@ def load_dataset(name: str, *, with_target: bool = False) -> torch.Tensor | tupl
       name: ``"iris"`` (Fisher 1936: 150 × 4, 3 classes), ``"digits"`` (scikit-learn's
         8 × 8 handwritten digits: 1797 × 64, values 0–16, 10 classes), ``"digits-binary"``
         (the same thresholded at 8 to 0 / 1) or ``"two-moons"`` (2000 × 2, 2 classes,
-        :func:`two_moons` with ``seed=0``).
+        `two_moons` with ``seed=0``).
       with_target: also return the labels.
 
     Returns:
@@ -275,7 +275,7 @@ def n_items(data: Any) -> int:
 
 
 def take(data: Any, idx: torch.Tensor) -> Any:
-    """The items ``idx`` (a 1-d long tensor) of ``data`` (see :func:`n_items`), in that order."""
+    """The items ``idx`` (a 1-d long tensor) of ``data`` (see `n_items`), in that order."""
     if isinstance(data, torch.Tensor):
         return data.index_select(0, idx)  # = data[idx], at a fraction of the indexing overhead
     if _parallel(data):
@@ -288,7 +288,7 @@ def take(data: Any, idx: torch.Tensor) -> Any:
 
 
 def join(parts: list, same: tuple[str, ...] = ()) -> Any:
-    """The inverse of :func:`take` over consecutive blocks: the answers (or data) for
+    """The inverse of `take` over consecutive blocks: the answers (or data) for
     consecutive blocks of items, in order, joined into those for all of them — tensors and
     arrays concatenated on dim 0, lists extended, dicts and tuples joined entry by entry.
     Dict entries named in ``same`` are not per item (labels, say): they are the first part's."""

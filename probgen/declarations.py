@@ -1,11 +1,11 @@
 """Declaration kinds: what a model *is*, with no training loop.
 
-* :class:`Declaration` – the base every model shares: data checking, parameter
+* `Declaration` – the base every model shares: data checking, parameter
   initialisation, exact log-density and sampling where the family has them.
-* :class:`Program` – a declaration written as a Pyro program (``program(data)``
+* `Program` – a declaration written as a Pyro program (``program(data)``
   with ``pyro.sample`` / ``pyro.param`` / ``pyro.plate``). Engines evaluate it at
   given parameters with ``pyro.poutine.substitute``.
-* :class:`UserProgram` – a user's own Pyro function wrapped as a Program.
+* `UserProgram` – a user's own Pyro function wrapped as a Program.
 
 Family issues add further kinds next to these (factor graphs, layered energy
 models, grammars). Engines test for the capabilities they need (methods and
@@ -66,7 +66,7 @@ class Declaration:
     @property
     def init_arguments(self) -> tuple[tuple, dict] | None:
         """``(args, kwargs)`` this declaration was constructed with: ``type(self)(*args, **kwargs)``
-        rebuilds it (how :meth:`probgen.Fit.save` writes a declaration, with no pickled code);
+        rebuilds it (how `probgen.Fit.save` writes a declaration, with no pickled code);
         ``None`` for an object that did not go through its constructor."""
         if type(self).__init__ is object.__init__:
             return (), {}
@@ -214,7 +214,7 @@ class UserProgram(Program):
         """Call the user's function.
 
         Args:
-          *args: its positional arguments (:meth:`program_args` of the data).
+          *args: its positional arguments (`program_args` of the data).
 
         Returns:
           What the function returns.
@@ -269,7 +269,7 @@ def _n_positional(fn: Callable) -> int:
 
 
 def load_program(spec: str) -> UserProgram:
-    """Load ``path/to/file.py:name`` as a :class:`UserProgram`."""
+    """Load ``path/to/file.py:name`` as a `UserProgram`."""
     import importlib.util
     import os
     path, sep, name = spec.rpartition(":")

@@ -1,12 +1,12 @@
 """Devices: ``pg.fit(..., device="cpu" | "cuda" | "cuda:1" | "mps" | torch.device)`` and
 ``fit.to(device)``.
 
-The core checks the device (:func:`check_device`: an absent one is a ``ValueError`` naming
+The core checks the device (`check_device`: an absent one is a ``ValueError`` naming
 those there are), checks that the method runs there (``Method.devices``, the device types
 its kernels support; CPU-only kernels — the compiled HMM loops of
-:mod:`probgen.ops.chain_kernels`, NumPy code — refuse another device, naming the methods
+`probgen.ops.chain_kernels`, NumPy code — refuse another device, naming the methods
 that take it), moves the data, ``init`` and the declaration's networks and tensors there
-once (:func:`to_device`), and runs the method with torch's default device set to it (so
+once (`to_device`), and runs the method with torch's default device set to it (so
 that the tensors a method creates land beside the data; ``with torch.device(d)``).
 """
 from __future__ import annotations
@@ -103,7 +103,7 @@ def check_method(method: Any, device: torch.device | None) -> None:
 
 def to_device(obj: Any, device: torch.device) -> Any:
     """``obj`` with every tensor in it on ``device``: tensors, lists, tuples, dicts and
-    dataclasses (a :class:`probgen.corpus.Corpus`, HMM ``Sequences``; their cached fields,
+    dataclasses (a `probgen.corpus.Corpus`, HMM ``Sequences``; their cached fields,
     ``init=False``, are dropped and recomputed) are rebuilt around moved tensors; a tensor
     already there is returned as it is (so ``device="cpu"`` moves and copies nothing);
     anything else (numbers, strings, NumPy arrays) is returned unchanged.
@@ -151,7 +151,7 @@ def move_declaration(model: Any, device: torch.device) -> Any:
 
 
 def _copy_declaration(model: Any) -> Any:
-    """A copy of a (trained) declaration: rebuilt as :meth:`probgen.Fit.save` writes it
+    """A copy of a (trained) declaration: rebuilt as `probgen.Fit.save` writes it
     (constructor arguments and networks' weights; a trained Pyro transform holds cached
     non-leaf tensors, which ``copy.deepcopy`` refuses), or deep-copied where it cannot be
     written so (a network passed in by the user)."""
@@ -165,16 +165,16 @@ def _copy_declaration(model: Any) -> Any:
 
 
 def fit_to(fit: Any, device: Any) -> Any:
-    """A copy of ``fit`` on ``device`` (:meth:`probgen.Fit.to`): its parameters, its
+    """A copy of ``fit`` on ``device`` (`probgen.Fit.to`): its parameters, its
     declaration's networks and tensors, and the tensors of its state (posterior draws, the
     Pyro param store) moved there; ``fit`` itself is unchanged.
 
     Args:
-      fit: a :class:`probgen.Fit`.
-      device: as for :func:`check_device`.
+      fit: a `probgen.Fit`.
+      device: as for `check_device`.
 
     Returns:
-      A new :class:`probgen.Fit`.
+      A new `probgen.Fit`.
 
     Raises:
       ValueError: an absent device.
@@ -210,7 +210,7 @@ def table() -> str:
     """Every method's devices and whether it checkpoints (Markdown; the README's table, which
     a test keeps equal to the registry): the device types of ``Method.devices`` (``cpu`` only:
     with the reason, ``Method.device_hint``, where a CPU-only kernel is the cause) and whether
-    its loop writes checkpoints (:func:`probgen.checkpoint.can_checkpoint`).
+    its loop writes checkpoints (`probgen.checkpoint.can_checkpoint`).
 
     Returns:
       The Markdown table, one row per method.

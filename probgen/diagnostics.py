@@ -4,18 +4,18 @@ sizes and Monte Carlo standard errors, vectorised over parameters.
 Draws are arrays shaped ``(chain, draw, *shape)``; every function treats the trailing
 dimensions as independent parameters and returns an array of shape ``shape``.
 
-* :func:`split_rhat` — the split potential scale reduction factor of Gelman et al., BDA3
+* `split_rhat` — the split potential scale reduction factor of Gelman et al., BDA3
   §11.4 (each chain cut in two halves; the middle draw of an odd-length chain is dropped).
-* :func:`rhat` — its rank-normalised form (Vehtari, Gelman, Simpson, Carpenter & Bürkner
+* `rhat` — its rank-normalised form (Vehtari, Gelman, Simpson, Carpenter & Bürkner
   2021, "Rank-normalization, folding, and localization", §4.2): the larger of split R-hat of
   the rank-normalised draws (bulk) and of the rank-normalised folded draws |x − median|
-  (tails). This is what :meth:`probgen.Fit.diagnostics` reports as ``r_hat``.
-* :func:`ess` — the effective sample size of BDA3 §11.5, with autocorrelations estimated
+  (tails). This is what `probgen.Fit.diagnostics` reports as ``r_hat``.
+* `ess` — the effective sample size of BDA3 §11.5, with autocorrelations estimated
   over all chains and truncated by Geyer's initial monotone sequence (Geyer 1992; Vehtari
   et al. 2021, §3.2); ``method="bulk"`` (the default, what the table reports as ``ess``)
   applies it to the rank-normalised split chains, ``method="mean"`` to the raw split chains
   (the ESS of the posterior mean, used for its Monte Carlo standard error).
-* :func:`mcse_mean` — sd / sqrt(ESS_mean), the Monte Carlo standard error of the mean.
+* `mcse_mean` — sd / sqrt(ESS_mean), the Monte Carlo standard error of the mean.
 
 The same estimators as ArviZ's ``rhat(method="rank")``, ``ess(method="bulk" | "mean")``
 and ``mcse(method="mean")`` (a test compares them).
@@ -98,7 +98,7 @@ def split_rhat(x: Any) -> np.ndarray:
 def rhat(x: Any) -> np.ndarray:
     """Rank-normalised split R-hat (Vehtari et al. 2021, §4.2): max of bulk and folded-tail R-hat.
 
-    What :meth:`probgen.Fit.diagnostics` reports as ``r_hat``; equal to ArviZ's
+    What `probgen.Fit.diagnostics` reports as ``r_hat``; equal to ArviZ's
     ``rhat(method="rank")`` to float error.
 
     Args:
@@ -240,7 +240,7 @@ def mcse_mean(x: Any) -> np.ndarray:
 class Diagnostics(list):
     """Rows ``{"parameter", "mean", "sd", "mcse", "ess", "r_hat"}``, one per scalar parameter
     (``"loc[1,0]"`` for an entry of a vector site); ``str()`` prints them as a table.
-    What :func:`summary` and :meth:`probgen.Fit.diagnostics` return.
+    What `summary` and `probgen.Fit.diagnostics` return.
 
     Examples:
         >>> import numpy as np
@@ -283,14 +283,14 @@ class Diagnostics(list):
 
 
 def summary(draws: dict[str, Any]) -> Diagnostics:
-    """The diagnostics table of ``{name: (chain, draw, *shape)}`` draws (see :class:`Diagnostics`):
-    mean, sd, :func:`mcse_mean`, bulk :func:`ess` and :func:`rhat` of every scalar entry.
+    """The diagnostics table of ``{name: (chain, draw, *shape)}`` draws (see `Diagnostics`):
+    mean, sd, `mcse_mean`, bulk `ess` and `rhat` of every scalar entry.
 
     Args:
       draws: ``{name: (chain, draw, *shape)}`` arrays or tensors, at least 4 draws per chain.
 
     Returns:
-      The table (a :class:`Diagnostics`), one row per scalar entry.
+      The table (a `Diagnostics`), one row per scalar entry.
 
     Examples:
         >>> import numpy as np

@@ -2,20 +2,20 @@
 ``torchrun`` or any launcher that sets the standard environment variables (``RANK``,
 ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``).
 
-Every rank calls ``pg.fit`` with the same arguments; :func:`context` joins (or, where the
-user has not, initialises) the process group, and while the fit runs its :class:`Context`
-is :func:`current` — the one place the loops ask whether they run data-parallel:
+Every rank calls ``pg.fit`` with the same arguments; `context` joins (or, where the
+user has not, initialises) the process group, and while the fit runs its `Context`
+is `current` — the one place the loops ask whether they run data-parallel:
 
-* :mod:`probgen.loops.iterative` sums the E-step's sufficient statistics (and the objective)
-  over ranks with one ``all_reduce`` per iteration (:meth:`Context.sum`); the M-step runs
+* `probgen.loops.iterative` sums the E-step's sufficient statistics (and the objective)
+  over ranks with one ``all_reduce`` per iteration (`Context.sum`); the M-step runs
   identically everywhere;
-* :mod:`probgen.loops.gradient` averages gradients over a global minibatch;
-* :mod:`probgen.loops.mcmc` spreads the chains over the ranks and gathers them.
+* `probgen.loops.gradient` averages gradients over a global minibatch;
+* `probgen.loops.mcmc` spreads the chains over the ranks and gathers them.
 
-Each rank takes its own contiguous block of the rows (:meth:`Context.shard`), or, for data
-that do not fit one machine, passes only its own part as :class:`Shard`. The returned
+Each rank takes its own contiguous block of the rows (`Context.shard`), or, for data
+that do not fit one machine, passes only its own part as `Shard`. The returned
 ``Fit`` is the same on every rank. A rank that fails publishes its error in the process
-group's store before it stops (:meth:`Context.guard`), so the others end with that error
+group's store before it stops (`Context.guard`), so the others end with that error
 rather than hang; every collective has a timeout (``PROBGEN_DISTRIBUTED_TIMEOUT`` seconds,
 default 300).
 Reference: PyTorch's ``torch.distributed`` and ``DistributedDataParallel`` (Li et al. 2020).
@@ -93,7 +93,7 @@ def _timeout() -> datetime.timedelta:
 class Context:
     """The process group a data-parallel fit runs in: this process's ``rank`` of
     ``world_size`` and the ``device`` collectives use (CPU for gloo, the rank's GPU for NCCL).
-    ``parallel``: the running method's :attr:`probgen.registry.Method.parallel` (set by
+    ``parallel``: the running method's `probgen.registry.Method.parallel` (set by
     ``pg.fit``): the gradient trainer averages gradients only under ``"data"`` and the MCMC
     driver spreads chains only under ``"chains"`` (a sampler inside a training step stays local).
 
@@ -125,7 +125,7 @@ class Context:
         return start, start + q + (self.rank < r)
 
     def shard(self, data: Any) -> Any:
-        """This rank's block of ``data``'s rows (:func:`probgen.data.n_items` / ``take``)."""
+        """This rank's block of ``data``'s rows (`probgen.data.n_items` / ``take``)."""
         from probgen.data import n_items, take
         start, stop = self.block(n_items(data))
         return take(data, torch.arange(start, stop))
@@ -249,7 +249,7 @@ _CURRENT: contextvars.ContextVar[Context | None] = contextvars.ContextVar("probg
 
 
 def current() -> Context | None:
-    """The :class:`Context` of the data-parallel fit running now.
+    """The `Context` of the data-parallel fit running now.
 
     Returns:
       The context, or ``None`` for a local fit (or outside any fit).
@@ -264,8 +264,8 @@ def current() -> Context | None:
 
 @contextlib.contextmanager
 def active(ctx: Context | None) -> Iterator[Context | None]:
-    """Make ``ctx`` :func:`current` for a block (``None``: a local block), guarded
-    (:meth:`Context.guard`: an error in the block ends the other ranks with it).
+    """Make ``ctx`` `current` for a block (``None``: a local block), guarded
+    (`Context.guard`: an error in the block ends the other ranks with it).
 
     Args:
       ctx: the context, or ``None``.
@@ -323,7 +323,7 @@ def world_size() -> int:
 
 
 def context(distributed: bool | None = None, device: torch.device | None = None) -> Context | None:
-    """The :class:`Context` a call runs in: ``None`` (local) for ``distributed=False``, or when
+    """The `Context` a call runs in: ``None`` (local) for ``distributed=False``, or when
     no process group of more than one process is initialised and the environment names none;
     else the process group, initialised here when the user has not (NCCL when ``device`` is
     CUDA, else gloo; with the collective timeout).
@@ -333,7 +333,7 @@ def context(distributed: bool | None = None, device: torch.device | None = None)
       device: the fit's device (picks NCCL for CUDA).
 
     Returns:
-      The context (a :class:`Context`), or ``None`` for a local call.
+      The context (a `Context`), or ``None`` for a local call.
 
     Raises:
       ValueError: ``distributed=True`` without a launcher's environment or process group,

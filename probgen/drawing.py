@@ -65,7 +65,7 @@ def plate_regions(g: nx.Graph) -> tuple[dict[tuple, list], bool]:
     each plate ends exactly one chain prefix (so one Graphviz cluster per plate works).
 
     Args:
-      g: a graph from :func:`probgen.graph` (nodes with ``plates``; sizes in ``g.graph``).
+      g: a graph from `probgen.graph` (nodes with ``plates``; sizes in ``g.graph``).
 
     Returns:
       ``({plate chain (a tuple, outermost first): [node, ...]}, nested)``.
@@ -135,7 +135,7 @@ def to_dot(g: nx.Graph) -> graphviz.Digraph:
     ``g.graph["rankdir"]`` says otherwise.
 
     Args:
-      g: a graph from :func:`probgen.graph`.
+      g: a graph from `probgen.graph`.
 
     Returns:
       A ``graphviz.Digraph`` (its ``.source`` is the DOT text): plates are clusters,
@@ -201,7 +201,7 @@ def unrolled_chains(g: nx.Graph) -> list[list]:
     long. Drawn in one row, so an HMM looks like the textbook picture.
 
     Args:
-      g: a graph from :func:`probgen.graph`.
+      g: a graph from `probgen.graph`.
 
     Returns:
       A list of chains, each the list of its nodes in step order.
@@ -394,7 +394,7 @@ def render_graph(g: nx.Graph, path: str | os.PathLike) -> str:
     install it otherwise).
 
     Args:
-      g: a graph from :func:`probgen.graph`.
+      g: a graph from `probgen.graph`.
       path: the output file.
 
     Returns:

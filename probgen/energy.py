@@ -1,6 +1,6 @@
 """Layered energy models: the declaration kind behind Boltzmann machines, RBMs, DBNs and DBMs.
 
-A :class:`LayeredEnergy` declares
+A `LayeredEnergy` declares
 
 * layers ``s_0 … s_L`` (``s_0`` visible), each with a size and a unit type
   (``"bernoulli"``: s ∈ {0,1}; ``"gaussian"``: s ∈ ℝ with unit variance),
@@ -59,7 +59,7 @@ class Layer:
 class LayeredEnergy(Declaration):
     """Base of layered energy declarations (see the module docstring).
 
-    Concrete classes set in ``__init__``: ``layers`` (list of :class:`Layer`),
+    Concrete classes set in ``__init__``: ``layers`` (list of `Layer`),
     ``bias_names`` (one per layer), ``coupling_names`` (``{(i, j): name}``, i < j,
     weight shape ``(size_i, size_j)``), ``lateral_names`` (``{l: name}``), ``T`` and
     ``n_directed`` (number of bottom links that are directed; 0 for BM/RBM/DBM).
@@ -177,7 +177,7 @@ class LayeredEnergy(Declaration):
         """The input to layer ``l`` (or one of its units): −∂E/∂s_l without the
         Gaussian self-term, i.e. b_l + Σ W s_neighbour + 2 R_l s_l. Shape ``(N, size_l)``
         or ``(N,)`` for one unit. Only undirected couplings of the undirected part count
-        (for a DBN's lower layers use :meth:`directed_mean`)."""
+        (for a DBN's lower layers use `directed_mean`)."""
         b = params[self.bias_names[l]]
         f = b if unit is None else b[unit]
         for other, w, row in self.neighbours(l):

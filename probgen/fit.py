@@ -12,19 +12,19 @@ import torch
 from probgen import registry
 from probgen.threads import limited
 
-#: the file format :meth:`Fit.save` writes and :func:`load` reads
+#: the file format `Fit.save` writes and `load` reads
 FORMAT = "probgen.fit/2"
 
 
 class Fit:
-    """A fitted model: what :func:`probgen.fit` returns (a value: fitting never changes another fit).
+    """A fitted model: what `probgen.fit` returns (a value: fitting never changes another fit).
 
     Attributes:
       model: the declaration that was fitted (a copy of the one passed to ``pg.fit``).
       params: ``dict[str, Tensor]`` named as the declaration names them, each with the
         declaration's shape (a ``GaussianMixture(k, d)``: ``weights (k,)``, ``loc (k, d)``,
         ``scale_tril (k, d, d)``).
-      history: list of per-step records, each with ``"step"`` and the key :attr:`objective`
+      history: list of per-step records, each with ``"step"`` and the key `objective`
         names (its value per example), e.g. ``{"step": i, "log_likelihood": ...}``.
       engine: the engine name that made the fit (``"em"``, ``"svi"``, ...).
       method: the method (algorithm) of that engine that made the fit (``"mixture"``, ...).
@@ -64,7 +64,7 @@ class Fit:
 
     def own_param_store(self) -> contextlib.AbstractContextManager:
         """Pyro's global param store holding this fit's own parameters (``state["param_store"]``,
-        saved by :func:`probgen.fit` from the store the fit was trained in) for the duration of
+        saved by `probgen.fit` from the store the fit was trained in) for the duration of
         a ``with`` block; outside it, and after it, the user's store is as it was.
 
         Returns:
@@ -79,7 +79,7 @@ class Fit:
 
     @property
     def log_prob_kind(self) -> str:
-        """``"exact"``, ``"bound"`` or ``"estimate"``: what :meth:`log_prob` returns."""
+        """``"exact"``, ``"bound"`` or ``"estimate"``: what `log_prob` returns."""
         return self._log_prob_kind or self._method().log_prob_kind
 
     @property
@@ -92,12 +92,12 @@ class Fit:
     def converged(self) -> bool | None:
         """Whether the fit stopped because its objective's relative change fell below ``tol``
         (``True``), or it ran out of ``steps`` or a callback stopped it (``False``);
-        ``None`` for fits not made by an iterative driver (EM, CAVI: :mod:`probgen.loops.iterative`).
+        ``None`` for fits not made by an iterative driver (EM, CAVI: `probgen.loops.iterative`).
         A Bayes'-rule classifier's is every class fit's together (``state["class_converged"]``)."""
         return self.state.get("converged")
 
     def log_prob(self, x: Any, seed: int = 0, **options: Any) -> torch.Tensor:
-        """Per-example log-likelihood of ``x``; see :attr:`log_prob_kind`.
+        """Per-example log-likelihood of ``x``; see `log_prob_kind`.
 
         Monte Carlo estimates and bounds use ``seed``, so the same call gives the same answer.
 
@@ -183,7 +183,7 @@ class Fit:
             batch: any option of the method (its fit's own are kept otherwise).
 
         Returns:
-          The continued :class:`Fit`; this one is left as it is (a fit is a value).
+          The continued `Fit`; this one is left as it is (a fit is a value).
 
         Examples:
           >>> import torch, probgen as pg
@@ -214,19 +214,19 @@ class Fit:
           device: where to move the copy.
 
         Returns:
-          A new :class:`Fit`.
+          A new `Fit`.
 
         Raises:
           ValueError: an absent device, naming the devices there are
-            (:func:`probgen.devices.check_device`).
+            (`probgen.devices.check_device`).
         """
         from probgen.devices import fit_to
         return fit_to(self, device)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the fit to ``path`` atomically (a temporary file, then a rename), in the format
-        ``"probgen.fit/2"``: tensors and plain data only (:mod:`probgen.plain`), which
-        :func:`load` reads with ``torch.load(weights_only=True)``. The declaration is written as
+        ``"probgen.fit/2"``: tensors and plain data only (`probgen.plain`), which
+        `load` reads with ``torch.load(weights_only=True)``. The declaration is written as
         its class and constructor arguments (with its networks' ``state_dict``), a user program
         as its importable ``module:qualname``; state entries named ``*_cache`` are left out
         (recomputed on use).
@@ -260,11 +260,11 @@ class Fit:
         prints it) with one row per scalar entry of every kept site (``"loc[1,0]"``) and one
         for the sampler's objective statistic (``potential_energy``, ``log_likelihood``, …):
         ``mean``, ``sd``, ``mcse`` (of the mean), ``ess`` (bulk) and ``r_hat``
-        (rank-normalised split R-hat, Vehtari et al. 2021; :mod:`probgen.diagnostics`).
+        (rank-normalised split R-hat, Vehtari et al. 2021; `probgen.diagnostics`).
         Needs at least 4 kept draws per chain.
 
         Returns:
-          The table, a :class:`probgen.diagnostics.Diagnostics`.
+          The table, a `probgen.diagnostics.Diagnostics`.
 
         Raises:
           ValueError: the fit was not made by the MCMC driver.
@@ -320,7 +320,7 @@ def own_param_store(saved: dict | None = None) -> Iterator[dict]:
 
 
 def load(path: str | os.PathLike) -> Fit:
-    """Read a fit written by :meth:`Fit.save`. The file is read with
+    """Read a fit written by `Fit.save`. The file is read with
     ``torch.load(weights_only=True)``, which builds only tensors and plain data, so loading
     never runs code from the file; anything that is not a ``"probgen.fit/2"`` file (a pickle
     of other objects, the old format 1) is a ``ValueError``. The declaration is rebuilt from
@@ -328,10 +328,10 @@ def load(path: str | os.PathLike) -> Fit:
     says which name could not be imported), without disturbing the caller's random state.
 
     Args:
-      path: a file written by :meth:`Fit.save`.
+      path: a file written by `Fit.save`.
 
     Returns:
-      The fit (a :class:`Fit`), equal to the saved one: bit-identical ``params``, ``log_prob(x)``
+      The fit (a `Fit`), equal to the saved one: bit-identical ``params``, ``log_prob(x)``
         and ``sample(n, seed)``.
 
     Raises:

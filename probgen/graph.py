@@ -28,7 +28,7 @@ KINDS = ("latent", "observed", "param", "factor", "layer", "unit", "nonterminal"
 
 def graph(model: Any, *args: Any, params: bool = False, deterministic: bool = False,
           **options: Any) -> nx.Graph:
-    """The structure of ``model``: a declaration, a Pyro function, or a :class:`probgen.Fit`.
+    """The structure of ``model``: a declaration, a Pyro function, or a `probgen.Fit`.
 
     Args:
       args: what a program needs to be traced (usually its data); declarations with a
@@ -242,8 +242,8 @@ def moral_graph(model: Any, *args: Any) -> nx.Graph:
     a mixed graph keeps its undirected edges. Reference: Koller & Friedman (2009), §4.5.3.
 
     Args:
-      model: a declaration, a Pyro program, a :class:`probgen.Fit` or a ``networkx`` graph.
-      *args: what :func:`graph` needs to trace a program (its data).
+      model: a declaration, a Pyro program, a `probgen.Fit` or a ``networkx`` graph.
+      *args: what `graph` needs to trace a program (its data).
 
     Returns:
       An undirected ``networkx.Graph`` over the random variables.
@@ -281,9 +281,9 @@ def markov_blanket(model: Any, node: Any, *args: Any) -> set:
     Reference: Pearl (1988); Koller & Friedman (2009), §3.2.2.
 
     Args:
-      model: a declaration, a Pyro program, a :class:`probgen.Fit` or a ``networkx`` graph.
+      model: a declaration, a Pyro program, a `probgen.Fit` or a ``networkx`` graph.
       node: a variable's name.
-      *args: what :func:`graph` needs to trace a program (its data).
+      *args: what `graph` needs to trace a program (its data).
 
     Returns:
       The set of node names.
@@ -314,11 +314,11 @@ def d_separated(model: Any, xs: Iterable | Any, ys: Iterable | Any, given: Itera
     A ``pyro.factor`` site counts as an observed child of its arguments.
 
     Args:
-      model: a directed declaration, a Pyro program, a :class:`probgen.Fit` or a graph.
+      model: a directed declaration, a Pyro program, a `probgen.Fit` or a graph.
       xs: a node name or a set of them.
       ys: a node name or a set of them.
       given: the conditioning nodes (disjoint from ``xs`` and ``ys``).
-      *args: what :func:`graph` needs to trace a program (its data).
+      *args: what `graph` needs to trace a program (its data).
 
     Returns:
       ``True`` when every path between ``xs`` and ``ys`` is blocked by ``given``.
@@ -359,16 +359,16 @@ def _as_set(s: Any) -> set:
 
 def render(model: Any, path: str, *args: Any, rankdir: str | None = None, **options: Any) -> str:
     """Draw ``model``'s structure to ``path`` (.svg, .png, .pdf or .dot by suffix); returns
-    ``path``. ``args`` and ``options`` are as for :func:`graph`; ``rankdir`` ("TB", "LR",
+    ``path``. ``args`` and ``options`` are as for `graph`; ``rankdir`` ("TB", "LR",
     ...) overrides the layout direction (top to bottom for directed models, left to right
-    for undirected ones). Drawn by Graphviz ``dot`` (:mod:`probgen.drawing`), plates as boxes.
+    for undirected ones). Drawn by Graphviz ``dot`` (`probgen.drawing`), plates as boxes.
 
     Args:
-      model: a declaration, a Pyro program, a :class:`probgen.Fit` or a ``networkx`` graph.
+      model: a declaration, a Pyro program, a `probgen.Fit` or a ``networkx`` graph.
       path: the output file; its suffix picks the format.
-      *args: as for :func:`graph`.
+      *args: as for `graph`.
       rankdir: ``"TB"``, ``"LR"``, ``"BT"`` or ``"RL"``.
-      **options: as for :func:`graph`.
+      **options: as for `graph`.
 
     Returns:
       ``path``.

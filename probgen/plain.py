@@ -1,6 +1,6 @@
 """Plain data: what a fit file may hold, so that loading it can never run code.
 
-:func:`to_plain` turns a value into *plain data* — ``None``, ``bool``, ``int``, ``float``,
+`to_plain` turns a value into *plain data* — ``None``, ``bool``, ``int``, ``float``,
 ``str``, tensors, lists and dicts with ``str`` keys — which ``torch.load(path,
 weights_only=True)`` reads without unpickling any class (PyTorch's restricted unpickler,
 https://pytorch.org/docs/stable/notes/serialization.html#weights-only). The few other kinds
@@ -18,8 +18,8 @@ a fit needs are written as tagged dicts ``{"__probgen__": kind, ...}``:
   ``path/to/file.py:name`` the CLI loaded it from);
 * a frozen dataclass defined in probgen (a grammar's ``Rule``): its class and fields.
 
-Anything else is a ``ValueError`` naming where it sits (never a pickle). :func:`from_plain`
-inverts :func:`to_plain`; it imports only probgen, torch and Pyro modules, the module that
+Anything else is a ``ValueError`` naming where it sits (never a pickle). `from_plain`
+inverts `to_plain`; it imports only probgen, torch and Pyro modules, the module that
 defines a user program or declaration class named in the file, and calls only declaration
 and probgen dataclass constructors.
 """
@@ -111,7 +111,7 @@ def to_plain(obj: Any, where: str = "value") -> Any:
 
 
 def from_plain(data: Any, where: str = "the file") -> Any:
-    """The value :func:`to_plain` encoded as ``data``; ``ValueError`` for anything it did not write."""
+    """The value `to_plain` encoded as ``data``; ``ValueError`` for anything it did not write."""
     if data is None or type(data) in (bool, int, float, str) or isinstance(data, torch.Tensor):
         return data
     if type(data) is list:
@@ -353,7 +353,7 @@ def write_file(path: str, payload: dict) -> None:
 
 
 def read_file(path: str, fmt: str, what: str, hint: str = "", missing: str = "file") -> dict:
-    """The payload :func:`write_file` wrote to ``path`` in format ``fmt``, read with
+    """The payload `write_file` wrote to ``path`` in format ``fmt``, read with
     ``torch.load(weights_only=True)`` (tensors and plain data only: nothing in the file is
     unpickled as an object, so no code from it runs). Anything else — a pickle of other
     objects, a truncated or foreign file, another format — is a ``ValueError`` saying the file

@@ -4,11 +4,11 @@ Every method's ``accepts(model)`` (``inference/``) is a check against one of the
 declaration is accepted for what it offers (structural typing, PEP 544), not for the class
 it comes from, so a declaration of your own that offers, say, the three EM hooks is fitted
 by the EM driver like the built-in Gaussian mixture. All protocols are
-``runtime_checkable``; :func:`implements` is ``isinstance`` plus the check that each
+``runtime_checkable``; `implements` is ``isinstance`` plus the check that each
 method of the protocol is callable (``isinstance`` only checks that the names exist).
 Where a method also needs an attribute *value* (``emission in (...)``, ``bayesian is
 True``), that condition sits beside the protocol check in its ``accepts``; where several
-methods share such a condition, it is a predicate here (:func:`is_hidden_markov_chain`).
+methods share such a condition, it is a predicate here (`is_hidden_markov_chain`).
 
 Data members are annotated, methods written with their signatures and shapes; see each
 built-in declaration (``probgen.models``) for an implementation.
@@ -68,7 +68,7 @@ class Priors(Protocol):
 
 @runtime_checkable
 class UserFunction(PyroProgram, Protocol):
-    """A user's Pyro function wrapped as a declaration (``fn``; :class:`probgen.declarations.UserProgram`)."""
+    """A user's Pyro function wrapped as a declaration (``fn``; `probgen.declarations.UserProgram`)."""
 
     fn: Callable
 
@@ -90,7 +90,7 @@ class AmortisedProgram(PyroProgram, Protocol):
 class TopicModel(PyroProgram, Protocol):
     """A Pyro program declaring ``k`` topics over a ``vocab_size``-word vocabulary with
     Dirichlet hyperparameters ``alpha_vector`` ``(K,)`` and ``eta_tensor`` (scalar), over a
-    :class:`probgen.corpus.Corpus` (LDA: CAVI, online SVI, collapsed Gibbs)."""
+    `probgen.corpus.Corpus` (LDA: CAVI, online SVI, collapsed Gibbs)."""
 
     k: int
     vocab_size: int
@@ -104,7 +104,7 @@ class TopicModel(PyroProgram, Protocol):
 class HiddenMarkovChain(Protocol):
     """A Markov chain of discrete states with per-step emissions (forward-backward, Viterbi,
     Baum-Welch): parameters named ``param_names`` (``"initial"`` ``(K,)`` and
-    ``"transition"`` ``(K, K)`` among them, see :func:`is_hidden_markov_chain`) and
+    ``"transition"`` ``(K, K)`` among them, see `is_hidden_markov_chain`) and
     ``log_emission(params, data) -> (B, T, K)`` on data with ``.x`` and ``.lengths``
     (optionally ``emission_table(params, data)``, a ``probgen.ops.chain.EmissionTable``
     the chain kernels read faster)."""
@@ -116,7 +116,7 @@ class HiddenMarkovChain(Protocol):
 
 
 def is_hidden_markov_chain(model: Any) -> bool:
-    """:class:`HiddenMarkovChain` with ``initial`` and ``transition`` parameters."""
+    """`HiddenMarkovChain` with ``initial`` and ``transition`` parameters."""
     return implements(model, HiddenMarkovChain) and {"initial", "transition"} <= set(model.param_names)
 
 
@@ -160,7 +160,7 @@ class BayesianMixture(Protocol):
 
 @runtime_checkable
 class BayesianHiddenMarkovChain(Protocol):
-    """A hidden Markov chain (:func:`is_hidden_markov_chain`) with conjugate priors, for
+    """A hidden Markov chain (`is_hidden_markov_chain`) with conjugate priors, for
     variational Bayes (Beal 2003): ``bayesian`` true, ``emission`` ``"categorical"`` |
     ``"gaussian"`` (with ``dim``, ``covariance``), ``prior_hyperparameters(data)`` -> the
     Dirichlet / Normal–Wishart hyperparameters as full-shape tensors (``HMM``'s docstring)."""
@@ -235,7 +235,7 @@ class Grammar(Protocol):
 
 @runtime_checkable
 class LayeredEnergyModel(Protocol):
-    """A layered energy model (:class:`probgen.energy.LayeredEnergy`: Boltzmann machines,
+    """A layered energy model (`probgen.energy.LayeredEnergy`: Boltzmann machines,
     RBM, DBN, DBM): ``layers``, the ``n_directed`` lowest links directed, and the energy
     machinery written once over the layer tensors (energy, Gibbs sweeps, mean field, exact
     enumeration)."""
@@ -282,7 +282,7 @@ class AdversarialNetworks(Protocol):
 
 @runtime_checkable
 class Adversarial(Protocol):
-    """A GAN declaration: its ``net`` is :class:`AdversarialNetworks` (checked beside)."""
+    """A GAN declaration: its ``net`` is `AdversarialNetworks` (checked beside)."""
 
     net: Any
 

@@ -2,11 +2,11 @@
 
 An *engine* (``"em"``, ``"svi"``, ...) is a named collection of *methods*. A method is
 one algorithm for one kind of declaration: it states what it needs of a declaration
-(:meth:`Method.accepts`, a capability check on protocols, never on a concrete model
-class) and turns a declaration plus data into a :class:`probgen.Fit`. Method modules
-live under ``inference/<engine>/`` and register themselves with :func:`register`.
+(`Method.accepts`, a capability check on protocols, never on a concrete model
+class) and turns a declaration plus data into a `probgen.Fit`. Method modules
+live under ``inference/<engine>/`` and register themselves with `register`.
 
-Declarations register themselves by subclassing :class:`probgen.declarations.Declaration`
+Declarations register themselves by subclassing `probgen.declarations.Declaration`
 with a ``short_name``. Both registries are filled lazily on first use by importing
 ``probgen.models`` and ``probgen.inference`` (the core never imports them at import time,
 so imports keep pointing down).
@@ -44,11 +44,11 @@ _loaded = False
 
 
 class Method:
-    """One algorithm of an engine for the declarations that pass :meth:`accepts`.
+    """One algorithm of an engine for the declarations that pass `accepts`.
 
     Subclasses set ``engine`` (the engine name) and ``name`` and implement
-    :meth:`accepts` and :meth:`fit`. The defaults of :meth:`log_prob`,
-    :meth:`sample` and :meth:`infer` delegate to the declaration's own exact
+    `accepts` and `fit`. The defaults of `log_prob`,
+    `sample` and `infer` delegate to the declaration's own exact
     evaluation (``model.log_prob(params, x)``, ``model.sample(params, n, seed)``).
     """
 
@@ -56,10 +56,10 @@ class Method:
     name: str = ""
     #: what ``Fit.log_prob`` returns for fits made by this method: "exact" | "bound" | "estimate"
     log_prob_kind: str = "exact"
-    #: the queries :func:`probgen.infer` may ask of this method
+    #: the queries `probgen.infer` may ask of this method
     queries: tuple[str, ...] = ()
     #: True for methods that handle missing cells (NaN in the checked data); the others are
-    #: refused such data by :func:`probgen.fit`
+    #: refused such data by `probgen.fit`
     missing_values: bool = False
     #: one line for error messages: what this method needs of a declaration
     needs: str = ""
@@ -71,22 +71,22 @@ class Method:
     objective: str = ""
     #: what one of ``steps`` is for this method ("EM iterations", "gradient steps", ...)
     steps_unit: str = ""
-    #: whether :meth:`fit` starts from parameters (``init=``); the core refuses ``init`` for a
+    #: whether `fit` starts from parameters (``init=``); the core refuses ``init`` for a
     #: method that does not (closed-form counting, say), with ``init_hint`` saying what to pass instead
     accepts_init: bool = True
     init_hint: str = ""
     #: the device types (``pg.fit(device=...)``) the method's kernels run on; another is
     #: refused by the core, with ``device_hint`` saying why (a compiled CPU kernel, NumPy code)
     devices: tuple[str, ...] = ("cpu",)
-    #: how the method's fit runs under ``torch.distributed`` (:mod:`probgen.distributed`):
+    #: how the method's fit runs under ``torch.distributed`` (`probgen.distributed`):
     #: ``"data"`` (each rank fits its block of the rows; the loop combines them), ``"chains"``
     #: (each rank runs its share of the chains on the whole data) or ``None`` (each rank
     #: fits the whole data, alike)
     parallel: str | None = None
-    #: the queries of :meth:`infer` that answer row by row — one answer per evidence row,
+    #: the queries of `infer` that answer row by row — one answer per evidence row,
     #: sentence or sequence, each independent of the others: under ``torch.distributed``
-    #: ``pg.infer`` gives each rank its block of the rows (:meth:`query_rows`) and joins the
-    #: ranks' answers in order (:meth:`join_answers`); any other query runs whole on every rank
+    #: ``pg.infer`` gives each rank its block of the rows (`query_rows`) and joins the
+    #: ranks' answers in order (`join_answers`); any other query runs whole on every rank
     row_queries: tuple[str, ...] = ()
     device_hint: str = ""
 
@@ -98,7 +98,7 @@ class Method:
         raise NotImplementedError
 
     def fit_options(self, model: Any) -> tuple[str, ...]:
-        """The options :meth:`fit` takes (by default, its named keyword arguments): the core
+        """The options `fit` takes (by default, its named keyword arguments): the core
         refuses any other before the fit starts. A method that hands options on to another
         method (one fit per class, say) names that method's."""
         return named_options(self.fit, FIT_ARGS)
@@ -113,8 +113,8 @@ class Method:
         raise ValueError(f"engine {self.engine!r} answers no queries on {type(model).__name__}")
 
     def query_rows(self, model: Any, data: Any, query: str, options: dict) -> tuple[Any, dict] | None:
-        """For a query in :attr:`row_queries`: the checked rows (a form
-        :func:`probgen.data.take` splits) and the options each block is answered with —
+        """For a query in `row_queries`: the checked rows (a form
+        `probgen.data.take` splits) and the options each block is answered with —
         whatever depends on all the rows (which variables are unobserved somewhere, the padded
         width) is fixed here on the whole data, so that the joined answer is the whole one.
         ``None``: this call is not over rows (one assignment), every rank answers it whole."""
@@ -122,18 +122,18 @@ class Method:
 
     def join_answers(self, parts: list, query: str) -> Any:
         """The answer for all the rows from the answers for consecutive blocks of them, in
-        order (:func:`probgen.data.join`)."""
+        order (`probgen.data.join`)."""
         from probgen.data import join
         return join(parts)
 
     def save_state(self, fit: "Fit") -> dict:
-        """``fit.state`` in the form :meth:`probgen.Fit.save` writes (plain data, see
-        :mod:`probgen.plain`); a method whose state holds live objects (a Pyro guide)
-        replaces them by what rebuilds them in :meth:`load_state`."""
+        """``fit.state`` in the form `probgen.Fit.save` writes (plain data, see
+        `probgen.plain`); a method whose state holds live objects (a Pyro guide)
+        replaces them by what rebuilds them in `load_state`."""
         return dict(fit.state)
 
     def load_state(self, model: Any, state: dict) -> dict:
-        """The inverse of :meth:`save_state`, for a fit of ``model`` read by :func:`probgen.load`."""
+        """The inverse of `save_state`, for a fit of ``model`` read by `probgen.load`."""
         return state
 
 
@@ -182,13 +182,13 @@ def _keyword_names(fn: Callable) -> tuple[str, ...]:
 
 
 def check_named_options(what: str, fn: Callable, options: dict, skip: tuple[str, ...]) -> None:
-    """Refuse the ``options`` that ``fn`` does not take by name (:func:`named_options`)."""
+    """Refuse the ``options`` that ``fn`` does not take by name (`named_options`)."""
     known = named_options(fn, skip)
     check_options(what, {k: v for k, v in options.items() if k not in known}, known)
 
 
 def register(cls: type[Method]) -> type[Method]:
-    """Class decorator: add a :class:`Method` to its engine's registry."""
+    """Class decorator: add a `Method` to its engine's registry."""
     if cls.engine not in ENGINE_DESCRIPTIONS:
         raise ValueError(f"unknown engine name {cls.engine!r} for method {cls.__name__}")
     methods = _METHODS.setdefault(cls.engine, [])
@@ -244,7 +244,7 @@ def compatible(model: Any) -> list[str]:
       model: a declaration or a Pyro function ``fn(data)``.
 
     Returns:
-      The engines (in :func:`engines` order) that ``pg.fit(model, data, engine=e)`` takes.
+      The engines (in `engines` order) that ``pg.fit(model, data, engine=e)`` takes.
 
     Examples:
         >>> import probgen as pg

@@ -31,13 +31,13 @@ COLUMNS = ("value", "criterion", "log_likelihood", "num_free_params", "seconds")
 
 @dataclass
 class Selection:
-    """What :func:`select` returns.
+    """What `select` returns.
 
-    ``criterion``: its name; ``rows``: one dict per value with the :data:`COLUMNS` keys
+    ``criterion``: its name; ``rows``: one dict per value with the `COLUMNS` keys
     (``criterion`` the score, ``log_likelihood`` the total log-likelihood of the data the
     score is computed on — all of it for BIC / AIC, the held-out part for ``"heldout"`` —,
     ``num_free_params`` ``None`` where the score needs none, ``seconds`` the fit's wall time);
-    ``best_value`` and ``best`` (its :class:`probgen.Fit`, on all the data); ``fits``: every
+    ``best_value`` and ``best`` (its `probgen.Fit`, on all the data); ``fits``: every
     fit by value (for ``"heldout"``, fitted on the training part).
 
     Attributes:
@@ -45,7 +45,7 @@ class Selection:
       rows: one dict per value (``value``, ``criterion``, ``log_likelihood``,
         ``num_free_params``, ``seconds``).
       best_value: the value with the best score (the first on a tie).
-      best: its :class:`probgen.Fit`.
+      best: its `probgen.Fit`.
       fits: every fit by value.
 
     Examples:
@@ -119,12 +119,12 @@ def select(make_model: Callable[[Any], Any], data: Any, values: Iterable = range
       criterion: ``"bic"``, ``"aic"`` (need an exact log-likelihood and the declaration's
         ``num_free_params``) or ``"heldout"``.
       data: the data every fit gets.
-      engine: passed to every :func:`probgen.fit`.
-      seed: passed to every :func:`probgen.fit` (the same seed for each); also draws the
+      engine: passed to every `probgen.fit`.
+      seed: passed to every `probgen.fit` (the same seed for each); also draws the
         ``"heldout"`` split.
       test_fraction: the held-out share of the data items (rows, or sequences) for
         ``"heldout"``.
-      **fit_options: passed to every :func:`probgen.fit`.
+      **fit_options: passed to every `probgen.fit`.
 
     BIC is −2 log L + p log N (Schwarz 1978), AIC −2 log L + 2p (Akaike 1974), with log L
     the exact log-likelihood of all the data, N the number of observations (rows; time
@@ -132,7 +132,7 @@ def select(make_model: Callable[[Any], Any], data: Any, values: Iterable = range
     log-likelihood per held-out item.
 
     Returns:
-      The scores and fits, a :class:`Selection`; the best fit is refitted on all the data for ``"heldout"``.
+      The scores and fits, a `Selection`; the best fit is refitted on all the data for ``"heldout"``.
 
     Raises:
       ValueError: an unknown criterion, empty or repeated values, or BIC / AIC of a

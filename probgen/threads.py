@@ -53,7 +53,7 @@ def num_threads() -> int | None:
     """The threads probgen's calls use.
 
     Returns:
-      The count :func:`set_num_threads` set, else ``PROBGEN_NUM_THREADS`` (default 1);
+      The count `set_num_threads` set, else ``PROBGEN_NUM_THREADS`` (default 1);
         ``None`` for torch's own setting.
 
     Raises:
@@ -75,7 +75,7 @@ def num_threads() -> int | None:
 
 @contextlib.contextmanager
 def limited() -> Iterator[None]:
-    """Run a block with :func:`num_threads` torch threads, restoring the caller's count."""
+    """Run a block with `num_threads` torch threads, restoring the caller's count."""
     n = num_threads()
     before = torch.get_num_threads()
     if n is None or n == before:

@@ -15,7 +15,7 @@ def normal_mean(x):
 
 
 def normal_mean_guide(x):
-    """A guide function of one's own for :func:`normal_mean`: its parameters are the fit's."""
+    """A guide function of one's own for `normal_mean`: its parameters are the fit's."""
     loc = pyro.param("mu_loc", torch.tensor(0.))
     scale = pyro.param("mu_scale", torch.tensor(1.), constraint=dist.constraints.positive)
     pyro.sample("mu", dist.Normal(loc, scale))
@@ -34,7 +34,7 @@ def mixture(x):
 
 @config_enumerate
 def bayesian_mixture(x):
-    """As :func:`mixture` with a prior on the locations (NUTS samples every continuous site)."""
+    """As `mixture` with a prior on the locations (NUTS samples every continuous site)."""
     w = pyro.sample("w", dist.Dirichlet(torch.ones(2)))
     locs = pyro.sample("locs", dist.Normal(torch.tensor([-1., 1.]), 2.).to_event(1))
     with pyro.plate("N", len(x)):

@@ -1,5 +1,5 @@
 """Checkpoints and resume (``pg.fit(checkpoint=, checkpoint_every=)``, ``pg.resume``,
-:mod:`probgen.checkpoint`).
+`probgen.checkpoint`).
 
 The central test kills a fit with SIGKILL in a subprocess while it trains (after a checkpoint
 has been written) and resumes it here: the resumed fit must equal the uninterrupted one with

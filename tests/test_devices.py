@@ -1,4 +1,4 @@
-"""Devices (``pg.fit(device=...)``, ``fit.to(device)``, :mod:`probgen.devices`): ``"cpu"``
+"""Devices (``pg.fit(device=...)``, ``fit.to(device)``, `probgen.devices`): ``"cpu"``
 equals the default bit for bit for every model x engine, absent devices are clear errors, and
 — where a GPU is there — one fit per engine on it (skipped, saying so, on a machine without)."""
 import pytest
@@ -138,6 +138,6 @@ def test_fit_to_cuda_and_back():
 
 
 def test_the_readme_table_matches_the_registry():
-    """The docs' devices / checkpoints table (docs/fits.md) is :func:`probgen.devices.table`."""
+    """The docs' devices / checkpoints table (docs/fits.md) is `probgen.devices.table`."""
     from test_docs import _assert_generated_table
     _assert_generated_table("devices", "devices and checkpoints table", devices.table())

@@ -132,3 +132,79 @@ def test_code_block_runs_as_written(index, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     where, code = _python_blocks()[index]
     exec(compile(code, f"{where} python block {index}", "exec"), {"__name__": "readme_block"})
+
+
+def test_every_benchmark_table_says_what_made_it():
+    """Next to every benchmark table (``bench:FILE/...``) the page has ``run:FILE``: the
+    sentence saying which command made the numbers, when, under which load, with which
+    versions — rendered from the JSON (``benchmarks/_tables.py``'s ``provenance``); a file
+    made by a run records all of that, one not (yet) made by a run says where it came from."""
+    import json
+    for page in PAGES:
+        names = [n for n, _ in _tables().blocks(page.read_text())]
+        for f in {n[len("bench:"):].split("/")[0] for n in names if n.startswith("bench:")}:
+            assert f"run:{f}" in names, f"{page.relative_to(ROOT)} shows bench:{f} without its run:{f} block"
+    for path in (DOCS / "benchmarks").glob("*.json"):
+        doc = json.loads(path.read_text())
+        if not (isinstance(doc, dict) and "tables" in doc):
+            continue  # a format of its own (recovery, missing, networks, ...)
+        run = doc.get("run")
+        if run is None:
+            assert doc.get("source"), f"{path.name}: neither a run nor a source"
+            continue
+        assert run["argv"].startswith("python ") and "load average" in run["load"], path.name
+        assert run["finished"][:4].isdigit() and {"probgen", "torch"} <= set(run["versions"]), path.name
+        assert len(run["versions"]) > 2, f"{path.name}: no peer's version recorded"
+
+
+def test_inline_values_come_from_the_json(tmp_path, monkeypatch):
+    """``<!-- value:FILE/TABLE/ROW/COLUMN:start -->...<!-- ...:end -->`` in prose is one
+    cell of the JSON: rewritten from it, and a hand-edited one is reported stale."""
+    import json
+    mod = _tables()
+    monkeypatch.setattr(mod, "BENCH_JSON", tmp_path)
+    (tmp_path / "demo.json").write_text(json.dumps({"command": "x", "tables": {"t": {
+        "columns": ["case", "ratio", "ratio"], "align": ["", "", ""], "rows": [["a b", "6.7×", "2"], ["c", "1", "3"]]}}}))
+    text = "It is <!-- value:demo/t/a b/1:start -->9×<!-- value:demo/t/a b/1:end --> faster.\n"
+    assert mod.regenerate(text, cached=False) == text.replace("9×", "6.7×")
+    assert mod.blocks(text) == [("value:demo/t/a b/1", "9×")]
+    assert mod.value("demo/t/c/2") == "3"
+    with pytest.raises(ValueError, match="not one column"):
+        mod.value("demo/t/c/ratio")      # two columns are called "ratio": give the index
+    with pytest.raises(ValueError, match="no row"):
+        mod.value("demo/t/z/1")
+
+
+def test_benchmark_json_records_its_run(tmp_path, capsys, monkeypatch):
+    """``benchmarks/_tables.py``: ``parser`` gives ``--json`` and ``--table``; ``emit`` writes
+    the tables with the command line, start and end, the load and the versions (a peer that
+    is not installed says so); ``--table`` prints the file's provenance and tables again."""
+    import json
+    import sys
+    mod = _tables()._benchmark("_tables")
+    ap = mod.parser("demo", "Demo benchmark.\n\nMore text.")
+    path = tmp_path / "demo.json"
+    monkeypatch.setattr(sys, "argv", ["benchmarks/demo.py", "--json", str(path)])
+    a = ap.parse_args()
+    mod.emit(a.json, "python benchmarks/demo.py", {"t": mod.table(["case", "ratio"], [["a", "2.0×"]])},
+             peers=("pytest", "no-such-peer-dist"), note="3 rows")
+    doc = json.loads(path.read_text())
+    run = doc["run"]
+    assert run["argv"] == f"python benchmarks/demo.py --json {path}" and doc["note"] == "3 rows"
+    assert "load average" in run["load"] and run["started"] <= run["finished"]
+    assert run["versions"]["no-such-peer-dist"] == "absent" and run["versions"]["pytest"] == pytest.__version__
+    sentence = mod.provenance(doc)
+    assert sentence.startswith("*Run `python benchmarks/demo.py") and "3 rows." in sentence
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        ap.parse_args(["--table", str(path)])
+    out = capsys.readouterr().out
+    assert sentence in out and "| a | 2.0× |" in out
+
+
+def test_no_line_starts_with_an_inline_value():
+    """A line that begins with ``<!--`` starts an HTML block (Markdown and GitHub) and
+    breaks the sentence it belongs to: an inline value never opens a line."""
+    for page in PAGES + [ROOT / "README.md"]:
+        for i, line in enumerate(page.read_text().splitlines(), 1):
+            assert not line.startswith("<!-- value:"), f"{page.relative_to(ROOT)}:{i} starts with an inline value"

@@ -189,9 +189,31 @@ def test_griffe_parses():
                         warnings.append(f"{len(section.value)} items in its {section.kind.value} section "
                                         "(indent the continuation lines)")
                     if section.kind.value in ("returns", "yields") and any(r.name for r in section.value):
-                        # "A :class:`Fit`: ..." reads as a value named "A": start otherwise
+                        # "A `Fit`: ..." reads as a value named "A": start otherwise
                         warnings.append(f"a named returned value {[r.name for r in section.value]}")
                 warnings[before:] = [f"{name}.{getattr(f, '__name__', '')}: {w}" for w in warnings[before:]]
     finally:
         logger.removeHandler(handler)
     assert not warnings, "\n".join(warnings)
+
+
+_SPHINX_ROLE = __import__("re").compile(r":(?:py:)?(?:func|class|meth|mod|attr|data|exc|obj|const|ref):`")
+
+
+def test_no_sphinx_roles_in_docstrings():
+    """mkdocstrings renders Markdown: a Sphinx role (``:func:``, ``:class:``, ``:meth:``, ...
+    before a backticked name) would show literally on the API pages. The rule: a name in a
+    docstring is a Markdown code span, the name between single backticks."""
+    import ast
+    import pathlib
+    root = pathlib.Path(__file__).resolve().parents[1]
+    bad = []
+    for folder in ("probgen", "models", "inference"):
+        for path in sorted((root / folder).rglob("*.py")):
+            tree = ast.parse(path.read_text(), str(path))
+            for node in [tree] + [n for n in ast.walk(tree)
+                                  if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]:
+                doc = ast.get_docstring(node, clean=False) or ""
+                if _SPHINX_ROLE.search(doc):
+                    bad.append(f"{path.relative_to(root)}:{getattr(node, 'lineno', 1)}")
+    assert not bad, f"Sphinx roles in docstrings (write `name` instead): {bad}"

@@ -1,5 +1,5 @@
 """Online (stepwise) EM: ``pg.fit(..., online=True, batch_size=B)`` and ``Fit.update``
-(:mod:`inference.em._online`; Cappé & Moulines 2009).
+(`inference.em._online`; Cappé & Moulines 2009).
 
 Oracles: the batch EM fit on the whole data (online EM on a stream of chunks reaches its
 per-row log-likelihood within 1%, the issue's criterion: stepwise EM with Σρ = ∞, Σρ² < ∞

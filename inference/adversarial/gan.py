@@ -44,7 +44,7 @@ class Adversarial(GradientMethod):
     def fit(self, model: Any, data: torch.Tensor, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, loss: str = "non-saturating", batch_size: int = 256, lr: float = 2e-4,
             gradient_penalty: float = 0.0, d_steps: int = 1, **options: Any) -> Fit:
-        """Two updates on the trainer (:mod:`probgen.loops.gradient`): ``d_steps`` discriminator
+        """Two updates on the trainer (`probgen.loops.gradient`): ``d_steps`` discriminator
         steps, each on a fresh minibatch, then one generator step on ``batch_size`` draws; both
         by the trainer's ``optim`` (Adam with β = (0.5, 0.999), Radford et al. 2016). The history
         records ``loss_d`` (the objective), ``loss_g``, ``d_real`` and ``d_fake`` (mean D on the last

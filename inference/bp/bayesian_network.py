@@ -1,4 +1,4 @@
-"""Loopy belief propagation on discrete Bayesian networks (:mod:`probgen.ops.message_passing`), for
+"""Loopy belief propagation on discrete Bayesian networks (`probgen.ops.message_passing`), for
 networks whose exact elimination plan is too large.
 
 The network is its factor set: one factor per family, θ = log p(v | pa(v)) (zero table
@@ -15,8 +15,8 @@ barren and sums to one):
 EM whose E-step takes each family's expected counts from the BP factor beliefs instead of
 exact elimination (approximate EM; Heskes, Zoeter & Wiegerinck 2004).
 
-:class:`ApproximateNetwork` is the base the approximate network methods share (``bp`` here,
-``meanfield`` in :mod:`probgen.inference.meanfield.bayesian_network`).
+`ApproximateNetwork` is the base the approximate network methods share (``bp`` here,
+``meanfield`` in `probgen.inference.meanfield.bayesian_network`).
 """
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def run_rows(model: Any, params: dict, x: np.ndarray, approximate: Callable, *,
     factor beliefs summed over the rows, log p(row) estimates (B,)), e.g. loopy BP or mean
     field. Returns the per-variable log-beliefs ``(N, card)``, the summed factor beliefs
     and the estimates ``(N,)``. ``keep``: run on the families of these variables only (an
-    ancestral set, see :func:`ancestral`); beliefs of the others are ``None``."""
+    ancestral set, see `ancestral`); beliefs of the others are ``None``."""
     cards, scopes, tables = network_factors(model, params)
     if keep is not None:
         local = {j: i for i, j in enumerate(keep)}
@@ -95,7 +95,7 @@ def run_rows(model: Any, params: dict, x: np.ndarray, approximate: Callable, *,
 
 class ApproximateNetwork(NetworkEM):
     """Queries and EM for networks through one approximation of the posterior given
-    evidence (:meth:`approximate`, as :func:`run_rows` calls it); the E-step's expected
+    evidence (`approximate`, as `run_rows` calls it); the E-step's expected
     counts are its factor beliefs."""
 
     needs = "a discrete Bayesian network (variables, parents, tables)"

@@ -1,6 +1,6 @@
-"""Loopy belief propagation on factor graphs (:mod:`probgen.ops.message_passing`), and the
+"""Loopy belief propagation on factor graphs (`probgen.ops.message_passing`), and the
 base the approximate factor-graph methods share (``bp`` here, ``meanfield`` in
-:mod:`probgen.inference.meanfield.factor_graph`).
+`probgen.inference.meanfield.factor_graph`).
 
 Queries (``pg.infer(fg, evidence, engine="bp", query=...)``, evidence as for the exact
 engine: ``{variable: int}`` or ``{variable: 1-D LongTensor}``, one query per row):
@@ -38,9 +38,9 @@ def bp_options(damping: float = 0.5, max_iters: int = 200, bp_tol: float = 1e-8)
 
 class ApproximateFactorGraph(FactorGraphExact):
     """Queries and approximate maximum likelihood for factor graphs, given one approximation
-    (:meth:`approximate`: marginals, factor beliefs and log Z from a factor set); the fit is
+    (`approximate`: marginals, factor beliefs and log Z from a factor set); the fit is
     the exact method's, on the gradient trainer, with the approximate log Z
-    (:meth:`mean_log_likelihood`)."""
+    (`mean_log_likelihood`)."""
 
     log_prob_kind = "estimate"
 

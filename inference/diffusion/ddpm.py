@@ -50,7 +50,7 @@ class DDPM(GradientMethod):
     def fit(self, model: Any, data: torch.Tensor, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, batch_size: int = 256, lr: float = 1e-3, **options: Any) -> Fit:
         """``loss``: the ε-prediction error per example and dimension; the trainer's options
-        (:mod:`probgen.loops.gradient`; here ``clip_grad=1.0``, ``ema=0.999``) besides."""
+        (`probgen.loops.gradient`; here ``clip_grad=1.0``, ``ema=0.999``) besides."""
         opts = self.trainer_options(model, options)
         steps = 2000 if steps is None else steps
         net = model.net

@@ -6,7 +6,7 @@ A running average ``s`` of the per-item E-step statistics replaces the batch sum
 E-step of minibatch ``t`` (``t`` = 1, 2, … over the whole fit) at the current parameters,
 
     s ← (1 − ρ_t) s + ρ_t · (statistics of the minibatch) / (its number of items),
-    ρ_t = (t + t0)^−κ  (:func:`probgen.loops.iterative.step_size`; ρ_1 = 1: the first
+    ρ_t = (t + t0)^−κ  (`probgen.loops.iterative.step_size`; ρ_1 = 1: the first
           minibatch's statistics start ``s``, whatever ``t0``),
 
 and the M-step maps ``n · s`` to new parameters, ``n`` the number of distinct items seen so
@@ -15,11 +15,11 @@ scale only matters for a prior's pseudo-counts (the categorical mixture's), whic
 as against the data seen. The statistics are the data-parallel EM's (``em_statistics`` /
 ``statistics`` and their M-steps): the online step is the same E-step, weighted.
 
-One driver step (:func:`probgen.loops.iterative.run`) is **one pass over the data**, so
+One driver step (`probgen.loops.iterative.run`) is **one pass over the data**, so
 ``steps`` counts passes and ``tol``, ``n_init``, ``callback``, the history and checkpoints
 mean what they mean for every iterative method — but ``tol`` only when passed: the per-pass
 objective is a running estimate that wanders by about the batch defaults, so by default an
-online fit runs every pass (:class:`BatchTol`). The data are
+online fit runs every pass (`BatchTol`). The data are
 
 * an in-memory data set: each pass visits it in minibatches of ``batch_size`` items from a
   fresh permutation (drawn with ``seed``);
@@ -71,7 +71,7 @@ class BatchTol(float):
 
 
 def resolve_tol(tol: Any, online: Any) -> Any:
-    """``tol`` as the fit uses it: the batch default (:class:`BatchTol`) as a plain float for a
+    """``tol`` as the fit uses it: the batch default (`BatchTol`) as a plain float for a
     batch fit, ``None`` for an online one; a ``tol`` the caller passed as given."""
     if isinstance(tol, BatchTol):
         return None if online is True else float(tol)
@@ -98,8 +98,8 @@ def check_options(online: Any, batch_size: Any, t0: Any, kappa: Any, labels: Any
 
 
 class Stream:
-    """The data of an online fit (see the module docstring): :meth:`first` is what the start
-    sees, :meth:`minibatches` one pass."""
+    """The data of an online fit (see the module docstring): `first` is what the start
+    sees, `minibatches` one pass."""
 
     def __init__(self, data: Any, check: Callable, batch_size: int | None):
         self.batch_size = batch_size
@@ -171,7 +171,7 @@ class Stream:
 
 
 class OnlineSteps:
-    """Stepwise EM for :func:`probgen.loops.iterative.run`: one step is one pass. The state:
+    """Stepwise EM for `probgen.loops.iterative.run`: one step is one pass. The state:
     ``params``, ``stats`` (the running per-item averages ``s``, ``None`` before the first
     update), ``t`` (updates so far), ``n`` (distinct items seen), ``passes`` (done),
     ``fixed`` (constant extras), ``generator`` (the passes' permutations)."""
@@ -212,7 +212,7 @@ def fit(method: Any, model: Any, data: Any, hooks: Hooks, *, steps: int | None, 
         tol: float | None, n_init: int, callback: Callable | None, progress: bool, batch_size: int | None,
         t0: float, kappa: float, options: dict, start: dict | None = None) -> Fit:
     """An online EM fit of ``model`` (``method``'s) on ``data``; ``start``: the state to
-    continue (:func:`update`) instead of a fresh start. ``steps``: passes (default 1 for a
+    continue (`update`) instead of a fresh start. ``steps``: passes (default 1 for a
     one-shot iterator, else 5); ``options``: the fit's batch options, kept on the Fit."""
     t0, kappa = check_step_size(t0, kappa)
     stream = Stream(data, hooks.check, batch_size)
@@ -243,7 +243,7 @@ def fit(method: Any, model: Any, data: Any, hooks: Hooks, *, steps: int | None, 
 
 def update(method: Any, fit_: Fit, data: Any, *, steps: int | None, seed: int | None, progress: bool,
            hooks: Callable[[dict], Hooks], options: dict) -> Fit:
-    """``Fit.update`` of an EM fit (see :meth:`probgen.Fit.update`): an online fit continues
+    """``Fit.update`` of an EM fit (see `probgen.Fit.update`): an online fit continues
     stepwise on ``data`` with its running statistics, ``t`` and items seen (its options, any of
     ``batch_size``, ``t0``, ``kappa``, ``tol``, ``callback`` overridable); a batch fit is refit by
     batch EM on ``data`` from its parameters (its options, overridable)."""

@@ -37,11 +37,11 @@ class NetworkEM(Method):
             pseudo_count: float = 0.0, **options: Any) -> Fit:
         """``steps``: the most EM iterations (default 100); stops when the relative change of
         the log-likelihood per row (log-posterior with pseudo-counts) is below ``tol``
-        (:func:`probgen.registry.converged`; ``tol=None``: run all steps). ``history``
+        (`probgen.registry.converged`; ``tol=None``: run all steps). ``history``
         records it per row; complete data are fitted in one closed-form step
         (``state["closed_form"]``; ``fit.converged`` is then ``None``).
         ``n_init`` restarts from independent seeds (the best final value wins) and
-        ``callback`` as in :func:`probgen.loops.iterative.run`.
+        ``callback`` as in `probgen.loops.iterative.run`.
         Initial tables: ``init``, else counts of the observed cells of each family
         (rows where the family is fully observed) with one pseudo-count, randomly
         perturbed (``seed``) for families with a latent (never observed) variable."""
@@ -78,7 +78,7 @@ class NetworkEM(Method):
 
 
 class _Steps:
-    """EM of a network's tables for :func:`probgen.loops.iterative.run`: the state is the params."""
+    """EM of a network's tables for `probgen.loops.iterative.run`: the state is the params."""
 
     def __init__(self, model: Any, x, init: dict | None, pseudo_count: float, expected_counts):
         self.model, self.x, self.init, self.pseudo_count = model, x, init, pseudo_count
@@ -107,7 +107,7 @@ class _Steps:
         return out
 
     def update(self, params: dict, stats: dict) -> Update:
-        """The M-step of :meth:`step` from the counts summed over every rank's rows."""
+        """The M-step of `step` from the counts summed over every rank's rows."""
         tables = [params[f"probs_{v}"] for v in self.model.variables]
         counts = [stats[f"counts_{i}"] for i in range(len(self.model.variables))]
         ll = (float(stats["log_lik"]) + _log_prior(tables, self.pseudo_count)) / float(stats["n"])
@@ -116,7 +116,7 @@ class _Steps:
 
 def _closed_form_distributed(model: Any, x, data: torch.Tensor, pseudo_count: float, ctx: Any
                              ) -> tuple[dict, float]:
-    """:func:`count_tables` over every rank's complete rows (the family counts summed), and
+    """`count_tables` over every rank's complete rows (the family counts summed), and
     the log-likelihood per row of all of them: the local closed form, data-parallel."""
     from probgen.ops.bayesian_network import compiled
     params = model.check_params(None)

@@ -39,9 +39,9 @@ class CategoricalMixtureEM(Method):
             batch_size: int | None = None, t0: float = 2.0, kappa: float = 0.6, **options: Any) -> Fit:
         """``steps`` (default 200) iterations; ``tol``, ``n_init`` (restarts from independent
         seeds, the best final log-likelihood wins) and ``callback`` as in
-        :func:`probgen.loops.iterative.run`; ``labels`` ``(N,)``: known components (−1 =
+        `probgen.loops.iterative.run`; ``labels`` ``(N,)``: known components (−1 =
         unknown), clamped in every E-step (the objective is then log p(x, labels)).
-        ``online=True``: stepwise EM (:mod:`inference.em._online`) over minibatches of
+        ``online=True``: stepwise EM (`inference.em._online`) over minibatches of
         ``batch_size`` rows, step sizes ρ_t = (t + ``t0``)^−``kappa``; ``data`` may then be an
         iterator of chunks (or a callable returning one), and ``steps`` counts passes."""
         check_options("em", options, ("tol", "n_init", "callback", "labels") + online_em.OPTIONS)
@@ -68,8 +68,8 @@ class CategoricalMixtureEM(Method):
         return model.impute(params, data)
 
     def online_hooks(self, model: Any, init: dict | None, **_: Any) -> online_em.Hooks:
-        """Online EM's steps: :func:`statistics` of a minibatch (missing cells, −1, left out)
-        and :func:`m_step_statistics`, whose pseudo-counts weigh against the rows seen."""
+        """Online EM's steps: `statistics` of a minibatch (missing cells, −1, left out)
+        and `m_step_statistics`, whose pseudo-counts weigh against the rows seen."""
         return online_em.Hooks(
             check=model.check_data, start=lambda x, seed: _Steps(model, x, init).start(seed),
             statistics=lambda p, x, fixed: statistics(model, p, x),
@@ -77,7 +77,7 @@ class CategoricalMixtureEM(Method):
 
     def update(self, fit: Fit, data: Any, *, steps: int | None, seed: int | None, progress: bool,
                **options: Any) -> Fit:
-        """:meth:`probgen.Fit.update` (:func:`inference.em._online.update`)."""
+        """`probgen.Fit.update` (`inference.em._online.update`)."""
         return online_em.update(self, fit, data, steps=steps, seed=seed, progress=progress, options=options,
                                 hooks=lambda opts: self.online_hooks(fit.model, None))
 
@@ -97,14 +97,14 @@ def statistics(model: Any, params: dict, data: torch.Tensor, labels: torch.Tenso
 
 
 def m_step_statistics(model: Any, stats: dict) -> dict:
-    """The M-step from summed :func:`statistics` (Σ_k N_k is N up to round-off), with the
+    """The M-step from summed `statistics` (Σ_k N_k is N up to round-off), with the
     declaration's Dirichlet pseudo-count on every count."""
     nk, counts = stats["nk"], stats["counts"] + model.pseudo_count
     return {"weights": (nk + 1e-12) / (nk.sum() + 1e-12 * len(nk)), "probs": counts / counts.sum(-1, keepdim=True)}
 
 
 class _Steps:
-    """EM of the latent class model for :func:`probgen.loops.iterative.run`: the state is the params."""
+    """EM of the latent class model for `probgen.loops.iterative.run`: the state is the params."""
 
     def __init__(self, model: Any, data: torch.Tensor, init: dict | None, labels: torch.Tensor | None = None):
         self.model, self.data, self.init, self.labels = model, data, init, labels
@@ -128,11 +128,11 @@ class _Steps:
         return Update(params, float(ll.mean()))  # per row
 
     def statistics(self, params: dict) -> dict:
-        """This process's E-step as sums over its rows (:func:`statistics`, for data-parallel EM)."""
+        """This process's E-step as sums over its rows (`statistics`, for data-parallel EM)."""
         if self.onehot is None:
             self.onehot = one_hot(self.data, params["probs"].shape[-1])  # (N, D, V); zero where missing
         return statistics(self.model, params, self.data, self.labels, self.onehot)
 
     def update(self, params: dict, stats: dict) -> Update:
-        """The M-step of :meth:`step` from the summed :meth:`statistics`."""
+        """The M-step of `step` from the summed `statistics`."""
         return Update(m_step_statistics(self.model, stats), float(stats["log_lik"] / stats["n"]))

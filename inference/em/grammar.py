@@ -9,7 +9,7 @@
 
 ``history`` records the mean log-likelihood per sentence (per tree for a treebank).
 Options: ``tol`` (stop when its relative change is below ``tol``,
-:func:`probgen.registry.converged`), ``n_init``, ``callback`` (:mod:`probgen.loops.iterative`), ``start`` – ``"declared"`` (the grammar's probabilities, default),
+`probgen.registry.converged`), ``n_init``, ``callback`` (`probgen.loops.iterative`), ``start`` – ``"declared"`` (the grammar's probabilities, default),
 ``"uniform"`` or ``"random"`` (Dirichlet(1) per left-hand side, from ``seed``).
 """
 from __future__ import annotations
@@ -49,7 +49,7 @@ class GrammarEM(Method):
         """``steps`` (default 100) iterations; ``tol``, ``n_init`` (restarts from independent
         seeds, the best final log-likelihood wins; useful with ``start="random"``, as the other
         starts do not depend on the seed) and ``callback`` as in
-        :func:`probgen.loops.iterative.run`. A treebank is one closed-form step
+        `probgen.loops.iterative.run`. A treebank is one closed-form step
         (``fit.converged`` is then ``None``)."""
         check_options("em", options, ("tol", "n_init", "callback", "start"))
         check_tol(tol), check_n_init(n_init), check_callback(callback)  # the closed form runs no loop
@@ -78,7 +78,7 @@ class GrammarEM(Method):
 
 
 class _Steps:
-    """Inside–outside for :func:`probgen.loops.iterative.run`: the state is the params."""
+    """Inside–outside for `probgen.loops.iterative.run`: the state is the params."""
 
     def __init__(self, model: Any, data: Any, init: dict | None, start: str):
         self.model, self.data, self.init, self.how = model, data, init, start

@@ -14,8 +14,8 @@ M-step (float64, all closed form; Rabiner 1989 eqs. 40a–c, 52–53):
 ``history`` records, per iteration, the mean log-likelihood per sequence under the
 parameters the E-step used (``"log_likelihood"``), which EM never decreases. Iteration
 stops after ``steps`` iterations or when its relative change falls below ``tol``
-(:func:`probgen.registry.converged`; ``tol=None``: never early); the loop, its restarts
-(``n_init``) and ``callback`` are :mod:`probgen.loops.iterative`'s.
+(`probgen.registry.converged`; ``tol=None``: never early); the loop, its restarts
+(``n_init``) and ``callback`` are `probgen.loops.iterative`'s.
 
 Why not autograd of the log-evidence here: the gradient of the forward pass *is* this
 E-step (Eisner 2016), but backpropagating through a 500-step Python loop measured ~6×
@@ -90,7 +90,7 @@ def m_step(model: Any, data: Any, gamma: torch.Tensor, xi: torch.Tensor, min_cov
 def statistics(model: Any, data: Any, log_lik: torch.Tensor, gamma: torch.Tensor, xi: torch.Tensor,
                params: dict | None = None, center: torch.Tensor | None = None) -> dict:
     """The E-step's expected counts as sums over this process's sequences (data-parallel
-    Baum–Welch, :mod:`probgen.distributed`; online EM's per-minibatch statistics): ``log_lik``
+    Baum–Welch, `probgen.distributed`; online EM's per-minibatch statistics): ``log_lik``
     Σ log p(x_b), ``n`` B, ``initial`` Σ_b γ_b0 ``(K,)``, ``transition`` Σ ξ ``(K, K)``, ``nk``
     Σ γ ``(K,)`` and the emission sums: ``counts`` ``(K, V)`` (categorical), ``first`` Σ γ x
     ``(K,)`` | ``(K, D)``; Poisson ``observed`` Σ γ [x observed] ``(K,)``; Gaussian ``second``
@@ -101,8 +101,8 @@ def statistics(model: Any, data: Any, log_lik: torch.Tensor, gamma: torch.Tensor
     Missing observations (``params``, the E-step's, are then needed): a missing symbol or
     count adds nothing to ``counts`` / ``first`` / ``observed``; a Gaussian step adds
     γ E[x̃ | x_o, k] and γ E[x̃x̃ᵀ | x_o, k] (Ghahramani & Jordan 1994), the sums of
-    :meth:`probgen.models.HMM.m_step_missing`. Reference: Rabiner (1989) eqs. 40a–c; the
-    sums of :func:`m_step`."""
+    `probgen.models.HMM.m_step_missing`. Reference: Rabiner (1989) eqs. 40a–c; the
+    sums of `m_step`."""
     K = gamma.shape[-1]
     gk = gamma.permute(2, 1, 0).reshape(K, -1)               # (K, N), as in m_step
     missing = has_missing(data)
@@ -142,7 +142,7 @@ def statistics(model: Any, data: Any, log_lik: torch.Tensor, gamma: torch.Tensor
 
 
 def m_step_statistics(model: Any, stats: dict, min_covar: float, center: torch.Tensor | None = None) -> dict:
-    """:func:`m_step` from :func:`statistics` summed over all the sequences (``center``: the
+    """`m_step` from `statistics` summed over all the sequences (``center``: the
     one the Gaussian moments were taken about, default 0)."""
     tiny = torch.finfo(stats["nk"].dtype).tiny
     g0, xi = stats["initial"], stats["transition"]
@@ -189,10 +189,10 @@ class BaumWelch(Method):
             batch_size: int | None = None, t0: float = 2.0, kappa: float = 0.6, **options: Any) -> Fit:
         """``steps`` (default 100) iterations; ``tol``, ``n_init`` (restarts from independent
         seeds, the best final log-likelihood wins) and ``callback`` as in
-        :func:`probgen.loops.iterative.run`; ``min_covar`` is added to Gaussian variances;
+        `probgen.loops.iterative.run`; ``min_covar`` is added to Gaussian variances;
         ``labels``: known states at some steps (a list of (T_i,) arrays or a (B, T) array,
         −1 = unknown), clamped in every E-step; the objective is then log p(x, labels).
-        ``online=True``: stepwise EM (:mod:`inference.em._online`) over minibatches of
+        ``online=True``: stepwise EM (`inference.em._online`) over minibatches of
         ``batch_size`` sequences, step sizes ρ_t = (t + ``t0``)^−``kappa``; ``data`` may then be
         an iterator of chunks of sequences (or a callable returning one), ``steps`` counts passes."""
         check_options("em", options, ("tol", "n_init", "callback", "min_covar", "labels") + online_em.OPTIONS)
@@ -214,9 +214,9 @@ class BaumWelch(Method):
                    state=result.fit_state(), options={"tol": tol, "n_init": n_init, "min_covar": min_covar})
 
     def online_hooks(self, model: Any, init: dict | None, min_covar: float = 1e-6, **_: Any) -> online_em.Hooks:
-        """Online EM's steps: the expected counts (:func:`statistics`) of a minibatch of
+        """Online EM's steps: the expected counts (`statistics`) of a minibatch of
         sequences, missing observations marginalised as in the batch E-step, and their M-step
-        (:func:`m_step_statistics`). Gaussian moments are taken about a centre fixed at the
+        (`m_step_statistics`). Gaussian moments are taken about a centre fixed at the
         start's mean of the state means (running averages of moments about a moving centre
         would not add up; the centre only keeps the second moments free of cancellation)."""
         gaussian = model.emission == "gaussian"
@@ -233,13 +233,13 @@ class BaumWelch(Method):
 
     def update(self, fit: Fit, data: Any, *, steps: int | None, seed: int | None, progress: bool,
                **options: Any) -> Fit:
-        """:meth:`probgen.Fit.update` (:func:`inference.em._online.update`)."""
+        """`probgen.Fit.update` (`inference.em._online.update`)."""
         return online_em.update(self, fit, data, steps=steps, seed=seed, progress=progress, options=options,
                                 hooks=lambda opts: self.online_hooks(fit.model, None, **opts))
 
 
 class _Steps:
-    """Baum–Welch for :func:`probgen.loops.iterative.run`: the state is the params."""
+    """Baum–Welch for `probgen.loops.iterative.run`: the state is the params."""
 
     def __init__(self, model: Any, data: Any, init: dict | None, min_covar: float,
                  labels: torch.Tensor | None = None):

@@ -1,6 +1,6 @@
 """EM for declarations that offer an E-step and a closed-form M-step over independent
 examples (the Gaussian mixture): the steps live in the declaration, the loop (restarts,
-``tol``, history) in :mod:`probgen.loops.iterative`.
+``tol``, history) in `probgen.loops.iterative`.
 
 Protocol (checked by ``accepts``, never by class):
   ``model.init_params(x, seed)``      -> params (a fresh start for each restart);
@@ -15,7 +15,7 @@ Protocol (checked by ``accepts``, never by class):
   optionally ``model.em_statistics(params, x)`` -> dict of sums over the examples and
   ``model.em_update(params, summed, reg_covar=...)`` -> params: the same iteration split at
                                          its sums, so that it runs data-parallel
-                                         (:mod:`probgen.distributed`: summed over ranks).
+                                         (`probgen.distributed`: summed over ranks).
 Declarations whose parameters are latent (``model.bayesian``) are left to meanfield /
 svi / mcmc.
 
@@ -62,16 +62,16 @@ class MixtureEM(Method):
             labels: Any = None, online: bool = False, batch_size: int | None = None, t0: float = 2.0,
             kappa: float = 0.6, **options: Any) -> Fit:
         """Args: ``steps`` = max iterations (default 100); ``tol``: stop when the relative
-        change of the mean log-likelihood is below it (:func:`probgen.registry.converged`;
+        change of the mean log-likelihood is below it (`probgen.registry.converged`;
         ``None`` or 0 runs all steps);
         ``n_init`` restarts from independent seeds, the best final log-likelihood wins;
         ``callback``: called with each history record, ``True`` stops
-        (:func:`probgen.loops.iterative.run`);
+        (`probgen.loops.iterative.run`);
         ``reg_covar`` is added to every variance; ``init`` (a dict, possibly partial)
         fixes the start of every restart; ``init_method`` "kmeans++" | "random";
         ``labels`` ``(N,)``: known components (−1 = unknown), clamped in every E-step, the
         objective then being the log-likelihood of the data and the given labels.
-        ``online=True``: stepwise EM (:mod:`inference.em._online`) over minibatches of
+        ``online=True``: stepwise EM (`inference.em._online`) over minibatches of
         ``batch_size`` rows, step sizes ρ_t = (t + ``t0``)^−``kappa``; ``data`` may then be an
         iterator of chunks (or a callable returning one), and ``steps`` counts passes."""
         check_options("em", options,
@@ -116,13 +116,13 @@ class MixtureEM(Method):
 
     def update(self, fit: Fit, data: Any, *, steps: int | None, seed: int | None, progress: bool,
                **options: Any) -> Fit:
-        """:meth:`probgen.Fit.update` (:func:`inference.em._online.update`)."""
+        """`probgen.Fit.update` (`inference.em._online.update`)."""
         return online_em.update(self, fit, data, steps=steps, seed=seed, progress=progress, options=options,
                                 hooks=lambda opts: self.online_hooks(fit.model, None, **opts))
 
 
 class _Steps:
-    """EM of a mixture for :func:`probgen.loops.iterative.run`: the state is the params."""
+    """EM of a mixture for `probgen.loops.iterative.run`: the state is the params."""
 
     def __init__(self, model: Any, x: torch.Tensor, init: dict | None, reg_covar: float, init_method: str,
                  labels: torch.Tensor | None = None):
@@ -148,7 +148,7 @@ class _Steps:
 
 
 class _ParallelSteps(_Steps):
-    """:class:`_Steps` split for data-parallel EM (:class:`probgen.loops.iterative.DataParallel`):
+    """`_Steps` split for data-parallel EM (`probgen.loops.iterative.DataParallel`):
     the E-step's sums on this rank's rows, then the M-step from the sums over all ranks."""
 
     def statistics(self, params: dict) -> dict:

@@ -99,7 +99,7 @@ class _Probed(dist.TorchDistribution):
 
 
 class _Probe(Messenger):
-    """Wraps every sample site's distribution in :class:`_Probed`."""
+    """Wraps every sample site's distribution in `_Probed`."""
 
     def __init__(self, probes: dict | None, record: dict, masks: dict | None = None):
         super().__init__()
@@ -288,11 +288,11 @@ class ProgramEM(Method):
         log-likelihood **per example**: log Z divided by the number of data items, the size
         of the outermost ``pyro.plate`` around every observed site (1 without one: then the
         whole data set is the one example). ``tol``, ``n_init`` and ``callback`` as in
-        :func:`probgen.loops.iterative.run`: restarts start from the program's own
+        `probgen.loops.iterative.run`: restarts start from the program's own
         ``pyro.param`` initial values drawn under each restart's seed (they differ only if
         those values are random) or from ``init``. ``m_steps``: L-BFGS iterations of a
         numerical M-step. Under ``torch.distributed`` each rank fits its block of the examples
-        (:class:`_Steps`: the E-step's sums in one ``all_reduce``; what needs the new
+        (`_Steps`: the E-step's sums in one ``all_reduce``; what needs the new
         parameters — the scale CM-step, the safeguard's Q, each L-BFGS evaluation — summed
         after it), for a program whose latent sites all lie in its data plate."""
         check_options("em", options, ("tol", "n_init", "callback", "m_steps"))
@@ -393,7 +393,7 @@ class ProgramEM(Method):
                    plan: dict) -> dict:
         """The E-step's sums over this process's examples, in a layout fixed by the
         parameters alone (so that the ranks of a data-parallel fit sum the same entries):
-        ``log_z``; per parameter ``θ``, ``θ/kind`` (a one-hot over :data:`_KINDS`: how this
+        ``log_z``; per parameter ``θ``, ``θ/kind`` (a one-hot over `_KINDS`: how this
         process's plan updates θ, zeros where numerically), ``θ/num`` and ``θ/den`` (θ's
         shape: a table's expected counts, or a weighted mean's numerator and denominator);
         ``q_old`` (Q at ``params``, for the M-step's safeguard; 0 without a closed-form plan)."""
@@ -416,7 +416,7 @@ class ProgramEM(Method):
 
     def m_step(self, runner: _Runner, params: dict, weights: dict, info: Any, sums: dict, m_steps: int,
                plan: dict, total: Callable[[dict], dict] | None = None) -> dict:
-        """The M-step from ``sums`` (:meth:`statistics`, summed over the ranks in a
+        """The M-step from ``sums`` (`statistics`, summed over the ranks in a
         data-parallel fit), this process's ``weights`` and ``plan`` (the sites of each
         closed-form parameter). ``total``: sums a dict of tensors over the ranks (``None``: one
         process) — for what needs the new parameters first: the second CM-step's scale
@@ -525,15 +525,15 @@ class ProgramEM(Method):
         return out if after >= before else params
 
 
-#: how :meth:`ProgramEM.m_step` updates a parameter in closed form (the layout of its statistics)
+#: how `ProgramEM.m_step` updates a parameter in closed form (the layout of its statistics)
 _KINDS = ("table", "bernoulli", "loc", "scale", "scale_tril")
 
 
 class _Steps:
-    """Generic EM for :func:`probgen.loops.iterative.run`: the state is the params. Split for
-    a data-parallel fit (:class:`probgen.loops.iterative.DataParallel`): :meth:`statistics`
-    on this rank's examples (its posterior weights kept for :meth:`update`), summed over the
-    ranks by the driver; :meth:`update` the M-step from the sums. ``n_examples``: the examples
+    """Generic EM for `probgen.loops.iterative.run`: the state is the params. Split for
+    a data-parallel fit (`probgen.loops.iterative.DataParallel`): `statistics`
+    on this rank's examples (its posterior weights kept for `update`), summed over the
+    ranks by the driver; `update` the M-step from the sums. ``n_examples``: the examples
     of every rank (the objective is per example of the whole data)."""
 
     def __init__(self, method: ProgramEM, model: Program, args: tuple, info: ProgramInfo, init: dict | None,

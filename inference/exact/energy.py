@@ -4,7 +4,7 @@ analytically; log p(v) likewise with v clamped (a DBN: over its hidden layers be
 top RBM). ``pg.fit(model, x, engine="exact", init=params, steps=0)`` evaluates a declared
 model at given parameters; ``steps > 0`` runs full-batch gradient ascent (Adam) on the
 exact mean log-likelihood (autograd through the enumeration), on the gradient trainer
-(:mod:`probgen.loops.gradient`: its validation split, early stopping, schedules, callbacks,
+(`probgen.loops.gradient`: its validation split, early stopping, schedules, callbacks,
 checkpoints and data-parallel gradient averaging)."""
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ class EnergyEnumeration(GradientMethod, EnergyMethod):
 
     def infer(self, model: LayeredEnergy, params: dict | None, data: Any, query: str, **options: Any):
         """``query="marginals"``: the exact posterior means ``[v, E[s_1|v], …, E[s_L|v]]`` by
-        enumeration (:func:`exact_marginals`), not mean-field values."""
+        enumeration (`exact_marginals`), not mean-field values."""
         check_options("infer", options)
         if params is None:
             raise ValueError("infer on an energy model needs fitted parameters: pass a Fit")

@@ -5,10 +5,10 @@ with int values, or 1-D LongTensors for one query per row):
   ``"marginals"`` – ``{variable: p(variable | evidence)}``;
   ``"map"`` – the most probable joint assignment ``{variable: value}``;
   ``"log_partition"`` – log Z (log Σ over assignments consistent with the evidence).
-All by log-space variable elimination (:mod:`probgen.ops.elimination`).
+All by log-space variable elimination (`probgen.ops.elimination`).
 
 ``pg.fit`` maximises the exact mean log-likelihood of full assignments over the
-log-potentials with L-BFGS (on the trainer, :mod:`probgen.loops.gradient`, so every trainer
+log-potentials with L-BFGS (on the trainer, `probgen.loops.gradient`, so every trainer
 option applies: another ``optim``, minibatches, validation, ...): the gradient of log Z by backprop is the model's factor
 marginals (Eisner 2016), so each step is the moment-matching gradient
 (empirical − model factor marginals) of a log-linear model (Koller & Friedman 2009, §20.3).
@@ -47,7 +47,7 @@ class FactorGraphExact(GradientMethod):
         L-BFGS (``optim="lbfgs"``, one iteration with a strong-Wolfe line search per step) on the
         whole data (``batch_size=None``) by default; stops when the relative change of the
         per-example objective (the mean log-likelihood less the ``l2`` penalty) is below ``tol``
-        (:func:`probgen.registry.converged`; ``None``: run all steps)."""
+        (`probgen.registry.converged`; ``None``: run all steps)."""
         return self._fit(model, data, steps, seed, init, progress, l2, tol, lr, batch_size, options, {})
 
     def mean_log_likelihood(self, model: Any, theta: dict, x: torch.Tensor, approx: dict) -> torch.Tensor:
@@ -133,7 +133,7 @@ def evidence_rows(model: Any, data: Any) -> tuple[torch.Tensor, int | None]:
 
 def factor_set(model: Any, params: dict | None) -> tuple[list, list, list]:
     """``(cards, scopes as variable indices, tables)`` of a factor graph at the log-potentials
-    ``params`` (``None``: its declared ones), as :mod:`probgen.ops.message_passing` takes them."""
+    ``params`` (``None``: its declared ones), as `probgen.ops.message_passing` takes them."""
     col = {v: j for j, v in enumerate(model.variables)}
     p = model.log_potentials if params is None else params
     return (list(model.variables.values()), [tuple(col[v] for v in s) for s in model.scopes.values()],

@@ -4,7 +4,7 @@ trees, and span / rule posteriors (the outside pass by backprop, Eisner 2016).
 ``pg.fit(grammar, sentences, engine="exact")`` learns nothing: it returns a Fit at the
 grammar's own rule probabilities (or ``init``) whose ``log_prob`` is the inside
 log-probability of each sentence. ``pg.infer(grammar_or_fit, sentences, query=...)``:
-``"map"`` – one best :class:`~probgen.models.pcfg.Tree` per sentence (``None`` if it has no
+``"map"`` – one best `Tree` per sentence (``None`` if it has no
 parse); ``"marginals"`` – span and rule posteriors (see ``PCFG.posteriors``).
 """
 from __future__ import annotations

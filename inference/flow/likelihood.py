@@ -30,7 +30,7 @@ class FlowLikelihood(GradientMethod):
     def fit(self, model: Any, data: torch.Tensor, *, steps: int | None, seed: int | None, init: dict | None,
             progress: bool, batch_size: int = 256, lr: float = 1e-3, **options: Any) -> Fit:
         """``loss``: the negative log-likelihood per example; the trainer's options
-        (:mod:`probgen.loops.gradient`) besides."""
+        (`probgen.loops.gradient`) besides."""
         opts = self.trainer_options(model, options)
         steps = 1000 if steps is None else steps
         net = model.net

@@ -198,7 +198,7 @@ class NetworkGibbs(Method):
         """Posterior-mean tables under symmetric Dirichlet(``pseudo_count``) priors, by
         ``steps`` (default 500) rounds of data augmentation after ``warmup`` (default
         ``steps // 4``), every ``thin``-th kept, in ``num_chains`` chains run side by side
-        (:class:`Augmentation`). ``history`` records the complete-data log-likelihood per row
+        (`Augmentation`). ``history`` records the complete-data log-likelihood per row
         of each round's draw (``"warmup"``: whether the round is discarded; ``"chain"``)."""
         check_options("mcmc", options, ("warmup", "num_chains", "thin", "pseudo_count", "callback"))
         if pseudo_count <= 0:

@@ -3,7 +3,7 @@
 layer-wise stacking for DBNs (Hinton, Osindero & Teh 2006) and, with ``pretrain=True``,
 for DBMs (Salakhutdinov & Hinton 2009, §3.1: doubled / halved weights).
 
-Accepts any :class:`probgen.energy.LayeredEnergy`. A bipartite pair (RBM) uses the
+Accepts any `probgen.energy.LayeredEnergy`. A bipartite pair (RBM) uses the
 closed-form P(h|v) in the positive phase; models with lateral couplings or several hidden
 layers use k clamped Gibbs sweeps. ``fit.log_prob`` is exact by enumeration for small
 models and an AIS / importance-sampling estimate otherwise (``fit.log_prob_kind``).
@@ -51,8 +51,8 @@ class EnergyGibbs(EnergyMethod, GradientMethod):
         ``n_chains`` (persistent chains, = batch_size), ``pretrain`` (greedy stacking first;
         always for a DBN), ``pretrain_steps`` (epochs per stacked RBM, = steps), ``dtype``
         ("float64" | "float32" for training), and the gradient trainer's options
-        (:data:`probgen.loops.gradient.TRAINER_OPTIONS`; the default ``optim`` is CD's momentum
-        update, :class:`ContrastiveSGD`). ``steps`` = epochs (default 20)."""
+        (`probgen.loops.gradient.TRAINER_OPTIONS`; the default ``optim`` is CD's momentum
+        update, `ContrastiveSGD`). ``steps`` = epochs (default 20)."""
         trainer, options = split_trainer_options(self, model, options)
         opts = training_options("mcmc", options)
         steps = 20 if steps is None else steps

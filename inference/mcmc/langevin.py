@@ -6,11 +6,11 @@ and a persistent replay buffer (Du & Mordatch 2019):
 the model expectation taken over short Langevin (or MALA) chains started 95% of the time
 from a replay buffer of earlier negatives and 5% from uniform noise over the data's box.
 
-Data-parallel (:mod:`probgen.distributed`): the positive phase is the trainer's global
+Data-parallel (`probgen.distributed`): the positive phase is the trainer's global
 minibatch (each rank its rows of it, gradients averaged in one all-reduce per step); the
 negative phase is per rank — each rank keeps its own block of the ``buffer_size`` persistent
 chains, drawn from its own stream (rank 0's is the one-process stream, the others' seeded by
-:func:`probgen.loops.mcmc.chain_seed`), and runs one chain per row it holds of the batch. The
+`probgen.loops.mcmc.chain_seed`), and runs one chain per row it holds of the batch. The
 negatives are therefore other draws than the one-process fit's (so the fits agree in quality,
 not to round-off); the data's box and the proposal's moments are of all the rows, and the
 returned buffer is every rank's block in rank order (the same ``Fit`` on every rank).
@@ -48,7 +48,7 @@ class LangevinCD(GradientMethod):
             progress: bool, batch_size: int = 128, lr: float = 1e-3, k: int = 40, step_size: float | None = None,
             buffer_size: int = 10000, reinit: float = 0.05, alpha: float = 1e-3, metropolis: bool = False,
             **options: Any) -> Fit:
-        """The training loop is the trainer's (:mod:`probgen.loops.gradient`, all its options);
+        """The training loop is the trainer's (`probgen.loops.gradient`, all its options);
         the negatives come from ``k`` Langevin steps (the sampler, ``model.langevin``). The history
         records ``loss``, ``e_data``, ``e_model`` and the chains' ``acceptance``; ``val_loss`` is
         the loss on a validation split against the first replay-buffer entries (no new chains)."""

@@ -12,14 +12,14 @@ the token before it (n_k couples all tokens, n_kw all tokens of a word), so upda
 tokens in parallel (as "approximate distributed LDA" does) samples a different chain.
 This kernel keeps the exact sequential sweep within a chain and vectorises over chains,
 which are independent: all chains' assignments are one (chains, tokens) array and one
-call of the compiled (Numba) :func:`gibbs_sweeps` moves every chain one sweep, reading
+call of the compiled (Numba) `gibbs_sweeps` moves every chain one sweep, reading
 one pre-drawn U(0, 1) per chain and token (each chain's own NumPy generator, so a chain
 is the same whether it runs alone or beside others). About 0.09 µs per token and chain at
 K = 10 (benchmarks/gibbs_chains.py; the interpreted loop it replaced: 2 µs).
 
 Estimates: the topics are the posterior mean of β, averaged over the kept sweeps
 (after ``warmup`` sweeps) of every chain, each chain's topics first matched to chain 0's
-(:func:`aligned`: the labels are exchangeable): E[β_kw | z] = (n_kw + η) / (n_k + V η).
+(`aligned`: the labels are exchangeable): E[β_kw | z] = (n_kw + η) / (n_k + V η).
 """
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def aligned(per_chain: Any) -> Any:
     different orders (label switching, Stephens 2000); averaging them unmatched blurs the
     topics together. Chain c's permutation minimises the total L1 distance between its
     normalised topics and chain 0's (an assignment problem, solved exactly by
-    :func:`scipy.optimize.linear_sum_assignment`). Within one chain a collapsed Gibbs sampler
+    `scipy.optimize.linear_sum_assignment`). Within one chain a collapsed Gibbs sampler
     does not switch labels in practice, so its kept sweeps are summed as they are."""
     from scipy.optimize import linear_sum_assignment
 
@@ -112,7 +112,7 @@ def aligned(per_chain: Any) -> Any:
 
 
 class CollapsedGibbs(Kernel):
-    """One exact sequential sweep of every chain (:func:`gibbs_sweeps`) per transition,
+    """One exact sequential sweep of every chain (`gibbs_sweeps`) per transition,
     vectorised over chains. State: the (C, N) assignments, the (C, D, K), (C, V, K), (C, K)
     counts and one NumPy generator per chain (seeded by the chain's seed: chain c's draws are
     the same alone or beside others). The kept draw is each chain's sweep estimate
@@ -198,7 +198,7 @@ class LDACollapsedGibbs(TopicModelMethod):
         chains. ``history`` records the collapsed log p(w, z) per document of each sweep
         (``"warmup"``: discarded; ``"chain"``); ``fit.state["z"]`` is the first chain's last state.
         ``probes`` / ``probe_sweeps``: each chain starts from the best, by collapsed log p(w, z)
-        after ``probe_sweeps`` sweeps, of ``probes`` random starts (:meth:`CollapsedGibbs.init`;
+        after ``probe_sweeps`` sweeps, of ``probes`` random starts (`CollapsedGibbs.init`;
         ``probes=1``: one random start). From one start a chain stayed in merged topics
         (log p(w, z) 20 nats per document below the truth's) through 3 000 sweeps on one of ten
         simulated corpora (benchmarks/recovery.py)."""

@@ -6,8 +6,8 @@ declaration that offers ``priors()`` (name -> distribution) has its parameters
 lifted to those priors (as ``pyro.poutine.lift`` does), and the fit records which
 were lifted in ``fit.state["lifted"]``.
 
-Pyro's NUTS transition is a kernel (:class:`NUTSKernel`) of the one MCMC driver
-(:mod:`probgen.loops.mcmc`): ``steps`` draws per chain after ``warmup`` adaptation steps, every
+Pyro's NUTS transition is a kernel (`NUTSKernel`) of the one MCMC driver
+(`probgen.loops.mcmc`): ``steps`` draws per chain after ``warmup`` adaptation steps, every
 ``thin``-th kept; ``num_chains`` chains run one after another in this process (chain 0 in the
 stream ``seed`` started, chain c under its own seed, so a fit is reproducible). The kept
 draws are ``fit.state["draws"]`` ``(chain, draw, ...)`` and ``fit.state["samples"]`` (chains

@@ -1,5 +1,5 @@
 """Naive mean field on discrete Bayesian networks
-(:func:`probgen.ops.message_passing.mean_field` on the network's factor set, θ = log CPTs).
+(`probgen.ops.message_passing.mean_field` on the network's factor set, θ = log CPTs).
 
 Queries take the exact engine's evidence forms: ``"marginals"`` – ``{variable: q_v}``,
 ``"map"`` – each q_v's argmax; options ``max_iters`` (200) and ``mf_tol`` (1e-8). Queries

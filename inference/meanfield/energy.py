@@ -5,7 +5,7 @@ colour blocks; ``pretrain=True`` first stacks RBMs with Salakhutdinov & Hinton's
 RBM with two copies of the visible layer, top RBM with two copies of the top layer,
 middle RBMs' weights halved).
 
-Accepts any undirected :class:`probgen.energy.LayeredEnergy` with hidden units (DBM,
+Accepts any undirected `probgen.energy.LayeredEnergy` with hidden units (DBM,
 RBM, BM; lateral couplings are updated unit by unit). ``pg.infer(fit, x,
 engine="meanfield")`` returns the mean-field posterior means.
 """

@@ -1,4 +1,4 @@
-"""Naive mean field on factor graphs (:func:`probgen.ops.message_passing.mean_field`).
+"""Naive mean field on factor graphs (`probgen.ops.message_passing.mean_field`).
 
 Queries (``pg.infer(fg, evidence, engine="meanfield", query=...)``, evidence as for the
 exact engine): ``"marginals"`` – ``{variable: q_v}``; ``"map"`` – each q_v's argmax;
@@ -8,7 +8,7 @@ log Σ over the assignments consistent with the evidence). Options ``max_iters``
 
 ``pg.fit`` maximises mean_n Σ_f θ_f(x_n) − ELBO(θ) with L-BFGS (the gradient uses the
 product marginals in place of the exact factor marginals; see
-:mod:`probgen.inference.bp.factor_graph`). Since ELBO ≤ log Z this objective is an upper
+`probgen.inference.bp.factor_graph`). Since ELBO ≤ log Z this objective is an upper
 bound of the log-likelihood (concave in θ and at most 0), the classic mean-field
 approximation to maximum likelihood (Wainwright & Jordan 2008, §6.2).
 """

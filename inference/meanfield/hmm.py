@@ -179,7 +179,7 @@ class VariationalHMM:
 
 
 class _Steps:
-    """VB for :func:`probgen.loops.iterative.run`: start from the posterior given the state
+    """VB for `probgen.loops.iterative.run`: start from the posterior given the state
     marginals at the declaration's starting parameters (one VB M-step), or from
     ``init_posterior``."""
 
@@ -219,10 +219,10 @@ class VariationalBayesHMM(Method):
             progress: bool, tol: float | None = 1e-8, n_init: int = 1, callback: Callable | None = None,
             init_posterior: dict | None = None, **options: Any) -> Fit:
         """``steps`` (default 100) VB iterations; ``tol``, ``n_init`` and ``callback`` as in
-        :func:`probgen.loops.iterative.run` (``history``: ``"elbo"`` per sequence).
+        `probgen.loops.iterative.run` (``history``: ``"elbo"`` per sequence).
         The start: one VB M-step from the state marginals at ``init`` (completed from
         ``model.init_params``), or ``init_posterior``, a dict of the variational parameters
-        (:class:`VariationalHMM`; every restart's start). ``fit.params`` are the posterior
+        (`VariationalHMM`; every restart's start). ``fit.params`` are the posterior
         means; ``fit.state`` holds ``q``, ``state_counts`` and ``effective_states``."""
         check_options("meanfield", options, OPTIONS)
         steps = 100 if steps is None else steps

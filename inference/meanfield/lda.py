@@ -3,7 +3,7 @@
 Blei, Ng & Jordan (2003), §5 and Appendix A, for smoothed LDA: q(θ_d) = Dirichlet(γ_d),
 q(z_dn) = Categorical(φ_dn), q(β_k) = Dirichlet(λ_k). One iteration:
 
-  E-step  for all documents at once (:func:`probgen.ops.lda.e_step`), warm-started from
+  E-step  for all documents at once (`probgen.ops.lda.e_step`), warm-started from
           the previous γ: φ_dwk ∝ exp(E[log θ_dk] + E[log β_kw]),  γ_d = α + Σ_w c_dw φ_dw;
   M-step  λ_kw = η + Σ_d c_dw φ_dwk;
   optional empirical Bayes: α (asymmetric) and η by Minka's fixed point.
@@ -58,19 +58,19 @@ class LDACAVI(TopicModelMethod):
             learn_alpha: bool = False, learn_eta: bool = False, e_step_tol: float = 1e-3, max_e_step: int = 100,
             seed_docs: int = 2, probes: int | None = None, probe_steps: int = 2, **options: Any) -> Fit:
         """``steps`` (default 200) outer iterations; stops early when the relative change of
-        the ELBO falls below ``tol`` (:func:`probgen.registry.converged`; ``None``: run every
+        the ELBO falls below ``tol`` (`probgen.registry.converged`; ``None``: run every
         step); ``history`` records ``"elbo"`` per document. ``n_init`` restarts from
         independent seeds (the best final ELBO wins) and ``callback`` as in
-        :func:`probgen.loops.iterative.run`. ``learn_alpha`` / ``learn_eta``: empirical-Bayes
+        `probgen.loops.iterative.run`. ``learn_alpha`` / ``learn_eta``: empirical-Bayes
         updates of the hyperparameters. ``e_step_tol`` / ``max_e_step``: the per-document
         γ convergence rule inside each E-step. ``seed_docs``: without ``init["topics"]``,
         each topic starts from the counts of this many random documents (lda-c's "seeded"
-        start, :func:`seeded_lambda`); 0 gives the Gamma-noise start of the online engine.
+        start, `seeded_lambda`); 0 gives the Gamma-noise start of the online engine.
         ``probes`` / ``probe_steps``: each restart's start is the best, by ELBO after
         ``probe_steps`` CAVI iterations, of ``probes`` random starts (the "short runs"
         strategy of Biernacki, Celeux & Govaert 2003); the winner goes on from where its
         probe ended. ``probes=1`` is a single random start; the default, ``None``, is
-        max(4, K) (:func:`default_probes`). Without them one seeded start
+        max(4, K) (`default_probes`). Without them one seeded start
         ended in merged topics on 7 of 30 simulated corpora (benchmarks/recovery.py), with
         an ELBO 15 nats per document below the truth's; the defaults recovered all 30."""
         check_options("meanfield", options, OPTIONS)
@@ -102,24 +102,24 @@ def default_probes(model: Any) -> int:
 
 def probed_start(model: Any, data: Corpus, init: dict | None, seed: int | None, probes: int | None = None,
                  probe_steps: int = 2, seed_docs: int = 2) -> torch.Tensor:
-    """The (K, V) topic factor λ that CAVI starts from (:meth:`LDACAVI.fit`'s ``probes`` /
+    """The (K, V) topic factor λ that CAVI starts from (`LDACAVI.fit`'s ``probes`` /
     ``probe_steps`` / ``seed_docs``): the best by ELBO of ``probes`` document-seeded starts
     after ``probe_steps`` CAVI iterations each (their E-steps capped at ``PROBE_E_STEP``
-    sweeps; ``None``: :func:`default_probes`). Also the amortised encoder's start
-    (:mod:`inference.svi.lda`)."""
+    sweeps; ``None``: `default_probes`). Also the amortised encoder's start
+    (`inference.svi.lda`)."""
     probes = default_probes(model) if probes is None else probes
     return _Sweep(model, data, init, False, False, 1e-3, 100, seed_docs, probes, probe_steps).start(seed)["lambda"]
 
 
 class _Sweep:
-    """One CAVI iteration for :func:`probgen.loops.iterative.run`; the state holds γ, λ, α, η
+    """One CAVI iteration for `probgen.loops.iterative.run`; the state holds γ, λ, α, η
     and E[log β] (digammas of λ, computed once per λ).
 
-    Data-parallel (:meth:`statistics` / :meth:`update`): the document factors γ are local —
+    Data-parallel (`statistics` / `update`): the document factors γ are local —
     each rank keeps its own documents' γ (warm starts included) and nothing of them travels;
     only the global part is summed: the topic–word expected counts Σ_d c_dw φ_dwk, the number
     of documents, Σ_d E[log θ_d] (for ``learn_alpha``) and the histogram of E-step sweeps.
-    The ELBO needs every document's bound at the *new* λ, so :meth:`update` sums that one
+    The ELBO needs every document's bound at the *new* λ, so `update` sums that one
     scalar in a second ``all_reduce``.
 
     The start probes ``probes`` random starts for ``probe_steps`` iterations each (data-parallel

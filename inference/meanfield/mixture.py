@@ -98,7 +98,7 @@ def sweep_statistics(x: torch.Tensor, r: torch.Tensor, center: torch.Tensor, log
 
 def m_step_statistics(stats: dict[str, torch.Tensor], center: torch.Tensor, p: dict, reg_covar: float
                       ) -> dict[str, torch.Tensor]:
-    """:func:`m_step` from :func:`sweep_statistics` summed over all the rows."""
+    """`m_step` from `sweep_statistics` summed over all the rows."""
     nk = stats["nk"] + 10 * torch.finfo(stats["nk"].dtype).eps
     _, xk, sk_chol = gaussian.m_step_statistics(stats, "full", center, reg_covar)
     return _factors(nk, xk, sk_chol, p)
@@ -136,7 +136,7 @@ def lower_bound(q: dict, log_r: torch.Tensor, d: int) -> float:
 
 
 def _bound(q: dict, r_log_r: torch.Tensor, d: int) -> float:
-    """:func:`lower_bound` given Σ r ln r."""
+    """`lower_bound` given Σ r ln r."""
     log_det_w_half = -torch.log(torch.diagonal(q["cov_chol"], dim1=-2, dim2=-1)).sum(-1) - 0.5 * d * torch.log(q["nu"])
     nu = q["nu"]
     log_wishart_norm = -(nu * log_det_w_half + nu * d * 0.5 * math.log(2.0)
@@ -147,7 +147,7 @@ def _bound(q: dict, r_log_r: torch.Tensor, d: int) -> float:
 
 
 class _Sweep:
-    """One CAVI iteration (E-step then M-step) for :func:`probgen.loops.iterative.run`; the
+    """One CAVI iteration (E-step then M-step) for `probgen.loops.iterative.run`; the
     state is the variational factors q (the M-step's output)."""
 
     def __init__(self, method: "BayesianMixtureCAVI", model: Any, x: torch.Tensor, p: dict, reg_covar: float,
@@ -212,10 +212,10 @@ class BayesianMixtureCAVI(Method):
             progress: bool, tol: float | None = 1e-6, n_init: int = 1, callback: Callable | None = None,
             reg_covar: float = 1e-6, init_resp: Any = None, **options: Any) -> Fit:
         """``steps`` (default 100) iterations; stops when the relative change of the lower
-        bound is below ``tol`` (:func:`probgen.registry.converged`; ``None``: run every
+        bound is below ``tol`` (`probgen.registry.converged`; ``None``: run every
         step). ``history`` records ``"elbo"`` per example (scikit-learn's lower bound / N).
         ``n_init`` restarts from independent seeds (the best final bound wins) and
-        ``callback`` as in :func:`probgen.loops.iterative.run`.
+        ``callback`` as in `probgen.loops.iterative.run`.
         ``init_resp``: starting responsibilities (N, K) of every restart; default the declaration's own initialisation (``init_params`` then
         ``responsibilities``, e.g. k-means++) or, lacking those, random ones."""
         check_options("meanfield", options, OPTIONS)

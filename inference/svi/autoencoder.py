@@ -8,7 +8,7 @@ and ``encoder_dist`` (``"delta"`` or a distribution). The loss is Pyro's ``Trace
   joint model with an amortised code (autoencoders);
 * a Gaussian encoder makes it the negative ELBO −E_q[log p(x, h) − log q(h | x)] (VAE).
 
-Training runs on the trainer (:mod:`probgen.loops.gradient`) over epochs of shuffled
+Training runs on the trainer (`probgen.loops.gradient`) over epochs of shuffled
 minibatches (``steps`` = epochs), scores a held-out validation split after each epoch (the
 same loss, without the denoising corruption), keeps the parameters of the best validation
 epoch and stops early after ``patience`` epochs without improvement. Losses are per example.
@@ -87,7 +87,7 @@ class AmortisedSVI(GradientMethod):
             **options: Any) -> Fit:
         """Args (besides the common ones; ``steps`` = epochs, default 100): ``batch_size``;
         ``num_particles``: ELBO samples per step; the trainer's options
-        (:mod:`probgen.loops.gradient`), here with the defaults ``optim="clipped_adam"``, ``lr``
+        (`probgen.loops.gradient`), here with the defaults ``optim="clipped_adam"``, ``lr``
         decayed geometrically to ``lr * lr_decay`` (1.0) by the last step, ``validation=0.1``
         (the fraction held out for early stopping; 0: none) and ``patience=None`` (never stop
         early; the best validation epoch is kept either way).

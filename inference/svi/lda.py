@@ -2,7 +2,7 @@
 
 ``inference="online"`` (default) — online variational Bayes (Hoffman, Blei & Bach 2010,
 Algorithm 2): for each minibatch B, the batched document E-step
-(:func:`probgen.ops.lda.e_step`) gives expected topic–word counts, and the topic factor
+(`probgen.ops.lda.e_step`) gives expected topic–word counts, and the topic factor
 takes a natural-gradient step  λ ← (1 − ρ_t) λ + ρ_t (η + D/|B| Σ_{d∈B} c_d φ_d),
 ρ_t = (τ0 + t)^(−κ), t = 1, 2, … Each document's γ is warm-started from its last visit.
 
@@ -11,7 +11,7 @@ concentration of q(θ_d) = Dirichlet(enc(c_d)) (amortised VI, as in AVITM / Prod
 Srivastava & Sutton 2017), trained with Pyro's SVI on the declaration's own program
 (topics a MAP parameter under their Dirichlet(η) prior; θ reparameterised through
 torch's Dirichlet ``rsample``, so no Laplace approximation of the prior is needed), on the
-trainer (:mod:`probgen.loops.gradient`: every trainer option; the program subsamples
+trainer (`probgen.loops.gradient`: every trainer option; the program subsamples
 ``batch_size`` documents in its own plate, so the trainer hands it the whole corpus).
 The decoder stays LDA's mixture θ_d β (the paper's NVLDA variant), not ProdLDA's
 product of experts, so the fitted model is the same declaration.
@@ -82,12 +82,12 @@ class LDAOnlineVB(TopicModelMethod, GradientMethod):
         ``tau0``, ``kappa``: the step-size schedule ρ_t = (τ0 + t)^(−κ), κ ∈ (0.5, 1]
         for convergence. ``lr``, ``hidden``: Adam step and encoder width (amortized).
         ``history`` records ``"elbo"`` per document (a noisy minibatch estimate). ``callback``
-        (both; for ``"online"`` as in :func:`probgen.loops.iterative.run`): called with each
-        history record, ``True`` stops. The trainer's other options (:mod:`probgen.loops.gradient`)
+        (both; for ``"online"`` as in `probgen.loops.iterative.run`): called with each
+        history record, ``True`` stops. The trainer's other options (`probgen.loops.gradient`)
         apply to ``"amortized"`` only. ``probes`` / ``probe_steps`` / ``seed_docs``
         (``"amortized"``): the topics start where batch CAVI (``engine="meanfield"``) starts,
         the best by ELBO of ``probes`` (default max(4, K)) document-seeded starts after
-        ``probe_steps`` CAVI iterations (:func:`inference.meanfield.lda.probed_start`);
+        ``probe_steps`` CAVI iterations (`inference.meanfield.lda.probed_start`);
         ``probes=1``: one seeded start; ``init["topics"]`` replaces the start."""
         check_options("svi", {k: v for k, v in options.items() if k not in TRAINER_OPTIONS}, OPTIONS + TRAINER_OPTIONS)
         given = {k for k, v in (("probes", probes), ("probe_steps", probe_steps), ("seed_docs", seed_docs))
@@ -134,7 +134,7 @@ class LDAOnlineVB(TopicModelMethod, GradientMethod):
     def _amortized(self, model: Any, data: Corpus, steps: int | None, seed: int | None, init: dict | None,
                    progress: bool, batch_size: int, lr: float, hidden: int, opts: dict, probes: int,
                    probe_steps: int, seed_docs: int) -> Fit:
-        """The encoder's fit from CAVI's probed start (see :meth:`fit`).
+        """The encoder's fit from CAVI's probed start (see `fit`).
 
         Why that start: from Dirichlet(1) topics the encoder's fit ended with two true topics
         merged into one and another split in two on seeds 1 and 8 of benchmarks/recovery.py
@@ -193,12 +193,12 @@ class LDAOnlineVB(TopicModelMethod, GradientMethod):
 
 
 class _OnlineUpdates:
-    """Online VB (Hoffman et al. 2010, Algorithm 2) for :func:`probgen.loops.iterative.run`:
+    """Online VB (Hoffman et al. 2010, Algorithm 2) for `probgen.loops.iterative.run`:
     one step is one minibatch update of λ; the state holds λ, the rest of the current pass's
     minibatches (global document indices), the generator that orders the passes and — on one
     process — the (D, K) warm starts of γ.
 
-    Data-parallel (:meth:`statistics` / :meth:`update`, issue 16): the minibatches are drawn
+    Data-parallel (`statistics` / `update`, issue 16): the minibatches are drawn
     over the global document numbering (rank r holds documents offset_r … offset_r + D_r − 1,
     contiguous by rank), the same on every rank (the same seed); each rank runs the E-step
     on its documents of the global minibatch, and their expected counts, bound and number

@@ -5,7 +5,7 @@ sites get an autoguide (``guide="normal"`` mean-field, ``"delta"`` MAP,
 ``"mvn"`` full-rank) or the user's own guide callable. ``pyro.param`` sites of the
 program are learned by maximum likelihood alongside. The ELBO estimator (``elbo=``) is an
 option; the training loop, its optimiser (``optim=``) and schedule are the trainer's
-(:mod:`probgen.loops.gradient`); the autoguide starts at a seeded draw (``init_to_median``
+(`probgen.loops.gradient`); the autoguide starts at a seeded draw (``init_to_median``
 of prior draws), so the seed changes the start. Every step sees the whole data (a program
 subsamples in its own plates).
 References: Hoffman et al. (2013), Stochastic Variational Inference; Ranganath et al. (2014),
@@ -69,7 +69,7 @@ class ProgramSVI(GradientMethod):
             progress: bool, guide: Any = "normal", lr: float = 0.01, num_particles: int = 1, elbo: str = "trace",
             **options: Any) -> Fit:
         """``steps`` SVI steps (default 1000) on the whole data, by the trainer's options
-        (:mod:`probgen.loops.gradient`), here ``optim="clipped_adam"`` and ``lr`` decaying
+        (`probgen.loops.gradient`), here ``optim="clipped_adam"`` and ``lr`` decaying
         geometrically to ``lr * lr_decay`` (0.1) by the last step. The history's ``loss`` (the
         negative ELBO) is per example where the program declares its examples — every observed
         site in a plate of size ``len(x)``, ``x`` the data tensor — and the data set's total
@@ -165,7 +165,7 @@ class ProgramSVI(GradientMethod):
 
     def save_state(self, fit: Fit) -> dict:
         """An autoguide is written as its kind (its parameters are in ``param_store``) and
-        rebuilt by :meth:`load_state`; a guide function by its importable name."""
+        rebuilt by `load_state`; a guide function by its importable name."""
         state = dict(fit.state)
         guide = state.get("guide")
         if isinstance(guide, tuple(GUIDES.values())):
@@ -267,7 +267,7 @@ def _guide_draws(fit: Fit, args: tuple, n: int) -> list[dict[str, torch.Tensor]]
 
 
 class _RankShare(Messenger):
-    """A data-parallel SVI fit's scaling (:mod:`probgen.distributed`): on a rank holding m of
+    """A data-parallel SVI fit's scaling (`probgen.distributed`): on a rank holding m of
     the M rows, every sample site outside the data plates (the plates of size ``len(x)`` that
     hold every observed site: the globals, their guide sites) is scaled by m / M, so that the
     ranks' ELBOs sum to the whole data's — the factor Pyro's plate subsampling applies the
@@ -338,7 +338,7 @@ def _importance_log_evidence(fit: Fit, args: tuple, num_samples: int) -> torch.T
 
 
 def _elbo(discrete: Any, max_plate_nesting: int, num_particles: int, name: str) -> Any:
-    """The ELBO estimator ``name`` (:data:`ELBOS`); with discrete latent sites, which the
+    """The ELBO estimator ``name`` (`ELBOS`); with discrete latent sites, which the
     guide leaves to enumeration, only ``"trace"`` applies, as TraceEnum_ELBO."""
     if discrete:
         if name != "trace":

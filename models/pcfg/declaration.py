@@ -1,12 +1,12 @@
-"""The grammar declaration: :class:`PCFG`, a probabilistic context-free grammar (the
+"""The grammar declaration: `PCFG`, a probabilistic context-free grammar (the
 *grammar* declaration kind) — its rules and probabilities, the data it reads, and the
 exact quantities the engines use (inside probabilities, expected rule counts, posteriors,
 Viterbi parses, samples from its generative story).
 
 Its parameters (``fit.params``) are ``probs``: a 1-D tensor aligned with
 ``grammar.rules`` (``probs[i]`` is the probability of ``grammar.rules[i]``; they sum to
-one per left-hand side). The text format is :mod:`probgen.models.pcfg.text`, trees
-:mod:`probgen.models.pcfg.tree`, the chart normal form :mod:`probgen.models.pcfg.normal_form`.
+one per left-hand side). The text format is `probgen.models.pcfg.text`, trees
+`probgen.models.pcfg.tree`, the chart normal form `probgen.models.pcfg.normal_form`.
 
 Reference: Manning & Schütze (1999), ch. 11; Lari & Young (1990).
 """
@@ -38,13 +38,13 @@ def _ints(t: torch.Tensor):
 class PCFG(Declaration):
     """A probabilistic context-free grammar.
 
-    Build with :meth:`from_string`. Attributes: ``rules`` (list of :class:`Rule`),
+    Build with `from_string`. Attributes: ``rules`` (list of `Rule`),
     ``probs`` (``(R,)`` float64, aligned with ``rules``), ``start``, ``nonterminals``,
     ``words`` (the terminal vocabulary), ``unknown`` (``"error"`` or a terminal that
     unknown words are mapped to, e.g. ``"<unk>"``).
 
     Data are a list of sentences (token lists, or strings split on whitespace) or a
-    treebank (a list of :class:`Tree` or bracketed strings).
+    treebank (a list of `Tree` or bracketed strings).
 
     Parsing is CKY (Viterbi, ``query="map"``), sentence probabilities the inside algorithm,
     learning inside–outside EM (Baker 1979; Lari & Young 1990; Manning & Schütze 1999, ch. 11)
@@ -189,7 +189,7 @@ class PCFG(Declaration):
                              + ", ".join(f"{a!r} (line {first_line[a]})" for a in unproductive))
 
     def _compile(self) -> None:
-        """Build the chart normal form (:mod:`probgen.models.pcfg.normal_form`)."""
+        """Build the chart normal form (`probgen.models.pcfg.normal_form`)."""
         self.normal_form = NormalForm(self)
         self.chart_grammar = self.normal_form.chart_grammar
         self._cache: dict = {}
@@ -211,10 +211,10 @@ class PCFG(Declaration):
 
     # -- data ----------------------------------------------------------------------------
     def check_data(self, data: Any) -> Any:
-        """A list of token tuples, or a list of :class:`Tree` for a treebank.
+        """A list of token tuples, or a list of `Tree` for a treebank.
 
         Accepts a list of sentences (token lists or whitespace-separated strings) or of
-        trees (:class:`Tree` or bracketed strings). Unknown words raise ``ValueError``
+        trees (`Tree` or bracketed strings). Unknown words raise ``ValueError``
         unless the grammar was built with ``unknown="<unk>"`` (a terminal of the grammar)."""
         if isinstance(data, (str, Tree)):
             data = [data]  # one sentence or one tree
@@ -284,7 +284,7 @@ class PCFG(Declaration):
         return self._cached("sum", probs, lambda: tuple(w.detach() for w in self.normal_form.weights(self._logp(probs))))
 
     def _max_weights(self, probs: torch.Tensor) -> tuple:
-        """``(lex_w, bin_w, clo_w, chains)`` for Viterbi (:meth:`NormalForm.max_weights`), cached."""
+        """``(lex_w, bin_w, clo_w, chains)`` for Viterbi (`NormalForm.max_weights`), cached."""
         return self._cached("max", probs, lambda: self.normal_form.max_weights(self._logp(probs)))
 
     def init_params(self, data: Any = None, seed: int | None = None) -> dict[str, torch.Tensor]:
@@ -497,7 +497,7 @@ class PCFG(Declaration):
         return M
 
     def check_consistent(self, probs: torch.Tensor | None = None) -> float:
-        """The spectral radius of :meth:`expected_children`; ``ValueError`` if it is ≥ 1
+        """The spectral radius of `expected_children`; ``ValueError`` if it is ≥ 1
         (the expected size of a tree is infinite, so sampling may not terminate)."""
         rho = float(torch.linalg.eigvals(self.expected_children(probs)).abs().max())
         if rho >= 1 - 1e-9:
@@ -541,7 +541,7 @@ class PCFG(Declaration):
 
     def sample(self, params: dict | None, n: int, seed: int | None = None, max_depth: int = 100,
                max_length: int | None = None) -> list[Tree]:
-        """``n`` trees drawn by running :meth:`program` (``tree.leaves()`` is the sentence;
+        """``n`` trees drawn by running `program` (``tree.leaves()`` is the sentence;
         ``tree.log_prob`` is set). ``max_length`` keeps only sentences of at most that many
         words (rejection: a draw from the grammar conditioned on the length)."""
         import pyro

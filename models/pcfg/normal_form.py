@@ -1,10 +1,10 @@
-"""The chart normal form of a grammar, for the chart algorithms (:mod:`probgen.ops.inside`).
+"""The chart normal form of a grammar, for the chart algorithms (`probgen.ops.inside`).
 
 The conversion preserves the distribution over trees: terminals inside longer rules get
 a preterminal of probability one, n-ary rules are binarised right-branching with
 intermediate symbols of probability one, and unary chains are closed – the sum over all
 chains ``A =>* B`` is ``(I - U)^{-1}`` (Stolcke 1995), the best chain a shortest path
-(Floyd–Warshall in the (max, +) semiring). :class:`NormalForm` holds the converted
+(Floyd–Warshall in the (max, +) semiring). `NormalForm` holds the converted
 symbols and rules, maps rule probabilities to normal-form weights, and keeps the tables
 the Viterbi backtrace uses to map parses back to trees of the original grammar.
 
@@ -32,7 +32,7 @@ class NormalForm:
     per symbol), ``lex`` ``(L, 3)`` (symbol, word, rule), ``bin`` ``(R', 4)`` (lhs, left,
     right, rule), ``unary`` ``(U, 3)`` (lhs, child, rule) — rule ``R`` (one past the
     grammar's rules) stands for probability one —, ``chart_grammar`` (the
-    :class:`~probgen.ops.inside.ChartGrammar`), ``backtrace`` (Python tables for Viterbi).
+    `ChartGrammar`), ``backtrace`` (Python tables for Viterbi).
     """
 
     def __init__(self, grammar: Any):

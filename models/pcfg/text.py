@@ -5,8 +5,8 @@
 
 Nonterminals are bare names, terminals are quoted (``'...'`` or ``"..."``), each
 alternative carries its probability in brackets, ``|`` separates alternatives (also at
-the start of a continuation line), ``#`` starts a comment outside quotes. A :class:`Rule`
-is ``lhs -> rhs``; :func:`parse_rules` reads the text, :func:`format_rules` writes it back.
+the start of a continuation line), ``#`` starts a comment outside quotes. A `Rule`
+is ``lhs -> rhs``; `parse_rules` reads the text, `format_rules` writes it back.
 """
 from __future__ import annotations
 
@@ -128,5 +128,5 @@ def parse_rules(text: str, normalize: bool) -> tuple[list[Rule], list[float], li
 
 def format_rules(rules: Sequence[Rule], probs: Sequence[float]) -> str:
     """The text of ``rules`` with their probabilities, one alternative per line (read back
-    by :func:`parse_rules` to the same rules and probabilities)."""
+    by `parse_rules` to the same rules and probabilities)."""
     return "\n".join(f"{r} [{float(p)!r}]" for r, p in zip(rules, probs))

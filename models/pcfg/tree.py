@@ -1,4 +1,4 @@
-"""Parse trees: the :class:`Tree` a grammar's Viterbi parse and sampler return, NLTK's
+"""Parse trees: the `Tree` a grammar's Viterbi parse and sampler return, NLTK's
 bracketed text form ``(S (NP John) (VP ran))`` read and written, and its drawing."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ class Tree:
     """A parse tree: ``label`` (a nonterminal) and ``children`` (trees or word strings).
 
     ``str(tree)`` is NLTK's bracketed form on one line, ``(S (NP John) (VP (V ran)))``;
-    :meth:`fromstring` reads it back. ``log_prob`` is the tree's log probability
+    `fromstring` reads it back. ``log_prob`` is the tree's log probability
     under the grammar that produced it (``None`` for a tree read from text).
 
     Args:

@@ -1,10 +1,10 @@
 """One loop per kind of algorithm. Methods in ``inference/`` supply the steps; the loop
 owns the budget, stopping, restarts, history, progress bar, callbacks and checkpoints.
 
-* :mod:`probgen.loops.iterative` – EM, CAVI and fixed-point mean-field (init / E-step /
+* `probgen.loops.iterative` – EM, CAVI and fixed-point mean-field (init / E-step /
   M-step / objective supplied by the method);
-* :mod:`probgen.loops.gradient` – gradient training (minibatches, optimiser, schedule,
+* `probgen.loops.gradient` – gradient training (minibatches, optimiser, schedule,
   clipping, EMA, validation and early stopping);
-* :mod:`probgen.loops.mcmc` – Markov chains (a kernel is one transition; the driver owns
+* `probgen.loops.mcmc` – Markov chains (a kernel is one transition; the driver owns
   warm-up, draws, chains, thinning and diagnostics).
 """

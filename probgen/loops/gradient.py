@@ -1,13 +1,13 @@
 """The one trainer of every gradient method (flow, diffusion, adversarial, Langevin CD, SVI,
 exact maximum likelihood by gradient steps).
 
-A method supplies only what is its own: one or more :class:`Update` s — a loss on a minibatch
+A method supplies only what is its own: one or more `Update` s — a loss on a minibatch
 and the parameters that loss moves, each with its optimiser — and, optionally, a validation
-objective. The :class:`Trainer` owns everything else: the budget (``steps``), seeded
+objective. The `Trainer` owns everything else: the budget (``steps``), seeded
 minibatches reshuffled every epoch, the optimisers, the learning-rate schedule, gradient
 clipping, the weight average (EMA), the validation split with early stopping and best-epoch
 restore, the history, the progress bar, the callback, and its whole state as one dict
-(:meth:`Trainer.state_dict` / :meth:`Trainer.load_state_dict`) so that a run can be stopped
+(`Trainer.state_dict` / `Trainer.load_state_dict`) so that a run can be stopped
 and continued bit for bit.
 
 Options every gradient method takes (the method's ``fit`` keywords, checked by the core; the
@@ -62,7 +62,7 @@ OPTIMS = ("adam", "adamw", "sgd", "rmsprop", "clipped_adam", "lbfgs")
 
 
 def optimiser_class(optim: Any) -> type:
-    """The ``torch.optim.Optimizer`` subclass ``optim`` names (:data:`OPTIMS`) or is."""
+    """The ``torch.optim.Optimizer`` subclass ``optim`` names (`OPTIMS`) or is."""
     if isinstance(optim, type) and issubclass(optim, torch.optim.Optimizer):
         return optim
     if optim == "clipped_adam":
@@ -119,10 +119,10 @@ _DEFAULTS = {"optim": "adam", "lr_schedule": None, "lr_decay": None, "clip_grad"
 
 
 class GradientMethod(Method):
-    """A method trained by :class:`Trainer`: its ``fit`` takes every trainer option
-    (:data:`TRAINER_OPTIONS`, in ``**options``) with the defaults ``trainer_defaults`` states."""
+    """A method trained by `Trainer`: its ``fit`` takes every trainer option
+    (`TRAINER_OPTIONS`, in ``**options``) with the defaults ``trainer_defaults`` states."""
 
-    #: the loop its fit runs on (:data:`probgen.checkpoint.LOOPS`: it checkpoints)
+    #: the loop its fit runs on (`probgen.checkpoint.LOOPS`: it checkpoints)
     loop = "gradient"
 
     trainer_defaults: dict = {}
@@ -158,11 +158,11 @@ def split(data: Any, validation: Any, seed: int | None) -> tuple[Any, Any]:
 
 
 class GlobalRows:
-    """The rows of a data-parallel fit (:mod:`probgen.distributed`) numbered as the one-process
+    """The rows of a data-parallel fit (`probgen.distributed`) numbered as the one-process
     fit numbers them: ``ids`` (global row numbers, in this view's order) of the ``n`` rows all
     ranks hold together, of which this rank holds ``[offset, offset + n_local)`` in ``data``.
     ``n_items`` / ``take`` see the global rows, so the validation split and the minibatches
-    draw exactly the one-process permutations; :meth:`local` is this rank's part of a view
+    draw exactly the one-process permutations; `local` is this rank's part of a view
     (its rows among ``ids``, in order), which is all a loss ever sees."""
 
     def __init__(self, data: Any, ctx: Any, ids: torch.Tensor | None = None, offset: int | None = None):
@@ -202,7 +202,7 @@ class GlobalRows:
 
 def moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(mean, std)`` over the rows of ``x`` (N, D) — of every rank's rows together in a
-    data-parallel fit (:mod:`probgen.distributed`: two sums, in float64), else ``x.mean(0)``
+    data-parallel fit (`probgen.distributed`: two sums, in float64), else ``x.mean(0)``
     and ``x.std(0)`` (unbiased; ones where N = 1), for a method's data-dependent start."""
     ctx = distributed.current()
     if ctx is None or ctx.parallel != "data":
@@ -220,7 +220,7 @@ class Minibatches:
 
     ``whole=False``: each batch has exactly min(batch_size, N) items and a new permutation is
     drawn when fewer than that remain (the rest of the epoch is skipped); ``whole=True``: an
-    epoch is every item once, the last batch the remainder (:meth:`epoch`). The permutations
+    epoch is every item once, the last batch the remainder (`epoch`). The permutations
     come from ``generator`` (torch's global generator when ``None``, for methods whose own
     sampling, Pyro's, shares that stream). ``batch_size=None``: the whole data every time,
     nothing drawn. ``ctx`` (a data-parallel fit): permutations from torch's global generator
@@ -294,7 +294,7 @@ class Update:
     the keywords it is built with besides ``lr``. ``params``: ``{name: tensor}`` or a function giving it, read after the first loss (Pyro
     creates its parameters on the first call). ``repeats``: optimiser steps of this update per
     trainer step (a critic's n_critic), each on a fresh minibatch. ``reduce``: what the loss
-    is of its batch, for a data-parallel fit (:mod:`probgen.distributed`): ``"mean"`` (per
+    is of its batch, for a data-parallel fit (`probgen.distributed`): ``"mean"`` (per
     example: each rank's gradients and record are weighted by its share of the batch's rows)
     or ``"sum"`` (this rank's additive share of the global batch's loss: summed as they are)."""
     loss: Callable[[Any], Any]
@@ -309,7 +309,7 @@ class Update:
 
 
 class _Schedule:
-    """The learning rate of one optimiser over its ``total`` steps (:data:`SCHEDULES`)."""
+    """The learning rate of one optimiser over its ``total`` steps (`SCHEDULES`)."""
 
     def __init__(self, kind: str | None, lr: float, decay: float | None, total: int):
         self.kind, self.lr, self.decay, self.total = kind, lr, decay, max(total, 1)
@@ -332,8 +332,8 @@ class _Schedule:
 def session(*, resume: dict | None = None, every: int | None = None,
             save: Callable[[dict], None] | None = None) -> contextlib.AbstractContextManager:
     """Within the block, the trainer a fit runs starts from ``resume`` (a
-    :meth:`Trainer.state_dict`) and calls ``save(state_dict)`` after every ``every`` steps and
-    at the end: an in-memory checkpoint (:class:`probgen.checkpoint.Hook`), the same seam
+    `Trainer.state_dict`) and calls ``save(state_dict)`` after every ``every`` steps and
+    at the end: an in-memory checkpoint (`probgen.checkpoint.Hook`), the same seam
     ``pg.fit(checkpoint=...)`` and ``pg.resume`` use with a file."""
     return checkpoint.activate(checkpoint.Hook(resume=resume, every=every, save=save))
 
@@ -349,16 +349,16 @@ class Trainer:
     its ``"seconds"``). ``validate(val) -> float`` gives the objective on the validation data
     (lower is better unless ``maximise``); it is scored after every pass over the training split
     with the averaged weights when ``ema`` is on. ``shuffle``: ``"seeded"`` (a generator from
-    ``seed``) or ``"global"`` (torch's global generator; see :class:`Minibatches`).
+    ``seed``) or ``"global"`` (torch's global generator; see `Minibatches`).
     A ``torch.Generator`` as ``shuffle``: the permutations come from that stream (a method
     whose own draws share it, as contrastive divergence's Gibbs chains do).
     ``generators`` / ``tensors``: the method's own random generators and mutable tensors (a
     replay buffer, persistent Markov chains), saved and restored with the trainer's state.
     ``measure() -> dict``: entries the method adds to each step's record after its training
     (before validation), e.g. a training metric scored once per epoch. ``tol``: stop when the
-    objective's relative change is below it (:func:`probgen.registry.converged`).
+    objective's relative change is below it (`probgen.registry.converged`).
 
-    After :meth:`run`, the parameter tensors hold the fit's parameters: the best validation's,
+    After `run`, the parameter tensors hold the fit's parameters: the best validation's,
     else the weight average, else the last iterate."""
 
     def __init__(self, updates: list[Update], data: Any, *, steps: int, seed: int | None, batch_size: int | None,
@@ -546,7 +546,7 @@ class Trainer:
         return value, record
 
     def _local(self, u: Update, batch: Any) -> tuple[Any, float]:
-        """This rank's rows of the global ``batch`` (a :class:`GlobalRows` view) and the weight
+        """This rank's rows of the global ``batch`` (a `GlobalRows` view) and the weight
         of its gradients and record in the batch's: its share m / B of the rows for a per-example
         loss (``reduce="mean"``), 1 for a rank's share of a sum, 1 / world for an update that
         takes no batch (every rank computes it alike). A rank with no rows in the batch computes
@@ -562,7 +562,7 @@ class Trainer:
 
     def rows_of(self, n: int) -> tuple[int, int]:
         """``(start, total)``: where the ``n`` rows a loss was given sit among the rows of the
-        global batch (:meth:`GlobalRows.position`) — ``(0, n)`` in a local fit. A loss that
+        global batch (`GlobalRows.position`) — ``(0, n)`` in a local fit. A loss that
         draws noise per row draws ``total`` and keeps ``[start, start + n)``."""
         return (0, n) if self.ctx is None or self.rows_at is None else self.rows_at
 
@@ -687,7 +687,7 @@ class Trainer:
     # -- the loop --
     def run(self) -> "Trainer":
         """Run to the budget (or early stop, convergence or the callback), from the state the
-        active checkpoint resumes (:func:`probgen.checkpoint.active`), writing it every
+        active checkpoint resumes (`probgen.checkpoint.active`), writing it every
         ``checkpoint_every`` steps and at the end; leaves the fit's parameters in place."""
         ck = checkpoint.active()
         saved = ck.start() if ck is not None else None
@@ -767,7 +767,7 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue from ``state`` (:meth:`state_dict`): the run then equals the uninterrupted
+        """Continue from ``state`` (`state_dict`): the run then equals the uninterrupted
         one. Parameters a loss creates on its first call are created first (their random
         draws undone: every generator is then set from ``state``)."""
         for i, u in enumerate(self.updates):

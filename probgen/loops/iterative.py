@@ -2,25 +2,25 @@
 fixed-point updates.
 
 The split is the template method of scikit-learn's ``BaseMixture`` (the loop in the base
-class, the steps in the subclass): a method supplies an :class:`Iteration` — how to start
-one restart (:meth:`Iteration.start`) and one step (:meth:`Iteration.step`: an E-step and
+class, the steps in the subclass): a method supplies an `Iteration` — how to start
+one restart (`Iteration.start`) and one step (`Iteration.step`: an E-step and
 an M-step, or one CAVI sweep, returning the new state and the objective) — and
-:func:`run` owns everything around it:
+`run` owns everything around it:
 
 * ``steps``, the iteration budget of each restart;
-* ``tol``, the one stopping rule :func:`probgen.registry.converged` on the per-example
+* ``tol``, the one stopping rule `probgen.registry.converged` on the per-example
   objective (``None`` or 0: run every step);
 * ``n_init`` restarts from independent seeds derived from ``seed``
-  (:func:`restart_seeds`); the restart with the best final objective wins
+  (`restart_seeds`); the restart with the best final objective wins
   (``fit.state["best_init"]``);
-* ``fit.state["converged"]`` (:attr:`probgen.Fit.converged`) and a
-  :class:`ConvergenceWarning` when the budget ends before ``tol`` is met;
+* ``fit.state["converged"]`` (`probgen.Fit.converged`) and a
+  `ConvergenceWarning` when the budget ends before ``tol`` is met;
 * the history (one record per step: ``"step"``, the objective, the step's extra values),
   the progress bar and the user's ``callback``;
-* under ``torch.distributed`` (:mod:`probgen.distributed`), the data-parallel step of a
-  :class:`DataParallel` iteration: rank 0's start on every rank, then each step's
+* under ``torch.distributed`` (`probgen.distributed`), the data-parallel step of a
+  `DataParallel` iteration: rank 0's start on every rank, then each step's
   sufficient statistics summed over the ranks in one ``all_reduce`` before the M-step;
-* all the loop's state in one :class:`Loop`, which :func:`run` can start from (``start=``)
+* all the loop's state in one `Loop`, which `run` can start from (``start=``)
   and reports after every step (``on_step=``): the seam for checkpoints.
 
 The objective is maximised (a log-likelihood, an ELBO), per example, as
@@ -77,12 +77,12 @@ class Update(NamedTuple):
 
 
 class Iteration(Protocol):
-    """What a method supplies to :func:`run`: a start and a step. The state is the method's
+    """What a method supplies to `run`: a start and a step. The state is the method's
     own (a dict of parameters, the variational factors, ...); the driver never looks inside."""
 
     def start(self, seed: int | None) -> Any:
-        """The state a restart starts from; ``seed`` is the restart's (:func:`restart_seeds`).
-        Nothing :meth:`step` needs may be set up here only: a resumed fit (``pg.resume``)
+        """The state a restart starts from; ``seed`` is the restart's (`restart_seeds`).
+        Nothing `step` needs may be set up here only: a resumed fit (``pg.resume``)
         continues from its saved state without calling ``start``."""
 
     def step(self, state: Any) -> Update:
@@ -91,16 +91,16 @@ class Iteration(Protocol):
 
 
 class DataParallel(Iteration, Protocol):
-    """An :class:`Iteration` that also runs data-parallel (:mod:`probgen.distributed`): its
-    step split at the one place the ranks meet — :meth:`statistics` on this rank's rows, summed
-    over the ranks by the driver in one ``all_reduce``, then :meth:`update` (the M-step, the
-    same on every rank). ``update(state, statistics(state))`` on one process is :meth:`step`
+    """An `Iteration` that also runs data-parallel (`probgen.distributed`): its
+    step split at the one place the ranks meet — `statistics` on this rank's rows, summed
+    over the ranks by the driver in one ``all_reduce``, then `update` (the M-step, the
+    same on every rank). ``update(state, statistics(state))`` on one process is `step`
     (to float round-off).
 
     Only global quantities travel: per-example local factors (LDA's document factors γ) stay
-    on their rank — :meth:`statistics` may keep them on the iteration for the :meth:`update`
+    on their rank — `statistics` may keep them on the iteration for the `update`
     that follows it (the state then holds this rank's own). An objective that needs the
-    summed statistics first (LDA's ELBO at the new topics) may be summed by :meth:`update`
+    summed statistics first (LDA's ELBO at the new topics) may be summed by `update`
     itself with ``probgen.distributed.current().sum`` — a second ``all_reduce``, of a scalar."""
 
     def statistics(self, state: Any) -> dict[str, torch.Tensor]:
@@ -123,9 +123,9 @@ class Restart(NamedTuple):
 @dataclass
 class Loop:
     """Everything the loop holds between two steps, in one place (what a checkpoint saves;
-    :func:`run` continues from one with ``start=``).
+    `run` continues from one with ``start=``).
 
-    ``seeds``: one per restart (:func:`restart_seeds`); ``restart``: the restart running;
+    ``seeds``: one per restart (`restart_seeds`); ``restart``: the restart running;
     ``step``: the next step of that restart; ``state``: its state (``None``: not started
     yet); ``history``: its records so far; ``best``: the best finished restart (or ``None``);
     ``converged`` / ``stopped``: the running restart met ``tol`` / a callback stopped the fit.
@@ -147,7 +147,7 @@ class Loop:
 
     @classmethod
     def from_plain(cls, d: dict) -> "Loop":
-        """The inverse of :meth:`to_plain`."""
+        """The inverse of `to_plain`."""
         best = None if d["best"] is None else Restart(**d["best"])
         return cls(seeds=list(d["seeds"]), restart=d["restart"], step=d["step"], state=d["state"],
                    history=list(d["history"]), best=best, converged=d["converged"], stopped=d["stopped"])
@@ -155,7 +155,7 @@ class Loop:
 
 @dataclass
 class Result:
-    """What :func:`run` returns: the winning restart's ``state``, ``history``, whether it
+    """What `run` returns: the winning restart's ``state``, ``history``, whether it
     ``converged``, its index ``best_init``, and whether a callback ``stopped`` the fit."""
     state: Any
     history: list
@@ -197,24 +197,24 @@ def run(iteration: Iteration, *, objective: str, steps: int, tol: float | None, 
     """Run ``iteration`` for up to ``steps`` steps per restart, ``n_init`` restarts.
 
     Args:
-      iteration: the method's :class:`Iteration`.
+      iteration: the method's `Iteration`.
       objective: the history key of the objective (``Method.objective``), maximised.
       steps: the budget of each restart; ``tol``: stop a restart when
-        :func:`probgen.registry.converged` holds (``None`` or 0: every step).
+        `probgen.registry.converged` holds (``None`` or 0: every step).
       seed, n_init: restart ``r`` starts from ``iteration.start(restart_seeds(seed, n_init)[r])``;
         restarts after the first run their start with all random generators seeded by
-        their seed (:func:`probgen.random.seeded`), as a fit with that seed would. The
+        their seed (`probgen.random.seeded`), as a fit with that seed would. The
         winner has the highest final objective (the earliest on a tie).
       progress: show a bar; ``desc`` labels it.
       callback: called after every step with the step's history record (the running
         restart's: ``"step"`` counts from 0 in each restart); if it returns ``True`` the
         fit stops there — no further steps nor restarts, ``converged`` False, no warning —
         and the best restart so far (the stopped one included) wins.
-      start: a :class:`Loop` to continue, else the active checkpoint's
-        (:func:`probgen.checkpoint.active`, on ``pg.resume``), else a fresh one; the active
+      start: a `Loop` to continue, else the active checkpoint's
+        (`probgen.checkpoint.active`, on ``pg.resume``), else a fresh one; the active
         checkpoint is written every ``checkpoint_every`` steps of a restart and at the end.
-      on_step: called with the :class:`Loop` after every step.
-    Returns: a :class:`Result`; warns :class:`ConvergenceWarning` when the winning restart
+      on_step: called with the `Loop` after every step.
+    Returns: a `Result`; warns `ConvergenceWarning` when the winning restart
     ran all ``steps`` (> 0) without meeting ``tol`` (> 0).
     """
     check_tol(tol)
@@ -286,12 +286,12 @@ def step_size(t: int, t0: float, kappa: float) -> float:
     """The Robbins–Monro step ρ_t = (t + t0)^−κ of update ``t`` = 1, 2, … of a stochastic
     fixed-point method: online EM's blend of sufficient statistics (Cappé & Moulines 2009)
     and online VB's of λ (Hoffman, Blei & Bach 2010, with τ0 = ``t0``). κ ∈ (0.5, 1] makes
-    Σ ρ_t = ∞ and Σ ρ_t² < ∞ (:func:`check_step_size`); ``t0`` ≥ 0 damps the early steps."""
+    Σ ρ_t = ∞ and Σ ρ_t² < ∞ (`check_step_size`); ``t0`` ≥ 0 damps the early steps."""
     return float((t + t0) ** (-kappa))
 
 
 def check_step_size(t0: Any, kappa: Any, t0_name: str = "t0") -> tuple[float, float]:
-    """``(t0, kappa)`` of :func:`step_size`, checked: κ ∈ (0.5, 1] and ``t0`` ≥ 0, numbers."""
+    """``(t0, kappa)`` of `step_size`, checked: κ ∈ (0.5, 1] and ``t0`` ≥ 0, numbers."""
     for name, v in ((t0_name, t0), ("kappa", kappa)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             raise ValueError(f"{name} must be a number, got {v!r}")

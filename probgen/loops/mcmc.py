@@ -1,26 +1,26 @@
-"""The one MCMC driver: a *kernel* is one Markov transition; :func:`run` owns the rest.
+"""The one MCMC driver: a *kernel* is one Markov transition; `run` owns the rest.
 
 The split follows NumPyro's ``MCMCKernel`` / ``MCMC`` (Phan, Pradhan & Jankowiak 2019):
-a kernel knows how to start a chain (:meth:`Kernel.init`), how to move it one transition
-(:meth:`Kernel.step`) and what to record of a state (:meth:`Kernel.draw`: the sampled
-sites; :meth:`Kernel.stats`: the sample statistics). The driver owns the budget —
+a kernel knows how to start a chain (`Kernel.init`), how to move it one transition
+(`Kernel.step`) and what to record of a state (`Kernel.draw`: the sampled
+sites; `Kernel.stats`: the sample statistics). The driver owns the budget —
 ``warmup`` transitions discarded, then ``steps`` transitions of which every ``thin``-th is
 kept — ``num_chains`` chains, the seeds, the progress bar, the history, the ``callback``,
 and returns the kept draws shaped ``(chain, draw, ...)``.
 
 Chains: a kernel with ``vectorised = True`` carries a leading chain axis in its state and
 moves all chains in one call; any other kernel's chains run one after another. Either way
-chain ``c`` is seeded from ``seed`` alone (:func:`chain_seed`): chain 0 with ``seed`` itself
+chain ``c`` is seeded from ``seed`` alone (`chain_seed`): chain 0 with ``seed`` itself
 (so one chain is exactly the single-chain run), chain ``c > 0`` with an independent seed
 derived from ``(seed, c)``; a kernel that draws from torch's global generator (NUTS) runs
-chain ``c > 0`` under :func:`probgen.random.seeded` of that seed, and chain 0 in the stream
+chain ``c > 0`` under `probgen.random.seeded` of that seed, and chain 0 in the stream
 the caller seeded.
 
 History: one record per chain and transition the kernel asks to record — every transition
 (``record_warmup = True``: each record has ``"warmup"``) or only the kept draws; none for a
 kernel without statistics — with
 ``"step"`` (the record's position in the history), ``"chain"`` and the kernel's
-:meth:`Kernel.stats`. ``callback(record)`` is called after each record; ``True`` stops the
+`Kernel.stats`. ``callback(record)`` is called after each record; ``True`` stops the
 run there (the chains are cut to the draws every started chain has).
 """
 from __future__ import annotations
@@ -40,15 +40,15 @@ __all__ = ["Kernel", "Chains", "run", "chain_seed", "check_budget"]
 
 
 class Kernel:
-    """One Markov transition. Subclasses define :meth:`init`, :meth:`step`, :meth:`draw`,
-    :meth:`stats`.
+    """One Markov transition. Subclasses define `init`, `step`, `draw`,
+    `stats`.
 
     ``vectorised``: ``init`` gets every chain's seed and returns one state with a leading
     chain axis; ``draw`` then returns ``(chain, ...)`` tensors and ``stats`` a dict of
     per-chain sequences. A kernel whose ``stats`` are empty records no history (a sampler
     of many chains run for its last state, say). ``record_warmup``: history records for
     warm-up transitions too.
-    ``averaged``: sites of :meth:`draw` that are only averaged over the kept draws (summed
+    ``averaged``: sites of `draw` that are only averaged over the kept draws (summed
     in the driver, in draw order) instead of stored (large per-draw estimates)."""
 
     vectorised: bool = False
@@ -155,7 +155,7 @@ def run(kernel: Kernel, *, steps: int, warmup: int, num_chains: int = 1, thin: i
         progress: bool = True, callback: Callable[[dict], Any] | None = None, desc: str | None = None) -> Chains:
     """Run ``num_chains`` chains of ``kernel``: ``warmup`` transitions, then ``steps``
     transitions keeping those at positions 0, thin, 2·thin, … (``ceil(steps / thin)`` draws per
-    chain). Returns :class:`Chains`."""
+    chain). Returns `Chains`."""
     check_budget(steps, warmup, num_chains, thin)
     if callback is not None and not callable(callback):
         raise ValueError(f"callback must be a function of the history record, got {type(callback).__name__}")
@@ -172,7 +172,7 @@ def run(kernel: Kernel, *, steps: int, warmup: int, num_chains: int = 1, thin: i
 
 
 def _gathered(parts: list["Chains"], mine: "Chains", vectorised: bool) -> "Chains":
-    """The ranks' :class:`Chains` (blocks of chains, in rank order) as one: draws, statistics
+    """The ranks' `Chains` (blocks of chains, in rank order) as one: draws, statistics
     and sums concatenated along the chain axis (cut to the draws every chain has, as a
     callback's stop cuts them), histories in the 1-process order (sequential chains one after
     another; vectorised ones transition by transition, chains in order; ``"step"`` renumbered), ``kept``
@@ -205,7 +205,7 @@ def _gathered(parts: list["Chains"], mine: "Chains", vectorised: bool) -> "Chain
 
 def _run(kernel: Kernel, chain_ids: range, steps: int, warmup: int, num_chains: int, thin: int, seed: int | None,
          progress: bool, callback: Callable[[dict], Any] | None, desc: str | None) -> "Chains":
-    """The chains ``chain_ids`` (global indices) of :func:`run`."""
+    """The chains ``chain_ids`` (global indices) of `run`."""
     here = len(chain_ids)
     seeds = _Seeds(seed, here, chain_ids.start)
     history: list[dict] = []

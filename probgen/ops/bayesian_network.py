@@ -1,5 +1,5 @@
 """Exact queries on a discrete Bayesian network by variable elimination
-(:mod:`probgen.ops.elimination`, in probability space), shared by the declaration (``log_prob``), the ``exact``
+(`probgen.ops.elimination`, in probability space), shared by the declaration (``log_prob``), the ``exact``
 engine (marginals, MAP) and the ``em`` engine (expected counts).
 
 What does not depend on the evidence is computed once per network and set of tables
@@ -187,7 +187,7 @@ class CompiledNetwork:
         return self._plan(key, build)
 
     def query_batch(self, targets: Sequence[int], x: np.ndarray, mode: str = "marginals"):
-        """Like :meth:`query_single` for a table ``x`` ``(N, V)`` of state indices (-1 =
+        """Like `query_single` for a table ``x`` ``(N, V)`` of state indices (-1 =
         missing), in one batched contraction per target (marginals ``{v: (N, card)}``)
         or one for all targets (MAP ``{v: (N,)}`` plus ``log p(targets, evidence)``);
         rows are processed in chunks that bound the intermediates' memory."""

@@ -8,14 +8,14 @@ models", sections III.A–C):
 * ``B`` sequences padded to ``T`` steps, ``K`` states;
 * ``init`` (K,) = π, ``trans`` (K, K) = A with ``A[i, j] = p(z_t = j | z_{t-1} = i)``;
 * ``log_emit`` (B, T, K) = log p(x_t | z_t = k), the emission log-likelihoods (or, for
-  ``forward_backward`` and ``viterbi``, the same as an :class:`EmissionTable`);
+  ``forward_backward`` and ``viterbi``, the same as an `EmissionTable`);
 * ``lengths`` (B,) int, every length >= 1; steps ``t >= lengths[b]`` are padding and
   are ignored (their ``log_emit`` entries may hold anything finite).
 
 ``log_evidence`` (what ``log_prob`` and gradient-based engines use) is torch code, so it
 is differentiable: a log-depth tree reduction in the (logsumexp, +) semiring, exact at any
 length, no loop over sequences. ``forward_backward`` and ``viterbi`` (the EM E-step and the
-queries, never differentiated) run compiled loops (:mod:`probgen.ops.chain_kernels`): they
+queries, never differentiated) run compiled loops (`probgen.ops.chain_kernels`): they
 are sequential in time, and as torch ops each of their T steps cost torch's fixed per-op
 overhead several times over the K² arithmetic (measured 3–5× slower than the compiled
 loops at K = 8, B = 200, T = 500 on one CPU thread); a log-depth scan does K times the
@@ -47,7 +47,7 @@ class Sequences:
 
     def columns(self) -> torch.Tensor:
         """The observations one column per step, steps in (t, b) order: (D, T B) (or (T B,)
-        for symbols and counts) — the column order of an :class:`EmissionTable` and of the
+        for symbols and counts) — the column order of an `EmissionTable` and of the
         chain kernels' (K, T, B) outputs. Copied once and kept (EM reads it every iteration)."""
         if self._columns is None:
             x = self.x.transpose(0, 1)
@@ -189,7 +189,7 @@ def log_evidence(init: torch.Tensor, trans: torch.Tensor, log_emit: torch.Tensor
 
 def _log_forward(init: torch.Tensor, trans: torch.Tensor, log_emit: torch.Tensor,
                  lengths: torch.Tensor) -> torch.Tensor:
-    """The same log-evidence as :func:`log_evidence` by the sequential log-space forward
+    """The same log-evidence as `log_evidence` by the sequential log-space forward
     recursion log α_t = logsumexp_i(log α_{t-1}(i) + log A[i, ·]) + log_emit[t] (O(B T K^2)
     work in T steps: used when the tree's K-fold extra work would dominate)."""
     log_emit = _masked_emit(log_emit, lengths)
@@ -210,10 +210,10 @@ def forward_backward(init: torch.Tensor, trans: torch.Tensor, log_emit: "torch.T
     α̂_t = α_t / Π_{s<=t} c_s, the backward ones scaled by the same constants, so that
     γ_t = α̂_t β̂_t and nothing under- or overflows; each emission column is shifted by its
     maximum over states before exponentiation (so every step's largest likelihood is 1).
-    The recursions run in the compiled loops of :mod:`probgen.ops.chain_kernels` (float64,
+    The recursions run in the compiled loops of `probgen.ops.chain_kernels` (float64,
     on the CPU; SIMD over sequences).
 
-    Args: init (K,), trans (K, K), log_emit (B, T, K) or an :class:`EmissionTable`,
+    Args: init (K,), trans (K, K), log_emit (B, T, K) or an `EmissionTable`,
       lengths (B,).
     Returns ``(log_lik, gamma, xi)``:
       log_lik (B,) log p(x) per sequence;
@@ -251,9 +251,9 @@ def viterbi(init: torch.Tensor, trans: torch.Tensor, log_emit: "torch.Tensor | E
             lengths: torch.Tensor):
     """The most probable state path per sequence (max-product in log space, with
     backtracking; Viterbi 1967, Rabiner 1989 section III.B), in the compiled loop of
-    :mod:`probgen.ops.chain_kernels` (SIMD over sequences).
+    `probgen.ops.chain_kernels` (SIMD over sequences).
 
-    Args: init (K,), trans (K, K), log_emit (B, T, K) or an :class:`EmissionTable`,
+    Args: init (K,), trans (K, K), log_emit (B, T, K) or an `EmissionTable`,
       lengths (B,).
     Returns ``(paths, log_joint)``: paths (B, T) long (−1 on padded steps), and the
     log-probability log p(x, z*) of each path (B,). Ties go to the lowest state index

@@ -1,4 +1,4 @@
-"""Compiled (Numba) loops of the chain kernels in :mod:`probgen.ops.chain`.
+"""Compiled (Numba) loops of the chain kernels in `probgen.ops.chain`.
 
 Why compiled: forward–backward and Viterbi are sequential in time, and at the sizes HMM
 users run (K ≈ 2–50 states) each time step is only K² multiply-adds per sequence. Written

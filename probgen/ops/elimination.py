@@ -1,4 +1,4 @@
-"""The one variable-elimination core: Bayesian networks (:mod:`probgen.ops.bayesian_network`)
+"""The one variable-elimination core: Bayesian networks (`probgen.ops.bayesian_network`)
 and factor graphs (``models/factor_graph.py``, the ``exact`` engine) both answer their
 queries here.
 
@@ -6,7 +6,7 @@ A *factor* is a table whose axes are labelled by variable ids (its *scope*); a b
 factor has one extra leading axis of size ``N`` (one slice per evidence row). Eliminating
 a variable multiplies the factors that mention it and sums it out (or maxes it out, for
 MAP), one step per variable, in a min-fill order (Kjærulff 1990; Koller & Friedman 2009,
-§9.4.3). A :class:`Plan` fixes those steps from the scopes alone, so it is built once and
+§9.4.3). A `Plan` fixes those steps from the scopes alone, so it is built once and
 cached per (scopes, observed columns); running it is only the contractions.
 
 One plan runs in either of two semirings (Aji & McEliece 2000, "The generalized
@@ -22,7 +22,7 @@ distributive law"):
   torch tensors. Log-potentials of any range (``-inf`` included) stay exact, and the
   result is differentiable. Factor graphs use this.
 
-In both, max-product keeps an argmax table per maxed-out variable, and :func:`decode`
+In both, max-product keeps an argmax table per maxed-out variable, and `decode`
 backtracks them into the maximiser (exact with ties). Posterior marginals come from one
 backward pass (Eisner 2016, "Inside-outside and forward-backward algorithms are just
 backprop"; Darwiche 2003): d log Z / d probe_v, for a neutral unary "probe" factor on v,
@@ -30,8 +30,8 @@ is p(v | evidence).
 
 The second half of this module is the factor-set interface (named variables,
 log-potential tables; evidence ints or 1-D LongTensors of a common length ``n``, one
-query per row): :func:`log_partition`, :func:`marginals`, :func:`max_assignment`,
-:func:`sample`.
+query per row): `log_partition`, `marginals`, `max_assignment`,
+`sample`.
 """
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def min_fill_order(scopes: Sequence[Sequence[Any]], cards: Any,
 
 
 class _Batch:
-    """The batch axis as a pseudo-variable for :func:`batched_order` (never eliminated)."""
+    """The batch axis as a pseudo-variable for `batched_order` (never eliminated)."""
 
 
 def batched_order(scopes: Sequence[Sequence[Any]], batched: Sequence[bool], cards: Any,
@@ -200,7 +200,7 @@ class Plan:
         when batched and ``rescale``), in log space ``result`` is the log-value itself and
         ``log_scale`` is 0. ``argmax[v]`` is, for each maxed-out variable, ``(table,
         scope, batched)`` — the maximising state of ``v`` for every value of its
-        remaining scope (see :func:`decode`)."""
+        remaining scope (see `decode`)."""
         if log:
             return self._run_log(tensors)
         is_torch = bool(tensors) and isinstance(tensors[0], torch.Tensor)
@@ -289,7 +289,7 @@ def _layout(sub: Sequence[int], target: Sequence[int]) -> tuple[tuple[int, ...] 
 
 
 def _place(t: torch.Tensor, perm, positions, rank) -> torch.Tensor:
-    """``t`` viewed in a broadcast layout (see :func:`_layout`): axes sorted, size-1 axes added."""
+    """``t`` viewed in a broadcast layout (see `_layout`): axes sorted, size-1 axes added."""
     if perm is not None:
         t = t.permute(perm)
     shape = [1] * rank
@@ -398,7 +398,7 @@ def condition(scopes: Sequence[tuple], tables: Sequence[torch.Tensor],
 
 def _conditioned(cards: Mapping[str, int], scopes: Sequence[tuple], tables: Sequence[torch.Tensor],
                  evidence: Mapping, also: Sequence[str] = (), n: int | None = None) -> tuple[list, list, list, int | None]:
-    """:func:`condition`, plus a zero unary on every unobserved variable no factor mentions
+    """`condition`, plus a zero unary on every unobserved variable no factor mentions
     (each adds log card to log Z) or named in ``also``, and, for batched evidence, a zero
     ``(n,)`` factor so that every result has the batch axis (``n`` gives the batch size
     when the evidence is not batched)."""

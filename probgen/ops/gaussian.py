@@ -170,10 +170,10 @@ def em_step_full(x: torch.Tensor, weights: torch.Tensor, loc: torch.Tensor, scal
     With x̃ = x − c (c the data mean), m_k = μ_k − c and Λ_k = Σ_k⁻¹,
     ‖L_k⁻¹(x − μ_k)‖² = vec(x̃x̃ᵀ)·vec(Λ_k) − 2 x̃ᵀΛ_k m_k + m_kᵀΛ_k m_k, so a chunk's
     outer products ``x̃x̃ᵀ`` (their distinct entries, ``(c, (⌊D/2⌋+1)·D)``: see
-    :func:`_full_pass`) serve both steps: one product with the K precisions gives every
+    `_full_pass`) serve both steps: one product with the K precisions gives every
     squared distance, and one with the responsibilities ``R`` every second moment; the responsibilities never exist beyond a chunk. Centring at c keeps
     the expansion's rounding error at the 1e-13 level for data of moderate range
-    (against a 1e-6 parity target); :func:`log_gaussian` keeps whitened distances for
+    (against a 1e-6 parity target); `log_gaussian` keeps whitened distances for
     ``log_prob`` and queries.
     """
     n = x.shape[0]
@@ -189,7 +189,7 @@ def statistics_full(x: torch.Tensor, weights: torch.Tensor, loc: torch.Tensor, s
     its rows, about a given ``center`` ``(D,)`` (the same on every rank of a data-parallel fit):
     ``log_lik`` Σ log p(x_n), ``n`` N, ``nk`` Σ r_nk ``(K,)``, ``first`` Σ r_nk x̃_n ``(K, D)``,
     ``second`` Σ r_nk x̃_n x̃_nᵀ ``(K, D²)`` with x̃ = x − center. The pass of
-    :func:`em_step_full` (same kernel, same speed per row); :func:`m_step_statistics` is its
+    `em_step_full` (same kernel, same speed per row); `m_step_statistics` is its
     M-step. Reference: Bishop (2006) §9.2.2; Chu et al. (2006), "Map-Reduce for machine
     learning on multicore" (EM as sums over examples)."""
     log_norm = x.new_empty(x.shape[0])
@@ -200,7 +200,7 @@ def statistics_full(x: torch.Tensor, weights: torch.Tensor, loc: torch.Tensor, s
 
 def statistics(x: torch.Tensor, weights: torch.Tensor, loc: torch.Tensor, factor: torch.Tensor,
                covariance: str, center: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The E-step's sufficient statistics for any ``covariance`` (as :func:`statistics_full`;
+    """The E-step's sufficient statistics for any ``covariance`` (as `statistics_full`;
     diagonal / spherical ones have ``second`` Σ r_nk x̃_n² ``(K, D)``)."""
     if covariance == "full":
         return statistics_full(x, weights, loc, factor, center)
@@ -212,8 +212,8 @@ def statistics(x: torch.Tensor, weights: torch.Tensor, loc: torch.Tensor, factor
 
 def m_step_statistics(stats: dict[str, torch.Tensor], covariance: str, center: torch.Tensor,
                       reg_covar: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The closed-form M-step from summed :func:`statistics` (taken about ``center``):
-    ``weights``, ``loc`` and the covariance factor, with the regularisation of :func:`m_step`
+    """The closed-form M-step from summed `statistics` (taken about ``center``):
+    ``weights``, ``loc`` and the covariance factor, with the regularisation of `m_step`
     (``reg_covar`` on every variance, scikit-learn's ``10·eps`` on the masses)."""
     n = stats["n"]
     if covariance == "full":
@@ -229,7 +229,7 @@ def m_step_statistics(stats: dict[str, torch.Tensor], covariance: str, center: t
 def _full_pass(x: torch.Tensor, weights: torch.Tensor, loc: torch.Tensor, scale_tril: torch.Tensor,
                center: torch.Tensor, log_norm: torch.Tensor, chunk: int | None
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The fused pass of :func:`em_step_full` about ``center``: fills ``log_norm`` (N,) and
+    """The fused pass of `em_step_full` about ``center``: fills ``log_norm`` (N,) and
     returns the sums N_k, Σ r x̃, Σ r x̃x̃ᵀ (``(K,)``, ``(K, D)``, ``(K, D²)``).
 
     Each chunk's rows become features ``φ(x̃) = [1, x̃, products]`` (``(c, 1 + D + h·D)``),
@@ -289,7 +289,7 @@ def _full_pass(x: torch.Tensor, weights: torch.Tensor, loc: torch.Tensor, scale_
 
 def _full_m_step(nk: torch.Tensor, first: torch.Tensor, second: torch.Tensor, n: Any, center: torch.Tensor,
                  reg_covar: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The M-step of :func:`em_step_full` from the sums about ``center`` (``nk`` is updated in place)."""
+    """The M-step of `em_step_full` from the sums about ``center`` (``nk`` is updated in place)."""
     k, d = first.shape
     nk += 10 * torch.finfo(nk.dtype).eps                                         # as scikit-learn
     mean_c = first / nk.unsqueeze(1)

@@ -15,7 +15,7 @@ data via an EM approach", NIPS 6, §3):
 
 so E[x | x_o, k] = x̂_k (observed cells kept, missing ones filled) and
 E[x xᵀ | x_o, k] = x̂_k x̂_kᵀ + C_k, C_k the conditional covariance placed in the (m, m) block.
-Covariances are given as full ``(K, D, D)`` matrices (:func:`covariance_matrices` builds them
+Covariances are given as full ``(K, D, D)`` matrices (`covariance_matrices` builds them
 from any of the mixture's factors). Everything runs in the dtype of the inputs.
 """
 from __future__ import annotations
@@ -49,7 +49,7 @@ _LAST: list = [None, None, None]  # (weak reference to the data, a key of the vi
 
 
 def patterns_of(x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """:func:`patterns` of ``~isnan(x)``, kept for the last ``x`` seen (EM asks every
+    """`patterns` of ``~isnan(x)``, kept for the last ``x`` seen (EM asks every
     iteration for the same data; a changed or new tensor is grouped again)."""
     # a view (the HMM's (T B, D) view of its columns) is a new object at every call: the
     # key is its base tensor, alive while the data are, and the view's place in it
@@ -103,7 +103,7 @@ def _filled(x: torch.Tensor, loc: torch.Tensor, cov: torch.Tensor, o: torch.Tens
             solved: tuple | None = None):
     """Rows of one pattern: x̂ ``(K, n, D)`` (missing cells replaced by their conditional
     means under each component) and the conditional covariance of the missing cells
-    C_k ``(K, |m|, |m|)``; ``solved``: :func:`_pattern_solve`'s result, when already known."""
+    C_k ``(K, |m|, |m|)``; ``solved``: `_pattern_solve`'s result, when already known."""
     k, d = loc.shape
     xh = x.unsqueeze(0).expand(k, -1, -1).clone()                                # (K, n, D)
     if len(m) == 0:

@@ -1,23 +1,23 @@
 """Chart algorithms for probabilistic context-free grammars, batched and vectorised.
 
 A grammar reaches these kernels already in the normal form of
-:class:`ChartGrammar`: lexical rules ``A -> w``, binary rules ``A -> B C`` and the
+`ChartGrammar`: lexical rules ``A -> w``, binary rules ``A -> B C`` and the
 *unary closure* ``A =>* B`` (every chain of unary rules, summed: ``C = (I - U)^{-1}``
 for sum-product, the best chain for max-product).
 
 The chart of a batch of sentences is one *flat* tensor ``(cells, ·)`` (see
-:class:`Layout`): the cells (span start, width) of every sentence, ordered by width,
+`Layout`): the cells (span start, width) of every sentence, ordered by width,
 then sentence, then start. Every cell of width ``w`` has exactly ``w - 1`` split points,
 so one step per width gathers all ``(cell, split)`` children of all sentences at once –
 ``(C_w * (w-1), ·)`` – with no padding: sentences of different lengths cost only their
 own cells, and a batch takes ``max length`` steps whatever its size.
 
-* :func:`inside` – log inside probabilities ``log p(w_b)``. Every step is
+* `inside` – log inside probabilities ``log p(w_b)``. Every step is
   differentiable, so the gradient of ``sum_b log p(w_b)`` with respect to the log rule
   weights is the vector of expected rule counts – the outside pass done by backprop
   (Eisner 2016, "Inside-outside and forward-backward algorithms are just backprop").
   Probes (ones) multiplying chart cells give span posteriors the same way.
-* :func:`viterbi` – max-product with backpointers (best closure entry and best split per
+* `viterbi` – max-product with backpointers (best closure entry and best split per
   cell), backtraced in Python by the caller.
 
 Log zero is represented by the finite ``NEG = -1e30`` so that autograd never sees
@@ -93,7 +93,7 @@ class ChartGrammar:
     * *closed binary rules* (max-product): one entry per pair ``A =>* B`` and binary rule
       ``B -> C D``; ``ent_pair, ent_rule`` ``(E,)``, ``ent_seg`` ``(N, Emax)`` entry ids
       grouped by ``A``, padded with ``E``.
-    Build with :meth:`make`.
+    Build with `make`.
     """
 
     n_nt: int
@@ -228,7 +228,7 @@ def inside(cg: ChartGrammar, lex_w: torch.Tensor, bin_w: torch.Tensor, clo_w: to
         binary rules and unary-closure pairs – or ``(B, ·)`` for per-sentence copies
         (so that gradients come out per sentence).
       tokens ``(W,)`` long: the word ids of all sentences, concatenated (= the width-1 cells).
-      layout: :class:`Layout` of the batch.
+      layout: `Layout` of the batch.
       probe: also return a tensor of ones ``(cells, N)`` multiplying every post-closure
         cell and the log chart ``(cells, N)`` (``NEG`` for zero); the probe's gradient is
         the posterior of each nonterminal topping each span.
@@ -290,7 +290,7 @@ def inside(cg: ChartGrammar, lex_w: torch.Tensor, bin_w: torch.Tensor, clo_w: to
 
 @dataclass
 class ViterbiChart:
-    """Backpointers of :func:`viterbi` over the cells of a :class:`Layout`:
+    """Backpointers of `viterbi` over the cells of a `Layout`:
     ``slot (cells, N)`` – the best entry of each cell and symbol ``A``: at width 1 a
     position in ``clo_seg[A]`` (the unary chain ``A =>* B`` over the word), above it a
     position in ``ent_seg[A]`` (a chain ``A =>* B`` and a binary rule of ``B``);
@@ -306,7 +306,7 @@ class ViterbiChart:
 def viterbi(cg: ChartGrammar, lex_w: torch.Tensor, bin_w: torch.Tensor, clo_w: torch.Tensor,
             tokens: torch.Tensor, layout: Layout) -> ViterbiChart:
     """Max-product chart with backpointers (shared weights; same conventions as
-    :func:`inside`, ``clo_w`` the log weights of the *best* unary chains).
+    `inside`, ``clo_w`` the log weights of the *best* unary chains).
 
     Each width takes the best split of every binary rule (``(C, K, R)`` max), then one
     segment max over the closed binary rules ``A =>* B -> C D`` (chain weight + rule

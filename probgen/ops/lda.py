@@ -1,7 +1,7 @@
 """Kernels for latent Dirichlet allocation shared by the model and every engine.
 
 All per-document work is batched over the non-zero cells of the document–term matrix
-(a :class:`probgen.corpus.Corpus`): one gather of ``(nnz, K)`` rows and one
+(a `probgen.corpus.Corpus`): one gather of ``(nnz, K)`` rows and one
 ``index_add`` per update, so there is no Python loop over documents or tokens.
 
 Notation (Blei, Ng & Jordan 2003; Hoffman, Blei & Bach 2010): ``K`` topics, ``V`` words,
@@ -60,7 +60,7 @@ def missing_log_scale(corpus: Corpus, elog_beta: torch.Tensor) -> torch.Tensor |
     q(β_k) = Dirichlet(λ_k) the rejected draws sum out in closed form to the factor
     Σ_m S_dk^m = 1/(1 − S_dk) on every observed token's φ (S_dk < 1 by Jensen), and each
     observed token of topic k sends exp(E[log β_kv]) / (1 − S_dk) expected draws to each
-    missing word v (:func:`e_step`'s statistics). With fixed topics (``elog_beta = log β``)
+    missing word v (`e_step`'s statistics). With fixed topics (``elog_beta = log β``)
     S_dk = B_k(M_d) and the factor is 1/B_k(O_d), the renormalisation itself."""
     if corpus.missing_doc is None:
         return None
@@ -86,13 +86,13 @@ def e_step(corpus: Corpus, elog_beta: torch.Tensor, alpha: torch.Tensor, gamma: 
         hold the work of the others.
       Missing cells of ``corpus`` (NaN counts) are marginalised: every observed token's
       word probabilities carry the document's factor 1/(1 − S_dk) of
-      :func:`missing_log_scale`, and the statistics add the expected draws that fell on the
+      `missing_log_scale`, and the statistics add the expected draws that fell on the
       missing words; without missing cells nothing changes (the same operations).
     Returns:
       ``(gamma, sstats, n_iter)``: the (D, K) γ, the (K, V) expected topic–word counts
       Σ_d c_dw φ_dwk for φ optimal given the returned γ (``None`` if not asked), and the
       number of sweeps of the slowest document. With ``with_bound=True`` a fourth item:
-      the (D,) per-document ELBO terms of :func:`doc_bound` at the returned γ, read off the
+      the (D,) per-document ELBO terms of `doc_bound` at the returned γ, read off the
       final φ step's normaliser at no extra cost.
 
     Each φ update (given γ) and γ update (given φ) maximises the ELBO in its own
@@ -168,7 +168,7 @@ def doc_bound(corpus: Corpus, gamma: torch.Tensor, elog_beta: torch.Tensor, alph
     With ``elog_beta = log(topics)`` this is a lower bound on log p(w_d | topics, α), the
     probability of the document's token sequence (no multinomial coefficient); with missing
     cells, of its observed tokens' sequence, each word's probability renormalised over the
-    document's observed vocabulary (:func:`missing_log_scale`, whose factor enters the sum)."""
+    document's observed vocabulary (`missing_log_scale`, whose factor enters the sum)."""
     elog_theta = dirichlet_expectation(gamma)
     s = elog_theta[corpus.doc] + elog_beta.T[corpus.word]             # (nnz, K)
     log_scale = missing_log_scale(corpus, elog_beta)
@@ -233,7 +233,7 @@ def impute_counts(corpus: Corpus, topics: torch.Tensor, alpha: torch.Tensor) -> 
 
     Convention (the document's length is not known when some counts are): a missing cell's
     expected count is the expected number of draws that land on its word while the
-    document's n_O observed tokens are drawn (the augmentation of :func:`missing_log_scale`):
+    document's n_O observed tokens are drawn (the augmentation of `missing_log_scale`):
     E[c_dv] = Σ_k n_dk β_kv / B_k(O_d), with n_dk = Σ_{w∈O_d} c_dw φ_dwk the observed tokens'
     expected topic counts by fold-in (θ_d's factor γ_d with the topics fixed). Equivalently
     the document's length is taken as n_O plus those draws; for a single topic it is
@@ -269,7 +269,7 @@ def completion_log_lik(topics: torch.Tensor, alpha: torch.Tensor, corpus: Corpus
 
 
 def perplexity(topics: torch.Tensor, alpha: torch.Tensor, corpus: Corpus, seed: int = 0) -> float:
-    """Held-out perplexity by document completion (see :func:`completion_log_lik`)."""
+    """Held-out perplexity by document completion (see `completion_log_lik`)."""
     ll, n = completion_log_lik(topics, alpha, corpus, seed)
     return math.exp(-ll / n)
 

@@ -6,7 +6,7 @@ variable indices) and log-potential ``tables`` θ_f (one dim per scope variable)
 is a ``(B, V)`` LongTensor of states, ``-1`` where unobserved: every row is its own query,
 all rows run together.
 
-**Loopy BP** (:func:`belief_propagation`; Kschischang, Frey & Loeliger 2001; Koller &
+**Loopy BP** (`belief_propagation`; Kschischang, Frey & Loeliger 2001; Koller &
 Friedman 2009, §11.3):
 
 * factor → variable: m_{f→v}(x_v) = ⊕_{x_f \\ x_v} [θ_f(x_f) + Σ_{u ∈ f, u ≠ v} n_{u→f}(x_u)],
@@ -27,7 +27,7 @@ log Z); on loopy graphs it is the Bethe approximation (Yedidia, Freeman & Weiss 
 
 with b_f, b_v the factor and variable beliefs and d_v the number of factors on v.
 
-**Naive mean field** (:func:`mean_field`; Koller & Friedman 2009, §11.5; Wainwright &
+**Naive mean field** (`mean_field`; Koller & Friedman 2009, §11.5; Wainwright &
 Jordan 2008, §5): q(x) = Π_v q_v(x_v) maximising
 
   ELBO(q) = Σ_f E_q[θ_f(x_f)] + Σ_v H(q_v) ≤ log Z,
@@ -35,7 +35,7 @@ Jordan 2008, §5): q(x) = Π_v q_v(x_v) maximising
 by coordinate ascent q_v ∝ exp(e_v + Σ_{f ∋ v} E_{q_{−v}}[θ_f]), all variables of one colour
 of a greedy colouring of the Markov network at once (they share no factor, so the block
 update is exact coordinate ascent and the ELBO never decreases). Zero potentials (−∞) in
-tables are softened to e^-30 times the smallest positive one (:func:`_soften`); evidence
+tables are softened to e^-30 times the smallest positive one (`_soften`); evidence
 stays hard.
 """
 from __future__ import annotations
@@ -55,7 +55,7 @@ class BPResult:
 
     Attributes:
       log_beliefs: per variable ``(B, card_v)``, log-normalised (logsumexp over states = 0):
-        marginals (sum-product) or max-marginals (max-product); :attr:`beliefs` exponentiated.
+        marginals (sum-product) or max-marginals (max-product); `beliefs` exponentiated.
       factor_beliefs: per factor, in the order given, its belief b_f summed over the rows
         (shape of its table): the expected counts of its configurations (sum-product only).
       log_z: ``(B,)`` the Bethe estimate of log Σ_x exp(Σ_f θ_f) over assignments consistent
@@ -160,7 +160,7 @@ def belief_propagation(cards: Sequence[int], scopes: Sequence[Sequence[int]], ta
                        damping: float = 0.5, max_iters: int = 200, tol: float = 1e-8) -> BPResult:
     """Run loopy BP. ``cards`` (V,), ``scopes`` F tuples of variable indices, ``tables`` F
     log-potential tensors, ``evidence`` ``(B, V)`` with −1 = unobserved (``None``: one row,
-    nothing observed). Returns a :class:`BPResult`. A row whose evidence has probability
+    nothing observed). Returns a `BPResult`. A row whose evidence has probability
     zero under the factors is a ``ValueError`` naming it.
 
     Messages live in two ``(B, E, K)`` tensors over the E edges (factor, position) of the
@@ -318,7 +318,7 @@ def mean_field(cards: Sequence[int], scopes: Sequence[Sequence[int]], tables: Se
                evidence: torch.Tensor | None = None, *, max_iters: int = 200, tol: float = 1e-8,
                start: str = "bp") -> MeanFieldResult:
     """Naive mean field by colour-block coordinate ascent. Arguments as
-    :func:`belief_propagation`; ``start``: ``"bp"`` starts q at the loopy-BP marginals (a
+    `belief_propagation`; ``start``: ``"bp"`` starts q at the loopy-BP marginals (a
     few BP sweeps; coordinate ascent is mode-seeking, and from uniform q it often settles in a
     poor mode when tables are near-deterministic), ``"uniform"`` at uniform q over the
     states the evidence allows. Impossible evidence is a ``ValueError`` naming the row."""
@@ -364,7 +364,7 @@ SOFT_ZERO = 30.0
 
 def _soften(tables: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """−∞ log-potentials (zero table entries, e.g. deterministic CPTs) replaced by the
-    smallest finite one less :data:`SOFT_ZERO`: a product q cannot avoid a hard zero that
+    smallest finite one less `SOFT_ZERO`: a product q cannot avoid a hard zero that
     couples several variables without collapsing to point masses (its expected log-potential
     is −∞ for every state otherwise), so mean field runs on this softened model; tables
     without −∞ entries are used as they are."""
@@ -404,7 +404,7 @@ def _outer(g: _Group, q: torch.Tensor, skip: int | None = None) -> torch.Tensor 
 
 def _mean_field_input(fs: FactorSet, q: torch.Tensor) -> torch.Tensor:
     """Σ_{f ∋ v} E_{q_{−v}}[θ_f(x_v, ·)] for every variable and state (B, V, K), on the
-    softened (finite) tables :func:`mean_field` gives it."""
+    softened (finite) tables `mean_field` gives it."""
     out = torch.zeros(fs.B, fs.V, fs.K, dtype=fs.dtype)
     for g in fs.groups:
         theta = g.table.unsqueeze(0)

@@ -126,7 +126,7 @@ def local_score(counts: Counts, child: int, parents: tuple[int, ...], score: str
 
 def _segment_scores(c: np.ndarray, seg: np.ndarray, nij: np.ndarray, pseg: np.ndarray, q: np.ndarray,
                     r: int, n: float, k: int, score: str, ess: float) -> np.ndarray:
-    """:func:`local_score` of ``k`` families at once from their concatenated counts: cells
+    """`local_score` of ``k`` families at once from their concatenated counts: cells
     ``c`` of family ``seg``, parent-configuration totals ``nij`` of family ``pseg``, ``q``
     parent configurations per family, ``r`` child states."""
     cz, nz = c > 0, nij > 0
@@ -246,7 +246,7 @@ def search(scorer: Scorer, v: int, *, start: np.ndarray, allowed: np.ndarray, re
     searches' states are stacked ``(S, V, V)``, so finding every search's best legal move
     is one set of array operations per step, whatever ``S``; each search's moves are the
     ones it would make alone. Score gains are kept per child column and re-read only for
-    children whose parents changed (the score is decomposable), from :meth:`Scorer.moves`'
+    children whose parents changed (the score is decomposable), from `Scorer.moves`'
     cache. Reachability is updated in place after an addition (every ancestor of ``u``,
     ``u`` included, now reaches every descendant of ``j``, ``j`` included) and recomputed
     only after a deletion or a reversal. Returns each search's graph, in ``seeds`` order."""
@@ -375,7 +375,7 @@ def _max_tree(weights: np.ndarray, nodes: list[int], root: int) -> list[tuple[in
 # ---- PC-stable --------------------------------------------------------------------------
 def ci_statistic(counts: Counts, x: int, y: int, z: tuple[int, ...], test: str,
                  dof: str = "adjusted") -> tuple[float, int]:
-    """``(statistic, degrees of freedom)`` of :func:`ci_test` (same arguments)."""
+    """``(statistic, degrees of freedom)`` of `ci_test` (same arguments)."""
     t = counts.table(list(z) + [x, y]).reshape(-1, counts.cards[x], counts.cards[y])
     nz = t.sum((1, 2), keepdims=True)
     e = t.sum(2, keepdims=True) * t.sum(1, keepdims=True) / np.where(nz > 0, nz, 1.0)
@@ -656,7 +656,7 @@ def learn_structure(cls: type, data: Any, method: str = "hill-climb", score: str
                     max_parents: int | None = None, white_list: Any = None, black_list: Any = None,
                     start: Any = None, states: Any = None, seed: int | None = None,
                     **options: Any) -> Any:
-    """See :meth:`BayesianNetwork.learn_structure`."""
+    """See `BayesianNetwork.learn_structure`."""
     known = ("ess", "class_variable", "root", "significance_level", "ci_test", "max_cond_vars", "dof",
              "tabu_length", "patience", "max_iter", "pseudo_count", "em_steps", "progress", "restarts")
     check_options("learn_structure", {k: o for k, o in options.items() if k not in known}, known)
@@ -830,7 +830,7 @@ def _structural_em(cls: type, skel: Any, x: np.ndarray, a0: np.ndarray, run, pse
 
 
 def _complete(skel: Any, net: Any, x: np.ndarray, seed: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`completion` of ``x`` (columns in ``skel``'s order) at ``net``, whose columns
+    """`completion` of ``x`` (columns in ``skel``'s order) at ``net``, whose columns
     are in its own topological order."""
     perm = [skel.index[v] for v in net.variables]
     rows, w = completion(net, x[:, perm], seed)
@@ -853,8 +853,8 @@ def _available_case(cls: type, skel: Any, x: np.ndarray, a: np.ndarray, pseudo_c
 # ---- metrics -------------------------------------------------------------------------------------
 def score(model: Any, data: Any, score: str = "bic", ess: float = 10.0) -> float:
     """The score of ``model``'s DAG on ``data`` (its data forms): the sum of its families'
-    local scores (:func:`local_score`). With missing cells the counts are the expected
-    counts at the model's own tables (the weighted completion of :func:`completion`)."""
+    local scores (`local_score`). With missing cells the counts are the expected
+    counts at the model's own tables (the weighted completion of `completion`)."""
     if score not in SCORES:
         raise ValueError(f"unknown score {score!r}; scores: {', '.join(SCORES)}")
     if not (isinstance(ess, (int, float)) and ess > 0):
