@@ -22,7 +22,10 @@ to the truth by the Hungarian assignment, are within the stated distance:
   cells, 0.021 for the 0.1 cells, so 0.15 is over 4.6 of them for each of the 120 values;
   at 0.1 global optima with a higher likelihood than the truth's failed on sampling error).
 
-    python benchmarks/recovery.py [--seeds 10] [--json docs/benchmarks/recovery.json]
+  ``--lda K,V``: only the LDA rows, on K topics over V words (blocks of V/K words; the same
+  criterion), to check the defaults on a corpus they were not chosen on.
+
+    python benchmarks/recovery.py [--seeds 10] [--json docs/benchmarks/recovery.json] [--lda 6,60]
 """
 from __future__ import annotations
 
@@ -66,9 +69,9 @@ def hmm_data(seed: int):
     return seqs, means, trans
 
 
-def lda_data(seed: int):
+def lda_data(seed: int, k: int = 4, v: int = 40):
     rng = np.random.default_rng(seed)
-    k, v, block = 4, 40, 10
+    block = v // k
     topics = np.zeros((k, v))
     for t in range(k):
         topics[t, t * block:(t + 1) * block] = 1.0 / block
@@ -119,6 +122,27 @@ def categorical_ok(probs_true, probs_fit) -> bool:
 
 
 # ---- one seed of each row ----------------------------------------------------------------------
+
+def lda_rows(seed: int, k: int, v: int) -> tuple[dict[str, bool], dict[str, bool]]:
+    """The LDA rows alone on a corpus of ``k`` block topics over ``v`` words (``--lda K,V``):
+    probgen's, the peer's."""
+    import probgen as pg
+    from probgen.models import LDA
+    from sklearn.decomposition import LatentDirichletAllocation
+    docs, topics = lda_data(seed, k, v)
+    ours = {}
+    for engine in pg.compatible(LDA(k, v)):
+        f = pg.fit(LDA(k, v), docs, engine=engine, seed=seed, progress=False)
+        ours[f"lda/{engine}"] = topics_ok(topics, f.params["topics"].numpy())
+    f = pg.fit(LDA(k, v), docs, engine="svi", inference="amortized", seed=seed, progress=False)
+    ours["lda/svi amortized"] = topics_ok(topics, f.params["topics"].numpy())
+    counts = np.zeros((len(docs), v))
+    for i, d in enumerate(docs):
+        np.add.at(counts[i], d, 1)
+    lda = LatentDirichletAllocation(k, random_state=seed).fit(counts)
+    ok = topics_ok(topics, lda.components_ / lda.components_.sum(1, keepdims=True))
+    return ours, {key: ok for key in ours}
+
 
 def probgen_rows(seed: int) -> dict[str, bool]:
     import probgen as pg
@@ -174,7 +198,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--lda", default=None, metavar="K,V",
+                    help="only the LDA rows, on K block topics over V words (the default corpus: 4,40)")
     a = ap.parse_args()
+    lda = tuple(int(t) for t in a.lda.split(",")) if a.lda else None
     torch.set_num_threads(1)
     ours: dict[str, list] = {}
     theirs: dict[str, list] = {}
@@ -182,9 +209,10 @@ def main() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for s in range(a.seeds):
-            for k, v in probgen_rows(s).items():
+            mine, peer = lda_rows(s, *lda) if lda else (probgen_rows(s), peer_rows(s))
+            for k, v in mine.items():
                 ours.setdefault(k, []).append(v)
-            for k, v in peer_rows(s).items():
+            for k, v in peer.items():
                 theirs.setdefault(k, []).append(v)
             print(f"seed {s} done ({time.perf_counter() - t0:.0f} s)", flush=True)
     rows = []
@@ -195,7 +223,8 @@ def main() -> None:
                "peer_only": [s for s in range(a.seeds) if peer[0] is not None and peer[s] and not ours[k][s]],
                "probgen_failed": [s for s in range(a.seeds) if not ours[k][s]]}
         rows.append(row)
-    doc = {"command": "python benchmarks/recovery.py --seeds %d" % a.seeds, "rows": rows}
+    doc = {"command": "python benchmarks/recovery.py --seeds %d" % a.seeds + (f" --lda {a.lda}" if lda else ""),
+           "rows": rows}
     print("\n" + table(doc))
     if a.json:
         with open(a.json, "w") as fh:

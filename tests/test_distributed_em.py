@@ -37,7 +37,7 @@ def _gmm(covariance: str):
     return model, x, dict(engine="em", steps=15, tol=None, init=init)
 
 
-def _hmm(emission: str, covariance: str = "diag"):
+def _hmm(emission: str, covariance: str = "diag", gaps: bool = False):
     from probgen.models import HMM
     opts = {"n_symbols": 4} if emission == "categorical" else {"dim": 2, "covariance": covariance} \
         if emission == "gaussian" else {}
@@ -54,6 +54,11 @@ def _hmm(emission: str, covariance: str = "diag"):
             del truth["scale"]
     x = model.sample(truth, 9, seed=1, T=30)
     data = [x[i, :30 - 2 * i] for i in range(9)]  # sequences of different lengths
+    if gaps:  # 20% of the cells missing (whole steps or single dimensions), none entirely
+        g = torch.Generator().manual_seed(2)
+        data = [s.to(torch.float64).masked_fill(torch.rand(s.shape, generator=g) < 0.2, float("nan")) for s in data]
+        for s in data:
+            s[0] = x[0, 0]  # an observed first step
     init = {k: v for k, v in model.init_params(data, seed=0).items()}
     return model, data, dict(engine="em", steps=10, tol=None, init=init)
 
@@ -200,6 +205,9 @@ CASES = {
     "hmm_poisson": lambda: _hmm("poisson"),
     "hmm_gaussian": lambda: _hmm("gaussian"),
     "hmm_gaussian_full": lambda: _hmm("gaussian", "full"),
+    "hmm_categorical_gaps": lambda: _hmm("categorical", gaps=True),
+    "hmm_gaussian_gaps": lambda: _hmm("gaussian", gaps=True),
+    "hmm_gaussian_full_gaps": lambda: _hmm("gaussian", "full", gaps=True),
     "gmm_full": lambda: _gmm("full"),
     "gmm_diag": lambda: _gmm("diag"),
     "gmm_spherical": lambda: _gmm("spherical"),
@@ -309,6 +317,11 @@ def test_gaussian_mixture_em_two_ranks_equal_one_process(spawned):
 
 def test_baum_welch_two_ranks_equal_one_process(spawned):
     _check(spawned, ["hmm_categorical", "hmm_poisson", "hmm_gaussian", "hmm_gaussian_full"])
+
+
+def test_baum_welch_with_missing_observations_two_ranks_equal_one_process(spawned):
+    """The missing-aware statistics (online EM's) summed over ranks: batch EM's fit of the gaps."""
+    _check(spawned, ["hmm_categorical_gaps", "hmm_gaussian_gaps", "hmm_gaussian_full_gaps"])
 
 
 def test_categorical_mixture_em_two_ranks_equal_one_process(spawned):

@@ -173,6 +173,30 @@ def test_amortized_encoder_svi_learns_topics(synthetic):
     assert (cos > 0.9).all(), cos
 
 
+def test_amortized_encoder_starts_where_cavi_starts():
+    """The encoder's topics start at batch CAVI's probed start (the best of ``probes``
+    document-seeded starts after ``probe_steps`` CAVI iterations): with no encoder steps the fit
+    is that start (through the simplex parameter's float64 round trip, 1e-12), as a 0-step
+    CAVI fit is; the start options are the amortized method's only."""
+    from probgen.inference.meanfield.lda import probed_start
+    model, docs = LDA.example(0)
+    for options in ({}, {"probes": 1}, {"probes": 2, "probe_steps": 1, "seed_docs": 0}):
+        fit = pg.fit(model, docs, engine="svi", inference="amortized", steps=0, seed=3, progress=False, **options)
+        cavi = pg.fit(model, docs, engine="meanfield", steps=0, seed=3, progress=False, **options)
+        lam = probed_start(model, model.check_data(docs), None, 3, **options)
+        torch.testing.assert_close(fit.params["topics"], lam / lam.sum(1, keepdim=True), rtol=0, atol=1e-12)
+        torch.testing.assert_close(cavi.params["topics"], fit.params["topics"], rtol=0, atol=1e-12)
+    # the default number of probes grows with the topics: max(4, K)
+    assert fit.options["probes"] == 2 and pg.fit(model, docs, steps=0, progress=False).options["probes"] == 4
+    assert pg.fit(LDA(6, 12), docs, steps=0, progress=False).options["probes"] == 6
+    assert pg.fit(LDA(6, 12), docs, engine="svi", inference="amortized", steps=0,
+                  progress=False).options["probes"] == 6
+    with pytest.raises(ValueError, match="apply to inference='amortized'"):
+        pg.fit(model, docs, engine="svi", probes=2, steps=1, progress=False)
+    with pytest.raises(ValueError, match="probes must be an integer >= 1"):
+        pg.fit(model, docs, engine="svi", inference="amortized", probes=0, steps=1, progress=False)
+
+
 # ---- mcmc: the collapsed Gibbs kernel against exact enumeration -------------------------
 
 def _reference_gibbs_sweep(z, w, d, ndk, nwk, nk, alpha, eta, u):

@@ -310,6 +310,63 @@ def test_hmm_baum_welch_with_missing_never_decreases_and_imputes(kind):
     assert torch.equal(filled.to(torch.float64)[~miss], x[~miss])
 
 
+@pytest.mark.parametrize("kind", ["categorical", "poisson", "diag", "full"])
+def test_hmm_minibatch_statistics_with_gaps_are_the_batch_e_steps(kind):
+    """Online / data-parallel Baum-Welch's statistics of a chunk with gaps: written out by hand
+    from the (brute-force-checked) posteriors and, per missing Gaussian step, the conditional
+    moments E[x_m | x_o, k] = μ_m + Σ_mo Σ_oo⁻¹ (x_o − μ_o), Cov = Σ_mm − Σ_mo Σ_oo⁻¹ Σ_om;
+    their M-step equals the batch M-step on the same chunk (float round-off, 1e-10)."""
+    from probgen.inference.em.hmm import e_step, m_step, m_step_statistics, statistics
+    model = hmm_of(kind)
+    params = {**HMM_PARAMS, **EMISSION_PARAMS[kind]}
+    seqs = gappy_sequences(model, params, seed=7)
+    data = model.check_data(seqs)
+    log_lik, gamma, xi = e_step(model, params, data)
+    center = params["loc"].mean(0) if kind in ("diag", "full") else None
+    got = statistics(model, data, log_lik, gamma, xi, params=params, center=center)
+    K = 3
+    want = {"initial": gamma[:, 0].sum(0).numpy(), "transition": xi.numpy(),
+            "nk": sum(gamma[b, :len(s)].sum(0) for b, s in enumerate(seqs)).numpy(),
+            "log_lik": float(model.log_prob(params, seqs).sum())}
+    if kind == "categorical":
+        want["counts"] = np.zeros((K, 3))
+    elif kind == "poisson":
+        want["first"], want["observed"] = np.zeros(K), np.zeros(K)
+    else:
+        want["first"], want["second"] = np.zeros((K, 3)), np.zeros((K, 3, 3))
+        cov = covariance_matrices(params["scale_tril"] if kind == "full" else params["scale"], kind, 3).numpy()
+        mu, c = params["loc"].numpy(), center.numpy()
+    for b, s in enumerate(seqs):
+        for t, x in enumerate(s.numpy()):
+            for k in range(K):
+                w = float(gamma[b, t, k])
+                if kind == "categorical":
+                    if not np.isnan(x):
+                        want["counts"][k, int(x)] += w
+                elif kind == "poisson":
+                    if not np.isnan(x):
+                        want["first"][k] += w * x
+                        want["observed"][k] += w
+                else:
+                    o, m = ~np.isnan(x), np.isnan(x)
+                    xh, C = x.copy(), np.zeros((3, 3))
+                    gain = cov[k][np.ix_(m, o)] @ np.linalg.inv(cov[k][np.ix_(o, o)])
+                    xh[m] = mu[k, m] + gain @ (x[o] - mu[k, o])
+                    C[np.ix_(m, m)] = cov[k][np.ix_(m, m)] - gain @ cov[k][np.ix_(o, m)]
+                    want["first"][k] += w * (xh - c)
+                    want["second"][k] += w * (np.outer(xh - c, xh - c) + C)
+    if kind == "diag":
+        want["second"] = np.diagonal(want["second"], axis1=1, axis2=2)
+    assert set(got) == set(want) | {"n"} and float(got["n"]) == len(seqs)
+    for name, value in want.items():
+        np.testing.assert_allclose(np.asarray(got[name]), value, rtol=1e-10, atol=1e-10, err_msg=name)
+    batch = m_step(model, data, gamma, xi, 1e-6, params)
+    mine = m_step_statistics(model, got, 1e-6, center)
+    assert set(batch) == set(mine)
+    for name in batch:
+        np.testing.assert_allclose(mine[name].numpy(), batch[name].numpy(), rtol=1e-10, atol=1e-12, err_msg=name)
+
+
 def test_hmm_impute_by_hand_and_entirely_missing_sequence():
     model = hmm_of("diag")
     params = {**HMM_PARAMS, **EMISSION_PARAMS["diag"]}

@@ -134,15 +134,49 @@ def test_missing_cells_stream_through_online_em():
     _close(o, b, codes)
 
 
-def test_hmm_online_refuses_missing_observations_and_labels():
-    model, seqs = _hmm_case("gaussian", 0, n=20)
-    seqs[3] = seqs[3].clone()
-    seqs[3][5, 0] = float("nan")
-    with pytest.raises(ValueError, match="complete sequences"):
-        pg.fit(model, iter([seqs]), online=True, progress=False)
+def _gaps(seqs, seed, rate=0.2):
+    """The sequences with ``rate`` of their cells missing at random (NaN; for a Gaussian some
+    whole steps and some single dimensions), none entirely missing."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for s in seqs:
+        s = s.to(torch.float64).clone()
+        miss = torch.rand(s.shape, generator=g) < rate
+        miss.view(len(s), -1)[0] = False  # the first step observed: no sequence entirely missing
+        out.append(s.masked_fill(miss, float("nan")))
+    return out
+
+
+@pytest.mark.parametrize("emission", ["gaussian", "categorical"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_hmm_online_with_missing_steps_reaches_the_batch_fit(emission, seed):
+    """Online Baum-Welch on sequences with gaps (20% of the cells missing at random) reaches
+    batch EM's fit of the same data within the complete-data test's 1%: the minibatch
+    statistics are the batch E-step's (missing observations marginalised exactly)."""
+    model, seqs = _hmm_case(emission, seed)
+    seqs = _gaps(seqs, seed + 10)
+    assert model.check_data(seqs).any_missing
+    batch = pg.fit(model, seqs, seed=seed, progress=False)
+    def stream():
+        return (seqs[lo:lo + 50] for lo in range(0, len(seqs), 50))
+
+    # EM's linear rate is the fraction of missing information (Dempster, Laird & Rubin 1977), which
+    # the gaps raise: the categorical HMM from its random start takes 10 passes here, not the
+    # complete-data test's 5 (measured, seed 0: 1.2% short of batch EM after 5, 0.2% after 10,
+    # 0.07% after 20 — the same optimum, approached more slowly)
+    passes = 1 if emission == "gaussian" else 10
+    online = pg.fit(model, stream() if passes == 1 else stream, online=True, batch_size=10, steps=passes,
+                    tol=None, seed=seed, progress=False)
+    _close(online, batch, seqs)  # the exact marginal likelihood of the observed cells, per sequence
+
+
+def test_hmm_online_refuses_labels():
     with pytest.raises(ValueError, match="labels"):
         pg.fit(GaussianMixture(2, 2), _gmm_data(0)[:100], online=True, batch_size=10, labels=torch.zeros(100),
                progress=False)
+    model, seqs = _hmm_case("categorical", 0, n=20)
+    with pytest.raises(ValueError, match="labels"):
+        pg.fit(model, seqs, online=True, batch_size=5, labels=torch.zeros(20, 40, dtype=torch.long), progress=False)
 
 
 def test_a_stream_is_consumed_lazily():

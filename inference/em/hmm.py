@@ -35,6 +35,7 @@ from probgen.fit import Fit
 from probgen.loops.iterative import LOOP, Update, run
 from probgen.ops import chain
 from probgen.data import has_missing
+from probgen.ops import gaussian_missing as gm
 from probgen.registry import Method, check_options, register
 
 from .._chain import emissions, start_params
@@ -86,31 +87,63 @@ def m_step(model: Any, data: Any, gamma: torch.Tensor, xi: torch.Tensor, min_cov
     return new
 
 
-def statistics(model: Any, data: Any, log_lik: torch.Tensor, gamma: torch.Tensor, xi: torch.Tensor) -> dict:
+def statistics(model: Any, data: Any, log_lik: torch.Tensor, gamma: torch.Tensor, xi: torch.Tensor,
+               params: dict | None = None, center: torch.Tensor | None = None) -> dict:
     """The E-step's expected counts as sums over this process's sequences (data-parallel
-    Baum–Welch, `probgen.distributed`): ``log_lik`` Σ log p(x_b), ``n`` B, ``initial``
-    Σ_b γ_b0 ``(K,)``, ``transition`` Σ ξ ``(K, K)``, ``nk`` Σ γ ``(K,)`` and the emission
-    sums: ``counts`` ``(K, V)`` (categorical), ``first`` Σ γ x ``(K,)`` | ``(K, D)`` and, for
-    Gaussians, ``second`` Σ γ xxᵀ ``(K, D, D)`` | Σ γ x² ``(K, D)``.
-    Reference: Rabiner (1989) eqs. 40a–c; the sums of `m_step`."""
+    Baum–Welch, `probgen.distributed`; online EM's per-minibatch statistics): ``log_lik``
+    Σ log p(x_b), ``n`` B, ``initial`` Σ_b γ_b0 ``(K,)``, ``transition`` Σ ξ ``(K, K)``, ``nk``
+    Σ γ ``(K,)`` and the emission sums: ``counts`` ``(K, V)`` (categorical), ``first`` Σ γ x
+    ``(K,)`` | ``(K, D)``; Poisson ``observed`` Σ γ [x observed] ``(K,)``; Gaussian ``second``
+    Σ γ x̃x̃ᵀ ``(K, D, D)`` | Σ γ x̃² ``(K, D)``, with x̃ = x − ``center`` (default 0) in
+    ``first`` and ``second`` — the same layout for complete data and data with missing
+    observations, so minibatches with and without gaps average together.
+
+    Missing observations (``params``, the E-step's, are then needed): a missing symbol or
+    count adds nothing to ``counts`` / ``first`` / ``observed``; a Gaussian step adds
+    γ E[x̃ | x_o, k] and γ E[x̃x̃ᵀ | x_o, k] (Ghahramani & Jordan 1994), the sums of
+    `probgen.models.HMM.m_step_missing`. Reference: Rabiner (1989) eqs. 40a–c; the
+    sums of `m_step`."""
     K = gamma.shape[-1]
     gk = gamma.permute(2, 1, 0).reshape(K, -1)               # (K, N), as in m_step
-    x = data.columns().t()
+    missing = has_missing(data)
+    if missing and params is None:
+        raise ValueError("the statistics of sequences with missing observations need the E-step's params")
     out = {"log_lik": log_lik.sum(), "n": torch.tensor(float(log_lik.numel()), dtype=gk.dtype),
            "initial": gamma[:, 0].sum(0), "transition": xi, "nk": gk.sum(1)}
     if model.emission == "categorical":
-        out["counts"] = torch.zeros(K, model.n_symbols, dtype=gk.dtype).index_add_(1, x, gk)
-    else:
-        out["first"] = gk @ x.to(gk.dtype)
-        if model.emission == "gaussian":
-            D = x.shape[1]
-            out["second"] = (gk @ (x[:, :, None] * x[:, None, :]).reshape(-1, D * D)).reshape(K, D, D) \
-                if model.covariance == "full" else gk @ (x * x)
+        V = model.n_symbols
+        if missing:  # the missing symbols' weights land in column V, dropped
+            out["counts"] = torch.zeros(K, V + 1, dtype=gk.dtype).index_add_(1, model._symbol_index(data), gk)[:, :V]
+        else:
+            out["counts"] = torch.zeros(K, V, dtype=gk.dtype).index_add_(1, data.columns().t(), gk)
+        return out
+    if model.emission == "poisson":
+        x = data.columns().to(gk.dtype)
+        if missing:
+            obs = ~torch.isnan(x)
+            out["first"], out["observed"] = gk @ x.masked_fill(~obs, 0.0), gk @ obs.to(gk.dtype)
+        else:
+            out["first"], out["observed"] = gk @ x, out["nk"]
+        return out
+    X = data.columns().t().to(gk.dtype)                      # (N, D)
+    D = X.shape[1]
+    if missing:
+        f = params["scale_tril"] if model.covariance == "full" else params["scale"]
+        cov = gm.covariance_matrices(f, model.covariance, D)
+        _, first, second = gm.expected_moments(X, params["loc"], cov, gk.T, center=center)
+        out["first"] = first
+        out["second"] = second if model.covariance == "full" else torch.diagonal(second, dim1=-2, dim2=-1)
+        return out
+    xc = X if center is None else X - center
+    out["first"] = gk @ xc
+    out["second"] = (gk @ (xc[:, :, None] * xc[:, None, :]).reshape(-1, D * D)).reshape(K, D, D) \
+        if model.covariance == "full" else gk @ (xc * xc)
     return out
 
 
-def m_step_statistics(model: Any, stats: dict, min_covar: float) -> dict:
-    """`m_step` from `statistics` summed over all the sequences."""
+def m_step_statistics(model: Any, stats: dict, min_covar: float, center: torch.Tensor | None = None) -> dict:
+    """`m_step` from `statistics` summed over all the sequences (``center``: the
+    one the Gaussian moments were taken about, default 0)."""
     tiny = torch.finfo(stats["nk"].dtype).tiny
     g0, xi = stats["initial"], stats["transition"]
     new = {"initial": g0 / g0.sum(), "transition": xi / xi.sum(-1, keepdim=True).clamp(min=tiny)}
@@ -119,17 +152,17 @@ def m_step_statistics(model: Any, stats: dict, min_covar: float) -> dict:
         counts = stats["counts"]
         new["probs"] = counts / counts.sum(-1, keepdim=True).clamp(min=tiny)
     elif model.emission == "poisson":
-        new["rate"] = stats["first"] / safe
+        new["rate"] = stats["first"] / stats.get("observed", stats["nk"]).clamp(min=tiny)
     else:
-        loc = stats["first"] / safe[:, None]
-        new["loc"] = loc
+        mean_c = stats["first"] / safe[:, None]              # about the centre
+        new["loc"] = mean_c if center is None else mean_c + center
         if model.covariance == "full":
-            D = loc.shape[1]
-            cov = stats["second"] / safe[:, None, None] - loc[:, :, None] * loc[:, None, :]
-            cov = 0.5 * (cov + cov.transpose(-1, -2)) + min_covar * torch.eye(D, dtype=loc.dtype)
+            D = mean_c.shape[1]
+            cov = stats["second"] / safe[:, None, None] - mean_c[:, :, None] * mean_c[:, None, :]
+            cov = 0.5 * (cov + cov.transpose(-1, -2)) + min_covar * torch.eye(D, dtype=mean_c.dtype)
             new["scale_tril"] = torch.linalg.cholesky(cov)
         else:
-            var = stats["second"] / safe[:, None] - loc * loc
+            var = stats["second"] / safe[:, None] - mean_c * mean_c
             new["scale"] = (var.clamp(min=0) + min_covar).sqrt()
     return new
 
@@ -144,7 +177,7 @@ class BaumWelch(Method):
     device_hint = "its forward-backward runs in compiled CPU loops, probgen.ops.chain_kernels"
     loop = LOOP
     missing_values = True  # missing steps / dimensions: the declaration's emissions marginalise them
-    parallel = "data"  # sequences are independent: expected counts summed over ranks (complete data)
+    parallel = "data"  # sequences are independent: expected counts summed over ranks (gaps too)
 
     def accepts(self, model: Any) -> bool:
         return protocols.is_hidden_markov_chain(model) and getattr(model, "emission", None) in (
@@ -181,21 +214,22 @@ class BaumWelch(Method):
                    state=result.fit_state(), options={"tol": tol, "n_init": n_init, "min_covar": min_covar})
 
     def online_hooks(self, model: Any, init: dict | None, min_covar: float = 1e-6, **_: Any) -> online_em.Hooks:
-        """Online EM's steps: the data-parallel expected counts (`statistics`) of a
-        minibatch of sequences and their M-step (`m_step_statistics`)."""
-        def check(chunk: Any) -> Any:
-            seqs = model.check_data(chunk)
-            if seqs.any_missing:  # the M-step's conditional moments need each step's posterior
-                raise ValueError("online Baum-Welch takes complete sequences; with missing observations "
-                                 "fit with online=False")
-            return seqs
+        """Online EM's steps: the expected counts (`statistics`) of a minibatch of
+        sequences, missing observations marginalised as in the batch E-step, and their M-step
+        (`m_step_statistics`). Gaussian moments are taken about a centre fixed at the
+        start's mean of the state means (running averages of moments about a moving centre
+        would not add up; the centre only keeps the second moments free of cancellation)."""
+        gaussian = model.emission == "gaussian"
+
+        def fixed(params: dict) -> dict:
+            return {"center": params["loc"].to(torch.float64).mean(0)} if gaussian else {}
 
         def stats(params: dict, seqs: Any, fixed: dict) -> dict:
-            return statistics(model, seqs, *e_step(model, params, seqs))
+            return statistics(model, seqs, *e_step(model, params, seqs), params=params, center=fixed.get("center"))
 
         return online_em.Hooks(
-            check=check, start=lambda seqs, seed: start_params(model, seqs, init, seed), statistics=stats,
-            update=lambda p, s, fixed: {**p, **m_step_statistics(model, s, min_covar)})
+            check=model.check_data, start=lambda seqs, seed: start_params(model, seqs, init, seed), statistics=stats,
+            fixed=fixed, update=lambda p, s, fixed: {**p, **m_step_statistics(model, s, min_covar, fixed.get("center"))})
 
     def update(self, fit: Fit, data: Any, *, steps: int | None, seed: int | None, progress: bool,
                **options: Any) -> Fit:
@@ -221,13 +255,14 @@ class _Steps:
         del gamma  # frees the E-step buffers before the next E-step allocates its own
         return Update(params, ll)
 
+    def _center(self, params: dict) -> torch.Tensor | None:
+        """The Gaussian moments' centre: from the params, so the same on every rank."""
+        return params["loc"].to(torch.float64).mean(0) if self.model.emission == "gaussian" else None
+
     def statistics(self, params: dict) -> dict:
-        if self.data.any_missing:  # the M-step's conditional moments need each step's posterior
-            raise ValueError("data-parallel Baum-Welch takes complete sequences; with missing observations "
-                             "pass distributed=False")
         log_lik, gamma, xi = e_step(self.model, params, self.data, self.labels)
-        return statistics(self.model, self.data, log_lik, gamma, xi)
+        return statistics(self.model, self.data, log_lik, gamma, xi, params=params, center=self._center(params))
 
     def update(self, params: dict, stats: dict) -> Update:
         ll = float(stats["log_lik"] / stats["n"])
-        return Update({**params, **m_step_statistics(self.model, stats, self.min_covar)}, ll)
+        return Update({**params, **m_step_statistics(self.model, stats, self.min_covar, self._center(params))}, ll)
