@@ -49,6 +49,10 @@ class _Parser(argparse.ArgumentParser):
         if getattr(a, "table", None):
             with open(a.table) as f:
                 doc = json.load(f)
+            if isinstance(doc, list) and self.rows:  # a list of row dicts (networks, bn_structure)
+                header, table_row = self.rows
+                print(header + "\n" + "\n".join(table_row(r) for r in doc))
+                raise SystemExit(0)
             print(provenance(doc))
             for t in doc["tables"].values():
                 print("\n" + markdown(t))
@@ -56,13 +60,16 @@ class _Parser(argparse.ArgumentParser):
         return a
 
 
-def parser(name: str, doc: str | None = None) -> argparse.ArgumentParser:
+def parser(name: str, doc: str | None = None, rows=None) -> argparse.ArgumentParser:
     """The argument parser every benchmark starts from: its description (the first line of
     ``doc``, the script's docstring, shown whole under ``--help``), ``--json PATH`` (write the
     tables, `emit`) and ``--table JSON`` (print the tables of a file this benchmark wrote, and
-    exit). Records the start (time, ``uptime``) that `emit` writes into the file."""
+    exit). Records the start (time, ``uptime``) that `emit` writes into the file.
+    ``rows=(HEADER, table_row)``: the script's JSON is a list of row dicts instead (``networks``,
+    ``bn_structure``), which ``--table`` prints as ``HEADER`` and one ``table_row(row)`` each."""
     _STARTED.update(started=_now(), load_at_start=_uptime())
     ap = _Parser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.rows = rows
     ap.add_argument("--json", default=None, metavar="PATH",
                     help=f"write the table(s) as JSON (docs/benchmarks/{name}.json; benchmarks/_tables.py)")
     ap.add_argument("--table", default=None, metavar="JSON", help="only print the table(s) of a JSON file this wrote")
@@ -145,3 +152,4 @@ def emit(path: str | None, command: str, tables: dict[str, dict], merge: bool = 
             json.dump(doc, f, indent=1, ensure_ascii=False)
             f.write("\n")
         print("wrote", path)
+

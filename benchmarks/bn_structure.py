@@ -11,10 +11,12 @@ to every learner as the same table of state names. Rows (learner pairs):
   ``"hill-climb"`` (defaults: sideways moves, 8 tie-breaking restarts) against pgmpy's
   ``HillClimbSearch().estimate()`` (defaults: tabu list 100, epsilon 1e-4) with its
   ``BIC`` / ``BDeu`` given the network's state names (so both score the same tables), and
-  pyAgrum's ``BNLearner.useGreedyHillClimbing()`` with ``useScoreBIC`` / ``useScoreBDeu``
-  (pyAgrum sees only the states present in the sample); no parent limit anywhere;
-* Chow-Liu: probgen's ``"chow-liu"`` against pgmpy's ``TreeSearch`` (chow-liu), both rooted
-  at the network's first variable;
+  pyAgrum's ``BNLearner.useGreedyHillClimbing()`` with ``useScoreBIC`` plus
+  ``useSmoothingPrior(1)`` (its BIC refuses a sample in which a parent configuration it
+  considers never occurs) / ``useScoreBDeu`` (pyAgrum sees only the states present in the
+  sample; one thread, ``setNumberOfThreads(1)``); no parent limit anywhere;
+* Chow-Liu: probgen's ``"chow-liu"`` against pgmpy's ``TreeSearch`` (chow-liu), both at
+  their default root (the variable of largest total mutual information with the others);
 * PC-stable: probgen's ``"pc"`` against pgmpy's ``PC(variant="stable")``, both with the G²
   test, significance 0.01 and at most 5 conditioning variables (pgmpy's default), and
   pyAgrum's MIIC (its constraint-based learner) in the pyAgrum columns. Both count the
@@ -27,17 +29,24 @@ to every learner as the same table of state names. Rows (learner pairs):
 
 Each row: seconds (wall, one call) and the structural Hamming distance to the true DAG (a
 reversed edge counts 1; for PC the DAG each library extends its CPDAG to). A peer call
-runs in a child process killed after ``--cap`` seconds (the row says "capped"); a peer
-that raises is "refused" (the JSON keeps its message: pyAgrum's BIC refuses a sample in
-which some parent configuration it considers never occurs). Ratio = pgmpy seconds /
-probgen seconds. ``--json`` writes every row (the README table's source).
+runs in a child process (pgmpy forked; pyAgrum spawned afresh, since forked from a process
+that has run threaded numpy / torch its learners hang) killed after ``--cap`` seconds
+(the row says "capped"); a peer
+that raises is "refused" (the JSON keeps its message). Ratio = pgmpy seconds / probgen
+seconds. ``--json`` writes every row (the README table's source).
+
+pgmpy's searches iterate over Python sets of edges, so their ties (and so its graphs) follow
+Python's string hashing: the script re-runs itself with ``PYTHONHASHSEED=0`` unless the
+variable is set, so that a run is reproducible (pgmpy's SHD on insurance N=500 BIC was 39-45
+over hash seeds 0-5).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing as mp
+import os
 import queue
+import sys
 import time
 import warnings
 
@@ -66,16 +75,28 @@ def _pgmpy(kind: str, df: pd.DataFrame, states: dict, root: str) -> list:
 def _pyagrum(kind: str, df: pd.DataFrame, states: dict, root: str) -> list:
     import pyagrum as gum
     learner = gum.BNLearner(df.astype(str))
+    # one thread, as pgmpy (n_jobs=1): on this loaded 2-core machine its default (one thread
+    # per core) took 4.6 s where 1 took 0.2 s (alarm, N=5000, BDeu)
+    learner.setNumberOfThreads(1)
     if kind == "miic":
         learner.useMIIC()
     else:
         learner.useGreedyHillClimbing()
-        learner.useScoreBIC() if kind == "bic" else learner.useScoreBDeu()  # pyAgrum's own BDeu ESS
+        if kind == "bic":
+            # pyAgrum's BIC refuses a sample in which a parent configuration it considers never
+            # occurs; a smoothing prior (Laplace: weight 1 added to every cell) lets it score
+            # every row; the counts it scores differ from probgen's and pgmpy's by that 1
+            learner.useScoreBIC()
+            learner.useSmoothingPrior(1.0)
+        else:
+            learner.useScoreBDeu()  # pyAgrum's own BDeu ESS
     bn = learner.learnBN()
     return [(bn.variable(a).name(), bn.variable(b).name()) for a, b in bn.arcs()]
 
 
 def _child(fn, kind, df, states, root, q):
+    if fn is _pyagrum:  # a spawned child: the import is not part of the call's seconds
+        import pyagrum  # noqa: F401
     t = time.perf_counter()
     try:
         edges = fn(kind, df, states, root)
@@ -88,8 +109,12 @@ def _child(fn, kind, df, states, root, q):
 def _capped(fn, kind: str, df: pd.DataFrame, states: dict, root: str, cap: float):
     """``(edges, seconds, error)`` of a peer call in a child process: ``(None, cap, "capped")``
     past the cap, ``(None, seconds, message)`` when the peer raised."""
-    q = mp.get_context("fork").Queue()
-    p = mp.get_context("fork").Process(target=_child, args=(fn, kind, df, states, root, q))
+    # pyAgrum in a fresh (spawned) process: forked from this one, which has run probgen's
+    # threaded numpy / torch, its learners hung (MIIC even on one thread: > 120 s where a
+    # plain process took 1.5 s on child N=5000); pgmpy (pure Python) is forked
+    ctx = mp.get_context("spawn" if fn is _pyagrum else "fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_child, args=(fn, kind, df, states, root, q))
     p.start()
     try:
         return q.get(timeout=cap)
@@ -120,18 +145,16 @@ HEADER = ("| network | N | method | probgen s | probgen SHD | pgmpy s | pgmpy SH
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    if "PYTHONHASHSEED" not in os.environ:  # pgmpy's set iteration order: a reproducible run
+        os.environ["PYTHONHASHSEED"] = "0"
+        os.execv(sys.executable, [sys.executable] + sys.argv)
+    from _tables import parser
+    ap = parser("bn_structure", __doc__, rows=(HEADER, table_row))
     ap.add_argument("--networks", default="alarm,child,insurance")
     ap.add_argument("--rows", default="500,1000,5000")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--cap", type=float, default=300.0, help="seconds a peer call may take")
-    ap.add_argument("--json", default=None)
-    ap.add_argument("--table", default=None, metavar="JSON", help="only print the table of a JSON file's rows")
     args = ap.parse_args()
-    if args.table:
-        with open(args.table) as f:
-            print(HEADER + "\n" + "\n".join(table_row(r) for r in json.load(f)))
-        return
     warnings.filterwarnings("ignore")
     import pgmpy.estimators  # noqa: F401  (imported here, before the peers' child processes fork:
     # their seconds do not include the import)
@@ -145,14 +168,12 @@ def main() -> None:
     for name in args.networks.split(","):
         true = BayesianNetwork.load_bundled(name)
         states = {v: list(true.states[v]) for v in true.variables}
-        root = true.variables[0]
+        root = None  # Chow-Liu: both libraries' default root (largest total mutual information)
         for n in [int(r) for r in args.rows.split(",")]:
             x = true.sample(None, n, seed=args.seed).numpy()
             df = pd.DataFrame(true.decode(x))
             for label, ours, peer_kind, agrum_kind in ROWS:
                 kw = dict(ours)
-                if kw["method"] == "chow-liu":
-                    kw["root"] = root
                 t = time.perf_counter()
                 net = BayesianNetwork.learn_structure(x, states=states, seed=0, progress=False, **kw)
                 t_ours = time.perf_counter() - t

@@ -205,25 +205,31 @@ def spark_gmm(x, k: int, iters: int, workers: int, tmp: str, repeats: int = 2) -
         spark.stop()
 
 
+def _cell(seconds: float | None) -> str:
+    return "" if seconds is None else f"{seconds:.2f}"
+
+
 def table(out: dict) -> str:
     """The README's table (Markdown) from the figures ``main`` writes."""
     g = out["gmm"]
-    rows = ["| | seconds per iteration / epoch | speed-up |", "|---|---|---|"]
+    rows = ["| | seconds per iteration / epoch | CPU seconds per iteration (every rank / the JVM) | speed-up |", "|---|---|---|---|"]
     pg1 = g["probgen"].get("1", {}).get("seconds_per_iteration")
     for r, res in sorted(g["probgen"].items()):
         if "seconds_per_iteration" in res:
             rows.append(f"| probgen GMM EM, {r} rank{'s' if r != '1' else ''} | {res['seconds_per_iteration']:.2f} | "
+                        f"{_cell(res.get('cpu_seconds_per_iteration'))} | "
                         f"{pg1 / res['seconds_per_iteration']:.2f}× |")
     for w, res in sorted(g.get("spark", {}).items()):
         if isinstance(res, dict) and "seconds_per_iteration" in res:
             mine = g["probgen"].get(w, {}).get("seconds_per_iteration")
             vs = f"probgen {res['seconds_per_iteration'] / mine:.1f}× faster" if mine else ""
+            cpu = res.get("cpu_seconds_per_iteration")
             rows.append(f"| Spark MLlib {res['spark']} `GaussianMixture`, `local[{w}]` | "
-                        f"{res['seconds_per_iteration']:.2f} | {vs} |")
+                        f"{res['seconds_per_iteration']:.2f} | {_cell(cpu)} | {vs} |")
     v1 = out.get("vae", {}).get("1", {}).get("seconds_per_epoch")
     for r, res in sorted(out.get("vae", {}).items()):
         if "seconds_per_epoch" in res:
-            rows.append(f"| probgen VAE epoch, {r} rank{'s' if r != '1' else ''} | {res['seconds_per_epoch']:.2f} | "
+            rows.append(f"| probgen VAE epoch, {r} rank{'s' if r != '1' else ''} | {res['seconds_per_epoch']:.2f} | | "
                         f"{v1 / res['seconds_per_epoch']:.2f}× |")
     return "\n".join(rows)
 
@@ -267,6 +273,8 @@ def main() -> None:
 
     def save() -> None:
         if a.json:
+            from _tables import run_info
+            out["run"] = run_info(("pyspark",))   # command, start/end, load, versions (the docs' run: line)
             with open(a.json, "w") as f:
                 json.dump(out, f, indent=1)
 

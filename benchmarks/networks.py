@@ -16,7 +16,6 @@ in that file (a run over some networks replaces their rows and keeps the others)
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -90,18 +89,13 @@ def table_row(r: dict) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from _tables import parser
+    ap = parser("networks", __doc__, rows=(HEADER, table_row))
     ap.add_argument("--networks", default=",".join(BUNDLED))
     ap.add_argument("--samples", type=int, default=2000, help="Gibbs sweeps per mcmc query")
     ap.add_argument("--rows", type=int, default=200, help="evidence rows of the batched query")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", default=None)
-    ap.add_argument("--table", default=None, metavar="JSON", help="only print the table of a JSON file's rows")
     args = ap.parse_args()
-    if args.table:
-        with open(args.table) as f:
-            print(HEADER + "\n" + "\n".join(table_row(r) for r in json.load(f)))
-        return
     pg.set_num_threads(1)
     results = []
     kept = []

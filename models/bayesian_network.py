@@ -367,7 +367,9 @@ class BayesianNetwork(Program):
           method: ``"hill-climb"`` (add / delete / reverse until no move improves, with
             sideways moves of equal score: at most ``patience=10`` in a row, none undoing
             one of the last ``tabu_length=10``), ``"tabu"`` (tabu search, the same options),
-            ``"chow-liu"`` (maximum mutual-information spanning tree, ``root=``),
+            ``"chow-liu"`` (maximum mutual-information spanning tree, ``root=``; default:
+            the variable of largest total mutual information, pgmpy's rule; pairs of zero
+            mutual information get no edge, see `probgen.ops.structure._max_tree`),
             ``"tan"`` (tree-augmented naive Bayes, needs ``class_variable=``; ``root=``),
             ``"pc"`` (PC-stable; ``significance_level=0.01``, ``ci_test="g2" | "chi2"``,
             ``max_cond_vars=None``, ``dof="adjusted" | "full"``: the tests' degrees of

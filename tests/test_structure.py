@@ -200,6 +200,50 @@ def test_chow_liu_is_the_brute_force_maximum_spanning_tree():
     assert net.parents["v0"] == [] and all(len(net.parents[v]) == 1 for v in net.variables if v != "v0")
 
 
+def test_chow_liu_default_root_and_forest_equal_pgmpy_tree_search():
+    # insurance at N=500 (sample seed 1): Theft is constant in the sample, so its mutual
+    # information with every variable is 0 — pgmpy's weight graph has no edge to it and its
+    # tree leaves it out; probgen leaves the zero-MI pairs out too (rounding gave 1e-16, and
+    # an arbitrary edge into Theft, before). No root given: both pick the variable of
+    # largest total mutual information.
+    from pgmpy.estimators import TreeSearch
+    true = BayesianNetwork.load_bundled("insurance")
+    x = true.sample(None, 500, seed=1).numpy()
+    assert len(np.unique(x[:, true.index["Theft"]])) == 1
+    df = pd.DataFrame(true.decode(x))
+    net = BayesianNetwork.learn_structure(x, "chow-liu", states=_states(true))
+    ours = {(p, v) for v in net.variables for p in net.parents[v]}
+    theirs = set(TreeSearch(df, n_jobs=1).estimate(estimator_type="chow-liu", show_progress=False).edges())
+    assert ours == theirs
+    assert not any("Theft" in e for e in ours)
+    counts = S.Counts(x, true.cards)
+    v = len(true.variables)
+    total = [sum(S.mutual_information(counts, i, j) for j in range(v) if j != i) for i in range(v)]
+    root = true.variables[int(np.argmax(total))]
+    assert [u for u in net.variables if not net.parents[u] and u != "Theft"] == [root]
+
+
+def test_mutual_information_exact_zero_and_exact_ties():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 3, size=(400, 4))
+    x[:, 3] = 1  # constant: independent of everything, MI exactly 0 (not rounding's 1e-16)
+    x[:, 2] = (x[:, 0] + 1) % 3  # X2 is X0 with its states relabelled
+    counts = S.Counts(x, [3, 3, 3, 3])
+    assert S.mutual_information(counts, 0, 3) == 0.0 and S.mutual_information(counts, 3, 1, given=0) == 0.0
+    assert S.mutual_information(counts, 0, 1) > 0
+    # tables equal up to relabelling (and transposition) give bit-identical values
+    assert S.mutual_information(counts, 0, 1) == S.mutual_information(counts, 2, 1) == S.mutual_information(counts, 1, 2)
+    # a constant variable becomes an isolated node; ties go to the first pair in node order
+    w = np.array([[0, 2, 2, 0], [2, 0, 1, 0], [2, 1, 0, 0], [0, 0, 0, 0]], dtype=float)
+    w[1, 2] = w[2, 1] = 2 - 1e-14  # tied with the others up to rounding
+    edges = S._max_tree(w, [0, 1, 2, 3], None)
+    assert sorted(edges) == [(0, 1), (0, 2)]  # (1, 2) ties with both and comes last
+    assert S._max_tree(w, [0, 1, 2, 3], 1) == [(1, 0), (0, 2)]
+    w2 = np.zeros((4, 4))
+    w2[2, 3] = w2[3, 2] = 1.0  # two components: {2, 3} rooted at its first node of largest total
+    assert S._max_tree(w2, [0, 1, 2, 3], 0) == [(2, 3)]
+
+
 def test_tan_is_a_tree_plus_the_class_as_parent_of_every_attribute():
     x = _random_tree_data(1000, 4)
     states = {f"v{j}": 3 for j in range(5)}

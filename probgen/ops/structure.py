@@ -347,7 +347,14 @@ def search(scorer: Scorer, v: int, *, start: np.ndarray, allowed: np.ndarray, re
 # ---- trees ------------------------------------------------------------------------------
 def mutual_information(counts: Counts, i: int, j: int, given: int | None = None) -> float:
     """Empirical (conditional) mutual information in nats: ``I(X_i; X_j)`` or
-    ``I(X_i; X_j | X_given)`` from the counts."""
+    ``I(X_i; X_j | X_given)`` from the counts, as
+    ``[sum n_xyz log n_xyz + sum n_z log n_z - (sum n_xz log n_xz + sum n_yz log n_yz)] / n``
+    with each sum taken over its sorted counts: tables equal up to a relabelling of the
+    states (and of ``i`` with ``j``) give bit-identical values, so a tie between two pairs
+    is an exact tie, which the trees break by variable order, not by rounding. Exactly 0
+    when the table is the product of its margins (``n_z n_xyz = n_xz n_yz`` in every
+    stratum, to 1e-12 relative: exact for integer counts): the pair is independent in the
+    sample (e.g. one of them is constant in it)."""
     cols = ([given] if given is not None else []) + [i, j]
     t = counts.table(cols)
     if given is None:
@@ -356,20 +363,66 @@ def mutual_information(counts: Counts, i: int, j: int, given: int | None = None)
     pz = t.sum((1, 2), keepdims=True)
     pxz = t.sum(2, keepdims=True)
     pyz = t.sum(1, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(t > 0, t * (np.log(t) + np.log(pz) - np.log(pxz) - np.log(pyz)), 0.0)
-    return float(terms.sum() / n)
+    outer = pxz * pyz
+    if (np.abs(t * pz - outer) <= 1e-12 * outer).all():
+        return 0.0
+
+    def xlogx(c: np.ndarray) -> float:
+        c = c[c > 0]  # a copy, sorted in place
+        c.sort()
+        return float((c * np.log(c)).sum())
+
+    return (xlogx(t) + xlogx(pz) - (xlogx(pxz) + xlogx(pyz))) / float(n)
 
 
-def _max_tree(weights: np.ndarray, nodes: list[int], root: int) -> list[tuple[int, int]]:
-    """The maximum-weight spanning tree over ``nodes`` (Kruskal, ties by node order),
-    directed away from ``root``."""
-    g = nx.Graph()
-    g.add_nodes_from(nodes)
-    for a_, b_ in itertools.combinations(nodes, 2):
-        g.add_edge(a_, b_, weight=float(weights[a_, b_]))
-    tree = nx.maximum_spanning_tree(g, algorithm="kruskal")
-    return [(p, c) for p, c in nx.bfs_edges(tree, root)]
+def _max_tree(weights: np.ndarray, nodes: list[int], root: int | None = None) -> list[tuple[int, int]]:
+    """The maximum-weight spanning tree over ``nodes`` (Kruskal) of the pairs of positive
+    weight, directed away from ``root``. Pairs whose weights agree to 1e-12 of the largest
+    weight are tied (equal up to the rounding of their sums; e.g. two parents of a child
+    whose tables differ only by a merged state) and taken in the order of ``nodes``
+    (lexicographic pairs), so rounding does not pick among them.
+
+    A pair of zero mutual information is independent in the sample: its edge would add no
+    likelihood (an edge's log-likelihood gain is ``N`` times its weight; Chow & Liu 1968)
+    and only parameters, so it is left out (a forest when some variable, e.g. a constant
+    one, is independent of every other — as pgmpy's ``TreeSearch``, whose weight graph has
+    no zero-weight edges). ``root=None``: the node of largest total weight to all the
+    others (ties: the first in ``nodes``; pgmpy's rule). Every other component is directed
+    away from its own node of largest total weight."""
+    pairs = [(a_, b_) for a_, b_ in itertools.combinations(nodes, 2) if weights[a_, b_] > 0]
+    w = np.array([weights[e] for e in pairs])
+    tol = 1e-12 * (float(w.max()) if len(w) else 0.0)
+    srt = sorted(range(len(pairs)), key=lambda k: -w[k])
+    order, i = [], 0
+    while i < len(srt):  # the heaviest remaining pair and every pair within rounding of it, in pair order
+        j = i
+        while j < len(srt) and w[srt[j]] >= w[srt[i]] - tol:
+            j += 1
+        order += sorted(srt[i:j])
+        i = j
+    tree = nx.Graph()
+    tree.add_nodes_from(nodes)
+    comp = {u: u for u in nodes}  # union-find (Kruskal)
+
+    def find(u: int) -> int:
+        while comp[u] != u:
+            comp[u] = comp[comp[u]]
+            u = comp[u]
+        return u
+
+    for k in order:
+        a_, b_ = pairs[k]
+        ra, rb = find(a_), find(b_)
+        if ra != rb:
+            comp[ra] = rb
+            tree.add_edge(a_, b_)
+    total = weights[np.ix_(nodes, nodes)].sum(1)
+    rank = {u: k for k, u in enumerate(nodes)}
+    roots = [] if root is None else [root]
+    for comp in sorted(nx.connected_components(tree), key=lambda c: min(rank[u] for u in c)):
+        if root not in comp:  # its node of largest total weight, ties to the first
+            roots.append(max(sorted(comp, key=rank.get), key=lambda u: total[rank[u]]))
+    return [(p, c) for r in roots for p, c in nx.bfs_edges(tree, r)]
 
 
 # ---- PC-stable --------------------------------------------------------------------------
@@ -774,13 +827,13 @@ def learn_structure(cls: type, data: Any, method: str = "hill-climb", score: str
             raise ValueError(f"unknown dof rule {dof!r}; rules: {', '.join(DOF_RULES)}")
         a = pc_stable(counts, v, alpha, test, options.get("max_cond_vars"), progress, dof)
     elif method == "chow-liu":
-        root = options.get("root", vs[0])
-        if root not in index:
+        root = options.get("root")
+        if root is not None and root not in index:
             raise ValueError(f"unknown root {root!r}; variables: {vs}")
         w = np.zeros((v, v))
         for i, j in itertools.combinations(range(v), 2):
             w[i, j] = w[j, i] = mutual_information(counts, i, j)
-        for p, c in _max_tree(w, list(range(v)), index[root]):
+        for p, c in _max_tree(w, list(range(v)), None if root is None else index[root]):
             a[p, c] = True
     else:  # tan
         cv = options.get("class_variable")
@@ -792,13 +845,13 @@ def learn_structure(cls: type, data: Any, method: str = "hill-climb", score: str
         attrs = [j for j in range(v) if j != c]
         if not attrs:
             raise ValueError("method='tan' needs at least one attribute besides the class variable")
-        root = options.get("root", vs[attrs[0]])
-        if root not in index or root == cv:
+        root = options.get("root")
+        if root is not None and (root not in index or root == cv):
             raise ValueError(f"root must be an attribute (not the class), got {root!r}")
         w = np.zeros((v, v))
         for i, j in itertools.combinations(attrs, 2):
             w[i, j] = w[j, i] = mutual_information(counts, i, j, given=c)
-        for p, ch in _max_tree(w, attrs, index[root]):
+        for p, ch in _max_tree(w, attrs, None if root is None else index[root]):
             a[p, ch] = True
         a[c, attrs] = True
     return _build(cls, skel, a, counts, pseudo_count, "learned")
