@@ -69,6 +69,18 @@ def test_batched_e_step_matches_per_document_reference():
     torch.testing.assert_close(sstats, ref_sstats, rtol=1e-10, atol=1e-10)
 
 
+def test_e_step_of_no_documents_is_empty():
+    """A data-parallel rank may hold none of a global subsample's documents (online VB's
+    probed start): its E-step returns empty γ, zero statistics and no sweeps."""
+    corpus = Corpus.build([[0, 1], [2, 2]], 5).subset([])
+    elog_beta = lda_ops.dirichlet_expectation(torch.rand(2, 5, dtype=torch.float64) + 0.5)
+    alpha = torch.full((2,), 0.5, dtype=torch.float64)
+    gamma, sstats, sweeps, bound = lda_ops.e_step(corpus, elog_beta, alpha, with_bound=True)
+    assert gamma.shape == (0, 2) and sweeps == 0 and bound.shape == (0,)
+    assert torch.equal(sstats, torch.zeros(2, 5, dtype=torch.float64))
+    assert lda_ops.doc_bound(corpus, gamma, elog_beta, alpha).shape == (0,)
+
+
 def test_e_step_bound_and_topic_bound_match_their_definitions():
     """The bound the E-step reads off its last normaliser is doc_bound at the returned γ,
     and topic_bound's closed-form symmetric prior equals the generic Dirichlet terms with
@@ -191,10 +203,50 @@ def test_amortized_encoder_starts_where_cavi_starts():
     assert pg.fit(LDA(6, 12), docs, steps=0, progress=False).options["probes"] == 6
     assert pg.fit(LDA(6, 12), docs, engine="svi", inference="amortized", steps=0,
                   progress=False).options["probes"] == 6
-    with pytest.raises(ValueError, match="apply to inference='amortized'"):
-        pg.fit(model, docs, engine="svi", probes=2, steps=1, progress=False)
     with pytest.raises(ValueError, match="probes must be an integer >= 1"):
         pg.fit(model, docs, engine="svi", inference="amortized", probes=0, steps=1, progress=False)
+
+
+def test_online_vb_starts_from_probes_on_a_subsample():
+    """With ``probe_docs``, online VB's start is CAVI's probed start on a seeded random subsample S of
+    ``probe_docs`` documents (drawn by the passes' own generator before its first pass), its
+    data part scaled by D/|S| as a minibatch's statistics are, on the Gamma noise of the
+    random start (same float64 operations: 1e-12 relative); without it the start is that
+    Gamma noise (`initial_lambda`), ``init["topics"]`` replaces both."""
+    from probgen.inference._lda import hyperparameters, initial_lambda, seeded_lambda
+    from probgen.inference.meanfield.lda import probed_start
+    from probgen.random import generator
+    model, docs = LDA.example(0)
+    corpus = model.check_data(docs)
+    _, eta = hyperparameters(model, None)
+    D = corpus.n_docs
+    for options, n in (({"probe_docs": 8}, 8), ({"probes": 3, "probe_steps": 1, "seed_docs": 1, "probe_docs": 10}, 10),
+                       ({"probe_docs": 10 * D}, D)):
+        fit = pg.fit(model, docs, engine="svi", steps=0, seed=5, batch_size=2, progress=False, **options)
+        idx = torch.randperm(D, generator=generator(5))[:n].sort().values
+        kw = {"probe_steps": 3, **{k: options[k] for k in ("probes", "probe_steps", "seed_docs") if k in options}}
+        lam_s = probed_start(model, corpus.subset(idx), None, 5, **kw)
+        noise = initial_lambda(model, corpus, eta, None, 5)  # every word's ≈ 1 pseudo-count
+        torch.testing.assert_close(fit.state["lambda"], noise + D / n * (lam_s - eta), rtol=1e-12, atol=0)
+        assert fit.options["probe_docs"] == options["probe_docs"] and fit.options["probes"] == kw.get("probes", 4)
+        assert fit.options["probe_steps"] == kw["probe_steps"]
+    default = pg.fit(model, docs, engine="svi", steps=0, seed=5, progress=False)
+    torch.testing.assert_close(default.state["lambda"], initial_lambda(model, corpus, eta, None, 5), rtol=0, atol=0)
+    assert "probes" not in default.options
+    # probes=1: one seeded start (CAVI's convention), on the whole corpus
+    one = pg.fit(model, docs, engine="svi", steps=0, seed=5, probes=1, probe_docs=8, progress=False)
+    torch.testing.assert_close(one.state["lambda"], seeded_lambda(corpus, model.k, eta, 2, 5), rtol=0, atol=0)
+    init = {"topics": torch.full((model.k, model.vocab_size), 1.0)}
+    given = pg.fit(model, docs, engine="svi", steps=0, seed=5, init=init, progress=False)
+    torch.testing.assert_close(given.state["lambda"], initial_lambda(model, corpus, eta, init, 5), rtol=0, atol=0)
+    for bad, match in (({"probe_docs": 0}, "probe_docs must be an integer >= 1"),
+                       ({"probe_docs": 2.5}, "probe_docs must be an integer >= 1"),
+                       ({"probes": 0, "probe_docs": 8}, "probes must be an integer >= 1"),
+                       ({"probe_steps": -1, "probe_docs": 8}, "probe_steps must be an integer >= 0"),
+                       ({"probes": 4}, r"\['probes'\] apply to inference='online' with probe_docs"),
+                       ({"probe_docs": 10, "inference": "amortized"}, "probe_docs applies to inference='online'")):
+        with pytest.raises(ValueError, match=match):
+            pg.fit(model, docs, engine="svi", steps=1, progress=False, **bad)
 
 
 # ---- mcmc: the collapsed Gibbs kernel against exact enumeration -------------------------

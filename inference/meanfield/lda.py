@@ -101,14 +101,16 @@ def default_probes(model: Any) -> int:
 
 
 def probed_start(model: Any, data: Corpus, init: dict | None, seed: int | None, probes: int | None = None,
-                 probe_steps: int = 2, seed_docs: int = 2) -> torch.Tensor:
+                 probe_steps: int = 2, seed_docs: int = 2, e_step_tol: float = 1e-3) -> torch.Tensor:
     """The (K, V) topic factor λ that CAVI starts from (`LDACAVI.fit`'s ``probes`` /
     ``probe_steps`` / ``seed_docs``): the best by ELBO of ``probes`` document-seeded starts
     after ``probe_steps`` CAVI iterations each (their E-steps capped at ``PROBE_E_STEP``
-    sweeps; ``None``: `default_probes`). Also the amortised encoder's start
+    sweeps, each document's stopping once its γ changes by less than ``e_step_tol``; ``None``:
+    `default_probes`). Also the amortised encoder's start and, on a subsample, online VB's
     (`inference.svi.lda`)."""
     probes = default_probes(model) if probes is None else probes
-    return _Sweep(model, data, init, False, False, 1e-3, 100, seed_docs, probes, probe_steps).start(seed)["lambda"]
+    return _Sweep(model, data, init, False, False, e_step_tol, 100, seed_docs, probes,
+                  probe_steps).start(seed)["lambda"]
 
 
 class _Sweep:

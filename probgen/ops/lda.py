@@ -101,6 +101,9 @@ def e_step(corpus: Corpus, elog_beta: torch.Tensor, alpha: torch.Tensor, gamma: 
     (2010), Algorithm 2.
     """
     D, K = corpus.n_docs, elog_beta.shape[0]
+    if D == 0:  # no documents (a data-parallel rank's empty share): nothing to sweep
+        out = (alpha.new_zeros(0, K), torch.zeros_like(elog_beta) if sstats else None, 0)
+        return out + (alpha.new_zeros(0),) if with_bound else out
     exp_elog_beta = torch.exp(elog_beta)
     exp_elog_beta_w = exp_elog_beta.T[corpus.word]                     # (nnz, K), fixed in this step
     log_scale = missing_log_scale(corpus, elog_beta)                     # (D, K) or None
