@@ -17,8 +17,11 @@ def emissions(model: Any, params: dict, data: Any) -> Any:
 
 
 def start_params(model: Any, data: Any, init: dict | None, seed: int | None) -> dict[str, torch.Tensor]:
-    """``init`` completed from ``model.init_params``; float64; unknown names refused."""
-    params = {k: v.to(torch.float64) for k, v in model.init_params(data, seed=seed).items()}
+    """``init`` completed from ``model.init_params``; float64; unknown names refused. An
+    ``init`` that gives every parameter needs no data-driven start (k-means for Gaussian
+    emissions costs more than a Baum–Welch iteration)."""
+    complete = init is not None and set(model.param_shapes()) <= set(init)
+    params = {k: v.to(torch.float64) for k, v in model.init_params(None if complete else data, seed=seed).items()}
     for name, value in (init or {}).items():
         if name not in params:
             raise ValueError(f"init names {name!r}, which is not a parameter; parameters: {sorted(params)}")

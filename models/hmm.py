@@ -529,6 +529,22 @@ class HMM(Program):
         return (x, z) if return_states else x
 
     # ---- initialisation ---------------------------------------------------------------
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The parameters' names and shapes: ``initial`` (K,), ``transition`` (K, K) and the
+        emission's — ``probs`` (K, V), ``rate`` (K,), ``loc`` (K, D) with ``scale_tril``
+        (K, D, D) (full) or ``scale`` (K, D)."""
+        K = self.k
+        shapes = {"initial": (K,), "transition": (K, K)}
+        if self.emission == "categorical":
+            shapes["probs"] = (K, self.n_symbols)
+        elif self.emission == "poisson":
+            shapes["rate"] = (K,)
+        else:
+            shapes["loc"] = (K, self.dim)
+            shapes["scale_tril" if self.covariance == "full" else "scale"] = (
+                (K, self.dim, self.dim) if self.covariance == "full" else (K, self.dim))
+        return shapes
+
     def init_params(self, data: Any = None, seed: int | None = None) -> dict[str, torch.Tensor]:
         """Random starting parameters: uniform ``initial``, a sticky random ``transition``;
         for Gaussians the k-means centres of the steps (k-means++ seeding, Arthur & Vassilvitskii
