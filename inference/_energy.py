@@ -30,7 +30,7 @@ class EnergyMethod(Method):
                  data: torch.Tensor) -> Fit:
         params = {k: v.detach().double() for k, v in params.items()}
         from probgen.loops.gradient import moments
-        m = moments(data.double())[0].clamp(1e-3, 1 - 1e-3)  # of every rank's rows, data-parallel
+        m = moments(data.double(), std=False)[0].clamp(1e-3, 1 - 1e-3)  # of every rank's rows, data-parallel
         if model.layers[0].units == "bernoulli":
             state["base_visible"] = torch.log(m / (1 - m)) * model.T
         kind = "exact" if exact_feasible(model) else "estimate"

@@ -61,7 +61,7 @@ class DDPM(GradientMethod):
         else:
             # centre each dimension but scale all by one pooled standard deviation: a per-dimension
             # scale would blow up nearly-constant dimensions (the digits' border pixels) into outliers
-            net.data_loc.copy_(moments(data)[0])
+            net.data_loc.copy_(moments(data, std=False)[0])
             if ctx is None:
                 pooled = (data - data.mean(0)).std() if len(data) > 1 else torch.tensor(1.0)
             else:  # over every rank's rows

@@ -200,16 +200,21 @@ class GlobalRows:
         return self._local
 
 
-def moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def moments(x: torch.Tensor, std: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(mean, std)`` over the rows of ``x`` (N, D) — of every rank's rows together in a
     data-parallel fit (`probgen.distributed`: two sums, in float64), else ``x.mean(0)``
-    and ``x.std(0)`` (unbiased; ones where N = 1), for a method's data-dependent start."""
+    and ``x.std(0)`` (unbiased; ones where N = 1), for a method's data-dependent start.
+    ``std=False``: ``(mean, None)``, without the second pass over the data."""
     ctx = distributed.current()
     if ctx is None or ctx.parallel != "data":
+        if not std:
+            return x.mean(0), None
         return x.mean(0), (x.std(0) if len(x) > 1 else torch.ones(x.shape[1:], dtype=x.dtype))
     d = x.double()
     s = ctx.sum({"n": torch.tensor(float(len(x)), dtype=torch.float64), "sum": d.sum(0)})
     mean = s["sum"] / s["n"]
+    if not std:
+        return mean.to(x.dtype), None
     sq = ctx.sum({"sq": ((d - mean) ** 2).sum(0)})["sq"]
     std = (sq / (s["n"] - 1)).sqrt() if s["n"] > 1 else torch.ones_like(mean)
     return mean.to(x.dtype), std.to(x.dtype)
