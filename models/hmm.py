@@ -203,14 +203,8 @@ class HMM(Program):
     # ---- facts -------------------------------------------------------------------------
     @property
     def param_names(self) -> tuple[str, ...]:
-        """The parameter names, in order."""
-        if self.emission == "categorical":
-            em = ("probs",)
-        elif self.emission == "poisson":
-            em = ("rate",)
-        else:
-            em = ("loc", "scale_tril" if self.covariance == "full" else "scale")
-        return ("initial", "transition") + em
+        """The parameter names, in order (those of `param_shapes`)."""
+        return tuple(self.param_shapes())
 
     def num_free_params(self, params: dict | None = None) -> int:
         """The number of free parameters (for BIC / AIC, `probgen.select`): K − 1
@@ -539,10 +533,10 @@ class HMM(Program):
             shapes["probs"] = (K, self.n_symbols)
         elif self.emission == "poisson":
             shapes["rate"] = (K,)
+        elif self.covariance == "full":
+            shapes.update(loc=(K, self.dim), scale_tril=(K, self.dim, self.dim))
         else:
-            shapes["loc"] = (K, self.dim)
-            shapes["scale_tril" if self.covariance == "full" else "scale"] = (
-                (K, self.dim, self.dim) if self.covariance == "full" else (K, self.dim))
+            shapes.update(loc=(K, self.dim), scale=(K, self.dim))
         return shapes
 
     def init_params(self, data: Any = None, seed: int | None = None) -> dict[str, torch.Tensor]:
