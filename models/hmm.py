@@ -27,7 +27,7 @@ import torch
 from pyro import poutine
 from pyro.distributions import constraints
 
-from probgen.data import as_tensor, check_labels, clamp_to_labels, has_missing
+from probgen.data import as_tensor, check_labels, clamp_to_labels, finite_sum, has_missing
 from probgen.declarations import Program
 from probgen.ops import chain
 from probgen.ops import gaussian_missing as gm
@@ -293,7 +293,7 @@ class HMM(Program):
             return int(bad.reshape(len(bad), -1).any(-1).nonzero()[0])
 
         nan = None
-        if x.is_floating_point() and not torch.isfinite(x.sum()):    # (a finite sum: all finite)
+        if x.is_floating_point() and not finite_sum(x):
             if torch.isinf(x).any():
                 raise ValueError(f"sequence {first(torch.isinf(x))} contains inf values")
             nan = torch.isnan(x)                                         # missing observations

@@ -34,11 +34,19 @@ def as_tensor(x: Any, *, name: str = "data", dtype: torch.dtype = torch.float64)
 
 
 def check_finite(x: torch.Tensor, name: str = "data") -> torch.Tensor:
-    if x.is_floating_point() and not torch.isfinite(x).all():
+    """``x``, or a ``ValueError`` naming the first NaN / inf cell."""
+    if x.is_floating_point() and not finite_sum(x) and not torch.isfinite(x).all():
         bad = (~torch.isfinite(x)).nonzero()[0].tolist()
         kind = "NaN" if torch.isnan(x).any() else "inf"
         raise ValueError(f"{name} contains {kind} values (first at index {tuple(bad)})")
     return x
+
+
+def finite_sum(t: torch.Tensor) -> bool:
+    """A finite sum: every cell finite (NaN and inf propagate), found in one pass without a
+    mask the size of the data; an overflowing sum of finite cells only sends the caller to
+    the cell-by-cell check."""
+    return bool(torch.isfinite(t.sum()))
 
 
 def check_matrix(x: Any, dim: int | None = None, *, name: str = "data",
@@ -58,7 +66,7 @@ def check_matrix(x: Any, dim: int | None = None, *, name: str = "data",
         raise ValueError(f"{name} is empty: expected shape {expected} with N >= 1")
     if dim is not None and t.shape[1] != dim:
         raise ValueError(f"{name} must have shape {expected}, got shape {tuple(t.shape)}")
-    if missing and t.is_floating_point():
+    if missing and t.is_floating_point() and not finite_sum(t):
         nan = torch.isnan(t)
         if nan.any():
             empty = nan.all(1)
@@ -80,7 +88,7 @@ def has_missing(data: Any) -> bool:
     t = getattr(data, "x", data)
     # a finite sum means no NaN, found without a mask the size of the data (EM asks every
     # iteration; checked data hold no inf)
-    return (isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t.sum()))
+    return (isinstance(t, torch.Tensor) and t.is_floating_point() and not finite_sum(t)
             and bool(torch.isnan(t).any()))
 
 

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from probgen.data import finite_sum
+
 __all__ = ["Sequences", "EmissionTable", "pad_mask", "log_evidence", "forward_backward", "viterbi",
            "log_matmul"]
 
@@ -74,8 +76,7 @@ class Sequences:
         (found once and kept: EM asks every iteration)."""
         if self._missing is None:
             x = self.x
-            # a finite sum: no NaN, without a mask the size of x (checked data hold no inf)
-            self._missing = (not bool(torch.isfinite(x.sum())) and bool(torch.isnan(x).any())
+            self._missing = (not finite_sum(x) and bool(torch.isnan(x).any())  # (checked: no inf)
                              if x.is_floating_point() else bool((x < 0).any()))
         return self._missing
 

@@ -97,12 +97,13 @@ def normalize_log(lp: torch.Tensor, dim: int = -1) -> tuple[torch.Tensor, torch.
     maximum (relative weight < 1e-304) are set to exactly 0: their exponentials would be
     subnormal numbers, which make ``exp`` and every later product with them tens of times
     slower on x86 (scikit-learn pays this price), and their contribution is below float64
-    resolution anyway.
+    resolution anyway. They are clamped to −700 before ``exp`` and zeroed after it, not set
+    to −inf: ``exp(−inf)`` takes the vectorised ``exp``'s slow path (5× the time per element),
+    which cost a quarter of a full-covariance EM iteration on well-separated data.
     """
     top = lp.amax(dim, keepdim=True)
-    lp.sub_(top)
-    lp.masked_fill_(lp < -700.0, -math.inf)
-    lp.exp_()
+    lp.sub_(top).clamp_(min=-700.0).exp_()
+    torch.nn.functional.threshold_(lp, 1e-300, 0.0)                    # exp(−700) ≈ 1e-304 → 0
     total = lp.sum(dim, keepdim=True)
     lp.div_(total)
     return (total.log_() + top).squeeze(dim), lp
@@ -233,8 +234,8 @@ def _full_pass(x: torch.Tensor, weights: torch.Tensor, loc: torch.Tensor, scale_
     returns the sums N_k, Σ r x̃, Σ r x̃x̃ᵀ (``(K,)``, ``(K, D)``, ``(K, D²)``).
 
     Each chunk's rows become features ``φ(x̃) = [1, x̃, products]`` (``(c, 1 + D + h·D)``),
-    so that one product ``W φᵀ`` gives every log π_k N(x_n | μ_k, Σ_k) and one product
-    ``R φ`` every sum N_k, Σ r x̃, Σ r x̃x̃ᵀ. x̃x̃ᵀ is symmetric, so ``products`` holds only
+    so that one product ``φ Wᵀ`` gives every log π_k N(x_n | μ_k, Σ_k) and one product
+    ``Rᵀ φ`` every sum N_k, Σ r x̃, Σ r x̃x̃ᵀ. x̃x̃ᵀ is symmetric, so ``products`` holds only
     x̃_i x̃_j with j = (i + s) mod D for the h = ⌊D/2⌋+1 cyclic offsets s: 144 columns
     instead of 256 at D = 16, which nearly halves the work of both products (each pair
     once, except at s = D/2 for even D, where each pair appears twice with weight 1).
@@ -255,27 +256,34 @@ def _full_pass(x: torch.Tensor, weights: torch.Tensor, loc: torch.Tensor, scale_
              - 0.5 * (pm * m).sum(-1))                                          # (K,)
     # log π_k N(x | μ_k, Σ_k) = const_k + x̃ᵀΛ_k m_k − ½ vec(x̃x̃ᵀ)·vec(Λ_k), as weights on φ
     weight = torch.cat([const.unsqueeze(1), pm, -0.5 * (prec[:, rows, cols] * pair_weight).reshape(k, h * d)], 1)
+    weight_t = weight.T.contiguous()                                            # (w, K)
     width = 1 + d + h * d
 
     def block(lo: int, hi: int) -> torch.Tensor:
         """Σ r_nk φ(x̃_n) over rows [lo, hi) ``(K, 1 + D + h·D)``."""
         sums = x.new_zeros(k, width)
-        # reused buffers (a fresh 2 MB block per chunk page-faults); φ's first column is 1
-        twice, phi = x.new_empty(min(chunk, hi - lo), 2 * d), x.new_empty(min(chunk, hi - lo), width)
-        phi[:, 0] = 1.0
+        # reused buffers (a fresh 2 MB block per chunk page-faults), their views made once
+        # (a chunk is a few dozen small operations: each view costs as much as a tenth of one)
+        c = min(chunk, hi - lo)
+        twice, phi, lp = x.new_empty(c, 2 * d), x.new_empty(c, width), x.new_empty(c, k)
+        phi[:, 0] = 1.0                                                          # φ's first column
+        views = (twice[:, :d], twice[:, d:], twice.unfold(1, d, 1)[:, :h], phi, phi[:, 1:1 + d],
+                 phi[:, 1 + d:].view(c, h, d), lp)
         for s in range(lo, hi, chunk):
             e = min(s + chunk, hi)
-            xc = torch.sub(x[s:e], center, out=twice[:e - s, :d])
-            twice[:e - s, d:] = xc                                               # x̃_j for j = i + s, mod D
-            phi[:e - s, 1:1 + d] = xc
-            torch.mul(twice[:e - s].unfold(1, d, 1)[:, :h], xc.unsqueeze(1),
-                      out=phi[:e - s, 1 + d:].view(e - s, h, d))
-            # components × rows, (K, w) @ (w, c): BLAS (MKL on AMD above all) runs this
-            # orientation 2-3× faster than the tall-skinny (c, w) @ (w, K), and the
-            # responsibilities stay (K, c) for the product below (no transposed copy)
-            lp = weight @ phi[:e - s].T
-            log_norm[s:e], resp = normalize_log(lp, dim=0)                           # resp (K, c)
-            sums.addmm_(resp, phi[:e - s])
+            if e - s < c:  # the last, shorter chunk
+                views = tuple(v[:e - s] for v in views)
+            lower, upper, shifted, phi_c, linear, products, lp_c = views
+            xc = torch.sub(x[s:e], center, out=lower)
+            upper.copy_(xc)                                   # [x̃, x̃]: shifted[:, s, i] = x̃_j, j = (i + s) mod D
+            linear.copy_(xc)
+            torch.mul(shifted, xc.unsqueeze(1), out=products)
+            # rows × components, (c, w) @ (w, K) and (K, c) @ (c, w) with the transposed
+            # responsibilities: on this machine's MKL (Intel, AVX-512) 5-10% faster per EM
+            # iteration than the components × rows orientation
+            torch.mm(phi_c, weight_t, out=lp_c)
+            log_norm[s:e], resp = normalize_log(lp_c, dim=1)                       # resp (c, K)
+            sums.addmm_(resp.T, phi_c)
         return sums
 
     sums = sum(map_blocks(block, n, chunk))
