@@ -91,22 +91,33 @@ def weighted_log_prob(x: torch.Tensor, weights: torch.Tensor, loc: torch.Tensor,
 
 
 def normalize_log(lp: torch.Tensor, dim: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(logsumexp over the axis dim, softmax)`` of ``lp`` ``(…, K)`` (K along ``dim``), with one ``exp``.
+    """``(logsumexp over the axis dim, softmax)`` of ``lp`` ``(…, K)`` (K along ``dim``), with one
+    ``exp``; ``lp`` is overwritten (it becomes the softmax). See `softmax_`."""
+    shape = list(lp.shape)
+    shape[dim] = 1
+    top, total = lp.new_empty(shape), lp.new_empty(shape)
+    softmax_(lp, dim, top, total)
+    return (total.log_() + top).squeeze(dim), lp
 
-    ``lp`` is overwritten (it becomes the softmax). Terms more than 700 nats below a row's
-    maximum (relative weight < 1e-304) are set to exactly 0: their exponentials would be
-    subnormal numbers, which make ``exp`` and every later product with them tens of times
-    slower on x86 (scikit-learn pays this price), and their contribution is below float64
-    resolution anyway. They are clamped to −700 before ``exp`` and zeroed after it, not set
-    to −inf: ``exp(−inf)`` takes the vectorised ``exp``'s slow path (5× the time per element),
-    which cost a quarter of a full-covariance EM iteration on well-separated data.
+
+def softmax_(lp: torch.Tensor, dim: int, top: torch.Tensor, total: torch.Tensor) -> None:
+    """``lp`` becomes its softmax along ``dim`` in place; ``top`` and ``total`` (``lp``'s shape
+    with 1 at ``dim``) receive the maximum and Σ exp(lp − top), so that logsumexp =
+    log(total) + top (a caller chunking rows forms it once for all its chunks).
+
+    Terms more than 700 nats below a row's maximum (relative weight < 1e-304) are set to
+    exactly 0: their exponentials would be subnormal numbers, which make ``exp`` and every
+    later product with them tens of times slower on x86 (scikit-learn pays this price), and
+    their contribution is below float64 resolution anyway. They are clamped to −700 before
+    ``exp`` and zeroed after it, not set to −inf: ``exp(−inf)`` takes the vectorised ``exp``'s
+    slow path (5× the time per element), which cost a quarter of a full-covariance EM
+    iteration on well-separated data.
     """
-    top = lp.amax(dim, keepdim=True)
+    torch.amax(lp, dim, keepdim=True, out=top)
     lp.sub_(top).clamp_(min=-700.0).exp_()
     torch.nn.functional.threshold_(lp, 1e-300, 0.0)                    # exp(−700) ≈ 1e-304 → 0
-    total = lp.sum(dim, keepdim=True)
+    torch.sum(lp, dim, keepdim=True, out=total)
     lp.div_(total)
-    return (total.log_() + top).squeeze(dim), lp
 
 
 def e_step(x: torch.Tensor, weights: torch.Tensor, loc: torch.Tensor, factor: torch.Tensor,
@@ -260,30 +271,31 @@ def _full_pass(x: torch.Tensor, weights: torch.Tensor, loc: torch.Tensor, scale_
     width = 1 + d + h * d
 
     def block(lo: int, hi: int) -> torch.Tensor:
-        """Σ r_nk φ(x̃_n) over rows [lo, hi) ``(K, 1 + D + h·D)``."""
+        """Σ r_nk φ(x̃_n) over rows [lo, hi) ``(K, 1 + D + h·D)``; fills ``log_norm[lo:hi]``."""
         sums = x.new_zeros(k, width)
-        # reused buffers (a fresh 2 MB block per chunk page-faults), their views made once
-        # (a chunk is a few dozen small operations: each view costs as much as a tenth of one)
+        # Reused buffers (a fresh 2 MB block per chunk page-faults) and every view made once:
+        # a chunk is a dozen small operations, and each view or slice costs a tenth of one.
         c = min(chunk, hi - lo)
         twice, phi, lp = x.new_empty(c, 2 * d), x.new_empty(c, width), x.new_empty(c, k)
         phi[:, 0] = 1.0                                                          # φ's first column
         views = (twice[:, :d], twice[:, d:], twice.unfold(1, d, 1)[:, :h], phi, phi[:, 1:1 + d],
                  phi[:, 1 + d:].view(c, h, d), lp)
-        for s in range(lo, hi, chunk):
-            e = min(s + chunk, hi)
-            if e - s < c:  # the last, shorter chunk
-                views = tuple(v[:e - s] for v in views)
+        top, total = x.new_empty(hi - lo, 1), x.new_empty(hi - lo, 1)           # per row: log p = log total + top
+        for rows_c, top_c, total_c in zip(x[lo:hi].split(chunk), top.split(chunk), total.split(chunk)):
+            if len(rows_c) < c:  # the last, shorter chunk
+                views = tuple(v[:len(rows_c)] for v in views)
             lower, upper, shifted, phi_c, linear, products, lp_c = views
-            xc = torch.sub(x[s:e], center, out=lower)
-            upper.copy_(xc)                                   # [x̃, x̃]: shifted[:, s, i] = x̃_j, j = (i + s) mod D
-            linear.copy_(xc)
-            torch.mul(shifted, xc.unsqueeze(1), out=products)
+            torch.sub(rows_c, center, out=lower)                                 # x̃
+            upper.copy_(lower)                                # [x̃, x̃]: shifted[:, s, i] = x̃_j, j = (i + s) mod D
+            linear.copy_(lower)
+            torch.mul(shifted, lower.unsqueeze(1), out=products)
             # rows × components, (c, w) @ (w, K) and (K, c) @ (c, w) with the transposed
             # responsibilities: on this machine's MKL (Intel, AVX-512) 5-10% faster per EM
             # iteration than the components × rows orientation
             torch.mm(phi_c, weight_t, out=lp_c)
-            log_norm[s:e], resp = normalize_log(lp_c, dim=1)                       # resp (c, K)
-            sums.addmm_(resp.T, phi_c)
+            softmax_(lp_c, 1, top_c, total_c)                                    # lp_c: responsibilities
+            sums.addmm_(lp_c.T, phi_c)
+        torch.add(total.log_(), top, out=log_norm[lo:hi].unsqueeze(1))
         return sums
 
     sums = sum(map_blocks(block, n, chunk))
