@@ -92,10 +92,10 @@ class LDAOnlineVB(TopicModelMethod, GradientMethod):
         start); ``init["topics"]`` replaces it. ``"amortized"`` probes every document
         (``probe_steps`` default 2). ``"online"`` probes a seeded random subsample S of
         ``probe_docs`` documents, default min(D, 4 · ``batch_size``) — four minibatches, a cost
-        that does not grow with the corpus — with ``probe_steps`` default 3, and scales their data part by D/|S| as a minibatch's
-        statistics are (`_OnlineUpdates._probed_start`); the Gamma-noise start of Hoffman et
-        al. (2010), Gamma(100, 1/100), merged well-separated simulated topics that this start
-        recovers (docs/recovery.md). ``probe_docs=0``: that Gamma-noise start (``probes`` /
+        that does not grow with the corpus — with ``probe_steps`` default 3, and scales their
+        data part by D/|S| as a minibatch's statistics are (`_OnlineUpdates._probed_start`);
+        the Gamma-noise start of Hoffman et al. (2010), Gamma(100, 1/100), merged
+        well-separated simulated topics that this start recovers (docs/recovery.md). ``probe_docs=0``: that Gamma-noise start (``probes`` /
         ``probe_steps`` / ``seed_docs`` are then refused). ``fit.options`` records the
         resolved values (``probe_docs`` at most D)."""
         check_options("svi", {k: v for k, v in options.items() if k not in TRAINER_OPTIONS}, OPTIONS + TRAINER_OPTIONS)
