@@ -88,6 +88,7 @@ def main() -> None:
         ("probgen meanfield, Gamma-noise start (seed_docs=0)", probgen_fit("meanfield", seed_docs=0), SEEDS, False),
         ("probgen meanfield, learn_eta", probgen_fit("meanfield", learn_eta=True), SEEDS, False),
         ("probgen svi (online VB)", probgen_fit("svi"), SEEDS, False),
+        ("probgen svi (online VB), Gamma-noise start (probe_docs=0)", probgen_fit("svi", probe_docs=0), SEEDS, False),
         ("probgen svi (online VB), 1 pass", probgen_fit("svi", steps=8), SEEDS, False),
         ("probgen svi (online VB), 2 passes", probgen_fit("svi", steps=16), SEEDS, False),
         ("probgen svi (amortized encoder, 300 steps)", probgen_fit("svi", inference="amortized", batch_size=64, steps=300),

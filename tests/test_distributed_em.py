@@ -124,11 +124,12 @@ def _lda_online(init: bool = False, missing: bool = False):
     if missing:
         x = Corpus.build(docs, 15).dense()
         data = x.masked_fill(torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) < 0.2, float("nan"))
-    # the start probed on a subsample (32 of the 41 documents, drawn over the global
-    # numbering; each rank probes its part of it), seed_docs=0: its probes from Gamma noise,
-    # which depends on the seed only (not on rank 0's documents)
-    kw = dict(engine="svi", steps=7, batch_size=8, seed=4, e_step_tol=0.0, max_e_step=25, seed_docs=0,
-              probe_docs=32)
+    # the default start, probed on a subsample (min(D, 4 · batch_size) = 32 of the 41
+    # documents, drawn over the global numbering; each rank probes its part of it),
+    # seed_docs=0: its probes from Gamma noise, which depends on the seed only (not on rank 0's
+    # documents); the default steps, 4 passes of ceil(41 / 8) = 6 global minibatches (a rank
+    # that counted its own 20 or 21 documents would take 12)
+    kw = dict(engine="svi", batch_size=8, seed=4, e_step_tol=0.0, max_e_step=25, seed_docs=0)
     if init:
         kw["init"] = {"topics": topics + 0.05}
     return LDA(3, 15), data, kw

@@ -208,11 +208,12 @@ def test_amortized_encoder_starts_where_cavi_starts():
 
 
 def test_online_vb_starts_from_probes_on_a_subsample():
-    """With ``probe_docs``, online VB's start is CAVI's probed start on a seeded random subsample S of
-    ``probe_docs`` documents (drawn by the passes' own generator before its first pass), its
-    data part scaled by D/|S| as a minibatch's statistics are, on the Gamma noise of the
-    random start (same float64 operations: 1e-12 relative); without it the start is that
-    Gamma noise (`initial_lambda`), ``init["topics"]`` replaces both."""
+    """Online VB's start (the default) is CAVI's probed start on a seeded random subsample S of
+    ``probe_docs`` documents (default min(D, 4 · batch_size); drawn by the passes' own
+    generator before its first pass), its data part scaled by D/|S| as a minibatch's
+    statistics are, on the Gamma noise of the random start (same float64 operations: 1e-12
+    relative); ``probe_docs=0`` is that Gamma noise (`initial_lambda`), ``init["topics"]``
+    replaces both; ``fit.options`` records the resolved values."""
     from probgen.inference._lda import hyperparameters, initial_lambda, seeded_lambda
     from probgen.inference.meanfield.lda import probed_start
     from probgen.random import generator
@@ -220,30 +221,35 @@ def test_online_vb_starts_from_probes_on_a_subsample():
     corpus = model.check_data(docs)
     _, eta = hyperparameters(model, None)
     D = corpus.n_docs
-    for options, n in (({"probe_docs": 8}, 8), ({"probes": 3, "probe_steps": 1, "seed_docs": 1, "probe_docs": 10}, 10),
+    assert 4 * 2 < D < 4 * 32  # the default subsample: four minibatches of 2, or every document at 32
+    for options, n in (({}, 8), ({"batch_size": 32}, D), ({"probe_docs": 8}, 8),
+                       ({"probes": 3, "probe_steps": 1, "seed_docs": 1, "probe_docs": 10}, 10),
                        ({"probe_docs": 10 * D}, D)):
-        fit = pg.fit(model, docs, engine="svi", steps=0, seed=5, batch_size=2, progress=False, **options)
+        options = {"batch_size": 2, **options}
+        fit = pg.fit(model, docs, engine="svi", steps=0, seed=5, progress=False, **options)
         idx = torch.randperm(D, generator=generator(5))[:n].sort().values
         kw = {"probe_steps": 3, **{k: options[k] for k in ("probes", "probe_steps", "seed_docs") if k in options}}
         lam_s = probed_start(model, corpus.subset(idx), None, 5, **kw)
         noise = initial_lambda(model, corpus, eta, None, 5)  # every word's ≈ 1 pseudo-count
         torch.testing.assert_close(fit.state["lambda"], noise + D / n * (lam_s - eta), rtol=1e-12, atol=0)
-        assert fit.options["probe_docs"] == options["probe_docs"] and fit.options["probes"] == kw.get("probes", 4)
+        assert fit.options["probe_docs"] == n and fit.options["probes"] == kw.get("probes", 4)
         assert fit.options["probe_steps"] == kw["probe_steps"]
-    default = pg.fit(model, docs, engine="svi", steps=0, seed=5, progress=False)
-    torch.testing.assert_close(default.state["lambda"], initial_lambda(model, corpus, eta, None, 5), rtol=0, atol=0)
-    assert "probes" not in default.options
+        assert fit.options["seed_docs"] == kw.get("seed_docs", 2)
+    noise = pg.fit(model, docs, engine="svi", steps=0, seed=5, probe_docs=0, progress=False)
+    torch.testing.assert_close(noise.state["lambda"], initial_lambda(model, corpus, eta, None, 5), rtol=0, atol=0)
+    assert noise.options["probe_docs"] == 0 and "probes" not in noise.options
     # probes=1: one seeded start (CAVI's convention), on the whole corpus
-    one = pg.fit(model, docs, engine="svi", steps=0, seed=5, probes=1, probe_docs=8, progress=False)
+    one = pg.fit(model, docs, engine="svi", steps=0, seed=5, probes=1, progress=False)
     torch.testing.assert_close(one.state["lambda"], seeded_lambda(corpus, model.k, eta, 2, 5), rtol=0, atol=0)
     init = {"topics": torch.full((model.k, model.vocab_size), 1.0)}
     given = pg.fit(model, docs, engine="svi", steps=0, seed=5, init=init, progress=False)
     torch.testing.assert_close(given.state["lambda"], initial_lambda(model, corpus, eta, init, 5), rtol=0, atol=0)
-    for bad, match in (({"probe_docs": 0}, "probe_docs must be an integer >= 1"),
-                       ({"probe_docs": 2.5}, "probe_docs must be an integer >= 1"),
-                       ({"probes": 0, "probe_docs": 8}, "probes must be an integer >= 1"),
-                       ({"probe_steps": -1, "probe_docs": 8}, "probe_steps must be an integer >= 0"),
-                       ({"probes": 4}, r"\['probes'\] apply to inference='online' with probe_docs"),
+    for bad, match in (({"probe_docs": -1}, "probe_docs must be an integer >= 0"),
+                       ({"probe_docs": 2.5}, "probe_docs must be an integer >= 0"),
+                       ({"probes": 0}, "probes must be an integer >= 1"),
+                       ({"probe_steps": -1}, "probe_steps must be an integer >= 0"),
+                       ({"probes": 4, "probe_docs": 0}, r"\['probes'\] apply to online VB's probed start; "
+                                                        "probe_docs=0 is the Gamma-noise start"),
                        ({"probe_docs": 10, "inference": "amortized"}, "probe_docs applies to inference='online'")):
         with pytest.raises(ValueError, match=match):
             pg.fit(model, docs, engine="svi", steps=1, progress=False, **bad)

@@ -111,10 +111,11 @@ def test_lda_online_vb_defaults_recover_the_topics(seed):
 
 
 @pytest.mark.parametrize("seed", [0, 1])  # K = 6 corpora where online VB's Gamma-noise start merged topics
-def test_lda_online_vb_probed_start_recovers_the_topics(seed):
-    """``probe_docs=4 * batch_size``: CAVI's probes on 128 of the 300 documents (docs/recovery.md)."""
+def test_lda_online_vb_defaults_recover_the_topics_of_a_second_corpus(seed):
+    """The default start: CAVI's probes on min(D, 4 · batch_size) = 128 of the 300 documents
+    (docs/recovery.md); from ``probe_docs=0`` (Gamma noise) these fits merged two topics."""
     from probgen.models import LDA
     docs, topics = recovery.lda_data(seed, 6, 60)
-    fit = pg.fit(LDA(6, 60), docs, engine="svi", seed=seed, probe_docs=128, progress=False)
+    fit = pg.fit(LDA(6, 60), docs, engine="svi", seed=seed, progress=False)
     assert recovery.topics_ok(topics, fit.params["topics"].numpy())
-    assert fit.options["probes"] == 6 and fit.options["probe_steps"] == 3
+    assert fit.options["probe_docs"] == 128 and fit.options["probes"] == 6 and fit.options["probe_steps"] == 3

@@ -5,6 +5,8 @@ Algorithm 2): for each minibatch B, the batched document E-step
 (`probgen.ops.lda.e_step`) gives expected topic–word counts, and the topic factor
 takes a natural-gradient step  λ ← (1 − ρ_t) λ + ρ_t (η + D/|B| Σ_{d∈B} c_d φ_d),
 ρ_t = (τ0 + t)^(−κ), t = 1, 2, … Each document's γ is warm-started from its last visit.
+λ starts from batch CAVI's probed start run on a random subsample of four minibatches'
+worth of documents (``probe_docs``), its statistics scaled to the corpus.
 
 ``inference="amortized"`` — an encoder network maps a document's counts to the
 concentration of q(θ_d) = Dirichlet(enc(c_d)) (amortised VI, as in AVITM / ProdLDA of
@@ -42,9 +44,6 @@ from .._lda import TopicModelMethod, hyperparameters, initial_lambda, make_fit, 
 
 OPTIONS = ("inference", "batch_size", "tau0", "kappa", "e_step_tol", "max_e_step", "lr", "hidden", "callback",
            "probes", "probe_steps", "seed_docs", "probe_docs")
-#: the options of the amortised encoder's start (CAVI's, inference.meanfield.lda); online VB
-#: takes them with ``probe_docs`` (its start probed on a subsample)
-AMORTIZED_OPTIONS = ("probes", "probe_steps", "seed_docs")
 
 
 class DirichletEncoder(nn.Module):
@@ -85,33 +84,35 @@ class LDAOnlineVB(TopicModelMethod, GradientMethod):
         ``history`` records ``"elbo"`` per document (a noisy minibatch estimate). ``callback``
         (both; for ``"online"`` as in `probgen.loops.iterative.run`): called with each
         history record, ``True`` stops. The trainer's other options (`probgen.loops.gradient`)
-        apply to ``"amortized"`` only. ``probes`` / ``probe_steps`` / ``seed_docs``
-        (``"amortized"``): the topics start where batch CAVI (``engine="meanfield"``) starts,
-        the best by ELBO of ``probes`` (default max(4, K)) document-seeded starts after
-        ``probe_steps`` (default 2) CAVI iterations (`inference.meanfield.lda.probed_start`);
-        ``probes=1``: one seeded start; ``init["topics"]`` replaces the start.
-        ``probe_docs`` (``"online"``): λ starts from those probes (``probe_steps`` default 3
-        here) run on a seeded random subsample S of ``probe_docs`` documents, their data part
-        scaled by D/|S| (`_OnlineUpdates._probed_start`); without it (the default) λ starts
-        from Gamma(100, 1/100) noise (Hoffman et al. 2010), and ``probes`` / ``probe_steps``
-        / ``seed_docs`` are refused. ``4 * batch_size`` recovered the simulated topics where
-        the noise start merged them (docs/recovery.md)."""
+        apply to ``"amortized"`` only.
+
+        The start: the best by ELBO of ``probes`` (default max(4, K)) document-seeded starts
+        (``seed_docs`` documents per topic, default 2) after ``probe_steps`` CAVI iterations
+        (`inference.meanfield.lda.probed_start`, batch CAVI's start; ``probes=1``: one seeded
+        start); ``init["topics"]`` replaces it. ``"amortized"`` probes every document
+        (``probe_steps`` default 2). ``"online"`` probes a seeded random subsample S of
+        ``probe_docs`` documents, default min(D, 4 · ``batch_size``) — four minibatches, a cost
+        that does not grow with the corpus — with ``probe_steps`` default 3, and scales their
+        data part by D/|S| as a minibatch's statistics are (`_OnlineUpdates._probed_start`);
+        the Gamma-noise start of Hoffman et al. (2010), Gamma(100, 1/100), merged
+        well-separated simulated topics that this start recovers (docs/recovery.md). ``probe_docs=0``: that Gamma-noise start (``probes`` /
+        ``probe_steps`` / ``seed_docs`` are then refused). ``fit.options`` records the
+        resolved values (``probe_docs`` at most D)."""
         check_options("svi", {k: v for k, v in options.items() if k not in TRAINER_OPTIONS}, OPTIONS + TRAINER_OPTIONS)
         if inference == "amortized" and probe_docs is not None:
             raise ValueError("probe_docs applies to inference='online' (its start probes a subsample of the "
                              "documents); the amortised encoder's start probes all of them")
         given = sorted(k for k, v in (("probes", probes), ("probe_steps", probe_steps), ("seed_docs", seed_docs))
                        if v is not None)
-        if inference == "online" and probe_docs is None and given:
-            raise ValueError(f"{given} apply to inference='online' with probe_docs (its start probed on a "
-                             "subsample of the documents) or to inference='amortized'; online VB's default "
-                             "start is Gamma noise")
+        if inference == "online" and probe_docs == 0 and given:
+            raise ValueError(f"{given} apply to online VB's probed start; probe_docs=0 is the Gamma-noise "
+                             "start, which probes nothing")
         from probgen.inference.meanfield.lda import default_probes
         probes = default_probes(model) if probes is None else probes
         probe_steps = (3 if inference == "online" else 2) if probe_steps is None else probe_steps
         seed_docs = 2 if seed_docs is None else seed_docs
         for name, v, least in (("probes", probes, 1), ("probe_steps", probe_steps, 0), ("seed_docs", seed_docs, 0),
-                               ("probe_docs", 1 if probe_docs is None else probe_docs, 1)):
+                               ("probe_docs", 0 if probe_docs is None else probe_docs, 0)):
             if isinstance(v, bool) or not isinstance(v, int) or v < least:
                 raise ValueError(f"{name} must be an integer >= {least}, got {v!r}")
         if inference == "online" and set(options) - {"callback"}:
@@ -123,7 +124,6 @@ class LDAOnlineVB(TopicModelMethod, GradientMethod):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         tau0, kappa = check_step_size(tau0, kappa, "tau0")
-        batch_size = min(batch_size, data.n_docs)
         if inference == "amortized" and data.any_missing:
             raise ValueError("the count matrix has missing cells (NaN), which inference='amortized' (an encoder "
                              "of complete counts) does not handle; engine='meanfield' and engine='svi' "
@@ -132,11 +132,17 @@ class LDAOnlineVB(TopicModelMethod, GradientMethod):
             raise ValueError("inference='amortized' does not run data-parallel (the encoder's trainer is not "
                              "split over ranks here): pass distributed=False, or use inference='online'")
         if inference == "amortized":
-            return self._amortized(model, data, steps, seed, init, progress, batch_size, lr, hidden,
-                                   self.trainer_options(model, options), probes, probe_steps, seed_docs)
-        steps = 4 * math.ceil(data.n_docs / batch_size) if steps is None else steps
-        start = {} if probe_docs is None else {"probes": probes, "probe_steps": probe_steps, "seed_docs": seed_docs,
-                                               "probe_docs": probe_docs}
+            return self._amortized(model, data, steps, seed, init, progress, min(batch_size, data.n_docs), lr,
+                                   hidden, self.trainer_options(model, options), probes, probe_steps, seed_docs)
+        # the global number of documents (data-parallel: every rank's): the minibatches, the
+        # passes and the probes' subsample are drawn over the global numbering
+        ctx = distributed.current()
+        n_docs = data.n_docs if ctx is None else sum(ctx.sizes(data.n_docs))
+        batch_size = min(batch_size, n_docs)
+        steps = 4 * math.ceil(n_docs / batch_size) if steps is None else steps
+        probe_docs = min(n_docs, 4 * batch_size if probe_docs is None else probe_docs)
+        start = {"probe_docs": 0} if probe_docs == 0 else \
+            {"probes": probes, "probe_steps": probe_steps, "seed_docs": seed_docs, "probe_docs": probe_docs}
         updates = _OnlineUpdates(model, data, init, batch_size, tau0, kappa, e_step_tol, max_e_step, **start)
         # no tol: the recorded ELBO is a noisy minibatch estimate, and its relative change says
         # nothing about convergence; nor n_init: picking the best restart by that noise would be noise too
@@ -265,7 +271,7 @@ class _OnlineUpdates:
         Data-parallel: each rank probes with its documents of S (the probes' reductions sum
         them), so every rank ends with the same λ_S."""
         from probgen.inference.meanfield.lda import probed_start
-        n = min(self.probe_docs, D)
+        n = self.probe_docs  # at most D (`LDAOnlineVB.fit`)
         idx = torch.randperm(D, generator=g)[:n].sort().values
         mine = idx[(idx >= offset) & (idx < offset + self.data.n_docs)] - offset
         # a rank without documents of S adds nothing to the probes' sums; its seeded start
