@@ -4,8 +4,9 @@ Every method's ``accepts(model)`` (``inference/``) is a check against one of the
 declaration is accepted for what it offers (structural typing, PEP 544), not for the class
 it comes from, so a declaration of your own that offers, say, the three EM hooks is fitted
 by the EM driver like the built-in Gaussian mixture. All protocols are
-``runtime_checkable``; `implements` is ``isinstance`` plus the check that each
-method of the protocol is callable (``isinstance`` only checks that the names exist).
+``runtime_checkable``; `implements` checks that each member is there (by ``getattr``, as
+``isinstance`` did before Python 3.12) and that each method is callable (``isinstance``
+only checks that the names exist).
 Where a method also needs an attribute *value* (``emission in (...)``, ``bayesian is
 True``), that condition sits beside the protocol check in its ``accepts``; where several
 methods share such a condition, it is a predicate here (`is_hidden_markov_chain`).
@@ -29,19 +30,26 @@ __all__ = ["implements", "PyroProgram", "Priors", "UserFunction", "AmortisedProg
 
 
 @functools.lru_cache(maxsize=None)
-def _methods(protocol: type) -> tuple[str, ...]:
-    """The names of the methods (not the data members) a protocol declares, with its bases'."""
-    names = []
+def _members(protocol: type) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(data members, methods)`` a protocol declares, with its bases'."""
+    data, methods = [], []
     for cls in protocol.__mro__:
         if cls in (Protocol, object) or not getattr(cls, "_is_protocol", False):
             continue
-        names += [n for n, v in vars(cls).items() if callable(v) and not n.startswith("_")]
-    return tuple(dict.fromkeys(names))
+        data += [n for n in getattr(cls, "__annotations__", {}) if not n.startswith("_")]
+        methods += [n for n, v in vars(cls).items() if callable(v) and not n.startswith("_")]
+    return tuple(dict.fromkeys(data)), tuple(dict.fromkeys(methods))
 
 
 def implements(model: Any, protocol: type) -> bool:
-    """Whether ``model`` offers ``protocol``: every member present and every method callable."""
-    return isinstance(model, protocol) and all(callable(getattr(model, n)) for n in _methods(protocol))
+    """Whether ``model`` offers ``protocol``: every member present and every method callable.
+
+    Members are looked up with ``getattr``, not by ``isinstance``: from Python 3.12 on,
+    ``isinstance`` against a runtime-checkable protocol looks attributes up statically
+    (``inspect.getattr_static``), which misses what ``__getattr__`` provides, such as a
+    ``torch.nn.Module``'s submodules (a GAN's ``net.generator``)."""
+    data, methods = _members(protocol)
+    return all(hasattr(model, n) for n in data + methods) and all(callable(getattr(model, n)) for n in methods)
 
 
 # ---- Pyro programs ------------------------------------------------------------------------

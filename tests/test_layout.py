@@ -84,6 +84,21 @@ def test_protocols_are_structural():
     assert typing.Protocol in protocols.EMHooks.__mro__
 
 
+def test_protocol_members_provided_by_getattr_count():
+    """A member an object provides through ``__getattr__`` (a ``torch.nn.Module``'s submodules)
+    offers it: ``isinstance`` against the protocol misses it from Python 3.12 on (static lookup),
+    which refused every GAN there (seen on the device machine's Python 3.12)."""
+    from torch import nn
+
+    from probgen.models import GAN
+    nets = nn.Module()
+    nets.generator, nets.discriminator = nn.Linear(2, 2), nn.Linear(2, 1)
+    assert "generator" not in vars(nets) and protocols.implements(nets, protocols.AdversarialNetworks)
+    del nets.discriminator
+    assert not protocols.implements(nets, protocols.AdversarialNetworks)
+    assert registry.find_method(GAN(2), "adversarial").accepts(GAN(2))
+
+
 def test_readme_where_things_live_names_only_what_exists():
     """The docs' 'Where things live' listing (docs/concepts.md, moved from the README)."""
     import re
