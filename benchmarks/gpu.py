@@ -142,7 +142,7 @@ def main() -> None:
             + (" (--quick: a tenth of the rows and steps)" if args.quick else ""))
     emit(args.json, "python benchmarks/gpu.py" + (" --quick" if args.quick else ""), {"devices": table(
         ["model", "size", "unit", "CPU, 1 thread", f"CPU, {cpus} threads", "GPU", "best CPU / GPU"], rows,
-        ["", "", "", "r", "r", "r", "r"])}, note=note)
+        ["", "", "", "r", "r", "r", "r"])}, peers=("pyro-ppl",), note=note)
 
 
 if __name__ == "__main__":

@@ -254,8 +254,11 @@ def _full_pass(x: torch.Tensor, weights: torch.Tensor, loc: torch.Tensor, scale_
     n, d = x.shape
     k = loc.shape[0]
     on_cpu = x.device.type == "cpu"
-    # a GPU runs a chunk's dozen kernels in microseconds whatever its size: few, large chunks
-    chunk = chunk or (chunk_rows(k, d) if on_cpu else 64 * chunk_rows(k, d))
+    # A GPU runs a chunk's dozen kernels in microseconds whatever their size: few, large
+    # chunks. On a CPU, each of `map_blocks`' threads dispatches a chunk's operations holding
+    # the GIL: with many threads, chunks grow so that dispatch stays a small share (16 cores,
+    # 2M rows: 0.75 s per pass with 1,024 rows, 0.18 s with 8,192; 1 thread: 0.89 s).
+    chunk = chunk or (chunk_rows(k, d) * max(1, torch.get_num_threads() // 2) if on_cpu else 64 * chunk_rows(k, d))
     h = d // 2 + 1                                                              # cyclic offsets
     offsets = torch.arange(h, device=x.device).unsqueeze(1)
     cols = (torch.arange(d, device=x.device) + offsets) % d                     # (h, D): j = (i + s) mod D
