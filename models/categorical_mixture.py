@@ -24,7 +24,13 @@ def check_codes(x: Any, name: str = "X", n_features: int | None = None, n_values
                 missing: bool = False) -> torch.Tensor:
     """An ``(N, D)`` int64 tensor of non-negative integer codes (``ValueError`` otherwise);
     with ``n_values`` (an int or per-feature sizes) codes must lie below it. ``missing=True``:
-    NaN (or −1) marks a missing cell, returned as −1; a row with every cell missing is refused."""
+    NaN (or −1) marks a missing cell, returned as −1; a row with every cell missing is refused.
+    Integer tensors that pass (checked codes: EM asks every iteration) come back as they are,
+    checked in torch without a copy; anything else, or a failing one, takes the NumPy path,
+    which says what is wrong."""
+    if isinstance(x, torch.Tensor) and x.dim() == 2 and len(x) and not x.is_floating_point() \
+            and x.dtype != torch.bool and _codes_pass(x, n_features, n_values, missing):
+        return x.long()
     try:
         arr = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -55,6 +61,20 @@ def check_codes(x: Any, name: str = "X", n_features: int | None = None, n_values
                              "in the fitted model")
     out = torch.from_numpy(arr.astype(np.int64))
     return out.masked_fill_(torch.from_numpy(gap), -1) if missing and gap.any() else out
+
+
+def _codes_pass(x: torch.Tensor, n_features: int | None, n_values: Any, missing: bool) -> bool:
+    """Whether integer codes ``x`` ``(N, D)`` pass `check_codes`' checks (−1 a missing cell)."""
+    if n_features is not None and x.shape[1] != n_features:
+        return False
+    gap = x == -1
+    if bool((x < 0).any()) and (not missing or bool((x < -1).any()) or bool(gap.all(1).any())):
+        return False
+    if n_values is not None:
+        lim = torch.as_tensor(np.broadcast_to(np.asarray(n_values), (x.shape[1],)).copy(), device=x.device)
+        if bool((x >= lim).any()):
+            return False
+    return True
 
 
 def one_hot(x: torch.Tensor, n_values: int) -> torch.Tensor:
