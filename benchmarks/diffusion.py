@@ -25,7 +25,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10000)
     ap.add_argument("--T", type=int, default=200)
     ap.add_argument("--n", type=int, default=500, help="samples drawn for the MMD")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: the machine is shared)")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    pg.set_num_threads(args.threads)  # on a shared machine a thread pool's barriers make timings swing 5x
     x = load_dataset("digits").float() / 16
     train, test = split(x, test_fraction=0.2, seed=0)
     h = median_bandwidth(test)
@@ -59,10 +62,11 @@ def main() -> None:
     refs = [["full-covariance Gaussian fitted to the training set", "", "", f"{mmd2(gauss, test, h):.4f}"],
             ["the training set itself (floor)", "", "", f"{mmd2(train[:args.n], test, h):.4f}"]]
     columns = ["digits scaled to [0, 1]", "seconds", "", f"MMD² to test ({args.n} samples)"]
-    note = f"T={args.T}, cosine schedule, MLP denoiser (256, 256), MMD² bandwidth {h:.3f} (median heuristic)"
+    note = (f"T={args.T}, cosine schedule, MLP denoiser (256, 256), MMD² bandwidth {h:.3f} (median heuristic), "
+            f"{args.threads} thread(s)")
 
     def write(extra=()):
-        emit(args.json, f"python benchmarks/diffusion.py --steps {args.steps} --T {args.T}",
+        emit(args.json, f"python benchmarks/diffusion.py --steps {args.steps} --T {args.T} --threads {args.threads}",
              {"digits": table(columns, rows + list(extra) + refs)}, peers=("diffusers",), note=note)
     try:
         import diffusers
