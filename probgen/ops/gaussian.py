@@ -244,12 +244,13 @@ def _full_pass(x: torch.Tensor, weights: torch.Tensor, loc: torch.Tensor, scale_
     """The fused pass of `em_step_full` about ``center``: fills ``log_norm`` (N,) and
     returns the sums N_k, Σ r x̃, Σ r x̃x̃ᵀ (``(K,)``, ``(K, D)``, ``(K, D²)``).
 
-    Each chunk's rows become features ``φ(x̃) = [1, x̃, products]`` (``(c, 1 + D + h·D)``),
-    so that one product ``φ Wᵀ`` gives every log π_k N(x_n | μ_k, Σ_k) and one product
-    ``Rᵀ φ`` every sum N_k, Σ r x̃, Σ r x̃x̃ᵀ. x̃x̃ᵀ is symmetric, so ``products`` holds only
-    x̃_i x̃_j with j = (i + s) mod D for the h = ⌊D/2⌋+1 cyclic offsets s: 144 columns
-    instead of 256 at D = 16, which nearly halves the work of both products (each pair
-    once, except at s = D/2 for even D, where each pair appears twice with weight 1).
+    With x̂ = [x̃, 1] (D + 1 coordinates), log π_k N(x | μ_k, Σ_k) = x̂ᵀ A_k x̂ for
+    A_k = [[−½Λ_k, ½Λ_k m_k], [½(Λ_k m_k)ᵀ, c_k]], and x̂x̂ᵀ holds x̃x̃ᵀ, x̃ and 1, so each
+    chunk's rows become the features φ(x̂) = the distinct products x̂_i x̂_j, j = (i + s) mod
+    (D + 1), for the h = ⌊(D+1)/2⌋ + 1 cyclic offsets s (``(c, h·(D+1))``: 153 columns at
+    D = 16 — each pair once for odd D + 1, twice with weight 1 at s = (D+1)/2 for even). One
+    product ``φ Wᵀ`` (W: A's entries, off-diagonal pairs doubled) gives every log π_k N, and
+    one product ``Rᵀ φ`` every Σ r x̂x̂ᵀ, which holds N_k, Σ r x̃ and Σ r x̃x̃ᵀ.
     """
     n, d = x.shape
     k = loc.shape[0]
@@ -259,41 +260,42 @@ def _full_pass(x: torch.Tensor, weights: torch.Tensor, loc: torch.Tensor, scale_
     # the GIL: with many threads, chunks grow so that dispatch stays a small share (16 cores,
     # 2M rows: 0.75 s per pass with 1,024 rows, 0.18 s with 8,192; 1 thread: 0.89 s).
     chunk = chunk or (chunk_rows(k, d) * max(1, torch.get_num_threads() // 2) if on_cpu else 64 * chunk_rows(k, d))
-    h = d // 2 + 1                                                              # cyclic offsets
+    e = d + 1                                                                   # x̂'s coordinates
+    h = e // 2 + 1                                                              # cyclic offsets
     offsets = torch.arange(h, device=x.device).unsqueeze(1)
-    cols = (torch.arange(d, device=x.device) + offsets) % d                     # (h, D): j = (i + s) mod D
-    rows = torch.arange(d, device=x.device).expand(h, d)
-    pair_weight = torch.where((offsets == 0) | (2 * offsets == d), 1.0, 2.0).to(x.dtype)  # (h, 1)
+    cols = (torch.arange(e, device=x.device) + offsets) % e                     # (h, D+1): j = (i + s) mod (D+1)
+    rows = torch.arange(e, device=x.device).expand(h, e)
+    pair_weight = torch.where((offsets == 0) | (2 * offsets == e), 1.0, 2.0).to(x.dtype)  # (h, 1)
     m = loc - center
     prec = torch.cholesky_inverse(scale_tril)                                    # Λ_k  (K, D, D)
     pm = torch.einsum("kde,ke->kd", prec, m)                                    # Λ_k m_k
     log_det = torch.log(torch.diagonal(scale_tril, dim1=-2, dim2=-1)).sum(-1)
-    const = (torch.log(weights) - 0.5 * d * math.log(2 * math.pi) - log_det
-             - 0.5 * (pm * m).sum(-1))                                          # (K,)
-    # log π_k N(x | μ_k, Σ_k) = const_k + x̃ᵀΛ_k m_k − ½ vec(x̃x̃ᵀ)·vec(Λ_k), as weights on φ
-    weight = torch.cat([const.unsqueeze(1), pm, -0.5 * (prec[:, rows, cols] * pair_weight).reshape(k, h * d)], 1)
-    weight_t = weight.T.contiguous()                                            # (w, K)
-    width = 1 + d + h * d
+    a = x.new_empty(k, e, e)
+    a[:, :d, :d] = -0.5 * prec
+    a[:, :d, d] = a[:, d, :d] = 0.5 * pm
+    a[:, d, d] = torch.log(weights) - 0.5 * d * math.log(2 * math.pi) - log_det - 0.5 * (pm * m).sum(-1)
+    weight_t = (a[:, rows, cols] * pair_weight).reshape(k, h * e).T.contiguous()  # (w, K)
+    width = h * e
 
     def block(lo: int, hi: int) -> torch.Tensor:
-        """Σ r_nk φ(x̃_n) over rows [lo, hi) ``(K, 1 + D + h·D)``; fills ``log_norm[lo:hi]``."""
+        """Σ r_nk φ(x̂_n) over rows [lo, hi) ``(K, h·(D+1))``; fills ``log_norm[lo:hi]``."""
         sums = x.new_zeros(k, width)
         # Reused buffers (a fresh 2 MB block per chunk page-faults) and every view made once:
         # a chunk is a dozen small operations, and each view or slice costs a tenth of one.
         c = min(chunk, hi - lo)
-        twice, phi, lp = x.new_empty(c, 2 * d), x.new_empty(c, width), x.new_empty(c, k)
-        phi[:, 0] = 1.0                                                          # φ's first column
-        views = (twice[:, :d], twice[:, d:], twice.unfold(1, d, 1)[:, :h], phi, phi[:, 1:1 + d],
-                 phi[:, 1 + d:].view(c, h, d), lp)
+        twice, phi, lp = x.new_empty(c, e + h - 1), x.new_empty(c, width), x.new_empty(c, k)
+        twice[:, d] = 1.0                                                        # x̂'s last coordinate
+        # [x̂, x̂_0 … x̂_{h-2}]: shifted[:, s, i] = x̂_j, j = (i + s) mod (D+1)
+        views = (twice[:, :d], twice[:, :e], twice[:, e:], twice[:, :h - 1], twice.unfold(1, e, 1)[:, :h],
+                 phi, phi.view(c, h, e), lp)
         top, total = x.new_empty(hi - lo, 1), x.new_empty(hi - lo, 1)           # per row: log p = log total + top
         for rows_c, top_c, total_c in zip(x[lo:hi].split(chunk), top.split(chunk), total.split(chunk)):
             if len(rows_c) < c:  # the last, shorter chunk
                 views = tuple(v[:len(rows_c)] for v in views)
-            lower, upper, shifted, phi_c, linear, products, lp_c = views
-            torch.sub(rows_c, center, out=lower)                                 # x̃
-            upper.copy_(lower)                                # [x̃, x̃]: shifted[:, s, i] = x̃_j, j = (i + s) mod D
-            linear.copy_(lower)
-            torch.mul(shifted, lower.unsqueeze(1), out=products)
+            centred, hat, wrap, head, shifted, phi_c, products, lp_c = views
+            torch.sub(rows_c, center, out=centred)                               # x̃
+            wrap.copy_(head)
+            torch.mul(shifted, hat.unsqueeze(1), out=products)
             # rows × components, (c, w) @ (w, K) and (K, c) @ (c, w) with the transposed
             # responsibilities: on this machine's MKL (Intel, AVX-512) 5-10% faster per EM
             # iteration than the components × rows orientation
@@ -304,12 +306,13 @@ def _full_pass(x: torch.Tensor, weights: torch.Tensor, loc: torch.Tensor, scale_
         return sums
 
     sums = sum(map_blocks(block, n, chunk)) if on_cpu else block(0, n)
-    full = x.new_empty(k, d, d)
-    packed = sums[:, 1 + d:].reshape(k, h, d)
+    full = x.new_empty(k, e, e)
+    packed = sums.view(k, h, e)
     full[:, rows, cols] = packed
     full[:, cols, rows] = packed
-    # at s = D/2 both orders of a pair were summed: keep the matrix exactly symmetric
-    return sums[:, 0].clone(), sums[:, 1:1 + d], (full + full.transpose(1, 2)).mul_(0.5).view(k, d * d)
+    # keep Σ r x̂x̂ᵀ exactly symmetric (at s = (D+1)/2 both orders of a pair were summed)
+    full = (full + full.transpose(1, 2)).mul_(0.5)
+    return full[:, d, d].clone(), full[:, :d, d].clone(), full[:, :d, :d].reshape(k, d * d)
 
 
 def _full_m_step(nk: torch.Tensor, first: torch.Tensor, second: torch.Tensor, n: Any, center: torch.Tensor,
