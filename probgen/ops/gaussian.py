@@ -181,9 +181,10 @@ def em_step_full(x: torch.Tensor, weights: torch.Tensor, loc: torch.Tensor, scal
 
     With x̃ = x − c (c the data mean), m_k = μ_k − c and Λ_k = Σ_k⁻¹,
     ‖L_k⁻¹(x − μ_k)‖² = vec(x̃x̃ᵀ)·vec(Λ_k) − 2 x̃ᵀΛ_k m_k + m_kᵀΛ_k m_k, so a chunk's
-    outer products ``x̃x̃ᵀ`` (their distinct entries, ``(c, (⌊D/2⌋+1)·D)``: see
-    `_full_pass`) serve both steps: one product with the K precisions gives every
-    squared distance, and one with the responsibilities ``R`` every second moment; the responsibilities never exist beyond a chunk. Centring at c keeps
+    outer products (of x̂ = [x̃, 1], their distinct entries: see `_full_pass`) serve both
+    steps: one product with the K precisions gives every squared distance, and one with
+    the responsibilities ``R`` every moment; the responsibilities never exist beyond a
+    chunk. Centring at c keeps
     the expansion's rounding error at the 1e-13 level for data of moderate range
     (against a 1e-6 parity target); `log_gaussian` keeps whitened distances for
     ``log_prob`` and queries.
