@@ -289,13 +289,13 @@ def _full_pass(x: torch.Tensor, weights: torch.Tensor, loc: torch.Tensor, scale_
         c = min(chunk, hi - lo)
         twice_buf, phi_buf, lp_buf = x.new_empty((e + h - 1) * c), x.new_empty(width * c), x.new_empty(c, k)
 
-        def views(m: int) -> tuple:
-            """The buffers laid out for a chunk of ``m`` ≤ c rows."""
-            twice = twice_buf[:(e + h - 1) * m].view(e + h - 1, m)  # [x̂; x̂_0 … x̂_{h-2}]
+        def views(size: int) -> tuple:
+            """The buffers laid out for a chunk of ``size`` ≤ c rows."""
+            twice = twice_buf[:(e + h - 1) * size].view(e + h - 1, size)  # [x̂; x̂_0 … x̂_{h-2}]
             twice[d] = 1.0                                           # x̂'s last coordinate
-            phi = phi_buf[:width * m].view(width, m)
-            shifted = twice.as_strided((h, e, m), (m, m, 1))         # [s, i] = x̂_j, j = (i + s) mod (D+1)
-            return twice[:d].T, twice[e:], twice[:h - 1], shifted, twice[:e], phi, phi.view(h, e, m), lp_buf[:m]
+            phi = phi_buf[:width * size].view(width, size)
+            shifted = twice.as_strided((h, e, size), (size, size, 1))         # [s, i] = x̂_j, j = (i + s) mod (D+1)
+            return twice[:d].T, twice[e:], twice[:h - 1], shifted, twice[:e], phi, phi.view(h, e, size), lp_buf[:size]
 
         chunk_views = views(c)
         top, total = x.new_empty(hi - lo, 1), x.new_empty(hi - lo, 1)           # per row: log p = log total + top
