@@ -198,11 +198,11 @@ def test_amortized_encoder_starts_where_cavi_starts():
         lam = probed_start(model, model.check_data(docs), None, 3, **options)
         torch.testing.assert_close(fit.params["topics"], lam / lam.sum(1, keepdim=True), rtol=0, atol=1e-12)
         torch.testing.assert_close(cavi.params["topics"], fit.params["topics"], rtol=0, atol=1e-12)
-    # the default number of probes grows with the topics: max(4, K)
-    assert fit.options["probes"] == 2 and pg.fit(model, docs, steps=0, progress=False).options["probes"] == 4
-    assert pg.fit(LDA(6, 12), docs, steps=0, progress=False).options["probes"] == 6
+    # the default number of probes grows with the topics: max(4, 2K)
+    assert fit.options["probes"] == 2 and pg.fit(model, docs, steps=0, progress=False).options["probes"] == 6
+    assert pg.fit(LDA(6, 12), docs, steps=0, progress=False).options["probes"] == 12
     assert pg.fit(LDA(6, 12), docs, engine="svi", inference="amortized", steps=0,
-                  progress=False).options["probes"] == 6
+                  progress=False).options["probes"] == 12
     with pytest.raises(ValueError, match="probes must be an integer >= 1"):
         pg.fit(model, docs, engine="svi", inference="amortized", probes=0, steps=1, progress=False)
 
@@ -232,7 +232,7 @@ def test_online_vb_starts_from_probes_on_a_subsample():
         lam_s = probed_start(model, corpus.subset(idx), None, 5, **kw)
         noise = initial_lambda(model, corpus, eta, None, 5)  # every word's ≈ 1 pseudo-count
         torch.testing.assert_close(fit.state["lambda"], noise + D / n * (lam_s - eta), rtol=1e-12, atol=0)
-        assert fit.options["probe_docs"] == n and fit.options["probes"] == kw.get("probes", 4)
+        assert fit.options["probe_docs"] == n and fit.options["probes"] == kw.get("probes", 2 * model.k)
         assert fit.options["probe_steps"] == kw["probe_steps"]
         assert fit.options["seed_docs"] == kw.get("seed_docs", 2)
     noise = pg.fit(model, docs, engine="svi", steps=0, seed=5, probe_docs=0, progress=False)

@@ -99,7 +99,7 @@ def test_lda_amortized_encoder_defaults_recover_the_topics(seed):
     docs, topics = recovery.lda_data(seed)
     fit = pg.fit(LDA(4, 40), docs, engine="svi", inference="amortized", seed=seed, progress=False)
     assert recovery.topics_ok(topics, fit.params["topics"].numpy())
-    assert fit.options["probes"] == 4 and fit.params["topics"].dtype == torch.float64
+    assert fit.options["probes"] == 8 and fit.params["topics"].dtype == torch.float64
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -118,4 +118,16 @@ def test_lda_online_vb_defaults_recover_the_topics_of_a_second_corpus(seed):
     docs, topics = recovery.lda_data(seed, 6, 60)
     fit = pg.fit(LDA(6, 60), docs, engine="svi", seed=seed, progress=False)
     assert recovery.topics_ok(topics, fit.params["topics"].numpy())
-    assert fit.options["probe_docs"] == 128 and fit.options["probes"] == 6 and fit.options["probe_steps"] == 3
+    assert fit.options["probe_docs"] == 128 and fit.options["probes"] == 12 and fit.options["probe_steps"] == 3
+
+
+@pytest.mark.parametrize("seed", [1, 2])  # K = 10 corpora scikit-learn recovers
+def test_lda_meanfield_defaults_recover_ten_topics(seed):
+    """2K probes whose E-steps start γ afresh (`inference.meanfield.lda.default_probes`): with
+    K warm-started probes CAVI merged topics on these corpora, ending 15 nats per document
+    below the fit started at the truth."""
+    from probgen.models import LDA
+    docs, topics = recovery.lda_data(seed, 10, 100)
+    fit = pg.fit(LDA(10, 100), docs, engine="meanfield", seed=seed, progress=False)
+    assert recovery.topics_ok(topics, fit.params["topics"].numpy())
+    assert fit.options["probes"] == 20 and fit.options["probe_steps"] == 3

@@ -86,13 +86,13 @@ class LDAOnlineVB(TopicModelMethod, GradientMethod):
         history record, ``True`` stops. The trainer's other options (`probgen.loops.gradient`)
         apply to ``"amortized"`` only.
 
-        The start: the best by ELBO of ``probes`` (default max(4, K)) document-seeded starts
+        The start: the best by ELBO of ``probes`` (default max(4, 2K)) document-seeded starts
         (``seed_docs`` documents per topic, default 2) after ``probe_steps`` CAVI iterations
         (`inference.meanfield.lda.probed_start`, batch CAVI's start; ``probes=1``: one seeded
-        start); ``init["topics"]`` replaces it. ``"amortized"`` probes every document
-        (``probe_steps`` default 2). ``"online"`` probes a seeded random subsample S of
+        start; ``probe_steps`` default 3); ``init["topics"]`` replaces it. ``"amortized"``
+        probes every document. ``"online"`` probes a seeded random subsample S of
         ``probe_docs`` documents, default min(D, 4 · ``batch_size``) — four minibatches, a cost
-        that does not grow with the corpus — with ``probe_steps`` default 3, and scales their
+        that does not grow with the corpus — and scales their
         data part by D/|S| as a minibatch's statistics are (`_OnlineUpdates._probed_start`);
         the Gamma-noise start of Hoffman et al. (2010), Gamma(100, 1/100), merged
         well-separated simulated topics that this start recovers (docs/recovery.md). ``probe_docs=0``: that Gamma-noise start (``probes`` /
@@ -109,7 +109,7 @@ class LDAOnlineVB(TopicModelMethod, GradientMethod):
                              "start, which probes nothing")
         from probgen.inference.meanfield.lda import default_probes
         probes = default_probes(model) if probes is None else probes
-        probe_steps = (3 if inference == "online" else 2) if probe_steps is None else probe_steps
+        probe_steps = 3 if probe_steps is None else probe_steps
         seed_docs = 2 if seed_docs is None else seed_docs
         for name, v, least in (("probes", probes, 1), ("probe_steps", probe_steps, 0), ("seed_docs", seed_docs, 0),
                                ("probe_docs", 0 if probe_docs is None else probe_docs, 0)):
