@@ -235,6 +235,19 @@ def test_minibatches_cover_each_epoch_and_are_seeded():
     assert [len(b) for b in epoch] == [3, 3, 3, 1] and sorted(torch.cat(epoch).tolist()) == list(range(10))
 
 
+@pytest.mark.parametrize("chunk_batches", [1, 2, 3, 100])
+def test_epoch_gathers_in_chunks_the_batches_of_the_permutation(monkeypatch, chunk_batches):
+    # rows gathered a chunk at a time are the batches perm[i:i + B] of the epoch's permutation,
+    # in order, whatever the chunk size (one batch, several, a remainder chunk, the whole data)
+    x = torch.arange(11 * 4, dtype=torch.float32).reshape(11, 4)
+    monkeypatch.setattr(gradient, "GATHER_BYTES", chunk_batches * 3 * 4 * 4)
+    epoch = list(gradient.Minibatches(x, 3, torch.Generator().manual_seed(5), whole=True).epoch())
+    perm = torch.randperm(11, generator=torch.Generator().manual_seed(5))
+    assert len(epoch) == 4
+    for i, b in enumerate(epoch):
+        assert torch.equal(b, x[perm[3 * i:3 * i + 3]])
+
+
 @pytest.mark.parametrize("bad,match", [
     ({"lr_schedule": "linear"}, "lr_schedule must be one of"),
     ({"lr_decay": 0.5}, "lr_decay is the factor a schedule ends at"),
