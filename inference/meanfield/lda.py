@@ -148,8 +148,8 @@ class _Sweep:
             q = self._random_start(s)
             for _ in range(self.probe_steps):
                 # every probe E-step starts γ afresh: warm-started γ holds a probe in the
-                # merged topics its first E-step found (block corpora at K = 10, 2K probes of
-                # 3 steps: 3 of 10 recovered warm, 10 of 10 cold; `default_probes`)
+                # merged topics its first E-step found (block corpora at K = 10, 2K probes:
+                # 3 of 10 recovered warm with 2 or 4 steps, 10 of 10 cold with 3; `default_probes`)
                 q = dict(q, gamma=None)
                 update = self.step(q) if ctx is None else self.update(q, ctx.sum(self.statistics(q)))
                 q, value = update.state, update.objective
