@@ -81,6 +81,17 @@ def _barrier() -> None:
         dist.barrier()
 
 
+def _marginal(timed, iters: int, repeats: int) -> tuple:
+    """Both libraries' timing: ``timed(n)`` → ``(wall s, CPU s, result)`` of a fit of ``n``
+    iterations; the best of ``repeats`` fits of 1 and of 1 + ``iters`` iterations, as
+    ``(t1, cpu1, tn, cpun, the last fit)`` — their difference over ``iters`` is the cost of an
+    iteration alone, without set-up and initialisation."""
+    ones = [timed(1) for _ in range(repeats)]
+    runs = [timed(1 + iters) for _ in range(repeats)]
+    return (min(r[0] for r in ones), min(r[1] for r in ones), min(r[0] for r in runs), min(r[1] for r in runs),
+            runs[-1][2])
+
+
 def worker_gmm(a: argparse.Namespace, repeats: int = 2) -> dict:
     import numpy as np
     import torch
@@ -102,13 +113,7 @@ def worker_gmm(a: argparse.Namespace, repeats: int = 2) -> dict:
         return time.perf_counter() - t, cpu, fit
 
     timed(1)  # warm-up (joins the group)
-    # as Spark is timed: the best of `repeats` fits of 1 and of 1 + ITERS iterations, their
-    # difference per iteration (the per-iteration cost alone), and the whole fit's too
-    ones = [timed(1) for _ in range(repeats)]
-    runs = [timed(1 + a.iters) for _ in range(repeats)]
-    t1, c1 = min(r[0] for r in ones), min(r[1] for r in ones)
-    tn, cn = min(r[0] for r in runs), min(r[1] for r in runs)
-    fit = runs[-1][2]
+    t1, c1, tn, cn, fit = _marginal(timed, a.iters, repeats)  # as Spark is timed
     return {"seconds_per_iteration": (tn - t1) / a.iters, "rank0_cpu_seconds_per_iteration": (cn - c1) / a.iters,
             "cpu_seconds_per_iteration": _all_ranks(cn - c1) / a.iters,
             "seconds_fit_1_iteration": t1, f"seconds_fit_{1 + a.iters}_iterations": tn,
@@ -204,11 +209,7 @@ def spark_gmm(x, k: int, iters: int, workers: int, tmp: str, repeats: int = 2) -
             return time.perf_counter() - t, _proc_cpu(jvm) - c, m
 
         timed(1)  # warm-up (the JVM's JIT)
-        ones = [timed(1) for _ in range(repeats)]
-        runs = [timed(1 + iters) for _ in range(repeats)]
-        t1, c1 = min(r[0] for r in ones), min(r[1] for r in ones)
-        tn, cn = min(r[0] for r in runs), min(r[1] for r in runs)
-        m = runs[-1][2]
+        t1, c1, tn, cn, m = _marginal(timed, iters, repeats)
         return {"seconds_per_iteration": (tn - t1) / iters, "cpu_seconds_per_iteration": (cn - c1) / iters,
                 "seconds_fit_1_iteration": t1,
                 f"seconds_fit_{1 + iters}_iterations": tn, "iterations": iters, "rows": n,

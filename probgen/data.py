@@ -66,7 +66,9 @@ def check_matrix(x: Any, dim: int | None = None, *, name: str = "data",
         raise ValueError(f"{name} is empty: expected shape {expected} with N >= 1")
     if dim is not None and t.shape[1] != dim:
         raise ValueError(f"{name} must have shape {expected}, got shape {tuple(t.shape)}")
-    if missing and t.is_floating_point() and not finite_sum(t):
+    if t.is_floating_point() and finite_sum(t):  # every cell finite (the common case): one pass
+        return t
+    if missing and t.is_floating_point():
         nan = torch.isnan(t)
         if nan.any():
             empty = nan.all(1)
