@@ -94,32 +94,42 @@ def _draw_sum_into(out: torch.Tensor, mean: torch.Tensor, copies: int, units: st
                    u: torch.Tensor) -> None:
     """Write Σ over ``copies`` independent draws with means ``mean`` into ``out`` (a view),
     from pre-drawn uniforms (Bernoulli) or standard normals (Gaussian) ``u`` of shape
-    ``(copies, *mean.shape)``."""
+    ``(copies, *mean.shape)`` (or ``mean.shape`` for one copy)."""
+    one = u.dim() == mean.dim()
     if units == "gaussian":
-        torch.add(copies * mean, u.sum(0), alpha=math.sqrt(T), out=out)
+        torch.add(copies * mean, u if one else u.sum(0), alpha=math.sqrt(T), out=out)
     elif copies == 1:
-        torch.lt(u[0], mean, out=out)  # a Bernoulli(mean) draw, written as 0./1.
+        torch.lt(u if one else u[0], mean, out=out)  # a Bernoulli(mean) draw, written as 0./1.
     else:
         out.copy_((u < mean).sum(0))
 
 
-def _gibbs_step_aug(hs: torch.Tensor, sv: torch.Tensor, Wa: torch.Tensor, T: float, visible: str, up: int,
-                    down: int, uv: torch.Tensor, uh: torch.Tensor, ph_out: torch.Tensor | None = None,
-                    views: tuple | None = None) -> torch.Tensor:
-    """One block-Gibbs step on augmented buffers (a trailing column of ones carries the
-    biases): ``Wa = [[W, b], [cᵀ, 0]]`` of shape (D+1, H+1); ``hs`` (B, H+1) holds Σ h-copies,
-    ``sv`` (B, D+1) receives Σ v-copies. Returns the hidden conditional means (B, H),
-    written into ``ph_out`` when given. ``views`` = (hs[:, :H], sv[:, :D], Wa[:, :H],
-    Wa[:D].T), precomputed by the training loop."""
-    D, H = Wa.shape[0] - 1, Wa.shape[1] - 1
-    hsH, svD, WaH, WaDT = views if views is not None else (hs[:, :H], sv[:, :D], Wa[:, :H], Wa[:D].T)
-    mv = torch.mm(hs, WaDT)                      # b + W Σh
+def _visible_half(hs: torch.Tensor, svD: torch.Tensor, WaDT: torch.Tensor, T: float, visible: str, up: int,
+                  uv: torch.Tensor, mv_out: torch.Tensor | None = None) -> None:
+    """The visible half of a block-Gibbs step on augmented buffers: Σ v-copies ~ P(v | b + W Σh)
+    written into ``svD`` (B, D) from ``hs`` (B, H+1, a trailing column of ones) and
+    ``WaDT = Wa[:D].T`` (H+1, D); ``mv_out`` (B, D) receives the means when given."""
+    mv = torch.mm(hs, WaDT, out=mv_out)                 # b + W Σh
     if visible == "bernoulli":
         mv = torch.sigmoid_(mv if T == 1 else mv.div_(T))
     _draw_sum_into(svD, mv, up, visible, T, uv)
-    ph = torch.mm(sv, WaH) if ph_out is None else torch.mm(sv, WaH, out=ph_out)   # c + Wᵀ Σv
-    ph = torch.sigmoid_(ph if T == 1 else ph.div_(T))
-    _draw_sum_into(hsH, ph, down, "bernoulli", T, uh)
+
+
+def _hidden_means(sv: torch.Tensor, WaH: torch.Tensor, T: float, out: torch.Tensor | None = None) -> torch.Tensor:
+    """P(h = 1 | c + Wᵀ Σv) (B, H) from ``sv`` (B, D+1, with its ones) and ``WaH = Wa[:, :H]``."""
+    ph = torch.mm(sv, WaH, out=out)
+    return torch.sigmoid_(ph if T == 1 else ph.div_(T))
+
+
+def _gibbs_step_aug(hs: torch.Tensor, sv: torch.Tensor, Wa: torch.Tensor, T: float, visible: str, up: int,
+                    down: int, uv: torch.Tensor, uh: torch.Tensor) -> torch.Tensor:
+    """One block-Gibbs step on augmented buffers (a trailing column of ones carries the
+    biases): ``Wa = [[W, b], [cᵀ, 0]]`` of shape (D+1, H+1); ``hs`` (B, H+1) holds Σ h-copies,
+    ``sv`` (B, D+1) receives Σ v-copies. Returns the hidden conditional means (B, H)."""
+    D, H = Wa.shape[0] - 1, Wa.shape[1] - 1
+    _visible_half(hs, sv[:, :D], Wa[:D].T, T, visible, up, uv)
+    ph = _hidden_means(sv, Wa[:, :H], T)
+    _draw_sum_into(hs[:, :H], ph, down, "bernoulli", T, uh)
     return ph
 
 
@@ -155,8 +165,9 @@ class ContrastiveSGD(torch.optim.Optimizer):
     with Δ = E_data[stat] − E_model[stat] (per example), i.e. −T × the gradient ``p.grad`` of
     the negative mean log-likelihood that the CD step leaves. ``decayed``: the indices of the
     parameters λ applies to. ``fused``: an RBM's augmented matrix (`_Fused`): when the CD
-    step leaves no ``p.grad`` (no ``clip_grad``), it hands Δ over as its two factors and the
-    update is two ``addmm_`` on the matrix — the fast path, with the numbers CD always gave."""
+    step leaves no ``p.grad`` (no ``clip_grad``), it hands Δ over as its factors and the
+    update is one ``addmm_`` on the matrix (two where the data and chain halves differ in size)
+    — the fast path, with the numbers CD always gave (to float round-off)."""
 
     def __init__(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
                  decayed: tuple = (), T: float = 1.0, fused: "_Fused | None" = None):
@@ -197,33 +208,33 @@ class ContrastiveSGD(torch.optim.Optimizer):
 
 class _Fused:
     """An RBM's parameters as one augmented matrix Wa = [[W, b], [cᵀ, 0]] (D+1, H+1) and the
-    factors of the last CD step's Δ·B = ṽ₀ᵀh̃₀ − (B/B')·ṽᵀh̃ (`apply` adds it in)."""
+    last CD step's Δ as factors: ``pending`` = [(X, Y, w), …] with Δ = Σ w·XᵀY (`apply` adds it in)."""
 
     def __init__(self, Wa: torch.Tensor):
         self.Wa, self.D, self.H = Wa, Wa.shape[0] - 1, Wa.shape[1] - 1
-        self.pending: tuple | None = None
+        self.pending: list | None = None
 
     def apply(self, state: dict, s: float, momentum: float, weight_decay: float, T: float) -> None:
-        v0, hp, v, hn = self.pending
         Wa, D, H = self.Wa, self.D, self.H
-        B, Bn = v0.shape[0], v.shape[0]
         if momentum:
             vel = state.get("velocity")
             if vel is None:
                 vel = state["velocity"] = torch.zeros_like(Wa)
-            vel.mul_(momentum).addmm_(v0.T, hp, alpha=s / B).addmm_(v.T, hn, alpha=-s / Bn)
+            vel.mul_(momentum)
+            for XT, Y, w in self.pending:
+                vel.addmm_(XT, Y, alpha=s * w)
             if weight_decay:
                 vel[:D, :H].add_(Wa[:D, :H], alpha=-s * weight_decay * T)
             Wa += vel
         else:
             if weight_decay:
                 Wa[:D, :H].mul_(1 - s * weight_decay * T)
-            Wa.addmm_(v0.T, hp, alpha=s / B).addmm_(v.T, hn, alpha=-s / Bn)
+            for XT, Y, w in self.pending:
+                Wa.addmm_(XT, Y, alpha=s * w)
 
     def gradient(self, T: float) -> torch.Tensor:
         """The pending Δ materialised, as −Δ/T (the gradient of the negative mean log-likelihood)."""
-        v0, hp, v, hn = self.pending
-        delta = torch.mm(v0.T, hp).div_(v0.shape[0]).sub_(torch.mm(v.T, hn).div_(v.shape[0]))
+        delta = sum(torch.mm(XT, Y).mul_(w) for XT, Y, w in self.pending)
         return delta.neg_() if T == 1 else delta.div_(-T)
 
 
@@ -275,8 +286,11 @@ def train_bipartite(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.
 
     Implementation: the parameters live in one augmented matrix Wa = [[W, b], [cᵀ, 0]] (W, b
     and c are views of it) and the states carry a column of ones, so each field is one matrix
-    product and the default update (W, b and c) is two ``addmm_`` calls:
-    Wa += lr/T·(ṽᵀh̃_data/B − ṽᵀh̃_model/B'). All of an epoch's random numbers are drawn at once.
+    product; the data's and the chains' states are stacked in one buffer S and their hidden
+    statistics in Y (the chains' negated), so the default update (W, b and c) is one ``addmm_``,
+    Wa += lr/(T·B)·SᵀY = lr/T·(ṽᵀh̃_data/B − ṽᵀh̃_model/B) where both halves have B rows, and
+    PCD's positive phase shares the last Gibbs step's hidden product. All of an epoch's random
+    numbers are drawn at once.
 
     Shapes: x (N, D), W (D, H), b (D,), c (H,). Returns updated (W, b, c), the per-epoch
     history (reconstruction error, pseudo-log-likelihood for binary data) and the trainer."""
@@ -293,48 +307,73 @@ def train_bipartite(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.
     xa = _augment(up * x) if up != 1 else _augment(x)       # [Σ v-copies, 1] for the data
     n_chains = n_chains or batch_size
     rows = n_chains if persistent else batch_size
-    hs = _augment(torch.zeros(rows, H, dtype=dtype))         # Σ h-copies (sampled), + ones
-    sv = _augment(torch.zeros(rows, D, dtype=dtype))         # Σ v-copies (sampled), + ones
-    hpos = _augment(torch.zeros(batch_size, H, dtype=dtype))  # down·P(h|v) for the data, + ones
-    hneg = _augment(torch.zeros(rows, H, dtype=dtype))       # down·P(h|v) for the samples, + ones
+    Bf = batch_size
+    # The states stacked: rows [0, Bf) a minibatch, [Bf, Bf + rows) the chains' Σ v-copies, each with a
+    # column of ones; beside them their hidden statistics down·P(h | v), the chains' negated (their
+    # ones column −1). Δ·Bf = SᵀY is then ONE product where both halves have Bf rows, and PCD's
+    # last hidden half and the positive phase are one product too (a product of 2Bf rows costs
+    # about what one of Bf did: 4.3 µs vs 4.1 µs at 20 rows, 64 × 64).
+    S = _augment(torch.zeros(Bf + rows, D, dtype=dtype))
+    Y = _augment(torch.zeros(Bf + rows, H, dtype=dtype))
+    Y[Bf:, H] = -1.0
+    hs = _augment(torch.zeros(rows, H, dtype=dtype))  # the chains' Σ h-copies (sampled), + ones
+    mv = torch.zeros(rows, D, dtype=dtype)            # the visible means
     draw_v = torch.randn if visible == "gaussian" else torch.rand
     WaH, WaDT = Wa[:, :H], Wa[:D].T  # views: stay valid while Wa is updated in place
-    full = (hs, sv, hpos, hneg, hpos[:, :H], hneg[:, :H], (hs[:, :H], sv[:, :D], WaH, WaDT))
     epoch = {"batch": 0, "uv": None, "uh": None}
+    views: dict[int, tuple] = {}  # per minibatch size: slicing costs ~1 µs a view, as much as a small product
+
+    def views_of(B: int) -> tuple:
+        n = rows if persistent else B  # chain rows this step (CD's last minibatch is smaller)
+        pos, neg, h = S[:B], S[Bf:Bf + n], hs[:n]
+        hp, hn = Y[:B, :H], Y[Bf:Bf + n, :H]
+        if B == Bf and n == Bf:
+            terms = [(S.T, Y, 1.0 / Bf)]
+        else:
+            terms = [(pos.T, Y[:B], 1.0 / B), (neg.T, Y[Bf:Bf + n], 1.0 / n)]
+        merged = Y[:, :H] if persistent and B == Bf else None  # the positive phase joins the last hidden half
+        return n, pos, neg, neg[:, :D], h, h[:, :H], hp, hn, mv[:n], merged, terms
+
+    kh = k + (0 if persistent else 1)  # hidden draws a step: CD's first from the data, then one a Gibbs step
+
+    def copies(m: int) -> tuple:
+        return () if m == 1 else (m,)
+
+    def rows_of(u: torch.Tensor, n: int) -> torch.Tensor:  # the first n chains' draws (CD's last minibatch)
+        return u if n == rows else u[..., :n, :]
 
     def cd_step(v0: torch.Tensor):
         bi = epoch["batch"]
-        if bi == 0:  # all of the epoch's random numbers at once (one call instead of one per block)
+        if bi == 0:  # all of the epoch's random numbers at once (one call instead of one per block), as
+            # (batch · step, [copies,] rows, units): one index a draw (each index makes a view, ~0.8 µs)
             n_batches = run.batches.batches_per_epoch()
-            epoch["uv"] = draw_v((n_batches, k, up, rows, D), generator=g, dtype=dtype)
-            epoch["uh"] = torch.rand((n_batches, k + (0 if persistent else 1), down, rows, H), generator=g,
-                                     dtype=dtype)
+            epoch["uv"] = draw_v((n_batches * k, *copies(up), rows, D), generator=g, dtype=dtype)
+            epoch["uh"] = torch.rand((n_batches * kh, *copies(down), rows, H), generator=g, dtype=dtype)
         epoch["batch"] = bi + 1
-        uv, uh = epoch["uv"], epoch["uh"]
         B = v0.shape[0]
-        if B == batch_size:
-            h, v, hp, hn, hpH, hnH, views = full
-            ub, ubh = uv[bi], uh[bi]
-        else:  # the last, smaller minibatch
-            hp, hpH = hpos[:B], hpos[:B, :H]
-            h, v, hn, hnH, views = full[0], full[1], hneg, hneg[:, :H], full[6]
-            if not persistent:
-                h, v, hn = hs[:B], sv[:B], hneg[:B]
-                hnH, views = hn[:, :H], (h[:, :H], v[:, :D], WaH, WaDT)
-            ub, ubh = uv[bi, :, :, :v.shape[0]], uh[bi, :, :, :v.shape[0]]
-        # positive phase: the hidden copies' means given the (copied) data, P(h | v)
-        ph0 = torch.mm(v0, WaH, out=hpH)
-        ph0 = torch.sigmoid_(ph0 if T == 1 else ph0.div_(T))
-        # negative phase: k block-Gibbs steps from the data (CD) or the persistent chains (PCD)
-        if not persistent:
-            _draw_sum_into(views[0], ph0[:h.shape[0]], down, "bernoulli", T, ubh[k])
+        vw = views.get(B)
+        if vw is None:
+            vw = views[B] = views_of(B)
+        n, pos, neg, negD, h, hH, hp, hn, mvn, merged, terms = vw
+        uv, uh = epoch["uv"], epoch["uh"]
+        pos.copy_(v0)
+        if merged is None:  # the positive phase: the hidden copies' means given the (copied) data
+            _hidden_means(pos, WaH, T, out=hp)
+        if not persistent:  # CD starts the chains at the data's hidden draws
+            _draw_sum_into(hH, hp, down, "bernoulli", T, rows_of(uh[bi * kh + k], n))
+        for step in range(k):  # k block-Gibbs steps of the chains
+            _visible_half(h, negD, WaDT, T, visible, up, rows_of(uv[bi * k + step], n), mvn)
+            if merged is not None and step == k - 1:
+                _hidden_means(S, WaH, T, out=merged)
+            else:
+                _hidden_means(neg, WaH, T, out=hn)
+            _draw_sum_into(hH, hn, down, "bernoulli", T, rows_of(uh[bi * kh + step], n))
         if down != 1:
-            hpH.mul_(down)
-        for step in range(k):
-            _gibbs_step_aug(h, v, Wa, T, visible, up, down, ub[step], ubh[step], ph_out=hnH, views=views)
-        if down != 1:
-            hnH.mul_(down)
-        fused.pending = (v0, hp, v, hn)
+            hp.mul_(down)
+            hn.mul_(-down)
+        else:
+            hn.neg_()
+        fused.pending = terms
         if materialise:  # the gradient in p.grad, for clip_grad and other optimisers
             grad = fused.gradient(T)
             grad[D, H] = 0.0  # the ones×ones corner is not a parameter
@@ -376,9 +415,10 @@ def _view_like(t: torch.Tensor, name: str, D: int, H: int) -> torch.Tensor:
     return {"W": t[:D, :H], "b": t[:D, H], "c": t[D, :H]}[name]
 
 
-def _recon_error(v, W, b, c, T, visible, up, down) -> float:
-    """Mean squared reconstruction error of one up-down pass with means (per row)."""
-    ph = torch.sigmoid((c + up * (v @ W)) / T)
+def _recon_error(v, W, b, c, T, visible, up, down, field: torch.Tensor | None = None) -> float:
+    """Mean squared reconstruction error of one up-down pass with means (per row);
+    ``field``: the hidden field c + up·vW (n, H) where the caller has it."""
+    ph = torch.sigmoid((c + up * (v @ W) if field is None else field) / T)
     rec = _v_mean(b + down * (ph @ W.T), visible, T)
     return float(((v - rec) ** 2).sum(1).mean())
 
@@ -387,18 +427,16 @@ def _bipartite_record(epoch, v, W, b, c, T, visible, up, down, g) -> dict:
     """Reconstruction error (mean squared, one up-down pass with means) and, for binary
     data with single copies, the stochastic pseudo-log-likelihood of Besag (1975) as
     scikit-learn's BernoulliRBM.score_samples computes it (one random unit flipped)."""
-    out = {"step": epoch, "recon_error": _recon_error(v, W, b, c, T, visible, up, down)}
+    field = torch.addmm(c, v, W, alpha=up)  # c + up·vW, shared by both scores
+    out = {"step": epoch, "recon_error": _recon_error(v, W, b, c, T, visible, up, down, field)}
     if visible == "bernoulli" and up == 1 and down == 1:
         idx = torch.randint(v.shape[1], (v.shape[0],), generator=g)
-        flipped = v.clone()
-        rows = torch.arange(v.shape[0])
-        flipped[rows, idx] = 1 - flipped[rows, idx]
-
-        def logp(s):
-            return s @ b / T + F.softplus((c + s @ W) / T).sum(1)
-
-        pl = -v.shape[1] * F.softplus(logp(flipped) - logp(v))
-        out["pseudo_loglik"] = float(pl.mean())
+        sign = 1 - 2 * v.gather(1, idx[:, None])  # (n, 1): +1 where the flip turns the unit on
+        # log p̃(flipped) − log p̃(v) with log p̃(s) = sᵀb/T + Σ softplus((c + sᵀW)/T): flipping unit i
+        # moves sᵀb by sign·b_i and the field by sign·W_i (no second product of the data)
+        flipped = torch.addcmul(field, sign, W[idx])
+        gap = (sign[:, 0] * b[idx] / T + F.softplus(flipped / T).sum(1)) - F.softplus(field / T).sum(1)
+        out["pseudo_loglik"] = float((-v.shape[1] * F.softplus(gap)).mean())
     return out
 
 

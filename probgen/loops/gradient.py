@@ -446,6 +446,9 @@ class Trainer:
         self._schedules: list[_Schedule | None] = [None] * len(updates)
         self._params: list[dict[str, torch.Tensor] | None] = [None] * len(updates)
         self._opt_steps = [0] * len(updates)
+        # what the hot path of a step checks, decided once
+        self._line_search = [issubclass(optimiser_class(u.optim), torch.optim.LBFGS) for u in updates]
+        self._hooks = ctx is not None or clip_grad is not None or lr_schedule is not None
         self._lists: list[list[torch.Tensor] | None] = [None] * len(updates)  # the loop's hot path reads these
         self._merged: dict[str, torch.Tensor] | None = None
         for i, u in enumerate(updates):
@@ -519,49 +522,54 @@ class Trainer:
         weight = 1.0
         if self.ctx is not None:
             batch, weight = self._local(u, batch)
-        if isinstance(opt, torch.optim.LBFGS):  # its line search evaluates the loss again
-            first: dict = {}
-
-            def closure() -> torch.Tensor:
-                opt.zero_grad()
-                loss, rec = _as_record(u.loss(batch), u.key)
-                loss.backward()
-                if self.ctx is not None:
-                    value, rec = self._reduce(i, float(loss.detach()), rec, weight)
-                    loss = torch.tensor(value)
-                self._clip(i)
-                if not first:  # the record is of the step's start, as the value LBFGS returns
-                    first.update(rec)
-                return loss
-
-            self._schedules[i].apply(opt, self._opt_steps[i])
-            value = float(opt.step(closure).detach())
-            self._opt_steps[i] += 1
-            return value, first
+        if self._line_search[i]:
+            return self._apply_line_search(i, u, opt, batch, weight)
         if opt is not None:
             opt.zero_grad(set_to_none=True)
         out = u.loss(batch)
         loss, record = out if isinstance(out, tuple) else (out, None)
         if loss is None:  # a method-computed gradient with no loss value (contrastive divergence)
-            value, record = 0.0, record or {}
+            value = 0.0
+            if record is None:
+                record = {}
         else:
             value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
-        if record is None:
-            record = {u.key: value}
+            if record is None:
+                record = {u.key: value}
         if u.backward:
             loss.backward()
         if opt is None:  # parameters created by the first loss (a Pyro param store)
             self._build(i)
             opt = self.optimisers[i]
-        if self.ctx is not None:  # clipping, the schedule and the step see the global batch's gradient
-            value, record = self._reduce(i, value, record, weight)
-        if self.clip_grad is not None:
+        if self._hooks:  # clipping, the schedule and the step see the global batch's gradient
+            if self.ctx is not None:
+                value, record = self._reduce(i, value, record, weight)
             self._clip(i)
-        if self._schedules[i].kind is not None:
             self._schedules[i].apply(opt, self._opt_steps[i])
         opt.step()
         self._opt_steps[i] += 1
         return value, record
+
+    def _apply_line_search(self, i: int, u: Update, opt: Any, batch: Any, weight: float) -> tuple[float, dict]:
+        """One step of an optimiser whose line search evaluates the loss again (LBFGS)."""
+        first: dict = {}
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad()
+            loss, rec = _as_record(u.loss(batch), u.key)
+            loss.backward()
+            if self.ctx is not None:
+                value, rec = self._reduce(i, float(loss.detach()), rec, weight)
+                loss = torch.tensor(value)
+            self._clip(i)
+            if not first:  # the record is of the step's start, as the value LBFGS returns
+                first.update(rec)
+            return loss
+
+        self._schedules[i].apply(opt, self._opt_steps[i])
+        value = float(opt.step(closure).detach())
+        self._opt_steps[i] += 1
+        return value, first
 
     def _local(self, u: Update, batch: Any) -> tuple[Any, float]:
         """This rank's rows of the global ``batch`` (a `GlobalRows` view) and the weight
@@ -626,10 +634,11 @@ class Trainer:
     def _epoch(self) -> dict:
         totals: dict[str, float] = {}
         n = 0
+        apply, updates = self._apply, list(enumerate(self.updates))
         for batch in self.batches.epoch():
             record = {}
-            for i, u in enumerate(self.updates):
-                value, rec = self._apply(i, batch)
+            for i, u in updates:
+                value, rec = apply(i, batch)
                 record.update(rec)
                 if not math.isfinite(value):
                     raise ValueError(f"the {u.key} became non-finite in epoch {self.step} ({self.desc}); "
