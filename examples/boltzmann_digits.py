@@ -76,7 +76,7 @@ def main():
     emit(args.json, "python examples/boltzmann_digits.py" + (" --quick" if args.quick else ""), {"digits": table(
         ["model", "train LL", "test LL", "log Z (AIS) ± s.e.", "kind", "train s"],
         [[name, f"{tr:.2f}", f"{te:.2f}", f"{z:.2f} ± {se:.2f}", kind, f"{s:.0f}"] for name, tr, te, z, se, kind, s in rows],
-        ["", "r", "r", "r", "", "r"])}, note="no peer library: probgen's own AIS estimates")
+        ["", "r", "r", "r", "", "r"])}, note="No peer library: probgen's own AIS estimates")
 
 
 if __name__ == "__main__":
