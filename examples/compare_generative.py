@@ -112,7 +112,8 @@ def main() -> None:
     for name, x, binary in [("two-moons", load_dataset("two-moons").float(), False),
                             ("digits", load_dataset("digits-binary").float(), True)]:
         tables[name] = table(*run(name, x, binary, args.quick))
-    emit(args.json, "python examples/compare_generative.py" + (" --quick" if args.quick else ""), tables)
+    emit(args.json, "python examples/compare_generative.py" + (" --quick" if args.quick else ""), tables,
+         note="No peer library: every row is probgen's, with its own log-likelihood kind")
 
 
 if __name__ == "__main__":
