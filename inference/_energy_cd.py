@@ -121,18 +121,6 @@ def _hidden_means(sv: torch.Tensor, WaH: torch.Tensor, T: float, out: torch.Tens
     return torch.sigmoid_(ph if T == 1 else ph.div_(T))
 
 
-def _gibbs_step_aug(hs: torch.Tensor, sv: torch.Tensor, Wa: torch.Tensor, T: float, visible: str, up: int,
-                    down: int, uv: torch.Tensor, uh: torch.Tensor) -> torch.Tensor:
-    """One block-Gibbs step on augmented buffers (a trailing column of ones carries the
-    biases): ``Wa = [[W, b], [cᵀ, 0]]`` of shape (D+1, H+1); ``hs`` (B, H+1) holds Σ h-copies,
-    ``sv`` (B, D+1) receives Σ v-copies. Returns the hidden conditional means (B, H)."""
-    D, H = Wa.shape[0] - 1, Wa.shape[1] - 1
-    _visible_half(hs, sv[:, :D], Wa[:D].T, T, visible, up, uv)
-    ph = _hidden_means(sv, Wa[:, :H], T)
-    _draw_sum_into(hs[:, :H], ph, down, "bernoulli", T, uh)
-    return ph
-
-
 def _augment(t: torch.Tensor) -> torch.Tensor:
     return torch.cat([t, torch.ones(t.shape[0], 1, dtype=t.dtype)], 1)
 
@@ -142,7 +130,7 @@ def tied_gibbs_step(h: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.
     """One block-Gibbs step of an RBM with ``up`` tied copies of its visible layer and
     ``down`` tied copies of its hidden layer, on the copy sums: given h = Σ h-copies,
     every visible copy ~ P(v | b + W h), then every hidden copy ~ P(h | c + Wᵀ Σ v-copies).
-    (The training loop runs the same step on augmented buffers.) Returns
+    (The training loop runs the same two halves on its stacked buffers.) Returns
     (Σ v-copies, hidden conditional mean, Σ h-copies); shapes (B, D), (B, H), (B, H)."""
     D, H = W.shape
     B = h.shape[0]
@@ -151,8 +139,10 @@ def tied_gibbs_step(h: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.
     draw_v = torch.randn if visible == "gaussian" else torch.rand
     uv = draw_v((up, B, D), generator=g, dtype=W.dtype) if uv is None else uv
     uh = torch.rand((down, B, H), generator=g, dtype=W.dtype) if uh is None else uh
-    hs, sv = _augment(h), _augment(torch.zeros(B, D, dtype=W.dtype))
-    ph = _gibbs_step_aug(hs, sv, Wa, T, visible, up, down, uv, uh)
+    hs, sv = _augment(h), _augment(torch.zeros(B, D, dtype=W.dtype))  # with the ones column of the biases
+    _visible_half(hs, sv[:, :D], Wa[:D].T, T, visible, up, uv)
+    ph = _hidden_means(sv, Wa[:, :H], T)
+    _draw_sum_into(hs[:, :H], ph, down, "bernoulli", T, uh)
     return sv[:, :D], ph, hs[:, :H]
 
 
@@ -208,7 +198,7 @@ class ContrastiveSGD(torch.optim.Optimizer):
 
 class _Fused:
     """An RBM's parameters as one augmented matrix Wa = [[W, b], [cᵀ, 0]] (D+1, H+1) and the
-    last CD step's Δ as factors: ``pending`` = [(X, Y, w), …] with Δ = Σ w·XᵀY (`apply` adds it in)."""
+    last CD step's Δ as factors: ``pending`` = [(Xᵀ, Y, w), …] with Δ = Σ w·XᵀY (`apply` adds it in)."""
 
     def __init__(self, Wa: torch.Tensor):
         self.Wa, self.D, self.H = Wa, Wa.shape[0] - 1, Wa.shape[1] - 1
@@ -418,7 +408,7 @@ def _view_like(t: torch.Tensor, name: str, D: int, H: int) -> torch.Tensor:
 def _recon_error(v, W, b, c, T, visible, up, down, field: torch.Tensor | None = None) -> float:
     """Mean squared reconstruction error of one up-down pass with means (per row);
     ``field``: the hidden field c + up·vW (n, H) where the caller has it."""
-    ph = torch.sigmoid((c + up * (v @ W) if field is None else field) / T)
+    ph = torch.sigmoid((torch.addmm(c, v, W, alpha=up) if field is None else field) / T)
     rec = _v_mean(b + down * (ph @ W.T), visible, T)
     return float(((v - rec) ** 2).sum(1).mean())
 
